@@ -1,0 +1,241 @@
+//! A pool's key → server mapping, built once per set of live servers.
+
+use std::cell::Cell;
+
+use crate::{Continuum, Distribution, HashFunction, HashTag};
+
+/// One server as the router sees it.
+#[derive(Clone, Copy, Debug)]
+pub struct RouteNode<'a> {
+    /// The name hashed onto the ketama ring and used to order servers: the node
+    /// name when the config gives one, else `host:port` (`host` alone for port 11211).
+    pub name: &'a [u8],
+    pub weight: u32,
+    /// Ejected servers are left out of placement until they come back.
+    pub live: bool,
+}
+
+/// Maps keys to server indices (positions in the pool's `servers:` list as written).
+#[derive(Clone, Debug)]
+pub struct Router {
+    hash: HashFunction,
+    hash_tag: Option<HashTag>,
+    servers: usize,
+    placement: Placement,
+}
+
+#[derive(Clone, Debug)]
+enum Placement {
+    /// Ring owners are indices into `order`.
+    Ketama { ring: Continuum, order: Box<[u32]> },
+    /// One slot per unit of weight; slots hold server indices.
+    Modula { slots: Box<[u32]> },
+    /// One slot per live server.
+    Random { slots: Box<[u32]> },
+}
+
+impl Router {
+    pub fn new(
+        hash: HashFunction,
+        distribution: Distribution,
+        hash_tag: Option<HashTag>,
+        nodes: &[RouteNode<'_>],
+    ) -> Router {
+        // nutcracker sorts a pool's servers by name (shorter names first, then bytes)
+        // and places keys over that order: modula slot order depends on it.
+        let mut order: Vec<u32> = (0..nodes.len() as u32).collect();
+        order.sort_by(|&a, &b| {
+            let (a, b) = (nodes[a as usize].name, nodes[b as usize].name);
+            a.len().cmp(&b.len()).then_with(|| a.cmp(b))
+        });
+        order.retain(|&i| nodes[i as usize].live);
+        let placement = match distribution {
+            Distribution::Ketama => {
+                let live = order.iter().map(|&i| {
+                    let n = &nodes[i as usize];
+                    (n.name, n.weight)
+                });
+                Placement::Ketama {
+                    ring: Continuum::new(live),
+                    order: order.into(),
+                }
+            }
+            Distribution::Modula => Placement::Modula {
+                slots: order
+                    .iter()
+                    .flat_map(|&i| std::iter::repeat_n(i, nodes[i as usize].weight as usize))
+                    .collect(),
+            },
+            Distribution::Random => Placement::Random {
+                slots: order.into(),
+            },
+        };
+        Router {
+            hash,
+            hash_tag,
+            servers: nodes.len(),
+            placement,
+        }
+    }
+
+    /// The index of the server that holds `key`, or `None` when no server is live.
+    #[inline]
+    pub fn route(&self, key: &[u8]) -> Option<usize> {
+        if !self.has_live_server() {
+            return None;
+        }
+        // As in nutcracker, a one-server pool skips hashing altogether.
+        if self.servers == 1 {
+            return Some(0);
+        }
+        let key = match &self.hash_tag {
+            Some(tag) => tag.apply(key),
+            None => key,
+        };
+        let index = match &self.placement {
+            Placement::Ketama { ring, order } => {
+                let owner = ring.owner(self.key_hash(key))?;
+                order[owner as usize]
+            }
+            Placement::Modula { slots } => slots[self.key_hash(key) as usize % slots.len()],
+            Placement::Random { slots } => slots[next_random() as usize % slots.len()],
+        };
+        Some(index as usize)
+    }
+
+    /// Whether any server can take keys.
+    pub fn has_live_server(&self) -> bool {
+        match &self.placement {
+            Placement::Ketama { order, .. } => !order.is_empty(),
+            Placement::Modula { slots } | Placement::Random { slots } => !slots.is_empty(),
+        }
+    }
+
+    #[inline]
+    fn key_hash(&self, key: &[u8]) -> u32 {
+        if key.is_empty() {
+            0
+        } else {
+            self.hash.hash(key)
+        }
+    }
+}
+
+thread_local! {
+    static RANDOM_STATE: Cell<u64> = Cell::new(random_seed());
+}
+
+fn random_seed() -> u64 {
+    use std::hash::{BuildHasher, RandomState};
+    RandomState::new().hash_one(0u8) | 1
+}
+
+/// xorshift64*: cheap, per thread, good enough to spread load.
+fn next_random() -> u32 {
+    RANDOM_STATE.with(|state| {
+        let mut x = state.get();
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        state.set(x);
+        (x.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 32) as u32
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn nodes<'a>(names: &'a [&'a str], live: &[bool]) -> Vec<RouteNode<'a>> {
+        names
+            .iter()
+            .zip(live)
+            .map(|(n, &live)| RouteNode {
+                name: n.as_bytes(),
+                weight: 1,
+                live,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn single_server_skips_hashing() {
+        let n = nodes(&["only"], &[true]);
+        let r = Router::new(HashFunction::Md5, Distribution::Ketama, None, &n);
+        assert_eq!(r.route(b"anything"), Some(0));
+    }
+
+    #[test]
+    fn no_live_server_routes_nowhere() {
+        let n = nodes(&["a", "b"], &[false, false]);
+        for d in Distribution::ALL {
+            let r = Router::new(HashFunction::Md5, d, None, &n);
+            assert_eq!(r.route(b"k"), None, "{d}");
+        }
+    }
+
+    #[test]
+    fn ejected_server_gets_no_keys_and_others_keep_theirs() {
+        let names = ["a:1", "b:1", "c:1"];
+        let all = Router::new(
+            HashFunction::Fnv1a64,
+            Distribution::Ketama,
+            None,
+            &nodes(&names, &[true; 3]),
+        );
+        let without_b = Router::new(
+            HashFunction::Fnv1a64,
+            Distribution::Ketama,
+            None,
+            &nodes(&names, &[true, false, true]),
+        );
+        let mut moved = 0;
+        for i in 0..2000 {
+            let key = format!("key-{i}");
+            let before = all.route(key.as_bytes()).unwrap();
+            let after = without_b.route(key.as_bytes()).unwrap();
+            assert_ne!(after, 1);
+            if before != 1 {
+                assert_eq!(before, after, "{key} moved although its server stayed");
+            } else {
+                moved += 1;
+            }
+        }
+        assert!(moved > 0);
+    }
+
+    #[test]
+    fn modula_orders_servers_by_name_length_then_bytes() {
+        // Written order b, aa, a: sorted order is a, b, aa.
+        let n = nodes(&["b", "aa", "a"], &[true; 3]);
+        let r = Router::new(HashFunction::Fnv1a32, Distribution::Modula, None, &n);
+        let Placement::Modula { slots } = &r.placement else {
+            unreachable!()
+        };
+        assert_eq!(&**slots, &[2, 0, 1]);
+    }
+
+    #[test]
+    fn random_uses_only_live_servers() {
+        let n = nodes(&["a", "b", "c"], &[true, false, true]);
+        let r = Router::new(HashFunction::Md5, Distribution::Random, None, &n);
+        let mut seen = [0usize; 3];
+        for _ in 0..1000 {
+            seen[r.route(b"same key").unwrap()] += 1;
+        }
+        assert_eq!(seen[1], 0);
+        assert!(seen[0] > 300 && seen[2] > 300, "{seen:?}");
+    }
+
+    #[test]
+    fn hash_tag_groups_keys() {
+        let n = nodes(&["a:1", "b:1", "c:1", "d:1"], &[true; 4]);
+        let tag = HashTag::new(b"{}");
+        let r = Router::new(HashFunction::Murmur, Distribution::Ketama, tag, &n);
+        let home = r.route(b"user42").unwrap();
+        for i in 0..100 {
+            let key = format!("{{user42}}:field{i}");
+            assert_eq!(r.route(key.as_bytes()), Some(home));
+        }
+    }
+}
