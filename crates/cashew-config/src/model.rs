@@ -1,0 +1,133 @@
+//! The validated configuration: what every other part of cashew reads.
+
+use std::path::PathBuf;
+
+use cashew_route::{Distribution, HashFunction, HashTag, RouteNode};
+
+/// A whole config file: its pools in the order written.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Config {
+    pub pools: Vec<Pool>,
+}
+
+impl Config {
+    pub fn pool(&self, name: &str) -> Option<&Pool> {
+        self.pools.iter().find(|p| p.name == name)
+    }
+}
+
+/// One pool: a listen address in front of a set of servers. Field names and
+/// defaults are nutcracker's.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Pool {
+    pub name: String,
+    pub listen: Listen,
+    pub hash: HashFunction,
+    pub hash_tag: Option<HashTag>,
+    pub distribution: Distribution,
+    /// Milliseconds a server may take to answer; `None` waits forever.
+    pub timeout_ms: Option<u64>,
+    pub backlog: u32,
+    /// Most clients at once; 0 means no limit.
+    pub client_connections: u32,
+    pub redis: bool,
+    pub redis_auth: Option<String>,
+    pub redis_db: u32,
+    pub preconnect: bool,
+    pub auto_eject_hosts: bool,
+    pub server_connections: u32,
+    pub server_retry_timeout_ms: u64,
+    pub server_failure_limit: u32,
+    pub tcpkeepalive: bool,
+    pub reuseport: bool,
+    pub servers: Vec<Server>,
+}
+
+impl Pool {
+    /// Defaults for every optional key, as nutcracker 0.5.0 has them.
+    pub(crate) fn with_defaults(name: String, listen: Listen) -> Pool {
+        Pool {
+            name,
+            listen,
+            hash: HashFunction::Fnv1a64,
+            hash_tag: None,
+            distribution: Distribution::Ketama,
+            timeout_ms: None,
+            backlog: 512,
+            client_connections: 0,
+            redis: false,
+            redis_auth: None,
+            redis_db: 0,
+            preconnect: false,
+            auto_eject_hosts: false,
+            server_connections: 1,
+            server_retry_timeout_ms: 30_000,
+            server_failure_limit: 2,
+            tcpkeepalive: false,
+            reuseport: false,
+            servers: Vec::new(),
+        }
+    }
+
+    /// The servers as the router sees them, all live.
+    pub fn route_nodes(&self) -> Vec<RouteNode<'_>> {
+        self.servers
+            .iter()
+            .map(|s| RouteNode {
+                name: s.name().as_bytes(),
+                weight: s.weight,
+                live: true,
+            })
+            .collect()
+    }
+}
+
+/// Where a pool accepts clients.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Listen {
+    /// `host:port` or `[v6]:port`; `host` is without brackets.
+    Tcp { host: String, port: u16 },
+    /// `/path.sock [mode]`, the mode in octal.
+    Unix { path: PathBuf, mode: Option<u32> },
+}
+
+/// One `servers:` entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Server {
+    /// The entry exactly as written, e.g. `10.0.0.1:11211:1 cache-a`.
+    pub entry: String,
+    pub address: ServerAddress,
+    pub weight: u32,
+    /// The ketama and stats name (see [`Server::name`]).
+    name: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ServerAddress {
+    /// `host` is without brackets.
+    Tcp {
+        host: String,
+        port: u16,
+    },
+    Unix {
+        path: PathBuf,
+    },
+}
+
+impl Server {
+    pub(crate) fn new(entry: String, address: ServerAddress, weight: u32, name: String) -> Self {
+        Server {
+            entry,
+            address,
+            weight,
+            name,
+        }
+    }
+
+    /// The server's name in placement and stats: the node name when given, else
+    /// `host:port` as written, else `host` alone for port 11211 (libmemcached's
+    /// convention, which nutcracker keeps so that ketama placement matches).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}

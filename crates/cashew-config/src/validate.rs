@@ -1,0 +1,437 @@
+//! From a YAML tree to the [`Config`] model, collecting every error on the way.
+
+use cashew_route::{Distribution, HashFunction, HashTag};
+
+use crate::address::{parse_listen, parse_server};
+use crate::error::ConfigError;
+use crate::model::{Config, Listen, Pool};
+use crate::yaml::{Location, Node, Value};
+
+/// Every key a pool may have, in the order the docs list them.
+pub const POOL_KEYS: [&str; 18] = [
+    "listen",
+    "hash",
+    "hash_tag",
+    "distribution",
+    "timeout",
+    "backlog",
+    "client_connections",
+    "redis",
+    "redis_auth",
+    "redis_db",
+    "preconnect",
+    "auto_eject_hosts",
+    "server_connections",
+    "server_retry_timeout",
+    "server_failure_limit",
+    "tcpkeepalive",
+    "reuseport",
+    "servers",
+];
+
+fn pool_keys() -> impl Iterator<Item = &'static str> {
+    POOL_KEYS.into_iter()
+}
+
+pub struct Validator<'f> {
+    file: &'f str,
+    errors: Vec<ConfigError>,
+}
+
+impl<'f> Validator<'f> {
+    pub fn new(file: &'f str) -> Self {
+        Validator {
+            file,
+            errors: Vec::new(),
+        }
+    }
+
+    pub fn error(&mut self, at: Location, pool: Option<&str>, key: Option<&str>, message: String) {
+        self.errors.push(ConfigError {
+            file: self.file.to_string(),
+            at: Some(at),
+            pool: pool.map(str::to_string),
+            key: key.map(str::to_string),
+            message,
+        });
+    }
+
+    pub fn finish(self) -> Vec<ConfigError> {
+        self.errors
+    }
+
+    pub fn config(&mut self, root: Option<Node>) -> Config {
+        let mut pools = Vec::new();
+        let Some(root) = root else {
+            self.error(
+                Location { line: 1, column: 1 },
+                None,
+                None,
+                "the file defines no pools; expected a mapping of pool names to pool settings"
+                    .into(),
+            );
+            return Config { pools };
+        };
+        let Value::Mapping(entries) = root.value else {
+            let found = root.kind();
+            self.error(
+                root.at,
+                None,
+                None,
+                format!(
+                    "the top level must be a mapping of pool names to pool settings, found {found}"
+                ),
+            );
+            return Config { pools };
+        };
+        let mut names: Vec<(String, Location)> = Vec::new();
+        for (key, value) in entries {
+            let Value::Scalar(name) = key.value else {
+                self.error(
+                    key.at,
+                    None,
+                    None,
+                    format!("a pool name must be plain text, found {}", key.kind()),
+                );
+                continue;
+            };
+            if name.is_empty() {
+                self.error(key.at, None, None, "a pool name must not be empty".into());
+                continue;
+            }
+            if let Some((_, first)) = names.iter().find(|(n, _)| *n == name) {
+                let line = first.line;
+                self.error(
+                    key.at,
+                    Some(&name),
+                    None,
+                    format!(
+                        "duplicate pool name; the pool '{name}' is first defined at line {line}"
+                    ),
+                );
+                continue;
+            }
+            names.push((name.clone(), key.at));
+            if let Some(pool) = self.pool(name, key.at, value) {
+                pools.push(pool);
+            }
+        }
+        if names.is_empty() {
+            self.error(root.at, None, None, "the file defines no pools".into());
+        }
+        self.check_listen_addresses(&pools, &names);
+        Config { pools }
+    }
+
+    fn pool(&mut self, name: String, name_at: Location, node: Node) -> Option<Pool> {
+        let Value::Mapping(entries) = node.value else {
+            let found = node.kind();
+            self.error(
+                node.at,
+                Some(&name),
+                None,
+                format!("pool settings must be a mapping of keys to values, found {found}"),
+            );
+            return None;
+        };
+        let pool_name = Some(name.as_str());
+        // Placeholder until `listen:` is read; a pool without one is an error.
+        let mut pool = Pool::with_defaults(
+            name.clone(),
+            Listen::Tcp {
+                host: String::new(),
+                port: 0,
+            },
+        );
+        let errors_before = self.errors.len();
+        let mut seen: Vec<(String, Location)> = Vec::new();
+        let mut redis_auth_at = None;
+
+        for (key_node, value) in entries {
+            let Value::Scalar(key) = &key_node.value else {
+                self.error(
+                    key_node.at,
+                    pool_name,
+                    None,
+                    format!("a key must be plain text, found {}", key_node.kind()),
+                );
+                continue;
+            };
+            let key = key.as_str();
+            if let Some((_, first)) = seen.iter().find(|(k, _)| k == key) {
+                let line = first.line;
+                self.error(
+                    key_node.at,
+                    pool_name,
+                    Some(key),
+                    format!("duplicate key; it is first set at line {line}"),
+                );
+                continue;
+            }
+            seen.push((key.to_string(), key_node.at));
+            if !pool_keys().any(|k| k == key) {
+                let hint = match closest(key, pool_keys()) {
+                    Some(k) => format!("did you mean '{k}'? "),
+                    None => String::new(),
+                };
+                let allowed = pool_keys().collect::<Vec<_>>().join(", ");
+                self.error(
+                    key_node.at,
+                    pool_name,
+                    Some(key),
+                    format!("unknown key; {hint}allowed keys: {allowed}"),
+                );
+                continue;
+            }
+            let mut field = Field {
+                v: self,
+                pool: &name,
+                key,
+                node: &value,
+            };
+            match key {
+                "servers" => {
+                    let servers = field.servers();
+                    pool.servers = servers;
+                }
+                "listen" => {
+                    if let Some(listen) = field.parse(parse_listen) {
+                        pool.listen = listen;
+                    }
+                }
+                "hash" => set(&mut pool.hash, field.named(&HashFunction::ALL.map(|h| (h.name(), h)))),
+                "distribution" => set(&mut pool.distribution, field.named(&Distribution::ALL.map(|d| (d.name(), d)))),
+                "hash_tag" => pool.hash_tag = field.parse(|t| HashTag::new(t.as_bytes()).ok_or_else(|| format!("'{t}' is {} bytes long; a hash tag is exactly 2 characters, such as '{{}}'", t.len()))),
+                "timeout" => pool.timeout_ms = field.number(0, u64::MAX),
+                "backlog" => set(&mut pool.backlog, field.number(0, u32::MAX)),
+                "client_connections" => set(&mut pool.client_connections, field.number(0, u32::MAX)),
+                "redis_db" => set(&mut pool.redis_db, field.number(0, u32::MAX)),
+                "server_connections" => set(&mut pool.server_connections, field.number(1, u32::MAX)),
+                "server_retry_timeout" => set(&mut pool.server_retry_timeout_ms, field.number(0, u64::MAX)),
+                "server_failure_limit" => set(&mut pool.server_failure_limit, field.number(0, u32::MAX)),
+                "redis" => set(&mut pool.redis, field.boolean()),
+                "preconnect" => set(&mut pool.preconnect, field.boolean()),
+                "auto_eject_hosts" => set(&mut pool.auto_eject_hosts, field.boolean()),
+                "tcpkeepalive" => set(&mut pool.tcpkeepalive, field.boolean()),
+                "reuseport" => set(&mut pool.reuseport, field.boolean()),
+                "redis_auth" => {
+                    redis_auth_at = Some(key_node.at);
+                    pool.redis_auth = field.parse(|s| if s.is_empty() { Err("is empty; give the password or leave the key out".into()) } else { Ok(s.to_string()) });
+                }
+                _ => unreachable!("every key of POOL_KEYS is handled"),
+            }
+        }
+
+        let has = |k: &str| seen.iter().any(|(s, _)| s == k);
+        if !has("listen") {
+            self.error(name_at, pool_name, None, "has no 'listen' key; give the address clients connect to, e.g. 'listen: 127.0.0.1:22121'".into());
+        }
+        if !has("servers") {
+            self.error(
+                name_at,
+                pool_name,
+                None,
+                "has no 'servers' key; list at least one server, e.g. '- 127.0.0.1:11211:1'".into(),
+            );
+        }
+        if let (Some(at), false) = (redis_auth_at, pool.redis) {
+            self.error(
+                at,
+                pool_name,
+                Some("redis_auth"),
+                "is only valid in a redis pool; add 'redis: true' or remove it".into(),
+            );
+        }
+        self.check_server_names(&pool, &seen);
+        (self.errors.len() == errors_before).then_some(pool)
+    }
+
+    fn check_server_names(&mut self, pool: &Pool, seen: &[(String, Location)]) {
+        let Some((_, at)) = seen.iter().find(|(k, _)| k == "servers") else {
+            return;
+        };
+        for (i, s) in pool.servers.iter().enumerate() {
+            if let Some(first) = pool.servers[..i].iter().find(|f| f.name() == s.name()) {
+                self.error(*at, Some(&pool.name), Some("servers"), format!(
+                    "servers '{}' and '{}' have the same name '{}'; every server of a pool needs its own name (add a distinct name after the weight)",
+                    first.entry, s.entry, s.name()
+                ));
+            }
+        }
+    }
+
+    fn check_listen_addresses(&mut self, pools: &[Pool], names: &[(String, Location)]) {
+        for (i, p) in pools.iter().enumerate() {
+            if let Some(first) = pools[..i].iter().find(|f| f.listen == p.listen) {
+                let at = names
+                    .iter()
+                    .find(|(n, _)| *n == p.name)
+                    .map_or(Location::default(), |(_, at)| *at);
+                self.error(at, Some(&p.name), Some("listen"), format!("listens on the same address as pool '{}'; each pool needs its own listen address", first.name));
+            }
+        }
+    }
+}
+
+fn set<T>(slot: &mut T, value: Option<T>) {
+    if let Some(v) = value {
+        *slot = v;
+    }
+}
+
+/// One key's value being read; errors are reported against it.
+struct Field<'v, 'f, 'n> {
+    v: &'v mut Validator<'f>,
+    pool: &'n str,
+    key: &'n str,
+    node: &'n Node,
+}
+
+impl Field<'_, '_, '_> {
+    fn fail<T>(&mut self, at: Location, message: String) -> Option<T> {
+        self.v.error(at, Some(self.pool), Some(self.key), message);
+        None
+    }
+
+    fn scalar(&mut self) -> Option<&str> {
+        match &self.node.value {
+            Value::Scalar(s) => Some(s.as_str()),
+            _ => {
+                let found = self.node.kind();
+                self.v.error(
+                    self.node.at,
+                    Some(self.pool),
+                    Some(self.key),
+                    format!("expected a single value, found {found}"),
+                );
+                None
+            }
+        }
+    }
+
+    fn parse<T>(&mut self, f: impl FnOnce(&str) -> Result<T, String>) -> Option<T> {
+        let text = self.scalar()?.to_string();
+        match f(&text) {
+            Ok(v) => Some(v),
+            Err(message) => self.fail(self.node.at, message),
+        }
+    }
+
+    fn named<T: Copy>(&mut self, choices: &[(&'static str, T)]) -> Option<T> {
+        self.parse(|text| {
+            choices
+                .iter()
+                .find(|(n, _)| *n == text)
+                .map(|&(_, v)| v)
+                .ok_or_else(|| {
+                    let names: Vec<&str> = choices.iter().map(|(n, _)| *n).collect();
+                    let hint = closest(text, names.iter().copied())
+                        .map_or(String::new(), |n| format!("did you mean '{n}'? "));
+                    format!(
+                        "unknown value '{text}'; {hint}allowed: {}",
+                        names.join(", ")
+                    )
+                })
+        })
+    }
+
+    fn boolean(&mut self) -> Option<bool> {
+        self.parse(|text| match text {
+            "true" => Ok(true),
+            "false" => Ok(false),
+            _ => Err(format!("'{text}' is not a boolean; allowed: true, false")),
+        })
+    }
+
+    fn number<T: TryFrom<u64> + Copy + std::fmt::Display>(&mut self, min: T, max: T) -> Option<T>
+    where
+        u64: From<T>,
+    {
+        self.parse(|text| {
+            let n = text
+                .parse::<u64>()
+                .ok()
+                .filter(|_| text.bytes().all(|b| b.is_ascii_digit()))
+                .filter(|&n| n >= u64::from(min) && n <= u64::from(max));
+            n.and_then(|n| T::try_from(n).ok())
+                .ok_or_else(|| format!("'{text}' is not a whole number from {min} to {max}"))
+        })
+    }
+
+    fn servers(&mut self) -> Vec<crate::model::Server> {
+        let Value::Sequence(items) = &self.node.value else {
+            let found = self.node.kind();
+            self.fail::<()>(
+                self.node.at,
+                format!("expected a list of 'host:port:weight [name]' entries, found {found}"),
+            );
+            return Vec::new();
+        };
+        if items.is_empty() {
+            self.fail::<()>(
+                self.node.at,
+                "the list is empty; a pool needs at least one server".into(),
+            );
+        }
+        let mut servers = Vec::new();
+        for item in items {
+            match &item.value {
+                Value::Scalar(entry) => match parse_server(entry) {
+                    Ok(s) => servers.push(s),
+                    Err(message) => {
+                        self.fail::<()>(item.at, message);
+                    }
+                },
+                _ => {
+                    self.fail::<()>(
+                        item.at,
+                        format!(
+                            "a server entry must be one 'host:port:weight [name]' string, found {}",
+                            item.kind()
+                        ),
+                    );
+                }
+            }
+        }
+        servers
+    }
+}
+
+/// The allowed word nearest to `word`, if it is close enough to be a typo.
+fn closest<'a>(word: &str, allowed: impl Iterator<Item = &'a str>) -> Option<&'a str> {
+    allowed
+        .map(|a| (edit_distance(word, a), a))
+        .filter(|&(d, a)| d <= 2.max(a.len() / 4))
+        .min_by_key(|&(d, _)| d)
+        .map(|(_, a)| a)
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, &cb) in b.iter().enumerate() {
+            let above = row[j + 1];
+            row[j + 1] = (above + 1)
+                .min(row[j] + 1)
+                .min(diagonal + usize::from(ca != cb));
+            diagonal = above;
+        }
+    }
+    row[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn suggestions() {
+        assert_eq!(closest("distributon", pool_keys()), Some("distribution"));
+        assert_eq!(closest("hash_tags", pool_keys()), Some("hash_tag"));
+        assert_eq!(closest("zzzzzz", pool_keys()), None);
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+    }
+}
