@@ -1,0 +1,212 @@
+//! Real backends for tests: each process is started on a loopback address with a
+//! free port, waited for until it accepts connections, and killed when dropped.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A port that was free on `host` a moment ago.
+pub fn free_port(host: &str) -> u16 {
+    TcpListener::bind((host, 0))
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or_else(|e| panic!("no free port on {host}: {e}"))
+}
+
+/// The path of an installed program, or a panic that says how to get it.
+pub fn program(name: &str) -> PathBuf {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin".into(), "/usr/bin".into()])
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| {
+            panic!("'{name}' is not installed; scripts/test installs what the tests need")
+        })
+}
+
+fn running_as_root() -> bool {
+    std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
+}
+
+/// Waits until `addr` accepts a TCP connection.
+pub fn wait_until_listening(addr: SocketAddr, child: &mut Child, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_ok() {
+            return;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            let mut err = String::new();
+            if let Some(mut e) = child.stderr.take() {
+                let _ = e.read_to_string(&mut err);
+            }
+            panic!("{what} exited with {status} before listening on {addr}: {err}");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what} did not listen on {addr} within 10 s"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A process killed when dropped.
+pub struct Process {
+    child: Child,
+    pub addr: SocketAddr,
+}
+
+impl Process {
+    fn spawn(what: &str, command: &mut Command, addr: SocketAddr) -> Process {
+        let mut child = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {what}: {e}"));
+        wait_until_listening(addr, &mut child, what);
+        Process { child, addr }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    /// Sends a signal by name (`STOP`, `CONT`, `KILL`, ...).
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args([format!("-{name}"), self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill -{name} failed");
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A memcached server on `127.0.0.1` and a free port.
+pub fn memcached() -> Process {
+    memcached_on("127.0.0.1", free_port("127.0.0.1"))
+}
+
+/// A memcached server on `host:port` (any loopback address).
+pub fn memcached_on(host: &str, port: u16) -> Process {
+    let mut cmd = Command::new(program("memcached"));
+    cmd.args([
+        "-l",
+        host,
+        "-p",
+        &port.to_string(),
+        "-U",
+        "0",
+        "-t",
+        "1",
+        "-m",
+        "64",
+    ]);
+    if running_as_root() {
+        cmd.args(["-u", "nobody"]);
+    }
+    let addr = format!("{host}:{port}").parse().unwrap();
+    Process::spawn("memcached", &mut cmd, addr)
+}
+
+/// nutcracker started with the config `yaml`, listening (for readiness) on `wait_for`.
+pub fn nutcracker(yaml: &str, wait_for: SocketAddr) -> Process {
+    let dir = temp_dir("nutcracker");
+    let conf = dir.join("nutcracker.yml");
+    std::fs::write(&conf, yaml).unwrap();
+    let stats_port = free_port("127.0.0.1");
+    let mut cmd = Command::new(program("nutcracker"));
+    cmd.arg("-c")
+        .arg(&conf)
+        .args(["-s", &stats_port.to_string(), "-a", "127.0.0.1"])
+        .arg("-o")
+        .arg(dir.join("nutcracker.log"))
+        .arg("-p")
+        .arg(dir.join("nutcracker.pid"));
+    Process::spawn("nutcracker", &mut cmd, wait_for)
+}
+
+/// A fresh directory under the system temp dir.
+pub fn temp_dir(tag: &str) -> PathBuf {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "cashew-{tag}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A minimal memcached text-protocol connection for checking backends directly.
+pub struct McConn {
+    reader: BufReader<TcpStream>,
+    writer: TcpStream,
+}
+
+impl McConn {
+    pub fn connect(addr: SocketAddr) -> McConn {
+        let stream = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        McConn {
+            reader: BufReader::new(stream.try_clone().unwrap()),
+            writer: stream,
+        }
+    }
+
+    pub fn send(&mut self, bytes: &[u8]) {
+        self.writer.write_all(bytes).unwrap();
+    }
+
+    pub fn line(&mut self) -> String {
+        let mut line = String::new();
+        self.reader.read_line(&mut line).unwrap();
+        line
+    }
+
+    pub fn set(&mut self, key: &str, value: &[u8]) {
+        let mut request = format!("set {key} 0 0 {}\r\n", value.len()).into_bytes();
+        request.extend_from_slice(value);
+        request.extend_from_slice(b"\r\n");
+        self.send(&request);
+        assert_eq!(self.line(), "STORED\r\n", "set {key}");
+    }
+
+    /// The value of `key`, or `None` on a miss.
+    pub fn get(&mut self, key: &str) -> Option<Vec<u8>> {
+        self.send(format!("get {key}\r\n").as_bytes());
+        let header = self.line();
+        if header == "END\r\n" {
+            return None;
+        }
+        let len: usize = header
+            .trim_end()
+            .rsplit(' ')
+            .next()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("bad get reply {header:?}"));
+        let mut value = vec![0; len + 2];
+        self.reader.read_exact(&mut value).unwrap();
+        value.truncate(len);
+        assert_eq!(self.line(), "END\r\n");
+        Some(value)
+    }
+}
