@@ -1,0 +1,114 @@
+//! The command line: nutcracker's flags, same short and long forms and defaults,
+//! plus cashew's own subcommands beside them.
+
+use std::path::PathBuf;
+
+use clap::{ArgAction, Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "cashew",
+    version,
+    about = "cashew: a cache proxy for memcached and redis, compatible with nutcracker",
+    args_conflicts_with_subcommands = true
+)]
+pub struct Cli {
+    /// Test configuration for syntax errors and exit
+    #[arg(short = 't', long = "test-conf")]
+    pub test_conf: bool,
+
+    /// Run as a daemon
+    #[arg(short = 'd', long = "daemonize")]
+    pub daemonize: bool,
+
+    /// Print stats description and exit
+    #[arg(short = 'D', long = "describe-stats")]
+    pub describe_stats: bool,
+
+    /// Set logging level (min: 0, max: 11)
+    #[arg(short = 'v', long = "verbose", value_name = "N", default_value_t = 5,
+          value_parser = clap::value_parser!(u8).range(0..=11))]
+    pub verbose: u8,
+
+    /// Set logging file [default: stderr]
+    #[arg(short = 'o', long = "output", value_name = "FILE")]
+    pub output: Option<PathBuf>,
+
+    /// Set configuration file
+    #[arg(
+        short = 'c',
+        long = "conf-file",
+        value_name = "FILE",
+        default_value = "conf/nutcracker.yml"
+    )]
+    pub conf_file: PathBuf,
+
+    /// Set stats monitoring port
+    #[arg(
+        short = 's',
+        long = "stats-port",
+        value_name = "N",
+        default_value_t = 22222
+    )]
+    pub stats_port: u16,
+
+    /// Set stats monitoring ip
+    #[arg(
+        short = 'a',
+        long = "stats-addr",
+        value_name = "ADDR",
+        default_value = "0.0.0.0"
+    )]
+    pub stats_addr: String,
+
+    /// Set stats aggregation interval in msec
+    #[arg(
+        short = 'i',
+        long = "stats-interval",
+        value_name = "MS",
+        default_value_t = 30_000
+    )]
+    pub stats_interval: u64,
+
+    /// Set pid file [default: off]
+    #[arg(short = 'p', long = "pid-file", value_name = "FILE")]
+    pub pid_file: Option<PathBuf>,
+
+    /// Set size of mbuf chunk in bytes (min: 512, max: 16777216)
+    #[arg(short = 'm', long = "mbuf-size", value_name = "N", default_value_t = 16_384,
+          value_parser = clap::value_parser!(u32).range(512..=16_777_216))]
+    pub mbuf_size: u32,
+
+    /// nutcracker's `-?`, the same as --help
+    #[arg(short = '?', action = ArgAction::Help, hide = true)]
+    pub question_mark_help: Option<bool>,
+
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Print the server that holds each key: KEY<TAB>SERVER, one line per key
+    Route(RouteArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct RouteArgs {
+    /// Configuration file
+    #[arg(
+        short = 'c',
+        long = "conf-file",
+        value_name = "FILE",
+        default_value = "conf/nutcracker.yml"
+    )]
+    pub conf_file: PathBuf,
+
+    /// Pool to route in; may be left out when the config has one pool
+    #[arg(long, value_name = "NAME")]
+    pub pool: Option<String>,
+
+    /// Keys to route; with none, keys are read from standard input, one per line
+    #[arg(value_name = "KEY")]
+    pub keys: Vec<std::ffi::OsString>,
+}
