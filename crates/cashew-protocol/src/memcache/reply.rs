@@ -1,0 +1,136 @@
+//! Server replies. A reply is one line, or `VALUE` blocks closed by `END`.
+
+use super::tokens::Tokens;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReplyParse {
+    /// A whole reply of this many bytes.
+    Complete(usize),
+    Incomplete,
+    /// The bytes are not a memcached reply; the connection cannot be trusted.
+    Invalid,
+}
+
+/// Parses the reply at the start of `buf`.
+pub fn parse_reply(buf: &[u8]) -> ReplyParse {
+    let mut pos = 0;
+    loop {
+        let Some(nl) = memchr::memchr(b'\n', &buf[pos..]) else {
+            return ReplyParse::Incomplete;
+        };
+        let line = &buf[pos..pos + nl];
+        let line_len = nl + 1;
+        if !line.starts_with(b"VALUE ") {
+            // `END` closes a retrieval; any other line is a whole reply on its own,
+            // unless VALUE blocks came before it, which only END may follow.
+            let is_end = line == b"END\r" || line == b"END";
+            return match (pos, is_end) {
+                (0, _) | (_, true) => ReplyParse::Complete(pos + line_len),
+                _ => ReplyParse::Invalid,
+            };
+        }
+        let Some(data) = value_len(line) else {
+            return ReplyParse::Invalid;
+        };
+        let end = pos + line_len + data + 2;
+        if buf.len() < end {
+            return ReplyParse::Incomplete;
+        }
+        if &buf[end - 2..end] != b"\r\n" {
+            return ReplyParse::Invalid;
+        }
+        pos = end;
+    }
+}
+
+/// The data length of a `VALUE <key> <flags> <bytes> [<cas>]` line.
+fn value_len(line: &[u8]) -> Option<usize> {
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let bytes = Tokens::new(line).nth(3)?;
+    std::str::from_utf8(&line[bytes]).ok()?.parse().ok()
+}
+
+/// The `VALUE` blocks of a complete retrieval reply, each as `(key, whole block)`.
+pub struct ValueBlocks<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> ValueBlocks<'a> {
+    pub fn new(reply: &'a [u8]) -> Self {
+        ValueBlocks { rest: reply }
+    }
+}
+
+impl<'a> Iterator for ValueBlocks<'a> {
+    type Item = (&'a [u8], &'a [u8]);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let nl = memchr::memchr(b'\n', self.rest)?;
+        let line = &self.rest[..nl];
+        if !line.starts_with(b"VALUE ") {
+            return None;
+        }
+        let data = value_len(line)?;
+        let end = (nl + 1 + data + 2).min(self.rest.len());
+        let key = line[6..].split(|&b| b == b' ').next()?;
+        let block = &self.rest[..end];
+        self.rest = &self.rest[end..];
+        Some((key, block))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn single_lines() {
+        for reply in [
+            &b"STORED\r\n"[..],
+            b"NOT_FOUND\r\n",
+            b"42\r\n",
+            b"END\r\n",
+            b"SERVER_ERROR oops\r\n",
+        ] {
+            assert_eq!(parse_reply(reply), ReplyParse::Complete(reply.len()));
+        }
+        assert_eq!(
+            parse_reply(b"STORED\r\nDELETED\r\n"),
+            ReplyParse::Complete(8)
+        );
+        assert_eq!(parse_reply(b"STOR"), ReplyParse::Incomplete);
+    }
+
+    #[test]
+    fn value_blocks() {
+        let reply = b"VALUE a 0 3\r\nabc\r\nVALUE bb 5 1 77\r\nx\r\nEND\r\nSTORED\r\n";
+        assert_eq!(parse_reply(reply), ReplyParse::Complete(reply.len() - 8));
+        for cut in 0..reply.len() - 8 {
+            assert_eq!(
+                parse_reply(&reply[..cut]),
+                ReplyParse::Incomplete,
+                "cut {cut}"
+            );
+        }
+        let blocks: Vec<_> = ValueBlocks::new(reply).collect();
+        assert_eq!(blocks.len(), 2);
+        assert_eq!(blocks[0], (&b"a"[..], &b"VALUE a 0 3\r\nabc\r\n"[..]));
+        assert_eq!(blocks[1].0, b"bb");
+    }
+
+    #[test]
+    fn values_may_hold_line_breaks() {
+        let reply = b"VALUE a 0 4\r\n\r\nEN\r\nEND\r\n";
+        assert_eq!(parse_reply(reply), ReplyParse::Complete(reply.len()));
+    }
+
+    #[test]
+    fn broken_replies() {
+        assert_eq!(parse_reply(b"VALUE a 0 x\r\n"), ReplyParse::Invalid);
+        assert_eq!(parse_reply(b"VALUE a 0 1\r\nxyz\r\n"), ReplyParse::Invalid);
+        assert_eq!(
+            parse_reply(b"VALUE a 0 1\r\nx\r\nSTORED\r\n"),
+            ReplyParse::Invalid
+        );
+    }
+}
