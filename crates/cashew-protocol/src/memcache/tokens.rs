@@ -42,7 +42,7 @@ impl Iterator for Tokens<'_> {
 }
 
 /// The keys of a retrieval request, given the key-list span from [`crate::memcache::Request`].
-pub fn keys<'a>(buf: &'a [u8], span: Range<usize>) -> impl Iterator<Item = &'a [u8]> + Clone {
+pub fn keys(buf: &[u8], span: Range<usize>) -> impl Iterator<Item = &[u8]> + Clone {
     let line = &buf[span.clone()];
     Tokens::new(line).map(move |r| &line[r])
 }
