@@ -182,6 +182,35 @@ impl McConn {
         line
     }
 
+    pub fn read_exact(&mut self, n: usize) -> Vec<u8> {
+        let mut buf = vec![0; n];
+        self.reader
+            .read_exact(&mut buf)
+            .unwrap_or_else(|e| panic!("reading {n} bytes: {e}"));
+        buf
+    }
+
+    /// Reads exactly as many bytes as `expected` holds and checks they match.
+    pub fn expect(&mut self, expected: &[u8]) {
+        let got = self.read_exact(expected.len());
+        assert_eq!(
+            String::from_utf8_lossy(&got),
+            String::from_utf8_lossy(expected)
+        );
+    }
+
+    /// Sends `request` and checks the reply is exactly `reply`.
+    pub fn roundtrip(&mut self, request: &[u8], reply: &[u8]) {
+        self.send(request);
+        self.expect(reply);
+    }
+
+    /// True when the other side has closed the connection (reads end of stream).
+    pub fn is_closed(&mut self) -> bool {
+        let mut byte = [0u8; 1];
+        matches!(self.reader.read(&mut byte), Ok(0))
+    }
+
     pub fn set(&mut self, key: &str, value: &[u8]) {
         let mut request = format!("set {key} 0 0 {}\r\n", value.len()).into_bytes();
         request.extend_from_slice(value);
@@ -208,5 +237,49 @@ impl McConn {
         value.truncate(len);
         assert_eq!(self.line(), "END\r\n");
         Some(value)
+    }
+}
+
+/// A cashew process started from `binary` with the config `yaml`.
+pub struct Cashew {
+    pub process: Process,
+    pub dir: PathBuf,
+    pub stats_port: u16,
+}
+
+impl Cashew {
+    /// Starts cashew and waits until it serves stats, which it does only once every
+    /// pool listens (readiness is not probed on a pool, so no client is counted).
+    pub fn start(binary: &str, yaml: &str, extra_args: &[&str]) -> Cashew {
+        let dir = temp_dir("cashew");
+        let conf = dir.join("cashew.yml");
+        std::fs::write(&conf, yaml).unwrap();
+        let stats_port = free_port("127.0.0.1");
+        let mut cmd = Command::new(binary);
+        cmd.arg("-c")
+            .arg(&conf)
+            .args(["-s", &stats_port.to_string(), "-a", "127.0.0.1"])
+            .arg("-o")
+            .arg(dir.join("cashew.log"))
+            .args(extra_args);
+        let stats_addr = format!("127.0.0.1:{stats_port}").parse().unwrap();
+        let process = Process::spawn("cashew", &mut cmd, stats_addr);
+        Cashew {
+            process,
+            dir,
+            stats_port,
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("cashew.log")).unwrap_or_default()
+    }
+
+    /// The stats port's JSON document.
+    pub fn stats_json(&self) -> String {
+        let mut s = TcpStream::connect(("127.0.0.1", self.stats_port)).unwrap();
+        let mut doc = String::new();
+        s.read_to_string(&mut doc).unwrap();
+        doc
     }
 }

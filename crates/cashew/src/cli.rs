@@ -79,6 +79,10 @@ pub struct Cli {
           value_parser = clap::value_parser!(u32).range(512..=16_777_216))]
     pub mbuf_size: u32,
 
+    /// Worker threads, each with its own event loop [default: number of CPUs]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub threads: Option<u16>,
+
     /// nutcracker's `-?`, the same as --help
     #[arg(short = '?', action = ArgAction::Help, hide = true)]
     pub question_mark_help: Option<bool>,

@@ -2,7 +2,11 @@
 //! takes its flags and places every key where nutcracker would.
 
 mod cli;
+mod log;
+mod process;
+mod proxy;
 mod route_cmd;
+mod signals;
 mod stats;
 
 use std::process::ExitCode;
@@ -57,12 +61,33 @@ fn test_conf(cli: &Cli) -> ExitCode {
 }
 
 fn run_proxy(cli: &Cli) -> Result<(), String> {
-    let _config = cashew_config::load(&cli.conf_file).map_err(|e| e.to_string())?;
-    Err(
-        "the proxy is not available in this build yet; use -t to check a config \
-         or 'cashew route' to place keys"
-            .into(),
-    )
+    // Paths are made absolute first, while the working directory is the user's.
+    let absolute = |p: &std::path::Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+    let output = cli.output.as_deref().map(absolute);
+    log::init(cli.verbose, output.clone()).map_err(|e| {
+        let file = output.unwrap_or_default();
+        format!("cannot open log file {}: {e}", file.display())
+    })?;
+    let config = cashew_config::load(&cli.conf_file).map_err(|e| e.to_string())?;
+    let threads = cli
+        .threads
+        .map(usize::from)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let settings = proxy::Settings {
+        threads,
+        stats_addr: cli.stats_addr.clone(),
+        stats_port: cli.stats_port,
+    };
+    let prepared = proxy::prepare(config, settings)?;
+    if cli.daemonize {
+        process::daemonize()?;
+    }
+    let _pid_file = match &cli.pid_file {
+        Some(path) => Some(process::PidFile::create(&absolute(path))?),
+        None => None,
+    };
+    signals::install_crash_handler();
+    prepared.serve()
 }
 
 fn report(result: Result<(), String>) -> ExitCode {

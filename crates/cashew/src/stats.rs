@@ -60,3 +60,223 @@ pub fn describe() -> String {
     }
     out
 }
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use cashew_config::Config;
+
+/// Index of each pool stat in [`POOL_STATS`].
+pub mod pool {
+    pub const CLIENT_EOF: usize = 0;
+    pub const CLIENT_ERR: usize = 1;
+    pub const CLIENT_CONNECTIONS: usize = 2;
+    pub const SERVER_EJECTS: usize = 3;
+    pub const FORWARD_ERROR: usize = 4;
+    pub const FRAGMENTS: usize = 5;
+}
+
+/// Index of each server stat in [`SERVER_STATS`].
+pub mod server {
+    pub const SERVER_EOF: usize = 0;
+    pub const SERVER_ERR: usize = 1;
+    pub const SERVER_TIMEDOUT: usize = 2;
+    pub const SERVER_CONNECTIONS: usize = 3;
+    pub const SERVER_EJECTED_AT: usize = 4;
+    pub const REQUESTS: usize = 5;
+    pub const REQUEST_BYTES: usize = 6;
+    pub const RESPONSES: usize = 7;
+    pub const RESPONSE_BYTES: usize = 8;
+    pub const IN_QUEUE: usize = 9;
+    pub const IN_QUEUE_BYTES: usize = 10;
+    pub const OUT_QUEUE: usize = 11;
+    pub const OUT_QUEUE_BYTES: usize = 12;
+}
+
+/// Proxy-wide counters reported by the memcached `stats` command.
+pub mod proxy {
+    pub const CURR_CONNECTIONS: usize = 0;
+    pub const TOTAL_CONNECTIONS: usize = 1;
+    pub const CMD_GET: usize = 2;
+    pub const CMD_SET: usize = 3;
+    pub const CMD_TOUCH: usize = 4;
+    pub const GET_HITS: usize = 5;
+    pub const GET_MISSES: usize = 6;
+    pub const NAMES: [&str; 7] = [
+        "curr_connections",
+        "total_connections",
+        "cmd_get",
+        "cmd_set",
+        "cmd_touch",
+        "get_hits",
+        "get_misses",
+    ];
+}
+
+/// Counters written by one worker thread only, read by any. A single writer needs
+/// no atomic read-modify-write: a plain load and store keep the hot path cheap.
+pub struct Counters<const N: usize>([AtomicU64; N]);
+
+impl<const N: usize> Default for Counters<N> {
+    fn default() -> Self {
+        Counters(std::array::from_fn(|_| AtomicU64::new(0)))
+    }
+}
+
+impl<const N: usize> Counters<N> {
+    #[inline]
+    pub fn add(&self, i: usize, n: u64) {
+        let c = &self.0[i];
+        c.store(c.load(Relaxed).wrapping_add(n), Relaxed);
+    }
+
+    #[inline]
+    pub fn sub(&self, i: usize, n: u64) {
+        let c = &self.0[i];
+        c.store(c.load(Relaxed).wrapping_sub(n), Relaxed);
+    }
+
+    #[inline]
+    pub fn set(&self, i: usize, n: u64) {
+        self.0[i].store(n, Relaxed);
+    }
+
+    pub fn get(&self, i: usize) -> u64 {
+        self.0[i].load(Relaxed)
+    }
+}
+
+pub type PoolCounters = Counters<6>;
+pub type ServerCounters = Counters<13>;
+pub type ProxyCounters = Counters<7>;
+
+/// One worker's counters, for every pool and server of the config.
+pub struct WorkerStats {
+    pub proxy: ProxyCounters,
+    pub pools: Vec<PoolCounters>,
+    pub servers: Vec<Vec<ServerCounters>>,
+}
+
+impl WorkerStats {
+    pub fn new(config: &Config) -> Self {
+        WorkerStats {
+            proxy: Counters::default(),
+            pools: config.pools.iter().map(|_| Counters::default()).collect(),
+            servers: config
+                .pools
+                .iter()
+                .map(|p| p.servers.iter().map(|_| Counters::default()).collect())
+                .collect(),
+        }
+    }
+}
+
+/// Every worker's counters, summed when read.
+pub struct Registry {
+    pub config: Arc<Config>,
+    pub workers: Vec<Arc<WorkerStats>>,
+    started: Instant,
+}
+
+impl Registry {
+    pub fn new(config: Arc<Config>, threads: usize) -> Self {
+        let workers = (0..threads)
+            .map(|_| Arc::new(WorkerStats::new(&config)))
+            .collect();
+        Registry {
+            config,
+            workers,
+            started: Instant::now(),
+        }
+    }
+
+    pub fn uptime(&self) -> u64 {
+        self.started.elapsed().as_secs()
+    }
+
+    pub fn proxy_total(&self, i: usize) -> u64 {
+        self.workers
+            .iter()
+            .map(|w| w.proxy.get(i))
+            .fold(0, u64::wrapping_add)
+    }
+
+    fn pool_total(&self, pool: usize, i: usize) -> u64 {
+        self.workers
+            .iter()
+            .map(|w| w.pools[pool].get(i))
+            .fold(0, u64::wrapping_add)
+    }
+
+    fn server_total(&self, pool: usize, server: usize, i: usize) -> u64 {
+        let values = self.workers.iter().map(|w| w.servers[pool][server].get(i));
+        if i == server::SERVER_EJECTED_AT {
+            values.max().unwrap_or(0)
+        } else {
+            values.fold(0, u64::wrapping_add)
+        }
+    }
+
+    /// nutcracker's stats document.
+    pub fn json(&self, source: &str) -> String {
+        let timestamp = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
+        let mut out = format!(
+            "{{\"service\":\"nutcracker\", \"source\":{}, \"version\":{}, \"uptime\":{}, \"timestamp\":{}, \"total_connections\":{}, \"curr_connections\":{}",
+            json_string(source),
+            json_string(env!("CARGO_PKG_VERSION")),
+            self.uptime(),
+            timestamp,
+            self.proxy_total(proxy::TOTAL_CONNECTIONS),
+            self.proxy_total(proxy::CURR_CONNECTIONS),
+        );
+        for (p, pool) in self.config.pools.iter().enumerate() {
+            out.push_str(&format!(", {}: {{", json_string(&pool.name)));
+            let fields = POOL_STATS
+                .iter()
+                .enumerate()
+                .map(|(i, s)| format!("\"{}\":{}", s.name, self.pool_total(p, i)));
+            out.push_str(&fields.collect::<Vec<_>>().join(", "));
+            for (s, srv) in pool.servers.iter().enumerate() {
+                let fields = SERVER_STATS
+                    .iter()
+                    .enumerate()
+                    .map(|(i, st)| format!("\"{}\":{}", st.name, self.server_total(p, s, i)));
+                out.push_str(&format!(
+                    ", {}: {{{}}}",
+                    json_string(srv.name()),
+                    fields.collect::<Vec<_>>().join(", ")
+                ));
+            }
+            out.push('}');
+        }
+        out.push_str("}\n");
+        out
+    }
+}
+
+fn json_string(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// Microseconds since the epoch, for `server_ejected_at`.
+pub fn now_usec() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_micros() as u64
+}

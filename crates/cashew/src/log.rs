@@ -1,0 +1,141 @@
+//! A small leveled logger with nutcracker's levels (0 emergency .. 11 periodic verbose),
+//! writing to stderr or to a file that SIGHUP reopens.
+
+use std::fmt;
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::fd::AsRawFd;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicI32, AtomicU8, Ordering};
+use std::sync::Mutex;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+pub const ERROR: u8 = 3;
+pub const WARN: u8 = 4;
+pub const NOTICE: u8 = 5;
+pub const INFO: u8 = 6;
+pub const DEBUG: u8 = 7;
+const MAX_LEVEL: u8 = 11;
+
+static LEVEL: AtomicU8 = AtomicU8::new(NOTICE);
+/// The raw descriptor log lines go to, for the crash handler, which may not lock.
+static FD: AtomicI32 = AtomicI32::new(2);
+
+struct Sink {
+    path: Option<PathBuf>,
+    file: Option<File>,
+}
+
+static SINK: Mutex<Sink> = Mutex::new(Sink {
+    path: None,
+    file: None,
+});
+
+/// Sets the level and, when `path` is given, logs to that file instead of stderr.
+pub fn init(level: u8, path: Option<PathBuf>) -> std::io::Result<()> {
+    LEVEL.store(level.min(MAX_LEVEL), Ordering::Relaxed);
+    let mut sink = SINK.lock().unwrap_or_else(|e| e.into_inner());
+    sink.path = path;
+    open(&mut sink)
+}
+
+fn open(sink: &mut Sink) -> std::io::Result<()> {
+    sink.file = match &sink.path {
+        Some(p) => Some(OpenOptions::new().create(true).append(true).open(p)?),
+        None => None,
+    };
+    FD.store(
+        sink.file.as_ref().map_or(2, |f| f.as_raw_fd()),
+        Ordering::Relaxed,
+    );
+    Ok(())
+}
+
+/// Reopens the log file (after rotation).
+pub fn reopen() {
+    let mut sink = SINK.lock().unwrap_or_else(|e| e.into_inner());
+    if let Err(e) = open(&mut sink) {
+        eprintln!("cashew: cannot reopen log file: {e}");
+    }
+}
+
+pub fn raise_level() {
+    let _ = LEVEL.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |l| {
+        Some((l + 1).min(MAX_LEVEL))
+    });
+}
+
+pub fn lower_level() {
+    let _ = LEVEL.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |l| {
+        Some(l.saturating_sub(1))
+    });
+}
+
+pub fn level() -> u8 {
+    LEVEL.load(Ordering::Relaxed)
+}
+
+#[inline]
+pub fn enabled(level: u8) -> bool {
+    level <= LEVEL.load(Ordering::Relaxed)
+}
+
+/// The descriptor the crash handler writes to.
+pub fn raw_fd() -> i32 {
+    FD.load(Ordering::Relaxed)
+}
+
+pub fn write(args: fmt::Arguments<'_>) {
+    let line = format!("[{}] {args}\n", timestamp());
+    let mut sink = SINK.lock().unwrap_or_else(|e| e.into_inner());
+    let _ = match sink.file.as_mut() {
+        Some(f) => f.write_all(line.as_bytes()),
+        None => std::io::stderr().write_all(line.as_bytes()),
+    };
+}
+
+/// `YYYY-MM-DD HH:MM:SS.mmm` in UTC.
+fn timestamp() -> String {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    let secs = now.as_secs() as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}.{:03}",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60,
+        now.subsec_millis()
+    )
+}
+
+#[macro_export]
+macro_rules! log_at {
+    ($level:expr, $($arg:tt)*) => {
+        if $crate::log::enabled($level) {
+            $crate::log::write(format_args!($($arg)*))
+        }
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn timestamp_shape() {
+        let t = super::timestamp();
+        assert_eq!(t.len(), 23, "{t}");
+        assert_eq!(&t[4..5], "-");
+        assert_eq!(&t[10..11], " ");
+    }
+}

@@ -1,0 +1,55 @@
+//! Signals as nutcracker handles them: each one is logged with its number and name.
+//! SIGINT/SIGTERM exit, SIGHUP reopens the log, SIGTTIN/SIGTTOU raise/lower the level,
+//! SIGSEGV is logged before the default action (a core dump).
+
+use tokio::signal::unix::{signal, SignalKind};
+
+use crate::log::{self, NOTICE};
+use crate::log_at;
+
+/// Handles signals until one asks the process to exit.
+pub async fn wait_for_exit() -> Result<(), String> {
+    let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
+    let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
+    let mut hup = signal(SignalKind::hangup()).map_err(|e| e.to_string())?;
+    let mut ttin = signal(SignalKind::from_raw(libc::SIGTTIN)).map_err(|e| e.to_string())?;
+    let mut ttou = signal(SignalKind::from_raw(libc::SIGTTOU)).map_err(|e| e.to_string())?;
+    loop {
+        tokio::select! {
+            _ = int.recv() => { announce(libc::SIGINT, "SIGINT", "exiting"); return Ok(()); }
+            _ = term.recv() => { announce(libc::SIGTERM, "SIGTERM", "exiting"); return Ok(()); }
+            _ = hup.recv() => { announce(libc::SIGHUP, "SIGHUP", "reopening log file"); log::reopen(); }
+            _ = ttin.recv() => { log::raise_level(); announce(libc::SIGTTIN, "SIGTTIN", &format!("up logging level to {}", log::level())); }
+            _ = ttou.recv() => { log::lower_level(); announce(libc::SIGTTOU, "SIGTTOU", &format!("down logging level to {}", log::level())); }
+        }
+    }
+}
+
+fn announce(number: i32, name: &str, action: &str) {
+    // Always written: an operator sending a signal wants to see it taken.
+    let _ = NOTICE;
+    log::write(format_args!("signal {number} ({name}) received, {action}"));
+}
+
+/// Logs SIGSEGV, then lets the default action (core dump) happen.
+pub fn install_crash_handler() {
+    extern "C" fn on_segv(_: libc::c_int) {
+        const MSG: &[u8] = b"signal 11 (SIGSEGV) received, core dumping\n";
+        // SAFETY: write(2) and raise(3) are async-signal-safe; the handler was
+        // installed with SA_RESETHAND, so raising again takes the default action.
+        unsafe {
+            libc::write(log::raw_fd(), MSG.as_ptr().cast(), MSG.len());
+            libc::raise(libc::SIGSEGV);
+        }
+    }
+    // SAFETY: a zeroed sigaction is a valid starting point; the handler only makes
+    // async-signal-safe calls.
+    unsafe {
+        let mut action: libc::sigaction = std::mem::zeroed();
+        action.sa_sigaction = on_segv as extern "C" fn(libc::c_int) as usize;
+        action.sa_flags = libc::SA_RESETHAND;
+        libc::sigemptyset(&mut action.sa_mask);
+        libc::sigaction(libc::SIGSEGV, &action, std::ptr::null_mut());
+    }
+    log_at!(log::DEBUG, "crash handler installed");
+}
