@@ -40,6 +40,8 @@ pub struct Pool {
     pub server_failure_limit: u32,
     pub tcpkeepalive: bool,
     pub reuseport: bool,
+    /// Largest value a client may store, in bytes (cashew's own key).
+    pub max_value_size: u64,
     pub servers: Vec<Server>,
 }
 
@@ -65,6 +67,7 @@ impl Pool {
             server_failure_limit: 2,
             tcpkeepalive: false,
             reuseport: false,
+            max_value_size: 1024 * 1024,
             servers: Vec::new(),
         }
     }

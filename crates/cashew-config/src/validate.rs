@@ -8,7 +8,7 @@ use crate::model::{Config, Listen, Pool};
 use crate::yaml::{Location, Node, Value};
 
 /// Every key a pool may have, in the order the docs list them.
-pub const POOL_KEYS: [&str; 18] = [
+pub const POOL_KEYS: [&str; 19] = [
     "listen",
     "hash",
     "hash_tag",
@@ -26,6 +26,7 @@ pub const POOL_KEYS: [&str; 18] = [
     "server_failure_limit",
     "tcpkeepalive",
     "reuseport",
+    "max_value_size",
     "servers",
 ];
 
@@ -214,6 +215,7 @@ impl<'f> Validator<'f> {
                 "auto_eject_hosts" => set(&mut pool.auto_eject_hosts, field.boolean()),
                 "tcpkeepalive" => set(&mut pool.tcpkeepalive, field.boolean()),
                 "reuseport" => set(&mut pool.reuseport, field.boolean()),
+                "max_value_size" => set(&mut pool.max_value_size, field.number(1, u32::MAX as u64)),
                 "redis_auth" => {
                     redis_auth_at = Some(key_node.at);
                     pool.redis_auth = field.parse(|s| if s.is_empty() { Err("is empty; give the password or leave the key out".into()) } else { Ok(s.to_string()) });

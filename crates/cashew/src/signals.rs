@@ -4,7 +4,7 @@
 
 use tokio::signal::unix::{signal, SignalKind};
 
-use crate::log::{self, NOTICE};
+use crate::log;
 use crate::log_at;
 
 /// Handles signals until one asks the process to exit.
@@ -18,16 +18,19 @@ pub async fn wait_for_exit() -> Result<(), String> {
         tokio::select! {
             _ = int.recv() => { announce(libc::SIGINT, "SIGINT", "exiting"); return Ok(()); }
             _ = term.recv() => { announce(libc::SIGTERM, "SIGTERM", "exiting"); return Ok(()); }
-            _ = hup.recv() => { announce(libc::SIGHUP, "SIGHUP", "reopening log file"); log::reopen(); }
+            _ = hup.recv() => {
+                // Reopen first, so that the line lands in the new file after a rotation.
+                log::reopen();
+                announce(libc::SIGHUP, "SIGHUP", "reopening log file");
+            }
             _ = ttin.recv() => { log::raise_level(); announce(libc::SIGTTIN, "SIGTTIN", &format!("up logging level to {}", log::level())); }
             _ = ttou.recv() => { log::lower_level(); announce(libc::SIGTTOU, "SIGTTOU", &format!("down logging level to {}", log::level())); }
         }
     }
 }
 
+/// Written whatever the log level: an operator who sends a signal wants to see it taken.
 fn announce(number: i32, name: &str, action: &str) {
-    // Always written: an operator sending a signal wants to see it taken.
-    let _ = NOTICE;
     log::write(format_args!("signal {number} ({name}) received, {action}"));
 }
 

@@ -663,3 +663,99 @@ fn a_memcached_client_library_works_through_cashew() {
     client.flush().unwrap();
     assert_eq!(client.get::<u64>("lib:n").unwrap(), None);
 }
+
+#[test]
+fn preconnect_opens_server_connections_at_start() {
+    let p = Proxy::start(
+        2,
+        "  preconnect: true\n  server_connections: 2\n",
+        &["--threads", "2"],
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let stats = p.stats();
+        let open: Vec<u64> = p
+            .backends
+            .iter()
+            .map(|b| {
+                stats["alpha"][&b.addr.to_string()]["server_connections"]
+                    .as_u64()
+                    .unwrap()
+            })
+            .collect();
+        // Two connections per server in each of two workers, before any request.
+        if open == [4, 4] {
+            break;
+        }
+        assert!(Instant::now() < deadline, "server connections: {open:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn max_value_size_is_per_pool() {
+    let p = Proxy::start(1, "  max_value_size: 100\n", &[]);
+    let mut c = p.client();
+    c.roundtrip(
+        &[b"set a 0 0 100\r\n".as_slice(), &[b'x'; 100], b"\r\n"].concat(),
+        b"STORED\r\n",
+    );
+    c.roundtrip(
+        &[
+            b"set b 0 0 101\r\n".as_slice(),
+            &[b'x'; 101],
+            b"\r\nget b\r\n",
+        ]
+        .concat(),
+        b"CLIENT_ERROR object too large for cache\r\nEND\r\n",
+    );
+}
+
+#[test]
+fn a_failed_fragment_fails_the_multi_get_but_not_the_connection() {
+    let p = Proxy::start(2, "  hash: md5\n  timeout: 200\n", &["--threads", "1"]);
+    let keys = keys(50, "frag");
+    let routed = p.routed(&keys);
+    let a = &keys[routed.iter().position(|&s| s == 0).unwrap()];
+    let b = &keys[routed.iter().position(|&s| s == 1).unwrap()];
+    let mut c = p.client();
+    c.set(a, b"1");
+    c.set(b, b"2");
+    p.backends[1].signal("STOP");
+    c.roundtrip(
+        format!("get {a} {b}\r\n").as_bytes(),
+        b"SERVER_ERROR Connection timed out\r\n",
+    );
+    p.backends[1].signal("CONT");
+    c.roundtrip(
+        format!("get {a}\r\n").as_bytes(),
+        format!("VALUE {a} 0 1\r\n1\r\nEND\r\n").as_bytes(),
+    );
+    assert!(p.stats()["alpha"]["forward_error"].as_u64().unwrap() >= 1);
+}
+
+#[test]
+fn unix_socket_listen_with_mode() {
+    let backend = memcached();
+    let dir = cashew_testkit::temp_dir("unix");
+    let sock = dir.join("cashew.sock");
+    let yaml = format!(
+        "alpha:\n  listen: {} 0600\n  servers:\n    - {}:1\n",
+        sock.display(),
+        backend.addr
+    );
+    let _cashew = Cashew::start(CASHEW, &yaml, &["--threads", "2"]);
+    use std::io::{Read, Write};
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&sock).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let mut s = std::os::unix::net::UnixStream::connect(&sock).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(b"set u 0 0 2\r\nhi\r\nget u\r\n").unwrap();
+    let expected = b"STORED\r\nVALUE u 0 2\r\nhi\r\nEND\r\n";
+    let mut got = vec![0; expected.len()];
+    s.read_exact(&mut got).unwrap();
+    assert_eq!(got, expected);
+}

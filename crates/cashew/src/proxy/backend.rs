@@ -77,8 +77,23 @@ const READ_CHUNK: usize = 16 * 1024;
 /// Runs one server connection for the life of the worker: connects when there is
 /// work, serves until an error, fails what was in flight, and reconnects on the
 /// next request.
-pub async fn run(pool: Weak<PoolRt>, server: usize, mut jobs: mpsc::UnboundedReceiver<Job>) {
-    while let Some(first) = jobs.recv().await {
+/// With `preconnect`, the first connection is made at once rather than on first use.
+pub async fn run(
+    pool: Weak<PoolRt>,
+    server: usize,
+    mut jobs: mpsc::UnboundedReceiver<Job>,
+    preconnect: bool,
+) {
+    let mut connect_now = preconnect;
+    loop {
+        let first = if std::mem::take(&mut connect_now) {
+            None
+        } else {
+            match jobs.recv().await {
+                Some(job) => Some(job),
+                None => return,
+            }
+        };
         let Some(p) = pool.upgrade() else { return };
         let address = p.config().servers[server].address.clone();
         let timeout = p
@@ -99,7 +114,9 @@ pub async fn run(pool: Weak<PoolRt>, server: usize, mut jobs: mpsc::UnboundedRec
         match connected {
             Err(e) => {
                 let error = BackendError::from_io(&e);
-                session.fail(first, error);
+                if let Some(first) = first {
+                    session.fail(first, error);
+                }
                 // Everything already queued for this server fails the same way.
                 while let Ok(job) = jobs.try_recv() {
                     session.fail(job, error);
@@ -263,7 +280,7 @@ impl Session {
         &mut self,
         mut reader: R,
         mut writer: W,
-        first: Job,
+        first: Option<Job>,
         jobs: &mut mpsc::UnboundedReceiver<Job>,
     ) -> Option<BackendError>
     where
@@ -272,7 +289,9 @@ impl Session {
     {
         let mut wbuf = BytesMut::with_capacity(READ_CHUNK);
         let mut rbuf = BytesMut::with_capacity(READ_CHUNK);
-        self.enqueue(first, &mut wbuf);
+        if let Some(first) = first {
+            self.enqueue(first, &mut wbuf);
+        }
         let far = Instant::now() + Duration::from_secs(86_400 * 365);
         let sleep = tokio::time::sleep_until(far);
         tokio::pin!(sleep);

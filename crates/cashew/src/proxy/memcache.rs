@@ -20,8 +20,6 @@ use crate::stats::{pool as ps, proxy as px};
 const MAX_PENDING: usize = 1024;
 const READ_CHUNK: usize = 16 * 1024;
 const SHRINK_ABOVE: usize = 1 << 20;
-/// Largest data block accepted (memcached's default item size limit).
-const MAX_VALUE: usize = 1024 * 1024;
 const WRITE_SLICES: usize = 64;
 
 /// One server's part of a request.
@@ -115,6 +113,7 @@ where
     let mut skip = 0usize;
     let mut reading = true;
     let mut closing = false;
+    let max_value = client.pool.config().max_value_size as usize;
 
     loop {
         // Take every complete request that is buffered.
@@ -127,7 +126,7 @@ where
                     break;
                 }
             }
-            match parse_request(&rbuf, MAX_VALUE) {
+            match parse_request(&rbuf, max_value) {
                 Parsed::Incomplete => break,
                 Parsed::Invalid(bad) => {
                     let consumed = bad.consume.min(rbuf.len());

@@ -52,7 +52,8 @@ impl PoolRt {
                     connections: (0..pool.server_connections)
                         .map(|_| {
                             let (tx, rx) = mpsc::unbounded_channel();
-                            tokio::task::spawn_local(backend::run(weak.clone(), s, rx));
+                            let preconnect = pool.preconnect;
+                            tokio::task::spawn_local(backend::run(weak.clone(), s, rx, preconnect));
                             tx
                         })
                         .collect(),
