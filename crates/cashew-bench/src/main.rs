@@ -1,0 +1,114 @@
+//! cashew-load: a bounded memcached load: each connection sends pipelined batches of
+//! gets and sets and waits for every reply, for a fixed time. Prints one line:
+//! `ops_per_sec=N errors=N`.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cashew_protocol::memcache::{parse_reply, ReplyParse};
+use clap::Parser;
+
+#[derive(Parser)]
+struct Args {
+    /// host:port to load (loopback only)
+    #[arg(long)]
+    target: String,
+    #[arg(long, default_value_t = 8)]
+    connections: usize,
+    /// Requests per batch on each connection
+    #[arg(long, default_value_t = 16)]
+    pipeline: usize,
+    /// Seconds to run (at most 120)
+    #[arg(long, default_value_t = 5)]
+    seconds: u64,
+    #[arg(long, default_value_t = 10_000)]
+    keys: usize,
+    #[arg(long, default_value_t = 100)]
+    value_size: usize,
+    /// Percent of requests that are gets; the rest are sets
+    #[arg(long, default_value_t = 90)]
+    get_percent: usize,
+}
+
+fn main() {
+    let args = Args::parse();
+    let addr: std::net::SocketAddr = args.target.parse().expect("--target must be ip:port");
+    assert!(
+        addr.ip().is_loopback(),
+        "cashew-load only targets loopback addresses"
+    );
+    let seconds = args.seconds.min(120);
+    let stop = Arc::new(AtomicBool::new(false));
+    let ops = Arc::new(AtomicU64::new(0));
+    let errors = Arc::new(AtomicU64::new(0));
+    let value = vec![b'v'; args.value_size];
+
+    let workers: Vec<_> = (0..args.connections)
+        .map(|c| {
+            let (stop, ops, errors, value) =
+                (stop.clone(), ops.clone(), errors.clone(), value.clone());
+            let (pipeline, keys, get_percent) = (args.pipeline, args.keys, args.get_percent);
+            std::thread::spawn(move || {
+                let mut s = TcpStream::connect(addr).expect("connect");
+                s.set_nodelay(true).unwrap();
+                s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+                let mut rng = 0x9e37_79b9_7f4a_7c15u64 ^ (c as u64 + 1);
+                let mut request = Vec::new();
+                let mut buf = vec![0u8; 256 * 1024];
+                while !stop.load(Ordering::Relaxed) {
+                    request.clear();
+                    for _ in 0..pipeline {
+                        rng ^= rng << 13;
+                        rng ^= rng >> 7;
+                        rng ^= rng << 17;
+                        let key = rng as usize % keys;
+                        if (rng >> 32) as usize % 100 < get_percent {
+                            request.extend(format!("get key:{key}\r\n").bytes());
+                        } else {
+                            request
+                                .extend(format!("set key:{key} 0 0 {}\r\n", value.len()).bytes());
+                            request.extend(&value);
+                            request.extend(b"\r\n");
+                        }
+                    }
+                    s.write_all(&request).expect("write");
+                    let (mut filled, mut done) = (0, 0);
+                    while done < pipeline {
+                        let n = s.read(&mut buf[filled..]).expect("read");
+                        assert!(n > 0, "server closed the connection");
+                        filled += n;
+                        let mut start = 0;
+                        while let ReplyParse::Complete(len) = parse_reply(&buf[start..filled]) {
+                            if buf[start..].starts_with(b"SERVER_ERROR")
+                                || buf[start..].starts_with(b"CLIENT_ERROR")
+                            {
+                                errors.fetch_add(1, Ordering::Relaxed);
+                            }
+                            start += len;
+                            done += 1;
+                        }
+                        buf.copy_within(start..filled, 0);
+                        filled -= start;
+                    }
+                    ops.fetch_add(pipeline as u64, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+
+    let started = Instant::now();
+    std::thread::sleep(Duration::from_secs(seconds));
+    stop.store(true, Ordering::Relaxed);
+    for w in workers {
+        w.join().unwrap();
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    println!(
+        "ops_per_sec={:.0} errors={}",
+        ops.load(Ordering::Relaxed) as f64 / elapsed,
+        errors.load(Ordering::Relaxed)
+    );
+}
