@@ -31,6 +31,10 @@ struct Args {
     /// Percent of requests that are gets; the rest are sets
     #[arg(long, default_value_t = 90)]
     get_percent: usize,
+    /// Stop each connection after this many batches (a fixed amount of work, for
+    /// instruction counts); the time limit still applies
+    #[arg(long)]
+    batches: Option<u64>,
 }
 
 fn main() {
@@ -51,6 +55,7 @@ fn main() {
             let (stop, ops, errors, value) =
                 (stop.clone(), ops.clone(), errors.clone(), value.clone());
             let (pipeline, keys, get_percent) = (args.pipeline, args.keys, args.get_percent);
+            let batches = args.batches.unwrap_or(u64::MAX);
             std::thread::spawn(move || {
                 let mut s = TcpStream::connect(addr).expect("connect");
                 s.set_nodelay(true).unwrap();
@@ -58,7 +63,10 @@ fn main() {
                 let mut rng = 0x9e37_79b9_7f4a_7c15u64 ^ (c as u64 + 1);
                 let mut request = Vec::new();
                 let mut buf = vec![0u8; 256 * 1024];
-                while !stop.load(Ordering::Relaxed) {
+                for _ in 0..batches {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
                     request.clear();
                     for _ in 0..pipeline {
                         rng ^= rng << 13;
@@ -100,15 +108,20 @@ fn main() {
         .collect();
 
     let started = Instant::now();
-    std::thread::sleep(Duration::from_secs(seconds));
+    while started.elapsed() < Duration::from_secs(seconds)
+        && !workers.iter().all(|w| w.is_finished())
+    {
+        std::thread::sleep(Duration::from_millis(10));
+    }
     stop.store(true, Ordering::Relaxed);
     for w in workers {
         w.join().unwrap();
     }
     let elapsed = started.elapsed().as_secs_f64();
     println!(
-        "ops_per_sec={:.0} errors={}",
+        "ops_per_sec={:.0} ops={} errors={}",
         ops.load(Ordering::Relaxed) as f64 / elapsed,
+        ops.load(Ordering::Relaxed),
         errors.load(Ordering::Relaxed)
     );
 }

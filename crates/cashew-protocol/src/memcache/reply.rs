@@ -44,10 +44,16 @@ pub fn parse_reply(buf: &[u8]) -> ReplyParse {
 }
 
 /// The data length of a `VALUE <key> <flags> <bytes> [<cas>]` line.
+#[inline]
 fn value_len(line: &[u8]) -> Option<usize> {
     let line = line.strip_suffix(b"\r").unwrap_or(line);
-    let bytes = Tokens::new(line).nth(3)?;
-    std::str::from_utf8(&line[bytes]).ok()?.parse().ok()
+    let digits = &line[Tokens::new(line).nth(3)?];
+    if digits.is_empty() || digits.len() > 19 {
+        return None;
+    }
+    digits.iter().try_fold(0usize, |n, &d| {
+        d.is_ascii_digit().then(|| n * 10 + usize::from(d - b'0'))
+    })
 }
 
 /// The `VALUE` blocks of a complete retrieval reply, each as `(key, whole block)`.

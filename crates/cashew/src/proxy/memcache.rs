@@ -369,8 +369,13 @@ impl Client {
             Pending::Quit => Bytes::new(),
             Pending::Single { mut part, keys } => match part.take() {
                 Ok(reply) => {
-                    if keys > 0 {
-                        self.count_hits(ValueBlocks::new(&reply).count(), keys as usize);
+                    let hits = match keys {
+                        0 => None,
+                        1 => Some(usize::from(reply.starts_with(b"VALUE "))),
+                        _ => Some(ValueBlocks::new(&reply).count()),
+                    };
+                    if let Some(hits) = hits {
+                        self.count_hits(hits, keys as usize);
                     }
                     reply
                 }
