@@ -428,7 +428,7 @@ fn a_dead_backend_is_ejected_and_comes_back() {
     let backends: Vec<Process> = (0..3).map(|_| memcached()).collect();
     let victim_addr = backends[1].addr;
     let settings = "  hash: md5\n  auto_eject_hosts: true\n  server_failure_limit: 2\n  server_retry_timeout: 1500\n  timeout: 1000\n";
-    let mut p = Proxy::over(backends, settings, &["--threads", "1"]);
+    let mut p = Proxy::over(backends, settings, &["--threads", "2"]);
     let keys = keys(200, "eject");
     let routed = p.routed(&keys);
     let victim_keys: Vec<&String> = keys
@@ -458,6 +458,11 @@ fn a_dead_backend_is_ejected_and_comes_back() {
         errors += 1;
     }
     assert!(errors >= 1);
+    // Ejection is shared: clients on every worker see the server gone at once.
+    for _ in 0..8 {
+        let mut other = p.client();
+        other.roundtrip(format!("get {}\r\n", victim_keys[0]).as_bytes(), b"END\r\n");
+    }
     for k in &victim_keys {
         c.roundtrip(format!("set {k} 0 0 1\r\n2\r\n").as_bytes(), b"STORED\r\n");
         c.roundtrip(

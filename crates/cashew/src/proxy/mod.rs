@@ -7,7 +7,7 @@ mod memcache;
 mod pool;
 
 use std::rc::Rc;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,7 +19,7 @@ use crate::log::{self, INFO, NOTICE, WARN};
 use crate::log_at;
 use crate::stats::{pool as ps, proxy as px, Registry, WorkerStats};
 use listener::Bound;
-use pool::PoolRt;
+use pool::{PoolRt, SharedPool};
 
 /// What `run` needs from the command line.
 pub struct Settings {
@@ -84,18 +84,18 @@ impl Prepared {
             stats_listener,
         } = self;
         let registry = Arc::new(Registry::new(config.clone(), settings.threads));
-        let clients: Vec<Arc<AtomicU32>> = config
+        let shared: Vec<Arc<SharedPool>> = config
             .pools
             .iter()
-            .map(|_| Arc::new(AtomicU32::new(0)))
+            .map(|p| Arc::new(SharedPool::new(p.servers.len())))
             .collect();
 
         for (id, bound) in listeners.into_iter().enumerate() {
-            let (config, registry, clients) = (config.clone(), registry.clone(), clients.clone());
+            let (config, registry, shared) = (config.clone(), registry.clone(), shared.clone());
             let stats = registry.workers[id].clone();
             std::thread::Builder::new()
                 .name(format!("cashew-w{id}"))
-                .spawn(move || worker(config, bound, stats, registry, clients))
+                .spawn(move || worker(config, bound, stats, registry, shared))
                 .map_err(|e| format!("cannot start worker thread: {e}"))?;
         }
         log_at!(
@@ -124,7 +124,7 @@ fn worker(
     listeners: Vec<Bound>,
     stats: Arc<WorkerStats>,
     registry: Arc<Registry>,
-    clients: Vec<Arc<AtomicU32>>,
+    shared: Vec<Arc<SharedPool>>,
 ) {
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -144,7 +144,7 @@ fn worker(
                 config.clone(),
                 stats.clone(),
                 registry.clone(),
-                clients[index].clone(),
+                shared[index].clone(),
             );
             tokio::task::spawn_local(accept_loop(bound, pool));
         }
@@ -198,11 +198,11 @@ enum Client {
 
 fn spawn_client(client: Client, pool: Rc<PoolRt>) {
     let limit = pool.config().client_connections;
-    let count = pool.clients.fetch_add(1, Ordering::Relaxed) + 1;
+    let count = pool.clients().fetch_add(1, Ordering::Relaxed) + 1;
     let proxy = pool.proxy_stats();
     proxy.add(px::TOTAL_CONNECTIONS, 1);
     if limit > 0 && count > limit {
-        pool.clients.fetch_sub(1, Ordering::Relaxed);
+        pool.clients().fetch_sub(1, Ordering::Relaxed);
         pool.pool_stats().add(ps::CLIENT_ERR, 1);
         log_at!(
             INFO,
@@ -243,7 +243,7 @@ fn spawn_client(client: Client, pool: Rc<PoolRt>) {
                 }
             }
         }
-        pool.clients.fetch_sub(1, Ordering::Relaxed);
+        pool.clients().fetch_sub(1, Ordering::Relaxed);
         pool.pool_stats().sub(ps::CLIENT_CONNECTIONS, 1);
         pool.proxy_stats().sub(px::CURR_CONNECTIONS, 1);
     });

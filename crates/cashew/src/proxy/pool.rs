@@ -1,9 +1,10 @@
-//! A pool as one worker runs it: its router, its server connections, and the
-//! failure counts that eject and restore servers.
+//! A pool as one worker runs it: its router and its server connections; and the
+//! state all workers share: failure counts and ejections, so that a dead server
+//! leaves every worker's placement after `server_failure_limit` failures in all.
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
-use std::sync::atomic::AtomicU32;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -16,24 +17,60 @@ use super::backend::{self, BackendError, Job, Reply};
 use crate::log_at;
 use crate::stats::{self, PoolCounters, Registry, ServerCounters, WorkerStats};
 
+/// What the workers share about one pool. Written on failures and ejections only;
+/// the request path reads one counter.
+pub struct SharedPool {
+    /// Clients of this pool across all workers, for `client_connections`.
+    pub clients: AtomicU32,
+    /// Bumped at every ejection: a worker that sees a new value rebuilds its router.
+    epoch: AtomicU64,
+    /// Consecutive failures of each server.
+    failures: Vec<AtomicU32>,
+    /// Until when each server is ejected, in ms since `origin`; 0 when it is not.
+    ejected_until: Vec<AtomicU64>,
+    origin: Instant,
+}
+
+impl SharedPool {
+    pub fn new(servers: usize) -> SharedPool {
+        SharedPool {
+            clients: AtomicU32::new(0),
+            epoch: AtomicU64::new(0),
+            failures: (0..servers).map(|_| AtomicU32::new(0)).collect(),
+            ejected_until: (0..servers).map(|_| AtomicU64::new(0)).collect(),
+            origin: Instant::now(),
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        // Never 0, which means "not ejected".
+        self.origin.elapsed().as_millis() as u64 + 1
+    }
+
+    /// When `server` comes back, if it is ejected now.
+    fn ejected_until(&self, server: usize) -> Option<Instant> {
+        match self.ejected_until[server].load(Relaxed) {
+            0 => None,
+            until if until <= self.now_ms() => None,
+            until => Some(self.origin + Duration::from_millis(until - 1)),
+        }
+    }
+}
+
 pub struct PoolRt {
     index: usize,
     config: Arc<Config>,
     router: RefCell<Router>,
-    servers: Vec<ServerRt>,
+    /// `[server][connection]`: the queue of each server connection task.
+    connections: Vec<Vec<mpsc::UnboundedSender<Job>>>,
+    shared: Arc<SharedPool>,
+    /// The shared epoch this worker's router was built at.
+    seen_epoch: Cell<u64>,
     /// When an ejected server is due back, so the router is rebuilt then.
     next_rebuild: Cell<Option<Instant>>,
     stats: Arc<WorkerStats>,
     pub registry: Arc<Registry>,
-    /// Clients of this pool across all workers, for `client_connections`.
-    pub clients: Arc<AtomicU32>,
     next_client: Cell<usize>,
-}
-
-struct ServerRt {
-    connections: Vec<mpsc::UnboundedSender<Job>>,
-    failures: Cell<u32>,
-    ejected_until: Cell<Option<Instant>>,
 }
 
 impl PoolRt {
@@ -43,46 +80,47 @@ impl PoolRt {
         config: Arc<Config>,
         stats: Arc<WorkerStats>,
         registry: Arc<Registry>,
-        clients: Arc<AtomicU32>,
+        shared: Arc<SharedPool>,
     ) -> Rc<PoolRt> {
-        Rc::new_cyclic(|weak| {
+        let pool = Rc::new_cyclic(|weak| {
             let pool = &config.pools[index];
-            let servers = (0..pool.servers.len())
-                .map(|s| ServerRt {
-                    connections: (0..pool.server_connections)
+            let connections = (0..pool.servers.len())
+                .map(|s| {
+                    (0..pool.server_connections)
                         .map(|_| {
                             let (tx, rx) = mpsc::unbounded_channel();
-                            let preconnect = pool.preconnect;
-                            tokio::task::spawn_local(backend::run(weak.clone(), s, rx, preconnect));
+                            let task = backend::run(weak.clone(), s, rx, pool.preconnect);
+                            tokio::task::spawn_local(task);
                             tx
                         })
-                        .collect(),
-                    failures: Cell::new(0),
-                    ejected_until: Cell::new(None),
+                        .collect()
                 })
                 .collect();
-            let router = Router::new(
-                pool.hash,
-                pool.distribution,
-                pool.hash_tag,
-                &pool.route_nodes(),
-            );
+            let nodes = pool.route_nodes();
+            let router = Router::new(pool.hash, pool.distribution, pool.hash_tag, &nodes);
             PoolRt {
                 index,
                 router: RefCell::new(router),
-                servers,
+                connections,
+                shared,
+                seen_epoch: Cell::new(0),
                 next_rebuild: Cell::new(None),
                 stats,
                 registry,
-                clients,
                 next_client: Cell::new(0),
                 config,
             }
-        })
+        });
+        pool.rebuild();
+        pool
     }
 
     pub fn config(&self) -> &Pool {
         &self.config.pools[self.index]
+    }
+
+    pub fn clients(&self) -> &AtomicU32 {
+        &self.shared.clients
     }
 
     pub fn stats(&self, server: usize) -> &ServerCounters {
@@ -98,7 +136,7 @@ impl PoolRt {
     }
 
     pub fn server_count(&self) -> usize {
-        self.servers.len()
+        self.connections.len()
     }
 
     /// A number for a new client; it picks the client's connection to each server,
@@ -112,19 +150,15 @@ impl PoolRt {
     /// The server for `key`, or `None` when every server is ejected.
     #[inline]
     pub fn route(&self, key: &[u8]) -> Option<usize> {
-        if let Some(due) = self.next_rebuild.get() {
-            if Instant::now() >= due {
-                self.rebuild();
-            }
+        let due = self.next_rebuild.get().is_some_and(|t| Instant::now() >= t);
+        if due || self.shared.epoch.load(Relaxed) != self.seen_epoch.get() {
+            self.rebuild();
         }
         self.router.borrow().route(key)
     }
 
     pub fn is_live(&self, server: usize) -> bool {
-        self.servers[server]
-            .ejected_until
-            .get()
-            .is_none_or(|t| t <= Instant::now())
+        self.shared.ejected_until(server).is_none()
     }
 
     /// Queues `bytes` for `server`; the reply, if wanted, comes on the returned receiver.
@@ -147,7 +181,7 @@ impl PoolRt {
         } else {
             (None, None)
         };
-        let connections = &self.servers[server].connections;
+        let connections = &self.connections[server];
         let connection = &connections[client % connections.len()];
         if let Err(mpsc::error::SendError(job)) = connection.send(Job { bytes, reply: tx }) {
             stats.sub(stats::server::IN_QUEUE, 1);
@@ -160,7 +194,12 @@ impl PoolRt {
     }
 
     pub fn server_ok(&self, server: usize) {
-        self.servers[server].failures.set(0);
+        let failures = &self.shared.failures[server];
+        // Read first: most replies find it at 0 already, and a store would bounce
+        // the cache line between workers.
+        if failures.load(Relaxed) != 0 {
+            failures.store(0, Relaxed);
+        }
     }
 
     pub fn server_failed(&self, server: usize, error: BackendError) {
@@ -171,23 +210,31 @@ impl PoolRt {
             _ => SERVER_ERR,
         };
         self.stats(server).add(counter, 1);
-        let name = self.config().servers[server].name();
+        let pool = self.config();
+        let name = pool.servers[server].name();
         log_at!(
             crate::log::WARN,
             "pool '{}': server '{name}' failed: {error:?}",
-            self.config().name
+            pool.name
         );
 
-        let s = &self.servers[server];
-        s.failures.set(s.failures.get() + 1);
-        let pool = self.config();
-        if pool.auto_eject_hosts
-            && s.failures.get() >= pool.server_failure_limit
-            && s.ejected_until.get().is_none()
+        let shared = &self.shared;
+        let failures = shared.failures[server].fetch_add(1, Relaxed) + 1;
+        if !pool.auto_eject_hosts || failures < pool.server_failure_limit {
+            return;
+        }
+        let current = shared.ejected_until[server].load(Relaxed);
+        if current > shared.now_ms() {
+            return;
+        }
+        let until = shared.now_ms() + pool.server_retry_timeout_ms;
+        // One worker wins the ejection; it counts it and tells the others.
+        if shared.ejected_until[server]
+            .compare_exchange(current, until, Relaxed, Relaxed)
+            .is_ok()
         {
-            let until = Instant::now() + Duration::from_millis(pool.server_retry_timeout_ms);
-            s.ejected_until.set(Some(until));
-            s.failures.set(0);
+            shared.failures[server].store(0, Relaxed);
+            shared.epoch.fetch_add(1, Relaxed);
             self.pool_stats().add(stats::pool::SERVER_EJECTS, 1);
             self.stats(server)
                 .set(stats::server::SERVER_EJECTED_AT, stats::now_usec());
@@ -197,25 +244,22 @@ impl PoolRt {
                 pool.name,
                 pool.server_retry_timeout_ms
             );
-            self.rebuild();
         }
+        self.rebuild();
     }
 
     /// Rebuilds placement over the servers that are live now.
     fn rebuild(&self) {
-        let now = Instant::now();
-        let mut next = None;
-        for s in &self.servers {
-            match s.ejected_until.get() {
-                Some(t) if t <= now => s.ejected_until.set(None),
-                Some(t) => next = Some(next.map_or(t, |n: Instant| n.min(t))),
-                None => {}
-            }
-        }
+        self.seen_epoch.set(self.shared.epoch.load(Relaxed));
         let pool = self.config();
         let mut nodes = pool.route_nodes();
-        for (node, s) in nodes.iter_mut().zip(&self.servers) {
-            node.live = s.ejected_until.get().is_none();
+        let mut next = None;
+        for (server, node) in nodes.iter_mut().enumerate() {
+            let until = self.shared.ejected_until(server);
+            node.live = until.is_none();
+            if let Some(t) = until {
+                next = Some(next.map_or(t, |n: Instant| n.min(t)));
+            }
         }
         *self.router.borrow_mut() =
             Router::new(pool.hash, pool.distribution, pool.hash_tag, &nodes);
