@@ -3,3 +3,4 @@
 //! unit-tested, fuzzed and benchmarked alone.
 
 pub mod memcache;
+pub mod resp;

@@ -20,9 +20,37 @@ impl Rng {
 }
 
 const PIECES: &[&[u8]] = &[
-    b"get ", b"gets ", b"gat 10 ", b"set ", b"cas ", b"incr ", b"delete ", b"touch ", b"flush_all",
-    b"version", b"quit", b"stats", b"key", b"k2", b" ", b"  ", b"0", b"1", b"5", b"-1", b"99999999999",
-    b"noreply", b"\r\n", b"\n", b"\r", b"abc", b"\x00", b"\xff", b"VALUE ", b"END", b"STORED",
+    b"get ",
+    b"gets ",
+    b"gat 10 ",
+    b"set ",
+    b"cas ",
+    b"incr ",
+    b"delete ",
+    b"touch ",
+    b"flush_all",
+    b"version",
+    b"quit",
+    b"stats",
+    b"key",
+    b"k2",
+    b" ",
+    b"  ",
+    b"0",
+    b"1",
+    b"5",
+    b"-1",
+    b"99999999999",
+    b"noreply",
+    b"\r\n",
+    b"\n",
+    b"\r",
+    b"abc",
+    b"\x00",
+    b"\xff",
+    b"VALUE ",
+    b"END",
+    b"STORED",
 ];
 
 fn random_stream(rng: &mut Rng) -> Vec<u8> {
@@ -47,7 +75,10 @@ fn parse_all(stream: &[u8]) -> Vec<(String, usize)> {
             }
             Parsed::Invalid(i) => {
                 assert!(i.consume > 0 && pos + i.consume <= stream.len());
-                outcomes.push((String::from_utf8_lossy(i.reply).into_owned(), i.consume + i.skip));
+                outcomes.push((
+                    String::from_utf8_lossy(i.reply).into_owned(),
+                    i.consume + i.skip,
+                ));
                 if i.close {
                     break;
                 }

@@ -1,0 +1,266 @@
+//! Client requests: `*N\r\n$len\r\narg\r\n...` or an inline line of words. Arguments
+//! are ranges into the caller's buffer, collected into a vector the caller reuses,
+//! so parsing neither copies nor allocates per request.
+
+use std::ops::Range;
+
+/// Largest bulk argument accepted (Redis's default `proto-max-bulk-len`).
+pub const MAX_BULK_LEN: usize = 512 * 1024 * 1024;
+/// Most arguments in one request (Redis's limit).
+pub const MAX_MULTIBULK_LEN: usize = 1024 * 1024;
+/// Longest inline command or header line (Redis's `PROTO_INLINE_MAX_SIZE`).
+const MAX_INLINE_LEN: usize = 64 * 1024;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Request {
+    /// Bytes of the whole request.
+    pub len: usize,
+    /// Sent as an inline line rather than a multibulk.
+    pub inline: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Parsed {
+    /// A request; its arguments are in the caller's vector.
+    Request(Request),
+    /// More bytes are needed; at least `needed` in all, when known, so the caller
+    /// need not parse again before they are there.
+    Incomplete { needed: Option<usize> },
+    /// The stream breaks the protocol: answer `-ERR Protocol error: <reason>` and close.
+    Error(&'static str),
+}
+
+/// Parses the request at the start of `buf`, filling `args` with argument ranges.
+/// An empty inline line is skipped: `Request` with no arguments.
+pub fn parse_request(buf: &[u8], args: &mut Vec<Range<usize>>) -> Parsed {
+    args.clear();
+    match buf.first() {
+        None => Parsed::Incomplete { needed: None },
+        Some(b'*') => multibulk(buf, args),
+        Some(_) => inline(buf, args),
+    }
+}
+
+/// The line starting at `from`, without its `\r\n`, and where the next line starts.
+fn line(buf: &[u8], from: usize) -> Option<(Range<usize>, usize)> {
+    let nl = memchr::memchr(b'\n', &buf[from..])? + from;
+    let end = if nl > from && buf[nl - 1] == b'\r' {
+        nl - 1
+    } else {
+        nl
+    };
+    Some((from..end, nl + 1))
+}
+
+fn number(digits: &[u8]) -> Option<i64> {
+    let (negative, digits) = match digits.split_first() {
+        Some((b'-', rest)) => (true, rest),
+        _ => (false, digits),
+    };
+    if digits.is_empty() || digits.len() > 18 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let n = digits
+        .iter()
+        .fold(0i64, |n, &d| n * 10 + i64::from(d - b'0'));
+    Some(if negative { -n } else { n })
+}
+
+fn multibulk(buf: &[u8], args: &mut Vec<Range<usize>>) -> Parsed {
+    let Some((header, mut pos)) = line(buf, 0) else {
+        return too_long_or_incomplete(buf.len(), "too big mbulk count string");
+    };
+    let count = match number(&buf[header.start + 1..header.end]) {
+        Some(n) if n <= MAX_MULTIBULK_LEN as i64 => n,
+        _ => return Parsed::Error("invalid multibulk length"),
+    };
+    if count <= 0 {
+        return Parsed::Request(Request {
+            len: pos,
+            inline: false,
+        });
+    }
+    args.reserve(count as usize);
+    for _ in 0..count {
+        if pos >= buf.len() {
+            return Parsed::Incomplete { needed: None };
+        }
+        if buf[pos] != b'$' {
+            return Parsed::Error(match buf[pos] {
+                b'\r' | b'\n' => "invalid bulk length",
+                _ => "expected '$'",
+            });
+        }
+        let Some((header, data)) = line(buf, pos) else {
+            return too_long_or_incomplete(buf.len() - pos, "too big bulk count string");
+        };
+        let len = match number(&buf[header.start + 1..header.end]) {
+            Some(n) if (0..=MAX_BULK_LEN as i64).contains(&n) => n as usize,
+            _ => return Parsed::Error("invalid bulk length"),
+        };
+        let end = data + len + 2;
+        if buf.len() < end {
+            return Parsed::Incomplete { needed: Some(end) };
+        }
+        if &buf[end - 2..end] != b"\r\n" {
+            return Parsed::Error("invalid bulk length");
+        }
+        args.push(data..data + len);
+        pos = end;
+    }
+    Parsed::Request(Request {
+        len: pos,
+        inline: false,
+    })
+}
+
+fn inline(buf: &[u8], args: &mut Vec<Range<usize>>) -> Parsed {
+    let Some((text, next)) = line(buf, 0) else {
+        return too_long_or_incomplete(buf.len(), "too big inline request");
+    };
+    let mut i = text.start;
+    while i < text.end {
+        while i < text.end && matches!(buf[i], b' ' | b'\t') {
+            i += 1;
+        }
+        if i == text.end {
+            break;
+        }
+        if matches!(buf[i], b'"' | b'\'') {
+            return Parsed::Error("quoted inline arguments are not supported");
+        }
+        let start = i;
+        while i < text.end && !matches!(buf[i], b' ' | b'\t') {
+            i += 1;
+        }
+        args.push(start..i);
+    }
+    Parsed::Request(Request {
+        len: next,
+        inline: true,
+    })
+}
+
+fn too_long_or_incomplete(pending: usize, reason: &'static str) -> Parsed {
+    if pending > MAX_INLINE_LEN {
+        Parsed::Error(reason)
+    } else {
+        Parsed::Incomplete { needed: None }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args_of(buf: &[u8]) -> (Parsed, Vec<Vec<u8>>) {
+        let mut args = Vec::new();
+        let parsed = parse_request(buf, &mut args);
+        let words = args.iter().map(|r| buf[r.clone()].to_vec()).collect();
+        (parsed, words)
+    }
+
+    #[test]
+    fn multibulk_request() {
+        let buf = b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$5\r\nhello\r\n*1\r\n";
+        let (parsed, words) = args_of(buf);
+        assert_eq!(
+            parsed,
+            Parsed::Request(Request {
+                len: 31,
+                inline: false
+            })
+        );
+        assert_eq!(words, [&b"SET"[..], b"k", b"hello"]);
+    }
+
+    #[test]
+    fn every_prefix_is_incomplete() {
+        let buf = b"*2\r\n$4\r\nECHO\r\n$11\r\nhello world\r\n";
+        for cut in 0..buf.len() {
+            assert!(
+                matches!(args_of(&buf[..cut]).0, Parsed::Incomplete { .. }),
+                "cut {cut}"
+            );
+        }
+        assert!(matches!(args_of(buf).0, Parsed::Request(_)));
+    }
+
+    #[test]
+    fn big_bulk_says_how_much_it_needs() {
+        let mut buf = b"*2\r\n$3\r\nGET\r\n$1000000\r\n".to_vec();
+        buf.extend(vec![b'x'; 10]);
+        assert_eq!(
+            args_of(&buf).0,
+            Parsed::Incomplete {
+                needed: Some(23 + 1_000_002)
+            }
+        );
+    }
+
+    #[test]
+    fn binary_safe_arguments() {
+        let buf = b"*2\r\n$3\r\nGET\r\n$4\r\na\r\nb\r\n";
+        assert_eq!(args_of(buf).1[1], b"a\r\nb");
+    }
+
+    #[test]
+    fn inline_commands() {
+        let (parsed, words) = args_of(b"set  key value\r\nPING\r\n");
+        assert_eq!(
+            parsed,
+            Parsed::Request(Request {
+                len: 16,
+                inline: true
+            })
+        );
+        assert_eq!(words, [&b"set"[..], b"key", b"value"]);
+        let (parsed, words) = args_of(b"\r\n");
+        assert_eq!(
+            parsed,
+            Parsed::Request(Request {
+                len: 2,
+                inline: true
+            })
+        );
+        assert!(words.is_empty());
+        assert_eq!(args_of(b"PING\n").1, [b"PING"]);
+    }
+
+    #[test]
+    fn protocol_errors() {
+        assert_eq!(
+            args_of(b"*x\r\n").0,
+            Parsed::Error("invalid multibulk length")
+        );
+        assert_eq!(args_of(b"*2\r\n:3\r\n").0, Parsed::Error("expected '$'"));
+        assert_eq!(
+            args_of(b"*1\r\n$-5\r\n").0,
+            Parsed::Error("invalid bulk length")
+        );
+        assert_eq!(
+            args_of(b"*1\r\n$3\r\nabcd\r\n").0,
+            Parsed::Error("invalid bulk length")
+        );
+        let endless = vec![b'a'; MAX_INLINE_LEN + 1];
+        assert_eq!(args_of(&endless).0, Parsed::Error("too big inline request"));
+    }
+
+    #[test]
+    fn empty_multibulk_is_a_no_op() {
+        assert_eq!(
+            args_of(b"*0\r\n").0,
+            Parsed::Request(Request {
+                len: 4,
+                inline: false
+            })
+        );
+        assert_eq!(
+            args_of(b"*-1\r\n").0,
+            Parsed::Request(Request {
+                len: 5,
+                inline: false
+            })
+        );
+    }
+}
