@@ -1,56 +1,22 @@
-//! A memcached client connection: requests are parsed as they arrive, sent to their
-//! servers at once (pipelined), and replies are written back strictly in request order.
+//! The memcached text protocol for clients: requests are parsed as they arrive and
+//! sent to their servers at once; multi-key retrievals are split per server and
+//! merged back in the client's key order.
 
 use std::collections::VecDeque;
-use std::io::{self, IoSlice};
 use std::rc::Rc;
 
 use bytes::{Buf, Bytes, BytesMut};
 use cashew_protocol::memcache::{
     keys, parse_request, Command, Parsed, Request, Shape, ValueBlocks,
 };
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::oneshot;
 
-use super::backend::{BackendError, Reply};
+use super::backend::BackendError;
+use super::client::{settle_all, Part, PendingReply, Protocol, MAX_PENDING};
 use super::pool::PoolRt;
 use crate::stats::{pool as ps, proxy as px};
 
-/// Replies a client may have outstanding before cashew stops reading its requests.
-const MAX_PENDING: usize = 1024;
-const READ_CHUNK: usize = 16 * 1024;
-const SHRINK_ABOVE: usize = 1 << 20;
-const WRITE_SLICES: usize = 64;
-
-/// One server's part of a request.
-struct Part {
-    rx: Option<oneshot::Receiver<Reply>>,
-    reply: Option<Reply>,
-}
-
-impl Part {
-    fn new(rx: Option<oneshot::Receiver<Reply>>) -> Self {
-        Part { rx, reply: None }
-    }
-
-    /// Waits for the reply. Cancel-safe: a reply is stored the moment it arrives.
-    async fn settle(&mut self) {
-        if self.reply.is_none() {
-            let reply = match self.rx.as_mut() {
-                Some(rx) => rx.await.unwrap_or(Err(BackendError::Closed)),
-                None => Err(BackendError::Closed),
-            };
-            self.reply = Some(reply);
-        }
-    }
-
-    fn take(&mut self) -> Reply {
-        self.reply.take().unwrap_or(Err(BackendError::Closed))
-    }
-}
-
 /// A multi-key retrieval split over several servers.
-struct MultiGet {
+pub struct MultiGet {
     request: Bytes,
     keys: std::ops::Range<usize>,
     /// For each key of the request, in order, the part it went to.
@@ -58,7 +24,7 @@ struct MultiGet {
     parts: Vec<Part>,
 }
 
-enum Pending {
+pub enum Pending {
     Ready(Bytes),
     /// One server's reply, passed through. `keys` counts keys of a retrieval.
     Single {
@@ -70,13 +36,13 @@ enum Pending {
     Quit,
 }
 
-impl Pending {
+impl PendingReply for Pending {
     fn is_settled(&self) -> bool {
         match self {
             Pending::Ready(_) | Pending::Quit => true,
-            Pending::Single { part, .. } => part.reply.is_some(),
-            Pending::Multi(m) => m.parts.iter().all(|p| p.reply.is_some()),
-            Pending::Broadcast(parts) => parts.iter().all(|p| p.reply.is_some()),
+            Pending::Single { part, .. } => part.is_settled(),
+            Pending::Multi(m) => m.parts.iter().all(Part::is_settled),
+            Pending::Broadcast(parts) => parts.iter().all(Part::is_settled),
         }
     }
 
@@ -84,161 +50,85 @@ impl Pending {
         match self {
             Pending::Ready(_) | Pending::Quit => {}
             Pending::Single { part, .. } => part.settle().await,
-            Pending::Multi(m) => {
-                for p in &mut m.parts {
-                    p.settle().await;
-                }
-            }
-            Pending::Broadcast(parts) => {
-                for p in parts {
-                    p.settle().await;
-                }
-            }
+            Pending::Multi(m) => settle_all(&mut m.parts).await,
+            Pending::Broadcast(parts) => settle_all(parts).await,
         }
     }
 }
 
-pub async fn serve<R, W>(mut reader: R, mut writer: W, pool: Rc<PoolRt>)
-where
-    R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
-{
-    let mut client = Client {
-        id: pool.new_client_id(),
-        pool,
-        pending: VecDeque::new(),
-    };
-    let mut rbuf = BytesMut::with_capacity(READ_CHUNK);
-    let mut out: VecDeque<Bytes> = VecDeque::new();
-    let mut skip = 0usize;
-    let mut reading = true;
-    let mut closing = false;
-    let max_value = client.pool.config().max_value_size as usize;
-
-    loop {
-        // Take every complete request that is buffered.
-        while reading && client.pending.len() < MAX_PENDING {
-            if skip > 0 {
-                let n = skip.min(rbuf.len());
-                rbuf.advance(n);
-                skip -= n;
-                if skip > 0 {
-                    break;
-                }
-            }
-            match parse_request(&rbuf, max_value) {
-                Parsed::Incomplete => break,
-                Parsed::Invalid(bad) => {
-                    let consumed = bad.consume.min(rbuf.len());
-                    rbuf.advance(consumed);
-                    skip = bad.skip + (bad.consume - consumed);
-                    if !bad.noreply {
-                        client
-                            .pending
-                            .push_back(Pending::Ready(Bytes::from_static(bad.reply)));
-                    }
-                    if bad.close {
-                        client.pool.pool_stats().add(ps::CLIENT_ERR, 1);
-                        reading = false;
-                    }
-                }
-                Parsed::Request(req) => {
-                    let bytes = rbuf.split_to(req.len).freeze();
-                    if req.command == Command::Quit {
-                        client.pending.push_back(Pending::Quit);
-                        reading = false;
-                    } else {
-                        client.dispatch(&req, bytes);
-                    }
-                }
-            }
-        }
-        if rbuf.is_empty() && rbuf.capacity() > SHRINK_ABOVE {
-            rbuf = BytesMut::with_capacity(READ_CHUNK);
-        }
-
-        // Move finished replies, in order, to the output.
-        while client.pending.front().is_some_and(Pending::is_settled) {
-            match client.pending.pop_front() {
-                Some(Pending::Quit) => {
-                    client.pending.clear();
-                    closing = true;
-                }
-                Some(p) => out.push_back(client.finish(p)),
-                None => {}
-            }
-        }
-
-        if out.is_empty() && (closing || (!reading && client.pending.is_empty())) {
-            break;
-        }
-
-        if rbuf.capacity() - rbuf.len() < READ_CHUNK / 4 {
-            rbuf.reserve(READ_CHUNK);
-        }
-        let can_read = reading && client.pending.len() < MAX_PENDING;
-        let waiting = client.pending.front().is_some_and(|p| !p.is_settled());
-        tokio::select! {
-            read = reader.read_buf(&mut rbuf), if can_read => match read {
-                Ok(0) => {
-                    client.pool.pool_stats().add(ps::CLIENT_EOF, 1);
-                    reading = false;
-                }
-                Ok(_) => {}
-                Err(_) => {
-                    client.pool.pool_stats().add(ps::CLIENT_ERR, 1);
-                    break;
-                }
-            },
-            written = write_some(&mut writer, &mut out), if !out.is_empty() => {
-                if written.is_err() {
-                    client.pool.pool_stats().add(ps::CLIENT_ERR, 1);
-                    break;
-                }
-            }
-            () = async { client.pending.front_mut().expect("waiting").settle().await }, if waiting => {}
-        }
-    }
-    let _ = writer.shutdown().await;
-}
-
-/// Writes as much of `out` as the socket takes in one call.
-async fn write_some<W: AsyncWrite + Unpin>(w: &mut W, out: &mut VecDeque<Bytes>) -> io::Result<()> {
-    let n = if out.len() == 1 {
-        w.write(&out[0]).await?
-    } else {
-        let slices: Vec<IoSlice<'_>> = out
-            .iter()
-            .take(WRITE_SLICES)
-            .map(|b| IoSlice::new(b))
-            .collect();
-        w.write_vectored(&slices).await?
-    };
-    if n == 0 {
-        return Err(io::ErrorKind::WriteZero.into());
-    }
-    let mut left = n;
-    while left > 0 {
-        let front = out.front_mut().expect("written bytes came from out");
-        if front.len() <= left {
-            left -= front.len();
-            out.pop_front();
-        } else {
-            front.advance(left);
-            left = 0;
-        }
-    }
-    Ok(())
-}
-
-struct Client {
+/// A memcached client connection.
+pub struct Client {
     pool: Rc<PoolRt>,
     id: usize,
-    pending: VecDeque<Pending>,
+    /// Bytes still to drop: the data block of a refused storage command.
+    skip: usize,
+    /// After `quit` nothing more is read.
+    done: bool,
 }
 
 impl Client {
-    fn dispatch(&mut self, req: &Request, bytes: Bytes) {
+    pub fn new(pool: Rc<PoolRt>) -> Client {
+        Client {
+            id: pool.new_client_id(),
+            pool,
+            skip: 0,
+            done: false,
+        }
+    }
+}
+
+impl Protocol for Client {
+    type Pending = Pending;
+
+    fn take_requests(&mut self, input: &mut BytesMut, queue: &mut VecDeque<Pending>) -> bool {
+        let max_value = self.pool.config().max_value_size as usize;
+        while !self.done && queue.len() < MAX_PENDING {
+            if self.skip > 0 {
+                let n = self.skip.min(input.len());
+                input.advance(n);
+                self.skip -= n;
+                if self.skip > 0 {
+                    break;
+                }
+            }
+            match parse_request(input, max_value) {
+                Parsed::Incomplete => break,
+                Parsed::Invalid(bad) => {
+                    let consumed = bad.consume.min(input.len());
+                    input.advance(consumed);
+                    self.skip = bad.skip + (bad.consume - consumed);
+                    if !bad.noreply {
+                        queue.push_back(Pending::Ready(Bytes::from_static(bad.reply)));
+                    }
+                    if bad.close {
+                        self.done = true;
+                        return false;
+                    }
+                }
+                Parsed::Request(req) => {
+                    let bytes = input.split_to(req.len).freeze();
+                    if req.command == Command::Quit {
+                        queue.push_back(Pending::Quit);
+                        self.done = true;
+                    } else {
+                        self.dispatch(&req, bytes, queue);
+                    }
+                }
+            }
+        }
+        true
+    }
+
+    fn finish(&mut self, pending: Pending) -> (Bytes, bool) {
+        match pending {
+            Pending::Quit => (Bytes::new(), true),
+            other => (self.reply_bytes(other), false),
+        }
+    }
+}
+
+impl Client {
+    fn dispatch(&mut self, req: &Request, bytes: Bytes, queue: &mut VecDeque<Pending>) {
         let counters = self.pool.proxy_stats();
         match req.command {
             c if c.is_storage() => counters.add(px::CMD_SET, 1),
@@ -253,50 +143,49 @@ impl Client {
                     }
                     _ => self.stats_reply(),
                 };
-                self.pending.push_back(Pending::Ready(reply));
+                queue.push_back(Pending::Ready(reply));
             }
             Shape::SingleKey => {
                 let Some(server) = self.pool.route(&bytes[req.key.clone()]) else {
-                    return self.no_server(req.noreply);
+                    return self.no_server(req.noreply, queue);
                 };
                 let (bytes, want) = forwardable(req, bytes);
                 let rx = self.pool.send(server, self.id, bytes, want);
                 if want {
-                    self.pending.push_back(Pending::Single {
+                    queue.push_back(Pending::Single {
                         part: Part::new(rx),
                         keys: 0,
                     });
                 }
             }
-            Shape::Retrieval => self.retrieval(req, bytes),
+            Shape::Retrieval => self.retrieval(req, bytes, queue),
             Shape::Broadcast => {
                 let (bytes, want) = forwardable(req, bytes);
                 let live: Vec<usize> = (0..self.pool.server_count())
                     .filter(|&s| self.pool.is_live(s))
                     .collect();
                 if live.is_empty() {
-                    return self.no_server(req.noreply);
+                    return self.no_server(req.noreply, queue);
                 }
                 let parts = live
                     .into_iter()
                     .map(|s| Part::new(self.pool.send(s, self.id, bytes.clone(), want)))
                     .collect();
                 if want {
-                    self.pending.push_back(Pending::Broadcast(parts));
+                    queue.push_back(Pending::Broadcast(parts));
                 }
             }
         }
     }
 
-    fn no_server(&mut self, noreply: bool) {
+    fn no_server(&mut self, noreply: bool, queue: &mut VecDeque<Pending>) {
         self.pool.pool_stats().add(ps::FORWARD_ERROR, 1);
         if !noreply {
-            self.pending
-                .push_back(Pending::Ready(BackendError::NoServer.memcache_reply()));
+            queue.push_back(Pending::Ready(BackendError::NoServer.memcache_reply()));
         }
     }
 
-    fn retrieval(&mut self, req: &Request, bytes: Bytes) {
+    fn retrieval(&mut self, req: &Request, bytes: Bytes, queue: &mut VecDeque<Pending>) {
         let pool = &self.pool;
         let all_keys = keys(&bytes, req.keys.clone());
         let nkeys = all_keys.clone().count();
@@ -304,21 +193,21 @@ impl Client {
 
         // Most retrievals touch one server: forward them untouched.
         let Some(first) = pool.route(&bytes[req.key.clone()]) else {
-            return self.no_server(false);
+            return self.no_server(false, queue);
         };
         let mut servers = Vec::with_capacity(nkeys);
         servers.push(first);
         let mut split = false;
         for key in all_keys.clone().skip(1) {
             let Some(s) = pool.route(key) else {
-                return self.no_server(false);
+                return self.no_server(false, queue);
             };
             split |= s != first;
             servers.push(s);
         }
         if !split {
             let rx = pool.send(first, self.id, bytes.clone(), true);
-            self.pending.push_back(Pending::Single {
+            queue.push_back(Pending::Single {
                 part: Part::new(rx),
                 keys: nkeys as u32,
             });
@@ -354,7 +243,7 @@ impl Client {
                 Part::new(pool.send(server, self.id, f.freeze(), true))
             })
             .collect();
-        self.pending.push_back(Pending::Multi(Box::new(MultiGet {
+        queue.push_back(Pending::Multi(Box::new(MultiGet {
             request: bytes,
             keys: req.keys.clone(),
             order,
@@ -363,7 +252,7 @@ impl Client {
     }
 
     /// The bytes a settled request puts on the client's wire.
-    fn finish(&self, pending: Pending) -> Bytes {
+    fn reply_bytes(&self, pending: Pending) -> Bytes {
         match pending {
             Pending::Ready(b) => b,
             Pending::Quit => Bytes::new(),

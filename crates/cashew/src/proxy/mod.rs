@@ -2,6 +2,7 @@
 //! sockets, clients and server connections; the main thread serves stats and signals.
 
 mod backend;
+mod client;
 mod listener;
 mod memcache;
 mod pool;
@@ -235,11 +236,11 @@ fn spawn_client(client: Client, pool: Rc<PoolRt>) {
             match client {
                 Client::Tcp(s) => {
                     let (r, w) = s.into_split();
-                    memcache::serve(r, w, pool.clone()).await
+                    client::serve(r, w, &pool, memcache::Client::new(pool.clone())).await
                 }
                 Client::Unix(s) => {
                     let (r, w) = s.into_split();
-                    memcache::serve(r, w, pool.clone()).await
+                    client::serve(r, w, &pool, memcache::Client::new(pool.clone())).await
                 }
             }
         }

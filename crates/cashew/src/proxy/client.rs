@@ -1,0 +1,180 @@
+//! The client connection loop shared by every protocol: read requests, let the
+//! protocol dispatch them, and write replies back strictly in request order while
+//! later requests are already on their way to the servers.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::io::{self, IoSlice};
+
+use bytes::{Buf, Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::oneshot;
+
+use super::backend::{BackendError, Reply};
+use super::pool::PoolRt;
+use crate::stats::pool as ps;
+
+/// Replies a client may have outstanding before cashew stops reading its requests.
+pub const MAX_PENDING: usize = 1024;
+const READ_CHUNK: usize = 16 * 1024;
+const SHRINK_ABOVE: usize = 1 << 20;
+const WRITE_SLICES: usize = 64;
+
+/// A client protocol: turns bytes into requests sent to servers, and settled
+/// requests into reply bytes.
+pub trait Protocol {
+    type Pending: PendingReply;
+
+    /// Takes complete requests from the front of `input`, queueing one pending reply
+    /// for each that gets one, while `queue` has fewer than `MAX_PENDING`. Returns
+    /// `false` when no more requests must be read (the stream is broken).
+    fn take_requests(&mut self, input: &mut BytesMut, queue: &mut VecDeque<Self::Pending>) -> bool;
+
+    /// The bytes a settled reply puts on the wire, and whether to close after them.
+    fn finish(&mut self, pending: Self::Pending) -> (Bytes, bool);
+}
+
+/// A reply that may still wait for servers.
+pub trait PendingReply {
+    fn is_settled(&self) -> bool;
+    /// Waits until settled. Must be cancel-safe.
+    fn settle(&mut self) -> impl Future<Output = ()>;
+}
+
+/// One server's part of a request.
+pub struct Part {
+    rx: Option<oneshot::Receiver<Reply>>,
+    reply: Option<Reply>,
+}
+
+impl Part {
+    pub fn new(rx: Option<oneshot::Receiver<Reply>>) -> Self {
+        Part { rx, reply: None }
+    }
+
+    pub fn is_settled(&self) -> bool {
+        self.reply.is_some()
+    }
+
+    /// Waits for the reply. Cancel-safe: a reply is stored the moment it arrives.
+    pub async fn settle(&mut self) {
+        if self.reply.is_none() {
+            let reply = match self.rx.as_mut() {
+                Some(rx) => rx.await.unwrap_or(Err(BackendError::Closed)),
+                None => Err(BackendError::Closed),
+            };
+            self.reply = Some(reply);
+        }
+    }
+
+    pub fn take(&mut self) -> Reply {
+        self.reply.take().unwrap_or(Err(BackendError::Closed))
+    }
+}
+
+/// Settles parts in order; done when all are.
+pub async fn settle_all(parts: &mut [Part]) {
+    for p in parts {
+        p.settle().await;
+    }
+}
+
+/// Serves one client until it closes, asks to, or breaks the protocol.
+pub async fn serve<P, R, W>(mut reader: R, mut writer: W, pool: &PoolRt, mut protocol: P)
+where
+    P: Protocol,
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut input = BytesMut::with_capacity(READ_CHUNK);
+    let mut queue: VecDeque<P::Pending> = VecDeque::new();
+    let mut out: VecDeque<Bytes> = VecDeque::new();
+    let mut reading = true;
+    let mut closing = false;
+
+    loop {
+        if reading && !protocol.take_requests(&mut input, &mut queue) {
+            pool.pool_stats().add(ps::CLIENT_ERR, 1);
+            reading = false;
+        }
+        if input.is_empty() && input.capacity() > SHRINK_ABOVE {
+            input = BytesMut::with_capacity(READ_CHUNK);
+        }
+
+        // Move finished replies, in order, to the output.
+        while !closing && queue.front().is_some_and(PendingReply::is_settled) {
+            let Some(pending) = queue.pop_front() else {
+                break;
+            };
+            let (bytes, close) = protocol.finish(pending);
+            if !bytes.is_empty() {
+                out.push_back(bytes);
+            }
+            if close {
+                closing = true;
+                reading = false;
+                queue.clear();
+            }
+        }
+
+        if out.is_empty() && (closing || (!reading && queue.is_empty())) {
+            break;
+        }
+
+        if input.capacity() - input.len() < READ_CHUNK / 4 {
+            input.reserve(READ_CHUNK);
+        }
+        let can_read = reading && queue.len() < MAX_PENDING;
+        let waiting = queue.front().is_some_and(|p| !p.is_settled());
+        tokio::select! {
+            read = reader.read_buf(&mut input), if can_read => match read {
+                Ok(0) => {
+                    pool.pool_stats().add(ps::CLIENT_EOF, 1);
+                    reading = false;
+                }
+                Ok(_) => {}
+                Err(_) => {
+                    pool.pool_stats().add(ps::CLIENT_ERR, 1);
+                    break;
+                }
+            },
+            written = write_some(&mut writer, &mut out), if !out.is_empty() => {
+                if written.is_err() {
+                    pool.pool_stats().add(ps::CLIENT_ERR, 1);
+                    break;
+                }
+            }
+            () = async { queue.front_mut().expect("a reply is awaited").settle().await }, if waiting => {}
+        }
+    }
+    let _ = writer.shutdown().await;
+}
+
+/// Writes as much of `out` as the socket takes in one call.
+async fn write_some<W: AsyncWrite + Unpin>(w: &mut W, out: &mut VecDeque<Bytes>) -> io::Result<()> {
+    let n = if out.len() == 1 {
+        w.write(&out[0]).await?
+    } else {
+        let mut slices = [IoSlice::new(&[]); WRITE_SLICES];
+        let count = out.len().min(WRITE_SLICES);
+        for (slice, bytes) in slices.iter_mut().zip(out.iter()) {
+            *slice = IoSlice::new(bytes);
+        }
+        w.write_vectored(&slices[..count]).await?
+    };
+    if n == 0 {
+        return Err(io::ErrorKind::WriteZero.into());
+    }
+    let mut left = n;
+    while left > 0 {
+        let front = out.front_mut().expect("written bytes came from out");
+        if front.len() <= left {
+            left -= front.len();
+            out.pop_front();
+        } else {
+            front.advance(left);
+            left = 0;
+        }
+    }
+    Ok(())
+}
