@@ -124,6 +124,26 @@ pub fn memcached_on(host: &str, port: u16) -> Process {
     Process::spawn("memcached", &mut cmd, addr)
 }
 
+/// A redis-server on `127.0.0.1` and a free port, with no persistence; `extra` are
+/// further `--name value` settings (e.g. `["--requirepass", "secret"]`).
+pub fn redis_server(extra: &[&str]) -> Process {
+    let port = free_port("127.0.0.1");
+    let mut cmd = Command::new(program("redis-server"));
+    cmd.args([
+        "--port",
+        &port.to_string(),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+    ]);
+    cmd.args(extra);
+    let addr = format!("127.0.0.1:{port}").parse().unwrap();
+    Process::spawn("redis-server", &mut cmd, addr)
+}
+
 /// nutcracker started with the config `yaml`, listening (for readiness) on `wait_for`.
 pub fn nutcracker(yaml: &str, wait_for: SocketAddr) -> Process {
     let dir = temp_dir("nutcracker");

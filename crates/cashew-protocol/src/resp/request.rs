@@ -127,7 +127,22 @@ fn inline(buf: &[u8], args: &mut Vec<Range<usize>>) -> Parsed {
             break;
         }
         if matches!(buf[i], b'"' | b'\'') {
-            return Parsed::Error("quoted inline arguments are not supported");
+            // A quoted argument, as typed in telnet: the range is inside the quotes.
+            // Escapes would need the argument rewritten, which ranges cannot express.
+            let quote = buf[i];
+            let Some(len) = buf[i + 1..text.end].iter().position(|&b| b == quote) else {
+                return Parsed::Error("unbalanced quotes in request");
+            };
+            let inner = i + 1..i + 1 + len;
+            if quote == b'"' && buf[inner.clone()].contains(&b'\\') {
+                return Parsed::Error("escapes in quoted inline arguments are not supported");
+            }
+            i = inner.end + 1;
+            if i < text.end && !matches!(buf[i], b' ' | b'\t') {
+                return Parsed::Error("closing quote must be followed by a space or nothing else");
+            }
+            args.push(inner);
+            continue;
         }
         let start = i;
         while i < text.end && !matches!(buf[i], b' ' | b'\t') {
@@ -225,6 +240,10 @@ mod tests {
         );
         assert!(words.is_empty());
         assert_eq!(args_of(b"PING\n").1, [b"PING"]);
+        let (parsed, words) = args_of(b"EVAL \"return 1\" 0 'a b'\r\n");
+        assert!(matches!(parsed, Parsed::Request(_)));
+        assert_eq!(words, [&b"EVAL"[..], b"return 1", b"0", b"a b"]);
+        assert!(matches!(args_of(b"GET \"k\r\n").0, Parsed::Error(_)));
     }
 
     #[test]

@@ -9,6 +9,7 @@ use std::time::Duration;
 use bytes::{Buf, Bytes, BytesMut};
 use cashew_config::ServerAddress;
 use cashew_protocol::memcache::{parse_reply, ReplyParse};
+use cashew_protocol::resp;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
@@ -25,7 +26,7 @@ pub struct Job {
     pub reply: Option<oneshot::Sender<Reply>>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum BackendError {
     Io(io::ErrorKind),
     TimedOut,
@@ -35,12 +36,27 @@ pub enum BackendError {
     NoServer,
     /// The connection ended before the reply came.
     Closed,
+    /// The server refused the connection's setup (redis `AUTH` or `SELECT`); its
+    /// error reply, passed on to clients.
+    Setup(Bytes),
 }
 
 impl BackendError {
     /// The memcached error line a client sees.
-    pub fn memcache_reply(self) -> Bytes {
-        let reason = match self {
+    pub fn memcache_reply(&self) -> Bytes {
+        Bytes::from(format!("SERVER_ERROR {}\r\n", self.reason()))
+    }
+
+    /// The redis error reply a client sees.
+    pub fn redis_reply(&self) -> Bytes {
+        match self {
+            BackendError::Setup(reply) => reply.clone(),
+            other => Bytes::from(format!("-ERR {}\r\n", other.reason())),
+        }
+    }
+
+    fn reason(&self) -> &str {
+        match self {
             BackendError::TimedOut => "Connection timed out",
             BackendError::Protocol => "Invalid reply from server",
             BackendError::NoServer => "No live server in the pool",
@@ -55,8 +71,11 @@ impl BackendError {
                 io::ErrorKind::AddrNotAvailable => "Cannot assign requested address",
                 _ => "Connection error",
             },
-        };
-        Bytes::from(format!("SERVER_ERROR {reason}\r\n"))
+            BackendError::Setup(reply) => std::str::from_utf8(reply)
+                .unwrap_or("server refused the connection setup")
+                .trim_start_matches('-')
+                .trim_end(),
+        }
     }
 
     fn from_io(e: &io::Error) -> Self {
@@ -102,24 +121,26 @@ pub async fn run(
             .filter(|&t| t > 0)
             .map(Duration::from_millis);
         let keepalive = p.config().tcpkeepalive;
+        let redis = p.config().redis;
+        let (setup, setup_replies) = redis_setup(p.config());
         drop(p);
 
+        let opening = open(&address, keepalive, &setup, setup_replies);
         let connected = match timeout {
-            Some(t) => tokio::time::timeout(t, connect(&address, keepalive))
+            Some(t) => tokio::time::timeout(t, opening)
                 .await
-                .unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into())),
-            None => connect(&address, keepalive).await,
+                .unwrap_or(Err(BackendError::TimedOut)),
+            None => opening.await,
         };
-        let mut session = Session::new(pool.clone(), server, timeout);
+        let mut session = Session::new(pool.clone(), server, timeout, redis);
         match connected {
-            Err(e) => {
-                let error = BackendError::from_io(&e);
+            Err(error) => {
                 if let Some(first) = first {
-                    session.fail(first, error);
+                    session.fail(first, error.clone());
                 }
                 // Everything already queued for this server fails the same way.
                 while let Ok(job) = jobs.try_recv() {
-                    session.fail(job, error);
+                    session.fail(job, error.clone());
                 }
                 if let Some(p) = pool.upgrade() {
                     p.server_failed(server, error);
@@ -139,7 +160,7 @@ pub async fn run(
                         session.serve(r, w, first, &mut jobs).await
                     }
                 };
-                session.fail_in_flight(error.unwrap_or(BackendError::Closed));
+                session.fail_in_flight(error.clone().unwrap_or(BackendError::Closed));
                 if let Some(p) = pool.upgrade() {
                     p.stats(server).sub(st::SERVER_CONNECTIONS, 1);
                     if let Some(error) = error {
@@ -154,6 +175,78 @@ pub async fn run(
 enum Stream {
     Tcp(tokio::net::TcpStream),
     Unix(tokio::net::UnixStream),
+}
+
+/// Connects and runs the setup commands; `Setup` when the server refuses them.
+async fn open(
+    address: &ServerAddress,
+    keepalive: bool,
+    setup: &[u8],
+    replies: usize,
+) -> Result<Stream, BackendError> {
+    let mut stream = connect(address, keepalive)
+        .await
+        .map_err(|e| BackendError::from_io(&e))?;
+    if replies > 0 {
+        match &mut stream {
+            Stream::Tcp(s) => handshake(s, setup, replies).await?,
+            Stream::Unix(s) => handshake(s, setup, replies).await?,
+        }
+    }
+    Ok(stream)
+}
+
+/// `AUTH` and `SELECT` for a new redis server connection, and how many replies they get.
+fn redis_setup(pool: &cashew_config::Pool) -> (Vec<u8>, usize) {
+    use cashew_protocol::resp::{array_header, bulk};
+    let mut setup = Vec::new();
+    let mut replies = 0;
+    if !pool.redis {
+        return (setup, 0);
+    }
+    if let Some(password) = &pool.redis_auth {
+        array_header(&mut setup, 2);
+        bulk(&mut setup, b"AUTH");
+        bulk(&mut setup, password.as_bytes());
+        replies += 1;
+    }
+    if pool.redis_db != 0 {
+        array_header(&mut setup, 2);
+        bulk(&mut setup, b"SELECT");
+        bulk(&mut setup, pool.redis_db.to_string().as_bytes());
+        replies += 1;
+    }
+    (setup, replies)
+}
+
+async fn handshake<S>(stream: &mut S, setup: &[u8], replies: usize) -> Result<(), BackendError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    use cashew_protocol::resp::{parse_reply, ReplyParse};
+    let io_error = |e: io::Error| BackendError::from_io(&e);
+    stream.write_all(setup).await.map_err(io_error)?;
+    let mut buf = BytesMut::with_capacity(256);
+    let mut seen = 0;
+    while seen < replies {
+        if stream.read_buf(&mut buf).await.map_err(io_error)? == 0 {
+            return Err(BackendError::Closed);
+        }
+        loop {
+            match parse_reply(&buf) {
+                ReplyParse::Incomplete => break,
+                ReplyParse::Invalid => return Err(BackendError::Protocol),
+                ReplyParse::Complete(n) => {
+                    let reply = buf.split_to(n).freeze();
+                    if reply.starts_with(b"-") {
+                        return Err(BackendError::Setup(reply));
+                    }
+                    seen += 1;
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 async fn connect(address: &ServerAddress, keepalive: bool) -> io::Result<Stream> {
@@ -186,6 +279,8 @@ struct Session {
     pool: Weak<PoolRt>,
     server: usize,
     timeout: Option<Duration>,
+    /// Replies are RESP rather than memcached text.
+    redis: bool,
     in_flight: VecDeque<InFlight>,
     /// How many requests at the back of `in_flight` are not fully written yet.
     unwritten: usize,
@@ -194,11 +289,12 @@ struct Session {
 }
 
 impl Session {
-    fn new(pool: Weak<PoolRt>, server: usize, timeout: Option<Duration>) -> Self {
+    fn new(pool: Weak<PoolRt>, server: usize, timeout: Option<Duration>, redis: bool) -> Self {
         Session {
             pool,
             server,
             timeout,
+            redis,
             in_flight: VecDeque::new(),
             unwritten: 0,
             queued_bytes: 0,
@@ -227,7 +323,7 @@ impl Session {
                 stats.sub(st::OUT_QUEUE_BYTES, entry.len);
             }
             if let Some(tx) = entry.reply {
-                let _ = tx.send(Err(error));
+                let _ = tx.send(Err(error.clone()));
             }
         }
         self.unwritten = 0;
@@ -354,7 +450,16 @@ impl Session {
         let pool = self.pool.upgrade();
         let mut any = false;
         loop {
-            match parse_reply(rbuf) {
+            let parsed = if self.redis {
+                match cashew_protocol::resp::parse_reply(rbuf) {
+                    resp::ReplyParse::Complete(n) => ReplyParse::Complete(n),
+                    resp::ReplyParse::Incomplete => ReplyParse::Incomplete,
+                    resp::ReplyParse::Invalid => ReplyParse::Invalid,
+                }
+            } else {
+                parse_reply(rbuf)
+            };
+            match parsed {
                 ReplyParse::Incomplete => break,
                 ReplyParse::Invalid => return Err(BackendError::Protocol),
                 ReplyParse::Complete(n) => {

@@ -6,6 +6,7 @@ mod client;
 mod listener;
 mod memcache;
 mod pool;
+mod redis;
 
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
@@ -226,22 +227,23 @@ fn spawn_client(client: Client, pool: Rc<PoolRt>) {
     proxy.add(px::CURR_CONNECTIONS, 1);
     pool.pool_stats().add(ps::CLIENT_CONNECTIONS, 1);
     tokio::task::spawn_local(async move {
-        if pool.config().redis {
-            let reply = b"-ERR redis pools are not served by this version of cashew\r\n";
-            let _ = match client {
-                Client::Tcp(mut s) => s.write_all(reply).await,
-                Client::Unix(mut s) => s.write_all(reply).await,
-            };
-        } else {
-            match client {
-                Client::Tcp(s) => {
-                    let (r, w) = s.into_split();
-                    client::serve(r, w, &pool, memcache::Client::new(pool.clone())).await
-                }
-                Client::Unix(s) => {
-                    let (r, w) = s.into_split();
-                    client::serve(r, w, &pool, memcache::Client::new(pool.clone())).await
-                }
+        let redis = pool.config().redis;
+        match (client, redis) {
+            (Client::Tcp(s), false) => {
+                let (r, w) = s.into_split();
+                client::serve(r, w, &pool, memcache::Client::new(pool.clone())).await
+            }
+            (Client::Tcp(s), true) => {
+                let (r, w) = s.into_split();
+                client::serve(r, w, &pool, redis::Client::new(pool.clone())).await
+            }
+            (Client::Unix(s), false) => {
+                let (r, w) = s.into_split();
+                client::serve(r, w, &pool, memcache::Client::new(pool.clone())).await
+            }
+            (Client::Unix(s), true) => {
+                let (r, w) = s.into_split();
+                client::serve(r, w, &pool, redis::Client::new(pool.clone())).await
             }
         }
         pool.clients().fetch_sub(1, Ordering::Relaxed);
