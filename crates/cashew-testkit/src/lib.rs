@@ -88,6 +88,33 @@ impl Process {
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
+
+    /// SIGSTOP, then waits until every thread of the process is stopped.
+    pub fn freeze(&self) {
+        self.signal("STOP");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let stopped = || {
+            std::fs::read_dir(format!("/proc/{}/task", self.pid()))
+                .map(|tasks| {
+                    tasks.filter_map(Result::ok).all(|t| {
+                        let stat =
+                            std::fs::read_to_string(t.path().join("stat")).unwrap_or_default();
+                        // The state follows the parenthesised command name.
+                        stat.rsplit_once(") ")
+                            .is_some_and(|(_, rest)| rest.starts_with('T'))
+                    })
+                })
+                .unwrap_or(false)
+        };
+        while !stopped() {
+            assert!(
+                Instant::now() < deadline,
+                "process {} did not stop",
+                self.pid()
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
 }
 
 impl Drop for Process {

@@ -509,7 +509,7 @@ fn a_frozen_backend_times_out_without_failing_the_others() {
     let mut c = p.client();
     c.set(live_key, b"ok");
 
-    p.backends[0].signal("STOP");
+    p.backends[0].freeze();
     let started = Instant::now();
     c.send(format!("get {frozen_key}\r\n").as_bytes());
     let mut other = p.client();
@@ -604,12 +604,21 @@ fn stats_port_serves_nutcracker_json() {
 #[test]
 fn threads_flag_runs_that_many_workers() {
     let p = Proxy::start(1, "", &["--threads", "4"]);
-    let tasks = std::fs::read_dir(format!("/proc/{}/task", p.cashew.process.pid())).unwrap();
-    let workers = tasks
-        .filter_map(|t| std::fs::read_to_string(t.unwrap().path().join("comm")).ok())
-        .filter(|name| name.starts_with("cashew-w"))
-        .count();
-    assert_eq!(workers, 4);
+    let workers = || {
+        std::fs::read_dir(format!("/proc/{}/task", p.cashew.process.pid()))
+            .unwrap()
+            .filter_map(|t| std::fs::read_to_string(t.unwrap().path().join("comm")).ok())
+            .filter(|name| name.starts_with("cashew-w"))
+            .count()
+    };
+    // Threads start just after the sockets are bound: give them a moment.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while workers() < 4 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(workers(), 4);
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(workers(), 4, "no more than asked for");
 }
 
 #[test]
@@ -726,7 +735,7 @@ fn a_failed_fragment_fails_the_multi_get_but_not_the_connection() {
     let mut c = p.client();
     c.set(a, b"1");
     c.set(b, b"2");
-    p.backends[1].signal("STOP");
+    p.backends[1].freeze();
     c.roundtrip(
         format!("get {a} {b}\r\n").as_bytes(),
         b"SERVER_ERROR Connection timed out\r\n",

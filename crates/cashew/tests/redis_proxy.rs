@@ -489,9 +489,7 @@ fn redis_benchmark_runs_without_errors() {
         "MSET",
     ] {
         assert!(
-            finals
-                .iter()
-                .any(|l| l.trim_start().starts_with(test)),
+            finals.iter().any(|l| l.trim_start().starts_with(test)),
             "{test} missing:\n{stdout}"
         );
     }

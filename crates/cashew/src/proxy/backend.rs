@@ -430,7 +430,10 @@ impl Session {
                 job = jobs.recv(), if self.in_flight.len() < MAX_IN_FLIGHT => {
                     let job = job?;
                     self.enqueue(job, &mut wbuf);
-                    // Batch whatever else is already queued.
+                    // Let the other clients of this event-loop round queue their
+                    // requests too, then send them all in one write. (tokio wakes a
+                    // yielded task only after it has polled for I/O again.)
+                    tokio::task::yield_now().await;
                     while self.in_flight.len() < MAX_IN_FLIGHT {
                         match jobs.try_recv() {
                             Ok(job) => self.enqueue(job, &mut wbuf),

@@ -36,7 +36,8 @@ pub trait Protocol {
 
 /// A reply that may still wait for servers.
 pub trait PendingReply {
-    fn is_settled(&self) -> bool;
+    /// Collects whatever replies have arrived, without waiting; true when all have.
+    fn try_settle(&mut self) -> bool;
     /// Waits until settled. Must be cancel-safe.
     fn settle(&mut self) -> impl Future<Output = ()>;
 }
@@ -52,8 +53,18 @@ impl Part {
         Part { rx, reply: None }
     }
 
-    pub fn is_settled(&self) -> bool {
-        self.reply.is_some()
+    /// Takes the reply if it has arrived; true once it has.
+    pub fn try_settle(&mut self) -> bool {
+        if self.reply.is_none() {
+            match self.rx.as_mut().map(|rx| rx.try_recv()) {
+                Some(Ok(reply)) => self.reply = Some(reply),
+                Some(Err(oneshot::error::TryRecvError::Empty)) => return false,
+                Some(Err(oneshot::error::TryRecvError::Closed)) | None => {
+                    self.reply = Some(Err(BackendError::Closed))
+                }
+            }
+        }
+        true
     }
 
     /// Waits for the reply. Cancel-safe: a reply is stored the moment it arrives.
@@ -70,6 +81,15 @@ impl Part {
     pub fn take(&mut self) -> Reply {
         self.reply.take().unwrap_or(Err(BackendError::Closed))
     }
+}
+
+/// Collects the replies of every part that has one; true when all have.
+pub fn try_settle_all(parts: &mut [Part]) -> bool {
+    let mut all = true;
+    for p in parts {
+        all &= p.try_settle();
+    }
+    all
 }
 
 /// Settles parts in order; done when all are.
@@ -101,8 +121,9 @@ where
             input = BytesMut::with_capacity(READ_CHUNK);
         }
 
-        // Move finished replies, in order, to the output.
-        while !closing && queue.front().is_some_and(PendingReply::is_settled) {
+        // Move finished replies, in order, to the output: every reply already
+        // delivered goes out in the same write.
+        while !closing && queue.front_mut().is_some_and(PendingReply::try_settle) {
             let Some(pending) = queue.pop_front() else {
                 break;
             };
@@ -125,7 +146,7 @@ where
             input.reserve(READ_CHUNK);
         }
         let can_read = reading && queue.len() < MAX_PENDING;
-        let waiting = queue.front().is_some_and(|p| !p.is_settled());
+        let waiting = !queue.is_empty();
         tokio::select! {
             read = reader.read_buf(&mut input), if can_read => match read {
                 Ok(0) => {

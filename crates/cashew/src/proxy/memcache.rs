@@ -11,7 +11,7 @@ use cashew_protocol::memcache::{
 };
 
 use super::backend::BackendError;
-use super::client::{settle_all, Part, PendingReply, Protocol, MAX_PENDING};
+use super::client::{settle_all, try_settle_all, Part, PendingReply, Protocol, MAX_PENDING};
 use super::pool::PoolRt;
 use crate::stats::{pool as ps, proxy as px};
 
@@ -37,12 +37,12 @@ pub enum Pending {
 }
 
 impl PendingReply for Pending {
-    fn is_settled(&self) -> bool {
+    fn try_settle(&mut self) -> bool {
         match self {
             Pending::Ready(_) | Pending::Quit => true,
-            Pending::Single { part, .. } => part.is_settled(),
-            Pending::Multi(m) => m.parts.iter().all(Part::is_settled),
-            Pending::Broadcast(parts) => parts.iter().all(Part::is_settled),
+            Pending::Single { part, .. } => part.try_settle(),
+            Pending::Multi(m) => try_settle_all(&mut m.parts),
+            Pending::Broadcast(parts) => try_settle_all(parts),
         }
     }
 

@@ -13,7 +13,7 @@ use cashew_protocol::resp::{
 };
 
 use super::backend::BackendError;
-use super::client::{settle_all, Part, PendingReply, Protocol, MAX_PENDING};
+use super::client::{settle_all, try_settle_all, Part, PendingReply, Protocol, MAX_PENDING};
 use super::pool::PoolRt;
 use crate::stats::{pool as ps, proxy as px};
 
@@ -38,12 +38,12 @@ pub enum Pending {
 }
 
 impl PendingReply for Pending {
-    fn is_settled(&self) -> bool {
+    fn try_settle(&mut self) -> bool {
         match self {
             Pending::Ready(_) | Pending::Quit => true,
-            Pending::Single(part) => part.is_settled(),
+            Pending::Single(part) => part.try_settle(),
             Pending::Mget { parts, .. } | Pending::Sum(parts) | Pending::AllOk(parts) => {
-                parts.iter().all(Part::is_settled)
+                try_settle_all(parts)
             }
         }
     }
