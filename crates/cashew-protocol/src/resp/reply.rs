@@ -26,7 +26,8 @@ pub fn parse_reply(buf: &[u8]) -> ReplyParse {
             return ReplyParse::Incomplete;
         };
         let line_end = pos + nl + 1;
-        if nl == 0 || buf[line_end - 2] != b'\r' {
+        // At least a type byte and the `\r` before the `\n`.
+        if nl < 2 || buf[line_end - 2] != b'\r' {
             return ReplyParse::Invalid;
         }
         let body = &buf[pos + 1..line_end - 2];
@@ -120,5 +121,9 @@ mod tests {
         assert_eq!(parse_reply(b"?what\r\n"), ReplyParse::Invalid);
         assert_eq!(parse_reply(b"$x\r\n"), ReplyParse::Invalid);
         assert_eq!(parse_reply(b"$1\r\nab\r\n"), ReplyParse::Invalid);
+        // Found by fuzzing: a line with no type byte.
+        assert_eq!(parse_reply(b"\r\n"), ReplyParse::Invalid);
+        assert_eq!(parse_reply(b"\n"), ReplyParse::Invalid);
+        assert_eq!(parse_reply(b"*1\r\n\r\n"), ReplyParse::Invalid);
     }
 }

@@ -1,0 +1,30 @@
+#![no_main]
+//! Any bytes: parsing never panics, every decision covers bytes that exist, and a
+//! decision taken on a prefix is the one taken on the whole input.
+
+use cashew_protocol::memcache::{parse_request, Parsed};
+use libfuzzer_sys::fuzz_target;
+
+fn decide(data: &[u8]) -> Option<(usize, bool)> {
+    match parse_request(data, 4096) {
+        Parsed::Incomplete => None,
+        Parsed::Request(r) => {
+            assert!(r.len > 0 && r.len <= data.len());
+            assert!(r.key.end <= r.len && r.keys.end <= r.len && r.noreply_span.end <= r.len);
+            Some((r.len, true))
+        }
+        Parsed::Invalid(i) => {
+            assert!(i.consume > 0 && i.consume <= data.len());
+            Some((i.consume, false))
+        }
+    }
+}
+
+fuzz_target!(|data: &[u8]| {
+    if let Some(decision) = decide(data) {
+        // More bytes after a complete request change nothing about it.
+        let mut longer = data.to_vec();
+        longer.extend_from_slice(b"get more\r\n");
+        assert_eq!(decide(&longer), Some(decision));
+    }
+});
