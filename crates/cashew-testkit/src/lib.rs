@@ -8,6 +8,58 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// nutcracker's pool stats, by name: what existing monitoring reads.
+pub const NUTCRACKER_POOL_STATS: [&str; 6] = [
+    "client_eof",
+    "client_err",
+    "client_connections",
+    "server_ejects",
+    "forward_error",
+    "fragments",
+];
+
+/// nutcracker's server stats, by name.
+pub const NUTCRACKER_SERVER_STATS: [&str; 13] = [
+    "server_eof",
+    "server_err",
+    "server_timedout",
+    "server_connections",
+    "server_ejected_at",
+    "requests",
+    "request_bytes",
+    "responses",
+    "response_bytes",
+    "in_queue",
+    "in_queue_bytes",
+    "out_queue",
+    "out_queue_bytes",
+];
+
+/// `cashew route`: the server entry, as written in the config, of each key.
+pub fn cashew_route(
+    binary: &str,
+    conf: &std::path::Path,
+    pool: Option<&str>,
+    keys: &[String],
+) -> Vec<String> {
+    let mut cmd = Command::new(binary);
+    cmd.arg("route").arg("-c").arg(conf);
+    if let Some(pool) = pool {
+        cmd.args(["--pool", pool]);
+    }
+    let out = cmd.args(keys).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| l.split_once('\t').expect("KEY<TAB>SERVER").1.to_string())
+        .collect()
+}
+
 /// A port that was free on `host` a moment ago.
 pub fn free_port(host: &str) -> u16 {
     TcpListener::bind((host, 0))

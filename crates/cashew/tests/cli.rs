@@ -4,6 +4,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
+use cashew_testkit::{NUTCRACKER_POOL_STATS, NUTCRACKER_SERVER_STATS};
+
 fn cashew(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_cashew"))
         .args(args)
@@ -67,27 +69,7 @@ fn describe_stats_lists_nutcracker_names() {
     let out = cashew(&["-D"]);
     assert!(out.status.success());
     let stdout = text(&out.stdout);
-    for name in [
-        "client_eof",
-        "client_err",
-        "client_connections",
-        "server_ejects",
-        "forward_error",
-        "fragments",
-        "server_eof",
-        "server_err",
-        "server_timedout",
-        "server_connections",
-        "server_ejected_at",
-        "requests",
-        "request_bytes",
-        "responses",
-        "response_bytes",
-        "in_queue",
-        "in_queue_bytes",
-        "out_queue",
-        "out_queue_bytes",
-    ] {
+    for name in NUTCRACKER_POOL_STATS.iter().chain(&NUTCRACKER_SERVER_STATS) {
         assert!(
             stdout
                 .lines()

@@ -3,10 +3,12 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use cashew_testkit::{free_port, memcached, memcached_on, Cashew, McConn, Process};
+use cashew_testkit::{
+    cashew_route, free_port, memcached, memcached_on, Cashew, McConn, Process,
+    NUTCRACKER_POOL_STATS, NUTCRACKER_SERVER_STATS,
+};
 
 const CASHEW: &str = env!("CARGO_BIN_EXE_cashew");
 
@@ -48,26 +50,15 @@ impl Proxy {
         McConn::connect(self.listen)
     }
 
-    fn conf(&self) -> String {
-        self.cashew.dir.join("cashew.yml").display().to_string()
-    }
-
     /// Which backend `cashew route` names for each key.
     fn routed(&self, keys: &[String]) -> Vec<usize> {
-        let out = Command::new(CASHEW)
-            .args(["route", "-c", &self.conf()])
-            .args(keys)
-            .output()
-            .unwrap();
-        assert!(out.status.success());
-        String::from_utf8(out.stdout)
-            .unwrap()
-            .lines()
-            .map(|l| {
-                let server = l.split_once('\t').unwrap().1;
+        let conf = self.cashew.dir.join("cashew.yml");
+        cashew_route(CASHEW, &conf, None, keys)
+            .iter()
+            .map(|entry| {
                 self.backends
                     .iter()
-                    .position(|b| server == format!("{}:1", b.addr))
+                    .position(|b| *entry == format!("{}:1", b.addr))
                     .unwrap()
             })
             .collect()
@@ -561,35 +552,14 @@ fn stats_port_serves_nutcracker_json() {
     }
     assert_eq!(doc["curr_connections"], 1);
     let pool = &doc["alpha"];
-    for field in [
-        "client_eof",
-        "client_err",
-        "client_connections",
-        "server_ejects",
-        "forward_error",
-        "fragments",
-    ] {
+    for field in NUTCRACKER_POOL_STATS {
         assert!(pool[field].is_u64(), "{field} missing: {pool}");
     }
     assert_eq!(pool["client_connections"], 1);
     let mut requests = 0;
     for b in &p.backends {
         let server = &pool[&b.addr.to_string()];
-        for field in [
-            "server_eof",
-            "server_err",
-            "server_timedout",
-            "server_connections",
-            "server_ejected_at",
-            "requests",
-            "request_bytes",
-            "responses",
-            "response_bytes",
-            "in_queue",
-            "in_queue_bytes",
-            "out_queue",
-            "out_queue_bytes",
-        ] {
+        for field in NUTCRACKER_SERVER_STATS {
             assert!(server[field].is_u64(), "{field} missing: {server}");
         }
         requests += server["requests"].as_u64().unwrap();

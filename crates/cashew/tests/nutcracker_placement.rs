@@ -3,27 +3,9 @@
 //! This covers what the recorded vectors do not: servers on port 11211 (named by host
 //! alone) and modula order over node names of different lengths.
 
-use std::process::Command;
-
-use cashew_testkit::{free_port, memcached, memcached_on, nutcracker, temp_dir, McConn, Process};
-
-fn cashew_route(conf: &str, pool: &str, keys: &[String]) -> Vec<String> {
-    let out = Command::new(env!("CARGO_BIN_EXE_cashew"))
-        .args(["route", "-c", conf, "--pool", pool])
-        .args(keys)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| l.split_once('\t').unwrap().1.to_string())
-        .collect()
-}
+use cashew_testkit::{
+    cashew_route, free_port, memcached, memcached_on, nutcracker, temp_dir, McConn, Process,
+};
 
 /// For each key, the index of the backend that holds it.
 fn holders(backends: &[Process], keys: &[String]) -> Vec<usize> {
@@ -77,7 +59,12 @@ fn cashew_places_keys_where_nutcracker_does() {
             through.set(k, b"v");
         }
         let actual = holders(backends, &keys);
-        let routed = cashew_route(&conf, pool, &keys);
+        let routed = cashew_route(
+            env!("CARGO_BIN_EXE_cashew"),
+            conf.as_ref(),
+            Some(pool),
+            &keys,
+        );
         let mut used = [false; 3];
         for ((key, server), held) in keys.iter().zip(&routed).zip(&actual) {
             assert_eq!(server, &entries[*held], "{pool}: {key}");

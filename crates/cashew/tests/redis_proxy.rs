@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::process::Command;
 
-use cashew_testkit::{free_port, redis_server, Cashew, McConn, Process};
+use cashew_testkit::{cashew_route, free_port, redis_server, Cashew, McConn, Process};
 use redis::{Commands, Connection, Value};
 
 const CASHEW: &str = env!("CARGO_BIN_EXE_cashew");
@@ -54,22 +54,12 @@ impl Proxy {
     /// Which backend `cashew route` names for each key.
     fn routed(&self, keys: &[String]) -> Vec<usize> {
         let conf = self.cashew.dir.join("cashew.yml");
-        let out = Command::new(CASHEW)
-            .arg("route")
-            .arg("-c")
-            .arg(&conf)
-            .args(keys)
-            .output()
-            .unwrap();
-        assert!(out.status.success());
-        String::from_utf8(out.stdout)
-            .unwrap()
-            .lines()
-            .map(|l| {
-                let server = l.split_once('\t').unwrap().1;
+        cashew_route(CASHEW, &conf, None, keys)
+            .iter()
+            .map(|entry| {
                 self.backends
                     .iter()
-                    .position(|b| server == format!("{}:1", b.addr))
+                    .position(|b| *entry == format!("{}:1", b.addr))
                     .unwrap()
             })
             .collect()

@@ -92,6 +92,24 @@ pub fn try_settle_all(parts: &mut [Part]) -> bool {
     all
 }
 
+/// The reply of a request sent to several servers that each answer `ok` on success:
+/// `ok` when all did, else the first other reply, or the first failure as `failed`
+/// makes it.
+pub fn all_ok(
+    parts: &mut [Part],
+    ok: &'static [u8],
+    failed: impl Fn(BackendError) -> Bytes,
+) -> Bytes {
+    for p in parts {
+        match p.take() {
+            Ok(reply) if reply.as_ref() == ok => {}
+            Ok(reply) => return reply,
+            Err(e) => return failed(e),
+        }
+    }
+    Bytes::from_static(ok)
+}
+
 /// Settles parts in order; done when all are.
 pub async fn settle_all(parts: &mut [Part]) {
     for p in parts {

@@ -11,7 +11,9 @@ use cashew_protocol::memcache::{
 };
 
 use super::backend::BackendError;
-use super::client::{settle_all, try_settle_all, Part, PendingReply, Protocol, MAX_PENDING};
+use super::client::{
+    all_ok, settle_all, try_settle_all, Part, PendingReply, Protocol, MAX_PENDING,
+};
 use super::pool::PoolRt;
 use crate::stats::{pool as ps, proxy as px};
 
@@ -271,16 +273,7 @@ impl Client {
                 Err(e) => self.failed(e),
             },
             Pending::Multi(m) => self.merge(*m),
-            Pending::Broadcast(mut parts) => {
-                for p in &mut parts {
-                    match p.take() {
-                        Ok(reply) if reply.as_ref() == b"OK\r\n" => {}
-                        Ok(reply) => return reply,
-                        Err(e) => return self.failed(e),
-                    }
-                }
-                Bytes::from_static(b"OK\r\n")
-            }
+            Pending::Broadcast(mut parts) => all_ok(&mut parts, b"OK\r\n", |e| self.failed(e)),
         }
     }
 

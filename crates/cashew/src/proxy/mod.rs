@@ -227,29 +227,33 @@ fn spawn_client(client: Client, pool: Rc<PoolRt>) {
     proxy.add(px::CURR_CONNECTIONS, 1);
     pool.pool_stats().add(ps::CLIENT_CONNECTIONS, 1);
     tokio::task::spawn_local(async move {
-        let redis = pool.config().redis;
-        match (client, redis) {
-            (Client::Tcp(s), false) => {
+        match client {
+            Client::Tcp(s) => {
                 let (r, w) = s.into_split();
-                client::serve(r, w, &pool, memcache::Client::new(pool.clone())).await
+                serve_client(r, w, &pool).await
             }
-            (Client::Tcp(s), true) => {
+            Client::Unix(s) => {
                 let (r, w) = s.into_split();
-                client::serve(r, w, &pool, redis::Client::new(pool.clone())).await
-            }
-            (Client::Unix(s), false) => {
-                let (r, w) = s.into_split();
-                client::serve(r, w, &pool, memcache::Client::new(pool.clone())).await
-            }
-            (Client::Unix(s), true) => {
-                let (r, w) = s.into_split();
-                client::serve(r, w, &pool, redis::Client::new(pool.clone())).await
+                serve_client(r, w, &pool).await
             }
         }
         pool.clients().fetch_sub(1, Ordering::Relaxed);
         pool.pool_stats().sub(ps::CLIENT_CONNECTIONS, 1);
         pool.proxy_stats().sub(px::CURR_CONNECTIONS, 1);
     });
+}
+
+/// Serves a client in its pool's protocol.
+async fn serve_client<R, W>(reader: R, writer: W, pool: &Rc<PoolRt>)
+where
+    R: tokio::io::AsyncRead + Unpin,
+    W: tokio::io::AsyncWrite + Unpin,
+{
+    if pool.config().redis {
+        client::serve(reader, writer, pool, redis::Client::new(pool.clone())).await
+    } else {
+        client::serve(reader, writer, pool, memcache::Client::new(pool.clone())).await
+    }
 }
 
 /// nutcracker's stats port: one JSON document per connection, then close.

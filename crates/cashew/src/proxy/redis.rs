@@ -13,7 +13,9 @@ use cashew_protocol::resp::{
 };
 
 use super::backend::BackendError;
-use super::client::{settle_all, try_settle_all, Part, PendingReply, Protocol, MAX_PENDING};
+use super::client::{
+    all_ok, settle_all, try_settle_all, Part, PendingReply, Protocol, MAX_PENDING,
+};
 use super::pool::PoolRt;
 use crate::stats::{pool as ps, proxy as px};
 
@@ -296,16 +298,7 @@ impl Client {
                 integer(&mut out, total);
                 out.into()
             }
-            Pending::AllOk(mut parts) => {
-                for p in &mut parts {
-                    match p.take() {
-                        Ok(r) if r.as_ref() == b"+OK\r\n" => {}
-                        Ok(r) => return r,
-                        Err(e) => return self.failed(e),
-                    }
-                }
-                Bytes::from_static(b"+OK\r\n")
-            }
+            Pending::AllOk(mut parts) => all_ok(&mut parts, b"+OK\r\n", |e| self.failed(e)),
         }
     }
 
