@@ -60,6 +60,25 @@ pub fn cashew_route(
         .collect()
 }
 
+/// For each key, the index in `backends` of the server `cashew route` names, for a
+/// config whose server entries are `ADDR:1`.
+pub fn routed_backends(
+    binary: &str,
+    conf: &std::path::Path,
+    backends: &[Process],
+    keys: &[String],
+) -> Vec<usize> {
+    cashew_route(binary, conf, None, keys)
+        .iter()
+        .map(|entry| {
+            backends
+                .iter()
+                .position(|b| *entry == format!("{}:1", b.addr))
+                .unwrap_or_else(|| panic!("{entry} is none of the backends"))
+        })
+        .collect()
+}
+
 /// A port that was free on `host` a moment ago.
 pub fn free_port(host: &str) -> u16 {
     TcpListener::bind((host, 0))

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use cashew_testkit::{
-    cashew_route, free_port, memcached, memcached_on, Cashew, McConn, Process,
+    free_port, memcached, memcached_on, routed_backends, Cashew, McConn, Process,
     NUTCRACKER_POOL_STATS, NUTCRACKER_SERVER_STATS,
 };
 
@@ -53,15 +53,7 @@ impl Proxy {
     /// Which backend `cashew route` names for each key.
     fn routed(&self, keys: &[String]) -> Vec<usize> {
         let conf = self.cashew.dir.join("cashew.yml");
-        cashew_route(CASHEW, &conf, None, keys)
-            .iter()
-            .map(|entry| {
-                self.backends
-                    .iter()
-                    .position(|b| *entry == format!("{}:1", b.addr))
-                    .unwrap()
-            })
-            .collect()
+        routed_backends(CASHEW, &conf, &self.backends, keys)
     }
 
     fn stats(&self) -> serde_json::Value {

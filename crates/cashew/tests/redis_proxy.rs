@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::process::Command;
 
-use cashew_testkit::{cashew_route, free_port, redis_server, Cashew, McConn, Process};
+use cashew_testkit::{free_port, redis_server, routed_backends, Cashew, McConn, Process};
 use redis::{Commands, Connection, Value};
 
 const CASHEW: &str = env!("CARGO_BIN_EXE_cashew");
@@ -54,15 +54,7 @@ impl Proxy {
     /// Which backend `cashew route` names for each key.
     fn routed(&self, keys: &[String]) -> Vec<usize> {
         let conf = self.cashew.dir.join("cashew.yml");
-        cashew_route(CASHEW, &conf, None, keys)
-            .iter()
-            .map(|entry| {
-                self.backends
-                    .iter()
-                    .position(|b| *entry == format!("{}:1", b.addr))
-                    .unwrap()
-            })
-            .collect()
+        routed_backends(CASHEW, &conf, &self.backends, keys)
     }
 
     fn raw(&self) -> McConn {

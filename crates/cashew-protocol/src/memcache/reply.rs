@@ -1,15 +1,7 @@
 //! Server replies. A reply is one line, or `VALUE` blocks closed by `END`.
 
 use super::tokens::Tokens;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ReplyParse {
-    /// A whole reply of this many bytes.
-    Complete(usize),
-    Incomplete,
-    /// The bytes are not a memcached reply; the connection cannot be trusted.
-    Invalid,
-}
+pub use crate::ReplyParse;
 
 /// Parses the reply at the start of `buf`.
 pub fn parse_reply(buf: &[u8]) -> ReplyParse {

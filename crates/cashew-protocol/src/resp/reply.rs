@@ -1,13 +1,6 @@
 //! Server replies of every RESP2 type, nested arrays included.
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ReplyParse {
-    /// A whole reply of this many bytes.
-    Complete(usize),
-    Incomplete,
-    /// Not a RESP reply: the connection is out of step.
-    Invalid,
-}
+pub use crate::ReplyParse;
 
 /// Parses the reply at the start of `buf`, walking nested arrays without recursion.
 pub fn parse_reply(buf: &[u8]) -> ReplyParse {

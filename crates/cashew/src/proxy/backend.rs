@@ -8,8 +8,7 @@ use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use cashew_config::ServerAddress;
-use cashew_protocol::memcache::{parse_reply, ReplyParse};
-use cashew_protocol::resp;
+use cashew_protocol::{memcache, resp, ReplyParse};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
@@ -223,7 +222,7 @@ async fn handshake<S>(stream: &mut S, setup: &[u8], replies: usize) -> Result<()
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    use cashew_protocol::resp::{parse_reply, ReplyParse};
+    use resp::parse_reply;
     let io_error = |e: io::Error| BackendError::from_io(&e);
     stream.write_all(setup).await.map_err(io_error)?;
     let mut buf = BytesMut::with_capacity(256);
@@ -454,13 +453,9 @@ impl Session {
         let mut any = false;
         loop {
             let parsed = if self.redis {
-                match cashew_protocol::resp::parse_reply(rbuf) {
-                    resp::ReplyParse::Complete(n) => ReplyParse::Complete(n),
-                    resp::ReplyParse::Incomplete => ReplyParse::Incomplete,
-                    resp::ReplyParse::Invalid => ReplyParse::Invalid,
-                }
+                resp::parse_reply(rbuf)
             } else {
-                parse_reply(rbuf)
+                memcache::parse_reply(rbuf)
             };
             match parsed {
                 ReplyParse::Incomplete => break,
