@@ -236,6 +236,17 @@ fn multi_get_merges_in_key_order_across_servers() {
         3
     );
 
+    // gat and gats split the same way, the exptime kept in every fragment.
+    let gat_request = format!("gat 300 {}\r\n", asked.join(" "));
+    c.roundtrip(gat_request.as_bytes(), expected.as_bytes());
+    c.send(format!("gats 300 {} {}\r\n", keys[1], keys[2]).as_bytes());
+    for k in [&keys[1], &keys[2]] {
+        let header = c.line();
+        assert!(header.starts_with(&format!("VALUE {k} 0 ")), "{header}");
+        c.line();
+    }
+    c.expect(b"END\r\n");
+
     // Each server touched counts one request per multi-get, and fragments are counted.
     let before = p.stats();
     c.roundtrip(request.as_bytes(), expected.as_bytes());
