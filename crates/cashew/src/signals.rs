@@ -2,22 +2,47 @@
 //! SIGINT/SIGTERM exit, SIGHUP reopens the log, SIGTTIN/SIGTTOU raise/lower the level,
 //! SIGSEGV is logged before the default action (a core dump).
 
-use tokio::signal::unix::{signal, SignalKind};
+use tokio::signal::unix::{signal, Signal, SignalKind};
 
 use crate::log;
 use crate::log_at;
 
-/// Handles signals until one asks the process to exit.
-pub async fn wait_for_exit() -> Result<(), String> {
-    let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
-    let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
-    let mut hup = signal(SignalKind::hangup()).map_err(|e| e.to_string())?;
-    let mut ttin = signal(SignalKind::from_raw(libc::SIGTTIN)).map_err(|e| e.to_string())?;
-    let mut ttou = signal(SignalKind::from_raw(libc::SIGTTOU)).map_err(|e| e.to_string())?;
-    loop {
-        tokio::select! {
-            _ = int.recv() => { announce(libc::SIGINT, "SIGINT", "exiting"); return Ok(()); }
-            _ = term.recv() => { announce(libc::SIGTERM, "SIGTERM", "exiting"); return Ok(()); }
+/// The signals cashew handles, caught from the moment this exists (before, their
+/// default actions apply: most end the process).
+pub struct Signals {
+    int: Signal,
+    term: Signal,
+    hup: Signal,
+    ttin: Signal,
+    ttou: Signal,
+}
+
+impl Signals {
+    /// Must run inside a tokio runtime.
+    pub fn install() -> Result<Signals, String> {
+        let catch = |kind| signal(kind).map_err(|e| format!("cannot handle signals: {e}"));
+        Ok(Signals {
+            int: catch(SignalKind::interrupt())?,
+            term: catch(SignalKind::terminate())?,
+            hup: catch(SignalKind::hangup())?,
+            ttin: catch(SignalKind::from_raw(libc::SIGTTIN))?,
+            ttou: catch(SignalKind::from_raw(libc::SIGTTOU))?,
+        })
+    }
+
+    /// Handles signals until one asks the process to exit.
+    pub async fn wait_for_exit(mut self) {
+        let Signals {
+            int,
+            term,
+            hup,
+            ttin,
+            ttou,
+        } = &mut self;
+        loop {
+            tokio::select! {
+            _ = int.recv() => { announce(libc::SIGINT, "SIGINT", "exiting"); return; }
+            _ = term.recv() => { announce(libc::SIGTERM, "SIGTERM", "exiting"); return; }
             _ = hup.recv() => {
                 // Reopen first, so that the line lands in the new file after a rotation.
                 log::reopen();
@@ -25,6 +50,7 @@ pub async fn wait_for_exit() -> Result<(), String> {
             }
             _ = ttin.recv() => { log::raise_level(); announce(libc::SIGTTIN, "SIGTTIN", &format!("up logging level to {}", log::level())); }
             _ = ttou.recv() => { log::lower_level(); announce(libc::SIGTTOU, "SIGTTOU", &format!("down logging level to {}", log::level())); }
+            }
         }
     }
 }

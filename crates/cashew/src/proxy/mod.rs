@@ -37,7 +37,9 @@ pub struct Prepared {
     settings: Settings,
     /// `[worker][pool]`
     listeners: Vec<Vec<Bound>>,
-    stats_listener: std::net::TcpListener,
+    /// Bound, but listening only once cashew is fully started: a connection to the
+    /// stats port is the sign that it is ready.
+    stats_socket: socket2::Socket,
 }
 
 pub fn prepare(config: Config, settings: Settings) -> Result<Prepared, String> {
@@ -60,11 +62,8 @@ pub fn prepare(config: Config, settings: Settings) -> Result<Prepared, String> {
             settings.stats_addr, settings.stats_port
         )
     })?;
-    let stats_listener = std::net::TcpListener::bind(stats_addr)
+    let stats_socket = bind_only(stats_addr)
         .map_err(|e| format!("cannot listen for stats on {stats_addr}: {e}"))?;
-    stats_listener
-        .set_nonblocking(true)
-        .map_err(|e| e.to_string())?;
     Ok(Prepared {
         config: Arc::new(config),
         settings: Settings {
@@ -72,8 +71,20 @@ pub fn prepare(config: Config, settings: Settings) -> Result<Prepared, String> {
             ..settings
         },
         listeners,
-        stats_listener,
+        stats_socket,
     })
+}
+
+fn bind_only(addr: std::net::SocketAddr) -> std::io::Result<socket2::Socket> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        None,
+    )?;
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    Ok(socket)
 }
 
 impl Prepared {
@@ -83,7 +94,7 @@ impl Prepared {
             config,
             settings,
             listeners,
-            stats_listener,
+            stats_socket,
         } = self;
         let registry = Arc::new(Registry::new(config.clone(), settings.threads));
         let shared: Vec<Arc<SharedPool>> = config
@@ -113,10 +124,15 @@ impl Prepared {
             .build()
             .map_err(|e| e.to_string())?;
         runtime.block_on(async move {
-            let stats =
-                tokio::net::TcpListener::from_std(stats_listener).map_err(|e| e.to_string())?;
+            let signals = crate::signals::Signals::install()?;
+            stats_socket
+                .listen(128)
+                .map_err(|e| format!("stats port: {e}"))?;
+            let stats = tokio::net::TcpListener::from_std(stats_socket.into())
+                .map_err(|e| e.to_string())?;
             tokio::spawn(serve_stats(stats, registry));
-            crate::signals::wait_for_exit().await
+            signals.wait_for_exit().await;
+            Ok(())
         })
     }
 }
