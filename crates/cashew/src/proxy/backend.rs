@@ -3,27 +3,21 @@
 
 use std::collections::VecDeque;
 use std::io;
-use std::rc::Weak;
+use std::rc::{Rc, Weak};
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use cashew_config::ServerAddress;
 use cashew_protocol::{memcache, resp, ReplyParse};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
+use super::handoff::{Job, JobQueue, ReplyTx};
 use super::pool::PoolRt;
 use crate::stats::server as st;
 
 /// What a client gets back for one request sent to a server.
 pub type Reply = Result<Bytes, BackendError>;
-
-/// One request for a server. Without a reply channel the reply is read and dropped.
-pub struct Job {
-    pub bytes: Bytes,
-    pub reply: Option<oneshot::Sender<Reply>>,
-}
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum BackendError {
@@ -96,18 +90,13 @@ const READ_CHUNK: usize = 16 * 1024;
 /// work, serves until an error, fails what was in flight, and reconnects on the
 /// next request.
 /// With `preconnect`, the first connection is made at once rather than on first use.
-pub async fn run(
-    pool: Weak<PoolRt>,
-    server: usize,
-    mut jobs: mpsc::UnboundedReceiver<Job>,
-    preconnect: bool,
-) {
+pub async fn run(pool: Weak<PoolRt>, server: usize, jobs: Rc<JobQueue>, preconnect: bool) {
     let mut connect_now = preconnect;
     loop {
         let first = if std::mem::take(&mut connect_now) {
             None
         } else {
-            match jobs.recv().await {
+            match jobs.pop().await {
                 Some(job) => Some(job),
                 None => return,
             }
@@ -138,7 +127,7 @@ pub async fn run(
                     session.fail(first, error.clone());
                 }
                 // Everything already queued for this server fails the same way.
-                while let Ok(job) = jobs.try_recv() {
+                while let Some(job) = jobs.try_pop() {
                     session.fail(job, error.clone());
                 }
                 if let Some(p) = pool.upgrade() {
@@ -152,11 +141,11 @@ pub async fn run(
                 let error = match stream {
                     Stream::Tcp(s) => {
                         let (r, w) = s.into_split();
-                        session.serve(r, w, first, &mut jobs).await
+                        session.serve(r, w, first, &jobs).await
                     }
                     Stream::Unix(s) => {
                         let (r, w) = s.into_split();
-                        session.serve(r, w, first, &mut jobs).await
+                        session.serve(r, w, first, &jobs).await
                     }
                 };
                 session.fail_in_flight(error.clone().unwrap_or(BackendError::Closed));
@@ -266,7 +255,7 @@ async fn connect(address: &ServerAddress, keepalive: bool) -> io::Result<Stream>
 }
 
 struct InFlight {
-    reply: Option<oneshot::Sender<Reply>>,
+    reply: Option<ReplyTx>,
     len: u64,
     /// Offset in the connection's byte stream where this request ends.
     end: u64,
@@ -309,7 +298,7 @@ impl Session {
             stats.sub(st::IN_QUEUE_BYTES, job.bytes.len() as u64);
         }
         if let Some(tx) = job.reply {
-            let _ = tx.send(Err(error));
+            tx.send(Err(error));
         }
     }
 
@@ -322,7 +311,7 @@ impl Session {
                 stats.sub(st::OUT_QUEUE_BYTES, entry.len);
             }
             if let Some(tx) = entry.reply {
-                let _ = tx.send(Err(error.clone()));
+                tx.send(Err(error.clone()));
             }
         }
         self.unwritten = 0;
@@ -376,7 +365,7 @@ impl Session {
         mut reader: R,
         mut writer: W,
         first: Option<Job>,
-        jobs: &mut mpsc::UnboundedReceiver<Job>,
+        jobs: &JobQueue,
     ) -> Option<BackendError>
     where
         R: AsyncRead + Unpin,
@@ -426,7 +415,7 @@ impl Session {
                         Err(e) => return Some(BackendError::from_io(&e)),
                     }
                 }
-                job = jobs.recv(), if self.in_flight.len() < MAX_IN_FLIGHT => {
+                job = jobs.pop(), if self.in_flight.len() < MAX_IN_FLIGHT => {
                     let job = job?;
                     self.enqueue(job, &mut wbuf);
                     // Let the other clients of this event-loop round queue their
@@ -434,9 +423,9 @@ impl Session {
                     // yielded task only after it has polled for I/O again.)
                     tokio::task::yield_now().await;
                     while self.in_flight.len() < MAX_IN_FLIGHT {
-                        match jobs.try_recv() {
-                            Ok(job) => self.enqueue(job, &mut wbuf),
-                            Err(_) => break,
+                        match jobs.try_pop() {
+                            Some(job) => self.enqueue(job, &mut wbuf),
+                            None => break,
                         }
                     }
                 }
@@ -477,7 +466,7 @@ impl Session {
                         stats.sub(st::OUT_QUEUE_BYTES, entry.len);
                     }
                     if let Some(tx) = entry.reply {
-                        let _ = tx.send(Ok(reply));
+                        tx.send(Ok(reply));
                     }
                     any = true;
                 }

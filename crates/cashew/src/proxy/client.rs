@@ -8,9 +8,9 @@ use std::io::{self, IoSlice};
 
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::oneshot;
 
 use super::backend::{BackendError, Reply};
+use super::handoff::ReplyRx;
 use super::pool::PoolRt;
 use crate::stats::pool as ps;
 
@@ -44,24 +44,24 @@ pub trait PendingReply {
 
 /// One server's part of a request.
 pub struct Part {
-    rx: Option<oneshot::Receiver<Reply>>,
+    rx: Option<ReplyRx>,
     reply: Option<Reply>,
 }
 
 impl Part {
-    pub fn new(rx: Option<oneshot::Receiver<Reply>>) -> Self {
+    pub fn new(rx: Option<ReplyRx>) -> Self {
         Part { rx, reply: None }
     }
 
     /// Takes the reply if it has arrived; true once it has.
     pub fn try_settle(&mut self) -> bool {
         if self.reply.is_none() {
-            match self.rx.as_mut().map(|rx| rx.try_recv()) {
-                Some(Ok(reply)) => self.reply = Some(reply),
-                Some(Err(oneshot::error::TryRecvError::Empty)) => return false,
-                Some(Err(oneshot::error::TryRecvError::Closed)) | None => {
-                    self.reply = Some(Err(BackendError::Closed))
-                }
+            match self.rx.as_mut() {
+                Some(rx) => match rx.try_recv() {
+                    Some(reply) => self.reply = Some(reply),
+                    None => return false,
+                },
+                None => self.reply = Some(Err(BackendError::Closed)),
             }
         }
         true
@@ -71,7 +71,7 @@ impl Part {
     pub async fn settle(&mut self) {
         if self.reply.is_none() {
             let reply = match self.rx.as_mut() {
-                Some(rx) => rx.await.unwrap_or(Err(BackendError::Closed)),
+                Some(rx) => rx.recv().await,
                 None => Err(BackendError::Closed),
             };
             self.reply = Some(reply);

@@ -3,6 +3,7 @@
 
 mod backend;
 mod client;
+mod handoff;
 mod listener;
 mod memcache;
 mod pool;

@@ -11,9 +11,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use cashew_config::{Config, Pool};
 use cashew_route::Router;
-use tokio::sync::{mpsc, oneshot};
 
-use super::backend::{self, BackendError, Job, Reply};
+use super::backend::{self, BackendError};
+use super::handoff::{Job, JobQueue, Replies, ReplyRx};
 use crate::log_at;
 use crate::stats::{self, PoolCounters, Registry, ServerCounters, WorkerStats};
 
@@ -62,7 +62,8 @@ pub struct PoolRt {
     config: Arc<Config>,
     router: RefCell<Router>,
     /// `[server][connection]`: the queue of each server connection task.
-    connections: Vec<Vec<mpsc::UnboundedSender<Job>>>,
+    connections: Vec<Vec<Rc<JobQueue>>>,
+    replies: Rc<Replies>,
     shared: Arc<SharedPool>,
     /// The shared epoch this worker's router was built at.
     seen_epoch: Cell<u64>,
@@ -88,10 +89,11 @@ impl PoolRt {
                 .map(|s| {
                     (0..pool.server_connections)
                         .map(|_| {
-                            let (tx, rx) = mpsc::unbounded_channel();
-                            let task = backend::run(weak.clone(), s, rx, pool.preconnect);
+                            let queue = Rc::new(JobQueue::default());
+                            let task =
+                                backend::run(weak.clone(), s, queue.clone(), pool.preconnect);
                             tokio::task::spawn_local(task);
-                            tx
+                            queue
                         })
                         .collect()
                 })
@@ -102,6 +104,7 @@ impl PoolRt {
                 index,
                 router: RefCell::new(router),
                 connections,
+                replies: Rc::default(),
                 shared,
                 seen_epoch: Cell::new(0),
                 next_rebuild: Cell::new(None),
@@ -168,28 +171,22 @@ impl PoolRt {
         client: usize,
         bytes: Bytes,
         want_reply: bool,
-    ) -> Option<oneshot::Receiver<Reply>> {
+    ) -> Option<ReplyRx> {
         let stats = self.stats(server);
         let len = bytes.len() as u64;
         stats.add(stats::server::REQUESTS, 1);
         stats.add(stats::server::REQUEST_BYTES, len);
         stats.add(stats::server::IN_QUEUE, 1);
         stats.add(stats::server::IN_QUEUE_BYTES, len);
-        let (tx, rx) = if want_reply {
-            let (tx, rx) = oneshot::channel();
-            (Some(tx), Some(rx))
-        } else {
-            (None, None)
+        let (reply, rx) = match want_reply {
+            true => {
+                let (tx, rx) = self.replies.channel();
+                (Some(tx), Some(rx))
+            }
+            false => (None, None),
         };
         let connections = &self.connections[server];
-        let connection = &connections[client % connections.len()];
-        if let Err(mpsc::error::SendError(job)) = connection.send(Job { bytes, reply: tx }) {
-            stats.sub(stats::server::IN_QUEUE, 1);
-            stats.sub(stats::server::IN_QUEUE_BYTES, len);
-            if let Some(tx) = job.reply {
-                let _ = tx.send(Err(BackendError::Closed));
-            }
-        }
+        connections[client % connections.len()].push(Job { bytes, reply });
         rx
     }
 
@@ -264,5 +261,14 @@ impl PoolRt {
         *self.router.borrow_mut() =
             Router::new(pool.hash, pool.distribution, pool.hash_tag, &nodes);
         self.next_rebuild.set(next);
+    }
+}
+
+impl Drop for PoolRt {
+    /// Lets the server connection tasks finish.
+    fn drop(&mut self) {
+        for queue in self.connections.iter().flatten() {
+            queue.close();
+        }
     }
 }

@@ -1,0 +1,282 @@
+//! How requests and replies pass between a worker's client tasks and its server
+//! connection tasks. Both run on the worker's one thread, so a queue and a reply
+//! slot need neither atomics nor locks, and reply slots are reused rather than
+//! allocated for every request.
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::future::poll_fn;
+use std::rc::Rc;
+use std::task::{Poll, Waker};
+
+use bytes::Bytes;
+
+use super::backend::{BackendError, Reply};
+
+/// One request for a server. Without a reply slot the reply is read and dropped.
+pub struct Job {
+    pub bytes: Bytes,
+    pub reply: Option<ReplyTx>,
+}
+
+/// The requests waiting for one server connection.
+#[derive(Default)]
+pub struct JobQueue {
+    jobs: RefCell<VecDeque<Job>>,
+    waker: RefCell<Option<Waker>>,
+    closed: Cell<bool>,
+}
+
+impl JobQueue {
+    pub fn push(&self, job: Job) {
+        self.jobs.borrow_mut().push_back(job);
+        if let Some(w) = self.waker.borrow_mut().take() {
+            w.wake();
+        }
+    }
+
+    pub fn try_pop(&self) -> Option<Job> {
+        self.jobs.borrow_mut().pop_front()
+    }
+
+    /// The next job; `None` once the queue is closed and empty.
+    pub async fn pop(&self) -> Option<Job> {
+        poll_fn(|cx| match self.try_pop() {
+            Some(job) => Poll::Ready(Some(job)),
+            None if self.closed.get() => Poll::Ready(None),
+            None => {
+                *self.waker.borrow_mut() = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        })
+        .await
+    }
+
+    /// No more jobs will come: the connection task ends once the queue is empty.
+    pub fn close(&self) {
+        self.closed.set(true);
+        if let Some(w) = self.waker.borrow_mut().take() {
+            w.wake();
+        }
+    }
+}
+
+enum Slot {
+    Free,
+    Waiting(Option<Waker>),
+    Ready(Reply),
+    /// The client went away; the slot is freed when the reply comes.
+    Abandoned,
+}
+
+/// A worker's reply slots, reused from request to request.
+#[derive(Default)]
+pub struct Replies {
+    slots: RefCell<Vec<Slot>>,
+    free: RefCell<Vec<u32>>,
+}
+
+impl Replies {
+    /// A fresh slot: the server side sends into `ReplyTx`, the client reads `ReplyRx`.
+    pub fn channel(self: &Rc<Self>) -> (ReplyTx, ReplyRx) {
+        let id = match self.free.borrow_mut().pop() {
+            Some(id) => {
+                self.slots.borrow_mut()[id as usize] = Slot::Waiting(None);
+                id
+            }
+            None => {
+                let mut slots = self.slots.borrow_mut();
+                slots.push(Slot::Waiting(None));
+                (slots.len() - 1) as u32
+            }
+        };
+        let tx = ReplyTx {
+            replies: self.clone(),
+            id,
+            sent: false,
+        };
+        let rx = ReplyRx {
+            replies: self.clone(),
+            id,
+            done: false,
+        };
+        (tx, rx)
+    }
+
+    fn release(&self, id: u32) {
+        self.slots.borrow_mut()[id as usize] = Slot::Free;
+        self.free.borrow_mut().push(id);
+    }
+}
+
+/// Where a server connection puts one reply. Dropped unused, it delivers `Closed`.
+pub struct ReplyTx {
+    replies: Rc<Replies>,
+    id: u32,
+    sent: bool,
+}
+
+impl ReplyTx {
+    pub fn send(mut self, reply: Reply) {
+        self.deliver(reply);
+        self.sent = true;
+    }
+
+    fn deliver(&self, reply: Reply) {
+        let mut slots = self.replies.slots.borrow_mut();
+        let slot = &mut slots[self.id as usize];
+        match std::mem::replace(slot, Slot::Ready(reply)) {
+            Slot::Waiting(waker) => {
+                drop(slots);
+                if let Some(w) = waker {
+                    w.wake();
+                }
+            }
+            Slot::Abandoned => {
+                drop(slots);
+                self.replies.release(self.id);
+            }
+            Slot::Free | Slot::Ready(_) => unreachable!("a reply slot is answered once"),
+        }
+    }
+}
+
+impl Drop for ReplyTx {
+    fn drop(&mut self) {
+        if !self.sent {
+            self.deliver(Err(BackendError::Closed));
+        }
+    }
+}
+
+/// Where a client waits for one reply.
+pub struct ReplyRx {
+    replies: Rc<Replies>,
+    id: u32,
+    done: bool,
+}
+
+impl ReplyRx {
+    /// The reply, if it has come.
+    pub fn try_recv(&mut self) -> Option<Reply> {
+        if self.done {
+            return None;
+        }
+        let mut slots = self.replies.slots.borrow_mut();
+        let slot = &mut slots[self.id as usize];
+        if !matches!(slot, Slot::Ready(_)) {
+            return None;
+        }
+        let Slot::Ready(reply) = std::mem::replace(slot, Slot::Free) else {
+            unreachable!()
+        };
+        drop(slots);
+        self.done = true;
+        self.replies.release(self.id);
+        Some(reply)
+    }
+
+    /// Waits for the reply. Cancel-safe: nothing is taken until it is returned.
+    pub async fn recv(&mut self) -> Reply {
+        poll_fn(|cx| match self.try_recv() {
+            Some(reply) => Poll::Ready(reply),
+            None if self.done => Poll::Ready(Err(BackendError::Closed)),
+            None => {
+                if let Slot::Waiting(w) = &mut self.replies.slots.borrow_mut()[self.id as usize] {
+                    *w = Some(cx.waker().clone());
+                }
+                Poll::Pending
+            }
+        })
+        .await
+    }
+}
+
+impl Drop for ReplyRx {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        let mut slots = self.replies.slots.borrow_mut();
+        let slot = &mut slots[self.id as usize];
+        if matches!(slot, Slot::Ready(_)) {
+            drop(slots);
+            self.replies.release(self.id);
+        } else {
+            *slot = Slot::Abandoned;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok(text: &'static str) -> Reply {
+        Ok(Bytes::from_static(text.as_bytes()))
+    }
+
+    #[test]
+    fn a_reply_reaches_its_receiver_and_the_slot_is_reused() {
+        let replies = Rc::new(Replies::default());
+        let (tx, mut rx) = replies.channel();
+        assert!(rx.try_recv().is_none());
+        tx.send(ok("STORED\r\n"));
+        assert_eq!(rx.try_recv(), Some(ok("STORED\r\n")));
+        assert!(rx.try_recv().is_none());
+        drop(rx);
+        let (_tx, _rx) = replies.channel();
+        assert_eq!(replies.slots.borrow().len(), 1, "the freed slot is reused");
+    }
+
+    #[test]
+    fn handles_do_not_leak_the_arena() {
+        let replies = Rc::new(Replies::default());
+        for _ in 0..3 {
+            let (tx, mut rx) = replies.channel();
+            tx.send(ok("OK\r\n"));
+            assert!(rx.try_recv().is_some());
+        }
+        assert_eq!(Rc::strong_count(&replies), 1);
+    }
+
+    #[test]
+    fn a_dropped_sender_delivers_closed() {
+        let replies = Rc::new(Replies::default());
+        let (tx, mut rx) = replies.channel();
+        drop(tx);
+        assert_eq!(rx.try_recv(), Some(Err(BackendError::Closed)));
+    }
+
+    #[test]
+    fn an_abandoned_slot_is_freed_when_its_reply_comes() {
+        let replies = Rc::new(Replies::default());
+        let (tx, rx) = replies.channel();
+        drop(rx);
+        assert!(replies.free.borrow().is_empty());
+        tx.send(ok("END\r\n"));
+        assert_eq!(*replies.free.borrow(), [0]);
+    }
+
+    #[test]
+    fn queue_pops_in_order_and_ends_when_closed() {
+        let queue = JobQueue::default();
+        queue.push(Job {
+            bytes: Bytes::from_static(b"a"),
+            reply: None,
+        });
+        queue.push(Job {
+            bytes: Bytes::from_static(b"b"),
+            reply: None,
+        });
+        assert_eq!(queue.try_pop().unwrap().bytes, "a");
+        queue.close();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            assert_eq!(queue.pop().await.unwrap().bytes, "b");
+            assert!(queue.pop().await.is_none());
+        });
+    }
+}
