@@ -87,9 +87,8 @@ const SHRINK_ABOVE: usize = 1 << 20;
 const READ_CHUNK: usize = 16 * 1024;
 
 /// Runs one server connection for the life of the worker: connects when there is
-/// work, serves until an error, fails what was in flight, and reconnects on the
-/// next request.
-/// With `preconnect`, the first connection is made at once rather than on first use.
+/// work (at once with `preconnect`), serves until an error, fails what was in
+/// flight, and reconnects on the next request.
 pub async fn run(pool: Weak<PoolRt>, server: usize, jobs: Rc<JobQueue>, preconnect: bool) {
     let mut connect_now = preconnect;
     loop {
