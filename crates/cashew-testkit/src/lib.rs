@@ -358,6 +358,51 @@ impl McConn {
     }
 }
 
+/// cashew with one pool over `backends` (entries `ADDR:1`), on a free loopback port.
+pub struct PoolProxy {
+    pub backends: Vec<Process>,
+    pub cashew: Cashew,
+    pub listen: SocketAddr,
+    binary: String,
+}
+
+impl PoolProxy {
+    /// `pool_settings` are extra pool lines (each indented two spaces, newline-ended).
+    /// Two worker threads unless `args` says `--threads`.
+    pub fn start(
+        binary: &str,
+        backends: Vec<Process>,
+        pool_settings: &str,
+        args: &[&str],
+    ) -> PoolProxy {
+        let listen: SocketAddr = format!("127.0.0.1:{}", free_port("127.0.0.1"))
+            .parse()
+            .unwrap();
+        let servers: String = backends
+            .iter()
+            .map(|b| format!("    - {}:1\n", b.addr))
+            .collect();
+        let yaml = format!("pool:\n  listen: {listen}\n{pool_settings}  servers:\n{servers}");
+        let mut all_args = args.to_vec();
+        if !args.contains(&"--threads") {
+            all_args.extend(["--threads", "2"]);
+        }
+        let cashew = Cashew::start(binary, &yaml, &all_args);
+        PoolProxy {
+            backends,
+            cashew,
+            listen,
+            binary: binary.to_string(),
+        }
+    }
+
+    /// Which backend `cashew route` names for each key.
+    pub fn routed(&self, keys: &[String]) -> Vec<usize> {
+        let conf = self.cashew.dir.join("cashew.yml");
+        routed_backends(&self.binary, &conf, &self.backends, keys)
+    }
+}
+
 /// A cashew process started from `binary` with the config `yaml`.
 pub struct Cashew {
     pub process: Process,

@@ -2,20 +2,29 @@
 //! big values, bad input, failures, stats and a client library.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use cashew_testkit::{
-    free_port, memcached, memcached_on, routed_backends, Cashew, McConn, Process,
-    NUTCRACKER_POOL_STATS, NUTCRACKER_SERVER_STATS,
+    memcached, memcached_on, Cashew, McConn, PoolProxy, Process, NUTCRACKER_POOL_STATS,
+    NUTCRACKER_SERVER_STATS,
 };
 
 const CASHEW: &str = env!("CARGO_BIN_EXE_cashew");
 
-struct Proxy {
-    backends: Vec<Process>,
-    cashew: Cashew,
-    listen: SocketAddr,
+/// cashew over memcached servers, with memcached helpers.
+struct Proxy(PoolProxy);
+
+impl std::ops::Deref for Proxy {
+    type Target = PoolProxy;
+    fn deref(&self) -> &PoolProxy {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Proxy {
+    fn deref_mut(&mut self) -> &mut PoolProxy {
+        &mut self.0
+    }
 }
 
 impl Proxy {
@@ -26,34 +35,11 @@ impl Proxy {
     }
 
     fn over(backends: Vec<Process>, pool_settings: &str, args: &[&str]) -> Proxy {
-        let listen: SocketAddr = format!("127.0.0.1:{}", free_port("127.0.0.1"))
-            .parse()
-            .unwrap();
-        let servers: String = backends
-            .iter()
-            .map(|b| format!("    - {}:1\n", b.addr))
-            .collect();
-        let yaml = format!("alpha:\n  listen: {listen}\n{pool_settings}  servers:\n{servers}");
-        let mut all_args = args.to_vec();
-        if !args.contains(&"--threads") {
-            all_args.extend(["--threads", "2"]);
-        }
-        let cashew = Cashew::start(CASHEW, &yaml, &all_args);
-        Proxy {
-            backends,
-            cashew,
-            listen,
-        }
+        Proxy(PoolProxy::start(CASHEW, backends, pool_settings, args))
     }
 
     fn client(&self) -> McConn {
         McConn::connect(self.listen)
-    }
-
-    /// Which backend `cashew route` names for each key.
-    fn routed(&self, keys: &[String]) -> Vec<usize> {
-        let conf = self.cashew.dir.join("cashew.yml");
-        routed_backends(CASHEW, &conf, &self.backends, keys)
     }
 
     fn stats(&self) -> serde_json::Value {
@@ -253,12 +239,12 @@ fn multi_get_merges_in_key_order_across_servers() {
     let after = p.stats();
     for b in &p.backends {
         let name = b.addr.to_string();
-        let d = after["alpha"][&name]["requests"].as_u64().unwrap()
-            - before["alpha"][&name]["requests"].as_u64().unwrap();
+        let d = after["pool"][&name]["requests"].as_u64().unwrap()
+            - before["pool"][&name]["requests"].as_u64().unwrap();
         assert_eq!(d, 1, "{name}");
     }
-    let fragments = after["alpha"]["fragments"].as_u64().unwrap()
-        - before["alpha"]["fragments"].as_u64().unwrap();
+    let fragments = after["pool"]["fragments"].as_u64().unwrap()
+        - before["pool"]["fragments"].as_u64().unwrap();
     assert_eq!(fragments, 3);
 }
 
@@ -406,7 +392,7 @@ fn bad_input_gets_an_answer_and_the_connection_stays_open() {
     c.roundtrip(b"incr k abc noreply\r\nset k 0 0 1\r\nv\r\n", b"STORED\r\n");
     c.roundtrip(b"get k\r\n", b"VALUE k 0 1\r\nv\r\nEND\r\n");
     let stats = p.stats();
-    assert_eq!(stats["alpha"]["client_err"], 0);
+    assert_eq!(stats["pool"]["client_err"], 0);
 
     // A line that never ends cannot be resynchronised: an answer, then close.
     let mut c = p.client();
@@ -414,7 +400,7 @@ fn bad_input_gets_an_answer_and_the_connection_stays_open() {
     c.expect(b"CLIENT_ERROR line too long\r\n");
     assert!(c.is_closed());
     std::thread::sleep(Duration::from_millis(100));
-    assert_eq!(p.stats()["alpha"]["client_err"], 1);
+    assert_eq!(p.stats()["pool"]["client_err"], 1);
 }
 
 #[test]
@@ -465,9 +451,9 @@ fn a_dead_backend_is_ejected_and_comes_back() {
         );
     }
     let stats = p.stats();
-    assert_eq!(stats["alpha"]["server_ejects"], 1);
+    assert_eq!(stats["pool"]["server_ejects"], 1);
     assert!(
-        stats["alpha"][&victim_addr.to_string()]["server_ejected_at"]
+        stats["pool"][&victim_addr.to_string()]["server_ejected_at"]
             .as_u64()
             .unwrap()
             > 0
@@ -524,7 +510,7 @@ fn a_frozen_backend_times_out_without_failing_the_others() {
     );
     p.backends[0].signal("CONT");
     assert_eq!(
-        p.stats()["alpha"][&p.backends[0].addr.to_string()]["server_timedout"],
+        p.stats()["pool"][&p.backends[0].addr.to_string()]["server_timedout"],
         1
     );
     std::thread::sleep(Duration::from_millis(100));
@@ -554,7 +540,7 @@ fn stats_port_serves_nutcracker_json() {
         assert!(!doc[field].is_null(), "{field} missing: {doc}");
     }
     assert_eq!(doc["curr_connections"], 1);
-    let pool = &doc["alpha"];
+    let pool = &doc["pool"];
     for field in NUTCRACKER_POOL_STATS {
         assert!(pool[field].is_u64(), "{field} missing: {pool}");
     }
@@ -571,7 +557,7 @@ fn stats_port_serves_nutcracker_json() {
     assert_eq!(requests, 10);
     drop(c);
     std::thread::sleep(Duration::from_millis(100));
-    assert_eq!(p.stats()["alpha"]["client_eof"], 1);
+    assert_eq!(p.stats()["pool"]["client_eof"], 1);
 }
 
 #[test]
@@ -665,7 +651,7 @@ fn preconnect_opens_server_connections_at_start() {
             .backends
             .iter()
             .map(|b| {
-                stats["alpha"][&b.addr.to_string()]["server_connections"]
+                stats["pool"][&b.addr.to_string()]["server_connections"]
                     .as_u64()
                     .unwrap()
             })
@@ -718,7 +704,7 @@ fn a_failed_fragment_fails_the_multi_get_but_not_the_connection() {
         format!("get {a}\r\n").as_bytes(),
         format!("VALUE {a} 0 1\r\n1\r\nEND\r\n").as_bytes(),
     );
-    assert!(p.stats()["alpha"]["forward_error"].as_u64().unwrap() >= 1);
+    assert!(p.stats()["pool"]["forward_error"].as_u64().unwrap() >= 1);
 }
 
 #[test]

@@ -2,39 +2,28 @@
 //! redis-benchmark through the proxy; splitting, placement, AUTH, redis_db, big
 //! values, and an answer for every request.
 
-use std::net::SocketAddr;
 use std::process::Command;
 
-use cashew_testkit::{free_port, redis_server, routed_backends, Cashew, McConn, Process};
+use cashew_testkit::{redis_server, McConn, PoolProxy, Process};
 use redis::{Commands, Connection, Value};
 
 const CASHEW: &str = env!("CARGO_BIN_EXE_cashew");
 
-struct Proxy {
-    backends: Vec<Process>,
-    cashew: Cashew,
-    listen: SocketAddr,
+/// cashew over redis servers, with redis helpers.
+struct Proxy(PoolProxy);
+
+impl std::ops::Deref for Proxy {
+    type Target = PoolProxy;
+    fn deref(&self) -> &PoolProxy {
+        &self.0
+    }
 }
 
 impl Proxy {
     fn start(servers: usize, backend_args: &[&str], pool_settings: &str) -> Proxy {
         let backends: Vec<Process> = (0..servers).map(|_| redis_server(backend_args)).collect();
-        let listen: SocketAddr = format!("127.0.0.1:{}", free_port("127.0.0.1"))
-            .parse()
-            .unwrap();
-        let servers: String = backends
-            .iter()
-            .map(|b| format!("    - {}:1\n", b.addr))
-            .collect();
-        let yaml = format!(
-            "beta:\n  listen: {listen}\n  redis: true\n  hash: md5\n{pool_settings}  servers:\n{servers}"
-        );
-        let cashew = Cashew::start(CASHEW, &yaml, &["--threads", "2"]);
-        Proxy {
-            backends,
-            cashew,
-            listen,
-        }
+        let settings = format!("  redis: true\n  hash: md5\n{pool_settings}");
+        Proxy(PoolProxy::start(CASHEW, backends, &settings, &[]))
     }
 
     fn client(&self) -> Connection {
@@ -49,12 +38,6 @@ impl Proxy {
             .unwrap()
             .get_connection()
             .unwrap()
-    }
-
-    /// Which backend `cashew route` names for each key.
-    fn routed(&self, keys: &[String]) -> Vec<usize> {
-        let conf = self.cashew.dir.join("cashew.yml");
-        routed_backends(CASHEW, &conf, &self.backends, keys)
     }
 
     fn raw(&self) -> McConn {
