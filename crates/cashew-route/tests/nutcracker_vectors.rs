@@ -1,8 +1,6 @@
-//! Golden data: every placement in `shared/vectors/routing.tsv` was observed on a real
-//! nutcracker 0.5.0. cashew must place each key on the same server.
-//!
-//! The file is found at `$CASHEW_ROUTING_VECTORS`, else at `../shared/vectors/routing.tsv`
-//! beside the repository. It is required: a missing file fails the test.
+//! Golden data: every placement in `tests/data/nutcracker-routing.tsv` was observed on
+//! a real nutcracker 0.5.0 (see `tests/data/README.md`). cashew must place each key on
+//! the same server. `$CASHEW_ROUTING_VECTORS` may name another file of the same shape.
 
 use std::path::PathBuf;
 
@@ -12,7 +10,7 @@ fn vectors_path() -> PathBuf {
     if let Some(p) = std::env::var_os("CASHEW_ROUTING_VECTORS") {
         return p.into();
     }
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/vectors/routing.tsv")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/nutcracker-routing.tsv")
 }
 
 /// The ketama name nutcracker derives from `host:port:weight [name]`.
