@@ -171,6 +171,17 @@ mod tests {
     }
 
     #[test]
+    fn listen_addresses_print_as_written() {
+        for text in ["127.0.0.1:22121", "[::1]:22121", "/tmp/cashew.sock"] {
+            assert_eq!(parse_listen(text).unwrap().to_string(), text);
+        }
+        assert_eq!(
+            parse_listen("/tmp/cashew.sock 0600").unwrap().to_string(),
+            "/tmp/cashew.sock"
+        );
+    }
+
+    #[test]
     fn bad_servers() {
         for bad in [
             "10.0.0.1:11211",

@@ -94,6 +94,17 @@ pub enum Listen {
     Unix { path: PathBuf, mode: Option<u32> },
 }
 
+impl std::fmt::Display for Listen {
+    /// As an operator writes it: `host:port`, `[v6]:port`, or the socket path.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Listen::Tcp { host, port } if host.contains(':') => write!(f, "[{host}]:{port}"),
+            Listen::Tcp { host, port } => write!(f, "{host}:{port}"),
+            Listen::Unix { path, .. } => write!(f, "{}", path.display()),
+        }
+    }
+}
+
 /// One `servers:` entry.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Server {

@@ -83,6 +83,24 @@ pub struct Cli {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub threads: Option<u16>,
 
+    /// Serve the admin API (HTTP) on ADDR:PORT, e.g. 127.0.0.1:22223 [default: off]
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub admin: Option<String>,
+
+    /// Bearer token the admin API requires for every call that changes something;
+    /// required when --admin is not on a loopback address
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "CASHEW_ADMIN_TOKEN",
+        hide_env_values = true
+    )]
+    pub admin_token: Option<String>,
+
+    /// Seconds a stop or restart waits for requests in flight before closing clients
+    #[arg(long, value_name = "SECONDS", default_value = "10", value_parser = parse_seconds)]
+    pub drain_timeout: std::time::Duration,
+
     /// nutcracker's `-?`, the same as --help
     #[arg(short = '?', action = ArgAction::Help, hide = true)]
     pub question_mark_help: Option<bool>,
@@ -95,6 +113,49 @@ pub struct Cli {
 pub enum Command {
     /// Print the server that holds each key: KEY<TAB>SERVER, one line per key
     Route(RouteArgs),
+    /// Make a running cashew reload its configuration file
+    Reload(InstanceArgs),
+    /// Make a running cashew stop gracefully (answer requests in flight, then exit)
+    Stop(InstanceArgs),
+    /// Replace a running cashew with a new process of the binary now on disk,
+    /// without dropping a connection
+    Restart(InstanceArgs),
+    /// Show a running cashew's pools, servers and their state
+    Status(InstanceArgs),
+}
+
+/// How to find a running cashew: its admin API, or its pid file.
+#[derive(clap::Args, Debug)]
+pub struct InstanceArgs {
+    /// The instance's admin API address, as given to its --admin
+    #[arg(long, value_name = "ADDR:PORT", required_unless_present = "pid_file")]
+    pub admin: Option<String>,
+
+    /// The admin API's bearer token
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "CASHEW_ADMIN_TOKEN",
+        hide_env_values = true
+    )]
+    pub admin_token: Option<String>,
+
+    /// The instance's pid file, as given to its -p (signals are used then)
+    #[arg(short = 'p', long = "pid-file", value_name = "FILE")]
+    pub pid_file: Option<PathBuf>,
+
+    /// Seconds to wait for the operation to complete
+    #[arg(long, value_name = "SECONDS", default_value = "30", value_parser = parse_seconds)]
+    pub wait: std::time::Duration,
+}
+
+/// Whole or fractional seconds: `10`, `2.5`.
+fn parse_seconds(text: &str) -> Result<std::time::Duration, String> {
+    text.parse::<f64>()
+        .ok()
+        .filter(|s| s.is_finite() && *s >= 0.0)
+        .map(std::time::Duration::from_secs_f64)
+        .ok_or_else(|| format!("'{text}' is not a number of seconds"))
 }
 
 #[derive(clap::Args, Debug)]

@@ -1,20 +1,12 @@
-//! cashew: a cache proxy for memcached and redis that reads nutcracker's config,
-//! takes its flags and places every key where nutcracker would.
-
-mod cli;
-mod log;
-mod process;
-mod proxy;
-mod route_cmd;
-mod signals;
-mod stats;
+//! The cashew command: parses the command line and hands over to the library.
 
 use std::process::ExitCode;
 
+use cashew::cli::{Cli, Command};
+use cashew::ctl::{self, Action};
+use cashew::{control, log, route_cmd, stats};
 use clap::error::ErrorKind;
 use clap::{CommandFactory, Parser};
-
-use cli::{Cli, Command};
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -36,6 +28,10 @@ fn main() -> ExitCode {
 
     match &cli.command {
         Some(Command::Route(args)) => report(route_cmd::run(args)),
+        Some(Command::Reload(args)) => ctl::run(Action::Reload, args),
+        Some(Command::Stop(args)) => ctl::run(Action::Stop, args),
+        Some(Command::Restart(args)) => ctl::run(Action::Restart, args),
+        Some(Command::Status(args)) => ctl::run(Action::Status, args),
         None if cli.describe_stats => {
             print!("{}", stats::describe());
             ExitCode::SUCCESS
@@ -68,26 +64,25 @@ fn run_proxy(cli: &Cli) -> Result<(), String> {
         let file = output.unwrap_or_default();
         format!("cannot open log file {}: {e}", file.display())
     })?;
-    let config = cashew_config::load(&cli.conf_file).map_err(|e| e.to_string())?;
     let threads = cli
         .threads
         .map(usize::from)
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    let settings = proxy::Settings {
+    let exe =
+        std::env::current_exe().map_err(|e| format!("cannot find this program's path: {e}"))?;
+    control::run(control::Options {
+        conf_file: absolute(&cli.conf_file),
         threads,
         stats_addr: cli.stats_addr.clone(),
         stats_port: cli.stats_port,
-    };
-    let prepared = proxy::prepare(config, settings)?;
-    if cli.daemonize {
-        process::daemonize()?;
-    }
-    let _pid_file = match &cli.pid_file {
-        Some(path) => Some(process::PidFile::create(&absolute(path))?),
-        None => None,
-    };
-    signals::install_crash_handler();
-    prepared.serve()
+        admin: cli.admin.clone(),
+        admin_token: cli.admin_token.clone(),
+        drain_timeout: cli.drain_timeout,
+        pid_file: cli.pid_file.as_deref().map(absolute),
+        daemonize: cli.daemonize,
+        exe,
+        args: std::env::args_os().skip(1).collect(),
+    })
 }
 
 fn report(result: Result<(), String>) -> ExitCode {

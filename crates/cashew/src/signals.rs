@@ -1,11 +1,23 @@
-//! Signals as nutcracker handles them: each one is logged with its number and name.
-//! SIGINT/SIGTERM exit, SIGHUP reopens the log, SIGTTIN/SIGTTOU raise/lower the level,
-//! SIGSEGV is logged before the default action (a core dump).
+//! Signals, each logged with its number and name as nutcracker does, and turned
+//! into what the control loop acts on. SIGINT/SIGTERM stop gracefully (a second
+//! one stops at once), SIGHUP reopens the log and reloads the configuration,
+//! SIGUSR1 only reopens the log, SIGUSR2 restarts into the binary on disk,
+//! SIGTTIN/SIGTTOU raise/lower the log level, SIGSEGV is logged before the core dump.
 
 use tokio::signal::unix::{signal, Signal, SignalKind};
 
 use crate::log;
 use crate::log_at;
+
+/// What a signal asks of the control loop.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Request {
+    Stop,
+    Reload,
+    Restart,
+    /// Handled here already (log reopened, level changed).
+    Done,
+}
 
 /// The signals cashew handles, caught from the moment this exists (before, their
 /// default actions apply: most end the process).
@@ -13,6 +25,8 @@ pub struct Signals {
     int: Signal,
     term: Signal,
     hup: Signal,
+    usr1: Signal,
+    usr2: Signal,
     ttin: Signal,
     ttou: Signal,
 }
@@ -25,31 +39,48 @@ impl Signals {
             int: catch(SignalKind::interrupt())?,
             term: catch(SignalKind::terminate())?,
             hup: catch(SignalKind::hangup())?,
+            usr1: catch(SignalKind::user_defined1())?,
+            usr2: catch(SignalKind::user_defined2())?,
             ttin: catch(SignalKind::from_raw(libc::SIGTTIN))?,
             ttou: catch(SignalKind::from_raw(libc::SIGTTOU))?,
         })
     }
 
-    /// Handles signals until one asks the process to exit.
-    pub async fn wait_for_exit(mut self) {
-        let Signals {
-            int,
-            term,
-            hup,
-            ttin,
-            ttou,
-        } = &mut self;
-        loop {
-            tokio::select! {
-            _ = int.recv() => { announce(libc::SIGINT, "SIGINT", "exiting"); return; }
-            _ = term.recv() => { announce(libc::SIGTERM, "SIGTERM", "exiting"); return; }
-            _ = hup.recv() => {
+    /// The next signal, logged; `stopping` says whether a stop is under way (a
+    /// second SIGINT/SIGTERM then stops at once).
+    pub async fn recv(&mut self, stopping: bool) -> Request {
+        let stop = if stopping {
+            "stopping at once"
+        } else {
+            "stopping gracefully"
+        };
+        tokio::select! {
+            _ = self.int.recv() => { announce(libc::SIGINT, "SIGINT", stop); Request::Stop }
+            _ = self.term.recv() => { announce(libc::SIGTERM, "SIGTERM", stop); Request::Stop }
+            _ = self.hup.recv() => {
                 // Reopen first, so that the line lands in the new file after a rotation.
                 log::reopen();
-                announce(libc::SIGHUP, "SIGHUP", "reopening log file");
+                announce(libc::SIGHUP, "SIGHUP", "reopening log file and reloading the configuration");
+                Request::Reload
             }
-            _ = ttin.recv() => { log::raise_level(); announce(libc::SIGTTIN, "SIGTTIN", &format!("up logging level to {}", log::level())); }
-            _ = ttou.recv() => { log::lower_level(); announce(libc::SIGTTOU, "SIGTTOU", &format!("down logging level to {}", log::level())); }
+            _ = self.usr1.recv() => {
+                log::reopen();
+                announce(libc::SIGUSR1, "SIGUSR1", "reopening log file");
+                Request::Done
+            }
+            _ = self.usr2.recv() => {
+                announce(libc::SIGUSR2, "SIGUSR2", "restarting into the binary on disk");
+                Request::Restart
+            }
+            _ = self.ttin.recv() => {
+                log::raise_level();
+                announce(libc::SIGTTIN, "SIGTTIN", &format!("up logging level to {}", log::level()));
+                Request::Done
+            }
+            _ = self.ttou.recv() => {
+                log::lower_level();
+                announce(libc::SIGTTOU, "SIGTTOU", &format!("down logging level to {}", log::level()));
+                Request::Done
             }
         }
     }

@@ -65,7 +65,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use cashew_config::Config;
+use crate::generation::{Generation, PoolGen};
 
 /// Index of each pool stat in [`POOL_STATS`].
 pub mod pool {
@@ -151,42 +151,25 @@ pub type PoolCounters = Counters<6>;
 pub type ServerCounters = Counters<13>;
 pub type ProxyCounters = Counters<7>;
 
-/// One worker's counters, for every pool and server of the config.
-pub struct WorkerStats {
-    pub proxy: ProxyCounters,
-    pub pools: Vec<PoolCounters>,
-    pub servers: Vec<Vec<ServerCounters>>,
+/// One worker's counters for one pool of a generation: the pool's and each server's,
+/// in the order of the config. Carried by pool and server name across reloads.
+#[derive(Clone)]
+pub struct PoolStats {
+    pub pool: Arc<PoolCounters>,
+    pub servers: Vec<Arc<ServerCounters>>,
 }
 
-impl WorkerStats {
-    pub fn new(config: &Config) -> Self {
-        WorkerStats {
-            proxy: Counters::default(),
-            pools: config.pools.iter().map(|_| Counters::default()).collect(),
-            servers: config
-                .pools
-                .iter()
-                .map(|p| p.servers.iter().map(|_| Counters::default()).collect())
-                .collect(),
-        }
-    }
-}
-
-/// Every worker's counters, summed when read.
+/// What lasts for the life of the process: start time and each worker's proxy-wide
+/// counters.
 pub struct Registry {
-    pub config: Arc<Config>,
-    pub workers: Vec<Arc<WorkerStats>>,
+    pub workers: Vec<Arc<ProxyCounters>>,
     started: Instant,
 }
 
 impl Registry {
-    pub fn new(config: Arc<Config>, threads: usize) -> Self {
-        let workers = (0..threads)
-            .map(|_| Arc::new(WorkerStats::new(&config)))
-            .collect();
+    pub fn new(threads: usize) -> Self {
         Registry {
-            config,
-            workers,
+            workers: (0..threads).map(|_| Arc::default()).collect(),
             started: Instant::now(),
         }
     }
@@ -195,70 +178,83 @@ impl Registry {
         self.started.elapsed().as_secs()
     }
 
+    pub fn threads(&self) -> usize {
+        self.workers.len()
+    }
+
     pub fn proxy_total(&self, i: usize) -> u64 {
         self.workers
             .iter()
-            .map(|w| w.proxy.get(i))
+            .map(|w| w.get(i))
             .fold(0, u64::wrapping_add)
-    }
-
-    fn pool_total(&self, pool: usize, i: usize) -> u64 {
-        self.workers
-            .iter()
-            .map(|w| w.pools[pool].get(i))
-            .fold(0, u64::wrapping_add)
-    }
-
-    fn server_total(&self, pool: usize, server: usize, i: usize) -> u64 {
-        let values = self.workers.iter().map(|w| w.servers[pool][server].get(i));
-        if i == server::SERVER_EJECTED_AT {
-            values.max().unwrap_or(0)
-        } else {
-            values.fold(0, u64::wrapping_add)
-        }
-    }
-
-    /// nutcracker's stats document.
-    pub fn json(&self, source: &str) -> String {
-        let timestamp = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_secs();
-        let mut out = format!(
-            "{{\"service\":\"nutcracker\", \"source\":{}, \"version\":{}, \"uptime\":{}, \"timestamp\":{}, \"total_connections\":{}, \"curr_connections\":{}",
-            json_string(source),
-            json_string(env!("CARGO_PKG_VERSION")),
-            self.uptime(),
-            timestamp,
-            self.proxy_total(proxy::TOTAL_CONNECTIONS),
-            self.proxy_total(proxy::CURR_CONNECTIONS),
-        );
-        for (p, pool) in self.config.pools.iter().enumerate() {
-            out.push_str(&format!(", {}: {{", json_string(&pool.name)));
-            let fields = POOL_STATS
-                .iter()
-                .enumerate()
-                .map(|(i, s)| format!("\"{}\":{}", s.name, self.pool_total(p, i)));
-            out.push_str(&fields.collect::<Vec<_>>().join(", "));
-            for (s, srv) in pool.servers.iter().enumerate() {
-                let fields = SERVER_STATS
-                    .iter()
-                    .enumerate()
-                    .map(|(i, st)| format!("\"{}\":{}", st.name, self.server_total(p, s, i)));
-                out.push_str(&format!(
-                    ", {}: {{{}}}",
-                    json_string(srv.name()),
-                    fields.collect::<Vec<_>>().join(", ")
-                ));
-            }
-            out.push('}');
-        }
-        out.push_str("}\n");
-        out
     }
 }
 
-fn json_string(s: &str) -> String {
+/// A pool counter summed over the workers.
+pub fn pool_total(pool: &PoolGen, i: usize) -> u64 {
+    pool.workers
+        .iter()
+        .map(|w| w.pool.get(i))
+        .fold(0, u64::wrapping_add)
+}
+
+/// A server counter summed over the workers.
+pub fn server_total(pool: &PoolGen, server: usize, i: usize) -> u64 {
+    if i == server::SERVER_EJECTED_AT {
+        // An ejection is shared by every worker: its time is kept with the health.
+        return pool.servers[server].ejected_at_usec();
+    }
+    pool.workers
+        .iter()
+        .map(|w| w.servers[server].get(i))
+        .fold(0, u64::wrapping_add)
+}
+
+/// nutcracker's stats document, with the generation of the configuration in force.
+pub fn json(generation: &Generation, source: &str) -> String {
+    let registry = &generation.registry;
+    let timestamp = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs();
+    let mut out = format!(
+        "{{\"service\":\"nutcracker\", \"source\":{}, \"version\":{}, \"uptime\":{}, \"timestamp\":{}, \"total_connections\":{}, \"curr_connections\":{}, \"generation\":{}, \"generation_loaded_at\":{}, \"config_checksum\":{}",
+        json_string(source),
+        json_string(env!("CARGO_PKG_VERSION")),
+        registry.uptime(),
+        timestamp,
+        registry.proxy_total(proxy::TOTAL_CONNECTIONS),
+        registry.proxy_total(proxy::CURR_CONNECTIONS),
+        generation.number,
+        generation.source.loaded_at_secs(),
+        json_string(&generation.source.checksum),
+    );
+    for (p, pool) in generation.config.pools.iter().enumerate() {
+        let state = &generation.pools[p];
+        out.push_str(&format!(", {}: {{", json_string(&pool.name)));
+        let fields = POOL_STATS
+            .iter()
+            .enumerate()
+            .map(|(i, s)| format!("\"{}\":{}", s.name, pool_total(state, i)));
+        out.push_str(&fields.collect::<Vec<_>>().join(", "));
+        for (s, srv) in pool.servers.iter().enumerate() {
+            let fields = SERVER_STATS
+                .iter()
+                .enumerate()
+                .map(|(i, st)| format!("\"{}\":{}", st.name, server_total(state, s, i)));
+            out.push_str(&format!(
+                ", {}: {{{}}}",
+                json_string(srv.name()),
+                fields.collect::<Vec<_>>().join(", ")
+            ));
+        }
+        out.push('}');
+    }
+    out.push_str("}\n");
+    out
+}
+
+pub fn json_string(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 2);
     out.push('"');
     for c in s.chars() {

@@ -76,7 +76,7 @@ fn signals_are_logged_and_sigterm_exits_cleanly() {
     });
     assert!(cashew
         .log()
-        .contains("signal 15 (SIGTERM) received, exiting"));
+        .contains("signal 15 (SIGTERM) received, stopping gracefully"));
     assert!(!pid_file.exists(), "pid file left behind");
 }
 

@@ -1,81 +1,135 @@
 //! Connections to one server: requests are queued from any client of the worker,
-//! written in batches, and replies are matched to requests in order.
+//! written in batches, and replies are matched to requests in order. A connection
+//! task knows its server through a [`ServerLink`], never through the pool, so a
+//! reload can replace the pool while the connection finishes what it carries.
 
 use std::collections::VecDeque;
 use std::io;
-use std::rc::{Rc, Weak};
+use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Buf, Bytes, BytesMut};
-use cashew_config::ServerAddress;
+use bytes::{Buf, BytesMut};
+use cashew_config::{Pool, Server, ServerAddress};
 use cashew_protocol::{memcache, resp, ReplyParse};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
 
-use super::handoff::{Job, JobQueue, ReplyTx};
-use super::pool::PoolRt;
-use crate::stats::server as st;
+use super::handoff::{BackendError, Job, JobQueue, ReplyTx};
+use super::health::{EjectPolicy, Failure, ServerHealth};
+use super::tasks::TaskCount;
+use crate::log_at;
+use crate::stats::{pool as ps, server as st, PoolCounters, ServerCounters};
 
-/// What a client gets back for one request sent to a server.
-pub type Reply = Result<Bytes, BackendError>;
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum BackendError {
-    Io(io::ErrorKind),
-    TimedOut,
-    /// The server sent something that is not a reply; the connection was dropped.
-    Protocol,
-    /// No server of the pool is live.
-    NoServer,
-    /// The connection ended before the reply came.
-    Closed,
-    /// The server refused the connection's setup (redis `AUTH` or `SELECT`); its
-    /// error reply, passed on to clients.
-    Setup(Bytes),
+/// Everything a server connection task needs, fixed for its life.
+pub struct ServerLink {
+    pub pool_name: String,
+    pub server_name: String,
+    pub settings: LinkSettings,
+    /// This worker's counters for the server and its pool.
+    pub counters: Arc<ServerCounters>,
+    pub pool_counters: Arc<PoolCounters>,
+    pub health: Arc<ServerHealth>,
 }
 
-impl BackendError {
-    /// The memcached error line a client sees.
-    pub fn memcache_reply(&self) -> Bytes {
-        Bytes::from(format!("SERVER_ERROR {}\r\n", self.reason()))
-    }
+/// How to reach and talk to a server. Connections whose settings are unchanged by a
+/// reload are kept, so a client's requests to a server stay on one connection.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LinkSettings {
+    pub address: ServerAddress,
+    pub timeout: Option<Duration>,
+    pub keepalive: bool,
+    pub redis: bool,
+    /// `AUTH` and `SELECT` for a new redis connection, and how many replies they get.
+    pub setup: Vec<u8>,
+    pub setup_replies: usize,
+    pub policy: EjectPolicy,
+    pub connections: u32,
+    pub preconnect: bool,
+}
 
-    /// The redis error reply a client sees.
-    pub fn redis_reply(&self) -> Bytes {
-        match self {
-            BackendError::Setup(reply) => reply.clone(),
-            other => Bytes::from(format!("-ERR {}\r\n", other.reason())),
+impl LinkSettings {
+    pub fn new(pool: &Pool, server: &Server) -> LinkSettings {
+        let (setup, setup_replies) = redis_setup(pool);
+        LinkSettings {
+            address: server.address.clone(),
+            timeout: pool
+                .timeout_ms
+                .filter(|&t| t > 0)
+                .map(Duration::from_millis),
+            keepalive: pool.tcpkeepalive,
+            redis: pool.redis,
+            setup,
+            setup_replies,
+            policy: EjectPolicy::of(pool),
+            connections: pool.server_connections.max(1),
+            preconnect: pool.preconnect,
         }
     }
+}
 
-    fn reason(&self) -> &str {
-        match self {
-            BackendError::TimedOut => "Connection timed out",
-            BackendError::Protocol => "Invalid reply from server",
-            BackendError::NoServer => "No live server in the pool",
-            BackendError::Closed => "Connection closed by server",
-            BackendError::Io(kind) => match kind {
-                io::ErrorKind::ConnectionRefused => "Connection refused",
-                io::ErrorKind::ConnectionReset => "Connection reset by peer",
-                io::ErrorKind::TimedOut => "Connection timed out",
-                io::ErrorKind::BrokenPipe => "Broken pipe",
-                io::ErrorKind::NotFound => "No such file or directory",
-                io::ErrorKind::PermissionDenied => "Permission denied",
-                io::ErrorKind::AddrNotAvailable => "Cannot assign requested address",
-                _ => "Connection error",
-            },
-            BackendError::Setup(reply) => std::str::from_utf8(reply)
-                .unwrap_or("server refused the connection setup")
-                .trim_start_matches('-')
-                .trim_end(),
-        }
+impl ServerLink {
+    fn ok(&self) {
+        self.health.ok();
     }
 
-    fn from_io(e: &io::Error) -> Self {
-        match e.kind() {
-            io::ErrorKind::TimedOut => BackendError::TimedOut,
-            io::ErrorKind::UnexpectedEof => BackendError::Closed,
-            kind => BackendError::Io(kind),
+    fn failed(&self, error: BackendError) {
+        use st::{SERVER_EOF, SERVER_ERR, SERVER_TIMEDOUT};
+        let counter = match error {
+            BackendError::TimedOut => SERVER_TIMEDOUT,
+            BackendError::Closed => SERVER_EOF,
+            _ => SERVER_ERR,
+        };
+        self.counters.add(counter, 1);
+        let (pool, name) = (&self.pool_name, &self.server_name);
+        log_at!(
+            crate::log::WARN,
+            "pool '{pool}': server '{name}' failed: {error:?}"
+        );
+        let policy = self.settings.policy;
+        if self.health.failed(policy) == Failure::Ejected {
+            self.pool_counters.add(ps::SERVER_EJECTS, 1);
+            log_at!(
+                crate::log::WARN,
+                "pool '{pool}': ejecting server '{name}' for {} ms",
+                policy.retry_timeout_ms
+            );
+        }
+    }
+}
+
+/// A worker's connections to one server. Dropped, it closes their queues: each
+/// connection finishes the requests it holds, then ends.
+pub struct ServerConns {
+    pub link: Rc<ServerLink>,
+    queues: Vec<Rc<JobQueue>>,
+}
+
+impl ServerConns {
+    /// Starts the connection tasks on the current `LocalSet`, counted in `tasks`.
+    pub fn start(link: Rc<ServerLink>, tasks: &Rc<TaskCount>) -> ServerConns {
+        let queues = (0..link.settings.connections)
+            .map(|_| {
+                let queue = Rc::new(JobQueue::default());
+                let preconnect = link.settings.preconnect;
+                tasks.spawn(run(link.clone(), queue.clone(), preconnect));
+                queue
+            })
+            .collect();
+        ServerConns { link, queues }
+    }
+
+    /// The connection a client uses: always the same one for the same client.
+    #[inline]
+    pub fn queue(&self, client: usize) -> &JobQueue {
+        &self.queues[client % self.queues.len()]
+    }
+}
+
+impl Drop for ServerConns {
+    fn drop(&mut self) {
+        for queue in &self.queues {
+            queue.close();
         }
     }
 }
@@ -86,11 +140,12 @@ const MAX_IN_FLIGHT: usize = 4096;
 const SHRINK_ABOVE: usize = 1 << 20;
 const READ_CHUNK: usize = 16 * 1024;
 
-/// Runs one server connection for the life of the worker: connects when there is
-/// work (at once with `preconnect`), serves until an error, fails what was in
-/// flight, and reconnects on the next request.
-pub async fn run(pool: Weak<PoolRt>, server: usize, jobs: Rc<JobQueue>, preconnect: bool) {
+/// Runs one server connection until its queue is closed and empty: connects when
+/// there is work (at once with `preconnect`), serves until an error, fails what was
+/// in flight, and reconnects on the next request.
+pub async fn run(link: Rc<ServerLink>, jobs: Rc<JobQueue>, preconnect: bool) {
     let mut connect_now = preconnect;
+    let settings = &link.settings;
     loop {
         let first = if std::mem::take(&mut connect_now) {
             None
@@ -100,26 +155,14 @@ pub async fn run(pool: Weak<PoolRt>, server: usize, jobs: Rc<JobQueue>, preconne
                 None => return,
             }
         };
-        let Some(p) = pool.upgrade() else { return };
-        let address = p.config().servers[server].address.clone();
-        let timeout = p
-            .config()
-            .timeout_ms
-            .filter(|&t| t > 0)
-            .map(Duration::from_millis);
-        let keepalive = p.config().tcpkeepalive;
-        let redis = p.config().redis;
-        let (setup, setup_replies) = redis_setup(p.config());
-        drop(p);
-
-        let opening = open(&address, keepalive, &setup, setup_replies);
-        let connected = match timeout {
+        let opening = open(settings);
+        let connected = match settings.timeout {
             Some(t) => tokio::time::timeout(t, opening)
                 .await
                 .unwrap_or(Err(BackendError::TimedOut)),
             None => opening.await,
         };
-        let mut session = Session::new(pool.clone(), server, timeout, redis);
+        let mut session = Session::new(link.clone());
         match connected {
             Err(error) => {
                 if let Some(first) = first {
@@ -129,14 +172,10 @@ pub async fn run(pool: Weak<PoolRt>, server: usize, jobs: Rc<JobQueue>, preconne
                 while let Some(job) = jobs.try_pop() {
                     session.fail(job, error.clone());
                 }
-                if let Some(p) = pool.upgrade() {
-                    p.server_failed(server, error);
-                }
+                link.failed(error);
             }
             Ok(stream) => {
-                if let Some(p) = pool.upgrade() {
-                    p.stats(server).add(st::SERVER_CONNECTIONS, 1);
-                }
+                link.counters.add(st::SERVER_CONNECTIONS, 1);
                 let error = match stream {
                     Stream::Tcp(s) => {
                         let (r, w) = s.into_split();
@@ -147,12 +186,14 @@ pub async fn run(pool: Weak<PoolRt>, server: usize, jobs: Rc<JobQueue>, preconne
                         session.serve(r, w, first, &jobs).await
                     }
                 };
-                session.fail_in_flight(error.clone().unwrap_or(BackendError::Closed));
-                if let Some(p) = pool.upgrade() {
-                    p.stats(server).sub(st::SERVER_CONNECTIONS, 1);
-                    if let Some(error) = error {
-                        p.server_failed(server, error);
+                link.counters.sub(st::SERVER_CONNECTIONS, 1);
+                match error {
+                    Some(error) => {
+                        session.fail_in_flight(error.clone());
+                        link.failed(error);
                     }
+                    // Closed and everything answered.
+                    None => return,
                 }
             }
         }
@@ -165,15 +206,11 @@ enum Stream {
 }
 
 /// Connects and runs the setup commands; `Setup` when the server refuses them.
-async fn open(
-    address: &ServerAddress,
-    keepalive: bool,
-    setup: &[u8],
-    replies: usize,
-) -> Result<Stream, BackendError> {
-    let mut stream = connect(address, keepalive)
+async fn open(settings: &LinkSettings) -> Result<Stream, BackendError> {
+    let mut stream = connect(&settings.address, settings.keepalive)
         .await
         .map_err(|e| BackendError::from_io(&e))?;
+    let (setup, replies) = (&settings.setup, settings.setup_replies);
     if replies > 0 {
         match &mut stream {
             Stream::Tcp(s) => handshake(s, setup, replies).await?,
@@ -184,7 +221,7 @@ async fn open(
 }
 
 /// `AUTH` and `SELECT` for a new redis server connection, and how many replies they get.
-fn redis_setup(pool: &cashew_config::Pool) -> (Vec<u8>, usize) {
+fn redis_setup(pool: &Pool) -> (Vec<u8>, usize) {
     use cashew_protocol::resp::{array_header, bulk};
     let mut setup = Vec::new();
     let mut replies = 0;
@@ -239,7 +276,7 @@ where
 async fn connect(address: &ServerAddress, keepalive: bool) -> io::Result<Stream> {
     match address {
         ServerAddress::Tcp { host, port } => {
-            let addr = super::listener::resolve(host, *port)?;
+            let addr = crate::net::resolve(host, *port)?;
             let stream = tokio::net::TcpStream::connect(addr).await?;
             stream.set_nodelay(true)?;
             if keepalive {
@@ -263,11 +300,7 @@ struct InFlight {
 }
 
 struct Session {
-    pool: Weak<PoolRt>,
-    server: usize,
-    timeout: Option<Duration>,
-    /// Replies are RESP rather than memcached text.
-    redis: bool,
+    link: Rc<ServerLink>,
     in_flight: VecDeque<InFlight>,
     /// How many requests at the back of `in_flight` are not fully written yet.
     unwritten: usize,
@@ -276,12 +309,9 @@ struct Session {
 }
 
 impl Session {
-    fn new(pool: Weak<PoolRt>, server: usize, timeout: Option<Duration>, redis: bool) -> Self {
+    fn new(link: Rc<ServerLink>) -> Self {
         Session {
-            pool,
-            server,
-            timeout,
-            redis,
+            link,
             in_flight: VecDeque::new(),
             unwritten: 0,
             queued_bytes: 0,
@@ -291,24 +321,19 @@ impl Session {
 
     /// Fails a job that never reached the wire.
     fn fail(&self, job: Job, error: BackendError) {
-        if let Some(p) = self.pool.upgrade() {
-            let stats = p.stats(self.server);
-            stats.sub(st::IN_QUEUE, 1);
-            stats.sub(st::IN_QUEUE_BYTES, job.bytes.len() as u64);
-        }
+        let stats = &self.link.counters;
+        stats.sub(st::IN_QUEUE, 1);
+        stats.sub(st::IN_QUEUE_BYTES, job.bytes.len() as u64);
         if let Some(tx) = job.reply {
             tx.send(Err(error));
         }
     }
 
     fn fail_in_flight(&mut self, error: BackendError) {
-        let pool = self.pool.upgrade();
+        let stats = &self.link.counters;
         for entry in self.in_flight.drain(..) {
-            if let Some(p) = &pool {
-                let stats = p.stats(self.server);
-                stats.sub(st::OUT_QUEUE, 1);
-                stats.sub(st::OUT_QUEUE_BYTES, entry.len);
-            }
+            stats.sub(st::OUT_QUEUE, 1);
+            stats.sub(st::OUT_QUEUE_BYTES, entry.len);
             if let Some(tx) = entry.reply {
                 tx.send(Err(error.clone()));
             }
@@ -321,13 +346,11 @@ impl Session {
         let len = job.bytes.len() as u64;
         wbuf.extend_from_slice(&job.bytes);
         self.queued_bytes += len;
-        if let Some(p) = self.pool.upgrade() {
-            let stats = p.stats(self.server);
-            stats.sub(st::IN_QUEUE, 1);
-            stats.sub(st::IN_QUEUE_BYTES, len);
-            stats.add(st::OUT_QUEUE, 1);
-            stats.add(st::OUT_QUEUE_BYTES, len);
-        }
+        let stats = &self.link.counters;
+        stats.sub(st::IN_QUEUE, 1);
+        stats.sub(st::IN_QUEUE_BYTES, len);
+        stats.add(st::OUT_QUEUE, 1);
+        stats.add(st::OUT_QUEUE_BYTES, len);
         self.in_flight.push_back(InFlight {
             reply: job.reply,
             len,
@@ -353,12 +376,13 @@ impl Session {
 
     /// When the oldest written request times out.
     fn deadline(&self) -> Option<Instant> {
-        let timeout = self.timeout?;
+        let timeout = self.link.settings.timeout?;
         let written_at = self.in_flight.front()?.written_at?;
         Some(written_at + timeout)
     }
 
-    /// Serves the connection until it fails (`Some(error)`) or the pool goes away.
+    /// Serves the connection until it fails (`Some(error)`), or until its queue is
+    /// closed and every request taken from it is answered (`None`).
     async fn serve<R, W>(
         &mut self,
         mut reader: R,
@@ -379,8 +403,12 @@ impl Session {
         let sleep = tokio::time::sleep_until(far);
         tokio::pin!(sleep);
         let mut armed: Option<Instant> = None;
+        let mut closed = false;
 
         loop {
+            if closed && self.in_flight.is_empty() {
+                return None;
+            }
             let deadline = self.deadline();
             if deadline != armed {
                 sleep.as_mut().reset(deadline.unwrap_or(far));
@@ -414,8 +442,11 @@ impl Session {
                         Err(e) => return Some(BackendError::from_io(&e)),
                     }
                 }
-                job = jobs.pop(), if self.in_flight.len() < MAX_IN_FLIGHT => {
-                    let job = job?;
+                job = jobs.pop(), if !closed && self.in_flight.len() < MAX_IN_FLIGHT => {
+                    let Some(job) = job else {
+                        closed = true;
+                        continue;
+                    };
                     self.enqueue(job, &mut wbuf);
                     // Let the other clients of this event-loop round queue their
                     // requests too, then send them all in one write. (tokio wakes a
@@ -437,10 +468,10 @@ impl Session {
     }
 
     fn take_replies(&mut self, rbuf: &mut BytesMut) -> Result<(), BackendError> {
-        let pool = self.pool.upgrade();
+        let stats = &self.link.counters;
         let mut any = false;
         loop {
-            let parsed = if self.redis {
+            let parsed = if self.link.settings.redis {
                 resp::parse_reply(rbuf)
             } else {
                 memcache::parse_reply(rbuf)
@@ -457,13 +488,10 @@ impl Session {
                         return Err(BackendError::Protocol);
                     }
                     let reply = rbuf.split_to(n).freeze();
-                    if let Some(p) = &pool {
-                        let stats = p.stats(self.server);
-                        stats.add(st::RESPONSES, 1);
-                        stats.add(st::RESPONSE_BYTES, n as u64);
-                        stats.sub(st::OUT_QUEUE, 1);
-                        stats.sub(st::OUT_QUEUE_BYTES, entry.len);
-                    }
+                    stats.add(st::RESPONSES, 1);
+                    stats.add(st::RESPONSE_BYTES, n as u64);
+                    stats.sub(st::OUT_QUEUE, 1);
+                    stats.sub(st::OUT_QUEUE_BYTES, entry.len);
                     if let Some(tx) = entry.reply {
                         tx.send(Ok(reply));
                     }
@@ -472,9 +500,7 @@ impl Session {
             }
         }
         if any {
-            if let Some(p) = &pool {
-                p.server_ok(self.server);
-            }
+            self.link.ok();
         }
         Ok(())
     }

@@ -5,13 +5,14 @@
 use std::collections::VecDeque;
 use std::future::Future;
 use std::io::{self, IoSlice};
+use std::pin::pin;
+use std::task::{Context, Poll, Waker};
 
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use super::backend::{BackendError, Reply};
-use super::handoff::ReplyRx;
-use super::pool::PoolRt;
+use super::handoff::{BackendError, Reply, ReplyRx};
+use super::pool::PoolSlot;
 use crate::stats::pool as ps;
 
 /// Replies a client may have outstanding before cashew stops reading its requests.
@@ -19,6 +20,8 @@ pub const MAX_PENDING: usize = 1024;
 const READ_CHUNK: usize = 16 * 1024;
 const SHRINK_ABOVE: usize = 1 << 20;
 const WRITE_SLICES: usize = 64;
+/// When a drain starts, requests already received are still read, up to this much.
+const DRAIN_READ_LIMIT: usize = 1 << 20;
 
 /// A client protocol: turns bytes into requests sent to servers, and settled
 /// requests into reply bytes.
@@ -117,8 +120,10 @@ pub async fn settle_all(parts: &mut [Part]) {
     }
 }
 
-/// Serves one client until it closes, asks to, or breaks the protocol.
-pub async fn serve<P, R, W>(mut reader: R, mut writer: W, pool: &PoolRt, mut protocol: P)
+/// Serves one client until it closes, asks to, or breaks the protocol, or until its
+/// pool's slot closes (pool removed, or cashew draining): then the requests already
+/// received are answered and the connection is closed at a request boundary.
+pub async fn serve<P, R, W>(mut reader: R, mut writer: W, slot: &PoolSlot, mut protocol: P)
 where
     P: Protocol,
     R: AsyncRead + Unpin,
@@ -129,10 +134,23 @@ where
     let mut out: VecDeque<Bytes> = VecDeque::new();
     let mut reading = true;
     let mut closing = false;
+    let mut draining = false;
+    let count_error = |counter| slot.pool().pool_stats().add(counter, 1);
 
     loop {
+        if !draining && slot.is_closing() {
+            draining = true;
+            if reading && read_available(&mut reader, &mut input) {
+                count_error(ps::CLIENT_EOF);
+                reading = false;
+            }
+        }
         if reading && !protocol.take_requests(&mut input, &mut queue) {
-            pool.pool_stats().add(ps::CLIENT_ERR, 1);
+            count_error(ps::CLIENT_ERR);
+            reading = false;
+        }
+        if draining && input.is_empty() {
+            // A request boundary: nothing more is read.
             reading = false;
         }
         if input.is_empty() && input.capacity() > SHRINK_ABOVE {
@@ -168,25 +186,41 @@ where
         tokio::select! {
             read = reader.read_buf(&mut input), if can_read => match read {
                 Ok(0) => {
-                    pool.pool_stats().add(ps::CLIENT_EOF, 1);
+                    count_error(ps::CLIENT_EOF);
                     reading = false;
                 }
                 Ok(_) => {}
                 Err(_) => {
-                    pool.pool_stats().add(ps::CLIENT_ERR, 1);
+                    count_error(ps::CLIENT_ERR);
                     break;
                 }
             },
             written = write_some(&mut writer, &mut out), if !out.is_empty() => {
                 if written.is_err() {
-                    pool.pool_stats().add(ps::CLIENT_ERR, 1);
+                    count_error(ps::CLIENT_ERR);
                     break;
                 }
             }
             () = async { queue.front_mut().expect("a reply is awaited").settle().await }, if waiting => {}
+            () = slot.closed(), if !draining => {}
         }
     }
     let _ = writer.shutdown().await;
+}
+
+/// Reads what the client has already sent, without waiting for more. True at the
+/// end of the stream.
+fn read_available<R: AsyncRead + Unpin>(reader: &mut R, input: &mut BytesMut) -> bool {
+    let mut cx = Context::from_waker(Waker::noop());
+    while input.len() < DRAIN_READ_LIMIT {
+        input.reserve(READ_CHUNK);
+        match pin!(reader.read_buf(input)).poll(&mut cx) {
+            Poll::Ready(Ok(0)) => return true,
+            Poll::Ready(Ok(_)) => {}
+            Poll::Ready(Err(_)) | Poll::Pending => break,
+        }
+    }
+    false
 }
 
 /// Writes as much of `out` as the socket takes in one call.

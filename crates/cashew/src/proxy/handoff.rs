@@ -6,12 +6,75 @@
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::future::poll_fn;
+use std::io;
 use std::rc::Rc;
 use std::task::{Poll, Waker};
 
 use bytes::Bytes;
 
-use super::backend::{BackendError, Reply};
+/// What a client gets back for one request sent to a server.
+pub type Reply = Result<Bytes, BackendError>;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BackendError {
+    Io(io::ErrorKind),
+    TimedOut,
+    /// The server sent something that is not a reply; the connection was dropped.
+    Protocol,
+    /// No server of the pool is live.
+    NoServer,
+    /// The connection ended before the reply came.
+    Closed,
+    /// The server refused the connection's setup (redis `AUTH` or `SELECT`); its
+    /// error reply, passed on to clients.
+    Setup(Bytes),
+}
+
+impl BackendError {
+    /// The memcached error line a client sees.
+    pub fn memcache_reply(&self) -> Bytes {
+        Bytes::from(format!("SERVER_ERROR {}\r\n", self.reason()))
+    }
+
+    /// The redis error reply a client sees.
+    pub fn redis_reply(&self) -> Bytes {
+        match self {
+            BackendError::Setup(reply) => reply.clone(),
+            other => Bytes::from(format!("-ERR {}\r\n", other.reason())),
+        }
+    }
+
+    fn reason(&self) -> &str {
+        match self {
+            BackendError::TimedOut => "Connection timed out",
+            BackendError::Protocol => "Invalid reply from server",
+            BackendError::NoServer => "No live server in the pool",
+            BackendError::Closed => "Connection closed by server",
+            BackendError::Io(kind) => match kind {
+                io::ErrorKind::ConnectionRefused => "Connection refused",
+                io::ErrorKind::ConnectionReset => "Connection reset by peer",
+                io::ErrorKind::TimedOut => "Connection timed out",
+                io::ErrorKind::BrokenPipe => "Broken pipe",
+                io::ErrorKind::NotFound => "No such file or directory",
+                io::ErrorKind::PermissionDenied => "Permission denied",
+                io::ErrorKind::AddrNotAvailable => "Cannot assign requested address",
+                _ => "Connection error",
+            },
+            BackendError::Setup(reply) => std::str::from_utf8(reply)
+                .unwrap_or("server refused the connection setup")
+                .trim_start_matches('-')
+                .trim_end(),
+        }
+    }
+
+    pub fn from_io(e: &io::Error) -> Self {
+        match e.kind() {
+            io::ErrorKind::TimedOut => BackendError::TimedOut,
+            io::ErrorKind::UnexpectedEof => BackendError::Closed,
+            kind => BackendError::Io(kind),
+        }
+    }
+}
 
 /// One request for a server. Without a reply slot the reply is read and dropped.
 pub struct Job {
@@ -52,7 +115,8 @@ impl JobQueue {
         .await
     }
 
-    /// No more jobs will come: the connection task ends once the queue is empty.
+    /// No more jobs will come: the connection task finishes the jobs queued and in
+    /// flight, then ends.
     pub fn close(&self) {
         self.closed.set(true);
         if let Some(w) = self.waker.borrow_mut().take() {

@@ -10,11 +10,11 @@ use cashew_protocol::memcache::{
     keys, parse_request, Command, Parsed, Request, Shape, ValueBlocks,
 };
 
-use super::backend::BackendError;
 use super::client::{
     all_ok, settle_all, try_settle_all, Part, PendingReply, Protocol, MAX_PENDING,
 };
-use super::pool::PoolRt;
+use super::handoff::BackendError;
+use super::pool::{PoolRt, PoolSlot};
 use crate::stats::{pool as ps, proxy as px};
 
 /// A multi-key retrieval split over several servers.
@@ -60,7 +60,7 @@ impl PendingReply for Pending {
 
 /// A memcached client connection.
 pub struct Client {
-    pool: Rc<PoolRt>,
+    slot: Rc<PoolSlot>,
     id: usize,
     /// Bytes still to drop: the data block of a refused storage command.
     skip: usize,
@@ -69,10 +69,10 @@ pub struct Client {
 }
 
 impl Client {
-    pub fn new(pool: Rc<PoolRt>) -> Client {
+    pub fn new(slot: Rc<PoolSlot>) -> Client {
         Client {
-            id: pool.new_client_id(),
-            pool,
+            id: slot.new_client_id(),
+            slot,
             skip: 0,
             done: false,
         }
@@ -83,7 +83,9 @@ impl Protocol for Client {
     type Pending = Pending;
 
     fn take_requests(&mut self, input: &mut BytesMut, queue: &mut VecDeque<Pending>) -> bool {
-        let max_value = self.pool.config().max_value_size as usize;
+        let slot = self.slot.clone();
+        let pool = &*slot.pool();
+        let max_value = pool.config().max_value_size as usize;
         while !self.done && queue.len() < MAX_PENDING {
             if self.skip > 0 {
                 let n = self.skip.min(input.len());
@@ -113,7 +115,7 @@ impl Protocol for Client {
                         queue.push_back(Pending::Quit);
                         self.done = true;
                     } else {
-                        self.dispatch(&req, bytes, queue);
+                        self.dispatch(pool, &req, bytes, queue);
                     }
                 }
             }
@@ -124,14 +126,14 @@ impl Protocol for Client {
     fn finish(&mut self, pending: Pending) -> (Bytes, bool) {
         match pending {
             Pending::Quit => (Bytes::new(), true),
-            other => (self.reply_bytes(other), false),
+            other => (reply_bytes(&self.slot.pool(), other), false),
         }
     }
 }
 
 impl Client {
-    fn dispatch(&mut self, req: &Request, bytes: Bytes, queue: &mut VecDeque<Pending>) {
-        let counters = self.pool.proxy_stats();
+    fn dispatch(&self, pool: &PoolRt, req: &Request, bytes: Bytes, queue: &mut VecDeque<Pending>) {
+        let counters = pool.proxy_stats();
         match req.command {
             c if c.is_storage() => counters.add(px::CMD_SET, 1),
             Command::Touch => counters.add(px::CMD_TOUCH, 1),
@@ -143,16 +145,16 @@ impl Client {
                     Command::Version => {
                         Bytes::from(format!("VERSION {}\r\n", env!("CARGO_PKG_VERSION")))
                     }
-                    _ => self.stats_reply(),
+                    _ => stats_reply(pool),
                 };
                 queue.push_back(Pending::Ready(reply));
             }
             Shape::SingleKey => {
-                let Some(server) = self.pool.route(&bytes[req.key.clone()]) else {
-                    return self.no_server(req.noreply, queue);
+                let Some(server) = pool.route(&bytes[req.key.clone()]) else {
+                    return no_server(pool, req.noreply, queue);
                 };
                 let (bytes, want) = forwardable(req, bytes);
-                let rx = self.pool.send(server, self.id, bytes, want);
+                let rx = pool.send(server, self.id, bytes, want);
                 if want {
                     queue.push_back(Pending::Single {
                         part: Part::new(rx),
@@ -160,18 +162,18 @@ impl Client {
                     });
                 }
             }
-            Shape::Retrieval => self.retrieval(req, bytes, queue),
+            Shape::Retrieval => self.retrieval(pool, req, bytes, queue),
             Shape::Broadcast => {
                 let (bytes, want) = forwardable(req, bytes);
-                let live: Vec<usize> = (0..self.pool.server_count())
-                    .filter(|&s| self.pool.is_live(s))
+                let live: Vec<usize> = (0..pool.server_count())
+                    .filter(|&s| pool.is_live(s))
                     .collect();
                 if live.is_empty() {
-                    return self.no_server(req.noreply, queue);
+                    return no_server(pool, req.noreply, queue);
                 }
                 let parts = live
                     .into_iter()
-                    .map(|s| Part::new(self.pool.send(s, self.id, bytes.clone(), want)))
+                    .map(|s| Part::new(pool.send(s, self.id, bytes.clone(), want)))
                     .collect();
                 if want {
                     queue.push_back(Pending::Broadcast(parts));
@@ -180,29 +182,21 @@ impl Client {
         }
     }
 
-    fn no_server(&mut self, noreply: bool, queue: &mut VecDeque<Pending>) {
-        self.pool.pool_stats().add(ps::FORWARD_ERROR, 1);
-        if !noreply {
-            queue.push_back(Pending::Ready(BackendError::NoServer.memcache_reply()));
-        }
-    }
-
-    fn retrieval(&mut self, req: &Request, bytes: Bytes, queue: &mut VecDeque<Pending>) {
-        let pool = &self.pool;
+    fn retrieval(&self, pool: &PoolRt, req: &Request, bytes: Bytes, queue: &mut VecDeque<Pending>) {
         let all_keys = keys(&bytes, req.keys.clone());
         let nkeys = all_keys.clone().count();
         pool.proxy_stats().add(px::CMD_GET, nkeys as u64);
 
         // Most retrievals touch one server: forward them untouched.
         let Some(first) = pool.route(&bytes[req.key.clone()]) else {
-            return self.no_server(false, queue);
+            return no_server(pool, false, queue);
         };
         let mut servers = Vec::with_capacity(nkeys);
         servers.push(first);
         let mut split = false;
         for key in all_keys.clone().skip(1) {
             let Some(s) = pool.route(key) else {
-                return self.no_server(false, queue);
+                return no_server(pool, false, queue);
             };
             split |= s != first;
             servers.push(s);
@@ -252,92 +246,99 @@ impl Client {
             parts,
         })));
     }
+}
 
-    /// The bytes a settled request puts on the client's wire.
-    fn reply_bytes(&self, pending: Pending) -> Bytes {
-        match pending {
-            Pending::Ready(b) => b,
-            Pending::Quit => Bytes::new(),
-            Pending::Single { mut part, keys } => match part.take() {
-                Ok(reply) => {
-                    let hits = match keys {
-                        0 => None,
-                        1 => Some(usize::from(reply.starts_with(b"VALUE "))),
-                        _ => Some(ValueBlocks::new(&reply).count()),
-                    };
-                    if let Some(hits) = hits {
-                        self.count_hits(hits, keys as usize);
-                    }
-                    reply
+/// The bytes a settled request puts on the client's wire.
+fn reply_bytes(pool: &PoolRt, pending: Pending) -> Bytes {
+    match pending {
+        Pending::Ready(b) => b,
+        Pending::Quit => Bytes::new(),
+        Pending::Single { mut part, keys } => match part.take() {
+            Ok(reply) => {
+                let hits = match keys {
+                    0 => None,
+                    1 => Some(usize::from(reply.starts_with(b"VALUE "))),
+                    _ => Some(ValueBlocks::new(&reply).count()),
+                };
+                if let Some(hits) = hits {
+                    count_hits(pool, hits, keys as usize);
                 }
-                Err(e) => self.failed(e),
-            },
-            Pending::Multi(m) => self.merge(*m),
-            Pending::Broadcast(mut parts) => all_ok(&mut parts, b"OK\r\n", |e| self.failed(e)),
+                reply
+            }
+            Err(e) => failed(pool, e),
+        },
+        Pending::Multi(m) => merge(pool, *m),
+        Pending::Broadcast(mut parts) => all_ok(&mut parts, b"OK\r\n", |e| failed(pool, e)),
+    }
+}
+
+fn failed(pool: &PoolRt, e: BackendError) -> Bytes {
+    pool.pool_stats().add(ps::FORWARD_ERROR, 1);
+    e.memcache_reply()
+}
+
+fn count_hits(pool: &PoolRt, hits: usize, keys: usize) {
+    let counters = pool.proxy_stats();
+    counters.add(px::GET_HITS, hits as u64);
+    counters.add(px::GET_MISSES, keys.saturating_sub(hits) as u64);
+}
+
+/// Values in the client's key order, one `END`. A failed part fails the request.
+fn merge(pool: &PoolRt, mut m: MultiGet) -> Bytes {
+    let mut replies = Vec::with_capacity(m.parts.len());
+    for p in &mut m.parts {
+        match p.take() {
+            Ok(r) if r.starts_with(b"VALUE ") || r.starts_with(b"END") => replies.push(r),
+            Ok(error_line) => return error_line,
+            Err(e) => return failed(pool, e),
         }
     }
-
-    fn failed(&self, e: BackendError) -> Bytes {
-        self.pool.pool_stats().add(ps::FORWARD_ERROR, 1);
-        e.memcache_reply()
-    }
-
-    fn count_hits(&self, hits: usize, keys: usize) {
-        let counters = self.pool.proxy_stats();
-        counters.add(px::GET_HITS, hits as u64);
-        counters.add(px::GET_MISSES, keys.saturating_sub(hits) as u64);
-    }
-
-    /// Values in the client's key order, one `END`. A failed part fails the request.
-    fn merge(&self, mut m: MultiGet) -> Bytes {
-        let mut replies = Vec::with_capacity(m.parts.len());
-        for p in &mut m.parts {
-            match p.take() {
-                Ok(r) if r.starts_with(b"VALUE ") || r.starts_with(b"END") => replies.push(r),
-                Ok(error_line) => return error_line,
-                Err(e) => return self.failed(e),
+    let mut blocks: Vec<_> = replies
+        .iter()
+        .map(|r| ValueBlocks::new(r).peekable())
+        .collect();
+    let mut out = BytesMut::with_capacity(replies.iter().map(Bytes::len).sum());
+    let mut hits = 0;
+    for (key, &part) in keys(&m.request, m.keys.clone()).zip(&m.order) {
+        let it = &mut blocks[part as usize];
+        if let Some(&(block_key, block)) = it.peek() {
+            if block_key == key {
+                out.extend_from_slice(block);
+                it.next();
+                hits += 1;
             }
         }
-        let mut blocks: Vec<_> = replies
-            .iter()
-            .map(|r| ValueBlocks::new(r).peekable())
-            .collect();
-        let mut out = BytesMut::with_capacity(replies.iter().map(Bytes::len).sum());
-        let mut hits = 0;
-        for (key, &part) in keys(&m.request, m.keys.clone()).zip(&m.order) {
-            let it = &mut blocks[part as usize];
-            if let Some(&(block_key, block)) = it.peek() {
-                if block_key == key {
-                    out.extend_from_slice(block);
-                    it.next();
-                    hits += 1;
-                }
-            }
-        }
-        out.extend_from_slice(b"END\r\n");
-        self.count_hits(hits, m.order.len());
-        out.freeze()
     }
+    out.extend_from_slice(b"END\r\n");
+    count_hits(pool, hits, m.order.len());
+    out.freeze()
+}
 
-    /// The memcached `stats` reply, over all workers.
-    fn stats_reply(&self) -> Bytes {
-        let registry = &self.pool.registry;
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_secs();
-        let mut s = format!(
-            "STAT pid {}\r\nSTAT uptime {}\r\nSTAT time {now}\r\nSTAT version {}\r\nSTAT threads {}\r\n",
-            std::process::id(),
-            registry.uptime(),
-            env!("CARGO_PKG_VERSION"),
-            registry.workers.len(),
-        );
-        for (i, name) in px::NAMES.iter().enumerate() {
-            s.push_str(&format!("STAT {name} {}\r\n", registry.proxy_total(i)));
-        }
-        s.push_str("END\r\n");
-        Bytes::from(s)
+/// The memcached `stats` reply, over all workers.
+fn stats_reply(pool: &PoolRt) -> Bytes {
+    let registry = pool.registry();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs();
+    let mut s = format!(
+        "STAT pid {}\r\nSTAT uptime {}\r\nSTAT time {now}\r\nSTAT version {}\r\nSTAT threads {}\r\n",
+        std::process::id(),
+        registry.uptime(),
+        env!("CARGO_PKG_VERSION"),
+        registry.threads(),
+    );
+    for (i, name) in px::NAMES.iter().enumerate() {
+        s.push_str(&format!("STAT {name} {}\r\n", registry.proxy_total(i)));
+    }
+    s.push_str("END\r\n");
+    Bytes::from(s)
+}
+
+fn no_server(pool: &PoolRt, noreply: bool, queue: &mut VecDeque<Pending>) {
+    pool.pool_stats().add(ps::FORWARD_ERROR, 1);
+    if !noreply {
+        queue.push_back(Pending::Ready(BackendError::NoServer.memcache_reply()));
     }
 }
 

@@ -1,170 +1,158 @@
-//! A pool as one worker runs it: its router and its server connections; and the
-//! state all workers share: failure counts and ejections, so that a dead server
-//! leaves every worker's placement after `server_failure_limit` failures in all.
+//! A pool as one worker runs it in one generation: its router and its server
+//! connections; and the slot through which clients reach the pool of the current
+//! generation, so a reload swaps routing under connected clients between two
+//! batches of requests.
 
-use std::cell::{Cell, RefCell};
+use std::cell::{Cell, Ref, RefCell};
 use std::rc::Rc;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
-use cashew_config::{Config, Pool};
+use cashew_config::Pool;
 use cashew_route::Router;
+use tokio::sync::Notify;
 
-use super::backend::{self, BackendError};
-use super::handoff::{Job, JobQueue, Replies, ReplyRx};
-use crate::log_at;
-use crate::stats::{self, PoolCounters, Registry, ServerCounters, WorkerStats};
-
-/// What the workers share about one pool. Written on failures and ejections only;
-/// the request path reads one counter.
-pub struct SharedPool {
-    /// Clients of this pool across all workers, for `client_connections`.
-    pub clients: AtomicU32,
-    /// Bumped at every ejection: a worker that sees a new value rebuilds its router.
-    epoch: AtomicU64,
-    /// Consecutive failures of each server.
-    failures: Vec<AtomicU32>,
-    /// Until when each server is ejected, in ms since `origin`; 0 when it is not.
-    ejected_until: Vec<AtomicU64>,
-    origin: Instant,
-}
-
-impl SharedPool {
-    pub fn new(servers: usize) -> SharedPool {
-        SharedPool {
-            clients: AtomicU32::new(0),
-            epoch: AtomicU64::new(0),
-            failures: (0..servers).map(|_| AtomicU32::new(0)).collect(),
-            ejected_until: (0..servers).map(|_| AtomicU64::new(0)).collect(),
-            origin: Instant::now(),
-        }
-    }
-
-    fn now_ms(&self) -> u64 {
-        // Never 0, which means "not ejected".
-        self.origin.elapsed().as_millis() as u64 + 1
-    }
-
-    /// When `server` comes back, if it is ejected now.
-    fn ejected_until(&self, server: usize) -> Option<Instant> {
-        match self.ejected_until[server].load(Relaxed) {
-            0 => None,
-            until if until <= self.now_ms() => None,
-            until => Some(self.origin + Duration::from_millis(until - 1)),
-        }
-    }
-}
+use super::backend::{LinkSettings, ServerConns, ServerLink};
+use super::handoff::{Job, Replies, ReplyRx};
+use super::health::{PoolShared, ServerHealth, ServerState};
+use super::tasks::TaskCount;
+use crate::generation::Generation;
+use crate::stats::{self, PoolCounters, ProxyCounters, Registry};
 
 pub struct PoolRt {
+    pub generation: Arc<Generation>,
     index: usize,
-    config: Arc<Config>,
     router: RefCell<Router>,
-    /// `[server][connection]`: the queue of each server connection task.
-    connections: Vec<Vec<Rc<JobQueue>>>,
+    /// One per server, in config order; kept from the previous generation's pool
+    /// when the server's connection settings did not change.
+    servers: Vec<Rc<ServerConns>>,
     replies: Rc<Replies>,
-    shared: Arc<SharedPool>,
     /// The shared epoch this worker's router was built at.
     seen_epoch: Cell<u64>,
     /// When an ejected server is due back, so the router is rebuilt then.
     next_rebuild: Cell<Option<Instant>>,
-    stats: Arc<WorkerStats>,
-    pub registry: Arc<Registry>,
-    next_client: Cell<usize>,
+    pool_stats: Arc<PoolCounters>,
+    proxy_stats: Arc<ProxyCounters>,
+}
+
+/// What a worker lends every pool it builds.
+pub struct WorkerCtx {
+    pub id: usize,
+    pub replies: Rc<Replies>,
+    /// Client and server connection tasks, counted so a drain can wait for them.
+    pub clients: Rc<TaskCount>,
+    pub backends: Rc<TaskCount>,
 }
 
 impl PoolRt {
-    /// Creates the pool and starts its server connection tasks on the current `LocalSet`.
-    pub fn start(
+    /// Builds pool `index` of `generation`, reusing `previous`'s connections to
+    /// servers whose name and connection settings are unchanged; new connections
+    /// start on the current `LocalSet`.
+    pub fn new(
+        generation: Arc<Generation>,
         index: usize,
-        config: Arc<Config>,
-        stats: Arc<WorkerStats>,
-        registry: Arc<Registry>,
-        shared: Arc<SharedPool>,
-    ) -> Rc<PoolRt> {
-        let pool = Rc::new_cyclic(|weak| {
-            let pool = &config.pools[index];
-            let connections = (0..pool.servers.len())
-                .map(|s| {
-                    (0..pool.server_connections)
-                        .map(|_| {
-                            let queue = Rc::new(JobQueue::default());
-                            let task =
-                                backend::run(weak.clone(), s, queue.clone(), pool.preconnect);
-                            tokio::task::spawn_local(task);
-                            queue
-                        })
-                        .collect()
-                })
-                .collect();
-            let nodes = pool.route_nodes();
-            let router = Router::new(pool.hash, pool.distribution, pool.hash_tag, &nodes);
-            PoolRt {
-                index,
-                router: RefCell::new(router),
-                connections,
-                replies: Rc::default(),
-                shared,
-                seen_epoch: Cell::new(0),
-                next_rebuild: Cell::new(None),
-                stats,
-                registry,
-                next_client: Cell::new(0),
-                config,
-            }
-        });
-        pool.rebuild();
-        pool
+        worker: &WorkerCtx,
+        previous: Option<&PoolRt>,
+    ) -> PoolRt {
+        let pool = &generation.config.pools[index];
+        let state = &generation.pools[index];
+        let counters = &state.workers[worker.id];
+        let servers = pool
+            .servers
+            .iter()
+            .enumerate()
+            .map(|(s, server)| {
+                let settings = LinkSettings::new(pool, server);
+                let (health, server_counters) = (&state.servers[s], &counters.servers[s]);
+                let kept = previous.and_then(|p| {
+                    p.servers.iter().find(|c| {
+                        let link = &c.link;
+                        link.server_name == server.name()
+                            && link.settings == settings
+                            && Arc::ptr_eq(&link.health, health)
+                            && Arc::ptr_eq(&link.counters, server_counters)
+                            && Arc::ptr_eq(&link.pool_counters, &counters.pool)
+                    })
+                });
+                if let Some(conns) = kept {
+                    return conns.clone();
+                }
+                let link = ServerLink {
+                    pool_name: pool.name.clone(),
+                    server_name: server.name().to_string(),
+                    settings,
+                    counters: server_counters.clone(),
+                    pool_counters: counters.pool.clone(),
+                    health: health.clone(),
+                };
+                Rc::new(ServerConns::start(Rc::new(link), &worker.backends))
+            })
+            .collect();
+        let router = Router::new(pool.hash, pool.distribution, pool.hash_tag, &[]);
+        let rt = PoolRt {
+            index,
+            router: RefCell::new(router),
+            servers,
+            replies: worker.replies.clone(),
+            seen_epoch: Cell::new(0),
+            next_rebuild: Cell::new(None),
+            pool_stats: counters.pool.clone(),
+            proxy_stats: generation.registry.workers[worker.id].clone(),
+            generation,
+        };
+        rt.rebuild();
+        rt
     }
 
     pub fn config(&self) -> &Pool {
-        &self.config.pools[self.index]
+        &self.generation.config.pools[self.index]
     }
 
-    pub fn clients(&self) -> &AtomicU32 {
-        &self.shared.clients
+    pub fn shared(&self) -> &PoolShared {
+        &self.generation.pools[self.index].shared
     }
 
-    pub fn stats(&self, server: usize) -> &ServerCounters {
-        &self.stats.servers[self.index][server]
+    pub fn registry(&self) -> &Registry {
+        &self.generation.registry
     }
 
     pub fn pool_stats(&self) -> &PoolCounters {
-        &self.stats.pools[self.index]
+        &self.pool_stats
     }
 
-    pub fn proxy_stats(&self) -> &stats::ProxyCounters {
-        &self.stats.proxy
+    pub fn proxy_stats(&self) -> &ProxyCounters {
+        &self.proxy_stats
     }
 
     pub fn server_count(&self) -> usize {
-        self.connections.len()
+        self.servers.len()
     }
 
-    /// A number for a new client; it picks the client's connection to each server,
-    /// so one client's requests to a server stay in order on one connection.
-    pub fn new_client_id(&self) -> usize {
-        let id = self.next_client.get();
-        self.next_client.set(id.wrapping_add(1));
-        id
+    fn health(&self, server: usize) -> &ServerHealth {
+        &self.servers[server].link.health
     }
 
     /// The server for `key`, or `None` when every server is ejected.
     #[inline]
     pub fn route(&self, key: &[u8]) -> Option<usize> {
         let due = self.next_rebuild.get().is_some_and(|t| Instant::now() >= t);
-        if due || self.shared.epoch.load(Relaxed) != self.seen_epoch.get() {
+        if due || self.shared().epoch() != self.seen_epoch.get() {
             self.rebuild();
         }
         self.router.borrow().route(key)
     }
 
-    pub fn is_live(&self, server: usize) -> bool {
-        self.shared.ejected_until(server).is_none()
+    pub fn server_state(&self, server: usize) -> ServerState {
+        self.health(server).state()
     }
 
-    /// Queues `bytes` for `server`; the reply, if wanted, comes on the returned receiver.
+    pub fn is_live(&self, server: usize) -> bool {
+        self.health(server).is_live()
+    }
+
+    /// Queues `bytes` for `server` on `client`'s connection to it; the reply, if
+    /// wanted, comes on the returned receiver.
     pub fn send(
         &self,
         server: usize,
@@ -172,7 +160,8 @@ impl PoolRt {
         bytes: Bytes,
         want_reply: bool,
     ) -> Option<ReplyRx> {
-        let stats = self.stats(server);
+        let conns = &self.servers[server];
+        let stats = &conns.link.counters;
         let len = bytes.len() as u64;
         stats.add(stats::server::REQUESTS, 1);
         stats.add(stats::server::REQUEST_BYTES, len);
@@ -185,76 +174,20 @@ impl PoolRt {
             }
             false => (None, None),
         };
-        let connections = &self.connections[server];
-        connections[client % connections.len()].push(Job { bytes, reply });
+        conns.queue(client).push(Job { bytes, reply });
         rx
-    }
-
-    pub fn server_ok(&self, server: usize) {
-        let failures = &self.shared.failures[server];
-        // Read first: most replies find it at 0 already, and a store would bounce
-        // the cache line between workers.
-        if failures.load(Relaxed) != 0 {
-            failures.store(0, Relaxed);
-        }
-    }
-
-    pub fn server_failed(&self, server: usize, error: BackendError) {
-        use stats::server::{SERVER_EOF, SERVER_ERR, SERVER_TIMEDOUT};
-        let counter = match error {
-            BackendError::TimedOut => SERVER_TIMEDOUT,
-            BackendError::Closed => SERVER_EOF,
-            _ => SERVER_ERR,
-        };
-        self.stats(server).add(counter, 1);
-        let pool = self.config();
-        let name = pool.servers[server].name();
-        log_at!(
-            crate::log::WARN,
-            "pool '{}': server '{name}' failed: {error:?}",
-            pool.name
-        );
-
-        let shared = &self.shared;
-        let failures = shared.failures[server].fetch_add(1, Relaxed) + 1;
-        if !pool.auto_eject_hosts || failures < pool.server_failure_limit {
-            return;
-        }
-        let current = shared.ejected_until[server].load(Relaxed);
-        if current > shared.now_ms() {
-            return;
-        }
-        let until = shared.now_ms() + pool.server_retry_timeout_ms;
-        // One worker wins the ejection; it counts it and tells the others.
-        if shared.ejected_until[server]
-            .compare_exchange(current, until, Relaxed, Relaxed)
-            .is_ok()
-        {
-            shared.failures[server].store(0, Relaxed);
-            shared.epoch.fetch_add(1, Relaxed);
-            self.pool_stats().add(stats::pool::SERVER_EJECTS, 1);
-            self.stats(server)
-                .set(stats::server::SERVER_EJECTED_AT, stats::now_usec());
-            log_at!(
-                crate::log::WARN,
-                "pool '{}': ejecting server '{name}' for {} ms",
-                pool.name,
-                pool.server_retry_timeout_ms
-            );
-        }
-        self.rebuild();
     }
 
     /// Rebuilds placement over the servers that are live now.
     fn rebuild(&self) {
-        self.seen_epoch.set(self.shared.epoch.load(Relaxed));
+        self.seen_epoch.set(self.shared().epoch());
         let pool = self.config();
         let mut nodes = pool.route_nodes();
         let mut next = None;
         for (server, node) in nodes.iter_mut().enumerate() {
-            let until = self.shared.ejected_until(server);
-            node.live = until.is_none();
-            if let Some(t) = until {
+            let state = self.server_state(server);
+            node.live = state == ServerState::Up;
+            if let ServerState::Ejected(t) = state {
                 next = Some(next.map_or(t, |n: Instant| n.min(t)));
             }
         }
@@ -264,11 +197,58 @@ impl PoolRt {
     }
 }
 
-impl Drop for PoolRt {
-    /// Lets the server connection tasks finish.
-    fn drop(&mut self) {
-        for queue in self.connections.iter().flatten() {
-            queue.close();
+/// Where a worker's clients find their pool. A reload replaces the pool in the
+/// slot; removing the pool (or draining the worker) closes the slot: its clients
+/// finish the requests they have read, then close.
+pub struct PoolSlot {
+    current: RefCell<Rc<PoolRt>>,
+    closing: Cell<bool>,
+    closed: Notify,
+    next_client: Cell<usize>,
+}
+
+impl PoolSlot {
+    pub fn new(pool: PoolRt) -> PoolSlot {
+        PoolSlot {
+            current: RefCell::new(Rc::new(pool)),
+            closing: Cell::new(false),
+            closed: Notify::new(),
+            next_client: Cell::new(0),
         }
+    }
+
+    /// The pool of the generation in force. Held only while handling one batch.
+    #[inline]
+    pub fn pool(&self) -> Ref<'_, Rc<PoolRt>> {
+        self.current.borrow()
+    }
+
+    pub fn replace(&self, pool: PoolRt) {
+        *self.current.borrow_mut() = Rc::new(pool);
+    }
+
+    pub fn close(&self) {
+        self.closing.set(true);
+        self.closed.notify_waiters();
+    }
+
+    pub fn is_closing(&self) -> bool {
+        self.closing.get()
+    }
+
+    /// Returns once the slot is closed.
+    pub async fn closed(&self) {
+        let notified = self.closed.notified();
+        if !self.closing.get() {
+            notified.await;
+        }
+    }
+
+    /// A number for a new client; it picks the client's connection to each server,
+    /// so one client's requests to a server stay in order on one connection.
+    pub fn new_client_id(&self) -> usize {
+        let id = self.next_client.get();
+        self.next_client.set(id.wrapping_add(1));
+        id
     }
 }

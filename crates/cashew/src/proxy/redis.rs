@@ -12,11 +12,11 @@ use cashew_protocol::resp::{
     ReplyParse, COMMANDS,
 };
 
-use super::backend::BackendError;
 use super::client::{
     all_ok, settle_all, try_settle_all, Part, PendingReply, Protocol, MAX_PENDING,
 };
-use super::pool::PoolRt;
+use super::handoff::BackendError;
+use super::pool::{PoolRt, PoolSlot};
 use crate::stats::{pool as ps, proxy as px};
 
 /// The Redis version whose RESP2 behaviour cashew follows (reported by HELLO and INFO).
@@ -63,7 +63,7 @@ impl PendingReply for Pending {
 
 /// A redis client connection.
 pub struct Client {
-    pool: Rc<PoolRt>,
+    slot: Rc<PoolSlot>,
     id: usize,
     /// Argument ranges of the request being dispatched, reused between requests.
     args: Vec<Range<usize>>,
@@ -75,11 +75,12 @@ pub struct Client {
 }
 
 impl Client {
-    pub fn new(pool: Rc<PoolRt>) -> Client {
+    pub fn new(slot: Rc<PoolSlot>) -> Client {
+        let authenticated = slot.pool().config().redis_auth.is_none();
         Client {
-            id: pool.new_client_id(),
-            authenticated: pool.config().redis_auth.is_none(),
-            pool,
+            id: slot.new_client_id(),
+            authenticated,
+            slot,
             args: Vec::new(),
             needed: 0,
             name: None,
@@ -102,6 +103,8 @@ impl Protocol for Client {
     type Pending = Pending;
 
     fn take_requests(&mut self, input: &mut BytesMut, queue: &mut VecDeque<Pending>) -> bool {
+        let slot = self.slot.clone();
+        let pool = &*slot.pool();
         while !self.done && queue.len() < MAX_PENDING && input.len() >= self.needed {
             match resp::parse_request(input, &mut self.args) {
                 Parsed::Incomplete { needed } => {
@@ -118,7 +121,7 @@ impl Protocol for Client {
                     self.needed = 0;
                     let bytes = input.split_to(request.len).freeze();
                     if !self.args.is_empty() {
-                        let pending = self.dispatch(&bytes);
+                        let pending = self.dispatch(pool, &bytes);
                         queue.push_back(pending);
                     }
                 }
@@ -130,7 +133,7 @@ impl Protocol for Client {
     fn finish(&mut self, pending: Pending) -> (Bytes, bool) {
         match pending {
             Pending::Quit => (Bytes::from_static(b"+OK\r\n"), true),
-            other => (self.reply_bytes(other), false),
+            other => (self.reply_bytes(&self.slot.pool(), other), false),
         }
     }
 }
@@ -140,7 +143,7 @@ impl Client {
         &bytes[self.args[i].clone()]
     }
 
-    fn dispatch(&mut self, bytes: &Bytes) -> Pending {
+    fn dispatch(&mut self, pool: &PoolRt, bytes: &Bytes) -> Pending {
         let name = self.arg(bytes, 0);
         let Some(spec) = lookup(name) else {
             let mut text = format!(
@@ -166,8 +169,8 @@ impl Client {
                 "ERR command '{}' is not supported by the proxy",
                 spec.name
             )),
-            CommandKind::Local => self.local(spec.name, bytes),
-            CommandKind::Keyed => self.forward(1, bytes),
+            CommandKind::Local => self.local(pool, spec.name, bytes),
+            CommandKind::Keyed => self.forward(pool, 1, bytes),
             CommandKind::Script => {
                 let keys = std::str::from_utf8(self.arg(bytes, 2))
                     .ok()
@@ -182,56 +185,48 @@ impl Client {
                         "ERR '{}' without keys is not supported by the proxy: it needs a key to choose a server",
                         spec.name
                     )),
-                    Some(_) => self.forward(3, bytes),
+                    Some(_) => self.forward(pool, 3, bytes),
                 }
             }
-            CommandKind::SplitKeys => self.split(spec.name, bytes, 1),
+            CommandKind::SplitKeys => self.split(pool, spec.name, bytes, 1),
             CommandKind::SplitPairs => {
                 if self.args.len() % 2 == 0 {
                     return wrong_arity(spec.name);
                 }
-                self.split(spec.name, bytes, 2)
+                self.split(pool, spec.name, bytes, 2)
             }
         }
     }
 
     /// Sends the request, as received, to the server of the key at argument `key`.
-    fn forward(&mut self, key: usize, bytes: &Bytes) -> Pending {
-        match self.pool.route(self.arg(bytes, key)) {
-            Some(server) => Pending::Single(Part::new(self.pool.send(
-                server,
-                self.id,
-                bytes.clone(),
-                true,
-            ))),
-            None => self.no_server(),
+    fn forward(&mut self, pool: &PoolRt, key: usize, bytes: &Bytes) -> Pending {
+        match pool.route(self.arg(bytes, key)) {
+            Some(server) => {
+                Pending::Single(Part::new(pool.send(server, self.id, bytes.clone(), true)))
+            }
+            None => self.no_server(pool),
         }
     }
 
-    fn no_server(&self) -> Pending {
-        self.pool.pool_stats().add(ps::FORWARD_ERROR, 1);
+    fn no_server(&self, pool: &PoolRt) -> Pending {
+        pool.pool_stats().add(ps::FORWARD_ERROR, 1);
         Pending::Ready(BackendError::NoServer.redis_reply())
     }
 
     /// Splits a multi-key command whose keys come in groups of `step` arguments
     /// (1: keys; 2: key-value pairs) into one command per server.
-    fn split(&mut self, name: &str, bytes: &Bytes, step: usize) -> Pending {
+    fn split(&mut self, pool: &PoolRt, name: &str, bytes: &Bytes, step: usize) -> Pending {
         let groups = (self.args.len() - 1) / step;
         let mut servers = Vec::with_capacity(groups);
         for g in 0..groups {
-            match self.pool.route(self.arg(bytes, 1 + g * step)) {
+            match pool.route(self.arg(bytes, 1 + g * step)) {
                 Some(s) => servers.push(s),
-                None => return self.no_server(),
+                None => return self.no_server(pool),
             }
         }
         let first = servers[0];
         if servers.iter().all(|&s| s == first) {
-            return Pending::Single(Part::new(self.pool.send(
-                first,
-                self.id,
-                bytes.clone(),
-                true,
-            )));
+            return Pending::Single(Part::new(pool.send(first, self.id, bytes.clone(), true)));
         }
 
         // One command per server, with that server's groups in the client's order.
@@ -260,12 +255,10 @@ impl Client {
                         bulk(&mut out, self.arg(bytes, 1 + g * step + a));
                     }
                 }
-                Part::new(self.pool.send(server, self.id, out.into(), true))
+                Part::new(pool.send(server, self.id, out.into(), true))
             })
             .collect();
-        self.pool
-            .pool_stats()
-            .add(ps::FRAGMENTS, parts.len() as u64);
+        pool.pool_stats().add(ps::FRAGMENTS, parts.len() as u64);
         match name {
             "mget" => Pending::Mget { parts, order },
             "mset" => Pending::AllOk(parts),
@@ -273,18 +266,18 @@ impl Client {
         }
     }
 
-    fn reply_bytes(&self, pending: Pending) -> Bytes {
+    fn reply_bytes(&self, pool: &PoolRt, pending: Pending) -> Bytes {
         match pending {
             Pending::Ready(b) => b,
             Pending::Quit => Bytes::new(),
-            Pending::Single(mut part) => part.take().unwrap_or_else(|e| self.failed(e)),
-            Pending::Mget { mut parts, order } => self.merge_mget(&mut parts, &order),
+            Pending::Single(mut part) => part.take().unwrap_or_else(|e| self.failed(pool, e)),
+            Pending::Mget { mut parts, order } => self.merge_mget(pool, &mut parts, &order),
             Pending::Sum(mut parts) => {
                 let mut total: i64 = 0;
                 for p in &mut parts {
                     let reply = match p.take() {
                         Ok(r) => r,
-                        Err(e) => return self.failed(e),
+                        Err(e) => return self.failed(pool, e),
                     };
                     match std::str::from_utf8(&reply[1..reply.len() - 2])
                         .ok()
@@ -298,23 +291,23 @@ impl Client {
                 integer(&mut out, total);
                 out.into()
             }
-            Pending::AllOk(mut parts) => all_ok(&mut parts, b"+OK\r\n", |e| self.failed(e)),
+            Pending::AllOk(mut parts) => all_ok(&mut parts, b"+OK\r\n", |e| self.failed(pool, e)),
         }
     }
 
-    fn failed(&self, e: BackendError) -> Bytes {
-        self.pool.pool_stats().add(ps::FORWARD_ERROR, 1);
+    fn failed(&self, pool: &PoolRt, e: BackendError) -> Bytes {
+        pool.pool_stats().add(ps::FORWARD_ERROR, 1);
         e.redis_reply()
     }
 
     /// One array of values in the client's key order, from each server's array.
-    fn merge_mget(&self, parts: &mut [Part], order: &[u16]) -> Bytes {
+    fn merge_mget(&self, pool: &PoolRt, parts: &mut [Part], order: &[u16]) -> Bytes {
         let mut replies = Vec::with_capacity(parts.len());
         for p in parts.iter_mut() {
             match p.take() {
                 Ok(r) if r.starts_with(b"*") => replies.push(r),
                 Ok(error_reply) => return error_reply,
-                Err(e) => return self.failed(e),
+                Err(e) => return self.failed(pool, e),
             }
         }
         // Where the next element of each server's array starts.
@@ -339,7 +332,7 @@ impl Client {
     }
 
     /// Connection-level commands, answered without a server.
-    fn local(&mut self, name: &str, bytes: &Bytes) -> Pending {
+    fn local(&mut self, pool: &PoolRt, name: &str, bytes: &Bytes) -> Pending {
         let argc = self.args.len();
         let arg = |i: usize| self.arg(bytes, i);
         let lower = |i: usize| arg(i).to_ascii_lowercase();
@@ -355,8 +348,8 @@ impl Client {
                 Pending::Quit
             }
             "auth" => match argc {
-                2 => self.auth(None, arg(1)),
-                3 => self.auth(Some(arg(1)), arg(2)),
+                2 => self.auth(pool, None, arg(1)),
+                3 => self.auth(pool, Some(arg(1)), arg(2)),
                 _ => err("ERR syntax error"),
             },
             "select" => match std::str::from_utf8(arg(1)).ok().and_then(|n| n.parse::<i64>().ok()) {
@@ -383,15 +376,15 @@ impl Client {
                     String::from_utf8_lossy(other)
                 )),
             },
-            "hello" => self.hello(bytes),
+            "hello" => self.hello(pool, bytes),
             "command" => self.command(bytes),
-            "info" => ready(|o| bulk(o, self.info().as_bytes())),
+            "info" => ready(|o| bulk(o, self.info(pool).as_bytes())),
             _ => err(&format!("ERR command '{name}' is not supported by the proxy")),
         }
     }
 
-    fn auth(&mut self, user: Option<&[u8]>, password: &[u8]) -> Pending {
-        let Some(expected) = self.pool.config().redis_auth.as_deref() else {
+    fn auth(&mut self, pool: &PoolRt, user: Option<&[u8]>, password: &[u8]) -> Pending {
+        let Some(expected) = pool.config().redis_auth.as_deref() else {
             return err("ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?");
         };
         let user_ok = user.is_none_or(|u| u == b"default");
@@ -404,7 +397,7 @@ impl Client {
     }
 
     /// `HELLO [2 [AUTH user pass] [SETNAME name]]`, answered as Redis 7 does in RESP2.
-    fn hello(&mut self, bytes: &Bytes) -> Pending {
+    fn hello(&mut self, pool: &PoolRt, bytes: &Bytes) -> Pending {
         let argc = self.args.len();
         if argc >= 2 {
             match self.arg(bytes, 1) {
@@ -419,7 +412,7 @@ impl Client {
             match option.as_slice() {
                 b"auth" if i + 2 < argc => {
                     let (user, pass) = (self.args[i + 1].clone(), self.args[i + 2].clone());
-                    if let Pending::Ready(e) = self.auth(Some(&bytes[user]), &bytes[pass]) {
+                    if let Pending::Ready(e) = self.auth(pool, Some(&bytes[user]), &bytes[pass]) {
                         if e.starts_with(b"-") {
                             return Pending::Ready(e);
                         }
@@ -505,31 +498,30 @@ impl Client {
     }
 
     /// `INFO`: Redis-style sections, with a `# Proxy` section describing cashew.
-    fn info(&self) -> String {
-        let pool = self.pool.config();
-        let registry = &self.pool.registry;
+    fn info(&self, pool: &PoolRt) -> String {
+        let config = pool.config();
+        let registry = pool.registry();
         let clients = registry.proxy_total(px::CURR_CONNECTIONS);
+        let generation = &pool.generation;
         let mut s = format!(
-            "# Server\r\nredis_version:{REDIS_COMPAT_VERSION}\r\nredis_mode:standalone\r\nprocess_id:{}\r\nuptime_in_seconds:{}\r\n\r\n# Clients\r\nconnected_clients:{clients}\r\n\r\n# Proxy\r\nproxy:cashew\r\nproxy_version:{}\r\nuptime:{}\r\nconnected_clients:{clients}\r\nthreads:{}\r\npools:{}\r\npool:{}\r\nservers:{}\r\n",
+            "# Server\r\nredis_version:{REDIS_COMPAT_VERSION}\r\nredis_mode:standalone\r\nprocess_id:{}\r\nuptime_in_seconds:{}\r\n\r\n# Clients\r\nconnected_clients:{clients}\r\n\r\n# Proxy\r\nproxy:cashew\r\nproxy_version:{}\r\nuptime:{}\r\nconnected_clients:{clients}\r\nthreads:{}\r\ngeneration:{}\r\nconfig_checksum:{}\r\npools:{}\r\npool:{}\r\nservers:{}\r\n",
             std::process::id(),
             registry.uptime(),
             env!("CARGO_PKG_VERSION"),
             registry.uptime(),
-            registry.workers.len(),
-            registry.config.pools.len(),
-            pool.name,
-            pool.servers.len(),
+            registry.threads(),
+            generation.number,
+            generation.source.checksum,
+            generation.config.pools.len(),
+            config.name,
+            config.servers.len(),
         );
-        for (i, server) in pool.servers.iter().enumerate() {
-            let state = if self.pool.is_live(i) {
-                "up"
-            } else {
-                "ejected"
-            };
+        for (i, server) in config.servers.iter().enumerate() {
             s.push_str(&format!(
-                "server{i}:name={},address={},state={state}\r\n",
+                "server{i}:name={},address={},state={}\r\n",
                 server.name(),
-                server.entry
+                server.entry,
+                pool.server_state(i).name(),
             ));
         }
         s

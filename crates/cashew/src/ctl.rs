@@ -1,0 +1,323 @@
+//! `cashew reload | stop | restart | status`: talking to a running cashew, through
+//! its admin API (`--admin`), or through its pid file (`-p`) with signals.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use serde_json::Value;
+
+use crate::cli::{Cli, InstanceArgs};
+
+/// `status` exit code when no instance answers (the LSB convention).
+const NOT_RUNNING: u8 = 3;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    Reload,
+    Stop,
+    Restart,
+    Status,
+}
+
+pub fn run(action: Action, args: &InstanceArgs) -> ExitCode {
+    let result = match (&args.admin, action) {
+        (Some(admin), _) => Admin::new(admin, args).run(action),
+        (None, _) => {
+            let pid_file = args
+                .pid_file
+                .as_deref()
+                .expect("clap requires --admin or -p");
+            by_signal(action, pid_file, args.wait)
+        }
+    };
+    match result {
+        Ok(code) => code,
+        Err((code, message)) => {
+            eprintln!("cashew {}: {message}", name(action));
+            ExitCode::from(code)
+        }
+    }
+}
+
+fn name(action: Action) -> &'static str {
+    match action {
+        Action::Reload => "reload",
+        Action::Stop => "stop",
+        Action::Restart => "restart",
+        Action::Status => "status",
+    }
+}
+
+type Outcome = Result<ExitCode, (u8, String)>;
+
+struct Admin<'a> {
+    base: String,
+    token: Option<&'a str>,
+    wait: Duration,
+    agent: ureq::Agent,
+}
+
+impl<'a> Admin<'a> {
+    fn new(addr: &str, args: &'a InstanceArgs) -> Admin<'a> {
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(args.wait + Duration::from_secs(5)))
+            .build()
+            .new_agent();
+        Admin {
+            base: format!("http://{addr}"),
+            token: args.admin_token.as_deref(),
+            wait: args.wait,
+            agent,
+        }
+    }
+
+    /// The status code and JSON body of a call.
+    fn call(&self, method: &str, path: &str) -> Result<(u16, Value), (u8, String)> {
+        let url = format!("{}{path}", self.base);
+        let unreachable = |e: ureq::Error| {
+            (
+                NOT_RUNNING,
+                format!("cannot reach cashew's admin API at {}: {e}", self.base),
+            )
+        };
+        let mut response = if method == "POST" {
+            let mut request = self.agent.post(&url);
+            if let Some(token) = self.token {
+                request = request.header("Authorization", &format!("Bearer {token}"));
+            }
+            request.send_empty().map_err(unreachable)?
+        } else {
+            self.agent.get(&url).call().map_err(unreachable)?
+        };
+        let status = response.status().as_u16();
+        let text = response
+            .body_mut()
+            .read_to_string()
+            .map_err(|e| (1, format!("reading the reply of {url}: {e}")))?;
+        let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        if status == 401 {
+            return Err((
+                1,
+                "the admin API refused the call: give --admin-token (or CASHEW_ADMIN_TOKEN)".into(),
+            ));
+        }
+        Ok((status, body))
+    }
+
+    fn run(&self, action: Action) -> Outcome {
+        match action {
+            Action::Reload => {
+                let (status, body) = self.call("POST", "/reload")?;
+                if status != 200 {
+                    return Err((1, error_text(&body)));
+                }
+                println!(
+                    "reloaded: generation {} ({})",
+                    body["generation"],
+                    body["checksum"].as_str().unwrap_or("")
+                );
+                Ok(ExitCode::SUCCESS)
+            }
+            Action::Restart => {
+                let (status, body) = self.call("POST", "/restart")?;
+                if status != 200 {
+                    return Err((
+                        1,
+                        format!("{}; the running process keeps serving", error_text(&body)),
+                    ));
+                }
+                println!("restarted: new process {}", body["pid"]);
+                Ok(ExitCode::SUCCESS)
+            }
+            Action::Stop => {
+                let (_, health) = self.call("GET", "/health")?;
+                let (status, body) = self.call("POST", "/stop")?;
+                if status != 202 {
+                    return Err((1, error_text(&body)));
+                }
+                let pid = health["pid"].as_u64().unwrap_or(0) as u32;
+                if pid != 0 && !wait_until(self.wait, || !alive(pid)) {
+                    return Err((
+                        1,
+                        format!("pid {pid} still runs after {} s", self.wait.as_secs()),
+                    ));
+                }
+                println!("stopped");
+                Ok(ExitCode::SUCCESS)
+            }
+            Action::Status => {
+                let (_, status) = self.call("GET", "/status")?;
+                print!("{}", format_status(&status));
+                let ready = status["phase"].as_str() == Some("serving");
+                Ok(if ready {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::from(1)
+                })
+            }
+        }
+    }
+}
+
+fn error_text(body: &Value) -> String {
+    match body.get("error") {
+        Some(Value::String(s)) => s.clone(),
+        Some(other) => other.to_string(),
+        None => body.to_string(),
+    }
+}
+
+/// A table for people: the generation, then each pool and its servers.
+pub fn format_status(status: &Value) -> String {
+    let mut out = format!(
+        "cashew {} pid {} {} up {} s, {} worker threads\ngeneration {} from {} ({})\n",
+        status["version"].as_str().unwrap_or("?"),
+        status["pid"],
+        status["phase"].as_str().unwrap_or("?"),
+        status["uptime"],
+        status["threads"],
+        status["generation"],
+        status["file"].as_str().unwrap_or("?"),
+        status["checksum"].as_str().unwrap_or("?"),
+    );
+    for pool in status["pools"].as_array().into_iter().flatten() {
+        out.push_str(&format!(
+            "\npool {} ({}) on {}: {} clients, {:.0} requests/s\n",
+            pool["name"].as_str().unwrap_or("?"),
+            pool["protocol"].as_str().unwrap_or("?"),
+            pool["listen"].as_str().unwrap_or("?"),
+            pool["client_connections"],
+            pool["requests_per_second"].as_f64().unwrap_or(0.0),
+        ));
+        out.push_str(&format!(
+            "  {:<24} {:<28} {:<8} {:>12} {:>8}\n",
+            "server", "address", "state", "requests", "errors"
+        ));
+        for server in pool["servers"].as_array().into_iter().flatten() {
+            out.push_str(&format!(
+                "  {:<24} {:<28} {:<8} {:>12} {:>8}\n",
+                server["name"].as_str().unwrap_or("?"),
+                server["address"].as_str().unwrap_or("?"),
+                server["state"].as_str().unwrap_or("?"),
+                server["requests"].as_u64().unwrap_or(0),
+                server["errors"].as_u64().unwrap_or(0),
+            ));
+        }
+    }
+    out
+}
+
+fn by_signal(action: Action, pid_file: &Path, wait: Duration) -> Outcome {
+    let pid = read_pid(pid_file).filter(|&pid| alive(pid));
+    let Some(pid) = pid else {
+        if action == Action::Status {
+            println!(
+                "cashew is not running (no live pid in {})",
+                pid_file.display()
+            );
+            return Ok(ExitCode::from(NOT_RUNNING));
+        }
+        return Err((
+            NOT_RUNNING,
+            format!(
+                "no running cashew: {} names no live process",
+                pid_file.display()
+            ),
+        ));
+    };
+    match action {
+        Action::Status => {
+            println!("cashew is running, pid {pid}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Action::Reload => {
+            // Check the file first, as the running process will: errors are seen
+            // here rather than only in its log.
+            if let Some(conf) = config_of(pid) {
+                if let Err(errors) = cashew_config::load(&conf) {
+                    return Err((
+                        1,
+                        format!("{errors}\nnot reloaded: the running configuration stays"),
+                    ));
+                }
+            }
+            signal(pid, libc::SIGHUP)?;
+            println!("sent SIGHUP to pid {pid}: it reloads its configuration (see its log)");
+            Ok(ExitCode::SUCCESS)
+        }
+        Action::Stop => {
+            signal(pid, libc::SIGTERM)?;
+            if !wait_until(wait, || !alive(pid)) {
+                return Err((
+                    1,
+                    format!("pid {pid} still runs after {} s", wait.as_secs()),
+                ));
+            }
+            println!("stopped");
+            Ok(ExitCode::SUCCESS)
+        }
+        Action::Restart => {
+            signal(pid, libc::SIGUSR2)?;
+            let handed_over =
+                || read_pid(pid_file).is_some_and(|new| new != pid && alive(new)) && !alive(pid);
+            if !wait_until(wait, handed_over) {
+                return Err((1, format!(
+                    "the restart did not complete within {} s; pid {pid} keeps serving if the new process failed (see the log)",
+                    wait.as_secs()
+                )));
+            }
+            println!("restarted: new process {}", read_pid(pid_file).unwrap_or(0));
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn read_pid(path: &Path) -> Option<u32> {
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+fn alive(pid: u32) -> bool {
+    // A zombie still answers kill(0): look at its state too.
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let zombie = stat
+        .rsplit_once(") ")
+        .is_some_and(|(_, rest)| rest.starts_with('Z'));
+    // SAFETY: signal 0 only checks that the process exists.
+    !zombie && unsafe { libc::kill(pid as libc::pid_t, 0) } == 0
+}
+
+fn signal(pid: u32, signal: libc::c_int) -> Result<(), (u8, String)> {
+    // SAFETY: kill(2) with a pid read from the pid file and a valid signal.
+    if unsafe { libc::kill(pid as libc::pid_t, signal) } != 0 {
+        let e = std::io::Error::last_os_error();
+        return Err((1, format!("cannot signal pid {pid}: {e}")));
+    }
+    Ok(())
+}
+
+fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    while !done() {
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    true
+}
+
+/// The config file a running cashew reads, from its command line and directory.
+fn config_of(pid: u32) -> Option<PathBuf> {
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    let args: Vec<String> = cmdline
+        .split(|&b| b == 0)
+        .filter(|a| !a.is_empty())
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect();
+    let cli = Cli::try_parse_from(args).ok()?;
+    let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).ok()?;
+    Some(cwd.join(cli.conf_file))
+}

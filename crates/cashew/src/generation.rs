@@ -1,0 +1,265 @@
+//! A generation: one validated configuration as the proxy runs it, published by the
+//! main thread to every worker and never changed afterwards. Everything that must
+//! outlive a reload (server health, counters, listen sockets) is carried from one
+//! generation to the next by pool and server *name* (sockets by address), never by
+//! position, so adding or removing a server shifts nothing else.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use cashew_config::{Config, Listen};
+use socket2::Socket;
+
+use crate::proxy::health::{PoolShared, ServerHealth};
+use crate::stats::{PoolStats, Registry};
+
+pub struct Generation {
+    /// 1 for the configuration cashew started with, then one more per reload.
+    pub number: u64,
+    pub config: Arc<Config>,
+    pub source: Source,
+    /// One per pool of `config`, in the same order.
+    pub pools: Vec<PoolGen>,
+    pub registry: Arc<Registry>,
+}
+
+/// Where a configuration came from.
+pub struct Source {
+    pub path: PathBuf,
+    /// `sha256:` and the hex digest of the file's bytes (`sha256sum` prints the same).
+    pub checksum: String,
+    pub loaded_at: SystemTime,
+    pub text: String,
+}
+
+impl Source {
+    pub fn new(path: PathBuf, text: String) -> Source {
+        use sha2::{Digest, Sha256};
+        let digest = Sha256::digest(text.as_bytes());
+        let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+        Source {
+            path,
+            checksum: format!("sha256:{hex}"),
+            loaded_at: SystemTime::now(),
+            text,
+        }
+    }
+
+    pub fn loaded_at_secs(&self) -> u64 {
+        self.loaded_at
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs()
+    }
+}
+
+/// A pool's shared state in one generation.
+pub struct PoolGen {
+    pub shared: Arc<PoolShared>,
+    /// One per server of the pool, in config order.
+    pub servers: Vec<Arc<ServerHealth>>,
+    /// `[worker]`: that worker's counters for the pool.
+    pub workers: Vec<PoolStats>,
+    pub listener: Arc<ListenSockets>,
+}
+
+/// A pool's bound listen sockets: one shared by every worker, or with `reuseport`
+/// one per worker (the kernel then spreads connections over them).
+pub struct ListenSockets {
+    /// Unique for the life of the process: workers know a listener they already
+    /// accept on by it.
+    pub id: u64,
+    pub listen: Listen,
+    pub reuseport: bool,
+    pub sockets: Vec<Socket>,
+}
+
+impl ListenSockets {
+    /// Which sockets worker `worker` of `threads` accepts on: every socket is
+    /// served by some worker, and every worker serves at least one.
+    pub fn indices_for(&self, worker: usize, threads: usize) -> Vec<usize> {
+        let n = self.sockets.len();
+        let mine: Vec<usize> = (0..n).filter(|i| i % threads == worker).collect();
+        if mine.is_empty() && n > 0 {
+            vec![worker % n]
+        } else {
+            mine
+        }
+    }
+}
+
+impl Generation {
+    /// Builds generation `number` for `config`, carrying health and counters over
+    /// from `previous` by name. `listeners` holds one entry per pool, in order.
+    pub fn new(
+        number: u64,
+        config: Config,
+        source: Source,
+        registry: Arc<Registry>,
+        listeners: Vec<Arc<ListenSockets>>,
+        previous: Option<&Generation>,
+    ) -> Generation {
+        let threads = registry.threads();
+        let pools = config
+            .pools
+            .iter()
+            .zip(listeners)
+            .map(|(pool, listener)| {
+                let old = previous.and_then(|g| {
+                    let i = g.config.pools.iter().position(|p| p.name == pool.name)?;
+                    Some((&g.config.pools[i], &g.pools[i]))
+                });
+                let shared = old.map_or_else(Arc::default, |(_, o)| o.shared.clone());
+                let old_server = |name: &str| {
+                    let (old_pool, old_gen) = old?;
+                    let i = old_pool.servers.iter().position(|s| s.name() == name)?;
+                    Some((old_gen, i))
+                };
+                let servers = pool
+                    .servers
+                    .iter()
+                    .map(|s| match old_server(s.name()) {
+                        Some((o, i)) => {
+                            let health = o.servers[i].clone();
+                            if !pool.auto_eject_hosts {
+                                health.clear_automatic_ejection();
+                            }
+                            health
+                        }
+                        None => Arc::new(ServerHealth::new(shared.clone())),
+                    })
+                    .collect();
+                let workers = (0..threads)
+                    .map(|w| PoolStats {
+                        pool: old.map_or_else(Arc::default, |(_, o)| o.workers[w].pool.clone()),
+                        servers: pool
+                            .servers
+                            .iter()
+                            .map(|s| match old_server(s.name()) {
+                                Some((o, i)) => o.workers[w].servers[i].clone(),
+                                None => Arc::default(),
+                            })
+                            .collect(),
+                    })
+                    .collect();
+                PoolGen {
+                    shared,
+                    servers,
+                    workers,
+                    listener,
+                }
+            })
+            .collect();
+        Generation {
+            number,
+            config: Arc::new(config),
+            source,
+            pools,
+            registry,
+        }
+    }
+
+    pub fn pool_index(&self, name: &str) -> Option<usize> {
+        self.config.pools.iter().position(|p| p.name == name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stats::server as st;
+
+    fn config(yaml: &str) -> Config {
+        cashew_config::parse("test.yml", yaml).unwrap()
+    }
+
+    fn build(number: u64, yaml: &str, previous: Option<&Generation>) -> Generation {
+        let config = config(yaml);
+        let listeners = config
+            .pools
+            .iter()
+            .map(|p| {
+                Arc::new(ListenSockets {
+                    id: 0,
+                    listen: p.listen.clone(),
+                    reuseport: false,
+                    sockets: Vec::new(),
+                })
+            })
+            .collect();
+        let registry = previous.map_or_else(|| Arc::new(Registry::new(2)), |g| g.registry.clone());
+        Generation::new(
+            number,
+            config,
+            Source::new("test.yml".into(), yaml.into()),
+            registry,
+            listeners,
+            previous,
+        )
+    }
+
+    #[test]
+    fn counters_and_health_follow_server_names_not_positions() {
+        let first = build(
+            1,
+            "a:\n  listen: 127.0.0.1:1\n  servers:\n    - 127.0.0.1:2:1 one\n    - 127.0.0.1:3:1 two\n",
+            None,
+        );
+        first.pools[0].workers[1].servers[1].add(st::REQUESTS, 7);
+        first.pools[0].servers[1].eject_by_hand();
+
+        // "one" removed, "three" added before "two": "two" moves from index 1 to 1,
+        // then to index 2 after a re-add.
+        let second = build(
+            2,
+            "a:\n  listen: 127.0.0.1:1\n  servers:\n    - 127.0.0.1:4:1 three\n    - 127.0.0.1:5:1 zero\n    - 127.0.0.1:3:1 two\n",
+            Some(&first),
+        );
+        assert_eq!(second.pools[0].workers[1].servers[2].get(st::REQUESTS), 7);
+        assert!(
+            !second.pools[0].servers[2].is_live(),
+            "the ejection carries over"
+        );
+        assert_eq!(second.pools[0].workers[1].servers[0].get(st::REQUESTS), 0);
+        assert!(second.pools[0].servers[0].is_live());
+        assert!(Arc::ptr_eq(&first.pools[0].shared, &second.pools[0].shared));
+    }
+
+    #[test]
+    fn a_pool_added_under_a_new_name_starts_afresh() {
+        let first = build(
+            1,
+            "a:\n  listen: 127.0.0.1:1\n  servers:\n    - 127.0.0.1:2:1\n",
+            None,
+        );
+        first.pools[0].workers[0].pool.add(0, 3);
+        let second = build(
+            2,
+            "b:\n  listen: 127.0.0.1:1\n  servers:\n    - 127.0.0.1:2:1\n",
+            Some(&first),
+        );
+        assert_eq!(second.pools[0].workers[0].pool.get(0), 0);
+    }
+
+    #[test]
+    fn every_socket_has_a_worker_and_every_worker_a_socket() {
+        let sockets = |n| ListenSockets {
+            id: 0,
+            listen: Listen::Tcp {
+                host: "127.0.0.1".into(),
+                port: 1,
+            },
+            reuseport: true,
+            sockets: (0..n)
+                .map(|_| Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap())
+                .collect(),
+        };
+        let four = sockets(4);
+        assert_eq!(four.indices_for(0, 2), [0, 2]);
+        assert_eq!(four.indices_for(1, 2), [1, 3]);
+        let one = sockets(1);
+        assert_eq!(one.indices_for(0, 3), [0]);
+        assert_eq!(one.indices_for(2, 3), [0]);
+    }
+}

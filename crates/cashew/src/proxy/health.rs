@@ -1,0 +1,244 @@
+//! What every worker knows about a pool's servers: failures in a row and ejections
+//! (automatic, or by hand through the admin API). Shared by all workers, written on
+//! failures and state changes only, and carried by name from one configuration
+//! generation to the next, so a reload neither forgets nor resets an ejection.
+
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+/// The ejection settings of a pool, as its config gives them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EjectPolicy {
+    pub auto_eject: bool,
+    pub failure_limit: u32,
+    pub retry_timeout_ms: u64,
+}
+
+impl EjectPolicy {
+    pub fn of(pool: &cashew_config::Pool) -> EjectPolicy {
+        EjectPolicy {
+            auto_eject: pool.auto_eject_hosts,
+            failure_limit: pool.server_failure_limit,
+            retry_timeout_ms: pool.server_retry_timeout_ms,
+        }
+    }
+}
+
+/// State of a pool shared by every worker.
+#[derive(Default)]
+pub struct PoolShared {
+    /// Clients of this pool across all workers, for `client_connections`.
+    pub clients: AtomicU32,
+    /// Bumped at every change of a server's state: a worker that sees a new value
+    /// rebuilds its placement.
+    epoch: AtomicU64,
+}
+
+impl PoolShared {
+    #[inline]
+    pub fn epoch(&self) -> u64 {
+        self.epoch.load(Relaxed)
+    }
+}
+
+/// Where a server stands in placement.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ServerState {
+    Up,
+    /// Ejected after failures, until the given time.
+    Ejected(Instant),
+    /// Taken out by hand; back only when restored by hand.
+    Manual,
+}
+
+impl ServerState {
+    pub fn name(self) -> &'static str {
+        match self {
+            ServerState::Up => "up",
+            ServerState::Ejected(_) => "ejected",
+            ServerState::Manual => "manual",
+        }
+    }
+}
+
+/// One server's health, shared by every worker.
+pub struct ServerHealth {
+    pool: Arc<PoolShared>,
+    failures: AtomicU32,
+    /// Until when the server is ejected, in ms since [`origin`]; 0 when it is not.
+    ejected_until: AtomicU64,
+    manual: AtomicBool,
+    /// When it was last ejected, in µs since the epoch (nutcracker's `server_ejected_at`).
+    ejected_at_usec: AtomicU64,
+}
+
+/// What [`ServerHealth::failed`] did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Failure {
+    Counted,
+    /// This call ejected the server (exactly one caller sees this per ejection).
+    Ejected,
+}
+
+fn origin() -> Instant {
+    static ORIGIN: OnceLock<Instant> = OnceLock::new();
+    *ORIGIN.get_or_init(Instant::now)
+}
+
+/// Milliseconds since [`origin`], never 0 (which means "not ejected").
+fn now_ms() -> u64 {
+    origin().elapsed().as_millis() as u64 + 1
+}
+
+impl ServerHealth {
+    pub fn new(pool: Arc<PoolShared>) -> ServerHealth {
+        ServerHealth {
+            pool,
+            failures: AtomicU32::new(0),
+            ejected_until: AtomicU64::new(0),
+            manual: AtomicBool::new(false),
+            ejected_at_usec: AtomicU64::new(0),
+        }
+    }
+
+    pub fn state(&self) -> ServerState {
+        if self.manual.load(Relaxed) {
+            return ServerState::Manual;
+        }
+        match self.ejected_until.load(Relaxed) {
+            0 => ServerState::Up,
+            until if until <= now_ms() => ServerState::Up,
+            until => ServerState::Ejected(origin() + Duration::from_millis(until - 1)),
+        }
+    }
+
+    pub fn is_live(&self) -> bool {
+        self.state() == ServerState::Up
+    }
+
+    pub fn ejected_at_usec(&self) -> u64 {
+        self.ejected_at_usec.load(Relaxed)
+    }
+
+    /// A reply came: the failures in a row end.
+    #[inline]
+    pub fn ok(&self) {
+        // Read first: most replies find it at 0 already, and a store would bounce
+        // the cache line between workers.
+        if self.failures.load(Relaxed) != 0 {
+            self.failures.store(0, Relaxed);
+        }
+    }
+
+    /// Counts a failure and ejects the server when the policy says so.
+    pub fn failed(&self, policy: EjectPolicy) -> Failure {
+        let failures = self.failures.fetch_add(1, Relaxed) + 1;
+        if !policy.auto_eject || failures < policy.failure_limit {
+            return Failure::Counted;
+        }
+        let current = self.ejected_until.load(Relaxed);
+        if current > now_ms() {
+            return Failure::Counted;
+        }
+        let until = now_ms() + policy.retry_timeout_ms;
+        // One caller wins the ejection; it counts it and tells the other workers.
+        if self
+            .ejected_until
+            .compare_exchange(current, until, Relaxed, Relaxed)
+            .is_err()
+        {
+            return Failure::Counted;
+        }
+        self.failures.store(0, Relaxed);
+        self.ejected_at_usec
+            .store(crate::stats::now_usec(), Relaxed);
+        self.pool.epoch.fetch_add(1, Relaxed);
+        Failure::Ejected
+    }
+
+    /// Takes the server out of placement until [`restore`](Self::restore).
+    pub fn eject_by_hand(&self) {
+        if !self.manual.swap(true, Relaxed) {
+            self.ejected_at_usec
+                .store(crate::stats::now_usec(), Relaxed);
+        }
+        self.pool.epoch.fetch_add(1, Relaxed);
+    }
+
+    /// Puts the server back in placement now, however it was ejected.
+    pub fn restore(&self) {
+        self.manual.store(false, Relaxed);
+        self.ejected_until.store(0, Relaxed);
+        self.failures.store(0, Relaxed);
+        self.pool.epoch.fetch_add(1, Relaxed);
+    }
+
+    /// Ends an automatic ejection (used when a reload turns `auto_eject_hosts` off).
+    pub fn clear_automatic_ejection(&self) {
+        if self.ejected_until.swap(0, Relaxed) != 0 {
+            self.pool.epoch.fetch_add(1, Relaxed);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EJECT_AFTER_2: EjectPolicy = EjectPolicy {
+        auto_eject: true,
+        failure_limit: 2,
+        retry_timeout_ms: 60_000,
+    };
+
+    #[test]
+    fn failures_in_a_row_eject_once_and_bump_the_epoch() {
+        let pool = Arc::new(PoolShared::default());
+        let server = ServerHealth::new(pool.clone());
+        assert_eq!(server.failed(EJECT_AFTER_2), Failure::Counted);
+        assert_eq!(server.failed(EJECT_AFTER_2), Failure::Ejected);
+        assert!(matches!(server.state(), ServerState::Ejected(_)));
+        assert_eq!(pool.epoch(), 1);
+        assert_eq!(server.failed(EJECT_AFTER_2), Failure::Counted);
+        assert_eq!(
+            server.failed(EJECT_AFTER_2),
+            Failure::Counted,
+            "already ejected"
+        );
+        assert!(server.ejected_at_usec() > 0);
+    }
+
+    #[test]
+    fn a_reply_between_failures_resets_the_count() {
+        let server = ServerHealth::new(Arc::default());
+        server.failed(EJECT_AFTER_2);
+        server.ok();
+        assert_eq!(server.failed(EJECT_AFTER_2), Failure::Counted);
+        assert!(server.is_live());
+    }
+
+    #[test]
+    fn without_auto_eject_a_server_stays_up() {
+        let server = ServerHealth::new(Arc::default());
+        let policy = EjectPolicy {
+            auto_eject: false,
+            ..EJECT_AFTER_2
+        };
+        for _ in 0..10 {
+            server.failed(policy);
+        }
+        assert!(server.is_live());
+    }
+
+    #[test]
+    fn by_hand_ejection_lasts_until_restored() {
+        let pool = Arc::new(PoolShared::default());
+        let server = ServerHealth::new(pool.clone());
+        server.eject_by_hand();
+        assert_eq!(server.state(), ServerState::Manual);
+        server.restore();
+        assert_eq!(server.state(), ServerState::Up);
+        assert_eq!(pool.epoch(), 2);
+    }
+}
