@@ -1,6 +1,8 @@
 //! Real backends for tests: each process is started on a loopback address with a
 //! free port, waited for until it accepts connections, and killed when dropped.
 
+pub mod load;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::fs::MetadataExt;
@@ -125,6 +127,26 @@ pub fn wait_until_listening(addr: SocketAddr, child: &mut Child, what: &str) {
     }
 }
 
+/// True while a process with this pid runs (a zombie does not count).
+pub fn pid_alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit_once(") ")
+            .is_some_and(|(_, rest)| !rest.starts_with('Z'))
+    })
+}
+
+/// Kills the process `pid` (one the tests did not start themselves, e.g. a cashew
+/// that a restart started) when dropped.
+pub struct KillOnDrop(pub u32);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-KILL", &self.0.to_string()])
+            .status();
+    }
+}
+
 /// A process killed when dropped.
 pub struct Process {
     child: Child,
@@ -158,6 +180,20 @@ impl Process {
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Waits up to `limit` for the process to exit; its status, or `None` if it runs on.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 
     /// SIGSTOP, then waits until every thread of the process is stopped.
@@ -438,11 +474,63 @@ impl Cashew {
         std::fs::read_to_string(self.dir.join("cashew.log")).unwrap_or_default()
     }
 
+    /// Replaces the config file (a reload then reads it).
+    pub fn write_config(&self, yaml: &str) {
+        std::fs::write(self.dir.join("cashew.yml"), yaml).unwrap();
+    }
+
     /// The stats port's JSON document.
     pub fn stats_json(&self) -> String {
         let mut s = TcpStream::connect(("127.0.0.1", self.stats_port)).unwrap();
         let mut doc = String::new();
         s.read_to_string(&mut doc).unwrap();
         doc
+    }
+}
+
+/// A client of cashew's admin API: status code and parsed JSON body of each call.
+pub struct AdminApi {
+    base: String,
+    token: Option<String>,
+    agent: ureq::Agent,
+}
+
+impl AdminApi {
+    pub fn new(addr: SocketAddr, token: Option<&str>) -> AdminApi {
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(30)))
+            .build()
+            .new_agent();
+        AdminApi {
+            base: format!("http://{addr}"),
+            token: token.map(str::to_string),
+            agent,
+        }
+    }
+
+    pub fn get(&self, path: &str) -> (u16, serde_json::Value) {
+        let response = self.agent.get(format!("{}{path}", self.base)).call();
+        Self::parse(response, path)
+    }
+
+    pub fn post(&self, path: &str) -> (u16, serde_json::Value) {
+        let mut request = self.agent.post(format!("{}{path}", self.base));
+        if let Some(token) = &self.token {
+            request = request.header("Authorization", &format!("Bearer {token}"));
+        }
+        Self::parse(request.send_empty(), path)
+    }
+
+    fn parse(
+        response: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+        path: &str,
+    ) -> (u16, serde_json::Value) {
+        let mut response = response.unwrap_or_else(|e| panic!("admin {path}: {e}"));
+        let status = response.status().as_u16();
+        let text = response.body_mut().read_to_string().unwrap();
+        let body = serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("admin {path}: not JSON ({e}): {text}"));
+        (status, body)
     }
 }

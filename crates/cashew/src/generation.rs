@@ -4,8 +4,10 @@
 //! generation to the next by pool and server *name* (sockets by address), never by
 //! position, so adding or removing a server shifts nothing else.
 
+use std::io;
+use std::os::fd::{AsRawFd, RawFd};
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use cashew_config::{Config, Listen};
@@ -65,27 +67,66 @@ pub struct PoolGen {
 }
 
 /// A pool's bound listen sockets: one shared by every worker, or with `reuseport`
-/// one per worker (the kernel then spreads connections over them).
+/// one per worker (the kernel then spreads connections over them). Workers accept
+/// on duplicates of these descriptors; the control plane retires its own copies
+/// when no generation in force uses the listener any more, which closes it (old
+/// generations may live on a while, held by clients that are finishing).
 pub struct ListenSockets {
     /// Unique for the life of the process: workers know a listener they already
     /// accept on by it.
     pub id: u64,
     pub listen: Listen,
     pub reuseport: bool,
-    pub sockets: Vec<Socket>,
+    sockets: Mutex<Vec<Socket>>,
 }
 
 impl ListenSockets {
-    /// Which sockets worker `worker` of `threads` accepts on: every socket is
-    /// served by some worker, and every worker serves at least one.
-    pub fn indices_for(&self, worker: usize, threads: usize) -> Vec<usize> {
-        let n = self.sockets.len();
-        let mine: Vec<usize> = (0..n).filter(|i| i % threads == worker).collect();
-        if mine.is_empty() && n > 0 {
-            vec![worker % n]
-        } else {
-            mine
+    pub fn new(id: u64, listen: Listen, reuseport: bool, sockets: Vec<Socket>) -> ListenSockets {
+        ListenSockets {
+            id,
+            listen,
+            reuseport,
+            sockets: Mutex::new(sockets),
         }
+    }
+
+    fn sockets(&self) -> std::sync::MutexGuard<'_, Vec<Socket>> {
+        self.sockets.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Duplicates of the sockets worker `worker` of `threads` accepts on: every
+    /// socket is served by some worker, and every worker serves at least one.
+    pub fn for_worker(&self, worker: usize, threads: usize) -> Vec<io::Result<Socket>> {
+        let sockets = self.sockets();
+        indices_for(sockets.len(), worker, threads)
+            .into_iter()
+            .map(|i| sockets[i].try_clone())
+            .collect()
+    }
+
+    pub fn raw_fds(&self) -> Vec<RawFd> {
+        self.sockets().iter().map(AsRawFd::as_raw_fd).collect()
+    }
+
+    /// Applies `backlog` (listen(2) again on a listening socket changes it).
+    pub fn set_backlog(&self, backlog: i32) -> io::Result<()> {
+        self.sockets().iter().try_for_each(|s| s.listen(backlog))
+    }
+
+    /// Closes this process's descriptors; the listener ends once workers have
+    /// dropped theirs.
+    pub fn retire(&self) {
+        self.sockets().clear();
+    }
+}
+
+/// Which of `n` sockets worker `worker` of `threads` accepts on.
+fn indices_for(n: usize, worker: usize, threads: usize) -> Vec<usize> {
+    let mine: Vec<usize> = (0..n).filter(|i| i % threads == worker).collect();
+    if mine.is_empty() && n > 0 {
+        vec![worker % n]
+    } else {
+        mine
     }
 }
 
@@ -179,14 +220,7 @@ mod tests {
         let listeners = config
             .pools
             .iter()
-            .map(|p| {
-                Arc::new(ListenSockets {
-                    id: 0,
-                    listen: p.listen.clone(),
-                    reuseport: false,
-                    sockets: Vec::new(),
-                })
-            })
+            .map(|p| Arc::new(ListenSockets::new(0, p.listen.clone(), false, Vec::new())))
             .collect();
         let registry = previous.map_or_else(|| Arc::new(Registry::new(2)), |g| g.registry.clone());
         Generation::new(
@@ -209,8 +243,8 @@ mod tests {
         first.pools[0].workers[1].servers[1].add(st::REQUESTS, 7);
         first.pools[0].servers[1].eject_by_hand();
 
-        // "one" removed, "three" added before "two": "two" moves from index 1 to 1,
-        // then to index 2 after a re-add.
+        // "one" removed, "three" and "zero" added before "two": "two" moves from
+        // index 1 to index 2.
         let second = build(
             2,
             "a:\n  listen: 127.0.0.1:1\n  servers:\n    - 127.0.0.1:4:1 three\n    - 127.0.0.1:5:1 zero\n    - 127.0.0.1:3:1 two\n",
@@ -244,22 +278,11 @@ mod tests {
 
     #[test]
     fn every_socket_has_a_worker_and_every_worker_a_socket() {
-        let sockets = |n| ListenSockets {
-            id: 0,
-            listen: Listen::Tcp {
-                host: "127.0.0.1".into(),
-                port: 1,
-            },
-            reuseport: true,
-            sockets: (0..n)
-                .map(|_| Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap())
-                .collect(),
-        };
-        let four = sockets(4);
-        assert_eq!(four.indices_for(0, 2), [0, 2]);
-        assert_eq!(four.indices_for(1, 2), [1, 3]);
-        let one = sockets(1);
-        assert_eq!(one.indices_for(0, 3), [0]);
-        assert_eq!(one.indices_for(2, 3), [0]);
+        assert_eq!(indices_for(4, 0, 2), [0, 2]);
+        assert_eq!(indices_for(4, 1, 2), [1, 3]);
+        assert_eq!(indices_for(1, 0, 3), [0]);
+        assert_eq!(indices_for(1, 2, 3), [0]);
+        assert_eq!(indices_for(2, 2, 3), [0]);
+        assert!(indices_for(0, 0, 2).is_empty());
     }
 }

@@ -128,10 +128,7 @@ pub fn for_config(
                     pool.listen
                 );
             }
-            for socket in &kept.sockets {
-                // listen(2) again on a listening socket changes its backlog.
-                socket.listen(backlog(pool)).map_err(fail)?;
-            }
+            kept.set_backlog(backlog(pool)).map_err(fail)?;
             out.push(kept.clone());
             continue;
         }
@@ -155,12 +152,12 @@ pub fn for_config(
             given
         };
         *next_id += 1;
-        out.push(Arc::new(ListenSockets {
-            id: *next_id,
-            listen: pool.listen.clone(),
-            reuseport: pool.reuseport,
+        out.push(Arc::new(ListenSockets::new(
+            *next_id,
+            pool.listen.clone(),
+            pool.reuseport,
             sockets,
-        }));
+        )));
     }
     Ok(out)
 }
@@ -227,15 +224,4 @@ pub fn bind_only(addr: SocketAddr) -> io::Result<Socket> {
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
     Ok(socket)
-}
-
-/// Refuses new connections on a pool's TCP listen sockets at once (a final stop:
-/// clients are better refused than left in a backlog that is never accepted).
-pub fn refuse_new_connections(listener: &ListenSockets) {
-    if matches!(listener.listen, Listen::Tcp { .. }) {
-        for socket in &listener.sockets {
-            // On Linux, shutting down a listening socket stops it listening.
-            let _ = socket.shutdown(std::net::Shutdown::Read);
-        }
-    }
 }

@@ -435,11 +435,18 @@ impl Supervisor {
             listeners,
             Some(&current),
         ));
-        drop(current);
         self.directives.send_replace(Directive {
             generation: next.clone(),
             mode: Mode::Serve,
         });
+        // Listeners the new generation does not use close here; workers drop theirs
+        // as they take the generation.
+        for old in &current.pools {
+            if !next.pools.iter().any(|p| p.listener.id == old.listener.id) {
+                old.listener.retire();
+            }
+        }
+        drop(current);
         if !self
             .reports
             .wait_for(APPLY_TIMEOUT, |r| r.all_applied(number))
@@ -466,7 +473,7 @@ impl Supervisor {
         let mut fds: Vec<RawFd> = generation
             .pools
             .iter()
-            .flat_map(|p| p.listener.sockets.iter().map(AsRawFd::as_raw_fd))
+            .flat_map(|p| p.listener.raw_fds())
             .collect();
         fds.push(self.stats_socket.as_raw_fd());
         fds.extend(self.admin_socket.as_ref().map(AsRawFd::as_raw_fd));
@@ -526,14 +533,15 @@ impl Supervisor {
             generation: generation.clone(),
             mode: Mode::Drain { deadline },
         });
-        if !handover {
-            let grace = Duration::from_secs(1);
-            self.reports
-                .wait_for(grace, Reports::all_stopped_accepting)
-                .await;
-            for pool in &generation.pools {
-                listen::refuse_new_connections(&pool.listener);
-            }
+        // Once no worker accepts, closing this process's listen sockets refuses new
+        // clients at once rather than leaving them in a backlog nobody accepts.
+        // After a restart the new process holds its own descriptors of them.
+        let grace = Duration::from_secs(1);
+        self.reports
+            .wait_for(grace, Reports::all_stopped_accepting)
+            .await;
+        for pool in &generation.pools {
+            pool.listener.retire();
         }
         let margin = Duration::from_millis(500);
         if !self

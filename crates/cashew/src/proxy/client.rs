@@ -7,6 +7,7 @@ use std::future::Future;
 use std::io::{self, IoSlice};
 use std::pin::pin;
 use std::task::{Context, Poll, Waker};
+use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -22,6 +23,9 @@ const SHRINK_ABOVE: usize = 1 << 20;
 const WRITE_SLICES: usize = 64;
 /// When a drain starts, requests already received are still read, up to this much.
 const DRAIN_READ_LIMIT: usize = 1 << 20;
+/// When a drain starts, an idle client is given this long for a request already on
+/// its way (a connection accepted a moment before usually has one).
+const DRAIN_LINGER: Duration = Duration::from_millis(100);
 
 /// A client protocol: turns bytes into requests sent to servers, and settled
 /// requests into reply bytes.
@@ -134,22 +138,27 @@ where
     let mut out: VecDeque<Bytes> = VecDeque::new();
     let mut reading = true;
     let mut closing = false;
-    let mut draining = false;
+    // Draining: since when, and whether a request came since (else it lingers).
+    let mut draining: Option<tokio::time::Instant> = None;
+    let mut read_while_draining = false;
     let count_error = |counter| slot.pool().pool_stats().add(counter, 1);
 
     loop {
-        if !draining && slot.is_closing() {
-            draining = true;
+        if draining.is_none() && slot.is_closing() {
+            draining = Some(tokio::time::Instant::now());
+            let before = input.len();
             if reading && read_available(&mut reader, &mut input) {
                 count_error(ps::CLIENT_EOF);
                 reading = false;
             }
+            read_while_draining = input.len() > before || !queue.is_empty();
         }
         if reading && !protocol.take_requests(&mut input, &mut queue) {
             count_error(ps::CLIENT_ERR);
             reading = false;
         }
-        if draining && input.is_empty() {
+        let lingered = draining.is_some_and(|since| since.elapsed() >= DRAIN_LINGER);
+        if draining.is_some() && input.is_empty() && (read_while_draining || lingered) {
             // A request boundary: nothing more is read.
             reading = false;
         }
@@ -183,13 +192,14 @@ where
         }
         let can_read = reading && queue.len() < MAX_PENDING;
         let waiting = !queue.is_empty();
+        let linger_end = draining.map(|since| since + DRAIN_LINGER);
         tokio::select! {
             read = reader.read_buf(&mut input), if can_read => match read {
                 Ok(0) => {
                     count_error(ps::CLIENT_EOF);
                     reading = false;
                 }
-                Ok(_) => {}
+                Ok(_) => read_while_draining = draining.is_some(),
                 Err(_) => {
                     count_error(ps::CLIENT_ERR);
                     break;
@@ -202,10 +212,30 @@ where
                 }
             }
             () = async { queue.front_mut().expect("a reply is awaited").settle().await }, if waiting => {}
-            () = slot.closed(), if !draining => {}
+            () = slot.closed(), if draining.is_none() => {}
+            () = tokio::time::sleep_until(linger_end.unwrap_or_else(tokio::time::Instant::now)),
+                if reading && linger_end.is_some() && !read_while_draining => {}
         }
     }
     let _ = writer.shutdown().await;
+    if draining.is_some() {
+        discard_until_eof(&mut reader).await;
+    }
+}
+
+/// After a drain's last reply, the client may already have sent more: reading it
+/// away (briefly) lets the connection end with a FIN after every reply, rather than
+/// a reset that could discard replies the client has not read yet.
+async fn discard_until_eof<R: AsyncRead + Unpin>(reader: &mut R) {
+    let mut sink = [0u8; 4096];
+    let discard = async {
+        while let Ok(n) = reader.read(&mut sink).await {
+            if n == 0 {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(DRAIN_LINGER, discard).await;
 }
 
 /// Reads what the client has already sent, without waiting for more. True at the

@@ -235,8 +235,8 @@ impl Worker {
     fn start_accepting(&self, pool: &str, listener: &ListenSockets, slot: Rc<PoolSlot>) -> Accept {
         let slot = Rc::new(RefCell::new(slot));
         let mut tasks = Vec::new();
-        for i in listener.indices_for(self.ctx.id, self.threads) {
-            let socket = match listener.sockets[i].try_clone() {
+        for socket in listener.for_worker(self.ctx.id, self.threads) {
+            let socket = match socket {
                 Ok(s) => OwnedFd::from(s),
                 Err(e) => {
                     log_at!(log::ERROR, "pool '{pool}': cannot use listen socket: {e}");
