@@ -154,7 +154,8 @@ pub struct Process {
 }
 
 impl Process {
-    fn spawn(what: &str, command: &mut Command, addr: SocketAddr) -> Process {
+    /// Starts `command` and waits until it accepts connections on `addr`.
+    pub fn spawn(what: &str, command: &mut Command, addr: SocketAddr) -> Process {
         let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -450,6 +451,16 @@ impl Cashew {
     /// Starts cashew and waits until it serves stats, which it does only once every
     /// pool listens (readiness is not probed on a pool, so no client is counted).
     pub fn start(binary: &str, yaml: &str, extra_args: &[&str]) -> Cashew {
+        Self::start_with_env(binary, yaml, extra_args, &[])
+    }
+
+    /// As [`Cashew::start`], with environment variables set for the process.
+    pub fn start_with_env(
+        binary: &str,
+        yaml: &str,
+        extra_args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Cashew {
         let dir = temp_dir("cashew");
         let conf = dir.join("cashew.yml");
         std::fs::write(&conf, yaml).unwrap();
@@ -460,7 +471,8 @@ impl Cashew {
             .args(["-s", &stats_port.to_string(), "-a", "127.0.0.1"])
             .arg("-o")
             .arg(dir.join("cashew.log"))
-            .args(extra_args);
+            .args(extra_args)
+            .envs(env.iter().copied());
         let stats_addr = format!("127.0.0.1:{stats_port}").parse().unwrap();
         let process = Process::spawn("cashew", &mut cmd, stats_addr);
         Cashew {

@@ -48,6 +48,11 @@ fn connect(addr: SocketAddr) -> io::Result<TcpStream> {
 struct Replies(BufReader<TcpStream>);
 
 impl Replies {
+    /// True when the stream ends here, between two replies.
+    fn ends_here(&mut self) -> bool {
+        self.0.fill_buf().is_ok_and(|b| b.is_empty())
+    }
+
     fn line(&mut self) -> io::Result<String> {
         let mut line = Vec::new();
         if self.0.read_until(b'\n', &mut line)? == 0 {
@@ -101,19 +106,48 @@ impl Replies {
 }
 
 /// A persistent memcached client sending pipelines of `set`, `get` and multi-key
-/// `get` with values unique to this client, on one connection for its life.
+/// `get` with values unique to this client, on one connection for its life: a
+/// closed connection is a failure.
 pub fn memcached_pipelines(addr: SocketAddr, tag: &str, stop: &AtomicBool) -> Tally {
     let mut tally = Tally::default();
+    let mut seq = 0u64;
+    memcached_connection(addr, tag, stop, &mut seq, &mut tally);
+    tally
+}
+
+/// As [`memcached_pipelines`], but a connection closed at a request boundary (a
+/// drain) is counted and replaced by a new one, as clients of a restarting proxy do.
+pub fn memcached_pipelines_reconnecting(addr: SocketAddr, tag: &str, stop: &AtomicBool) -> Tally {
+    let mut tally = Tally::default();
+    let mut seq = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        if !memcached_connection(addr, tag, stop, &mut seq, &mut tally) {
+            return tally;
+        }
+    }
+    tally
+}
+
+/// Runs pipelines on one connection until `stop` (true) or a failure (false).
+/// A connection that ends between two replies is counted in `closed` and ends
+/// with true: the requests after that point were not answered, nor executed.
+fn memcached_connection(
+    addr: SocketAddr,
+    tag: &str,
+    stop: &AtomicBool,
+    seq: &mut u64,
+    tally: &mut Tally,
+) -> bool {
     let stream = match connect(addr) {
         Ok(s) => s,
         Err(e) => {
+            tally.refused += 1;
             tally.fail(format!("connect {addr}: {e}"));
-            return tally;
+            return false;
         }
     };
     let mut writer = stream.try_clone().unwrap();
     let mut replies = Replies(BufReader::new(stream));
-    let mut seq = 0u64;
     while !stop.load(Ordering::Relaxed) {
         let pairs: Vec<(String, String)> = (0..6)
             .map(|i| {
@@ -121,7 +155,7 @@ pub fn memcached_pipelines(addr: SocketAddr, tag: &str, stop: &AtomicBool) -> Ta
                 (key.clone(), format!("v-{key}"))
             })
             .collect();
-        seq += 1;
+        *seq += 1;
         let mut batch = Vec::new();
         for (key, value) in &pairs {
             batch.extend(format!("set {key} 0 0 {}\r\n{value}\r\n", value.len()).bytes());
@@ -129,41 +163,52 @@ pub fn memcached_pipelines(addr: SocketAddr, tag: &str, stop: &AtomicBool) -> Ta
         }
         let keys: Vec<&str> = pairs.iter().map(|(k, _)| k.as_str()).collect();
         batch.extend(format!("get {}\r\n", keys.join(" ")).bytes());
-        if let Err(e) = writer.write_all(&batch) {
-            tally.fail(format!("{tag}: writing a batch: {e}"));
+        if writer.write_all(&batch).is_err() {
             tally.closed += 1;
-            return tally;
+            return true;
         }
         for pair in &pairs {
-            tally.requests += 2;
+            if replies.ends_here() {
+                tally.closed += 1;
+                return true;
+            }
             match replies.line() {
                 Ok(line) if line == "STORED\r\n" => {}
                 Ok(line) => tally.fail(format!("{tag}: set {}: {line:?}", pair.0)),
                 Err(e) => {
                     tally.fail(format!("{tag}: set {}: {e}", pair.0));
-                    tally.closed += 1;
-                    return tally;
+                    return false;
                 }
             }
+            tally.requests += 1;
+            if replies.ends_here() {
+                tally.closed += 1;
+                return true;
+            }
+            tally.requests += 1;
             match replies.values(std::slice::from_ref(pair)) {
                 Ok(0) => tally.misses += 1,
                 Ok(_) => {}
                 Err(e) => {
                     tally.fail(format!("{tag}: get {}: {e}", pair.0));
-                    return tally;
+                    return false;
                 }
             }
+        }
+        if replies.ends_here() {
+            tally.closed += 1;
+            return true;
         }
         tally.requests += 1;
         match replies.values(&pairs) {
             Ok(hits) => tally.misses += (pairs.len() - hits) as u64,
             Err(e) => {
                 tally.fail(format!("{tag}: multi-get: {e}"));
-                return tally;
+                return false;
             }
         }
     }
-    tally
+    true
 }
 
 /// A persistent redis client (the `redis` crate) sending pipelines of SET, GET and
