@@ -123,7 +123,7 @@ pub fn for_config(
             if kept.reuseport != pool.reuseport {
                 log_at!(
                     NOTICE,
-                    "pool '{}': a change of reuseport on {} takes effect at the next restart",
+                    "pool '{}': a change of reuseport on {} takes effect only when cashew is stopped and started again (a restart hands the same sockets over)",
                     pool.name,
                     pool.listen
                 );
