@@ -127,7 +127,19 @@ pub async fn settle_all(parts: &mut [Part]) {
 /// Serves one client until it closes, asks to, or breaks the protocol, or until its
 /// pool's slot closes (pool removed, or cashew draining): then the requests already
 /// received are answered and the connection is closed at a request boundary.
-pub async fn serve<P, R, W>(mut reader: R, mut writer: W, slot: &PoolSlot, mut protocol: P)
+/// `id` is the client's number in its slot.
+pub async fn serve<P, R, W>(reader: R, writer: W, slot: &PoolSlot, id: usize, protocol: P)
+where
+    P: Protocol,
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    slot.register(id).await;
+    serve_registered(reader, writer, slot, protocol).await;
+    slot.unregister(id);
+}
+
+async fn serve_registered<P, R, W>(mut reader: R, mut writer: W, slot: &PoolSlot, mut protocol: P)
 where
     P: Protocol,
     R: AsyncRead + Unpin,
@@ -212,7 +224,9 @@ where
                 }
             }
             () = async { queue.front_mut().expect("a reply is awaited").settle().await }, if waiting => {}
-            () = slot.closed(), if draining.is_none() => {}
+            // The slot wakes this task when it closes (see `PoolSlot::register`).
+            () = std::future::poll_fn(|_| if slot.is_closing() { Poll::Ready(()) } else { Poll::Pending }),
+                if draining.is_none() => {}
             () = tokio::time::sleep_until(linger_end.unwrap_or_else(tokio::time::Instant::now)),
                 if reading && linger_end.is_some() && !read_while_draining => {}
         }

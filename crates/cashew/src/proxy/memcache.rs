@@ -69,9 +69,9 @@ pub struct Client {
 }
 
 impl Client {
-    pub fn new(slot: Rc<PoolSlot>) -> Client {
+    pub fn new(slot: Rc<PoolSlot>, id: usize) -> Client {
         Client {
-            id: slot.new_client_id(),
+            id,
             slot,
             skip: 0,
             done: false,

@@ -4,14 +4,15 @@
 //! batches of requests.
 
 use std::cell::{Cell, Ref, RefCell};
+use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::task::Waker;
 use std::time::Instant;
 
 use bytes::Bytes;
 use cashew_config::Pool;
 use cashew_route::Router;
-use tokio::sync::Notify;
 
 use super::backend::{LinkSettings, ServerConns, ServerLink};
 use super::handoff::{Job, Replies, ReplyRx};
@@ -32,6 +33,7 @@ pub struct PoolRt {
     seen_epoch: Cell<u64>,
     /// When an ejected server is due back, so the router is rebuilt then.
     next_rebuild: Cell<Option<Instant>>,
+    shared: Arc<PoolShared>,
     pool_stats: Arc<PoolCounters>,
     proxy_stats: Arc<ProxyCounters>,
 }
@@ -97,6 +99,7 @@ impl PoolRt {
             replies: worker.replies.clone(),
             seen_epoch: Cell::new(0),
             next_rebuild: Cell::new(None),
+            shared: state.shared.clone(),
             pool_stats: counters.pool.clone(),
             proxy_stats: generation.registry.workers[worker.id].clone(),
             generation,
@@ -110,7 +113,7 @@ impl PoolRt {
     }
 
     pub fn shared(&self) -> &PoolShared {
-        &self.generation.pools[self.index].shared
+        &self.shared
     }
 
     pub fn registry(&self) -> &Registry {
@@ -203,7 +206,9 @@ impl PoolRt {
 pub struct PoolSlot {
     current: RefCell<Rc<PoolRt>>,
     closing: Cell<bool>,
-    closed: Notify,
+    /// Each client's task, woken when the slot closes. A task's waker does not
+    /// change, so it is registered once rather than at every turn of the loop.
+    clients: RefCell<HashMap<usize, Waker>>,
     next_client: Cell<usize>,
 }
 
@@ -212,7 +217,7 @@ impl PoolSlot {
         PoolSlot {
             current: RefCell::new(Rc::new(pool)),
             closing: Cell::new(false),
-            closed: Notify::new(),
+            clients: RefCell::default(),
             next_client: Cell::new(0),
         }
     }
@@ -227,21 +232,30 @@ impl PoolSlot {
         *self.current.borrow_mut() = Rc::new(pool);
     }
 
+    /// Closes the slot and wakes every client, so each finishes and closes.
     pub fn close(&self) {
         self.closing.set(true);
-        self.closed.notify_waiters();
+        let clients = std::mem::take(&mut *self.clients.borrow_mut());
+        for waker in clients.into_values() {
+            waker.wake();
+        }
     }
 
+    #[inline]
     pub fn is_closing(&self) -> bool {
         self.closing.get()
     }
 
-    /// Returns once the slot is closed.
-    pub async fn closed(&self) {
-        let notified = self.closed.notified();
+    /// Registers the calling task as client `id`, to be woken when the slot closes.
+    pub async fn register(&self, id: usize) {
+        let waker = std::future::poll_fn(|cx| std::task::Poll::Ready(cx.waker().clone())).await;
         if !self.closing.get() {
-            notified.await;
+            self.clients.borrow_mut().insert(id, waker);
         }
+    }
+
+    pub fn unregister(&self, id: usize) {
+        self.clients.borrow_mut().remove(&id);
     }
 
     /// A number for a new client; it picks the client's connection to each server,

@@ -75,10 +75,10 @@ pub struct Client {
 }
 
 impl Client {
-    pub fn new(slot: Rc<PoolSlot>) -> Client {
+    pub fn new(slot: Rc<PoolSlot>, id: usize) -> Client {
         let authenticated = slot.pool().config().redis_auth.is_none();
         Client {
-            id: slot.new_client_id(),
+            id,
             authenticated,
             slot,
             args: Vec::new(),

@@ -380,9 +380,12 @@ where
     R: tokio::io::AsyncRead + Unpin,
     W: tokio::io::AsyncWrite + Unpin,
 {
+    let id = slot.new_client_id();
     if slot.pool().config().redis {
-        client::serve(reader, writer, slot, redis::Client::new(slot.clone())).await
+        let protocol = redis::Client::new(slot.clone(), id);
+        client::serve(reader, writer, slot, id, protocol).await
     } else {
-        client::serve(reader, writer, slot, memcache::Client::new(slot.clone())).await
+        let protocol = memcache::Client::new(slot.clone(), id);
+        client::serve(reader, writer, slot, id, protocol).await
     }
 }
