@@ -274,14 +274,21 @@ fn a_failed_restart_leaves_the_old_process_serving() {
     expect_failure("exit status: 3");
     assert_eq!(c.get("k").as_deref(), Some(&b"v"[..]));
 
-    // A good binary put in place: the upgrade goes through.
+    // A good binary put in place: `cashew restart` through the pid file upgrades.
     std::fs::remove_file(&binary).unwrap();
     std::fs::copy(CASHEW, &binary).unwrap();
-    kill(pid, "USR2");
-    wait_for("a new pid", Duration::from_secs(20), || {
-        read_pid(&pid_file).is_some_and(|p| p != pid)
-    });
+    let out = Command::new(CASHEW)
+        .args(["restart", "-p", pid_file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let new = read_pid(&pid_file).unwrap();
+    assert_ne!(new, pid);
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&new.to_string()));
     let _guard = KillOnDrop(new);
     assert_eq!(
         std::fs::read_link(format!("/proc/{new}/exe")).unwrap(),

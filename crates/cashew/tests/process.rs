@@ -62,6 +62,19 @@ fn signals_are_logged_and_sigterm_exits_cleanly() {
             .contains("signal 22 (SIGTTOU) received, down logging level to 5")
     });
 
+    // SIGHUP also reloads the configuration; SIGUSR1 only reopens the log.
+    wait_for("the reload of the SIGHUP", || {
+        cashew.log().contains("configuration generation 2 loaded")
+    });
+    kill(pid, "USR1");
+    wait_for("SIGUSR1 in the log", || {
+        cashew
+            .log()
+            .contains("signal 10 (SIGUSR1) received, reopening log file")
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(!cashew.log().contains("configuration generation 3"));
+
     // The log file is reopened on SIGHUP: after a rotation, new lines go to a new file.
     let log = cashew.dir.join("cashew.log");
     std::fs::rename(&log, cashew.dir.join("cashew.log.1")).unwrap();
