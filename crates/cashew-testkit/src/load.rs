@@ -38,6 +38,16 @@ impl Tally {
     }
 }
 
+/// Batch `seq` of a client: six keys with values that name their key.
+fn batch_pairs(tag: &str, seq: u64) -> Vec<(String, String)> {
+    (0..6)
+        .map(|i| {
+            let key = format!("{tag}:{seq}:{i}");
+            (key.clone(), format!("v-{key}"))
+        })
+        .collect()
+}
+
 fn connect(addr: SocketAddr) -> io::Result<TcpStream> {
     let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
     stream.set_read_timeout(Some(Duration::from_secs(15)))?;
@@ -149,12 +159,7 @@ fn memcached_connection(
     let mut writer = stream.try_clone().unwrap();
     let mut replies = Replies(BufReader::new(stream));
     while !stop.load(Ordering::Relaxed) {
-        let pairs: Vec<(String, String)> = (0..6)
-            .map(|i| {
-                let key = format!("{tag}:{seq}:{i}");
-                (key.clone(), format!("v-{key}"))
-            })
-            .collect();
+        let pairs = batch_pairs(tag, *seq);
         *seq += 1;
         let mut batch = Vec::new();
         for (key, value) in &pairs {
@@ -227,12 +232,7 @@ pub fn redis_pipelines(addr: SocketAddr, tag: &str, stop: &AtomicBool) -> Tally 
     let _ = con.set_read_timeout(Some(Duration::from_secs(15)));
     let mut seq = 0u64;
     while !stop.load(Ordering::Relaxed) {
-        let pairs: Vec<(String, String)> = (0..6)
-            .map(|i| {
-                let key = format!("{tag}:{seq}:{i}");
-                (key.clone(), format!("v-{key}"))
-            })
-            .collect();
+        let pairs = batch_pairs(tag, seq);
         seq += 1;
         let mut pipe = redis::pipe();
         for (key, value) in &pairs {
