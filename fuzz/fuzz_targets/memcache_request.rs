@@ -1,12 +1,13 @@
 #![no_main]
 //! Any bytes: parsing never panics, every decision covers bytes that exist, and a
-//! decision taken on a prefix is the one taken on the whole input.
+//! decision taken on a prefix is the one taken on the whole input (except a hang-up
+//! on a line too long without a newline, after which nothing more is read).
 
 use cashew_protocol::memcache::{parse_request, Parsed};
 use libfuzzer_sys::fuzz_target;
 
 fn decide(data: &[u8]) -> Option<(usize, bool)> {
-    match parse_request(data, 4096) {
+    match parse_request(data, Some(4096)) {
         Parsed::Incomplete => None,
         Parsed::Request(r) => {
             assert!(r.len > 0 && r.len <= data.len());
@@ -15,9 +16,16 @@ fn decide(data: &[u8]) -> Option<(usize, bool)> {
         }
         Parsed::Invalid(i) => {
             assert!(i.consume > 0 && i.consume <= data.len());
+            if i.close && memchr_newline(data).is_none() {
+                return None;
+            }
             Some((i.consume, false))
         }
     }
+}
+
+fn memchr_newline(data: &[u8]) -> Option<usize> {
+    data.iter().position(|&b| b == b'\n')
 }
 
 fuzz_target!(|data: &[u8]| {

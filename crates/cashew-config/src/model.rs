@@ -40,8 +40,9 @@ pub struct Pool {
     pub server_failure_limit: u32,
     pub tcpkeepalive: bool,
     pub reuseport: bool,
-    /// Largest value a client may store, in bytes (cashew's own key).
-    pub max_value_size: u64,
+    /// Largest value a client may store, in bytes (cashew's own key); without it
+    /// the server decides, as it would without a proxy.
+    pub max_value_size: Option<u64>,
     pub servers: Vec<Server>,
 }
 
@@ -67,7 +68,7 @@ impl Pool {
             server_failure_limit: 2,
             tcpkeepalive: false,
             reuseport: false,
-            max_value_size: 1024 * 1024,
+            max_value_size: None,
             servers: Vec::new(),
         }
     }

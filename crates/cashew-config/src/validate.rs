@@ -215,7 +215,7 @@ impl<'f> Validator<'f> {
                 "auto_eject_hosts" => set(&mut pool.auto_eject_hosts, field.boolean()),
                 "tcpkeepalive" => set(&mut pool.tcpkeepalive, field.boolean()),
                 "reuseport" => set(&mut pool.reuseport, field.boolean()),
-                "max_value_size" => set(&mut pool.max_value_size, field.number(1, u32::MAX as u64)),
+                "max_value_size" => pool.max_value_size = field.number(1, u32::MAX as u64),
                 "redis_auth" => {
                     redis_auth_at = Some(key_node.at);
                     pool.redis_auth = field.parse(|s| if s.is_empty() { Err("is empty; give the password or leave the key out".into()) } else { Ok(s.to_string()) });

@@ -66,7 +66,7 @@ fn parse_all(stream: &[u8]) -> Vec<(String, usize)> {
     let mut outcomes = Vec::new();
     let mut pos = 0;
     while pos < stream.len() {
-        match parse_request(&stream[pos..], 1000) {
+        match parse_request(&stream[pos..], Some(1000)) {
             Parsed::Incomplete => break,
             Parsed::Request(r) => {
                 assert!(r.len > 0 && pos + r.len <= stream.len());

@@ -164,6 +164,8 @@ pub struct PoolStats {
 pub struct Registry {
     pub workers: Vec<Arc<ProxyCounters>>,
     started: Instant,
+    /// The totals at the last memcached `stats reset`.
+    baseline: [AtomicU64; proxy::NAMES.len()],
 }
 
 impl Registry {
@@ -171,6 +173,7 @@ impl Registry {
         Registry {
             workers: (0..threads).map(|_| Arc::default()).collect(),
             started: Instant::now(),
+            baseline: Default::default(),
         }
     }
 
@@ -187,6 +190,21 @@ impl Registry {
             .iter()
             .map(|w| w.get(i))
             .fold(0, u64::wrapping_add)
+    }
+
+    /// `stats reset`: counters read from now on start again from 0 (but the
+    /// current connections, which are a level, not a count).
+    pub fn reset_proxy_counters(&self) {
+        for (i, base) in self.baseline.iter().enumerate() {
+            if i != proxy::CURR_CONNECTIONS {
+                base.store(self.proxy_total(i), Relaxed);
+            }
+        }
+    }
+
+    pub fn proxy_since_reset(&self, i: usize) -> u64 {
+        self.proxy_total(i)
+            .wrapping_sub(self.baseline[i].load(Relaxed))
     }
 }
 

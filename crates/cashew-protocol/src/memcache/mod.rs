@@ -1,9 +1,14 @@
 //! The memcached text protocol: requests from clients, replies from servers.
 
+pub mod base64;
+mod numbers;
 mod reply;
 mod request;
 mod tokens;
 
 pub use reply::{parse_reply, ReplyParse, ValueBlocks};
-pub use request::{parse_request, Command, Invalid, Parsed, Request, Shape, MAX_LINE_LEN};
-pub use tokens::{is_valid_key, keys, MAX_KEY_LEN};
+pub use request::{
+    parse_request, Command, Invalid, Parsed, Request, Shape, MAX_KEY_LEN, MAX_LINE_LEN,
+    SHORT_LINE_LEN,
+};
+pub use tokens::keys;

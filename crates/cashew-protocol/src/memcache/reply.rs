@@ -1,4 +1,5 @@
-//! Server replies. A reply is one line, or `VALUE` blocks closed by `END`.
+//! Server replies. A reply is one line, `VALUE` blocks closed by `END`, or a meta
+//! `VA <length> <flags>` line followed by its data.
 
 use super::tokens::Tokens;
 pub use crate::ReplyParse;
@@ -12,6 +13,19 @@ pub fn parse_reply(buf: &[u8]) -> ReplyParse {
         };
         let line = &buf[pos..pos + nl];
         let line_len = nl + 1;
+        if pos == 0 && line.starts_with(b"VA ") {
+            let Some(data) = token_number(line, 1) else {
+                return ReplyParse::Invalid;
+            };
+            let end = line_len + data + 2;
+            if buf.len() < end {
+                return ReplyParse::Incomplete;
+            }
+            if &buf[end - 2..end] != b"\r\n" {
+                return ReplyParse::Invalid;
+            }
+            return ReplyParse::Complete(end);
+        }
         if !line.starts_with(b"VALUE ") {
             // `END` closes a retrieval; any other line is a whole reply on its own,
             // unless VALUE blocks came before it, which only END may follow.
@@ -38,8 +52,14 @@ pub fn parse_reply(buf: &[u8]) -> ReplyParse {
 /// The data length of a `VALUE <key> <flags> <bytes> [<cas>]` line.
 #[inline]
 fn value_len(line: &[u8]) -> Option<usize> {
+    token_number(line, 3)
+}
+
+/// Token `index` of a reply line, as a length.
+#[inline]
+fn token_number(line: &[u8], index: usize) -> Option<usize> {
     let line = line.strip_suffix(b"\r").unwrap_or(line);
-    let digits = &line[Tokens::new(line).nth(3)?];
+    let digits = &line[Tokens::new(line).nth(index)?];
     if digits.is_empty() || digits.len() > 19 {
         return None;
     }
@@ -120,6 +140,30 @@ mod tests {
     fn values_may_hold_line_breaks() {
         let reply = b"VALUE a 0 4\r\n\r\nEN\r\nEND\r\n";
         assert_eq!(parse_reply(reply), ReplyParse::Complete(reply.len()));
+    }
+
+    #[test]
+    fn meta_replies() {
+        for reply in [
+            &b"HD\r\n"[..],
+            b"EN\r\n",
+            b"MN\r\n",
+            b"NF O12 kfoo\r\n",
+            b"ME foo exp=-1\r\n",
+        ] {
+            assert_eq!(parse_reply(reply), ReplyParse::Complete(reply.len()));
+        }
+        let reply = b"VA 3 O5 f0\r\nabc\r\nMN\r\n";
+        assert_eq!(parse_reply(reply), ReplyParse::Complete(reply.len() - 4));
+        for cut in 0..reply.len() - 4 {
+            assert_eq!(
+                parse_reply(&reply[..cut]),
+                ReplyParse::Incomplete,
+                "cut {cut}"
+            );
+        }
+        assert_eq!(parse_reply(b"VA x\r\n"), ReplyParse::Invalid);
+        assert_eq!(parse_reply(b"VA 1\r\nxyz\r\n"), ReplyParse::Invalid);
     }
 
     #[test]

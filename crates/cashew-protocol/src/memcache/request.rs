@@ -1,12 +1,30 @@
-//! Client requests. A request is described by offsets into the caller's buffer, so
-//! parsing copies nothing and the bytes can be forwarded exactly as received.
+//! Client requests, read exactly as memcached 1.6 reads them: the same tokens
+//! (split on spaces only, at most 24 counted, a line cut at a NUL byte), the same
+//! numbers, the same checks in the same order and the same error for each, and the
+//! same framing: a data block is expected exactly when memcached would read one.
+//! Requests are described by offsets into the caller's buffer, so parsing copies
+//! nothing and the bytes can be forwarded as received.
+//!
+//! What memcached would check only with the item in hand (a bad data chunk, a value
+//! too large for the server, meta flags) is left to the server, whose reply passes
+//! through unchanged.
 
 use std::ops::Range;
 
-use super::tokens::{is_valid_key, Tokens};
+use super::numbers::{safe_strtol, safe_strtoul, safe_strtoull};
 
-/// Longest command line accepted (a multi-get of many long keys fits easily).
+/// Longest command line cashew reads (only a multi-key `get`/`gets` may exceed
+/// [`SHORT_LINE_LEN`]).
 pub const MAX_LINE_LEN: usize = 256 * 1024;
+/// memcached closes a connection that sends this much without a newline, unless
+/// the line starts with `get ` or `gets ` (a long multi-get).
+pub const SHORT_LINE_LEN: usize = 2048;
+/// memcached's longest key.
+pub const MAX_KEY_LEN: usize = 250;
+/// memcached counts at most this many tokens (the last stands for the rest).
+const MAX_TOKENS: usize = 24;
+/// Meta commands refuse more tokens than this.
+const META_MAX_TOKENS: usize = 20;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Command {
@@ -29,6 +47,18 @@ pub enum Command {
     Version,
     Quit,
     Stats,
+    /// `mg`: meta get.
+    MetaGet,
+    /// `ms`: meta set.
+    MetaSet,
+    /// `md`: meta delete.
+    MetaDelete,
+    /// `ma`: meta arithmetic.
+    MetaArithmetic,
+    /// `mn`: meta no-op; answered once every earlier request is.
+    MetaNoop,
+    /// `me`: meta debug, about one key.
+    MetaDebug,
 }
 
 /// How a request travels through the proxy.
@@ -49,43 +79,24 @@ impl Command {
         use Command::*;
         match self {
             Get | Gets | Gat | Gats => Shape::Retrieval,
-            Set | Add | Replace | Append | Prepend | Cas | Incr | Decr | Touch | Delete => {
-                Shape::SingleKey
-            }
+            Set | Add | Replace | Append | Prepend | Cas | Incr | Decr | Touch | Delete
+            | MetaGet | MetaSet | MetaDelete | MetaArithmetic | MetaDebug => Shape::SingleKey,
             FlushAll | Verbosity => Shape::Broadcast,
-            Version | Quit | Stats => Shape::Local,
+            Version | Quit | Stats | MetaNoop => Shape::Local,
         }
     }
 
     pub fn is_storage(self) -> bool {
         use Command::*;
-        matches!(self, Set | Add | Replace | Append | Prepend | Cas)
+        matches!(self, Set | Add | Replace | Append | Prepend | Cas | MetaSet)
     }
 
-    fn from_name(name: &[u8]) -> Option<Command> {
+    pub fn is_meta(self) -> bool {
         use Command::*;
-        Some(match name {
-            b"get" => Get,
-            b"gets" => Gets,
-            b"gat" => Gat,
-            b"gats" => Gats,
-            b"set" => Set,
-            b"add" => Add,
-            b"replace" => Replace,
-            b"append" => Append,
-            b"prepend" => Prepend,
-            b"cas" => Cas,
-            b"incr" => Incr,
-            b"decr" => Decr,
-            b"touch" => Touch,
-            b"delete" => Delete,
-            b"flush_all" => FlushAll,
-            b"verbosity" => Verbosity,
-            b"version" => Version,
-            b"quit" => Quit,
-            b"stats" => Stats,
-            _ => return None,
-        })
+        matches!(
+            self,
+            MetaGet | MetaSet | MetaDelete | MetaArithmetic | MetaNoop | MetaDebug
+        )
     }
 }
 
@@ -99,25 +110,30 @@ pub struct Request {
     pub len: usize,
     /// The key of a single-key command, or the first key of a retrieval.
     pub key: Range<usize>,
-    /// Retrievals: the key list on the line (from the first key to the line's end).
+    /// The key is base64 (meta `b` flag): decode it to place the request.
+    pub key_base64: bool,
+    /// Retrievals: the key list (from the first key to the end of the line as
+    /// memcached reads it). `stats`: its arguments.
     pub keys: Range<usize>,
     /// The request asked for no reply.
     pub noreply: bool,
     /// The ` noreply` token with the space before it, so it can be cut out when the
     /// proxy wants the server's reply anyway. Empty when absent.
     pub noreply_span: Range<usize>,
+    /// A meta request in quiet mode (`q`): its nominal reply is left out.
+    pub quiet: bool,
 }
 
 /// A request that cannot be served: what to answer and how to get back in step.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Invalid {
-    /// The whole reply line, `\r\n` included.
+    /// The whole reply line, `\r\n` included; empty for none.
     pub reply: &'static [u8],
     /// Bytes to drop from the buffer now.
     pub consume: usize,
     /// Further bytes to drop as they arrive (the data block of a refused storage command).
     pub skip: usize,
-    /// The stream cannot be resynchronised: answer, then close.
+    /// memcached closes the connection here: answer (if anything), then close.
     pub close: bool,
     /// The request said `noreply`: send nothing.
     pub noreply: bool,
@@ -133,182 +149,439 @@ pub enum Parsed {
 
 const ERROR: &[u8] = b"ERROR\r\n";
 const BAD_FORMAT: &[u8] = b"CLIENT_ERROR bad command line format\r\n";
-const BAD_KEY: &[u8] = b"CLIENT_ERROR bad key: 1 to 250 bytes, no spaces or control characters\r\n";
+const BAD_DELETE: &[u8] =
+    b"CLIENT_ERROR bad command line format.  Usage: delete <key> [noreply]\r\n";
 const BAD_DELTA: &[u8] = b"CLIENT_ERROR invalid numeric delta argument\r\n";
-const BAD_CHUNK: &[u8] = b"CLIENT_ERROR bad data chunk\r\n";
-const TOO_LARGE: &[u8] = b"CLIENT_ERROR object too large for cache\r\n";
+const BAD_EXPTIME: &[u8] = b"CLIENT_ERROR invalid exptime argument\r\n";
+const TOO_LARGE: &[u8] = b"SERVER_ERROR object too large for cache\r\n";
 const LINE_TOO_LONG: &[u8] = b"CLIENT_ERROR line too long\r\n";
+const SHUTDOWN: &[u8] = b"ERROR: shutdown not enabled\r\n";
+const ADMIN: &[u8] = b"ERROR not supported by the proxy: a server administration command\r\n";
 
-/// Parses the request at the start of `buf`. `max_value` is the largest data block
-/// accepted; a larger one is refused and skipped.
-pub fn parse_request(buf: &[u8], max_value: usize) -> Parsed {
-    let Some(nl) = memchr::memchr(b'\n', buf) else {
-        if buf.len() > MAX_LINE_LEN {
-            return invalid(LINE_TOO_LONG, buf.len(), 0, false).closing();
+/// The tokens of a command line as memcached counts them.
+struct Line<'a> {
+    line: &'a [u8],
+    /// The first 23 tokens.
+    tokens: [Range<usize>; MAX_TOKENS - 1],
+    /// memcached's `ntokens`: real tokens (at most 23) plus the terminal one.
+    ntokens: usize,
+}
+
+impl<'a> Line<'a> {
+    fn new(line: &'a [u8]) -> Line<'a> {
+        let mut tokens: [Range<usize>; MAX_TOKENS - 1] = Default::default();
+        let mut n = 0;
+        for t in split(line) {
+            if n == tokens.len() {
+                break;
+            }
+            tokens[n] = t;
+            n += 1;
         }
-        return Parsed::Incomplete;
+        Line {
+            line,
+            tokens,
+            ntokens: n + 1,
+        }
+    }
+
+    fn token(&self, i: usize) -> &'a [u8] {
+        &self.line[self.tokens[i].clone()]
+    }
+
+    /// The last real token (memcached's `tokens[ntokens - 2]`).
+    fn last(&self) -> &'a [u8] {
+        self.token(self.ntokens - 2)
+    }
+
+    /// The last real token is `noreply`: its span with the space before it.
+    fn noreply(&self) -> Option<Range<usize>> {
+        if self.ntokens < 3 || self.last() != b"noreply" {
+            return None;
+        }
+        let t = &self.tokens[self.ntokens - 2];
+        let start = self.line[..t.start]
+            .iter()
+            .rposition(|&b| b != b' ')
+            .map_or(t.start, |p| p + 1);
+        Some(start..t.end)
+    }
+}
+
+/// Tokens split on spaces only, as memcached splits them.
+fn split(line: &[u8]) -> impl Iterator<Item = Range<usize>> + '_ {
+    let mut pos = 0;
+    std::iter::from_fn(move || {
+        while pos < line.len() && line[pos] == b' ' {
+            pos += 1;
+        }
+        if pos == line.len() {
+            return None;
+        }
+        let start = pos;
+        while pos < line.len() && line[pos] != b' ' {
+            pos += 1;
+        }
+        Some(start..pos)
+    })
+}
+
+/// Parses the request at the start of `buf`. `max_value`, when set, is the
+/// largest data block the proxy accepts; a larger one is refused and skipped.
+pub fn parse_request(buf: &[u8], max_value: Option<usize>) -> Parsed {
+    let Some(nl) = memchr::memchr(b'\n', buf) else {
+        return incomplete_line(buf);
     };
     let line_len = nl + 1;
-    let line_end = if nl > 0 && buf[nl - 1] == b'\r' {
+    // memcached strips a `\r` before the newline unless it is the whole line.
+    let mut end = if nl > 1 && buf[nl - 1] == b'\r' {
         nl - 1
     } else {
         nl
     };
-    let line = &buf[..line_end];
-
-    let mut tokens = Tokens::new(line);
-    let Some(name) = tokens.next() else {
-        return invalid(ERROR, line_len, 0, false);
+    // ... and reads the line as a C string: it stops at a NUL byte.
+    if let Some(nul) = memchr::memchr(0, &buf[..end]) {
+        end = nul;
+    }
+    let line = Line::new(&buf[..end]);
+    let local = |reply| invalid(reply, line_len, 0, false);
+    if line.ntokens < 2 || line.tokens[0].len() < 2 {
+        return local(ERROR);
+    }
+    let name = line.token(0);
+    let request = |command, key: Range<usize>, keys: Range<usize>, len| Request {
+        command,
+        line_len,
+        len,
+        key,
+        key_base64: false,
+        keys,
+        noreply: false,
+        noreply_span: end..end,
+        quiet: false,
     };
-    let Some(command) = Command::from_name(&line[name]) else {
-        return invalid(ERROR, line_len, 0, false);
+    let with_noreply = |mut r: Request| {
+        if let Some(span) = line.noreply() {
+            r.noreply = true;
+            r.noreply_span = span;
+        }
+        Parsed::Request(r)
     };
 
-    // At most 8 tokens are needed by any non-retrieval command (cas has 7 and noreply).
-    let mut args: [Range<usize>; 8] = Default::default();
-    let mut nargs = 0;
-    let request = |key: Range<usize>, keys: Range<usize>, noreply: Option<Range<usize>>, len| {
-        let noreply_span = noreply.unwrap_or(line_end..line_end);
-        Parsed::Request(Request {
+    if name.len() == 2 && name[0] == b'm' {
+        return meta(buf, &line, line_len, max_value);
+    }
+    if name[0] == b'g' || name == b"bget" {
+        return retrieval(&line, line_len, end);
+    }
+    let storage = match name {
+        b"set" => Some(Command::Set),
+        b"add" => Some(Command::Add),
+        b"replace" => Some(Command::Replace),
+        b"append" => Some(Command::Append),
+        b"prepend" => Some(Command::Prepend),
+        b"cas" => Some(Command::Cas),
+        _ => None,
+    };
+    if let Some(command) = storage {
+        return update(buf, &line, line_len, command, max_value);
+    }
+    let nt = line.ntokens;
+    // noreply as memcached's `set_noreply_maybe` sees it: the last real token.
+    let quiet = line.noreply().is_some();
+    let fail = |reply| invalid(reply, line_len, 0, quiet);
+    let key = || line.tokens[1].clone();
+    let no_key = end..end;
+    match name {
+        b"incr" | b"decr" => {
+            if nt != 4 && nt != 5 {
+                return local(ERROR);
+            }
+            if line.token(1).len() > MAX_KEY_LEN {
+                return fail(BAD_FORMAT);
+            }
+            if safe_strtoull(line.token(2)).is_none() {
+                return fail(BAD_DELTA);
+            }
+            let command = if name == b"incr" {
+                Command::Incr
+            } else {
+                Command::Decr
+            };
+            with_noreply(request(command, key(), no_key, line_len))
+        }
+        b"touch" => {
+            if nt != 4 && nt != 5 {
+                return local(ERROR);
+            }
+            if line.token(1).len() > MAX_KEY_LEN {
+                return fail(BAD_FORMAT);
+            }
+            if safe_strtol(line.token(2)).is_none() {
+                return fail(BAD_EXPTIME);
+            }
+            with_noreply(request(Command::Touch, key(), no_key, line_len))
+        }
+        b"delete" => {
+            if !(3..=5).contains(&nt) {
+                return local(ERROR);
+            }
+            if nt > 3 {
+                let hold_is_zero = line.token(2) == b"0";
+                let valid =
+                    (nt == 4 && (hold_is_zero || quiet)) || (nt == 5 && hold_is_zero && quiet);
+                if !valid {
+                    return fail(BAD_DELETE);
+                }
+            }
+            if line.token(1).len() > MAX_KEY_LEN {
+                return fail(BAD_FORMAT);
+            }
+            let delete = request(Command::Delete, key(), no_key, line_len);
+            if nt == 3 {
+                // memcached looks for noreply only after the key: `delete noreply`
+                // deletes the key "noreply".
+                return Parsed::Request(delete);
+            }
+            with_noreply(delete)
+        }
+        b"flush_all" => {
+            if !(2..=4).contains(&nt) {
+                return local(ERROR);
+            }
+            let plain = if quiet { 3 } else { 2 };
+            if nt != plain && safe_strtol(line.token(1)).is_none() {
+                return fail(BAD_EXPTIME);
+            }
+            with_noreply(request(Command::FlushAll, no_key.clone(), no_key, line_len))
+        }
+        b"verbosity" => {
+            if nt != 3 && nt != 4 {
+                return local(ERROR);
+            }
+            if safe_strtoul(line.token(1)).is_none() {
+                return fail(BAD_FORMAT);
+            }
+            with_noreply(request(
+                Command::Verbosity,
+                no_key.clone(),
+                no_key,
+                line_len,
+            ))
+        }
+        b"version" => Parsed::Request(request(Command::Version, no_key.clone(), no_key, line_len)),
+        b"quit" => Parsed::Request(request(Command::Quit, no_key.clone(), no_key, line_len)),
+        b"stats" => {
+            let args = line
+                .tokens
+                .get(1)
+                .filter(|_| nt > 2)
+                .map_or(end, |t| t.start);
+            Parsed::Request(request(Command::Stats, no_key, args..end, line_len))
+        }
+        b"shutdown" => local(SHUTDOWN),
+        b"slabs" | b"lru_crawler" | b"lru" | b"watch" | b"cache_memlimit" | b"extstore"
+        | b"refresh_certs" => local(ADMIN),
+        _ if line.last().starts_with(b"HTTP/") => {
+            // memcached hangs up on an HTTP request.
+            invalid(b"", line_len, 0, false).closing()
+        }
+        _ => local(ERROR),
+    }
+}
+
+/// No newline yet: wait, unless memcached would have hung up by now.
+fn incomplete_line(buf: &[u8]) -> Parsed {
+    if buf.len() > SHORT_LINE_LEN {
+        let leading = buf.iter().take_while(|&&b| b == b' ').count();
+        let rest = &buf[leading..];
+        let multi_get = leading <= 100 && (rest.starts_with(b"get ") || rest.starts_with(b"gets "));
+        if !multi_get {
+            return invalid(b"", buf.len(), 0, false).closing();
+        }
+        if buf.len() > MAX_LINE_LEN {
+            return invalid(LINE_TOO_LONG, buf.len(), 0, false).closing();
+        }
+    }
+    Parsed::Incomplete
+}
+
+/// `get`, `gets`, `gat`, `gats`, `bget` (an old name of `get` memcached still
+/// serves), and any other command starting with `g`, which memcached refuses the
+/// same way.
+fn retrieval(line: &Line<'_>, line_len: usize, end: usize) -> Parsed {
+    let local = |reply| invalid(reply, line_len, 0, false);
+    if line.ntokens < 3 {
+        return local(ERROR);
+    }
+    let (command, touch) = match line.token(0) {
+        b"get" | b"bget" => (Command::Get, false),
+        b"gets" => (Command::Gets, false),
+        b"gat" => (Command::Gat, true),
+        b"gats" => (Command::Gats, true),
+        _ => return local(ERROR),
+    };
+    let mut keys = split(line.line);
+    keys.next();
+    if touch
+        && keys
+            .next()
+            .is_some_and(|t| safe_strtol(&line.line[t]).is_none())
+    {
+        return local(BAD_EXPTIME);
+    }
+    let mut first: Option<Range<usize>> = None;
+    for key in keys {
+        if key.len() > MAX_KEY_LEN {
+            return local(BAD_FORMAT);
+        }
+        first.get_or_insert(key);
+    }
+    match first {
+        Some(key) => Parsed::Request(Request {
             command,
             line_len,
-            len,
+            len: line_len,
+            keys: key.start..end,
             key,
-            keys,
-            noreply: !noreply_span.is_empty(),
-            noreply_span,
-        })
-    };
-
-    if command.shape() == Shape::Retrieval {
-        let mut rest = tokens.clone();
-        if matches!(command, Command::Gat | Command::Gats) {
-            match rest.next() {
-                Some(t) if parse_i64(&line[t.clone()]).is_some() => {}
-                _ => return invalid(BAD_FORMAT, line_len, 0, false),
-            }
-        }
-        let mut first: Option<Range<usize>> = None;
-        for t in rest {
-            if !is_valid_key(&line[t.clone()]) {
-                return invalid(BAD_KEY, line_len, 0, false);
-            }
-            first.get_or_insert(t);
-        }
-        return match first {
-            Some(key) => request(key.clone(), key.start..line_end, None, line_len),
-            None => invalid(BAD_FORMAT, line_len, 0, false),
-        };
+            key_base64: false,
+            noreply: false,
+            noreply_span: end..end,
+            quiet: false,
+        }),
+        // `gat <exptime>` with no key: memcached answers an empty retrieval.
+        None => local(b"END\r\n"),
     }
+}
 
-    for t in tokens {
-        if nargs == args.len() {
-            return invalid(BAD_FORMAT, line_len, 0, false);
-        }
-        args[nargs] = t;
-        nargs += 1;
-    }
-    let args = &args[..nargs];
-    let arg = |i: usize| &line[args[i].clone()];
-
-    // A trailing `noreply`, for the commands that take one.
-    let takes_noreply = !matches!(command, Command::Version | Command::Quit | Command::Stats);
-    let (args, noreply) = match args.split_last() {
-        Some((last, rest)) if takes_noreply && &line[last.clone()] == b"noreply" => {
-            // Cut from the space before the token.
-            let start = line[..last.start]
-                .iter()
-                .rposition(|&b| b != b' ')
-                .map_or(last.start, |p| p + 1);
-            (rest, Some(start..last.end))
-        }
-        _ => (args, None),
+/// `set`, `add`, `replace`, `append`, `prepend`, `cas`: the checks memcached makes
+/// before it reads the data block, in its order.
+fn update(
+    buf: &[u8],
+    line: &Line<'_>,
+    line_len: usize,
+    command: Command,
+    max_value: Option<usize>,
+) -> Parsed {
+    let nt = line.ntokens;
+    let (fields, with_noreply) = if command == Command::Cas {
+        (7, 8)
+    } else {
+        (6, 7)
     };
-    let quiet = noreply.is_some();
-    let fail = |reply, skip| invalid(reply, line_len, skip, quiet);
-    let no_key = 0..0;
+    if nt != fields && nt != with_noreply {
+        return invalid(ERROR, line_len, 0, false);
+    }
+    let noreply = line.noreply();
+    let fail = |reply, skip| invalid(reply, line_len, skip, noreply.is_some());
+    if line.token(1).len() > MAX_KEY_LEN {
+        return fail(BAD_FORMAT, 0);
+    }
+    let numbers_ok = safe_strtoul(line.token(2)).is_some() && safe_strtol(line.token(3)).is_some();
+    let Some(vlen) = safe_strtol(line.token(4)).filter(|_| numbers_ok) else {
+        return fail(BAD_FORMAT, 0);
+    };
+    if command == Command::Cas && safe_strtoull(line.token(5)).is_none() {
+        return fail(BAD_FORMAT, 0);
+    }
+    if !(0..=i32::MAX - 2).contains(&vlen) {
+        return fail(BAD_FORMAT, 0);
+    }
+    let data = vlen as usize + 2;
+    if max_value.is_some_and(|max| data - 2 > max) {
+        return fail(TOO_LARGE, data);
+    }
+    let len = line_len + data;
+    if buf.len() < len {
+        return Parsed::Incomplete;
+    }
+    let end = line_len - 1;
+    Parsed::Request(Request {
+        command,
+        line_len,
+        len,
+        key: line.tokens[1].clone(),
+        key_base64: false,
+        keys: end..end,
+        noreply: noreply.is_some(),
+        noreply_span: noreply.unwrap_or(end..end),
+        quiet: false,
+    })
+}
 
+/// Meta commands: checked only as far as the framing and the key need; the rest
+/// (flags, modes, opaques) is the server's to judge.
+fn meta(buf: &[u8], line: &Line<'_>, line_len: usize, max_value: Option<usize>) -> Parsed {
+    let local = |reply| invalid(reply, line_len, 0, false);
+    let command = match line.token(0)[1] {
+        b'g' => Command::MetaGet,
+        b's' => Command::MetaSet,
+        b'd' => Command::MetaDelete,
+        b'a' => Command::MetaArithmetic,
+        b'n' => Command::MetaNoop,
+        b'e' => Command::MetaDebug,
+        _ => return local(ERROR),
+    };
+    let nt = line.ntokens;
+    let end = line_len - 1;
+    let mut request = Request {
+        command,
+        line_len,
+        len: line_len,
+        key: end..end,
+        key_base64: false,
+        keys: end..end,
+        noreply: false,
+        noreply_span: end..end,
+        quiet: false,
+    };
     match command {
-        c if c.is_storage() => {
-            let expected = if c == Command::Cas { 5 } else { 4 };
-            // The length comes first: with it, a refused request's data can be skipped.
-            let Some(bytes) = args.get(3).and_then(|_| parse_u64(arg(3))) else {
-                return fail(BAD_FORMAT, 0);
-            };
-            let data = usize::try_from(bytes).unwrap_or(usize::MAX);
-            let skip = data.saturating_add(2);
-            if args.len() != expected
-                || parse_u32(arg(1)).is_none()
-                || parse_i64(arg(2)).is_none()
-                || (c == Command::Cas && parse_u64(arg(4)).is_none())
-            {
-                return fail(BAD_FORMAT, skip);
+        Command::MetaNoop => return Parsed::Request(request),
+        Command::MetaDebug => {
+            if nt < 3 || line.token(1).len() > MAX_KEY_LEN {
+                return local(BAD_FORMAT);
             }
-            if !is_valid_key(arg(0)) {
-                return fail(BAD_KEY, skip);
-            }
-            if data > max_value {
-                return fail(TOO_LARGE, skip);
-            }
-            let len = line_len + data + 2;
-            if buf.len() < len {
-                return Parsed::Incomplete;
-            }
-            if &buf[len - 2..len] != b"\r\n" {
-                return fail(BAD_CHUNK, data);
-            }
-            request(args[0].clone(), no_key, noreply, len)
+            request.key = line.tokens[1].clone();
+            request.key_base64 = nt >= 4 && line.token(2) == b"b";
+            return Parsed::Request(request);
         }
-        Command::Incr | Command::Decr => {
-            if args.len() != 2 {
-                return fail(BAD_FORMAT, 0);
-            }
-            if !is_valid_key(arg(0)) {
-                return fail(BAD_KEY, 0);
-            }
-            if parse_u64(arg(1)).is_none() {
-                return fail(BAD_DELTA, 0);
-            }
-            request(args[0].clone(), no_key, noreply, line_len)
-        }
-        Command::Touch => {
-            if args.len() != 2 || parse_i64(arg(1)).is_none() {
-                return fail(BAD_FORMAT, 0);
-            }
-            if !is_valid_key(arg(0)) {
-                return fail(BAD_KEY, 0);
-            }
-            request(args[0].clone(), no_key, noreply, line_len)
-        }
-        Command::Delete => {
-            // `delete <key> [0] [noreply]`: memcached still accepts a zero hold time.
-            let ok = match args.len() {
-                1 => true,
-                2 => arg(1) == b"0",
-                _ => false,
-            };
-            if !ok {
-                return fail(BAD_FORMAT, 0);
-            }
-            if !is_valid_key(arg(0)) {
-                return fail(BAD_KEY, 0);
-            }
-            request(args[0].clone(), no_key, noreply, line_len)
-        }
-        Command::FlushAll => {
-            if args.len() > 1 || (args.len() == 1 && parse_i64(arg(0)).is_none()) {
-                return fail(BAD_FORMAT, 0);
-            }
-            request(no_key.clone(), no_key, noreply, line_len)
-        }
-        Command::Verbosity => {
-            if args.len() != 1 || parse_u32(arg(0)).is_none() {
-                return fail(BAD_FORMAT, 0);
-            }
-            request(no_key.clone(), no_key, noreply, line_len)
-        }
-        _ => request(no_key.clone(), no_key, None, line_len),
+        _ => {}
     }
+    if nt < 3 {
+        return local(ERROR);
+    }
+    if line.token(1).len() > MAX_KEY_LEN {
+        return local(BAD_FORMAT);
+    }
+    request.key = line.tokens[1].clone();
+    // Flags start after the key, or after the data length of `ms`.
+    let first_flag = if command == Command::MetaSet { 3 } else { 2 };
+    for i in first_flag..nt - 1 {
+        match line.token(i)[0] {
+            b'b' => request.key_base64 = true,
+            b'q' => request.quiet = true,
+            _ => {}
+        }
+    }
+    if command == Command::MetaSet {
+        // memcached reads (or swallows) the data block once the length is valid.
+        if nt == 3 || nt > META_MAX_TOKENS {
+            return Parsed::Request(request);
+        }
+        let Some(vlen) = safe_strtol(line.token(2)).filter(|v| (0..=i32::MAX - 2).contains(v))
+        else {
+            return Parsed::Request(request);
+        };
+        let data = vlen as usize + 2;
+        if max_value.is_some_and(|max| data - 2 > max) {
+            return invalid(TOO_LARGE, line_len, data, false);
+        }
+        request.len = line_len + data;
+        if buf.len() < request.len {
+            return Parsed::Incomplete;
+        }
+    }
+    Parsed::Request(request)
 }
 
 fn invalid(reply: &'static [u8], consume: usize, skip: usize, noreply: bool) -> Parsed {
@@ -330,41 +603,19 @@ impl Parsed {
     }
 }
 
-fn parse_u64(t: &[u8]) -> Option<u64> {
-    if t.is_empty() || t.len() > 20 || !t.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    std::str::from_utf8(t).ok()?.parse().ok()
-}
-
-fn parse_u32(t: &[u8]) -> Option<u32> {
-    parse_u64(t).and_then(|n| u32::try_from(n).ok())
-}
-
-fn parse_i64(t: &[u8]) -> Option<i64> {
-    match t.split_first() {
-        Some((b'-', digits)) => parse_u64(digits)
-            .and_then(|n| i64::try_from(n).ok())
-            .map(|n| -n),
-        _ => parse_u64(t).and_then(|n| i64::try_from(n).ok()),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    const MAX: usize = 1024 * 1024;
-
     fn req(buf: &[u8]) -> Request {
-        match parse_request(buf, MAX) {
+        match parse_request(buf, None) {
             Parsed::Request(r) => r,
             other => panic!("{:?}: {other:?}", String::from_utf8_lossy(buf)),
         }
     }
 
     fn bad(buf: &[u8]) -> Invalid {
-        match parse_request(buf, MAX) {
+        match parse_request(buf, None) {
             Parsed::Invalid(i) => i,
             other => panic!("{:?}: {other:?}", String::from_utf8_lossy(buf)),
         }
@@ -382,12 +633,21 @@ mod tests {
     }
 
     #[test]
+    fn a_get_takes_any_number_of_keys() {
+        let many: String = (0..100).map(|i| format!(" k{i}")).collect();
+        let buf = format!("get{many}\r\n");
+        let r = req(buf.as_bytes());
+        assert_eq!(crate::memcache::keys(buf.as_bytes(), r.keys).count(), 100);
+    }
+
+    #[test]
     fn gat_skips_the_exptime() {
         let buf = b"gat 100 k1 k2\r\n";
         let r = req(buf);
         assert_eq!(&buf[r.key.clone()], b"k1");
         assert_eq!(&buf[r.keys.clone()], b"k1 k2");
-        assert_eq!(bad(b"gat k1\r\n").reply, BAD_FORMAT);
+        assert_eq!(bad(b"gat k1\r\n").reply, BAD_EXPTIME);
+        assert_eq!(bad(b"gat 100\r\n").reply, b"END\r\n");
     }
 
     #[test]
@@ -397,7 +657,14 @@ mod tests {
         assert_eq!(r.command, Command::Set);
         assert_eq!((r.line_len, r.len), (13, 18));
         assert!(!r.noreply);
-        assert_eq!(parse_request(&buf[..17], MAX), Parsed::Incomplete);
+        assert_eq!(parse_request(&buf[..17], None), Parsed::Incomplete);
+    }
+
+    #[test]
+    fn a_bad_data_chunk_is_the_servers_to_refuse() {
+        // memcached reads exactly length + 2 bytes, whatever they are.
+        let r = req(b"set k 0 0 2\r\nabc\r\n");
+        assert_eq!(r.len, 17);
     }
 
     #[test]
@@ -409,102 +676,165 @@ mod tests {
         stripped.extend_from_slice(&buf[r.noreply_span.end..r.len]);
         assert_eq!(stripped, b"set k 0 0 1\r\nx\r\n");
         assert!(req(b"delete k noreply\r\n").noreply);
+        assert!(req(b"delete k 0 noreply\r\n").noreply);
         assert!(req(b"incr k 1 noreply\r\n").noreply);
         assert!(req(b"flush_all noreply\r\n").noreply);
+        assert!(req(b"flush_all 10 noreply\r\n").noreply);
         assert!(!req(b"delete k\r\n").noreply);
+        let r = req(b"delete noreply\r\n");
+        assert!(!r.noreply, "the key is named noreply");
     }
 
     #[test]
-    fn cas_needs_its_unique() {
-        assert_eq!(req(b"cas k 0 0 1 99\r\nx\r\n").command, Command::Cas);
-        assert_eq!(bad(b"cas k 0 0 1\r\nx\r\n").reply, BAD_FORMAT);
+    fn token_counts_give_error_as_memcached_does() {
+        for line in [
+            &b"set k 0 0\r\n"[..],
+            b"cas k 0 0 1\r\n",
+            b"incr k\r\n",
+            b"touch k\r\n",
+            b"delete\r\n",
+            b"delete a b c d e\r\n",
+            b"flush_all a b c\r\n",
+            b"verbosity\r\n",
+            b"verbosity foo bar my\r\n",
+            b"get\r\n",
+            b"gets   \r\n",
+            b"bogus k\r\n",
+            b"GET k\r\n",
+            b"\r\n",
+            b"x\r\n",
+            b"mz k\r\n",
+            b"mg\r\n",
+        ] {
+            assert_eq!(
+                bad(line).reply,
+                ERROR,
+                "{:?}",
+                String::from_utf8_lossy(line)
+            );
+        }
     }
 
     #[test]
-    fn bare_newlines_are_accepted() {
-        let r = req(b"get k\n");
-        assert_eq!(r.len, 6);
-        assert_eq!(r.key, 4..5);
-    }
-
-    #[test]
-    fn unknown_and_empty_commands_are_errors() {
-        let i = bad(b"bogus k\r\nget k\r\n");
-        assert_eq!((i.reply, i.consume, i.close), (ERROR, 9, false));
-        assert_eq!(bad(b"\r\n").reply, ERROR);
-        assert_eq!(bad(b"GET k\r\n").reply, ERROR);
-    }
-
-    #[test]
-    fn bad_keys() {
+    fn keys_are_any_bytes_but_spaces_up_to_250() {
+        for key in [&b"a\x01b"[..], b"tab\there", b"\xff\xfe", b"a\rb"] {
+            let mut line = b"get ".to_vec();
+            line.extend_from_slice(key);
+            line.extend_from_slice(b"\r\n");
+            let r = req(&line);
+            assert_eq!(&line[r.key], key);
+        }
         let long = format!("get {}\r\n", "k".repeat(251));
-        assert_eq!(bad(long.as_bytes()).reply, BAD_KEY);
+        assert_eq!(bad(long.as_bytes()).reply, BAD_FORMAT);
         assert!(matches!(
-            parse_request(format!("get {}\r\n", "k".repeat(250)).as_bytes(), MAX),
+            parse_request(format!("get {}\r\n", "k".repeat(250)).as_bytes(), None),
             Parsed::Request(_)
         ));
-        assert_eq!(bad(b"get a\x01b\r\n").reply, BAD_KEY);
-        assert_eq!(bad(b"get\r\n").reply, BAD_FORMAT);
-        let i = bad(b"set bad\x02key 0 0 3\r\nabc\r\n");
-        assert_eq!((i.reply, i.consume, i.skip), (BAD_KEY, 19, 5));
+        let long_set = format!("set {} 0 0 1\r\nx\r\n", "k".repeat(251));
+        let i = bad(long_set.as_bytes());
+        assert_eq!((i.reply, i.skip), (BAD_FORMAT, 0), "no data read");
+    }
+
+    #[test]
+    fn a_nul_byte_ends_the_line() {
+        let i = bad(b"set k\x00 0 0 1\r\nx\r\n");
+        assert_eq!((i.reply, i.consume), (ERROR, 14));
+        let r = req(b"get a\x00b c\r\n");
+        assert_eq!(r.keys, 4..5);
     }
 
     #[test]
     fn bad_numbers() {
         let i = bad(b"set k x 0 3\r\nabc\r\n");
-        assert_eq!((i.reply, i.skip), (BAD_FORMAT, 5));
-        let i = bad(b"set k 0 0 -1\r\n");
         assert_eq!((i.reply, i.skip), (BAD_FORMAT, 0));
+        assert_eq!(bad(b"set k 0 0 -1\r\n").reply, BAD_FORMAT);
+        assert_eq!(bad(b"set k -1 0 1\r\n").reply, BAD_FORMAT);
+        assert_eq!(req(b"set k -0 0 1\r\nx\r\n").len, 17);
+        assert_eq!(
+            req(b"set k 0 0 4294967297\r\nx\r\n").len,
+            25,
+            "32-bit length"
+        );
         assert_eq!(bad(b"incr k x\r\n").reply, BAD_DELTA);
         assert_eq!(bad(b"incr k -1\r\n").reply, BAD_DELTA);
-        assert_eq!(bad(b"touch k soon\r\n").reply, BAD_FORMAT);
-        assert_eq!(bad(b"delete k 5\r\n").reply, BAD_FORMAT);
+        assert_eq!(bad(b"touch k soon\r\n").reply, BAD_EXPTIME);
+        assert_eq!(bad(b"delete k 5\r\n").reply, BAD_DELETE);
         assert_eq!(req(b"delete k 0\r\n").command, Command::Delete);
-        assert_eq!(bad(b"verbosity\r\n").reply, BAD_FORMAT);
-    }
-
-    #[test]
-    fn too_large_value_is_skipped() {
-        let i = match parse_request(b"set k 0 0 2000\r\n", 1000) {
-            Parsed::Invalid(i) => i,
-            other => panic!("{other:?}"),
-        };
-        assert_eq!(
-            (i.reply, i.consume, i.skip, i.close),
-            (TOO_LARGE, 16, 2002, false)
-        );
-    }
-
-    #[test]
-    fn wrong_data_length() {
-        let i = bad(b"set k 0 0 2\r\nabc\r\n");
-        assert_eq!((i.reply, i.consume, i.skip), (BAD_CHUNK, 13, 2));
+        assert_eq!(bad(b"verbosity x\r\n").reply, BAD_FORMAT);
+        assert_eq!(bad(b"flush_all soon\r\n").reply, BAD_EXPTIME);
     }
 
     #[test]
     fn errors_of_noreply_requests_are_quiet() {
         assert!(bad(b"incr k x noreply\r\n").noreply);
-        assert!(bad(b"set k 0 0 2 noreply\r\nabc\r\n").noreply);
+        assert!(bad(b"set k 0 0 noreply\r\n").noreply);
+        assert!(bad(b"verbosity noreply\r\n").noreply);
+        assert!(!bad(b"set k 0 noreply\r\n").noreply, "ERROR is never quiet");
     }
 
     #[test]
-    fn endless_line_closes() {
-        let buf = vec![b'a'; MAX_LINE_LEN + 1];
-        let i = bad(&buf);
-        assert!(i.close);
-        assert_eq!(parse_request(&buf[..100], MAX), Parsed::Incomplete);
+    fn a_proxy_value_limit_is_optional() {
+        let i = match parse_request(b"set k 0 0 2000\r\n", Some(1000)) {
+            Parsed::Invalid(i) => i,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!((i.reply, i.consume, i.skip), (TOO_LARGE, 16, 2002));
+        assert_eq!(
+            parse_request(b"set k 0 0 2000\r\n", None),
+            Parsed::Incomplete
+        );
+    }
+
+    #[test]
+    fn local_commands_take_any_arguments() {
+        assert_eq!(req(b"version foo bar\r\n").command, Command::Version);
+        assert_eq!(req(b"quit now\r\n").command, Command::Quit);
+        let buf = b"stats  slabs x\r\n";
+        let r = req(buf);
+        assert_eq!(&buf[r.keys], b"slabs x");
+        assert!(req(b"stats\r\n").keys.is_empty());
+    }
+
+    #[test]
+    fn memcached_hangs_up_on_http_and_on_long_junk() {
+        let i = bad(b"GET / HTTP/1.1\r\n");
+        assert!(i.close && i.reply.is_empty());
+        let junk = vec![b'x'; SHORT_LINE_LEN + 1];
+        assert!(bad(&junk).close);
+        let mut long_get = b"get ".to_vec();
+        long_get.resize(SHORT_LINE_LEN + 10, b'k');
+        assert_eq!(parse_request(&long_get, None), Parsed::Incomplete);
+    }
+
+    #[test]
+    fn meta_requests() {
+        let r = req(b"mg foo v q O123\r\n");
+        assert_eq!((r.command, r.quiet, r.key), (Command::MetaGet, true, 3..6));
+        let r = req(b"mg Zm9v b v\r\n");
+        assert!(r.key_base64);
+        let buf = b"ms foo 3 T10 q\r\nbar\r\nmn\r\n";
+        let r = req(buf);
+        assert_eq!((r.command, r.len, r.quiet), (Command::MetaSet, 21, true));
+        assert_eq!(parse_request(&buf[..19], None), Parsed::Incomplete);
+        // A length memcached cannot read: no data block follows.
+        assert_eq!(req(b"ms foo xx\r\n").len, 11);
+        assert_eq!(req(b"ms foo\r\n").len, 8);
+        assert_eq!(req(b"mn\r\n").command, Command::MetaNoop);
+        assert_eq!(req(b"me foo\r\n").command, Command::MetaDebug);
+        assert_eq!(bad(b"me\r\n").reply, BAD_FORMAT);
+        assert_eq!(bad(b"ma\r\n").reply, ERROR);
     }
 
     #[test]
     fn every_prefix_of_a_pipeline_is_incomplete_or_a_request() {
         let pipeline: &[u8] =
-            b"set a 1 2 5\r\nhello\r\nget a b\r\nincr n 5 noreply\r\ndelete a\r\n";
+            b"set a 1 2 5\r\nhello\r\nget a b\r\nincr n 5 noreply\r\nms k 2 q\r\nhi\r\ndelete a\r\n";
         let mut offset = 0;
         let mut seen = 0;
         while offset < pipeline.len() {
             let r = req(&pipeline[offset..]);
             for cut in offset..offset + r.len {
-                match parse_request(&pipeline[offset..cut], MAX) {
+                match parse_request(&pipeline[offset..cut], None) {
                     Parsed::Incomplete => {}
                     other => panic!("prefix {cut} gave {other:?}"),
                 }
@@ -512,6 +842,6 @@ mod tests {
             offset += r.len;
             seen += 1;
         }
-        assert_eq!(seen, 4);
+        assert_eq!(seen, 5);
     }
 }

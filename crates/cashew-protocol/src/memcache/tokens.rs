@@ -1,13 +1,5 @@
 use std::ops::Range;
 
-/// memcached's key rules: 1 to 250 bytes, no spaces or control characters.
-pub const MAX_KEY_LEN: usize = 250;
-
-#[inline]
-pub fn is_valid_key(key: &[u8]) -> bool {
-    !key.is_empty() && key.len() <= MAX_KEY_LEN && key.iter().all(|&b| b > b' ' && b != 0x7f)
-}
-
 /// Space-separated tokens of a command line (without its line ending), as ranges.
 #[derive(Clone)]
 pub struct Tokens<'a> {

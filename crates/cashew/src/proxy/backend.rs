@@ -40,7 +40,8 @@ pub struct LinkSettings {
     pub timeout: Option<Duration>,
     pub keepalive: bool,
     pub redis: bool,
-    /// `AUTH` and `SELECT` for a new redis connection, and how many replies they get.
+    /// What a new connection sends first (redis `AUTH`, `SELECT`; then a request
+    /// for the server's version), and how many replies that gets.
     pub setup: Vec<u8>,
     pub setup_replies: usize,
     pub policy: EjectPolicy,
@@ -50,7 +51,7 @@ pub struct LinkSettings {
 
 impl LinkSettings {
     pub fn new(pool: &Pool, server: &Server) -> LinkSettings {
-        let (setup, setup_replies) = redis_setup(pool);
+        let (setup, setup_replies) = setup_requests(pool);
         LinkSettings {
             address: server.address.clone(),
             timeout: pool
@@ -155,7 +156,7 @@ pub async fn run(link: Rc<ServerLink>, jobs: Rc<JobQueue>, preconnect: bool) {
                 None => return,
             }
         };
-        let opening = open(settings);
+        let opening = open(&link);
         let connected = match settings.timeout {
             Some(t) => tokio::time::timeout(t, opening)
                 .await
@@ -205,29 +206,33 @@ enum Stream {
     Unix(tokio::net::UnixStream),
 }
 
-/// Connects and runs the setup commands; `Setup` when the server refuses them.
-async fn open(settings: &LinkSettings) -> Result<Stream, BackendError> {
+/// Connects and runs the setup requests; `Setup` when the server refuses them.
+async fn open(link: &ServerLink) -> Result<Stream, BackendError> {
+    let settings = &link.settings;
     let mut stream = connect(&settings.address, settings.keepalive)
         .await
         .map_err(|e| BackendError::from_io(&e))?;
-    let (setup, replies) = (&settings.setup, settings.setup_replies);
-    if replies > 0 {
-        match &mut stream {
-            Stream::Tcp(s) => handshake(s, setup, replies).await?,
-            Stream::Unix(s) => handshake(s, setup, replies).await?,
-        }
+    let version = match &mut stream {
+        Stream::Tcp(s) => handshake(s, settings).await?,
+        Stream::Unix(s) => handshake(s, settings).await?,
+    };
+    if let Some(version) = version {
+        link.health.set_version(&version);
     }
     Ok(stream)
 }
 
-/// `AUTH` and `SELECT` for a new redis server connection, and how many replies they get.
-fn redis_setup(pool: &Pool) -> (Vec<u8>, usize) {
+/// The first requests of a new connection and how many replies they get: redis
+/// `AUTH` and `SELECT` when configured, then the server's version (`INFO server`
+/// for redis, `version` for memcached), which clients asking for it are given.
+fn setup_requests(pool: &Pool) -> (Vec<u8>, usize) {
     use cashew_protocol::resp::{array_header, bulk};
     let mut setup = Vec::new();
-    let mut replies = 0;
     if !pool.redis {
-        return (setup, 0);
+        setup.extend_from_slice(b"version\r\n");
+        return (setup, 1);
     }
+    let mut replies = 0;
     if let Some(password) = &pool.redis_auth {
         array_header(&mut setup, 2);
         bulk(&mut setup, b"AUTH");
@@ -240,37 +245,64 @@ fn redis_setup(pool: &Pool) -> (Vec<u8>, usize) {
         bulk(&mut setup, pool.redis_db.to_string().as_bytes());
         replies += 1;
     }
-    (setup, replies)
+    array_header(&mut setup, 2);
+    bulk(&mut setup, b"INFO");
+    bulk(&mut setup, b"server");
+    (setup, replies + 1)
 }
 
-async fn handshake<S>(stream: &mut S, setup: &[u8], replies: usize) -> Result<(), BackendError>
+/// The version in a server's answer to the version request, if it gave one.
+fn version_of(reply: &[u8], redis: bool) -> Option<&str> {
+    let text = std::str::from_utf8(reply).ok()?;
+    if redis {
+        let line = text
+            .lines()
+            .find_map(|l| l.strip_prefix("redis_version:"))?;
+        Some(line.trim())
+    } else {
+        text.strip_prefix("VERSION ").map(str::trim_end)
+    }
+}
+
+/// Sends the setup requests and reads their replies; the last one carries the
+/// server's version. A refused `AUTH` or `SELECT` fails the connection; a refused
+/// version request only leaves the version unknown.
+async fn handshake<S>(
+    stream: &mut S,
+    settings: &LinkSettings,
+) -> Result<Option<String>, BackendError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    use resp::parse_reply;
     let io_error = |e: io::Error| BackendError::from_io(&e);
-    stream.write_all(setup).await.map_err(io_error)?;
-    let mut buf = BytesMut::with_capacity(256);
+    stream.write_all(&settings.setup).await.map_err(io_error)?;
+    let mut buf = BytesMut::with_capacity(1024);
     let mut seen = 0;
-    while seen < replies {
-        if stream.read_buf(&mut buf).await.map_err(io_error)? == 0 {
-            return Err(BackendError::Closed);
-        }
-        loop {
-            match parse_reply(&buf) {
-                ReplyParse::Incomplete => break,
-                ReplyParse::Invalid => return Err(BackendError::Protocol),
-                ReplyParse::Complete(n) => {
-                    let reply = buf.split_to(n).freeze();
-                    if reply.starts_with(b"-") {
-                        return Err(BackendError::Setup(reply));
-                    }
-                    seen += 1;
+    loop {
+        let parsed = if settings.redis {
+            resp::parse_reply(&buf)
+        } else {
+            memcache::parse_reply(&buf)
+        };
+        match parsed {
+            ReplyParse::Incomplete => {
+                if stream.read_buf(&mut buf).await.map_err(io_error)? == 0 {
+                    return Err(BackendError::Closed);
+                }
+            }
+            ReplyParse::Invalid => return Err(BackendError::Protocol),
+            ReplyParse::Complete(n) => {
+                let reply = buf.split_to(n).freeze();
+                seen += 1;
+                if seen == settings.setup_replies {
+                    return Ok(version_of(&reply, settings.redis).map(str::to_string));
+                }
+                if reply.starts_with(b"-") {
+                    return Err(BackendError::Setup(reply));
                 }
             }
         }
     }
-    Ok(())
 }
 
 async fn connect(address: &ServerAddress, keepalive: bool) -> io::Result<Stream> {
@@ -292,6 +324,10 @@ async fn connect(address: &ServerAddress, keepalive: bool) -> io::Result<Stream>
 
 struct InFlight {
     reply: Option<ReplyTx>,
+    /// Its reply runs up to and including a memcached `MN` (see `Job::until_noop`).
+    until_noop: bool,
+    /// Bytes of the read buffer already known to belong to this reply.
+    scanned: usize,
     len: u64,
     /// Offset in the connection's byte stream where this request ends.
     end: u64,
@@ -353,6 +389,8 @@ impl Session {
         stats.add(st::OUT_QUEUE_BYTES, len);
         self.in_flight.push_back(InFlight {
             reply: job.reply,
+            until_noop: job.until_noop,
+            scanned: 0,
             len,
             end: self.queued_bytes,
             written_at: None,
@@ -469,39 +507,77 @@ impl Session {
 
     fn take_replies(&mut self, rbuf: &mut BytesMut) -> Result<(), BackendError> {
         let stats = &self.link.counters;
+        let redis = self.link.settings.redis;
+        let parse = |buf: &[u8]| {
+            if redis {
+                resp::parse_reply(buf)
+            } else {
+                memcache::parse_reply(buf)
+            }
+        };
         let mut any = false;
         loop {
-            let parsed = if self.link.settings.redis {
-                resp::parse_reply(rbuf)
-            } else {
-                memcache::parse_reply(rbuf)
+            let Some(front) = self.in_flight.front_mut() else {
+                // Bytes with no request waiting for them: out of step.
+                return match parse(rbuf) {
+                    ReplyParse::Incomplete => Ok(()),
+                    _ => Err(BackendError::Protocol),
+                };
             };
-            match parsed {
-                ReplyParse::Incomplete => break,
-                ReplyParse::Invalid => return Err(BackendError::Protocol),
-                ReplyParse::Complete(n) => {
-                    let Some(entry) = self.in_flight.pop_front() else {
-                        return Err(BackendError::Protocol);
-                    };
-                    if entry.written_at.is_none() {
-                        // A reply to a request not yet fully written: out of step.
-                        return Err(BackendError::Protocol);
+            let complete = if front.until_noop {
+                loop {
+                    match parse(&rbuf[front.scanned..]) {
+                        ReplyParse::Incomplete => break None,
+                        ReplyParse::Invalid => return Err(BackendError::Protocol),
+                        ReplyParse::Complete(n) => {
+                            let start = front.scanned;
+                            front.scanned += n;
+                            if &rbuf[start..front.scanned] == b"MN\r\n" {
+                                break Some(front.scanned);
+                            }
+                        }
                     }
-                    let reply = rbuf.split_to(n).freeze();
-                    stats.add(st::RESPONSES, 1);
-                    stats.add(st::RESPONSE_BYTES, n as u64);
-                    stats.sub(st::OUT_QUEUE, 1);
-                    stats.sub(st::OUT_QUEUE_BYTES, entry.len);
-                    if let Some(tx) = entry.reply {
-                        tx.send(Ok(reply));
-                    }
-                    any = true;
                 }
+            } else {
+                match parse(rbuf) {
+                    ReplyParse::Incomplete => None,
+                    ReplyParse::Invalid => return Err(BackendError::Protocol),
+                    ReplyParse::Complete(n) => Some(n),
+                }
+            };
+            let Some(n) = complete else { break };
+            let entry = self.in_flight.pop_front().expect("a request is waiting");
+            if entry.written_at.is_none() {
+                // A reply to a request not yet fully written: out of step.
+                return Err(BackendError::Protocol);
             }
+            let reply = rbuf.split_to(n).freeze();
+            stats.add(st::RESPONSES, 1);
+            stats.add(st::RESPONSE_BYTES, n as u64);
+            stats.sub(st::OUT_QUEUE, 1);
+            stats.sub(st::OUT_QUEUE_BYTES, entry.len);
+            if let Some(tx) = entry.reply {
+                tx.send(Ok(reply));
+            }
+            any = true;
         }
         if any {
             self.link.ok();
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::version_of;
+
+    #[test]
+    fn versions_are_read_from_both_protocols() {
+        assert_eq!(version_of(b"VERSION 1.6.18\r\n", false), Some("1.6.18"));
+        assert_eq!(version_of(b"ERROR\r\n", false), None);
+        let info = b"$52\r\n# Server\r\nredis_version:7.0.15\r\nredis_mode:standalone\r\n\r\n";
+        assert_eq!(version_of(info, true), Some("7.0.15"));
+        assert_eq!(version_of(b"-NOPERM no\r\n", true), None);
     }
 }

@@ -80,6 +80,9 @@ impl BackendError {
 pub struct Job {
     pub bytes: Bytes,
     pub reply: Option<ReplyTx>,
+    /// The request ends with a memcached `mn`: its reply is every reply up to and
+    /// including `MN` (how a quiet meta request keeps the connection in step).
+    pub until_noop: bool,
 }
 
 /// The requests waiting for one server connection.
@@ -325,14 +328,13 @@ mod tests {
     #[test]
     fn queue_pops_in_order_and_ends_when_closed() {
         let queue = JobQueue::default();
-        queue.push(Job {
-            bytes: Bytes::from_static(b"a"),
-            reply: None,
-        });
-        queue.push(Job {
-            bytes: Bytes::from_static(b"b"),
-            reply: None,
-        });
+        for bytes in [&b"a"[..], b"b"] {
+            queue.push(Job {
+                bytes: Bytes::from_static(bytes),
+                reply: None,
+                until_noop: false,
+            });
+        }
         assert_eq!(queue.try_pop().unwrap().bytes, "a");
         queue.close();
         let rt = tokio::runtime::Builder::new_current_thread()

@@ -4,7 +4,7 @@
 //! generation to the next, so a reload neither forgets nor resets an ejection.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 /// The ejection settings of a pool, as its config gives them.
@@ -71,6 +71,8 @@ pub struct ServerHealth {
     manual: AtomicBool,
     /// When it was last ejected, in µs since the epoch (nutcracker's `server_ejected_at`).
     ejected_at_usec: AtomicU64,
+    /// The version the server gave when cashew last connected to it.
+    version: Mutex<Option<Arc<str>>>,
 }
 
 /// What [`ServerHealth::failed`] did.
@@ -99,6 +101,21 @@ impl ServerHealth {
             ejected_until: AtomicU64::new(0),
             manual: AtomicBool::new(false),
             ejected_at_usec: AtomicU64::new(0),
+            version: Mutex::default(),
+        }
+    }
+
+    pub fn version(&self) -> Option<Arc<str>> {
+        self.version
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub fn set_version(&self, version: &str) {
+        let mut slot = self.version.lock().unwrap_or_else(|e| e.into_inner());
+        if slot.as_deref() != Some(version) {
+            *slot = Some(version.into());
         }
     }
 

@@ -1,13 +1,15 @@
-//! The memcached text protocol for clients: requests are parsed as they arrive and
-//! sent to their servers at once; multi-key retrievals are split per server and
-//! merged back in the client's key order.
+//! The memcached text and meta protocols for clients: requests are parsed as they
+//! arrive and sent to their servers at once; multi-key retrievals are split per
+//! server and merged back in the client's key order; quiet meta requests are sent
+//! with an `mn` after them, so the server always answers and the connection stays
+//! in step, and the nominal reply the client asked to be spared is cut out here.
 
 use std::collections::VecDeque;
 use std::rc::Rc;
 
 use bytes::{Buf, Bytes, BytesMut};
 use cashew_protocol::memcache::{
-    keys, parse_request, Command, Parsed, Request, Shape, ValueBlocks,
+    base64, keys, parse_request, Command, Parsed, Request, Shape, ValueBlocks, MAX_KEY_LEN,
 };
 
 use super::client::{
@@ -26,12 +28,28 @@ pub struct MultiGet {
     parts: Vec<Part>,
 }
 
+/// Which get hits and misses a reply counts.
+#[derive(Clone, Copy)]
+pub enum Count {
+    Nothing,
+    /// A retrieval of this many keys: its `VALUE` blocks are hits.
+    Keys(u32),
+    /// A meta get: `VA`/`HD` is a hit, `EN` (or silence in quiet mode) a miss.
+    MetaGet,
+}
+
 pub enum Pending {
     Ready(Bytes),
-    /// One server's reply, passed through. `keys` counts keys of a retrieval.
+    /// One server's reply, passed through.
     Single {
         part: Part,
-        keys: u32,
+        count: Count,
+    },
+    /// A quiet meta request sent with an `mn` after it: the server's replies up
+    /// to `MN`, which is cut off (the client's own `mn` is answered in order).
+    Quiet {
+        part: Part,
+        count: Count,
     },
     Multi(Box<MultiGet>),
     Broadcast(Vec<Part>),
@@ -42,7 +60,7 @@ impl PendingReply for Pending {
     fn try_settle(&mut self) -> bool {
         match self {
             Pending::Ready(_) | Pending::Quit => true,
-            Pending::Single { part, .. } => part.try_settle(),
+            Pending::Single { part, .. } | Pending::Quiet { part, .. } => part.try_settle(),
             Pending::Multi(m) => try_settle_all(&mut m.parts),
             Pending::Broadcast(parts) => try_settle_all(parts),
         }
@@ -51,7 +69,7 @@ impl PendingReply for Pending {
     async fn settle(&mut self) {
         match self {
             Pending::Ready(_) | Pending::Quit => {}
-            Pending::Single { part, .. } => part.settle().await,
+            Pending::Single { part, .. } | Pending::Quiet { part, .. } => part.settle().await,
             Pending::Multi(m) => settle_all(&mut m.parts).await,
             Pending::Broadcast(parts) => settle_all(parts).await,
         }
@@ -85,7 +103,7 @@ impl Protocol for Client {
     fn take_requests(&mut self, input: &mut BytesMut, queue: &mut VecDeque<Pending>) -> bool {
         let slot = self.slot.clone();
         let pool = &*slot.pool();
-        let max_value = pool.config().max_value_size as usize;
+        let max_value = pool.config().max_value_size.map(|m| m as usize);
         while !self.done && queue.len() < MAX_PENDING {
             if self.skip > 0 {
                 let n = self.skip.min(input.len());
@@ -137,28 +155,50 @@ impl Client {
         match req.command {
             c if c.is_storage() => counters.add(px::CMD_SET, 1),
             Command::Touch => counters.add(px::CMD_TOUCH, 1),
+            Command::MetaGet => counters.add(px::CMD_GET, 1),
             _ => {}
         }
         match req.command.shape() {
-            Shape::Local => {
-                let reply = match req.command {
-                    Command::Version => {
-                        Bytes::from(format!("VERSION {}\r\n", env!("CARGO_PKG_VERSION")))
-                    }
-                    _ => stats_reply(pool),
-                };
-                queue.push_back(Pending::Ready(reply));
-            }
+            Shape::Local => match req.command {
+                Command::Version => self.version(pool, queue),
+                Command::MetaNoop => queue.push_back(Pending::Ready(Bytes::from_static(b"MN\r\n"))),
+                _ => queue.push_back(Pending::Ready(stats_command(
+                    pool,
+                    &bytes[req.keys.clone()],
+                ))),
+            },
             Shape::SingleKey => {
-                let Some(server) = pool.route(&bytes[req.key.clone()]) else {
+                let mut decoded = [0u8; MAX_KEY_LEN];
+                let key = &bytes[req.key.clone()];
+                let key = match req.key_base64 {
+                    // A key that does not decode is refused by the server, wherever it goes.
+                    true => base64::decode(key, &mut decoded).map_or(key, |n| &decoded[..n]),
+                    false => key,
+                };
+                let Some(server) = pool.route(key) else {
                     return no_server(pool, req.noreply, queue);
                 };
+                let count = match req.command {
+                    Command::MetaGet => Count::MetaGet,
+                    _ => Count::Nothing,
+                };
+                if req.quiet {
+                    let mut with_noop = BytesMut::with_capacity(bytes.len() + 4);
+                    with_noop.extend_from_slice(&bytes);
+                    with_noop.extend_from_slice(b"mn\r\n");
+                    let rx = pool.send_until_noop(server, self.id, with_noop.freeze());
+                    queue.push_back(Pending::Quiet {
+                        part: Part::new(rx),
+                        count,
+                    });
+                    return;
+                }
                 let (bytes, want) = forwardable(req, bytes);
                 let rx = pool.send(server, self.id, bytes, want);
                 if want {
                     queue.push_back(Pending::Single {
                         part: Part::new(rx),
-                        keys: 0,
+                        count,
                     });
                 }
             }
@@ -180,6 +220,24 @@ impl Client {
                 }
             }
         }
+    }
+
+    /// `version`: the version a live server gave when cashew connected to it, so
+    /// that clients which check it see memcached's; asked of a server if none has
+    /// told it yet.
+    fn version(&self, pool: &PoolRt, queue: &mut VecDeque<Pending>) {
+        if let Some(version) = pool.server_version() {
+            let reply = Bytes::from(format!("VERSION {version}\r\n"));
+            return queue.push_back(Pending::Ready(reply));
+        }
+        let Some(server) = pool.first_live() else {
+            return no_server(pool, false, queue);
+        };
+        let rx = pool.send(server, self.id, Bytes::from_static(b"version\r\n"), true);
+        queue.push_back(Pending::Single {
+            part: Part::new(rx),
+            count: Count::Nothing,
+        });
     }
 
     fn retrieval(&self, pool: &PoolRt, req: &Request, bytes: Bytes, queue: &mut VecDeque<Pending>) {
@@ -205,7 +263,7 @@ impl Client {
             let rx = pool.send(first, self.id, bytes.clone(), true);
             queue.push_back(Pending::Single {
                 part: Part::new(rx),
-                keys: nkeys as u32,
+                count: Count::Keys(nkeys as u32),
             });
             return;
         }
@@ -253,16 +311,17 @@ fn reply_bytes(pool: &PoolRt, pending: Pending) -> Bytes {
     match pending {
         Pending::Ready(b) => b,
         Pending::Quit => Bytes::new(),
-        Pending::Single { mut part, keys } => match part.take() {
+        Pending::Single { mut part, count } => match part.take() {
             Ok(reply) => {
-                let hits = match keys {
-                    0 => None,
-                    1 => Some(usize::from(reply.starts_with(b"VALUE "))),
-                    _ => Some(ValueBlocks::new(&reply).count()),
-                };
-                if let Some(hits) = hits {
-                    count_hits(pool, hits, keys as usize);
-                }
+                count_reply(pool, count, &reply);
+                reply
+            }
+            Err(e) => failed(pool, e),
+        },
+        Pending::Quiet { mut part, count } => match part.take() {
+            Ok(mut reply) => {
+                reply.truncate(reply.len().saturating_sub(b"MN\r\n".len()));
+                count_reply(pool, count, &reply);
                 reply
             }
             Err(e) => failed(pool, e),
@@ -270,6 +329,20 @@ fn reply_bytes(pool: &PoolRt, pending: Pending) -> Bytes {
         Pending::Multi(m) => merge(pool, *m),
         Pending::Broadcast(mut parts) => all_ok(&mut parts, b"OK\r\n", |e| failed(pool, e)),
     }
+}
+
+/// Counts the hits and misses of a retrieval's reply.
+fn count_reply(pool: &PoolRt, count: Count, reply: &[u8]) {
+    let (hits, keys) = match count {
+        Count::Nothing => return,
+        Count::Keys(1) => (usize::from(reply.starts_with(b"VALUE ")), 1),
+        Count::Keys(n) => (ValueBlocks::new(reply).count(), n as usize),
+        Count::MetaGet => {
+            let hit = reply.starts_with(b"VA ") || reply.starts_with(b"HD");
+            (usize::from(hit), 1)
+        }
+    };
+    count_hits(pool, hits, keys);
 }
 
 fn failed(pool: &PoolRt, e: BackendError) -> Bytes {
@@ -314,22 +387,55 @@ fn merge(pool: &PoolRt, mut m: MultiGet) -> Bytes {
     out.freeze()
 }
 
-/// The memcached `stats` reply, over all workers.
+/// `stats [argument]`: cashew's own counters for `stats`; for the arguments that
+/// memcached knows, the reply shape clients expect (`RESET`, `OK`, or `STAT` lines
+/// closed by `END`: a proxy has no slabs or items of its own), and for the others
+/// memcached's `ERROR`.
+fn stats_command(pool: &PoolRt, args: &[u8]) -> Bytes {
+    let mut words = args.split(|&b| b == b' ').filter(|w| !w.is_empty());
+    let reply: &'static [u8] = match words.next() {
+        None => return stats_reply(pool),
+        Some(b"reset") => {
+            pool.registry().reset_proxy_counters();
+            b"RESET\r\n"
+        }
+        Some(b"detail") => match words.next() {
+            Some(b"on" | b"off") => b"OK\r\n",
+            Some(b"dump") => b"END\r\n",
+            _ => b"CLIENT_ERROR usage: stats detail on|off|dump\r\n",
+        },
+        Some(b"settings" | b"items" | b"slabs" | b"sizes" | b"conns" | b"extstore") => b"END\r\n",
+        Some(b"sizes_enable" | b"sizes_disable") => b"END\r\n",
+        Some(b"cachedump") => {
+            b"CLIENT_ERROR stats cachedump is not supported by the proxy: ask a server\r\n"
+        }
+        Some(_) => b"ERROR\r\n",
+    };
+    Bytes::from_static(reply)
+}
+
+/// The memcached `stats` reply, over all workers, since the last `stats reset`.
 fn stats_reply(pool: &PoolRt) -> Bytes {
     let registry = pool.registry();
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default()
         .as_secs();
+    let version = pool
+        .server_version()
+        .map_or_else(|| env!("CARGO_PKG_VERSION").to_string(), |v| v.to_string());
     let mut s = format!(
-        "STAT pid {}\r\nSTAT uptime {}\r\nSTAT time {now}\r\nSTAT version {}\r\nSTAT threads {}\r\n",
+        "STAT pid {}\r\nSTAT uptime {}\r\nSTAT time {now}\r\nSTAT version {version}\r\nSTAT proxy cashew {}\r\nSTAT threads {}\r\n",
         std::process::id(),
         registry.uptime(),
         env!("CARGO_PKG_VERSION"),
         registry.threads(),
     );
     for (i, name) in px::NAMES.iter().enumerate() {
-        s.push_str(&format!("STAT {name} {}\r\n", registry.proxy_total(i)));
+        s.push_str(&format!(
+            "STAT {name} {}\r\n",
+            registry.proxy_since_reset(i)
+        ));
     }
     s.push_str("END\r\n");
     Bytes::from(s)

@@ -154,6 +154,18 @@ impl PoolRt {
         self.health(server).is_live()
     }
 
+    /// The version of the first live server that has told it.
+    pub fn server_version(&self) -> Option<std::sync::Arc<str>> {
+        (0..self.servers.len())
+            .filter(|&s| self.is_live(s))
+            .find_map(|s| self.health(s).version())
+    }
+
+    /// The first live server.
+    pub fn first_live(&self) -> Option<usize> {
+        (0..self.servers.len()).find(|&s| self.is_live(s))
+    }
+
     /// Queues `bytes` for `server` on `client`'s connection to it; the reply, if
     /// wanted, comes on the returned receiver.
     pub fn send(
@@ -162,6 +174,22 @@ impl PoolRt {
         client: usize,
         bytes: Bytes,
         want_reply: bool,
+    ) -> Option<ReplyRx> {
+        self.send_job(server, client, bytes, want_reply, false)
+    }
+
+    /// Queues a request that ends with `mn`: its reply runs up to `MN`.
+    pub fn send_until_noop(&self, server: usize, client: usize, bytes: Bytes) -> Option<ReplyRx> {
+        self.send_job(server, client, bytes, true, true)
+    }
+
+    fn send_job(
+        &self,
+        server: usize,
+        client: usize,
+        bytes: Bytes,
+        want_reply: bool,
+        until_noop: bool,
     ) -> Option<ReplyRx> {
         let conns = &self.servers[server];
         let stats = &conns.link.counters;
@@ -177,7 +205,11 @@ impl PoolRt {
             }
             false => (None, None),
         };
-        conns.queue(client).push(Job { bytes, reply });
+        conns.queue(client).push(Job {
+            bytes,
+            reply,
+            until_noop,
+        });
         rx
     }
 
