@@ -747,7 +747,10 @@ fn meta_requests_over_three_servers_keep_quiet_mode_and_opaques_in_order() {
     let candidates = keys(60, "meta");
     let placed = p.routed(&candidates);
     let pick = |server: usize| {
-        let i = placed.iter().position(|&s| s == server).expect("a key on each server");
+        let i = placed
+            .iter()
+            .position(|&s| s == server)
+            .expect("a key on each server");
         candidates[i].clone()
     };
     let (a, b, c) = (pick(0), pick(1), pick(2));
@@ -773,11 +776,25 @@ fn meta_requests_over_three_servers_keep_quiet_mode_and_opaques_in_order() {
     let mut through = p.client();
     through.send(pipeline.as_bytes());
     let got = through.read_exact(expected.len());
-    assert_eq!(String::from_utf8_lossy(&got), String::from_utf8_lossy(&expected));
+    assert_eq!(
+        String::from_utf8_lossy(&got),
+        String::from_utf8_lossy(&expected)
+    );
     let text = String::from_utf8(got).unwrap();
-    assert!(text.starts_with(&format!("HD O2\r\nVA 2 O3\r\naa\r\nVALUE {a} 0 2\r\naa\r\nVALUE {b} 0 2\r\nbb\r\nEND\r\n")), "{text}");
-    assert!(!text.contains("O1") && !text.contains("O4"), "quiet successes and misses stay silent");
-    assert!(text.contains("MN\r\nVERSION "), "mn answers after everything before it");
+    assert!(
+        text.starts_with(&format!(
+            "HD O2\r\nVA 2 O3\r\naa\r\nVALUE {a} 0 2\r\naa\r\nVALUE {b} 0 2\r\nbb\r\nEND\r\n"
+        )),
+        "{text}"
+    );
+    assert!(
+        !text.contains("O1") && !text.contains("O4"),
+        "quiet successes and misses stay silent"
+    );
+    assert!(
+        text.contains("MN\r\nVERSION "),
+        "mn answers after everything before it"
+    );
     // The servers hold their keys (a was deleted by the pipeline).
     for (server, key) in [(1, &b), (2, &c)] {
         let mut s = McConn::connect(p.backends[server].addr);

@@ -1,14 +1,61 @@
-//! The commands cashew knows, what it does with each, and their arity as Redis
-//! defines it (positive: exactly that many arguments, command name included;
-//! negative: at least that many).
+//! Every command Redis 7 knows, what cashew does with it, and its arity and key
+//! positions as Redis reports them in `COMMAND` (arity positive: exactly that many
+//! arguments, name included; negative: at least that many). A test asks a real
+//! redis-server for its `COMMAND` list and fails on any command missing here.
 
 use CommandKind::*;
 
+/// Why a command cannot go through a sharding proxy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reason {
+    Blocking,
+    Transactions,
+    PubSub,
+    Keyspace,
+    Admin,
+    Replication,
+    Cluster,
+    Databases,
+    Scripts,
+}
+
+impl Reason {
+    /// The end of the refusal, after "is not supported by the proxy: ".
+    pub fn text(self) -> &'static str {
+        match self {
+            Reason::Blocking => "it blocks the server connection, which the proxy shares between clients",
+            Reason::Transactions => "transactions need every command on one connection to one server",
+            Reason::PubSub => "it needs server push on a connection of its own (pub/sub, client tracking)",
+            Reason::Keyspace => "it works on the whole keyspace, which is spread over several servers",
+            Reason::Admin => "server administration: send it to each server directly",
+            Reason::Replication => "replication: send it to each server directly",
+            Reason::Cluster => "the proxy is not a redis cluster",
+            Reason::Databases => "the pool's database is set by redis_db in its config",
+            Reason::Scripts => "scripts and functions would have to be loaded on every server; EVAL carries its script",
+        }
+    }
+}
+
+/// Where the keys of a command that needs all its keys on one server are.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Keys {
+    /// Arguments `first..=last` (negative: from the end) every `step`.
+    Range { first: u8, last: i8, step: u8 },
+    /// A key count at this argument, the keys after it.
+    NumKeys(u8),
+    /// After the `STREAMS` keyword, the first half of what follows.
+    Streams,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CommandKind {
-    /// Forwarded whole to the server of the first key (argument 1).
-    Keyed,
-    /// EVAL-style: `numkeys` at argument 2, the first key at argument 3.
+    /// Forwarded whole to the server of the key at this argument (multi-key
+    /// commands nutcracker forwards by their first key stay so).
+    Keyed(u8),
+    /// Forwarded when every key is on one server (hash tags make that usual),
+    /// refused otherwise.
+    SameServer(Keys),
+    /// EVAL-style: `numkeys` at argument 2, forwarded by the first key (argument 3).
     Script,
     /// Split per server over its keys; integer replies summed, or values merged (MGET).
     SplitKeys,
@@ -16,15 +63,21 @@ pub enum CommandKind {
     SplitPairs,
     /// Answered by the proxy.
     Local,
-    /// A redis command that has no meaning through a sharding proxy.
-    Unsupported,
+    /// About no key, answered by the first live server (`TIME`, `LOLWUT`).
+    AnyServer,
+    /// The subcommand decides (see [`SUBCOMMANDS`]).
+    BySubcommand,
+    /// Refused, with the reason.
+    Refused(Reason),
 }
 
 #[derive(Clone, Copy, Debug)]
 pub struct CommandSpec {
-    /// Lower case.
+    /// Lower case; a subcommand is `container|sub`.
     pub name: &'static str,
     pub arity: i32,
+    /// First key, last key (negative: from the end) and step, as `COMMAND` reports them.
+    pub keys: (i8, i8, i8),
     pub kind: CommandKind,
 }
 
@@ -40,255 +93,407 @@ impl CommandSpec {
         }
     }
 
-    /// First key, last key (negative: from the end) and step, as `COMMAND` reports them.
-    pub fn key_spec(&self) -> (i64, i64, i64) {
-        match self.kind {
-            Keyed => (1, 1, 1),
-            SplitKeys => (1, -1, 1),
-            SplitPairs => (1, -1, 2),
-            Script | Local | Unsupported => (0, 0, 0),
-        }
+    /// Whether cashew serves it (rather than refusing it).
+    pub fn is_served(&self) -> bool {
+        !matches!(self.kind, Refused(_))
     }
 }
 
-const fn spec(name: &'static str, arity: i32, kind: CommandKind) -> CommandSpec {
-    CommandSpec { name, arity, kind }
+const fn spec(
+    name: &'static str,
+    arity: i32,
+    keys: (i8, i8, i8),
+    kind: CommandKind,
+) -> CommandSpec {
+    CommandSpec {
+        name,
+        arity,
+        keys,
+        kind,
+    }
 }
 
 /// Sorted by name, for binary search.
 pub static COMMANDS: &[CommandSpec] = &[
-    spec("acl", -2, Unsupported),
-    spec("append", 3, Keyed),
-    spec("auth", -2, Local),
-    spec("bgrewriteaof", 1, Unsupported),
-    spec("bgsave", -1, Unsupported),
-    spec("bitcount", -2, Keyed),
-    spec("bitfield", -2, Keyed),
-    spec("bitfield_ro", -2, Keyed),
-    spec("bitpos", -3, Keyed),
-    spec("blmove", 6, Unsupported),
-    spec("blmpop", -5, Unsupported),
-    spec("blpop", -3, Unsupported),
-    spec("brpop", -3, Unsupported),
-    spec("brpoplpush", 4, Unsupported),
-    spec("bzmpop", -5, Unsupported),
-    spec("bzpopmax", -3, Unsupported),
-    spec("bzpopmin", -3, Unsupported),
-    spec("client", -2, Local),
-    spec("cluster", -2, Unsupported),
-    spec("command", -1, Local),
-    spec("config", -2, Unsupported),
-    spec("copy", -3, Unsupported),
-    spec("dbsize", 1, Unsupported),
-    spec("debug", -2, Unsupported),
-    spec("decr", 2, Keyed),
-    spec("decrby", 3, Keyed),
-    spec("del", -2, SplitKeys),
-    spec("discard", 1, Unsupported),
-    spec("dump", 2, Keyed),
-    spec("echo", 2, Local),
-    spec("eval", -3, Script),
-    spec("eval_ro", -3, Script),
-    spec("evalsha", -3, Script),
-    spec("evalsha_ro", -3, Script),
-    spec("exec", 1, Unsupported),
-    spec("exists", -2, SplitKeys),
-    spec("expire", -3, Keyed),
-    spec("expireat", -3, Keyed),
-    spec("expiretime", 2, Keyed),
-    spec("failover", -1, Unsupported),
-    spec("fcall", -3, Unsupported),
-    spec("fcall_ro", -3, Unsupported),
-    spec("flushall", -1, Unsupported),
-    spec("flushdb", -1, Unsupported),
-    spec("function", -2, Unsupported),
-    spec("geoadd", -5, Keyed),
-    spec("geodist", -4, Keyed),
-    spec("geohash", -2, Keyed),
-    spec("geopos", -2, Keyed),
-    spec("georadius", -6, Keyed),
-    spec("georadius_ro", -6, Keyed),
-    spec("georadiusbymember", -5, Keyed),
-    spec("georadiusbymember_ro", -5, Keyed),
-    spec("geosearch", -7, Keyed),
-    spec("geosearchstore", -8, Keyed),
-    spec("get", 2, Keyed),
-    spec("getbit", 3, Keyed),
-    spec("getdel", 2, Keyed),
-    spec("getex", -2, Keyed),
-    spec("getrange", 4, Keyed),
-    spec("getset", 3, Keyed),
-    spec("hdel", -3, Keyed),
-    spec("hello", -1, Local),
-    spec("hexists", 3, Keyed),
-    spec("hget", 3, Keyed),
-    spec("hgetall", 2, Keyed),
-    spec("hincrby", 4, Keyed),
-    spec("hincrbyfloat", 4, Keyed),
-    spec("hkeys", 2, Keyed),
-    spec("hlen", 2, Keyed),
-    spec("hmget", -3, Keyed),
-    spec("hmset", -4, Keyed),
-    spec("hrandfield", -2, Keyed),
-    spec("hscan", -3, Keyed),
-    spec("hset", -4, Keyed),
-    spec("hsetnx", 4, Keyed),
-    spec("hstrlen", 3, Keyed),
-    spec("hvals", 2, Keyed),
-    spec("incr", 2, Keyed),
-    spec("incrby", 3, Keyed),
-    spec("incrbyfloat", 3, Keyed),
-    spec("info", -1, Local),
-    spec("keys", 2, Unsupported),
-    spec("lastsave", 1, Unsupported),
-    spec("latency", -2, Unsupported),
-    spec("lindex", 3, Keyed),
-    spec("linsert", 5, Keyed),
-    spec("llen", 2, Keyed),
-    spec("lmove", 5, Keyed),
-    spec("lmpop", -4, Unsupported),
-    spec("lpop", -2, Keyed),
-    spec("lpos", -3, Keyed),
-    spec("lpush", -3, Keyed),
-    spec("lpushx", -3, Keyed),
-    spec("lrange", 4, Keyed),
-    spec("lrem", 4, Keyed),
-    spec("lset", 4, Keyed),
-    spec("ltrim", 4, Keyed),
-    spec("memory", -2, Unsupported),
-    spec("mget", -2, SplitKeys),
-    spec("migrate", -6, Unsupported),
-    spec("module", -2, Unsupported),
-    spec("monitor", 1, Unsupported),
-    spec("move", 3, Unsupported),
-    spec("mset", -3, SplitPairs),
-    spec("msetnx", -3, Unsupported),
-    spec("multi", 1, Unsupported),
-    spec("object", -2, Unsupported),
-    spec("persist", 2, Keyed),
-    spec("pexpire", -3, Keyed),
-    spec("pexpireat", -3, Keyed),
-    spec("pexpiretime", 2, Keyed),
-    spec("pfadd", -2, Keyed),
-    spec("pfcount", -2, Keyed),
-    spec("pfmerge", -2, Keyed),
-    spec("ping", -1, Local),
-    spec("psetex", 4, Keyed),
-    spec("psubscribe", -2, Unsupported),
-    spec("pttl", 2, Keyed),
-    spec("publish", 3, Unsupported),
-    spec("pubsub", -2, Unsupported),
-    spec("punsubscribe", -1, Unsupported),
-    spec("quit", -1, Local),
-    spec("randomkey", 1, Unsupported),
-    spec("readonly", 1, Unsupported),
-    spec("readwrite", 1, Unsupported),
-    spec("rename", 3, Unsupported),
-    spec("renamenx", 3, Unsupported),
-    spec("replicaof", 3, Unsupported),
-    spec("reset", 1, Unsupported),
-    spec("restore", -4, Keyed),
-    spec("role", 1, Unsupported),
-    spec("rpop", -2, Keyed),
-    spec("rpoplpush", 3, Keyed),
-    spec("rpush", -3, Keyed),
-    spec("rpushx", -3, Keyed),
-    spec("sadd", -3, Keyed),
-    spec("save", 1, Unsupported),
-    spec("scan", -2, Unsupported),
-    spec("scard", 2, Keyed),
-    spec("script", -2, Unsupported),
-    spec("sdiff", -2, Keyed),
-    spec("sdiffstore", -3, Keyed),
-    spec("select", 2, Local),
-    spec("set", -3, Keyed),
-    spec("setbit", 4, Keyed),
-    spec("setex", 4, Keyed),
-    spec("setnx", 3, Keyed),
-    spec("setrange", 4, Keyed),
-    spec("shutdown", -1, Unsupported),
-    spec("sinter", -2, Keyed),
-    spec("sintercard", -3, Unsupported),
-    spec("sinterstore", -3, Keyed),
-    spec("sismember", 3, Keyed),
-    spec("slaveof", 3, Unsupported),
-    spec("slowlog", -2, Unsupported),
-    spec("smembers", 2, Keyed),
-    spec("smismember", -3, Keyed),
-    spec("smove", 4, Keyed),
-    spec("sort", -2, Keyed),
-    spec("sort_ro", -2, Keyed),
-    spec("spop", -2, Keyed),
-    spec("spublish", 3, Unsupported),
-    spec("srandmember", -2, Keyed),
-    spec("srem", -3, Keyed),
-    spec("sscan", -3, Keyed),
-    spec("ssubscribe", -2, Unsupported),
-    spec("strlen", 2, Keyed),
-    spec("subscribe", -2, Unsupported),
-    spec("substr", 4, Keyed),
-    spec("sunion", -2, Keyed),
-    spec("sunionstore", -3, Keyed),
-    spec("sunsubscribe", -1, Unsupported),
-    spec("swapdb", 3, Unsupported),
-    spec("sync", 1, Unsupported),
-    spec("time", 1, Unsupported),
-    spec("touch", -2, SplitKeys),
-    spec("ttl", 2, Keyed),
-    spec("type", 2, Keyed),
-    spec("unlink", -2, SplitKeys),
-    spec("unsubscribe", -1, Unsupported),
-    spec("unwatch", 1, Unsupported),
-    spec("wait", 3, Unsupported),
-    spec("watch", -2, Unsupported),
-    spec("zadd", -4, Keyed),
-    spec("zcard", 2, Keyed),
-    spec("zcount", 4, Keyed),
-    spec("zdiff", -3, Unsupported),
-    spec("zdiffstore", -4, Unsupported),
-    spec("zincrby", 4, Keyed),
-    spec("zinter", -3, Unsupported),
-    spec("zintercard", -3, Unsupported),
-    spec("zinterstore", -4, Keyed),
-    spec("zlexcount", 4, Keyed),
-    spec("zmpop", -4, Unsupported),
-    spec("zmscore", -3, Keyed),
-    spec("zpopmax", -2, Keyed),
-    spec("zpopmin", -2, Keyed),
-    spec("zrandmember", -2, Keyed),
-    spec("zrange", -4, Keyed),
-    spec("zrangebylex", -4, Keyed),
-    spec("zrangebyscore", -4, Keyed),
-    spec("zrangestore", -5, Keyed),
-    spec("zrank", -3, Keyed),
-    spec("zrem", -3, Keyed),
-    spec("zremrangebylex", 4, Keyed),
-    spec("zremrangebyrank", 4, Keyed),
-    spec("zremrangebyscore", 4, Keyed),
-    spec("zrevrange", -4, Keyed),
-    spec("zrevrangebylex", -4, Keyed),
-    spec("zrevrangebyscore", -4, Keyed),
-    spec("zrevrank", -3, Keyed),
-    spec("zscan", -3, Keyed),
-    spec("zscore", 3, Keyed),
-    spec("zunion", -3, Unsupported),
-    spec("zunionstore", -4, Keyed),
+    spec("acl", -2, (0, 0, 0), Refused(Reason::Admin)),
+    spec("append", 3, (1, 1, 1), Keyed(1)),
+    spec("asking", 1, (0, 0, 0), Refused(Reason::Cluster)),
+    spec("auth", -2, (0, 0, 0), Local),
+    spec("bgrewriteaof", 1, (0, 0, 0), Refused(Reason::Admin)),
+    spec("bgsave", -1, (0, 0, 0), Refused(Reason::Admin)),
+    spec("bitcount", -2, (1, 1, 1), Keyed(1)),
+    spec("bitfield", -2, (1, 1, 1), Keyed(1)),
+    spec("bitfield_ro", -2, (1, 1, 1), Keyed(1)),
+    spec(
+        "bitop",
+        -4,
+        (2, -1, 1),
+        SameServer(Keys::Range {
+            first: 2,
+            last: -1,
+            step: 1,
+        }),
+    ),
+    spec("bitpos", -3, (1, 1, 1), Keyed(1)),
+    spec("blmove", 6, (1, 2, 1), Refused(Reason::Blocking)),
+    spec("blmpop", -5, (0, 0, 0), Refused(Reason::Blocking)),
+    spec("blpop", -3, (1, -2, 1), Refused(Reason::Blocking)),
+    spec("brpop", -3, (1, -2, 1), Refused(Reason::Blocking)),
+    spec("brpoplpush", 4, (1, 2, 1), Refused(Reason::Blocking)),
+    spec("bzmpop", -5, (0, 0, 0), Refused(Reason::Blocking)),
+    spec("bzpopmax", -3, (1, -2, 1), Refused(Reason::Blocking)),
+    spec("bzpopmin", -3, (1, -2, 1), Refused(Reason::Blocking)),
+    spec("client", -2, (0, 0, 0), Local),
+    spec("cluster", -2, (0, 0, 0), Refused(Reason::Cluster)),
+    spec("command", -1, (0, 0, 0), Local),
+    spec("config", -2, (0, 0, 0), Refused(Reason::Admin)),
+    spec(
+        "copy",
+        -3,
+        (1, 2, 1),
+        SameServer(Keys::Range {
+            first: 1,
+            last: 2,
+            step: 1,
+        }),
+    ),
+    spec("dbsize", 1, (0, 0, 0), Refused(Reason::Keyspace)),
+    spec("debug", -2, (0, 0, 0), Refused(Reason::Admin)),
+    spec("decr", 2, (1, 1, 1), Keyed(1)),
+    spec("decrby", 3, (1, 1, 1), Keyed(1)),
+    spec("del", -2, (1, -1, 1), SplitKeys),
+    spec("discard", 1, (0, 0, 0), Refused(Reason::Transactions)),
+    spec("dump", 2, (1, 1, 1), Keyed(1)),
+    spec("echo", 2, (0, 0, 0), Local),
+    spec("eval", -3, (0, 0, 0), Script),
+    spec("eval_ro", -3, (0, 0, 0), Script),
+    spec("evalsha", -3, (0, 0, 0), Script),
+    spec("evalsha_ro", -3, (0, 0, 0), Script),
+    spec("exec", 1, (0, 0, 0), Refused(Reason::Transactions)),
+    spec("exists", -2, (1, -1, 1), SplitKeys),
+    spec("expire", -3, (1, 1, 1), Keyed(1)),
+    spec("expireat", -3, (1, 1, 1), Keyed(1)),
+    spec("expiretime", 2, (1, 1, 1), Keyed(1)),
+    spec("failover", -1, (0, 0, 0), Refused(Reason::Admin)),
+    spec("fcall", -3, (0, 0, 0), Script),
+    spec("fcall_ro", -3, (0, 0, 0), Script),
+    spec("flushall", -1, (0, 0, 0), Refused(Reason::Keyspace)),
+    spec("flushdb", -1, (0, 0, 0), Refused(Reason::Keyspace)),
+    spec("function", -2, (0, 0, 0), Refused(Reason::Scripts)),
+    spec("geoadd", -5, (1, 1, 1), Keyed(1)),
+    spec("geodist", -4, (1, 1, 1), Keyed(1)),
+    spec("geohash", -2, (1, 1, 1), Keyed(1)),
+    spec("geopos", -2, (1, 1, 1), Keyed(1)),
+    spec("georadius", -6, (1, 1, 1), Keyed(1)),
+    spec("georadius_ro", -6, (1, 1, 1), Keyed(1)),
+    spec("georadiusbymember", -5, (1, 1, 1), Keyed(1)),
+    spec("georadiusbymember_ro", -5, (1, 1, 1), Keyed(1)),
+    spec("geosearch", -7, (1, 1, 1), Keyed(1)),
+    spec(
+        "geosearchstore",
+        -8,
+        (1, 2, 1),
+        SameServer(Keys::Range {
+            first: 1,
+            last: 2,
+            step: 1,
+        }),
+    ),
+    spec("get", 2, (1, 1, 1), Keyed(1)),
+    spec("getbit", 3, (1, 1, 1), Keyed(1)),
+    spec("getdel", 2, (1, 1, 1), Keyed(1)),
+    spec("getex", -2, (1, 1, 1), Keyed(1)),
+    spec("getrange", 4, (1, 1, 1), Keyed(1)),
+    spec("getset", 3, (1, 1, 1), Keyed(1)),
+    spec("hdel", -3, (1, 1, 1), Keyed(1)),
+    spec("hello", -1, (0, 0, 0), Local),
+    spec("hexists", 3, (1, 1, 1), Keyed(1)),
+    spec("hget", 3, (1, 1, 1), Keyed(1)),
+    spec("hgetall", 2, (1, 1, 1), Keyed(1)),
+    spec("hincrby", 4, (1, 1, 1), Keyed(1)),
+    spec("hincrbyfloat", 4, (1, 1, 1), Keyed(1)),
+    spec("hkeys", 2, (1, 1, 1), Keyed(1)),
+    spec("hlen", 2, (1, 1, 1), Keyed(1)),
+    spec("hmget", -3, (1, 1, 1), Keyed(1)),
+    spec("hmset", -4, (1, 1, 1), Keyed(1)),
+    spec("hrandfield", -2, (1, 1, 1), Keyed(1)),
+    spec("hscan", -3, (1, 1, 1), Keyed(1)),
+    spec("hset", -4, (1, 1, 1), Keyed(1)),
+    spec("hsetnx", 4, (1, 1, 1), Keyed(1)),
+    spec("hstrlen", 3, (1, 1, 1), Keyed(1)),
+    spec("hvals", 2, (1, 1, 1), Keyed(1)),
+    spec("incr", 2, (1, 1, 1), Keyed(1)),
+    spec("incrby", 3, (1, 1, 1), Keyed(1)),
+    spec("incrbyfloat", 3, (1, 1, 1), Keyed(1)),
+    spec("info", -1, (0, 0, 0), Local),
+    spec("keys", 2, (0, 0, 0), Refused(Reason::Keyspace)),
+    spec("lastsave", 1, (0, 0, 0), Refused(Reason::Admin)),
+    spec("latency", -2, (0, 0, 0), Refused(Reason::Admin)),
+    spec(
+        "lcs",
+        -3,
+        (1, 2, 1),
+        SameServer(Keys::Range {
+            first: 1,
+            last: 2,
+            step: 1,
+        }),
+    ),
+    spec("lindex", 3, (1, 1, 1), Keyed(1)),
+    spec("linsert", 5, (1, 1, 1), Keyed(1)),
+    spec("llen", 2, (1, 1, 1), Keyed(1)),
+    spec(
+        "lmove",
+        5,
+        (1, 2, 1),
+        SameServer(Keys::Range {
+            first: 1,
+            last: 2,
+            step: 1,
+        }),
+    ),
+    spec("lmpop", -4, (0, 0, 0), SameServer(Keys::NumKeys(1))),
+    spec("lolwut", -1, (0, 0, 0), AnyServer),
+    spec("lpop", -2, (1, 1, 1), Keyed(1)),
+    spec("lpos", -3, (1, 1, 1), Keyed(1)),
+    spec("lpush", -3, (1, 1, 1), Keyed(1)),
+    spec("lpushx", -3, (1, 1, 1), Keyed(1)),
+    spec("lrange", 4, (1, 1, 1), Keyed(1)),
+    spec("lrem", 4, (1, 1, 1), Keyed(1)),
+    spec("lset", 4, (1, 1, 1), Keyed(1)),
+    spec("ltrim", 4, (1, 1, 1), Keyed(1)),
+    spec("memory", -2, (0, 0, 0), BySubcommand),
+    spec("mget", -2, (1, -1, 1), SplitKeys),
+    spec("migrate", -6, (3, 3, 1), Refused(Reason::Admin)),
+    spec("module", -2, (0, 0, 0), Refused(Reason::Admin)),
+    spec("monitor", 1, (0, 0, 0), Refused(Reason::Admin)),
+    spec("move", 3, (1, 1, 1), Refused(Reason::Databases)),
+    spec("mset", -3, (1, -1, 2), SplitPairs),
+    spec(
+        "msetnx",
+        -3,
+        (1, -1, 2),
+        SameServer(Keys::Range {
+            first: 1,
+            last: -1,
+            step: 2,
+        }),
+    ),
+    spec("multi", 1, (0, 0, 0), Refused(Reason::Transactions)),
+    spec("object", -2, (0, 0, 0), BySubcommand),
+    spec("persist", 2, (1, 1, 1), Keyed(1)),
+    spec("pexpire", -3, (1, 1, 1), Keyed(1)),
+    spec("pexpireat", -3, (1, 1, 1), Keyed(1)),
+    spec("pexpiretime", 2, (1, 1, 1), Keyed(1)),
+    spec("pfadd", -2, (1, 1, 1), Keyed(1)),
+    spec("pfcount", -2, (1, -1, 1), Keyed(1)),
+    spec("pfdebug", 3, (2, 2, 1), Refused(Reason::Admin)),
+    spec("pfmerge", -2, (1, -1, 1), Keyed(1)),
+    spec("pfselftest", 1, (0, 0, 0), Refused(Reason::Admin)),
+    spec("ping", -1, (0, 0, 0), Local),
+    spec("psetex", 4, (1, 1, 1), Keyed(1)),
+    spec("psubscribe", -2, (0, 0, 0), Refused(Reason::PubSub)),
+    spec("psync", -3, (0, 0, 0), Refused(Reason::Replication)),
+    spec("pttl", 2, (1, 1, 1), Keyed(1)),
+    spec("publish", 3, (0, 0, 0), Refused(Reason::PubSub)),
+    spec("pubsub", -2, (0, 0, 0), Refused(Reason::PubSub)),
+    spec("punsubscribe", -1, (0, 0, 0), Refused(Reason::PubSub)),
+    spec("quit", -1, (0, 0, 0), Local),
+    spec("randomkey", 1, (0, 0, 0), Refused(Reason::Keyspace)),
+    spec("readonly", 1, (0, 0, 0), Refused(Reason::Cluster)),
+    spec("readwrite", 1, (0, 0, 0), Refused(Reason::Cluster)),
+    spec(
+        "rename",
+        3,
+        (1, 2, 1),
+        SameServer(Keys::Range {
+            first: 1,
+            last: 2,
+            step: 1,
+        }),
+    ),
+    spec(
+        "renamenx",
+        3,
+        (1, 2, 1),
+        SameServer(Keys::Range {
+            first: 1,
+            last: 2,
+            step: 1,
+        }),
+    ),
+    spec("replconf", -1, (0, 0, 0), Refused(Reason::Replication)),
+    spec("replicaof", 3, (0, 0, 0), Refused(Reason::Replication)),
+    spec("reset", 1, (0, 0, 0), Local),
+    spec("restore", -4, (1, 1, 1), Keyed(1)),
+    spec("restore-asking", -4, (1, 1, 1), Refused(Reason::Cluster)),
+    spec("role", 1, (0, 0, 0), Refused(Reason::Replication)),
+    spec("rpop", -2, (1, 1, 1), Keyed(1)),
+    spec("rpoplpush", 3, (1, 2, 1), Keyed(1)),
+    spec("rpush", -3, (1, 1, 1), Keyed(1)),
+    spec("rpushx", -3, (1, 1, 1), Keyed(1)),
+    spec("sadd", -3, (1, 1, 1), Keyed(1)),
+    spec("save", 1, (0, 0, 0), Refused(Reason::Admin)),
+    spec("scan", -2, (0, 0, 0), Refused(Reason::Keyspace)),
+    spec("scard", 2, (1, 1, 1), Keyed(1)),
+    spec("script", -2, (0, 0, 0), Refused(Reason::Scripts)),
+    spec("sdiff", -2, (1, -1, 1), Keyed(1)),
+    spec("sdiffstore", -3, (1, -1, 1), Keyed(1)),
+    spec("select", 2, (0, 0, 0), Local),
+    spec("set", -3, (1, 1, 1), Keyed(1)),
+    spec("setbit", 4, (1, 1, 1), Keyed(1)),
+    spec("setex", 4, (1, 1, 1), Keyed(1)),
+    spec("setnx", 3, (1, 1, 1), Keyed(1)),
+    spec("setrange", 4, (1, 1, 1), Keyed(1)),
+    spec("shutdown", -1, (0, 0, 0), Refused(Reason::Admin)),
+    spec("sinter", -2, (1, -1, 1), Keyed(1)),
+    spec("sintercard", -3, (0, 0, 0), SameServer(Keys::NumKeys(1))),
+    spec("sinterstore", -3, (1, -1, 1), Keyed(1)),
+    spec("sismember", 3, (1, 1, 1), Keyed(1)),
+    spec("slaveof", 3, (0, 0, 0), Refused(Reason::Replication)),
+    spec("slowlog", -2, (0, 0, 0), Refused(Reason::Admin)),
+    spec("smembers", 2, (1, 1, 1), Keyed(1)),
+    spec("smismember", -3, (1, 1, 1), Keyed(1)),
+    spec("smove", 4, (1, 2, 1), Keyed(1)),
+    spec("sort", -2, (1, 1, 1), Keyed(1)),
+    spec("sort_ro", -2, (1, 1, 1), Keyed(1)),
+    spec("spop", -2, (1, 1, 1), Keyed(1)),
+    spec("spublish", 3, (1, 1, 1), Refused(Reason::PubSub)),
+    spec("srandmember", -2, (1, 1, 1), Keyed(1)),
+    spec("srem", -3, (1, 1, 1), Keyed(1)),
+    spec("sscan", -3, (1, 1, 1), Keyed(1)),
+    spec("ssubscribe", -2, (1, -1, 1), Refused(Reason::PubSub)),
+    spec("strlen", 2, (1, 1, 1), Keyed(1)),
+    spec("subscribe", -2, (0, 0, 0), Refused(Reason::PubSub)),
+    spec("substr", 4, (1, 1, 1), Keyed(1)),
+    spec("sunion", -2, (1, -1, 1), Keyed(1)),
+    spec("sunionstore", -3, (1, -1, 1), Keyed(1)),
+    spec("sunsubscribe", -1, (1, -1, 1), Refused(Reason::PubSub)),
+    spec("swapdb", 3, (0, 0, 0), Refused(Reason::Databases)),
+    spec("sync", 1, (0, 0, 0), Refused(Reason::Replication)),
+    spec("time", 1, (0, 0, 0), AnyServer),
+    spec("touch", -2, (1, -1, 1), SplitKeys),
+    spec("ttl", 2, (1, 1, 1), Keyed(1)),
+    spec("type", 2, (1, 1, 1), Keyed(1)),
+    spec("unlink", -2, (1, -1, 1), SplitKeys),
+    spec("unsubscribe", -1, (0, 0, 0), Refused(Reason::PubSub)),
+    spec("unwatch", 1, (0, 0, 0), Refused(Reason::Transactions)),
+    spec("wait", 3, (0, 0, 0), Refused(Reason::Replication)),
+    spec("watch", -2, (1, -1, 1), Refused(Reason::Transactions)),
+    spec("xack", -4, (1, 1, 1), Keyed(1)),
+    spec("xadd", -5, (1, 1, 1), Keyed(1)),
+    spec("xautoclaim", -6, (1, 1, 1), Keyed(1)),
+    spec("xclaim", -6, (1, 1, 1), Keyed(1)),
+    spec("xdel", -3, (1, 1, 1), Keyed(1)),
+    spec("xgroup", -2, (0, 0, 0), BySubcommand),
+    spec("xinfo", -2, (0, 0, 0), BySubcommand),
+    spec("xlen", 2, (1, 1, 1), Keyed(1)),
+    spec("xpending", -3, (1, 1, 1), Keyed(1)),
+    spec("xrange", -4, (1, 1, 1), Keyed(1)),
+    spec("xread", -4, (0, 0, 0), SameServer(Keys::Streams)),
+    spec("xreadgroup", -7, (0, 0, 0), SameServer(Keys::Streams)),
+    spec("xrevrange", -4, (1, 1, 1), Keyed(1)),
+    spec("xsetid", -3, (1, 1, 1), Keyed(1)),
+    spec("xtrim", -4, (1, 1, 1), Keyed(1)),
+    spec("zadd", -4, (1, 1, 1), Keyed(1)),
+    spec("zcard", 2, (1, 1, 1), Keyed(1)),
+    spec("zcount", 4, (1, 1, 1), Keyed(1)),
+    spec("zdiff", -3, (0, 0, 0), Keyed(2)),
+    spec("zdiffstore", -4, (1, 1, 1), Keyed(1)),
+    spec("zincrby", 4, (1, 1, 1), Keyed(1)),
+    spec("zinter", -3, (0, 0, 0), Keyed(2)),
+    spec("zintercard", -3, (0, 0, 0), SameServer(Keys::NumKeys(1))),
+    spec("zinterstore", -4, (1, 1, 1), Keyed(1)),
+    spec("zlexcount", 4, (1, 1, 1), Keyed(1)),
+    spec("zmpop", -4, (0, 0, 0), SameServer(Keys::NumKeys(1))),
+    spec("zmscore", -3, (1, 1, 1), Keyed(1)),
+    spec("zpopmax", -2, (1, 1, 1), Keyed(1)),
+    spec("zpopmin", -2, (1, 1, 1), Keyed(1)),
+    spec("zrandmember", -2, (1, 1, 1), Keyed(1)),
+    spec("zrange", -4, (1, 1, 1), Keyed(1)),
+    spec("zrangebylex", -4, (1, 1, 1), Keyed(1)),
+    spec("zrangebyscore", -4, (1, 1, 1), Keyed(1)),
+    spec(
+        "zrangestore",
+        -5,
+        (1, 2, 1),
+        SameServer(Keys::Range {
+            first: 1,
+            last: 2,
+            step: 1,
+        }),
+    ),
+    spec("zrank", 3, (1, 1, 1), Keyed(1)),
+    spec("zrem", -3, (1, 1, 1), Keyed(1)),
+    spec("zremrangebylex", 4, (1, 1, 1), Keyed(1)),
+    spec("zremrangebyrank", 4, (1, 1, 1), Keyed(1)),
+    spec("zremrangebyscore", 4, (1, 1, 1), Keyed(1)),
+    spec("zrevrange", -4, (1, 1, 1), Keyed(1)),
+    spec("zrevrangebylex", -4, (1, 1, 1), Keyed(1)),
+    spec("zrevrangebyscore", -4, (1, 1, 1), Keyed(1)),
+    spec("zrevrank", 3, (1, 1, 1), Keyed(1)),
+    spec("zscan", -3, (1, 1, 1), Keyed(1)),
+    spec("zscore", 3, (1, 1, 1), Keyed(1)),
+    spec("zunion", -3, (0, 0, 0), Keyed(2)),
+    spec("zunionstore", -4, (1, 1, 1), Keyed(1)),
 ];
 
-/// The command named `name`, in any letter case.
+/// The subcommands of the commands whose kind is [`BySubcommand`], sorted.
+pub static SUBCOMMANDS: &[CommandSpec] = &[
+    spec("memory|doctor", 2, (0, 0, 0), Refused(Reason::Admin)),
+    spec("memory|help", 2, (0, 0, 0), AnyServer),
+    spec("memory|malloc-stats", 2, (0, 0, 0), Refused(Reason::Admin)),
+    spec("memory|purge", 2, (0, 0, 0), Refused(Reason::Admin)),
+    spec("memory|stats", 2, (0, 0, 0), Refused(Reason::Admin)),
+    spec("memory|usage", -3, (2, 2, 1), Keyed(2)),
+    spec("object|encoding", 3, (2, 2, 1), Keyed(2)),
+    spec("object|freq", 3, (2, 2, 1), Keyed(2)),
+    spec("object|help", 2, (0, 0, 0), AnyServer),
+    spec("object|idletime", 3, (2, 2, 1), Keyed(2)),
+    spec("object|refcount", 3, (2, 2, 1), Keyed(2)),
+    spec("xgroup|create", -5, (2, 2, 1), Keyed(2)),
+    spec("xgroup|createconsumer", 5, (2, 2, 1), Keyed(2)),
+    spec("xgroup|delconsumer", 5, (2, 2, 1), Keyed(2)),
+    spec("xgroup|destroy", 4, (2, 2, 1), Keyed(2)),
+    spec("xgroup|help", 2, (0, 0, 0), AnyServer),
+    spec("xgroup|setid", -5, (2, 2, 1), Keyed(2)),
+    spec("xinfo|consumers", 4, (2, 2, 1), Keyed(2)),
+    spec("xinfo|groups", 3, (2, 2, 1), Keyed(2)),
+    spec("xinfo|help", 2, (0, 0, 0), AnyServer),
+    spec("xinfo|stream", -3, (2, 2, 1), Keyed(2)),
+];
+
+/// The spec of a command, by name in any case.
 pub fn lookup(name: &[u8]) -> Option<&'static CommandSpec> {
-    let mut lower = [0u8; 24];
-    if name.len() > lower.len() {
+    find(COMMANDS, name)
+}
+
+/// The spec of `container|sub`, by the two names in any case.
+pub fn lookup_subcommand(container: &str, sub: &[u8]) -> Option<&'static CommandSpec> {
+    let mut full = [0u8; 48];
+    let len = container.len() + 1 + sub.len();
+    if len > full.len() {
         return None;
     }
+    full[..container.len()].copy_from_slice(container.as_bytes());
+    full[container.len()] = b'|';
+    full[container.len() + 1..len].copy_from_slice(sub);
+    find(SUBCOMMANDS, &full[..len])
+}
+
+fn find(table: &'static [CommandSpec], name: &[u8]) -> Option<&'static CommandSpec> {
+    if name.len() > 48 {
+        return None;
+    }
+    let mut lower = [0u8; 48];
+    let lower = &mut lower[..name.len()];
     for (l, &c) in lower.iter_mut().zip(name) {
         *l = c.to_ascii_lowercase();
     }
-    let lower = &lower[..name.len()];
-    COMMANDS
+    table
         .binary_search_by(|c| c.name.as_bytes().cmp(lower))
         .ok()
-        .map(|i| &COMMANDS[i])
+        .map(|i| &table[i])
 }
 
 #[cfg(test)]
@@ -296,31 +501,47 @@ mod tests {
     use super::*;
 
     #[test]
-    fn table_is_sorted_and_unique() {
-        for pair in COMMANDS.windows(2) {
-            assert!(
-                pair[0].name < pair[1].name,
-                "{} / {}",
-                pair[0].name,
-                pair[1].name
-            );
+    fn tables_are_sorted_for_binary_search() {
+        for table in [COMMANDS, SUBCOMMANDS] {
+            for pair in table.windows(2) {
+                assert!(
+                    pair[0].name < pair[1].name,
+                    "{} before {}",
+                    pair[0].name,
+                    pair[1].name
+                );
+            }
         }
     }
 
     #[test]
     fn lookup_ignores_case() {
-        assert_eq!(lookup(b"GET").unwrap().name, "get");
-        assert_eq!(lookup(b"mGeT").unwrap().kind, SplitKeys);
-        assert_eq!(lookup(b"keys").unwrap().kind, Unsupported);
+        assert_eq!(lookup(b"GeT").unwrap().name, "get");
         assert!(lookup(b"nosuchcommand").is_none());
-        assert!(lookup(b"a-very-long-name-that-is-no-command").is_none());
+        assert_eq!(
+            lookup_subcommand("object", b"ENCODING").unwrap().kind,
+            Keyed(2)
+        );
+        assert!(lookup_subcommand("object", b"nope").is_none());
+    }
+
+    #[test]
+    fn every_container_has_subcommands() {
+        for c in COMMANDS.iter().filter(|c| c.kind == BySubcommand) {
+            let prefix = format!("{}|", c.name);
+            assert!(
+                SUBCOMMANDS.iter().any(|s| s.name.starts_with(&prefix)),
+                "{}",
+                c.name
+            );
+        }
     }
 
     #[test]
     fn arity() {
         let get = lookup(b"get").unwrap();
-        assert!(get.arity_ok(2) && !get.arity_ok(1) && !get.arity_ok(3));
-        let set = lookup(b"set").unwrap();
-        assert!(set.arity_ok(3) && set.arity_ok(6) && !set.arity_ok(2));
+        assert!(get.arity_ok(2) && !get.arity_ok(3));
+        let del = lookup(b"del").unwrap();
+        assert!(del.arity_ok(2) && del.arity_ok(9) && !del.arity_ok(1));
     }
 }

@@ -1,12 +1,16 @@
-//! RESP2, the redis protocol: client requests (multibulk or inline) and server
-//! replies of every type, parsed incrementally over byte slices.
+//! RESP, the redis protocol: client requests (multibulk or inline) and server
+//! replies of every RESP2 and RESP3 type, parsed incrementally over byte slices.
 
 mod command;
 mod encode;
 mod reply;
 mod request;
 
-pub use command::{lookup, CommandKind, CommandSpec, COMMANDS};
-pub use encode::{array_header, bulk, error, integer, null_bulk, simple};
+pub use command::{
+    lookup, lookup_subcommand, CommandKind, CommandSpec, Keys, Reason, COMMANDS, SUBCOMMANDS,
+};
+pub use encode::{
+    array_header, bulk, error, integer, map_header, null, null_bulk, simple, verbatim_text,
+};
 pub use reply::{parse_reply, ReplyParse};
 pub use request::{parse_request, Parsed, Request, MAX_BULK_LEN, MAX_MULTIBULK_LEN};

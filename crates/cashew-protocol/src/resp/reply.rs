@@ -1,4 +1,7 @@
-//! Server replies of every RESP2 type, nested arrays included.
+//! Server replies of every RESP2 and RESP3 type, nested aggregates included: simple
+//! lines (`+ - : _ # , (`), length-prefixed strings (`$ ! =`), aggregates (`* ~ >`
+//! of N elements, `%` of N key-value pairs) and attributes (`|`, key-value pairs
+//! that come before the reply they describe and belong to it).
 
 pub use crate::ReplyParse;
 
@@ -26,8 +29,10 @@ pub fn parse_reply(buf: &[u8]) -> ReplyParse {
         let body = &buf[pos + 1..line_end - 2];
         remaining -= 1;
         match buf[pos] {
-            b'+' | b'-' | b':' => pos = line_end,
-            b'$' => {
+            b'+' | b'-' | b':' | b',' | b'(' => pos = line_end,
+            b'_' if body.is_empty() => pos = line_end,
+            b'#' if body == b"t" || body == b"f" => pos = line_end,
+            b'$' | b'!' | b'=' => {
                 let Some(len) = length(body) else {
                     return ReplyParse::Invalid;
                 };
@@ -45,16 +50,24 @@ pub fn parse_reply(buf: &[u8]) -> ReplyParse {
                     }
                 };
             }
-            b'*' => {
+            kind @ (b'*' | b'~' | b'>' | b'%' | b'|') => {
                 let Some(len) = length(body) else {
                     return ReplyParse::Invalid;
                 };
+                if len.is_none() && kind != b'*' {
+                    // Only RESP2's null array has a length of -1.
+                    return ReplyParse::Invalid;
+                }
                 pos = line_end;
-                if let Some(len) = len {
-                    if len > 0 {
-                        stack.push(remaining);
-                        remaining = len as u64;
-                    }
+                if kind == b'|' {
+                    // An attribute does not take the place of a reply: the reply follows it.
+                    remaining += 1;
+                }
+                let pairs = matches!(kind, b'%' | b'|');
+                let elements = len.unwrap_or(0) as u64 * if pairs { 2 } else { 1 };
+                if elements > 0 {
+                    stack.push(remaining);
+                    remaining = elements;
                 }
             }
             _ => return ReplyParse::Invalid,
@@ -107,6 +120,40 @@ mod tests {
         for cut in 0..r.len() {
             assert_eq!(parse_reply(&r[..cut]), ReplyParse::Incomplete, "cut {cut}");
         }
+    }
+
+    #[test]
+    fn resp3_types() {
+        for r in [
+            &b"_\r\n"[..],
+            b"#t\r\n",
+            b",3.14\r\n",
+            b",-inf\r\n",
+            b"(3492890328409238509324850943850943825024385\r\n",
+            b"!21\r\nSYNTAX invalid syntax\r\n",
+            b"=15\r\ntxt:Some string\r\n",
+            b"%2\r\n+first\r\n:1\r\n+second\r\n:2\r\n",
+            b"~3\r\n+a\r\n+b\r\n+c\r\n",
+            b">3\r\n$7\r\nmessage\r\n$2\r\nch\r\n$2\r\nhi\r\n",
+            b"%0\r\n",
+            b"|1\r\n+key-popularity\r\n%1\r\n$1\r\na\r\n,0.19\r\n*2\r\n:2039123\r\n:9543892\r\n",
+        ] {
+            assert_eq!(
+                parse_reply(r),
+                ReplyParse::Complete(r.len()),
+                "{}",
+                String::from_utf8_lossy(r)
+            );
+            for cut in 0..r.len() {
+                assert_eq!(parse_reply(&r[..cut]), ReplyParse::Incomplete, "cut {cut}");
+            }
+        }
+        // An attribute inside an array belongs to the element after it.
+        let r = b"*2\r\n:1\r\n|1\r\n+ttl\r\n:3\r\n:2\r\n";
+        assert_eq!(parse_reply(r), ReplyParse::Complete(r.len()));
+        assert_eq!(parse_reply(b"_x\r\n"), ReplyParse::Invalid);
+        assert_eq!(parse_reply(b"#x\r\n"), ReplyParse::Invalid);
+        assert_eq!(parse_reply(b"%-1\r\n"), ReplyParse::Invalid);
     }
 
     #[test]

@@ -40,6 +40,8 @@ pub struct LinkSettings {
     pub timeout: Option<Duration>,
     pub keepalive: bool,
     pub redis: bool,
+    /// A redis connection opened in RESP3 (`HELLO 3`), for RESP3 clients.
+    pub resp3: bool,
     /// What a new connection sends first (redis `AUTH`, `SELECT`; then a request
     /// for the server's version), and how many replies that gets.
     pub setup: Vec<u8>,
@@ -50,8 +52,8 @@ pub struct LinkSettings {
 }
 
 impl LinkSettings {
-    pub fn new(pool: &Pool, server: &Server) -> LinkSettings {
-        let (setup, setup_replies) = setup_requests(pool);
+    pub fn new(pool: &Pool, server: &Server, resp3: bool) -> LinkSettings {
+        let (setup, setup_replies) = setup_requests(pool, resp3);
         LinkSettings {
             address: server.address.clone(),
             timeout: pool
@@ -60,6 +62,7 @@ impl LinkSettings {
                 .map(Duration::from_millis),
             keepalive: pool.tcpkeepalive,
             redis: pool.redis,
+            resp3,
             setup,
             setup_replies,
             policy: EjectPolicy::of(pool),
@@ -222,10 +225,11 @@ async fn open(link: &ServerLink) -> Result<Stream, BackendError> {
     Ok(stream)
 }
 
-/// The first requests of a new connection and how many replies they get: redis
-/// `AUTH` and `SELECT` when configured, then the server's version (`INFO server`
-/// for redis, `version` for memcached), which clients asking for it are given.
-fn setup_requests(pool: &Pool) -> (Vec<u8>, usize) {
+/// The first requests of a new connection and how many replies they get: for
+/// redis `HELLO 3` (RESP3 connections, with the password when there is one), `AUTH`
+/// and `SELECT` when configured, then the server's version (`INFO server` for
+/// redis, `version` for memcached), which clients asking for it are given.
+fn setup_requests(pool: &Pool, resp3: bool) -> (Vec<u8>, usize) {
     use cashew_protocol::resp::{array_header, bulk};
     let mut setup = Vec::new();
     if !pool.redis {
@@ -233,7 +237,18 @@ fn setup_requests(pool: &Pool) -> (Vec<u8>, usize) {
         return (setup, 1);
     }
     let mut replies = 0;
-    if let Some(password) = &pool.redis_auth {
+    if resp3 {
+        let auth = pool.redis_auth.as_deref();
+        array_header(&mut setup, if auth.is_some() { 5 } else { 2 });
+        bulk(&mut setup, b"HELLO");
+        bulk(&mut setup, b"3");
+        if let Some(password) = auth {
+            bulk(&mut setup, b"AUTH");
+            bulk(&mut setup, b"default");
+            bulk(&mut setup, password.as_bytes());
+        }
+        replies += 1;
+    } else if let Some(password) = &pool.redis_auth {
         array_header(&mut setup, 2);
         bulk(&mut setup, b"AUTH");
         bulk(&mut setup, password.as_bytes());
@@ -524,6 +539,18 @@ impl Session {
                     _ => Err(BackendError::Protocol),
                 };
             };
+            if redis && rbuf.first() == Some(&b'>') {
+                // A RESP3 push answers no request (cashew refuses the commands
+                // that ask for them): read past it.
+                match parse(rbuf) {
+                    ReplyParse::Complete(n) => {
+                        rbuf.advance(n);
+                        continue;
+                    }
+                    ReplyParse::Incomplete => break,
+                    ReplyParse::Invalid => return Err(BackendError::Protocol),
+                }
+            }
             let complete = if front.until_noop {
                 loop {
                     match parse(&rbuf[front.scanned..]) {
@@ -578,6 +605,8 @@ mod tests {
         assert_eq!(version_of(b"ERROR\r\n", false), None);
         let info = b"$52\r\n# Server\r\nredis_version:7.0.15\r\nredis_mode:standalone\r\n\r\n";
         assert_eq!(version_of(info, true), Some("7.0.15"));
+        let resp3 = b"=56\r\ntxt:# Server\r\nredis_version:7.0.15\r\nredis_mode:standalone\r\n\r\n";
+        assert_eq!(version_of(resp3, true), Some("7.0.15"));
         assert_eq!(version_of(b"-NOPERM no\r\n", true), None);
     }
 }

@@ -3,7 +3,7 @@
 //! generation, so a reload swaps routing under connected clients between two
 //! batches of requests.
 
-use std::cell::{Cell, Ref, RefCell};
+use std::cell::{Cell, OnceCell, Ref, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -28,6 +28,9 @@ pub struct PoolRt {
     /// One per server, in config order; kept from the previous generation's pool
     /// when the server's connection settings did not change.
     servers: Vec<Rc<ServerConns>>,
+    /// Redis pools: RESP3 connections for RESP3 clients, opened on first use.
+    servers3: Vec<OnceCell<Rc<ServerConns>>>,
+    backends: Rc<TaskCount>,
     replies: Rc<Replies>,
     /// The shared epoch this worker's router was built at.
     seen_epoch: Cell<u64>,
@@ -60,35 +63,51 @@ impl PoolRt {
         let pool = &generation.config.pools[index];
         let state = &generation.pools[index];
         let counters = &state.workers[worker.id];
-        let servers = pool
-            .servers
-            .iter()
-            .enumerate()
-            .map(|(s, server)| {
-                let settings = LinkSettings::new(pool, server);
-                let (health, server_counters) = (&state.servers[s], &counters.servers[s]);
-                let kept = previous.and_then(|p| {
-                    p.servers.iter().find(|c| {
-                        let link = &c.link;
-                        link.server_name == server.name()
-                            && link.settings == settings
-                            && Arc::ptr_eq(&link.health, health)
-                            && Arc::ptr_eq(&link.counters, server_counters)
-                            && Arc::ptr_eq(&link.pool_counters, &counters.pool)
-                    })
-                });
-                if let Some(conns) = kept {
-                    return conns.clone();
+        let link = |s: usize, resp3: bool| ServerLink {
+            pool_name: pool.name.clone(),
+            server_name: pool.servers[s].name().to_string(),
+            settings: LinkSettings::new(pool, &pool.servers[s], resp3),
+            counters: counters.servers[s].clone(),
+            pool_counters: counters.pool.clone(),
+            health: state.servers[s].clone(),
+        };
+        // The previous generation's connections to the same server with the same
+        // settings, counters and health.
+        let kept = |wanted: &ServerLink, resp3: bool| -> Option<Rc<ServerConns>> {
+            let previous = previous?;
+            let mut groups = previous
+                .servers
+                .iter()
+                .chain(previous.servers3.iter().filter_map(|c| c.get()));
+            groups
+                .find(|c| {
+                    let have = &c.link;
+                    have.settings.resp3 == resp3
+                        && have.server_name == wanted.server_name
+                        && have.settings == wanted.settings
+                        && Arc::ptr_eq(&have.health, &wanted.health)
+                        && Arc::ptr_eq(&have.counters, &wanted.counters)
+                        && Arc::ptr_eq(&have.pool_counters, &wanted.pool_counters)
+                })
+                .cloned()
+        };
+        let servers = (0..pool.servers.len())
+            .map(|s| {
+                let wanted = link(s, false);
+                kept(&wanted, false).unwrap_or_else(|| {
+                    Rc::new(ServerConns::start(Rc::new(wanted), &worker.backends))
+                })
+            })
+            .collect();
+        let servers3 = (0..pool.servers.len())
+            .map(|s| {
+                let cell = OnceCell::new();
+                if pool.redis {
+                    if let Some(conns) = kept(&link(s, true), true) {
+                        let _ = cell.set(conns);
+                    }
                 }
-                let link = ServerLink {
-                    pool_name: pool.name.clone(),
-                    server_name: server.name().to_string(),
-                    settings,
-                    counters: server_counters.clone(),
-                    pool_counters: counters.pool.clone(),
-                    health: health.clone(),
-                };
-                Rc::new(ServerConns::start(Rc::new(link), &worker.backends))
+                cell
             })
             .collect();
         let router = Router::new(pool.hash, pool.distribution, pool.hash_tag, &[]);
@@ -96,6 +115,8 @@ impl PoolRt {
             index,
             router: RefCell::new(router),
             servers,
+            servers3,
+            backends: worker.backends.clone(),
             replies: worker.replies.clone(),
             seen_epoch: Cell::new(0),
             next_rebuild: Cell::new(None),
@@ -175,23 +196,50 @@ impl PoolRt {
         bytes: Bytes,
         want_reply: bool,
     ) -> Option<ReplyRx> {
-        self.send_job(server, client, bytes, want_reply, false)
+        self.send_job(&self.servers[server], client, bytes, want_reply, false)
+    }
+
+    /// As [`send`](Self::send), over a RESP3 connection when `resp3` (a redis
+    /// client that asked for RESP3 gets exactly what such a client gets).
+    pub fn send_redis(
+        &self,
+        server: usize,
+        client: usize,
+        bytes: Bytes,
+        resp3: bool,
+    ) -> Option<ReplyRx> {
+        if !resp3 {
+            return self.send(server, client, bytes, true);
+        }
+        let conns = self.servers3[server].get_or_init(|| {
+            let first = &self.servers[server].link;
+            let pool = self.config();
+            let link = ServerLink {
+                settings: LinkSettings::new(pool, &pool.servers[server], true),
+                pool_name: first.pool_name.clone(),
+                server_name: first.server_name.clone(),
+                counters: first.counters.clone(),
+                pool_counters: first.pool_counters.clone(),
+                health: first.health.clone(),
+            };
+            Rc::new(ServerConns::start(Rc::new(link), &self.backends))
+        });
+        self.send_job(conns, client, bytes, true, false)
     }
 
     /// Queues a request that ends with `mn`: its reply runs up to `MN`.
     pub fn send_until_noop(&self, server: usize, client: usize, bytes: Bytes) -> Option<ReplyRx> {
-        self.send_job(server, client, bytes, true, true)
+        self.send_job(&self.servers[server], client, bytes, true, true)
     }
 
     fn send_job(
         &self,
-        server: usize,
+        conns: &ServerConns,
         client: usize,
         bytes: Bytes,
         want_reply: bool,
         until_noop: bool,
     ) -> Option<ReplyRx> {
-        let conns = &self.servers[server];
         let stats = &conns.link.counters;
         let len = bytes.len() as u64;
         stats.add(stats::server::REQUESTS, 1);

@@ -1,6 +1,9 @@
-//! The redis protocol (RESP2) for clients: commands are forwarded by their first
-//! key, multi-key MGET/DEL/UNLINK/TOUCH/EXISTS/MSET are split per server and merged,
-//! connection-level commands are answered here, and every request gets a reply.
+//! The redis protocol for clients, RESP2 or RESP3 as each client asks with `HELLO`.
+//! Every command Redis 7 knows has a class (see `cashew_protocol::resp::COMMANDS`):
+//! forwarded by the key its position names, forwarded when all its keys are on one
+//! server, split and merged, answered here, or refused with a reason that is true.
+//! A RESP3 client's commands travel over RESP3 server connections, so it gets
+//! exactly the replies a RESP3 client of that server gets.
 
 use std::collections::VecDeque;
 use std::ops::Range;
@@ -8,8 +11,9 @@ use std::rc::Rc;
 
 use bytes::{Bytes, BytesMut};
 use cashew_protocol::resp::{
-    self, array_header, bulk, error, integer, lookup, null_bulk, simple, CommandKind, Parsed,
-    ReplyParse, COMMANDS,
+    self, array_header, bulk, error, integer, lookup, lookup_subcommand, map_header, null,
+    null_bulk, simple, verbatim_text, CommandKind, CommandSpec, Keys, Parsed, Reason, ReplyParse,
+    COMMANDS,
 };
 
 use super::client::{
@@ -19,8 +23,8 @@ use super::handoff::BackendError;
 use super::pool::{PoolRt, PoolSlot};
 use crate::stats::{pool as ps, proxy as px};
 
-/// The Redis version whose RESP2 behaviour cashew follows (reported by HELLO and INFO).
-const REDIS_COMPAT_VERSION: &str = "7.0.0";
+/// The version reported when no server has told its own yet.
+const FALLBACK_REDIS_VERSION: &str = "7.0.0";
 
 pub enum Pending {
     Ready(Bytes),
@@ -37,13 +41,27 @@ pub enum Pending {
     AllOk(Vec<Part>),
     /// QUIT: `+OK`, then close.
     Quit,
+    /// A reply of the proxy's that reports a server's version, when none was known:
+    /// built once `part` (a `PING` that connects to a live server, whose handshake
+    /// learns its version) is answered.
+    AfterVersion {
+        part: Part,
+        reply: VersionedReply,
+    },
+}
+
+/// Replies that report the servers' version.
+#[derive(Clone, Copy)]
+pub enum VersionedReply {
+    Hello { resp3: bool },
+    Info,
 }
 
 impl PendingReply for Pending {
     fn try_settle(&mut self) -> bool {
         match self {
             Pending::Ready(_) | Pending::Quit => true,
-            Pending::Single(part) => part.try_settle(),
+            Pending::Single(part) | Pending::AfterVersion { part, .. } => part.try_settle(),
             Pending::Mget { parts, .. } | Pending::Sum(parts) | Pending::AllOk(parts) => {
                 try_settle_all(parts)
             }
@@ -53,7 +71,7 @@ impl PendingReply for Pending {
     async fn settle(&mut self) {
         match self {
             Pending::Ready(_) | Pending::Quit => {}
-            Pending::Single(part) => part.settle().await,
+            Pending::Single(part) | Pending::AfterVersion { part, .. } => part.settle().await,
             Pending::Mget { parts, .. } | Pending::Sum(parts) | Pending::AllOk(parts) => {
                 settle_all(parts).await
             }
@@ -71,6 +89,8 @@ pub struct Client {
     needed: usize,
     authenticated: bool,
     name: Option<Bytes>,
+    /// The client speaks RESP3 (after `HELLO 3`).
+    resp3: bool,
     done: bool,
 }
 
@@ -84,6 +104,7 @@ impl Client {
             args: Vec::new(),
             needed: 0,
             name: None,
+            resp3: false,
             done: false,
         }
     }
@@ -97,6 +118,19 @@ fn ready(build: impl FnOnce(&mut Vec<u8>)) -> Pending {
 
 fn err(text: &str) -> Pending {
     ready(|o| error(o, text))
+}
+
+fn refused(name: &str, reason: Reason) -> Pending {
+    err(&format!(
+        "ERR command '{name}' is not supported by the proxy: {}",
+        reason.text()
+    ))
+}
+
+fn wrong_arity(name: &str) -> Pending {
+    err(&format!(
+        "ERR wrong number of arguments for '{name}' command"
+    ))
 }
 
 impl Protocol for Client {
@@ -143,6 +177,19 @@ impl Client {
         &bytes[self.args[i].clone()]
     }
 
+    fn argc(&self) -> usize {
+        self.args.len()
+    }
+
+    /// A null in the client's protocol.
+    fn null(&self, out: &mut Vec<u8>) {
+        if self.resp3 {
+            null(out)
+        } else {
+            null_bulk(out)
+        }
+    }
+
     fn dispatch(&mut self, pool: &PoolRt, bytes: &Bytes) -> Pending {
         let name = self.arg(bytes, 0);
         let Some(spec) = lookup(name) else {
@@ -158,52 +205,70 @@ impl Client {
             }
             return err(&text);
         };
-        if !self.authenticated && !matches!(spec.name, "auth" | "quit" | "hello") {
+        if !self.authenticated && !matches!(spec.name, "auth" | "quit" | "hello" | "reset") {
             return err("NOAUTH Authentication required.");
         }
-        if !spec.arity_ok(self.args.len()) {
+        if !spec.arity_ok(self.argc()) {
             return wrong_arity(spec.name);
         }
-        match spec.kind {
-            CommandKind::Unsupported => err(&format!(
-                "ERR command '{}' is not supported by the proxy",
-                spec.name
-            )),
-            CommandKind::Local => self.local(pool, spec.name, bytes),
-            CommandKind::Keyed => self.forward(pool, 1, bytes),
-            CommandKind::Script => {
-                let keys = std::str::from_utf8(self.arg(bytes, 2))
-                    .ok()
-                    .and_then(|n| n.parse::<i64>().ok());
-                match keys {
-                    None => err("ERR value is not an integer or out of range"),
-                    Some(n) if n < 0 => err("ERR Number of keys can't be negative"),
-                    Some(n) if n as usize > self.args.len() - 3 => {
-                        err("ERR Number of keys can't be greater than number of args")
+        let spec = match spec.kind {
+            CommandKind::BySubcommand => {
+                let sub = self.arg(bytes, 1);
+                match lookup_subcommand(spec.name, sub) {
+                    Some(sub) if sub.arity_ok(self.argc()) => sub,
+                    Some(sub) => return wrong_arity(sub.name),
+                    None => {
+                        return err(&format!(
+                            "ERR unknown subcommand '{}'. Try {} HELP.",
+                            String::from_utf8_lossy(sub),
+                            spec.name.to_ascii_uppercase()
+                        ))
                     }
-                    Some(0) => err(&format!(
-                        "ERR '{}' without keys is not supported by the proxy: it needs a key to choose a server",
-                        spec.name
-                    )),
-                    Some(_) => self.forward(pool, 3, bytes),
                 }
             }
+            _ => spec,
+        };
+        match spec.kind {
+            CommandKind::Refused(reason) => refused(spec.name, reason),
+            CommandKind::Local => self.local(pool, spec.name, bytes),
+            CommandKind::Keyed(key) => self.forward_by(pool, usize::from(key), bytes),
+            CommandKind::AnyServer => self.forward_any(pool, bytes),
+            CommandKind::Script => self.script(pool, spec, bytes),
+            CommandKind::SameServer(keys) => self.same_server(pool, spec, keys, bytes),
             CommandKind::SplitKeys => self.split(pool, spec.name, bytes, 1),
             CommandKind::SplitPairs => {
-                if self.args.len() % 2 == 0 {
+                if self.argc() % 2 == 0 {
                     return wrong_arity(spec.name);
                 }
                 self.split(pool, spec.name, bytes, 2)
             }
+            CommandKind::BySubcommand => unreachable!("resolved above"),
         }
     }
 
-    /// Sends the request, as received, to the server of the key at argument `key`.
-    fn forward(&mut self, pool: &PoolRt, key: usize, bytes: &Bytes) -> Pending {
+    /// Sends the request, as received, to `server`.
+    fn forward_to(&self, pool: &PoolRt, server: usize, bytes: &Bytes) -> Pending {
+        Pending::Single(Part::new(pool.send_redis(
+            server,
+            self.id,
+            bytes.clone(),
+            self.resp3,
+        )))
+    }
+
+    /// Sends the request to the server of the key at argument `key`.
+    fn forward_by(&self, pool: &PoolRt, key: usize, bytes: &Bytes) -> Pending {
         match pool.route(self.arg(bytes, key)) {
-            Some(server) => {
-                Pending::Single(Part::new(pool.send(server, self.id, bytes.clone(), true)))
-            }
+            Some(server) => self.forward_to(pool, server, bytes),
+            None => self.no_server(pool),
+        }
+    }
+
+    /// Sends the request to the first live server: it is about no key, or its
+    /// keys cannot be found (the server then gives Redis's own error).
+    fn forward_any(&self, pool: &PoolRt, bytes: &Bytes) -> Pending {
+        match pool.first_live() {
+            Some(server) => self.forward_to(pool, server, bytes),
             None => self.no_server(pool),
         }
     }
@@ -213,10 +278,101 @@ impl Client {
         Pending::Ready(BackendError::NoServer.redis_reply())
     }
 
+    /// EVAL, EVALSHA, FCALL and their read-only forms: `numkeys` at argument 2,
+    /// forwarded by the first key, as nutcracker does.
+    fn script(&self, pool: &PoolRt, spec: &CommandSpec, bytes: &Bytes) -> Pending {
+        let keys = std::str::from_utf8(self.arg(bytes, 2))
+            .ok()
+            .and_then(|n| n.parse::<i64>().ok());
+        match keys {
+            None => err("ERR value is not an integer or out of range"),
+            Some(n) if n < 0 => err("ERR Number of keys can't be negative"),
+            Some(n) if n as usize > self.argc() - 3 => {
+                err("ERR Number of keys can't be greater than number of args")
+            }
+            Some(0) => err(&format!(
+                "ERR '{}' without keys is not supported by the proxy: it needs a key to choose a server",
+                spec.name
+            )),
+            Some(_) => self.forward_by(pool, 3, bytes),
+        }
+    }
+
+    /// Where the keys of a command that needs them on one server are, or `None`
+    /// when they cannot be found (the server will say what is wrong).
+    fn key_positions(&self, bytes: &[u8], keys: Keys) -> Option<Vec<usize>> {
+        let argc = self.argc();
+        match keys {
+            Keys::Range { first, last, step } => {
+                let last = if last < 0 {
+                    argc.checked_sub(last.unsigned_abs() as usize)?
+                } else {
+                    last as usize
+                };
+                Some(
+                    (first as usize..=last.min(argc - 1))
+                        .step_by(step as usize)
+                        .collect(),
+                )
+            }
+            Keys::NumKeys(at) => {
+                let at = usize::from(at);
+                let n: usize = std::str::from_utf8(self.arg(bytes, at))
+                    .ok()?
+                    .parse()
+                    .ok()?;
+                (n > 0 && at + n < argc).then(|| (at + 1..=at + n).collect())
+            }
+            Keys::Streams => {
+                let streams =
+                    (1..argc).find(|&i| self.arg(bytes, i).eq_ignore_ascii_case(b"streams"))?;
+                let rest = argc - streams - 1;
+                (rest > 0 && rest % 2 == 0).then(|| (streams + 1..=streams + rest / 2).collect())
+            }
+        }
+    }
+
+    /// A multi-key command forwarded only when all its keys are on one server.
+    fn same_server(&self, pool: &PoolRt, spec: &CommandSpec, keys: Keys, bytes: &Bytes) -> Pending {
+        if keys == Keys::Streams && self.blocks(spec.name, bytes) {
+            return refused(spec.name, Reason::Blocking);
+        }
+        let Some(positions) = self.key_positions(bytes, keys) else {
+            return self.forward_any(pool, bytes);
+        };
+        let mut server = None;
+        for i in positions {
+            let Some(s) = pool.route(self.arg(bytes, i)) else {
+                return self.no_server(pool);
+            };
+            if server.is_some_and(|first| first != s) {
+                return err(&format!(
+                    "CROSSSLOT Keys in request don't hash to the same server: '{}' is forwarded only when all its keys are on one server of the proxy; put a hash tag such as {{user1}} in each of them",
+                    spec.name
+                ));
+            }
+            server = Some(s);
+        }
+        match server {
+            Some(s) => self.forward_to(pool, s, bytes),
+            None => self.forward_any(pool, bytes),
+        }
+    }
+
+    /// `XREAD`/`XREADGROUP` with `BLOCK` before `STREAMS`.
+    fn blocks(&self, name: &str, bytes: &[u8]) -> bool {
+        // XREADGROUP GROUP <group> <consumer>: names that may be spelled "block".
+        let from = if name == "xreadgroup" { 4 } else { 1 };
+        (from..self.argc())
+            .map(|i| self.arg(bytes, i))
+            .take_while(|a| !a.eq_ignore_ascii_case(b"streams"))
+            .any(|a| a.eq_ignore_ascii_case(b"block"))
+    }
+
     /// Splits a multi-key command whose keys come in groups of `step` arguments
     /// (1: keys; 2: key-value pairs) into one command per server.
     fn split(&mut self, pool: &PoolRt, name: &str, bytes: &Bytes, step: usize) -> Pending {
-        let groups = (self.args.len() - 1) / step;
+        let groups = (self.argc() - 1) / step;
         let mut servers = Vec::with_capacity(groups);
         for g in 0..groups {
             match pool.route(self.arg(bytes, 1 + g * step)) {
@@ -226,7 +382,7 @@ impl Client {
         }
         let first = servers[0];
         if servers.iter().all(|&s| s == first) {
-            return Pending::Single(Part::new(pool.send(first, self.id, bytes.clone(), true)));
+            return self.forward_to(pool, first, bytes);
         }
 
         // One command per server, with that server's groups in the client's order.
@@ -255,7 +411,7 @@ impl Client {
                         bulk(&mut out, self.arg(bytes, 1 + g * step + a));
                     }
                 }
-                Part::new(pool.send(server, self.id, out.into(), true))
+                Part::new(pool.send_redis(server, self.id, out.into(), self.resp3))
             })
             .collect();
         pool.pool_stats().add(ps::FRAGMENTS, parts.len() as u64);
@@ -292,7 +448,37 @@ impl Client {
                 out.into()
             }
             Pending::AllOk(mut parts) => all_ok(&mut parts, b"+OK\r\n", |e| self.failed(pool, e)),
+            // The server's answer is not the client's: only its version is (and
+            // without a server, the fallback version is reported).
+            Pending::AfterVersion { reply, .. } => self.versioned(pool, reply),
         }
+    }
+
+    /// A reply that reports the servers' version: now, or once a server is reached.
+    fn with_version(&self, pool: &PoolRt, reply: VersionedReply) -> Pending {
+        if pool.server_version().is_none() {
+            if let Some(server) = pool.first_live() {
+                let ping = Bytes::from_static(b"*1\r\n$4\r\nPING\r\n");
+                let part = Part::new(pool.send(server, self.id, ping, true));
+                return Pending::AfterVersion { part, reply };
+            }
+        }
+        Pending::Ready(self.versioned(pool, reply))
+    }
+
+    fn versioned(&self, pool: &PoolRt, reply: VersionedReply) -> Bytes {
+        let mut o = Vec::new();
+        match reply {
+            VersionedReply::Hello { resp3 } => self.hello_reply(&mut o, pool, resp3),
+            VersionedReply::Info => {
+                let text = self.info(pool);
+                match self.resp3 {
+                    true => verbatim_text(&mut o, text.as_bytes()),
+                    false => bulk(&mut o, text.as_bytes()),
+                }
+            }
+        }
+        o.into()
     }
 
     fn failed(&self, pool: &PoolRt, e: BackendError) -> Bytes {
@@ -325,7 +511,7 @@ impl Client {
                     *at += n;
                 }
                 // A server answered with fewer values than keys: never from Redis.
-                _ => null_bulk(&mut out),
+                _ => self.null(&mut out),
             }
         }
         out.into()
@@ -333,9 +519,8 @@ impl Client {
 
     /// Connection-level commands, answered without a server.
     fn local(&mut self, pool: &PoolRt, name: &str, bytes: &Bytes) -> Pending {
-        let argc = self.args.len();
+        let argc = self.argc();
         let arg = |i: usize| self.arg(bytes, i);
-        let lower = |i: usize| arg(i).to_ascii_lowercase();
         match name {
             "ping" => match argc {
                 1 => ready(|o| simple(o, "PONG")),
@@ -357,29 +542,61 @@ impl Client {
                 Some(_) => err("ERR SELECT is limited to database 0 by the proxy: the pool's database is set by redis_db in its config"),
                 None => err("ERR value is not an integer or out of range"),
             },
-            "client" => match lower(1).as_slice() {
-                b"setname" if argc == 3 => {
-                    self.name = Some(Bytes::copy_from_slice(arg(2)));
-                    ready(|o| simple(o, "OK"))
-                }
-                b"getname" if argc == 2 => ready(|o| match &self.name {
-                    Some(n) => bulk(o, n),
-                    None => null_bulk(o),
-                }),
-                b"setinfo" if argc == 4 => ready(|o| simple(o, "OK")),
-                b"id" if argc == 2 => ready(|o| integer(o, self.id as i64)),
-                b"setname" | b"getname" | b"setinfo" | b"id" => {
-                    err(&format!("ERR wrong number of arguments for 'client|{}' command", String::from_utf8_lossy(&lower(1))))
-                }
-                other => err(&format!(
-                    "ERR command 'client {}' is not supported by the proxy",
-                    String::from_utf8_lossy(other)
-                )),
-            },
+            "reset" => {
+                self.name = None;
+                self.resp3 = false;
+                self.authenticated = pool.config().redis_auth.is_none();
+                ready(|o| simple(o, "RESET"))
+            }
+            "client" => self.client(bytes),
             "hello" => self.hello(pool, bytes),
             "command" => self.command(bytes),
-            "info" => ready(|o| bulk(o, self.info(pool).as_bytes())),
-            _ => err(&format!("ERR command '{name}' is not supported by the proxy")),
+            "info" => self.with_version(pool, VersionedReply::Info),
+            _ => unreachable!("every local command is answered: {name}"),
+        }
+    }
+
+    /// `CLIENT` subcommands about this connection are answered here; the ones that
+    /// act on the server (or need it to push) are refused.
+    fn client(&mut self, bytes: &Bytes) -> Pending {
+        let argc = self.argc();
+        let sub = self.arg(bytes, 1).to_ascii_lowercase();
+        let wrong = || {
+            err(&format!(
+                "ERR wrong number of arguments for 'client|{}' command",
+                String::from_utf8_lossy(&sub)
+            ))
+        };
+        match sub.as_slice() {
+            b"setname" if argc == 3 => {
+                self.name = Some(Bytes::copy_from_slice(self.arg(bytes, 2)));
+                ready(|o| simple(o, "OK"))
+            }
+            b"getname" if argc == 2 => ready(|o| match &self.name {
+                Some(n) => bulk(o, n),
+                None => self.null(o),
+            }),
+            b"setinfo" if argc == 4 => ready(|o| simple(o, "OK")),
+            b"id" if argc == 2 => ready(|o| integer(o, self.id as i64)),
+            b"no-evict" | b"no-touch" if argc == 3 => ready(|o| simple(o, "OK")),
+            b"info" if argc == 2 => {
+                let name = self.name.as_deref().map(String::from_utf8_lossy).unwrap_or_default();
+                let line = format!(
+                    "id={} name={name} db=0 resp={} lib-name=cashew-proxy\n",
+                    self.id,
+                    if self.resp3 { 3 } else { 2 }
+                );
+                ready(|o| match self.resp3 {
+                    true => verbatim_text(o, line.as_bytes()),
+                    false => bulk(o, line.as_bytes()),
+                })
+            }
+            b"setname" | b"getname" | b"setinfo" | b"id" | b"no-evict" | b"no-touch" | b"info" => wrong(),
+            b"tracking" | b"caching" | b"getredir" | b"trackinginfo" => {
+                refused(&format!("client|{}", String::from_utf8_lossy(&sub)), Reason::PubSub)
+            }
+            b"reply" => err("ERR command 'client|reply' is not supported by the proxy: replies are matched to requests"),
+            other => refused(&format!("client|{}", String::from_utf8_lossy(other)), Reason::Admin),
         }
     }
 
@@ -396,17 +613,28 @@ impl Client {
         }
     }
 
-    /// `HELLO [2 [AUTH user pass] [SETNAME name]]`, answered as Redis 7 does in RESP2.
+    /// `HELLO [protover [AUTH user pass] [SETNAME name]]`: switches the connection to
+    /// RESP2 or RESP3 and answers as Redis does, with a live server's version.
     fn hello(&mut self, pool: &PoolRt, bytes: &Bytes) -> Pending {
-        let argc = self.args.len();
+        let argc = self.argc();
+        let mut resp3 = self.resp3;
         if argc >= 2 {
             match self.arg(bytes, 1) {
-                b"2" => {}
-                b"3" => return err("NOPROTO sorry, this protocol version is not supported."),
-                _ => return err("ERR Protocol version is not an integer or out of range"),
+                b"2" => resp3 = false,
+                b"3" => resp3 = true,
+                other => {
+                    return match std::str::from_utf8(other)
+                        .ok()
+                        .and_then(|v| v.parse::<i64>().ok())
+                    {
+                        Some(_) => err("NOPROTO unsupported protocol version"),
+                        None => err("ERR Protocol version is not an integer or out of range"),
+                    }
+                }
             }
         }
         let mut i = 2;
+        let mut name = None;
         while i < argc {
             let option = self.arg(bytes, i).to_ascii_lowercase();
             match option.as_slice() {
@@ -420,7 +648,7 @@ impl Client {
                     i += 3;
                 }
                 b"setname" if i + 1 < argc => {
-                    self.name = Some(Bytes::copy_from_slice(self.arg(bytes, i + 1)));
+                    name = Some(Bytes::copy_from_slice(self.arg(bytes, i + 1)));
                     i += 2;
                 }
                 _ => {
@@ -434,44 +662,56 @@ impl Client {
         if !self.authenticated {
             return err("NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time");
         }
-        ready(|o| {
-            array_header(o, 14);
-            bulk(o, b"server");
-            bulk(o, b"redis");
-            bulk(o, b"version");
-            bulk(o, REDIS_COMPAT_VERSION.as_bytes());
-            bulk(o, b"proto");
-            integer(o, 2);
-            bulk(o, b"id");
-            integer(o, self.id as i64);
-            bulk(o, b"mode");
-            bulk(o, b"standalone");
-            bulk(o, b"role");
-            bulk(o, b"master");
-            bulk(o, b"modules");
-            array_header(o, 0);
-        })
+        self.resp3 = resp3;
+        if name.is_some() {
+            self.name = name;
+        }
+        self.with_version(pool, VersionedReply::Hello { resp3 })
     }
 
-    /// `COMMAND`, `COMMAND COUNT`, `COMMAND INFO name...`, `COMMAND DOCS`: what the
-    /// proxy serves, in the six-field form every RESP2 client reads.
+    /// The `HELLO` reply: a map in RESP3, a flat array in RESP2.
+    fn hello_reply(&self, o: &mut Vec<u8>, pool: &PoolRt, resp3: bool) {
+        let version = server_version(pool);
+        let fields: [(&[u8], Field); 7] = [
+            (b"server", Field::Text(b"redis")),
+            (b"version", Field::Text(version.as_bytes())),
+            (b"proto", Field::Number(if resp3 { 3 } else { 2 })),
+            (b"id", Field::Number(self.id as i64)),
+            (b"mode", Field::Text(b"standalone")),
+            (b"role", Field::Text(b"master")),
+            (b"modules", Field::Empty),
+        ];
+        if resp3 {
+            map_header(o, fields.len());
+        } else {
+            array_header(o, fields.len() * 2);
+        }
+        for (key, value) in &fields {
+            bulk(o, key);
+            match value {
+                Field::Text(t) => bulk(o, t),
+                Field::Number(n) => integer(o, *n),
+                Field::Empty => array_header(o, 0),
+            }
+        }
+    }
+
+    /// `COMMAND`, `COMMAND COUNT|LIST|INFO name...|DOCS`: the commands the proxy
+    /// serves, each in the six-field form every client reads, with Redis's arity
+    /// and key positions.
     fn command(&self, bytes: &Bytes) -> Pending {
-        let served = || {
-            COMMANDS
-                .iter()
-                .filter(|c| c.kind != CommandKind::Unsupported)
-        };
-        let entry = |o: &mut Vec<u8>, c: &resp::CommandSpec| {
-            let (first, last, step) = c.key_spec();
+        let served = || COMMANDS.iter().filter(|c| c.is_served());
+        let entry = |o: &mut Vec<u8>, c: &CommandSpec| {
+            let (first, last, step) = c.keys;
             array_header(o, 6);
             bulk(o, c.name.as_bytes());
             integer(o, c.arity.into());
             array_header(o, 0);
-            integer(o, first);
-            integer(o, last);
-            integer(o, step);
+            integer(o, first.into());
+            integer(o, last.into());
+            integer(o, step.into());
         };
-        if self.args.len() == 1 {
+        if self.argc() == 1 {
             return ready(|o| {
                 array_header(o, served().count());
                 served().for_each(|c| entry(o, c));
@@ -479,19 +719,26 @@ impl Client {
         }
         match self.arg(bytes, 1).to_ascii_lowercase().as_slice() {
             b"count" => ready(|o| integer(o, served().count() as i64)),
-            b"docs" => ready(|o| array_header(o, 0)),
+            b"list" => ready(|o| {
+                array_header(o, served().count());
+                served().for_each(|c| bulk(o, c.name.as_bytes()));
+            }),
+            b"docs" => ready(|o| match self.resp3 {
+                true => map_header(o, 0),
+                false => array_header(o, 0),
+            }),
             b"info" => ready(|o| {
-                array_header(o, self.args.len() - 2);
-                for i in 2..self.args.len() {
-                    match lookup(self.arg(bytes, i)).filter(|c| c.kind != CommandKind::Unsupported)
-                    {
+                array_header(o, self.argc() - 2);
+                for i in 2..self.argc() {
+                    match lookup(self.arg(bytes, i)).filter(|c| c.is_served()) {
                         Some(c) => entry(o, c),
+                        None if self.resp3 => null(o),
                         None => o.extend_from_slice(b"*-1\r\n"),
                     }
                 }
             }),
             other => err(&format!(
-                "ERR command 'command {}' is not supported by the proxy",
+                "ERR command 'command|{}' is not supported by the proxy: ask a server",
                 String::from_utf8_lossy(other)
             )),
         }
@@ -504,7 +751,8 @@ impl Client {
         let clients = registry.proxy_total(px::CURR_CONNECTIONS);
         let generation = &pool.generation;
         let mut s = format!(
-            "# Server\r\nredis_version:{REDIS_COMPAT_VERSION}\r\nredis_mode:standalone\r\nprocess_id:{}\r\nuptime_in_seconds:{}\r\n\r\n# Clients\r\nconnected_clients:{clients}\r\n\r\n# Proxy\r\nproxy:cashew\r\nproxy_version:{}\r\nuptime:{}\r\nconnected_clients:{clients}\r\nthreads:{}\r\ngeneration:{}\r\nconfig_checksum:{}\r\npools:{}\r\npool:{}\r\nservers:{}\r\n",
+            "# Server\r\nredis_version:{}\r\nredis_mode:standalone\r\nprocess_id:{}\r\nuptime_in_seconds:{}\r\n\r\n# Clients\r\nconnected_clients:{clients}\r\n\r\n# Proxy\r\nproxy:cashew\r\nproxy_version:{}\r\nuptime:{}\r\nconnected_clients:{clients}\r\nthreads:{}\r\ngeneration:{}\r\nconfig_checksum:{}\r\npools:{}\r\npool:{}\r\nservers:{}\r\n",
+            server_version(pool),
             std::process::id(),
             registry.uptime(),
             env!("CARGO_PKG_VERSION"),
@@ -528,8 +776,15 @@ impl Client {
     }
 }
 
-fn wrong_arity(name: &str) -> Pending {
-    err(&format!(
-        "ERR wrong number of arguments for '{name}' command"
-    ))
+/// A value of the `HELLO` reply.
+enum Field<'a> {
+    Text(&'a [u8]),
+    Number(i64),
+    Empty,
+}
+
+/// The version a live server gave, or the version whose behaviour cashew follows.
+fn server_version(pool: &PoolRt) -> String {
+    pool.server_version()
+        .map_or_else(|| FALLBACK_REDIS_VERSION.to_string(), |v| v.to_string())
 }

@@ -1,0 +1,63 @@
+"""redis-py, current release, against cashew: its defaults (RESP3 in redis-py 8),
+then RESP2. Exits non-zero with a message on the first wrong answer."""
+import sys
+
+import redis
+
+host, port, protocol = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+kwargs = {} if protocol == "default" else {"protocol": int(protocol)}
+r = redis.Redis(host=host, port=port, **kwargs)
+
+conn = r.connection_pool.get_connection()
+spoken = conn.protocol
+r.connection_pool.release(conn)
+if protocol == "default" and int(spoken) != 3:
+    sys.exit(f"redis-py {redis.__version__} spoke RESP{spoken} by default, expected RESP3")
+
+tag = f"py{spoken}"
+assert r.ping() is True
+assert r.set(f"{tag}:s", "v") is True
+assert r.get(f"{tag}:s") == b"v"
+assert r.get(f"{tag}:missing") is None
+assert r.incrbyfloat(f"{tag}:f", 1.5) == 1.5
+
+r.hset(f"{tag}:h", mapping={"a": "1", "b": "2"})
+assert r.hgetall(f"{tag}:h") == {b"a": b"1", b"b": b"2"}
+r.sadd(f"{tag}:set", "x", "y")
+assert r.smembers(f"{tag}:set") == {b"x", b"y"}
+r.zadd(f"{tag}:z", {"a": 1.5, "b": 2.5})
+assert r.zrange(f"{tag}:z", 0, -1, withscores=True) == [(b"a", 1.5), (b"b", 2.5)]
+assert r.zscore(f"{tag}:z", "b") == 2.5
+
+first = r.xadd(f"{tag}:x", {"k": "v"})
+r.xadd(f"{tag}:x", {"k": "w"})
+entries = r.xrange(f"{tag}:x")
+assert len(entries) == 2 and entries[0][0] == first, entries
+assert r.xlen(f"{tag}:x") == 2
+
+keys = [f"{tag}:k{i}" for i in range(20)]
+assert r.mset({k: i for i, k in enumerate(keys)}) is True
+values = r.mget(keys[:5] + [f"{tag}:none"] + keys[5:])
+assert values[5] is None and values[6] == b"5", values
+assert r.exists(*keys) == 20
+assert r.delete(*keys) == 20
+
+pipe = r.pipeline(transaction=False)
+for i in range(100):
+    pipe.incr(f"{tag}:n{i % 10}")
+counts = pipe.execute()
+assert len(counts) == 100 and counts[-1] == 10, counts
+
+info = r.info("server")
+assert info["redis_version"].startswith("7."), info
+hello = r.execute_command("HELLO", spoken)
+version = hello[b"version"] if isinstance(hello, dict) else dict(zip(hello[::2], hello[1::2]))[b"version"]
+assert version.decode() == info["redis_version"], (version, info["redis_version"])
+
+try:
+    r.keys("*")
+    sys.exit("KEYS was not refused")
+except redis.ResponseError as e:
+    assert "not supported by the proxy" in str(e), e
+
+print(f"redis-py {redis.__version__} RESP{spoken}: ok")

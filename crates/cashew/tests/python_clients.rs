@@ -1,0 +1,74 @@
+//! The Python client libraries people run today, at their current releases
+//! (`tests/python/requirements.txt`, installed by `scripts/install-deps`), against
+//! cashew in front of real servers: redis-py with its defaults (RESP3) and in RESP2,
+//! and pymemcache.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use cashew_testkit::{memcached, redis_server, PoolProxy, Process};
+
+const CASHEW: &str = env!("CARGO_BIN_EXE_cashew");
+
+fn python() -> PathBuf {
+    let path = std::env::var_os("CASHEW_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/python/bin/python")
+        });
+    assert!(
+        path.exists(),
+        "{} is missing: scripts/install-deps installs the Python client libraries",
+        path.display()
+    );
+    path
+}
+
+fn run_script(script: &str, args: &[String]) -> String {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/python")
+        .join(script);
+    let out = Command::new(python())
+        .arg(path)
+        .args(args)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{script} {args:?}: {text}");
+    text
+}
+
+#[test]
+fn redis_py_with_its_defaults_and_in_resp2() {
+    let backends: Vec<Process> = (0..3).map(|_| redis_server(&[])).collect();
+    let p = PoolProxy::start(CASHEW, backends, "  redis: true\n  hash: md5\n", &[]);
+    let (host, port) = (p.listen.ip().to_string(), p.listen.port().to_string());
+    for protocol in ["default", "2"] {
+        let out = run_script(
+            "redis_py.py",
+            &[host.clone(), port.clone(), protocol.into()],
+        );
+        println!("{}", out.trim());
+        let expected = if protocol == "default" {
+            "RESP3: ok"
+        } else {
+            "RESP2: ok"
+        };
+        assert!(out.contains(expected), "{out}");
+    }
+}
+
+#[test]
+fn pymemcache_through_cashew() {
+    let p = PoolProxy::start(CASHEW, vec![memcached(), memcached(), memcached()], "", &[]);
+    let out = run_script(
+        "pymemcache_client.py",
+        &[p.listen.ip().to_string(), p.listen.port().to_string()],
+    );
+    println!("{}", out.trim());
+    assert!(out.contains(": ok"), "{out}");
+}
