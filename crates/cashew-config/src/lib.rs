@@ -4,6 +4,7 @@
 
 mod address;
 mod error;
+mod hints;
 mod model;
 mod validate;
 mod yaml;
@@ -33,13 +34,14 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
 /// Validates config `text`; `file` is the name errors are reported against.
 pub fn parse(file: &str, text: &str) -> Result<Config, ConfigErrors> {
     let root = yaml::parse(text).map_err(|e| {
-        ConfigErrors(vec![ConfigError {
+        let error = ConfigError {
             file: file.to_string(),
             at: Some(e.at),
             pool: None,
             key: None,
             message: e.message,
-        }])
+        };
+        ConfigErrors(hints::annotate(file, text, vec![error]))
     })?;
     let mut validator = validate::Validator::new(file);
     let config = validator.config(root);
@@ -47,6 +49,6 @@ pub fn parse(file: &str, text: &str) -> Result<Config, ConfigErrors> {
     if errors.is_empty() {
         Ok(config)
     } else {
-        Err(ConfigErrors(errors))
+        Err(ConfigErrors(hints::annotate(file, text, errors)))
     }
 }

@@ -25,9 +25,9 @@ pub struct Cli {
     #[arg(short = 'D', long = "describe-stats")]
     pub describe_stats: bool,
 
-    /// Set logging level (min: 0, max: 11)
+    /// Set logging level (min: 0, max: 11; higher levels mean 11, as in nutcracker)
     #[arg(short = 'v', long = "verbose", value_name = "N", default_value_t = 5,
-          value_parser = clap::value_parser!(u8).range(0..=11))]
+          value_parser = parse_level)]
     pub verbose: u8,
 
     /// Set logging file [default: stderr]
@@ -147,6 +147,13 @@ pub struct InstanceArgs {
     /// Seconds to wait for the operation to complete
     #[arg(long, value_name = "SECONDS", default_value = "30", value_parser = parse_seconds)]
     pub wait: std::time::Duration,
+}
+
+/// A log level: any whole number, levels above 11 meaning 11 (nutcracker clamps too).
+fn parse_level(text: &str) -> Result<u8, String> {
+    text.parse::<u64>()
+        .map(|level| level.min(11) as u8)
+        .map_err(|_| format!("'{text}' is not a log level (0 to 11)"))
 }
 
 /// Whole or fractional seconds: `10`, `2.5`.

@@ -86,13 +86,23 @@ fn bad_flags_print_usage_and_exit_1() {
     for args in [
         &["--bogus"][..],
         &["-x"],
-        &["-v", "12"],
+        &["-v", "-1"],
+        &["-v", "loud"],
         &["-m", "100"],
         &["-s", "notaport"],
     ] {
         let out = cashew(args);
         assert_eq!(out.status.code(), Some(1), "{args:?}");
         assert!(text(&out.stderr).contains("Usage:"), "{args:?}");
+    }
+}
+
+#[test]
+fn log_levels_above_11_mean_11_as_in_nutcracker() {
+    let conf = example_conf();
+    for level in ["12", "99999"] {
+        let out = cashew(&["-v", level, "-t", "-c", &conf]);
+        assert!(out.status.success(), "-v {level}: {}", text(&out.stderr));
     }
 }
 

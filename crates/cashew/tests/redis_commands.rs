@@ -559,3 +559,20 @@ fn resp3_through_the_redis_crate() {
     assert_eq!(counts.len(), 100);
     assert_eq!(counts[99], 10);
 }
+
+/// The README's table of redis commands names every command cashew knows.
+#[test]
+fn the_readme_lists_every_command() {
+    let readme = include_str!("../../../README.md");
+    let section = readme
+        .split("## Redis pools")
+        .nth(1)
+        .and_then(|s| s.split("\n## ").next())
+        .expect("a Redis pools section");
+    let missing: Vec<&str> = cashew_protocol::resp::COMMANDS
+        .iter()
+        .map(|c| c.name)
+        .filter(|name| !section.contains(&format!("`{}`", name.to_ascii_uppercase())))
+        .collect();
+    assert!(missing.is_empty(), "README misses: {missing:?}");
+}
