@@ -520,9 +520,15 @@ fn replies_are_the_servers_own_in_resp2_and_resp3() {
 }
 
 #[test]
-fn resp3_through_the_redis_crate() {
+fn the_redis_crate_in_resp3_and_resp2() {
     let p = start(3);
-    let url = format!("redis://{}/?protocol=resp3", p.listen);
+    for protocol in ["resp3", "resp2"] {
+        redis_crate_session(p.listen, protocol);
+    }
+}
+
+fn redis_crate_session(listen: SocketAddr, protocol: &str) {
+    let url = format!("redis://{listen}/?protocol={protocol}");
     let mut c = redis::Client::open(url).unwrap().get_connection().unwrap();
     let _: () = c.set("r3:s", "v").unwrap();
     assert_eq!(c.get::<_, Option<String>>("r3:missing").unwrap(), None);
@@ -558,6 +564,31 @@ fn resp3_through_the_redis_crate() {
     let counts: Vec<i64> = pipe.query(&mut c).unwrap();
     assert_eq!(counts.len(), 100);
     assert_eq!(counts[99], 10);
+    let _: () = redis::cmd("DEL")
+        .arg((0..10).map(|i| format!("r3:n{i}")).collect::<Vec<_>>())
+        .query(&mut c)
+        .unwrap();
+    // Streams.
+    let id: String = redis::cmd("XADD")
+        .arg("r3:x")
+        .arg("*")
+        .arg("f")
+        .arg("v")
+        .query(&mut c)
+        .unwrap();
+    let entries: Vec<(String, std::collections::HashMap<String, String>)> = redis::cmd("XRANGE")
+        .arg("r3:x")
+        .arg("-")
+        .arg("+")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(entries.len(), 1, "{protocol}");
+    assert_eq!(entries[0].0, id);
+    assert_eq!(entries[0].1["f"], "v");
+    let _: () = redis::cmd("DEL")
+        .arg(&["r3:s", "r3:h", "r3:z", "r3:set", "r3:x"])
+        .query(&mut c)
+        .unwrap();
 }
 
 /// The README's table of redis commands names every command cashew knows.
