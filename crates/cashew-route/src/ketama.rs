@@ -58,6 +58,14 @@ impl Continuum {
         self.owners.get(i).copied()
     }
 
+    /// Owners of the points from the first at or after `hash`, clockwise, once
+    /// round the ring.
+    pub fn owners_from(&self, hash: u32) -> impl Iterator<Item = u32> + '_ {
+        let start = self.points.partition_point(|&p| p < hash);
+        let (before, after) = self.owners.split_at(start);
+        after.iter().chain(before).copied()
+    }
+
     /// Number of points on the ring.
     pub fn len(&self) -> usize {
         self.points.len()

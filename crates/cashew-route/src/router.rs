@@ -28,8 +28,12 @@ pub struct Router {
 enum Placement {
     /// Ring owners are indices into `order`.
     Ketama { ring: Continuum, order: Box<[u32]> },
-    /// One slot per unit of weight; slots hold server indices.
-    Modula { slots: Box<[u32]> },
+    /// One slot per unit of weight; slots hold server indices. `order` is the
+    /// live servers in nutcracker's order, for replicas.
+    Modula {
+        slots: Box<[u32]>,
+        order: Box<[u32]>,
+    },
     /// One slot per live server.
     Random { slots: Box<[u32]> },
 }
@@ -65,6 +69,7 @@ impl Router {
                     .iter()
                     .flat_map(|&i| std::iter::repeat_n(i, nodes[i as usize].weight as usize))
                     .collect(),
+                order: order.into(),
             },
             Distribution::Random => Placement::Random {
                 slots: order.into(),
@@ -97,17 +102,63 @@ impl Router {
                 let owner = ring.owner(self.key_hash(key))?;
                 order[owner as usize]
             }
-            Placement::Modula { slots } => slots[self.key_hash(key) as usize % slots.len()],
+            Placement::Modula { slots, .. } => slots[self.key_hash(key) as usize % slots.len()],
             Placement::Random { slots } => slots[next_random() as usize % slots.len()],
         };
         Some(index as usize)
+    }
+
+    /// The servers that keep `key` when each key is kept on `out.len()` servers:
+    /// the key's own server first, then the next distinct servers clockwise on the
+    /// ketama ring (in server order for modula and random). Fills `out` from the
+    /// front and returns how many it filled (fewer when there are fewer servers).
+    pub fn replicas(&self, key: &[u8], out: &mut [usize]) -> usize {
+        let Some(first) = self.route(key) else {
+            return 0;
+        };
+        let want = out.len();
+        if want == 0 {
+            return 0;
+        }
+        out[0] = first;
+        let mut filled = 1;
+        let mut take = |server: u32| {
+            let server = server as usize;
+            if filled < want && !out[..filled].contains(&server) {
+                out[filled] = server;
+                filled += 1;
+            }
+            filled == want
+        };
+        match &self.placement {
+            Placement::Ketama { ring, order } => {
+                let key = match &self.hash_tag {
+                    Some(tag) => tag.apply(key),
+                    None => key,
+                };
+                for owner in ring.owners_from(self.key_hash(key)) {
+                    if take(order[owner as usize]) {
+                        break;
+                    }
+                }
+            }
+            Placement::Modula { order, .. } | Placement::Random { slots: order } => {
+                let at = order.iter().position(|&s| s as usize == first).unwrap_or(0);
+                for i in 1..order.len() {
+                    if take(order[(at + i) % order.len()]) {
+                        break;
+                    }
+                }
+            }
+        }
+        filled
     }
 
     /// Whether any server can take keys.
     pub fn has_live_server(&self) -> bool {
         match &self.placement {
             Placement::Ketama { order, .. } => !order.is_empty(),
-            Placement::Modula { slots } | Placement::Random { slots } => !slots.is_empty(),
+            Placement::Modula { slots, .. } | Placement::Random { slots } => !slots.is_empty(),
         }
     }
 
@@ -209,7 +260,7 @@ mod tests {
         // Written order b, aa, a: sorted order is a, b, aa.
         let n = nodes(&["b", "aa", "a"], &[true; 3]);
         let r = Router::new(HashFunction::Fnv1a32, Distribution::Modula, None, &n);
-        let Placement::Modula { slots } = &r.placement else {
+        let Placement::Modula { slots, .. } = &r.placement else {
             unreachable!()
         };
         assert_eq!(&**slots, &[2, 0, 1]);
@@ -225,6 +276,72 @@ mod tests {
         }
         assert_eq!(seen[1], 0);
         assert!(seen[0] > 300 && seen[2] > 300, "{seen:?}");
+    }
+
+    #[test]
+    fn replicas_are_the_keys_server_then_the_next_distinct_ones() {
+        let names = ["a:1", "b:1", "c:1", "d:1"];
+        for d in Distribution::ALL {
+            let r = Router::new(HashFunction::Md5, d, None, &nodes(&names, &[true; 4]));
+            for i in 0..200 {
+                let key = format!("key-{i}");
+                let mut three = [usize::MAX; 3];
+                assert_eq!(r.replicas(key.as_bytes(), &mut three), 3, "{d}");
+                if d != Distribution::Random {
+                    assert_eq!(Some(three[0]), r.route(key.as_bytes()), "{d}");
+                }
+                assert!(three[0] != three[1] && three[1] != three[2] && three[0] != three[2]);
+                let mut all = [0; 9];
+                assert_eq!(
+                    r.replicas(key.as_bytes(), &mut all),
+                    4,
+                    "no more than the servers"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn ketama_replicas_follow_the_ring() {
+        // The second replica of a key is the server that would own it if its first
+        // were gone: the ring passes the key on to it.
+        let names = ["a:1", "b:1", "c:1"];
+        let all = Router::new(
+            HashFunction::Md5,
+            Distribution::Ketama,
+            None,
+            &nodes(&names, &[true; 3]),
+        );
+        for i in 0..300 {
+            let key = format!("k{i}");
+            let mut two = [0; 2];
+            all.replicas(key.as_bytes(), &mut two);
+            let mut live = [true; 3];
+            live[two[0]] = false;
+            let without = Router::new(
+                HashFunction::Md5,
+                Distribution::Ketama,
+                None,
+                &nodes(&names, &live),
+            );
+            assert_eq!(without.route(key.as_bytes()), Some(two[1]), "{key}");
+        }
+    }
+
+    #[test]
+    fn modula_replicas_are_the_next_in_server_order() {
+        let n = nodes(&["b", "aa", "a"], &[true; 3]);
+        let r = Router::new(HashFunction::Fnv1a32, Distribution::Modula, None, &n);
+        // Server order is a, b, aa (indices 2, 0, 1).
+        for i in 0..50 {
+            let key = format!("m{i}");
+            let mut all = [0; 3];
+            r.replicas(key.as_bytes(), &mut all);
+            let order = [2, 0, 1];
+            let at = order.iter().position(|&s| s == all[0]).unwrap();
+            assert_eq!(all[1], order[(at + 1) % 3]);
+            assert_eq!(all[2], order[(at + 2) % 3]);
+        }
     }
 
     #[test]
