@@ -43,6 +43,20 @@ pub struct Pool {
     /// Largest value a client may store, in bytes (cashew's own key); without it
     /// the server decides, as it would without a proxy.
     pub max_value_size: Option<u64>,
+    /// memcached: each key is kept on this many servers (cashew's own key).
+    pub replicas: u32,
+    /// memcached: a miss on a key's first replica is asked of the next ones.
+    pub failover_on_miss: bool,
+    /// memcached: a hit found on a later replica is written back to the ones that missed.
+    pub warmup: bool,
+    /// Seconds a written-back item lives (the proxy cannot know the original TTL).
+    pub warmup_ttl: u64,
+    /// The pool that takes the requests of keys whose servers are all ejected.
+    pub gutter: Option<String>,
+    /// Seconds at most that a write to the gutter pool lives.
+    pub gutter_ttl: u64,
+    /// Milliseconds between health probes of each server; 0 for none.
+    pub health_check_interval_ms: u64,
     pub servers: Vec<Server>,
 }
 
@@ -69,8 +83,22 @@ impl Pool {
             tcpkeepalive: false,
             reuseport: false,
             max_value_size: None,
+            replicas: 1,
+            failover_on_miss: false,
+            warmup: false,
+            warmup_ttl: 300,
+            gutter: None,
+            gutter_ttl: 10,
+            health_check_interval_ms: 0,
             servers: Vec::new(),
         }
+    }
+
+    /// Whether placement stays fixed when servers are ejected: with replicas or a
+    /// gutter pool, an ejected server's keys are served by its replicas or the
+    /// gutter, never re-hashed onto the other servers.
+    pub fn stable_placement(&self) -> bool {
+        self.replicas > 1 || self.gutter.is_some()
     }
 
     /// The servers as the router sees them, all live.

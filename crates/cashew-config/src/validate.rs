@@ -8,7 +8,7 @@ use crate::model::{Config, Listen, Pool};
 use crate::yaml::{Location, Node, Value};
 
 /// Every key a pool may have, in the order the docs list them.
-pub const POOL_KEYS: [&str; 19] = [
+pub const POOL_KEYS: [&str; 26] = [
     "listen",
     "hash",
     "hash_tag",
@@ -27,6 +27,13 @@ pub const POOL_KEYS: [&str; 19] = [
     "tcpkeepalive",
     "reuseport",
     "max_value_size",
+    "replicas",
+    "failover_on_miss",
+    "warmup",
+    "warmup_ttl",
+    "gutter",
+    "gutter_ttl",
+    "health_check_interval",
     "servers",
 ];
 
@@ -37,6 +44,8 @@ fn pool_keys() -> impl Iterator<Item = &'static str> {
 pub struct Validator<'f> {
     file: &'f str,
     errors: Vec<ConfigError>,
+    /// Where each pool names its gutter pool, checked once every pool is read.
+    gutters: Vec<(String, Location)>,
 }
 
 impl<'f> Validator<'f> {
@@ -44,6 +53,7 @@ impl<'f> Validator<'f> {
         Validator {
             file,
             errors: Vec::new(),
+            gutters: Vec::new(),
         }
     }
 
@@ -121,6 +131,7 @@ impl<'f> Validator<'f> {
             self.error(root.at, None, None, "the file defines no pools".into());
         }
         self.check_listen_addresses(&pools, &names);
+        self.check_gutters(&pools);
         Config { pools }
     }
 
@@ -216,6 +227,15 @@ impl<'f> Validator<'f> {
                 "tcpkeepalive" => set(&mut pool.tcpkeepalive, field.boolean()),
                 "reuseport" => set(&mut pool.reuseport, field.boolean()),
                 "max_value_size" => pool.max_value_size = field.number(1, u32::MAX as u64),
+                "replicas" => set(&mut pool.replicas, field.number(1, 16)),
+                "failover_on_miss" => set(&mut pool.failover_on_miss, field.boolean()),
+                "warmup" => set(&mut pool.warmup, field.boolean()),
+                "warmup_ttl" => set(&mut pool.warmup_ttl, field.number(1, 30 * 24 * 3600)),
+                "gutter" => {
+                    pool.gutter = field.parse(|s| if s.is_empty() { Err("is empty; give the name of another pool of this file".into()) } else { Ok(s.to_string()) })
+                }
+                "gutter_ttl" => set(&mut pool.gutter_ttl, field.number(1, 30 * 24 * 3600)),
+                "health_check_interval" => set(&mut pool.health_check_interval_ms, field.number(0, u64::MAX)),
                 "redis_auth" => {
                     redis_auth_at = Some(key_node.at);
                     pool.redis_auth = field.parse(|s| if s.is_empty() { Err("is empty; give the password or leave the key out".into()) } else { Ok(s.to_string()) });
@@ -245,7 +265,55 @@ impl<'f> Validator<'f> {
             );
         }
         self.check_server_names(&pool, &seen);
+        self.check_availability(&pool, &seen);
+        if let Some((_, at)) = seen.iter().find(|(k, _)| k == "gutter") {
+            self.gutters.push((pool.name.clone(), *at));
+        }
         (self.errors.len() == errors_before).then_some(pool)
+    }
+
+    /// The availability keys fit together and fit the protocol.
+    fn check_availability(&mut self, pool: &Pool, seen: &[(String, Location)]) {
+        let at = |key: &str| seen.iter().find(|(k, _)| k == key).map(|(_, at)| *at);
+        let name = Some(pool.name.as_str());
+        if pool.redis {
+            for key in ["replicas", "failover_on_miss", "warmup", "warmup_ttl"] {
+                if let Some(at) = at(key) {
+                    self.error(at, name, Some(key), "is for memcached pools: redis replicates its data itself (replicaof, Sentinel), which a proxy must not second-guess".into());
+                }
+            }
+            return;
+        }
+        if let Some(at) = at("replicas") {
+            if pool.replicas as usize > pool.servers.len() && !pool.servers.is_empty() {
+                self.error(at, name, Some("replicas"), format!(
+                    "is {} but the pool has {} servers; each replica of a key is on a server of its own",
+                    pool.replicas,
+                    pool.servers.len()
+                ));
+            }
+        }
+        if let (Some(at), true) = (at("failover_on_miss"), pool.failover_on_miss) {
+            if pool.replicas < 2 {
+                self.error(
+                    at,
+                    name,
+                    Some("failover_on_miss"),
+                    "needs 'replicas: 2' or more: a miss is asked of a key's next replica".into(),
+                );
+            }
+        }
+        if let (Some(at), true) = (at("warmup"), pool.warmup) {
+            if !pool.failover_on_miss {
+                self.error(
+                    at,
+                    name,
+                    Some("warmup"),
+                    "needs 'failover_on_miss: true': it writes back the hits that failover finds"
+                        .into(),
+                );
+            }
+        }
     }
 
     fn check_server_names(&mut self, pool: &Pool, seen: &[(String, Location)]) {
@@ -258,6 +326,37 @@ impl<'f> Validator<'f> {
                     "servers '{}' and '{}' have the same name '{}'; every server of a pool needs its own name (add a distinct name after the weight)",
                     first.entry, s.entry, s.name()
                 ));
+            }
+        }
+    }
+
+    /// A gutter is another pool of the file, of the same protocol, with no gutter
+    /// of its own.
+    fn check_gutters(&mut self, pools: &[Pool]) {
+        for (name, at) in std::mem::take(&mut self.gutters) {
+            let Some(pool) = pools.iter().find(|p| p.name == name) else {
+                continue;
+            };
+            let Some(gutter) = &pool.gutter else { continue };
+            let error = |message: String| (at, message);
+            let problem = match pools.iter().find(|p| &p.name == gutter) {
+                _ if gutter == &name => Some(error("a pool cannot be its own gutter; name another pool of this file".into())),
+                None => {
+                    let names: Vec<&str> = pools.iter().map(|p| p.name.as_str()).filter(|n| *n != name).collect();
+                    Some(error(format!("no pool '{gutter}' in this file; pools: {}", names.join(", "))))
+                }
+                Some(g) if g.redis != pool.redis => Some(error(format!(
+                    "pool '{gutter}' speaks {} and this pool {}; a gutter speaks the same protocol",
+                    if g.redis { "redis" } else { "memcached" },
+                    if pool.redis { "redis" } else { "memcached" }
+                ))),
+                Some(g) if g.gutter.is_some() => Some(error(format!(
+                    "pool '{gutter}' has a gutter of its own; a gutter pool must not send its keys on again"
+                ))),
+                Some(_) => None,
+            };
+            if let Some((at, message)) = problem {
+                self.error(at, Some(&name), Some("gutter"), message);
             }
         }
     }

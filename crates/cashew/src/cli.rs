@@ -111,7 +111,8 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Print the server that holds each key: KEY<TAB>SERVER, one line per key
+    /// Print the server that holds each key: KEY<TAB>SERVER, one line per key (with
+    /// replicas: every server that keeps it, in order, each after a tab)
     Route(RouteArgs),
     /// Make a running cashew reload its configuration file
     Reload(InstanceArgs),

@@ -193,17 +193,23 @@ pub fn format_status(status: &Value) -> String {
             pool["requests_per_second"].as_f64().unwrap_or(0.0),
         ));
         out.push_str(&format!(
-            "  {:<24} {:<28} {:<8} {:>12} {:>8}\n",
-            "server", "address", "state", "requests", "errors"
+            "  {:<24} {:<28} {:<16} {:>12} {:>8}  {}\n",
+            "server", "address", "state", "requests", "errors", "health check"
         ));
         for server in pool["servers"].as_array().into_iter().flatten() {
+            let state = format!(
+                "{} {}s",
+                server["state"].as_str().unwrap_or("?"),
+                server["state_for_s"].as_u64().unwrap_or(0)
+            );
             out.push_str(&format!(
-                "  {:<24} {:<28} {:<8} {:>12} {:>8}\n",
+                "  {:<24} {:<28} {:<16} {:>12} {:>8}  {}\n",
                 server["name"].as_str().unwrap_or("?"),
                 server["address"].as_str().unwrap_or("?"),
-                server["state"].as_str().unwrap_or("?"),
+                state,
                 server["requests"].as_u64().unwrap_or(0),
                 server["errors"].as_u64().unwrap_or(0),
+                server["health_check"].as_str().unwrap_or("off"),
             ));
         }
     }

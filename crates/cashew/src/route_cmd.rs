@@ -1,4 +1,5 @@
-//! `cashew route`: which server holds each key, as the config places it.
+//! `cashew route`: which server holds each key, as the config places it; with
+//! `replicas`, every server that keeps it, in order.
 
 use std::io::{self, BufRead, Write};
 use std::os::unix::ffi::OsStrExt;
@@ -16,13 +17,17 @@ pub fn run(args: &RouteArgs) -> Result<(), String> {
 
     let stdout = io::stdout();
     let mut out = io::BufWriter::new(stdout.lock());
+    let mut servers = vec![0usize; pool.replicas.max(1) as usize];
     let mut print = |key: &[u8]| -> io::Result<()> {
-        let server = router
-            .route(key)
-            .map_or("-", |i| pool.servers[i].entry.as_str());
         out.write_all(key)?;
-        out.write_all(b"\t")?;
-        out.write_all(server.as_bytes())?;
+        let n = router.replicas(key, &mut servers);
+        if n == 0 {
+            out.write_all(b"\t-")?;
+        }
+        for &i in &servers[..n] {
+            out.write_all(b"\t")?;
+            out.write_all(pool.servers[i].entry.as_bytes())?;
+        }
         out.write_all(b"\n")
     };
     let result = if args.keys.is_empty() {

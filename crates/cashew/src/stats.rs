@@ -66,6 +66,7 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use crate::generation::{Generation, PoolGen};
+use crate::proxy::health::ProbeState;
 
 /// Index of each pool stat in [`POOL_STATS`].
 pub mod pool {
@@ -75,6 +76,15 @@ pub mod pool {
     pub const SERVER_EJECTS: usize = 3;
     pub const FORWARD_ERROR: usize = 4;
     pub const FRAGMENTS: usize = 5;
+    // cashew's own, not in nutcracker's JSON:
+    /// Requests answered by a later replica after an error, a timeout or a miss.
+    pub const REPLICA_FAILOVERS: usize = 6;
+    /// Hits written back to replicas that missed them.
+    pub const WARMUPS: usize = 7;
+    /// Write-backs dropped because the server's queue was full.
+    pub const WARMUPS_DROPPED: usize = 8;
+    /// Requests sent to the gutter pool.
+    pub const GUTTERED: usize = 9;
 }
 
 /// Index of each server stat in [`SERVER_STATS`].
@@ -147,7 +157,8 @@ impl<const N: usize> Counters<N> {
     }
 }
 
-pub type PoolCounters = Counters<6>;
+/// nutcracker's pool counters, then cashew's own (see [`pool`]).
+pub type PoolCounters = Counters<10>;
 pub type ServerCounters = Counters<13>;
 pub type ProxyCounters = Counters<7>;
 
@@ -250,20 +261,32 @@ pub fn json(generation: &Generation, source: &str) -> String {
     for (p, pool) in generation.config.pools.iter().enumerate() {
         let state = &generation.pools[p];
         out.push_str(&format!(", {}: {{", json_string(&pool.name)));
-        let fields = POOL_STATS
-            .iter()
-            .enumerate()
-            .map(|(i, s)| format!("\"{}\":{}", s.name, pool_total(state, i)));
+        let fields = POOL_STATS.iter().enumerate().map(|(i, s)| {
+            let mut value = pool_total(state, i);
+            if i == pool::SERVER_EJECTS {
+                value += state.shared.probe_ejections.load(Relaxed);
+            }
+            format!("\"{}\":{value}", s.name)
+        });
         out.push_str(&fields.collect::<Vec<_>>().join(", "));
         for (s, srv) in pool.servers.iter().enumerate() {
-            let fields = SERVER_STATS
+            let mut fields: Vec<String> = SERVER_STATS
                 .iter()
                 .enumerate()
-                .map(|(i, st)| format!("\"{}\":{}", st.name, server_total(state, s, i)));
+                .map(|(i, st)| format!("\"{}\":{}", st.name, server_total(state, s, i)))
+                .collect();
+            if pool.health_check_interval_ms > 0 {
+                // Only pools with cashew's health checks: a nutcracker config's
+                // document stays exactly nutcracker's.
+                let health = &state.servers[s];
+                let ok = health.probe_state() == ProbeState::Ok;
+                fields.push(format!("\"health_check_ok\":{}", u8::from(ok)));
+                fields.push(format!("\"state_changed_at\":{}", health.changed_at_usec()));
+            }
             out.push_str(&format!(
                 ", {}: {{{}}}",
                 json_string(srv.name()),
-                fields.collect::<Vec<_>>().join(", ")
+                fields.join(", ")
             ));
         }
         out.push('}');

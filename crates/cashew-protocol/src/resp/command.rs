@@ -463,6 +463,115 @@ pub static SUBCOMMANDS: &[CommandSpec] = &[
     spec("xinfo|stream", -3, (2, 2, 1), Keyed(2)),
 ];
 
+/// The commands Redis flags `write` (from `COMMAND`), sorted: a write sent to a
+/// gutter pool gets its TTL capped.
+pub static WRITE_COMMANDS: &[&str] = &[
+    "append",
+    "bitfield",
+    "bitop",
+    "blmove",
+    "blmpop",
+    "blpop",
+    "brpop",
+    "brpoplpush",
+    "bzmpop",
+    "bzpopmax",
+    "bzpopmin",
+    "copy",
+    "decr",
+    "decrby",
+    "del",
+    "expire",
+    "expireat",
+    "flushall",
+    "flushdb",
+    "geoadd",
+    "georadius",
+    "georadiusbymember",
+    "geosearchstore",
+    "getdel",
+    "getex",
+    "getset",
+    "hdel",
+    "hincrby",
+    "hincrbyfloat",
+    "hmset",
+    "hset",
+    "hsetnx",
+    "incr",
+    "incrby",
+    "incrbyfloat",
+    "linsert",
+    "lmove",
+    "lmpop",
+    "lpop",
+    "lpush",
+    "lpushx",
+    "lrem",
+    "lset",
+    "ltrim",
+    "migrate",
+    "move",
+    "mset",
+    "msetnx",
+    "persist",
+    "pexpire",
+    "pexpireat",
+    "pfadd",
+    "pfdebug",
+    "pfmerge",
+    "psetex",
+    "rename",
+    "renamenx",
+    "restore",
+    "restore-asking",
+    "rpop",
+    "rpoplpush",
+    "rpush",
+    "rpushx",
+    "sadd",
+    "sdiffstore",
+    "set",
+    "setbit",
+    "setex",
+    "setnx",
+    "setrange",
+    "sinterstore",
+    "smove",
+    "sort",
+    "spop",
+    "srem",
+    "sunionstore",
+    "swapdb",
+    "unlink",
+    "xack",
+    "xadd",
+    "xautoclaim",
+    "xclaim",
+    "xdel",
+    "xreadgroup",
+    "xsetid",
+    "xtrim",
+    "zadd",
+    "zdiffstore",
+    "zincrby",
+    "zinterstore",
+    "zmpop",
+    "zpopmax",
+    "zpopmin",
+    "zrangestore",
+    "zrem",
+    "zremrangebylex",
+    "zremrangebyrank",
+    "zremrangebyscore",
+    "zunionstore",
+];
+
+/// Whether Redis flags the command `write`.
+pub fn is_write(name: &str) -> bool {
+    WRITE_COMMANDS.binary_search(&name).is_ok()
+}
+
 /// The spec of a command, by name in any case.
 pub fn lookup(name: &[u8]) -> Option<&'static CommandSpec> {
     find(COMMANDS, name)
@@ -512,6 +621,17 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn write_commands_are_sorted_and_known() {
+        for pair in WRITE_COMMANDS.windows(2) {
+            assert!(pair[0] < pair[1]);
+        }
+        for name in WRITE_COMMANDS {
+            assert!(lookup(name.as_bytes()).is_some(), "{name}");
+        }
+        assert!(is_write("set") && is_write("hset") && !is_write("get"));
     }
 
     #[test]

@@ -7,7 +7,8 @@ mod reply;
 mod request;
 
 pub use command::{
-    lookup, lookup_subcommand, CommandKind, CommandSpec, Keys, Reason, COMMANDS, SUBCOMMANDS,
+    is_write, lookup, lookup_subcommand, CommandKind, CommandSpec, Keys, Reason, COMMANDS,
+    SUBCOMMANDS,
 };
 pub use encode::{
     array_header, bulk, error, integer, map_header, null, null_bulk, simple, verbatim_text,

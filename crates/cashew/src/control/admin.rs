@@ -18,7 +18,7 @@ use tokio::sync::oneshot;
 use super::{Phase, Request, Supervisor};
 use crate::log::WARN;
 use crate::log_at;
-use crate::proxy::health::ServerState;
+use crate::proxy::health::{ProbeState, ServerState};
 use crate::stats::{self, server as st};
 
 type Reply = Response<Full<Bytes>>;
@@ -208,10 +208,19 @@ fn status(supervisor: &Supervisor) -> Value {
                 .map(|(s, server)| {
                     let total = |i| stats::server_total(state, s, i);
                     let health = state.servers[s].state();
+                    let shared = &state.servers[s];
+                    let since = crate::stats::now_usec().saturating_sub(shared.changed_at_usec()) / 1_000_000;
+                    let probe = match shared.probe_state() {
+                        ProbeState::Off => "off",
+                        ProbeState::Ok => "ok",
+                        ProbeState::Failing => "failing",
+                    };
                     let mut entry = json!({
                         "name": server.name(),
                         "address": server.entry,
                         "state": health.name(),
+                        "state_for_s": since,
+                        "health_check": probe,
                         "requests": total(st::REQUESTS),
                         "errors": total(st::SERVER_ERR) + total(st::SERVER_EOF) + total(st::SERVER_TIMEDOUT),
                         "connections": total(st::SERVER_CONNECTIONS),

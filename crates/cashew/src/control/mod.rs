@@ -7,6 +7,7 @@ pub mod admin;
 mod handover;
 pub mod listen;
 mod notify;
+mod probe;
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -213,6 +214,8 @@ pub struct Supervisor {
     /// process serves the same sockets.
     servers: RefCell<Vec<JoinHandle<()>>>,
     pid_file: RefCell<Option<PidFile>>,
+    /// Health probes of the generation in force.
+    probes: RefCell<Vec<JoinHandle<()>>>,
     /// Requests per second of each pool, sampled every second.
     rates: RefCell<HashMap<String, (u64, f64)>>,
     hostname: String,
@@ -258,6 +261,7 @@ impl Supervisor {
             admin_socket: prepared.admin_socket,
             servers: RefCell::default(),
             pid_file: RefCell::default(),
+            probes: RefCell::default(),
             rates: RefCell::default(),
             hostname: hostname(),
         });
@@ -291,6 +295,7 @@ impl Supervisor {
         let task = tokio::task::spawn_local(serve_stats(stats, self.clone()));
         self.servers.borrow_mut().push(task);
         tokio::task::spawn_local(sample_rates(self.clone()));
+        self.restart_probes();
         signals::install_crash_handler();
 
         self.phase.set(Phase::Serving);
@@ -439,6 +444,7 @@ impl Supervisor {
             generation: next.clone(),
             mode: Mode::Serve,
         });
+        self.restart_probes();
         // Listeners the new generation does not use close here; workers drop theirs
         // as they take the generation.
         for old in &current.pools {
@@ -458,6 +464,15 @@ impl Supervisor {
             ));
         }
         Ok(next)
+    }
+
+    /// Health probes for the generation in force (their state is carried by name).
+    fn restart_probes(&self) {
+        let mut probes = self.probes.borrow_mut();
+        for task in probes.drain(..) {
+            task.abort();
+        }
+        *probes = probe::start(&self.generation());
     }
 
     /// Starts a new process from the binary on disk with every listening socket,
@@ -511,6 +526,9 @@ impl Supervisor {
     /// (`handover`) the listen sockets stay open: the new process serves them.
     async fn drain(self: Rc<Self>, handover: bool) {
         self.phase.set(Phase::Draining);
+        for task in self.probes.borrow_mut().drain(..) {
+            task.abort();
+        }
         if handover {
             for server in self.servers.borrow_mut().drain(..) {
                 server.abort();

@@ -86,18 +86,26 @@ impl ServerLink {
         };
         self.counters.add(counter, 1);
         let (pool, name) = (&self.pool_name, &self.server_name);
-        log_at!(
-            crate::log::WARN,
-            "pool '{pool}': server '{name}' failed: {error:?}"
-        );
         let policy = self.settings.policy;
-        if self.health.failed(policy) == Failure::Ejected {
-            self.pool_counters.add(ps::SERVER_EJECTS, 1);
-            log_at!(
+        match self.health.failed(policy) {
+            Failure::SameEvent => {}
+            Failure::Counted => log_at!(
                 crate::log::WARN,
-                "pool '{pool}': ejecting server '{name}' for {} ms",
-                policy.retry_timeout_ms
-            );
+                "pool '{pool}': server '{name}' failed: {}",
+                error.reason()
+            ),
+            Failure::Ejected => {
+                self.pool_counters.add(ps::SERVER_EJECTS, 1);
+                let until = match policy.health_checked {
+                    true => "until a health check succeeds".to_string(),
+                    false => format!("for {} ms", policy.retry_timeout_ms),
+                };
+                log_at!(
+                    crate::log::WARN,
+                    "pool '{pool}': server '{name}' failed: {}; ejected {until}",
+                    error.reason()
+                );
+            }
         }
     }
 }
@@ -211,7 +219,10 @@ enum Stream {
 
 /// Connects and runs the setup requests; `Setup` when the server refuses them.
 async fn open(link: &ServerLink) -> Result<Stream, BackendError> {
-    let settings = &link.settings;
+    open_with(&link.settings, &link.health).await
+}
+
+async fn open_with(settings: &LinkSettings, health: &ServerHealth) -> Result<Stream, BackendError> {
     let mut stream = connect(&settings.address, settings.keepalive)
         .await
         .map_err(|e| BackendError::from_io(&e))?;
@@ -220,9 +231,88 @@ async fn open(link: &ServerLink) -> Result<Stream, BackendError> {
         Stream::Unix(s) => handshake(s, settings).await?,
     };
     if let Some(version) = version {
-        link.health.set_version(&version);
+        health.set_version(&version);
     }
     Ok(stream)
+}
+
+/// A health probe's own connection to a server: opened with the usual setup (whose
+/// version request is the first probe), then `version` (memcached) or `PING`
+/// (redis) at each probe; a failed probe drops the connection.
+pub struct Probe {
+    settings: LinkSettings,
+    health: Arc<ServerHealth>,
+    stream: Option<Stream>,
+}
+
+impl Probe {
+    pub fn new(pool: &Pool, server: &Server, health: Arc<ServerHealth>) -> Probe {
+        Probe {
+            settings: LinkSettings::new(pool, server, false),
+            health,
+            stream: None,
+        }
+    }
+
+    /// One probe, within `timeout`.
+    pub async fn once(&mut self, timeout: Duration) -> Result<(), BackendError> {
+        let result = tokio::time::timeout(timeout, self.ask())
+            .await
+            .unwrap_or(Err(BackendError::TimedOut));
+        if result.is_err() {
+            self.stream = None;
+        }
+        result
+    }
+
+    async fn ask(&mut self) -> Result<(), BackendError> {
+        let Some(stream) = &mut self.stream else {
+            self.stream = Some(open_with(&self.settings, &self.health).await?);
+            return Ok(());
+        };
+        let redis = self.settings.redis;
+        match stream {
+            Stream::Tcp(s) => probe_request(s, redis).await,
+            Stream::Unix(s) => probe_request(s, redis).await,
+        }
+    }
+}
+
+async fn probe_request<S>(stream: &mut S, redis: bool) -> Result<(), BackendError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let io_error = |e: io::Error| BackendError::from_io(&e);
+    let request: &[u8] = if redis {
+        b"*1\r\n$4\r\nPING\r\n"
+    } else {
+        b"version\r\n"
+    };
+    stream.write_all(request).await.map_err(io_error)?;
+    let mut buf = BytesMut::with_capacity(256);
+    loop {
+        let parsed = if redis {
+            resp::parse_reply(&buf)
+        } else {
+            memcache::parse_reply(&buf)
+        };
+        match parsed {
+            ReplyParse::Complete(_) if redis && buf.starts_with(b"-") => {
+                // -LOADING, -MASTERDOWN...: the server cannot serve.
+                return Err(BackendError::Setup(buf.freeze()));
+            }
+            ReplyParse::Complete(_) if !redis && !buf.starts_with(b"VERSION ") => {
+                return Err(BackendError::Protocol);
+            }
+            ReplyParse::Complete(_) => return Ok(()),
+            ReplyParse::Invalid => return Err(BackendError::Protocol),
+            ReplyParse::Incomplete => {
+                if stream.read_buf(&mut buf).await.map_err(io_error)? == 0 {
+                    return Err(BackendError::Closed);
+                }
+            }
+        }
+    }
 }
 
 /// The first requests of a new connection and how many replies they get: for

@@ -44,7 +44,8 @@ impl BackendError {
         }
     }
 
-    fn reason(&self) -> &str {
+    /// The failure in words.
+    pub fn reason(&self) -> &str {
         match self {
             BackendError::TimedOut => "Connection timed out",
             BackendError::Protocol => "Invalid reply from server",

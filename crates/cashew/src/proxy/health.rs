@@ -13,6 +13,9 @@ pub struct EjectPolicy {
     pub auto_eject: bool,
     pub failure_limit: u32,
     pub retry_timeout_ms: u64,
+    /// Health checks run: an ejected server comes back only when a probe
+    /// succeeds, never by sending it a client request after the retry timeout.
+    pub health_checked: bool,
 }
 
 impl EjectPolicy {
@@ -21,15 +24,24 @@ impl EjectPolicy {
             auto_eject: pool.auto_eject_hosts,
             failure_limit: pool.server_failure_limit,
             retry_timeout_ms: pool.server_retry_timeout_ms,
+            health_checked: pool.health_check_interval_ms > 0,
         }
     }
 }
+
+/// Failures closer together than this are one event: a crash seen by every
+/// worker's connection at once, or by every request in flight, counts once.
+const FAILURE_EVENT_MS: u64 = 20;
+/// `ejected_until` of a server ejected until a health probe brings it back.
+const UNTIL_PROBED: u64 = u64::MAX;
 
 /// State of a pool shared by every worker.
 #[derive(Default)]
 pub struct PoolShared {
     /// Clients of this pool across all workers, for `client_connections`.
     pub clients: AtomicU32,
+    /// Ejections made by health probes (which run on no worker).
+    pub probe_ejections: AtomicU64,
     /// Bumped at every change of a server's state: a worker that sees a new value
     /// rebuilds its placement.
     epoch: AtomicU64,
@@ -48,6 +60,8 @@ pub enum ServerState {
     Up,
     /// Ejected after failures, until the given time.
     Ejected(Instant),
+    /// Ejected until a health probe succeeds.
+    Down,
     /// Taken out by hand; back only when restored by hand.
     Manual,
 }
@@ -57,9 +71,19 @@ impl ServerState {
         match self {
             ServerState::Up => "up",
             ServerState::Ejected(_) => "ejected",
+            ServerState::Down => "down",
             ServerState::Manual => "manual",
         }
     }
+}
+
+/// What the last health probes of a server said.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProbeState {
+    /// No health checks for this server.
+    Off,
+    Ok,
+    Failing,
 }
 
 /// One server's health, shared by every worker.
@@ -73,11 +97,20 @@ pub struct ServerHealth {
     ejected_at_usec: AtomicU64,
     /// The version the server gave when cashew last connected to it.
     version: Mutex<Option<Arc<str>>>,
+    /// When the last failure event was counted, in ms since [`origin`].
+    last_failure_ms: AtomicU64,
+    /// Health probes: failures in a row, the last result (0 off, 1 ok, 2 failing),
+    /// and when the server's state last changed (µs since the epoch).
+    probe_failures: AtomicU32,
+    probe_state: std::sync::atomic::AtomicU8,
+    changed_at_usec: AtomicU64,
 }
 
 /// What [`ServerHealth::failed`] did.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Failure {
+    /// Part of a failure event already counted.
+    SameEvent,
     Counted,
     /// This call ejected the server (exactly one caller sees this per ejection).
     Ejected,
@@ -102,7 +135,62 @@ impl ServerHealth {
             manual: AtomicBool::new(false),
             ejected_at_usec: AtomicU64::new(0),
             version: Mutex::default(),
+            last_failure_ms: AtomicU64::new(0),
+            probe_failures: AtomicU32::new(0),
+            probe_state: std::sync::atomic::AtomicU8::new(0),
+            changed_at_usec: AtomicU64::new(crate::stats::now_usec()),
         }
+    }
+
+    /// When the server's state last changed, in µs since the epoch.
+    pub fn changed_at_usec(&self) -> u64 {
+        self.changed_at_usec.load(Relaxed)
+    }
+
+    fn changed(&self) {
+        self.changed_at_usec
+            .store(crate::stats::now_usec(), Relaxed);
+        self.pool.epoch.fetch_add(1, Relaxed);
+    }
+
+    pub fn probe_state(&self) -> ProbeState {
+        match self.probe_state.load(Relaxed) {
+            1 => ProbeState::Ok,
+            2 => ProbeState::Failing,
+            _ => ProbeState::Off,
+        }
+    }
+
+    /// A health probe answered: the server is back if an ejection held it out.
+    /// True when this brought it back.
+    pub fn probe_ok(&self) -> bool {
+        self.probe_state.store(1, Relaxed);
+        self.probe_failures.store(0, Relaxed);
+        let was_out = self.ejected_until.swap(0, Relaxed) != 0;
+        if was_out {
+            self.failures.store(0, Relaxed);
+            self.changed();
+        }
+        was_out
+    }
+
+    /// A health probe failed: after `failure_limit` in a row (and with
+    /// `auto_eject_hosts`), the server is ejected until a probe succeeds. True when
+    /// this ejected it.
+    pub fn probe_failed(&self, policy: EjectPolicy) -> bool {
+        self.probe_state.store(2, Relaxed);
+        let failures = self.probe_failures.fetch_add(1, Relaxed) + 1;
+        if !policy.auto_eject || failures < policy.failure_limit {
+            return false;
+        }
+        if self.ejected_until.swap(UNTIL_PROBED, Relaxed) == UNTIL_PROBED {
+            return false;
+        }
+        self.ejected_at_usec
+            .store(crate::stats::now_usec(), Relaxed);
+        self.pool.probe_ejections.fetch_add(1, Relaxed);
+        self.changed();
+        true
     }
 
     pub fn version(&self) -> Option<Arc<str>> {
@@ -125,6 +213,7 @@ impl ServerHealth {
         }
         match self.ejected_until.load(Relaxed) {
             0 => ServerState::Up,
+            UNTIL_PROBED => ServerState::Down,
             until if until <= now_ms() => ServerState::Up,
             until => ServerState::Ejected(origin() + Duration::from_millis(until - 1)),
         }
@@ -148,8 +237,22 @@ impl ServerHealth {
         }
     }
 
-    /// Counts a failure and ejects the server when the policy says so.
+    /// Counts a failure event and ejects the server when the policy says so.
+    /// Failures within [`FAILURE_EVENT_MS`] of the last counted one are the same
+    /// event (every worker's connection sees a server's crash at once).
     pub fn failed(&self, policy: EjectPolicy) -> Failure {
+        let now = now_ms();
+        let last = self.last_failure_ms.load(Relaxed);
+        if last != 0 && now.saturating_sub(last) < FAILURE_EVENT_MS {
+            return Failure::SameEvent;
+        }
+        if self
+            .last_failure_ms
+            .compare_exchange(last, now, Relaxed, Relaxed)
+            .is_err()
+        {
+            return Failure::SameEvent;
+        }
         let failures = self.failures.fetch_add(1, Relaxed) + 1;
         if !policy.auto_eject || failures < policy.failure_limit {
             return Failure::Counted;
@@ -158,7 +261,10 @@ impl ServerHealth {
         if current > now_ms() {
             return Failure::Counted;
         }
-        let until = now_ms() + policy.retry_timeout_ms;
+        let until = match policy.health_checked {
+            true => UNTIL_PROBED,
+            false => now_ms() + policy.retry_timeout_ms,
+        };
         // One caller wins the ejection; it counts it and tells the other workers.
         if self
             .ejected_until
@@ -170,7 +276,7 @@ impl ServerHealth {
         self.failures.store(0, Relaxed);
         self.ejected_at_usec
             .store(crate::stats::now_usec(), Relaxed);
-        self.pool.epoch.fetch_add(1, Relaxed);
+        self.changed();
         Failure::Ejected
     }
 
@@ -180,7 +286,7 @@ impl ServerHealth {
             self.ejected_at_usec
                 .store(crate::stats::now_usec(), Relaxed);
         }
-        self.pool.epoch.fetch_add(1, Relaxed);
+        self.changed();
     }
 
     /// Puts the server back in placement now, however it was ejected.
@@ -188,13 +294,13 @@ impl ServerHealth {
         self.manual.store(false, Relaxed);
         self.ejected_until.store(0, Relaxed);
         self.failures.store(0, Relaxed);
-        self.pool.epoch.fetch_add(1, Relaxed);
+        self.changed();
     }
 
     /// Ends an automatic ejection (used when a reload turns `auto_eject_hosts` off).
     pub fn clear_automatic_ejection(&self) {
         if self.ejected_until.swap(0, Relaxed) != 0 {
-            self.pool.epoch.fetch_add(1, Relaxed);
+            self.changed();
         }
     }
 }
@@ -207,17 +313,26 @@ mod tests {
         auto_eject: true,
         failure_limit: 2,
         retry_timeout_ms: 60_000,
+        health_checked: false,
     };
+
+    /// Waits out the window in which failures are one event.
+    fn next_event() {
+        std::thread::sleep(Duration::from_millis(FAILURE_EVENT_MS + 5));
+    }
 
     #[test]
     fn failures_in_a_row_eject_once_and_bump_the_epoch() {
         let pool = Arc::new(PoolShared::default());
         let server = ServerHealth::new(pool.clone());
         assert_eq!(server.failed(EJECT_AFTER_2), Failure::Counted);
+        next_event();
         assert_eq!(server.failed(EJECT_AFTER_2), Failure::Ejected);
         assert!(matches!(server.state(), ServerState::Ejected(_)));
         assert_eq!(pool.epoch(), 1);
+        next_event();
         assert_eq!(server.failed(EJECT_AFTER_2), Failure::Counted);
+        next_event();
         assert_eq!(
             server.failed(EJECT_AFTER_2),
             Failure::Counted,
@@ -227,10 +342,49 @@ mod tests {
     }
 
     #[test]
+    fn failures_at_the_same_moment_are_one_event() {
+        let server = ServerHealth::new(Arc::default());
+        assert_eq!(server.failed(EJECT_AFTER_2), Failure::Counted);
+        for _ in 0..4 {
+            assert_eq!(server.failed(EJECT_AFTER_2), Failure::SameEvent);
+        }
+        assert!(server.is_live(), "five workers seeing one crash count once");
+        next_event();
+        assert_eq!(server.failed(EJECT_AFTER_2), Failure::Ejected);
+    }
+
+    #[test]
+    fn with_health_checks_only_a_probe_brings_a_server_back() {
+        let pool = Arc::new(PoolShared::default());
+        let server = ServerHealth::new(pool.clone());
+        let checked = EjectPolicy {
+            health_checked: true,
+            retry_timeout_ms: 0,
+            ..EJECT_AFTER_2
+        };
+        assert!(!server.probe_failed(checked));
+        assert_eq!(server.probe_state(), ProbeState::Failing);
+        assert!(server.probe_failed(checked));
+        assert_eq!(server.state(), ServerState::Down);
+        assert_eq!(pool.probe_ejections.load(Relaxed), 1);
+        assert!(!server.probe_failed(checked), "already down");
+        assert!(server.probe_ok());
+        assert_eq!(server.state(), ServerState::Up);
+        // Ejected by client failures: still only a probe re-admits it.
+        server.failed(checked);
+        next_event();
+        assert_eq!(server.failed(checked), Failure::Ejected);
+        assert_eq!(server.state(), ServerState::Down, "no retry timeout");
+        assert!(server.probe_ok());
+        assert!(server.is_live());
+    }
+
+    #[test]
     fn a_reply_between_failures_resets_the_count() {
         let server = ServerHealth::new(Arc::default());
         server.failed(EJECT_AFTER_2);
         server.ok();
+        next_event();
         assert_eq!(server.failed(EJECT_AFTER_2), Failure::Counted);
         assert!(server.is_live());
     }

@@ -4,6 +4,7 @@
 
 mod backend;
 mod client;
+mod gutter;
 mod handoff;
 pub mod health;
 mod memcache;
@@ -11,3 +12,5 @@ mod pool;
 mod redis;
 mod tasks;
 pub mod worker;
+
+pub use backend::Probe;

@@ -5,7 +5,7 @@
 
 use std::cell::{Cell, OnceCell, Ref, RefCell};
 use std::collections::HashMap;
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
 use std::sync::Arc;
 use std::task::Waker;
 use std::time::Instant;
@@ -21,6 +21,32 @@ use super::tasks::TaskCount;
 use crate::generation::Generation;
 use crate::stats::{self, PoolCounters, ProxyCounters, Registry};
 
+/// Most replicas a key may have.
+pub const MAX_REPLICAS: usize = 16;
+
+/// The servers that keep a key, in order.
+#[derive(Clone, Copy, Debug)]
+pub struct Replicas {
+    servers: [u16; MAX_REPLICAS],
+    len: u8,
+}
+
+impl Replicas {
+    pub fn servers(&self) -> impl Iterator<Item = usize> + '_ {
+        self.servers[..self.len as usize]
+            .iter()
+            .map(|&s| usize::from(s))
+    }
+
+    pub fn get(&self, i: usize) -> Option<usize> {
+        (i < self.len as usize).then(|| usize::from(self.servers[i]))
+    }
+
+    pub fn len(&self) -> usize {
+        self.len as usize
+    }
+}
+
 pub struct PoolRt {
     pub generation: Arc<Generation>,
     index: usize,
@@ -31,6 +57,9 @@ pub struct PoolRt {
     /// Redis pools: RESP3 connections for RESP3 clients, opened on first use.
     servers3: Vec<OnceCell<Rc<ServerConns>>>,
     backends: Rc<TaskCount>,
+    /// The pool that takes keys whose servers are all ejected (set by the worker
+    /// once every pool of the generation is built).
+    gutter: RefCell<Weak<PoolSlot>>,
     replies: Rc<Replies>,
     /// The shared epoch this worker's router was built at.
     seen_epoch: Cell<u64>,
@@ -117,6 +146,7 @@ impl PoolRt {
             servers,
             servers3,
             backends: worker.backends.clone(),
+            gutter: RefCell::default(),
             replies: worker.replies.clone(),
             seen_epoch: Cell::new(0),
             next_rebuild: Cell::new(None),
@@ -157,7 +187,10 @@ impl PoolRt {
         &self.servers[server].link.health
     }
 
-    /// The server for `key`, or `None` when every server is ejected.
+    /// The server for `key`, or `None` when every server is ejected. With stable
+    /// placement this is the key's first server, live or not (see [`replicas`]).
+    ///
+    /// [`replicas`]: Self::replicas
     #[inline]
     pub fn route(&self, key: &[u8]) -> Option<usize> {
         let due = self.next_rebuild.get().is_some_and(|t| Instant::now() >= t);
@@ -165,6 +198,44 @@ impl PoolRt {
             self.rebuild();
         }
         self.router.borrow().route(key)
+    }
+
+    /// Whether an ejected server's keys stay placed on it (served by its replicas
+    /// or the gutter pool) rather than re-hashed onto the other servers.
+    pub fn stable_placement(&self) -> bool {
+        self.config().stable_placement()
+    }
+
+    /// The servers that keep `key`, in order: its own, then its replicas.
+    pub fn replicas(&self, key: &[u8]) -> Replicas {
+        let mut servers = [0usize; MAX_REPLICAS];
+        let want = (self.config().replicas as usize).clamp(1, MAX_REPLICAS);
+        let n = self.router.borrow().replicas(key, &mut servers[..want]);
+        let mut out = Replicas {
+            servers: [0; MAX_REPLICAS],
+            len: n as u8,
+        };
+        for (o, s) in out.servers.iter_mut().zip(&servers[..n]) {
+            *o = *s as u16;
+        }
+        out
+    }
+
+    /// The gutter pool in force, when this pool has one.
+    pub fn gutter(&self) -> Option<Rc<PoolSlot>> {
+        self.gutter.borrow().upgrade()
+    }
+
+    pub fn set_gutter(&self, gutter: &Rc<PoolSlot>) {
+        *self.gutter.borrow_mut() = Rc::downgrade(gutter);
+    }
+
+    /// Requests queued on this worker's connections to `server`, not yet written.
+    pub fn queued(&self, server: usize) -> u64 {
+        self.servers[server]
+            .link
+            .counters
+            .get(crate::stats::server::IN_QUEUE)
     }
 
     pub fn server_state(&self, server: usize) -> ServerState {
@@ -261,17 +332,20 @@ impl PoolRt {
         rx
     }
 
-    /// Rebuilds placement over the servers that are live now.
+    /// Rebuilds placement over the servers that are live now (with stable
+    /// placement, over all of them: liveness is looked at per request).
     fn rebuild(&self) {
         self.seen_epoch.set(self.shared().epoch());
         let pool = self.config();
         let mut nodes = pool.route_nodes();
         let mut next = None;
-        for (server, node) in nodes.iter_mut().enumerate() {
-            let state = self.server_state(server);
-            node.live = state == ServerState::Up;
-            if let ServerState::Ejected(t) = state {
-                next = Some(next.map_or(t, |n: Instant| n.min(t)));
+        if !pool.stable_placement() {
+            for (server, node) in nodes.iter_mut().enumerate() {
+                let state = self.server_state(server);
+                node.live = state == ServerState::Up;
+                if let ServerState::Ejected(t) = state {
+                    next = Some(next.map_or(t, |n: Instant| n.min(t)));
+                }
             }
         }
         *self.router.borrow_mut() =

@@ -11,14 +11,15 @@ use std::rc::Rc;
 
 use bytes::{Bytes, BytesMut};
 use cashew_protocol::resp::{
-    self, array_header, bulk, error, integer, lookup, lookup_subcommand, map_header, null,
-    null_bulk, simple, verbatim_text, CommandKind, CommandSpec, Keys, Parsed, Reason, ReplyParse,
-    COMMANDS,
+    self, array_header, bulk, error, integer, is_write, lookup, lookup_subcommand, map_header,
+    null, null_bulk, simple, verbatim_text, CommandKind, CommandSpec, Keys, Parsed, Reason,
+    ReplyParse, COMMANDS,
 };
 
 use super::client::{
     all_ok, settle_all, try_settle_all, Part, PendingReply, Protocol, MAX_PENDING,
 };
+use super::gutter;
 use super::handoff::BackendError;
 use super::pool::{PoolRt, PoolSlot};
 use crate::stats::{pool as ps, proxy as px};
@@ -127,6 +128,24 @@ fn refused(name: &str, reason: Reason) -> Pending {
     ))
 }
 
+/// Where a key's request goes: its server, or (in a pool with a gutter) the gutter
+/// pool while that server is ejected.
+#[derive(Clone)]
+enum Target {
+    Server(usize),
+    Gutter(Rc<PoolRt>, usize),
+}
+
+impl Target {
+    fn same(&self, other: &Target) -> bool {
+        match (self, other) {
+            (Target::Server(a), Target::Server(b)) => a == b,
+            (Target::Gutter(_, a), Target::Gutter(_, b)) => a == b,
+            _ => false,
+        }
+    }
+}
+
 fn wrong_arity(name: &str) -> Pending {
     err(&format!(
         "ERR wrong number of arguments for '{name}' command"
@@ -231,7 +250,9 @@ impl Client {
         match spec.kind {
             CommandKind::Refused(reason) => refused(spec.name, reason),
             CommandKind::Local => self.local(pool, spec.name, bytes),
-            CommandKind::Keyed(key) => self.forward_by(pool, usize::from(key), bytes),
+            CommandKind::Keyed(key) => {
+                self.forward_by(pool, usize::from(key), bytes, is_write(spec.name))
+            }
             CommandKind::AnyServer => self.forward_any(pool, bytes),
             CommandKind::Script => self.script(pool, spec, bytes),
             CommandKind::SameServer(keys) => self.same_server(pool, spec, keys, bytes),
@@ -256,10 +277,54 @@ impl Client {
         )))
     }
 
+    /// Where `key` goes (see [`Target`]); `None` when no server can take it.
+    fn target(&self, pool: &PoolRt, key: &[u8]) -> Option<Target> {
+        let server = pool.route(key)?;
+        if !pool.stable_placement() || pool.is_live(server) {
+            return Some(Target::Server(server));
+        }
+        let (gutter, server) = gutter::route(pool, key)?;
+        pool.pool_stats().add(ps::GUTTERED, 1);
+        Some(Target::Gutter(gutter, server))
+    }
+
+    /// Sends `bytes` to `target`. A write to the gutter is followed by `EXPIRE key
+    /// gutter_ttl LT` for each of `keys`, which only ever shortens a TTL.
+    fn send_to(
+        &self,
+        pool: &PoolRt,
+        target: &Target,
+        bytes: Bytes,
+        write: bool,
+        keys: &[&[u8]],
+    ) -> Part {
+        match target {
+            Target::Server(s) => Part::new(pool.send_redis(*s, self.id, bytes, self.resp3)),
+            Target::Gutter(gutter, s) => {
+                let part = Part::new(gutter.send_redis(*s, self.id, bytes, self.resp3));
+                if write {
+                    let ttl = pool.config().gutter_ttl.to_string();
+                    for key in keys {
+                        let mut expire = Vec::new();
+                        array_header(&mut expire, 4);
+                        for arg in [&b"EXPIRE"[..], key, ttl.as_bytes(), b"LT"] {
+                            bulk(&mut expire, arg);
+                        }
+                        gutter.send(*s, self.id, expire.into(), false);
+                    }
+                }
+                part
+            }
+        }
+    }
+
     /// Sends the request to the server of the key at argument `key`.
-    fn forward_by(&self, pool: &PoolRt, key: usize, bytes: &Bytes) -> Pending {
-        match pool.route(self.arg(bytes, key)) {
-            Some(server) => self.forward_to(pool, server, bytes),
+    fn forward_by(&self, pool: &PoolRt, key: usize, bytes: &Bytes, write: bool) -> Pending {
+        let key = self.arg(bytes, key);
+        match self.target(pool, key) {
+            Some(target) => {
+                Pending::Single(self.send_to(pool, &target, bytes.clone(), write, &[key]))
+            }
             None => self.no_server(pool),
         }
     }
@@ -294,7 +359,7 @@ impl Client {
                 "ERR '{}' without keys is not supported by the proxy: it needs a key to choose a server",
                 spec.name
             )),
-            Some(_) => self.forward_by(pool, 3, bytes),
+            Some(_) => self.forward_by(pool, 3, bytes, true),
         }
     }
 
@@ -340,21 +405,24 @@ impl Client {
         let Some(positions) = self.key_positions(bytes, keys) else {
             return self.forward_any(pool, bytes);
         };
-        let mut server = None;
-        for i in positions {
-            let Some(s) = pool.route(self.arg(bytes, i)) else {
+        let mut target: Option<Target> = None;
+        for &i in &positions {
+            let Some(t) = self.target(pool, self.arg(bytes, i)) else {
                 return self.no_server(pool);
             };
-            if server.is_some_and(|first| first != s) {
+            if target.as_ref().is_some_and(|first| !first.same(&t)) {
                 return err(&format!(
                     "CROSSSLOT Keys in request don't hash to the same server: '{}' is forwarded only when all its keys are on one server of the proxy; put a hash tag such as {{user1}} in each of them",
                     spec.name
                 ));
             }
-            server = Some(s);
+            target = Some(t);
         }
-        match server {
-            Some(s) => self.forward_to(pool, s, bytes),
+        match target {
+            Some(t) => {
+                let keys: Vec<&[u8]> = positions.iter().map(|&i| self.arg(bytes, i)).collect();
+                Pending::Single(self.send_to(pool, &t, bytes.clone(), is_write(spec.name), &keys))
+            }
             None => self.forward_any(pool, bytes),
         }
     }
@@ -373,45 +441,48 @@ impl Client {
     /// (1: keys; 2: key-value pairs) into one command per server.
     fn split(&mut self, pool: &PoolRt, name: &str, bytes: &Bytes, step: usize) -> Pending {
         let groups = (self.argc() - 1) / step;
-        let mut servers = Vec::with_capacity(groups);
+        let mut targets: Vec<Target> = Vec::new();
+        // For each group of arguments, in order, the target it goes to.
+        let mut order: Vec<u16> = Vec::with_capacity(groups);
         for g in 0..groups {
-            match pool.route(self.arg(bytes, 1 + g * step)) {
-                Some(s) => servers.push(s),
-                None => return self.no_server(pool),
-            }
+            let Some(t) = self.target(pool, self.arg(bytes, 1 + g * step)) else {
+                return self.no_server(pool);
+            };
+            let index = match targets.iter().position(|have| have.same(&t)) {
+                Some(i) => i,
+                None => {
+                    targets.push(t);
+                    targets.len() - 1
+                }
+            };
+            order.push(index as u16);
         }
-        let first = servers[0];
-        if servers.iter().all(|&s| s == first) {
-            return self.forward_to(pool, first, bytes);
+        let write = is_write(name);
+        if targets.len() == 1 {
+            let keys: Vec<&[u8]> = (0..groups).map(|g| self.arg(bytes, 1 + g * step)).collect();
+            return Pending::Single(self.send_to(pool, &targets[0], bytes.clone(), write, &keys));
         }
 
-        // One command per server, with that server's groups in the client's order.
-        let mut targets: Vec<usize> = Vec::new();
-        let order: Vec<u16> = servers
-            .iter()
-            .map(|&s| match targets.iter().position(|&t| t == s) {
-                Some(i) => i as u16,
-                None => {
-                    targets.push(s);
-                    (targets.len() - 1) as u16
-                }
-            })
-            .collect();
+        // One command per target, with its groups in the client's order.
         let command_name = self.arg(bytes, 0);
         let parts: Vec<Part> = targets
             .iter()
             .enumerate()
-            .map(|(t, &server)| {
+            .map(|(t, target)| {
                 let mine: Vec<usize> = (0..groups).filter(|&g| order[g] as usize == t).collect();
                 let mut out = Vec::with_capacity(64 * mine.len());
                 array_header(&mut out, 1 + mine.len() * step);
                 bulk(&mut out, command_name);
-                for g in mine {
+                for &g in &mine {
                     for a in 0..step {
                         bulk(&mut out, self.arg(bytes, 1 + g * step + a));
                     }
                 }
-                Part::new(pool.send_redis(server, self.id, out.into(), self.resp3))
+                let keys: Vec<&[u8]> = mine
+                    .iter()
+                    .map(|&g| self.arg(bytes, 1 + g * step))
+                    .collect();
+                self.send_to(pool, target, out.into(), write, &keys)
             })
             .collect();
         pool.pool_stats().add(ps::FRAGMENTS, parts.len() as u64);

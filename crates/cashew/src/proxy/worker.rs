@@ -213,6 +213,12 @@ impl Worker {
         for (_, removed) in self.slots.drain() {
             removed.close();
         }
+        // Gutter pools, now that every pool of the generation has its slot.
+        for pool in &generation.config.pools {
+            if let Some(gutter) = pool.gutter.as_ref().and_then(|g| slots.get(g)) {
+                slots[&pool.name].pool().set_gutter(gutter);
+            }
+        }
         self.slots = slots;
 
         let mut accepts = HashMap::new();

@@ -4,6 +4,8 @@
 //! with an `mn` after them, so the server always answers and the connection stays
 //! in step, and the nominal reply the client asked to be spared is cut out here.
 
+mod replicated;
+
 use std::collections::VecDeque;
 use std::rc::Rc;
 
@@ -53,6 +55,10 @@ pub enum Pending {
     },
     Multi(Box<MultiGet>),
     Broadcast(Vec<Part>),
+    /// Pools with replicas or a gutter (see `replicated`).
+    Retrieval(Box<replicated::Retrieval>),
+    Failover(Box<replicated::Failover>),
+    Write(Box<replicated::Write>),
     Quit,
 }
 
@@ -63,6 +69,9 @@ impl PendingReply for Pending {
             Pending::Single { part, .. } | Pending::Quiet { part, .. } => part.try_settle(),
             Pending::Multi(m) => try_settle_all(&mut m.parts),
             Pending::Broadcast(parts) => try_settle_all(parts),
+            Pending::Retrieval(r) => r.try_settle(),
+            Pending::Failover(f) => f.try_settle(),
+            Pending::Write(w) => w.try_settle(),
         }
     }
 
@@ -72,6 +81,9 @@ impl PendingReply for Pending {
             Pending::Single { part, .. } | Pending::Quiet { part, .. } => part.settle().await,
             Pending::Multi(m) => settle_all(&mut m.parts).await,
             Pending::Broadcast(parts) => settle_all(parts).await,
+            Pending::Retrieval(r) => r.settle().await,
+            Pending::Failover(f) => f.settle().await,
+            Pending::Write(w) => w.settle().await,
         }
     }
 }
@@ -150,7 +162,13 @@ impl Protocol for Client {
 }
 
 impl Client {
-    fn dispatch(&self, pool: &PoolRt, req: &Request, bytes: Bytes, queue: &mut VecDeque<Pending>) {
+    fn dispatch(
+        &self,
+        pool: &Rc<PoolRt>,
+        req: &Request,
+        bytes: Bytes,
+        queue: &mut VecDeque<Pending>,
+    ) {
         let counters = pool.proxy_stats();
         match req.command {
             c if c.is_storage() => counters.add(px::CMD_SET, 1),
@@ -158,7 +176,11 @@ impl Client {
             Command::MetaGet => counters.add(px::CMD_GET, 1),
             _ => {}
         }
-        match req.command.shape() {
+        let shape = req.command.shape();
+        if pool.stable_placement() && matches!(shape, Shape::SingleKey | Shape::Retrieval) {
+            return replicated::dispatch(self.id, pool, req, bytes, queue);
+        }
+        match shape {
             Shape::Local => match req.command {
                 Command::Version => self.version(pool, queue),
                 Command::MetaNoop => queue.push_back(Pending::Ready(Bytes::from_static(b"MN\r\n"))),
@@ -328,6 +350,9 @@ fn reply_bytes(pool: &PoolRt, pending: Pending) -> Bytes {
         },
         Pending::Multi(m) => merge(pool, *m),
         Pending::Broadcast(mut parts) => all_ok(&mut parts, b"OK\r\n", |e| failed(pool, e)),
+        Pending::Retrieval(r) => r.finish(),
+        Pending::Failover(f) => f.finish(),
+        Pending::Write(w) => w.finish(),
     }
 }
 

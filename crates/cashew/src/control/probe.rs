@@ -1,0 +1,75 @@
+//! Active health checks (`health_check_interval`): each server of such a pool is
+//! probed from the main thread, on a connection of its own, never by a worker and
+//! never with a client request. `server_failure_limit` failed probes in a row eject
+//! it for every worker before clients fail; a probe that succeeds brings it back.
+
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cashew_config::{Pool, Server};
+use tokio::task::JoinHandle;
+
+use crate::generation::Generation;
+use crate::log::{INFO, NOTICE, WARN};
+use crate::log_at;
+use crate::proxy::health::{EjectPolicy, ServerHealth};
+use crate::proxy::Probe;
+
+/// Starts a probe task for every server of every pool with health checks.
+pub fn start(generation: &Arc<Generation>) -> Vec<JoinHandle<()>> {
+    let mut tasks = Vec::new();
+    for (p, pool) in generation.config.pools.iter().enumerate() {
+        if pool.health_check_interval_ms == 0 {
+            continue;
+        }
+        let pool = Rc::new(pool.clone());
+        for (s, server) in pool.servers.iter().enumerate() {
+            let health = generation.pools[p].servers[s].clone();
+            let task = probe_loop(pool.clone(), server.clone(), health);
+            tasks.push(tokio::task::spawn_local(task));
+        }
+    }
+    tasks
+}
+
+async fn probe_loop(pool: Rc<Pool>, server: Server, health: Arc<ServerHealth>) {
+    let interval = Duration::from_millis(pool.health_check_interval_ms);
+    // A probe must end before the next one is due.
+    let timeout = pool
+        .timeout_ms
+        .filter(|&t| t > 0)
+        .map_or(interval, Duration::from_millis)
+        .min(interval);
+    let policy = EjectPolicy::of(&pool);
+    let mut probe = Probe::new(&pool, &server, health.clone());
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let (pool_name, name) = (&pool.name, server.name());
+    loop {
+        ticks.tick().await;
+        match probe.once(timeout).await {
+            Ok(()) => {
+                if health.probe_ok() {
+                    log_at!(NOTICE, "pool '{pool_name}': server '{name}' back in service: a health check succeeded");
+                }
+            }
+            Err(error) => {
+                if health.probe_failed(policy) {
+                    log_at!(
+                        WARN,
+                        "pool '{pool_name}': server '{name}' ejected: {} health checks failed in a row ({})",
+                        policy.failure_limit,
+                        error.reason()
+                    );
+                } else {
+                    log_at!(
+                        INFO,
+                        "pool '{pool_name}': server '{name}': health check failed: {}",
+                        error.reason()
+                    );
+                }
+            }
+        }
+    }
+}
