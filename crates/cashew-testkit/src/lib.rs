@@ -3,6 +3,7 @@
 
 pub mod load;
 
+use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::fs::MetadataExt;
@@ -44,6 +45,20 @@ pub fn cashew_route(
     pool: Option<&str>,
     keys: &[String],
 ) -> Vec<String> {
+    cashew_replicas(binary, conf, pool, keys)
+        .into_iter()
+        .map(|mut replicas| replicas.swap_remove(0))
+        .collect()
+}
+
+/// `cashew route`: every server entry that keeps each key, in order (one unless
+/// the pool has `replicas`).
+pub fn cashew_replicas(
+    binary: &str,
+    conf: &std::path::Path,
+    pool: Option<&str>,
+    keys: &[String],
+) -> Vec<Vec<String>> {
     let mut cmd = Command::new(binary);
     cmd.arg("route").arg("-c").arg(conf);
     if let Some(pool) = pool {
@@ -58,7 +73,10 @@ pub fn cashew_route(
     String::from_utf8(out.stdout)
         .unwrap()
         .lines()
-        .map(|l| l.split_once('\t').expect("KEY<TAB>SERVER").1.to_string())
+        .map(|l| {
+            let (_key, servers) = l.split_once('\t').expect("KEY<TAB>SERVER...");
+            servers.split('\t').map(str::to_string).collect()
+        })
         .collect()
 }
 
@@ -372,6 +390,66 @@ impl McConn {
         request.extend_from_slice(b"\r\n");
         self.send(&request);
         assert_eq!(self.line(), "STORED\r\n", "set {key}");
+    }
+
+    /// Sets every pair with pipelined `set`s (TTL `exptime`), each expecting `STORED`.
+    pub fn set_many(&mut self, pairs: &[(String, String)], exptime: u32) {
+        for chunk in pairs.chunks(100) {
+            let mut request = Vec::new();
+            for (key, value) in chunk {
+                request.extend_from_slice(
+                    format!("set {key} 0 {exptime} {}\r\n{value}\r\n", value.len()).as_bytes(),
+                );
+            }
+            self.send(&request);
+            for (key, _) in chunk {
+                assert_eq!(self.line(), "STORED\r\n", "set {key}");
+            }
+        }
+    }
+
+    /// The hits among `keys`, read with multi-key `get`s of up to 100 keys; any
+    /// reply but values and `END` (a `SERVER_ERROR`) is a panic.
+    pub fn get_many(&mut self, keys: &[String]) -> HashMap<String, String> {
+        let mut hits = HashMap::new();
+        for chunk in keys.chunks(100) {
+            self.send(format!("get {}\r\n", chunk.join(" ")).as_bytes());
+            loop {
+                let header = self.line();
+                if header == "END\r\n" {
+                    break;
+                }
+                let words: Vec<&str> = header.trim_end().split(' ').collect();
+                let ["VALUE", key, _flags, len] = words[..] else {
+                    panic!("expected VALUE or END, got {header:?}");
+                };
+                let len: usize = len.parse().unwrap();
+                let mut value = self.read_exact(len + 2);
+                value.truncate(len);
+                let value = String::from_utf8(value).unwrap();
+                hits.insert(key.to_string(), value);
+            }
+        }
+        hits
+    }
+
+    /// A number from the server's `stats` (e.g. `curr_items`).
+    pub fn stat(&mut self, name: &str) -> u64 {
+        self.send(b"stats\r\n");
+        let mut found = None;
+        loop {
+            let line = self.line();
+            if line == "END\r\n" {
+                break;
+            }
+            let mut words = line.trim_end().splitn(3, ' ');
+            if let (Some("STAT"), Some(n), Some(v)) = (words.next(), words.next(), words.next()) {
+                if n == name {
+                    found = v.parse().ok();
+                }
+            }
+        }
+        found.unwrap_or_else(|| panic!("no stat {name}"))
     }
 
     /// The value of `key`, or `None` on a miss.

@@ -23,6 +23,24 @@ pub const POOL_STATS: [StatInfo; 6] = [
     ),
 ];
 
+/// cashew's own pool stats, in the document only for pools with `replicas` or a
+/// `gutter` (indices [`pool::REPLICA_FAILOVERS`] on).
+pub const AVAILABILITY_STATS: [StatInfo; 4] = [
+    stat(
+        "replica_failovers",
+        "# requests answered by a later replica after an error, a timeout or a miss",
+    ),
+    stat(
+        "warmups",
+        "# hits written back to replicas that missed them",
+    ),
+    stat(
+        "warmups_dropped",
+        "# write-backs dropped because the server's queue was full",
+    ),
+    stat("gutter_requests", "# requests sent to the gutter pool"),
+];
+
 pub const SERVER_STATS: [StatInfo; 13] = [
     stat("server_eof", "# eof on server connections"),
     stat("server_err", "# errors on server connections"),
@@ -158,7 +176,7 @@ impl<const N: usize> Counters<N> {
 }
 
 /// nutcracker's pool counters, then cashew's own (see [`pool`]).
-pub type PoolCounters = Counters<10>;
+pub type PoolCounters = Counters<{ POOL_STATS.len() + AVAILABILITY_STATS.len() }>;
 pub type ServerCounters = Counters<13>;
 pub type ProxyCounters = Counters<7>;
 
@@ -269,6 +287,13 @@ pub fn json(generation: &Generation, source: &str) -> String {
             format!("\"{}\":{value}", s.name)
         });
         out.push_str(&fields.collect::<Vec<_>>().join(", "));
+        if pool.stable_placement() {
+            // Like the health-check fields: only where the pool uses the feature.
+            for (i, s) in AVAILABILITY_STATS.iter().enumerate() {
+                let value = pool_total(state, pool::REPLICA_FAILOVERS + i);
+                out.push_str(&format!(", \"{}\":{value}", s.name));
+            }
+        }
         for (s, srv) in pool.servers.iter().enumerate() {
             let mut fields: Vec<String> = SERVER_STATS
                 .iter()

@@ -212,11 +212,14 @@ impl Retrieval {
         for (target, members) in groups {
             let prefix = &self.request[self.prefix.clone()];
             let mut bytes = BytesMut::with_capacity(prefix.len() + 32 * members.len());
-            if matches!(target, Target::Gutter(..)) && prefix.starts_with(b"gat") {
+            let to_gutter = matches!(target, Target::Gutter(..));
+            if to_gutter {
+                self.pool.pool_stats().add(ps::GUTTERED, 1);
+            }
+            if to_gutter && prefix.starts_with(b"gat") {
                 // gat/gats set a TTL: the gutter caps it.
                 let ttl = self.pool.config().gutter_ttl;
                 bytes.extend_from_slice(&gutter::cap_token(prefix, prefix.len(), 1, ttl));
-                self.pool.pool_stats().add(ps::GUTTERED, 1);
             } else {
                 bytes.extend_from_slice(prefix);
             }
