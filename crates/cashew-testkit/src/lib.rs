@@ -2,6 +2,7 @@
 //! free port, waited for until it accepts connections, and killed when dropped.
 
 pub mod load;
+pub mod netns;
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -174,13 +175,20 @@ pub struct Process {
 impl Process {
     /// Starts `command` and waits until it accepts connections on `addr`.
     pub fn spawn(what: &str, command: &mut Command, addr: SocketAddr) -> Process {
-        let mut child = command
+        command
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut process = Process::start(what, command, addr);
+        wait_until_listening(addr, &mut process.child, what);
+        process
+    }
+
+    /// Starts `command` as it is set up (its standard streams too), without waiting.
+    pub fn start(what: &str, command: &mut Command, addr: SocketAddr) -> Process {
+        let child = command
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {what}: {e}"));
-        wait_until_listening(addr, &mut child, what);
         Process { child, addr }
     }
 

@@ -41,8 +41,7 @@ struct Replicated {
 impl Replicated {
     fn start(tag: &str, settings: &str) -> Replicated {
         let backends: Vec<Process> = (0..3).map(|_| memcached()).collect();
-        let settings =
-            format!("  hash: md5\n  distribution: ketama\n  replicas: 2\n{settings}");
+        let settings = format!("  hash: md5\n  distribution: ketama\n  replicas: 2\n{settings}");
         let proxy = PoolProxy::start(CASHEW, backends, &settings, &[]);
         let pairs = pairs(tag, 1);
         let conf = proxy.cashew.dir.join("cashew.yml");
