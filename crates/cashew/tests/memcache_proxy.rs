@@ -438,8 +438,8 @@ fn a_dead_backend_is_ejected_and_comes_back() {
     }
 
     // Kill it: requests to it fail with a server error until the second failure
-    // event (its connection closing counts as one; failures less than 20 ms apart
-    // are one event) ejects it; its keys then go to the others.
+    // event (its connection closing counts as one, a refused reconnection as the
+    // next) ejects it; its keys then go to the others.
     drop(p.backends.remove(1));
     let mut errors = 0;
     let deadline = Instant::now() + Duration::from_secs(3);
@@ -497,6 +497,47 @@ fn a_dead_backend_is_ejected_and_comes_back() {
     );
     let mut direct = McConn::connect(revived.addr);
     assert_eq!(direct.get(victim_keys[0]).as_deref(), Some(&b"3"[..]));
+}
+
+#[test]
+fn a_crash_seen_by_every_worker_counts_as_one_failure() {
+    let settings = "  hash: md5\n  auto_eject_hosts: true\n  server_failure_limit: 2\n  server_retry_timeout: 30000\n";
+    let p = Proxy::start(2, settings, &["--threads", "2"]);
+    let keys = keys(100, "crash");
+    let victim_key = &keys[p.routed(&keys).iter().position(|&s| s == 1).unwrap()];
+    let victim = p.backends[1].addr.to_string();
+    // Clients until both workers hold a connection to the server.
+    let mut clients = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while p.stats()["pool"][&victim]["server_connections"] != 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the workers did not both connect"
+        );
+        let mut c = p.client();
+        c.roundtrip(format!("get {victim_key}\r\n").as_bytes(), b"END\r\n");
+        clients.push(c);
+    }
+
+    // Both connections see the crash: one failure, not the two that eject.
+    p.backends[1].signal("KILL");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while p.stats()["pool"][&victim]["server_connections"] != 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the connections did not see the crash"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let stats = p.stats();
+    assert_eq!(stats["pool"][&victim]["server_eof"], 2);
+    assert_eq!(stats["pool"]["server_ejects"], 0);
+    // The next failure, a refused reconnection, is the second: it ejects.
+    let c = &mut clients[0];
+    c.send(format!("get {victim_key}\r\n").as_bytes());
+    assert!(c.line().starts_with("SERVER_ERROR "));
+    assert_eq!(p.stats()["pool"]["server_ejects"], 1);
+    c.roundtrip(format!("get {victim_key}\r\n").as_bytes(), b"END\r\n");
 }
 
 #[test]

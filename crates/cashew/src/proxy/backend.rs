@@ -77,7 +77,9 @@ impl ServerLink {
         self.health.ok();
     }
 
-    fn failed(&self, error: BackendError) {
+    /// A connection failed; `seen` is its record of failure events (see
+    /// [`ServerHealth::failed`]).
+    fn failed(&self, error: BackendError, seen: &mut u64) {
         use st::{SERVER_EOF, SERVER_ERR, SERVER_TIMEDOUT};
         let counter = match error {
             BackendError::TimedOut => SERVER_TIMEDOUT,
@@ -87,7 +89,7 @@ impl ServerLink {
         self.counters.add(counter, 1);
         let (pool, name) = (&self.pool_name, &self.server_name);
         let policy = self.settings.policy;
-        match self.health.failed(policy) {
+        match self.health.failed(policy, seen) {
             Failure::SameEvent => {}
             Failure::Counted => log_at!(
                 crate::log::WARN,
@@ -157,6 +159,7 @@ const READ_CHUNK: usize = 16 * 1024;
 /// in flight, and reconnects on the next request.
 pub async fn run(link: Rc<ServerLink>, jobs: Rc<JobQueue>, preconnect: bool) {
     let mut connect_now = preconnect;
+    let mut failure_event = 0;
     let settings = &link.settings;
     loop {
         let first = if std::mem::take(&mut connect_now) {
@@ -184,7 +187,7 @@ pub async fn run(link: Rc<ServerLink>, jobs: Rc<JobQueue>, preconnect: bool) {
                 while let Some(job) = jobs.try_pop() {
                     session.fail(job, error.clone());
                 }
-                link.failed(error);
+                link.failed(error, &mut failure_event);
             }
             Ok(stream) => {
                 link.counters.add(st::SERVER_CONNECTIONS, 1);
@@ -202,7 +205,7 @@ pub async fn run(link: Rc<ServerLink>, jobs: Rc<JobQueue>, preconnect: bool) {
                 match error {
                     Some(error) => {
                         session.fail_in_flight(error.clone());
-                        link.failed(error);
+                        link.failed(error, &mut failure_event);
                     }
                     // Closed and everything answered.
                     None => return,

@@ -29,9 +29,12 @@ impl EjectPolicy {
     }
 }
 
-/// Failures closer together than this are one event: a crash seen by every
-/// worker's connection at once, or by every request in flight, counts once.
-const FAILURE_EVENT_MS: u64 = 20;
+/// Failures of different connections closer together than this are one event: a
+/// crash seen by every worker's connection at once counts once. A connection that
+/// fails again (its reconnection is refused) is a new event, as in nutcracker.
+const FAILURE_EVENT_MS: u64 = 100;
+/// [`ServerHealth::event`] holds the event number above these bits, its start below.
+const EVENT_START_BITS: u32 = 40;
 /// `ejected_until` of a server ejected until a health probe brings it back.
 const UNTIL_PROBED: u64 = u64::MAX;
 
@@ -97,8 +100,9 @@ pub struct ServerHealth {
     ejected_at_usec: AtomicU64,
     /// The version the server gave when cashew last connected to it.
     version: Mutex<Option<Arc<str>>>,
-    /// When the last failure event was counted, in ms since [`origin`].
-    last_failure_ms: AtomicU64,
+    /// The last failure event counted: its number (from 1, above
+    /// [`EVENT_START_BITS`]) and when it began (ms since [`origin`], below).
+    event: AtomicU64,
     /// Health probes: failures in a row, the last result (0 off, 1 ok, 2 failing),
     /// and when the server's state last changed (µs since the epoch).
     probe_failures: AtomicU32,
@@ -135,7 +139,7 @@ impl ServerHealth {
             manual: AtomicBool::new(false),
             ejected_at_usec: AtomicU64::new(0),
             version: Mutex::default(),
-            last_failure_ms: AtomicU64::new(0),
+            event: AtomicU64::new(0),
             probe_failures: AtomicU32::new(0),
             probe_state: std::sync::atomic::AtomicU8::new(0),
             changed_at_usec: AtomicU64::new(crate::stats::now_usec()),
@@ -237,21 +241,32 @@ impl ServerHealth {
         }
     }
 
-    /// Counts a failure event and ejects the server when the policy says so.
-    /// Failures within [`FAILURE_EVENT_MS`] of the last counted one are the same
-    /// event (every worker's connection sees a server's crash at once).
-    pub fn failed(&self, policy: EjectPolicy) -> Failure {
+    /// Counts a failure of a connection and ejects the server when the policy says
+    /// so. `seen` is the connection's own record of the last event it took part in
+    /// (0 at first): a failure of another connection within [`FAILURE_EVENT_MS`] of
+    /// an event's start is part of that event.
+    pub fn failed(&self, policy: EjectPolicy, seen: &mut u64) -> Failure {
         let now = now_ms();
-        let last = self.last_failure_ms.load(Relaxed);
-        if last != 0 && now.saturating_sub(last) < FAILURE_EVENT_MS {
-            return Failure::SameEvent;
-        }
-        if self
-            .last_failure_ms
-            .compare_exchange(last, now, Relaxed, Relaxed)
-            .is_err()
-        {
-            return Failure::SameEvent;
+        loop {
+            let current = self.event.load(Relaxed);
+            let (number, began) = (
+                current >> EVENT_START_BITS,
+                current & ((1 << EVENT_START_BITS) - 1),
+            );
+            if began != 0 && now.saturating_sub(began) < FAILURE_EVENT_MS && *seen != number {
+                *seen = number;
+                return Failure::SameEvent;
+            }
+            let next_number = number % ((1 << (64 - EVENT_START_BITS)) - 1) + 1;
+            let next = (next_number << EVENT_START_BITS) | now;
+            if self
+                .event
+                .compare_exchange(current, next, Relaxed, Relaxed)
+                .is_ok()
+            {
+                *seen = next_number;
+                break;
+            }
         }
         let failures = self.failures.fetch_add(1, Relaxed) + 1;
         if !policy.auto_eject || failures < policy.failure_limit {
@@ -325,16 +340,15 @@ mod tests {
     fn failures_in_a_row_eject_once_and_bump_the_epoch() {
         let pool = Arc::new(PoolShared::default());
         let server = ServerHealth::new(pool.clone());
-        assert_eq!(server.failed(EJECT_AFTER_2), Failure::Counted);
-        next_event();
-        assert_eq!(server.failed(EJECT_AFTER_2), Failure::Ejected);
+        let mut conn = 0;
+        assert_eq!(server.failed(EJECT_AFTER_2, &mut conn), Failure::Counted);
+        // The same connection failing again (its reconnection refused) at once.
+        assert_eq!(server.failed(EJECT_AFTER_2, &mut conn), Failure::Ejected);
         assert!(matches!(server.state(), ServerState::Ejected(_)));
         assert_eq!(pool.epoch(), 1);
-        next_event();
-        assert_eq!(server.failed(EJECT_AFTER_2), Failure::Counted);
-        next_event();
+        assert_eq!(server.failed(EJECT_AFTER_2, &mut conn), Failure::Counted);
         assert_eq!(
-            server.failed(EJECT_AFTER_2),
+            server.failed(EJECT_AFTER_2, &mut conn),
             Failure::Counted,
             "already ejected"
         );
@@ -342,15 +356,31 @@ mod tests {
     }
 
     #[test]
-    fn failures_at_the_same_moment_are_one_event() {
+    fn connections_failing_at_the_same_moment_are_one_event() {
         let server = ServerHealth::new(Arc::default());
-        assert_eq!(server.failed(EJECT_AFTER_2), Failure::Counted);
-        for _ in 0..4 {
-            assert_eq!(server.failed(EJECT_AFTER_2), Failure::SameEvent);
+        let mut conns = [0u64; 5];
+        assert_eq!(
+            server.failed(EJECT_AFTER_2, &mut conns[0]),
+            Failure::Counted
+        );
+        for conn in &mut conns[1..] {
+            assert_eq!(server.failed(EJECT_AFTER_2, conn), Failure::SameEvent);
         }
         assert!(server.is_live(), "five workers seeing one crash count once");
+        // One of them fails again: a second event.
+        assert_eq!(
+            server.failed(EJECT_AFTER_2, &mut conns[3]),
+            Failure::Ejected
+        );
+    }
+
+    #[test]
+    fn failures_of_other_connections_later_are_new_events() {
+        let server = ServerHealth::new(Arc::default());
+        let (mut a, mut b) = (0, 0);
+        assert_eq!(server.failed(EJECT_AFTER_2, &mut a), Failure::Counted);
         next_event();
-        assert_eq!(server.failed(EJECT_AFTER_2), Failure::Ejected);
+        assert_eq!(server.failed(EJECT_AFTER_2, &mut b), Failure::Ejected);
     }
 
     #[test]
@@ -371,9 +401,9 @@ mod tests {
         assert!(server.probe_ok());
         assert_eq!(server.state(), ServerState::Up);
         // Ejected by client failures: still only a probe re-admits it.
-        server.failed(checked);
-        next_event();
-        assert_eq!(server.failed(checked), Failure::Ejected);
+        let mut conn = 0;
+        server.failed(checked, &mut conn);
+        assert_eq!(server.failed(checked, &mut conn), Failure::Ejected);
         assert_eq!(server.state(), ServerState::Down, "no retry timeout");
         assert!(server.probe_ok());
         assert!(server.is_live());
@@ -382,10 +412,10 @@ mod tests {
     #[test]
     fn a_reply_between_failures_resets_the_count() {
         let server = ServerHealth::new(Arc::default());
-        server.failed(EJECT_AFTER_2);
+        let mut conn = 0;
+        server.failed(EJECT_AFTER_2, &mut conn);
         server.ok();
-        next_event();
-        assert_eq!(server.failed(EJECT_AFTER_2), Failure::Counted);
+        assert_eq!(server.failed(EJECT_AFTER_2, &mut conn), Failure::Counted);
         assert!(server.is_live());
     }
 
@@ -396,8 +426,9 @@ mod tests {
             auto_eject: false,
             ..EJECT_AFTER_2
         };
+        let mut conn = 0;
         for _ in 0..10 {
-            server.failed(policy);
+            server.failed(policy, &mut conn);
         }
         assert!(server.is_live());
     }
