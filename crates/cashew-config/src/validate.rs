@@ -276,6 +276,13 @@ impl<'f> Validator<'f> {
     fn check_availability(&mut self, pool: &Pool, seen: &[(String, Location)]) {
         let at = |key: &str| seen.iter().find(|(k, _)| k == key).map(|(_, at)| *at);
         let name = Some(pool.name.as_str());
+        if pool.distribution == Distribution::Random {
+            for key in ["replicas", "gutter"] {
+                if let Some(at) = at(key) {
+                    self.error(at, name, Some(key), "needs 'distribution: ketama' or 'modula': with 'random' a key has no server of its own to keep a copy on or stand in for".into());
+                }
+            }
+        }
         if pool.redis {
             for key in ["replicas", "failover_on_miss", "warmup", "warmup_ttl"] {
                 if let Some(at) = at(key) {

@@ -28,7 +28,7 @@ pub const POOL_STATS: [StatInfo; 6] = [
 pub const AVAILABILITY_STATS: [StatInfo; 4] = [
     stat(
         "replica_failovers",
-        "# requests answered by a later replica after an error, a timeout or a miss",
+        "# requests passed on to a later replica after an error, a timeout or a miss",
     ),
     stat(
         "warmups",
@@ -95,7 +95,7 @@ pub mod pool {
     pub const FORWARD_ERROR: usize = 4;
     pub const FRAGMENTS: usize = 5;
     // cashew's own, not in nutcracker's JSON:
-    /// Requests answered by a later replica after an error, a timeout or a miss.
+    /// Requests passed on to a later replica after an error, a timeout or a miss.
     pub const REPLICA_FAILOVERS: usize = 6;
     /// Hits written back to replicas that missed them.
     pub const WARMUPS: usize = 7;
