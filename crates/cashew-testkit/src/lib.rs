@@ -288,7 +288,11 @@ pub fn memcached_on(host: &str, port: u16) -> Process {
 /// A redis-server on `127.0.0.1` and a free port, with no persistence; `extra` are
 /// further `--name value` settings (e.g. `["--requirepass", "secret"]`).
 pub fn redis_server(extra: &[&str]) -> Process {
-    let port = free_port("127.0.0.1");
+    redis_server_on(free_port("127.0.0.1"), extra)
+}
+
+/// As [`redis_server`], on a given port (e.g. to restart a server where it was).
+pub fn redis_server_on(port: u16, extra: &[&str]) -> Process {
     let mut cmd = Command::new(program("redis-server"));
     cmd.args([
         "--port",
@@ -458,6 +462,16 @@ impl McConn {
             }
         }
         found.unwrap_or_else(|| panic!("no stat {name}"))
+    }
+
+    /// The seconds `key` has left to live, as the meta command `mg <key> t` says.
+    pub fn ttl(&mut self, key: &str) -> i64 {
+        self.send(format!("mg {key} t\r\n").as_bytes());
+        let line = self.line();
+        line.trim_end()
+            .strip_prefix("HD t")
+            .and_then(|t| t.parse().ok())
+            .unwrap_or_else(|| panic!("mg {key} t: {line:?}"))
     }
 
     /// The value of `key`, or `None` on a miss.

@@ -8,8 +8,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use cashew_testkit::{
-    cashew_replicas, free_port, load, memcached, memcached_on, redis_server, Cashew, McConn,
-    PoolProxy, Process,
+    cashew_replicas, free_port, load, memcached, memcached_on, redis_server, redis_server_on,
+    Cashew, McConn, PoolProxy, Process,
 };
 
 const CASHEW: &str = env!("CARGO_BIN_EXE_cashew");
@@ -231,15 +231,8 @@ fn warmup_refills_a_restarted_server_in_one_read_pass() {
         assert_eq!(value, values[&key]);
     }
     // With the TTL warmup_ttl gives (the original one is not known).
-    direct.send(format!("mg {} t\r\n", own[0]).as_bytes());
-    let line = direct.line();
-    let ttl: u32 = line
-        .trim_end()
-        .strip_prefix("HD t")
-        .unwrap()
-        .parse()
-        .unwrap();
-    assert!((1..=120).contains(&ttl), "{line}");
+    let ttl = direct.ttl(&own[0]);
+    assert!((1..=120).contains(&ttl), "TTL {ttl}");
     let stats = r.stats();
     assert_eq!(stats["pool"]["warmups"], own.len() as u64);
     assert_eq!(stats["pool"]["warmups_dropped"], 0);
@@ -448,15 +441,8 @@ fn an_ejected_servers_keys_go_to_the_gutter_pool_and_nowhere_else() {
     let mut gutter = McConn::connect(spare.addr);
     assert_eq!(gutter.stat("curr_items"), victim.len() as u64);
     // With the TTL capped by gutter_ttl (the request asked for none).
-    gutter.send(format!("mg {} t\r\n", victim[0].0).as_bytes());
-    let line = gutter.line();
-    let ttl: u32 = line
-        .trim_end()
-        .strip_prefix("HD t")
-        .unwrap()
-        .parse()
-        .unwrap();
-    assert!((1..=8).contains(&ttl), "{line}");
+    let ttl = gutter.ttl(&victim[0].0);
+    assert!((1..=8).contains(&ttl), "TTL {ttl}");
     // The other servers got no new key and still serve their own.
     let items_after = [0, 2].map(|s| McConn::connect(main[s].addr).stat("curr_items"));
     assert_eq!(items_after, items_before);
@@ -489,25 +475,6 @@ fn redis_conn(addr: SocketAddr) -> redis::Connection {
         .unwrap()
         .get_connection_with_timeout(Duration::from_secs(5))
         .unwrap()
-}
-
-fn redis_on(port: u16) -> Process {
-    let mut cmd = std::process::Command::new(cashew_testkit::program("redis-server"));
-    cmd.args([
-        "--port",
-        &port.to_string(),
-        "--bind",
-        "127.0.0.1",
-        "--save",
-        "",
-        "--appendonly",
-        "no",
-    ]);
-    Process::spawn(
-        "redis-server",
-        &mut cmd,
-        format!("127.0.0.1:{port}").parse().unwrap(),
-    )
 }
 
 #[test]
@@ -557,7 +524,7 @@ fn redis_pools_have_health_checks_and_a_gutter() {
     let size: usize = redis::cmd("DBSIZE").query(&mut survivor).unwrap();
     assert_eq!(size, 0, "the other server got none of its keys");
 
-    main[1] = redis_on(main[1].port());
+    main[1] = redis_server_on(main[1].port(), &[]);
     let restarted = Instant::now();
     wait_for("re-admission", Duration::from_secs(5), || {
         (json(&cashew)["main"][&victim_addr]["health_check_ok"] == 1).then_some(())

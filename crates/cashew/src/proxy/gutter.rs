@@ -13,6 +13,36 @@ use super::pool::PoolRt;
 /// memcached reads an exptime above 30 days as a Unix time.
 const RELATIVE_LIMIT: i64 = 30 * 24 * 3600;
 
+/// Where one key's request goes: a server of its own pool, or a server of the
+/// gutter pool while the key's servers are ejected.
+#[derive(Clone)]
+pub enum Target {
+    Server(usize),
+    Gutter(Rc<PoolRt>, usize),
+}
+
+impl Target {
+    pub fn same(&self, other: &Target) -> bool {
+        match (self, other) {
+            (Target::Server(a), Target::Server(b)) => a == b,
+            (Target::Gutter(_, a), Target::Gutter(_, b)) => a == b,
+            _ => false,
+        }
+    }
+
+    /// The pool to send to (`home` or the gutter) and the server in it.
+    pub fn resolve<'a>(&'a self, home: &'a PoolRt) -> (&'a PoolRt, usize) {
+        match self {
+            Target::Server(s) => (home, *s),
+            Target::Gutter(gutter, s) => (gutter, *s),
+        }
+    }
+
+    pub fn is_gutter(&self) -> bool {
+        matches!(self, Target::Gutter(..))
+    }
+}
+
 /// The gutter pool of `pool` and the server there for `key`, when `pool` has a
 /// gutter with a live server.
 pub fn route(pool: &PoolRt, key: &[u8]) -> Option<(Rc<PoolRt>, usize)> {

@@ -19,7 +19,7 @@ use cashew_protocol::resp::{
 use super::client::{
     all_ok, settle_all, try_settle_all, Part, PendingReply, Protocol, MAX_PENDING,
 };
-use super::gutter;
+use super::gutter::{self, Target};
 use super::handoff::BackendError;
 use super::pool::{PoolRt, PoolSlot};
 use crate::stats::{pool as ps, proxy as px};
@@ -126,24 +126,6 @@ fn refused(name: &str, reason: Reason) -> Pending {
         "ERR command '{name}' is not supported by the proxy: {}",
         reason.text()
     ))
-}
-
-/// Where a key's request goes: its server, or (in a pool with a gutter) the gutter
-/// pool while that server is ejected.
-#[derive(Clone)]
-enum Target {
-    Server(usize),
-    Gutter(Rc<PoolRt>, usize),
-}
-
-impl Target {
-    fn same(&self, other: &Target) -> bool {
-        match (self, other) {
-            (Target::Server(a), Target::Server(b)) => a == b,
-            (Target::Gutter(_, a), Target::Gutter(_, b)) => a == b,
-            _ => false,
-        }
-    }
 }
 
 fn wrong_arity(name: &str) -> Pending {
@@ -298,24 +280,20 @@ impl Client {
         write: bool,
         keys: &[&[u8]],
     ) -> Part {
-        match target {
-            Target::Server(s) => Part::new(pool.send_redis(*s, self.id, bytes, self.resp3)),
-            Target::Gutter(gutter, s) => {
-                let part = Part::new(gutter.send_redis(*s, self.id, bytes, self.resp3));
-                if write {
-                    let ttl = pool.config().gutter_ttl.to_string();
-                    for key in keys {
-                        let mut expire = Vec::new();
-                        array_header(&mut expire, 4);
-                        for arg in [&b"EXPIRE"[..], key, ttl.as_bytes(), b"LT"] {
-                            bulk(&mut expire, arg);
-                        }
-                        gutter.send(*s, self.id, expire.into(), false);
-                    }
+        let (to, s) = target.resolve(pool);
+        let part = Part::new(to.send_redis(s, self.id, bytes, self.resp3));
+        if write && target.is_gutter() {
+            let ttl = pool.config().gutter_ttl.to_string();
+            for key in keys {
+                let mut expire = Vec::new();
+                array_header(&mut expire, 4);
+                for arg in [&b"EXPIRE"[..], key, ttl.as_bytes(), b"LT"] {
+                    bulk(&mut expire, arg);
                 }
-                part
+                to.send(s, self.id, expire.into(), false);
             }
         }
+        part
     }
 
     /// Sends the request to the server of the key at argument `key`.

@@ -17,7 +17,7 @@ use cashew_protocol::memcache::{base64, keys, Command, Request, ValueBlocks, MAX
 
 use super::{count_reply, forwardable, no_server, Count, Pending};
 use crate::proxy::client::{settle_all, try_settle_all, Part};
-use crate::proxy::gutter;
+use crate::proxy::gutter::{self, Target};
 use crate::proxy::handoff::{BackendError, Reply};
 use crate::proxy::pool::{PoolRt, Replicas};
 use crate::stats::pool as ps;
@@ -73,28 +73,10 @@ fn live_from(pool: &PoolRt, replicas: &Replicas, from: usize) -> Option<usize> {
     (from..replicas.len()).find(|&i| replicas.get(i).is_some_and(|s| pool.is_live(s)))
 }
 
-/// Where one key's request goes.
-#[derive(Clone)]
-enum Target {
-    Server(usize),
-    Gutter(Rc<PoolRt>, usize),
-}
-
-impl Target {
-    fn same(&self, other: &Target) -> bool {
-        match (self, other) {
-            (Target::Server(a), Target::Server(b)) => a == b,
-            (Target::Gutter(_, a), Target::Gutter(_, b)) => a == b,
-            _ => false,
-        }
-    }
-
-    fn send(&self, pool: &PoolRt, client: usize, bytes: Bytes) -> Part {
-        match self {
-            Target::Server(s) => Part::new(pool.send(*s, client, bytes, true)),
-            Target::Gutter(gutter, s) => Part::new(gutter.send(*s, client, bytes, true)),
-        }
-    }
+/// Sends a fragment of a retrieval to `target`.
+fn send_to(target: &Target, pool: &PoolRt, client: usize, bytes: Bytes) -> Part {
+    let (pool, server) = target.resolve(pool);
+    Part::new(pool.send(server, client, bytes, true))
 }
 
 /// A reply that counts as a failure of its server: the next replica is asked.
@@ -212,7 +194,7 @@ impl Retrieval {
         for (target, members) in groups {
             let prefix = &self.request[self.prefix.clone()];
             let mut bytes = BytesMut::with_capacity(prefix.len() + 32 * members.len());
-            let to_gutter = matches!(target, Target::Gutter(..));
+            let to_gutter = target.is_gutter();
             if to_gutter {
                 self.pool.pool_stats().add(ps::GUTTERED, 1);
             }
@@ -230,7 +212,7 @@ impl Retrieval {
                 bytes.extend_from_slice(&self.request[self.keys[k].range.clone()]);
             }
             bytes.extend_from_slice(b"\r\n");
-            let part = target.send(&self.pool, self.client, bytes.freeze());
+            let part = send_to(&target, &self.pool, self.client, bytes.freeze());
             let index = self.fragments.len();
             for &k in &members {
                 self.keys[k].fragment = Some(index);
