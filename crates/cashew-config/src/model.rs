@@ -41,7 +41,7 @@ pub struct Pool {
     pub tcpkeepalive: bool,
     pub reuseport: bool,
     /// Largest value a client may store, in bytes (cashew's own key); without it
-    /// the server decides, as it would without a proxy.
+    /// only `max_request_size` bounds it and the server decides below that.
     pub max_value_size: Option<u64>,
     /// memcached: each key is kept on this many servers (cashew's own key).
     pub replicas: u32,
@@ -57,8 +57,24 @@ pub struct Pool {
     pub gutter_ttl: u64,
     /// Milliseconds between health probes of each server; 0 for none.
     pub health_check_interval_ms: u64,
+    /// Bytes of replies cashew holds for one client (written to it or not yet
+    /// arrived) before it stops reading that client's requests.
+    pub client_output_limit: u64,
+    /// Largest request a client may send, in bytes (line and data).
+    pub max_request_size: u64,
+    /// Most keys in one request.
+    pub max_keys: u32,
+    /// Bytes of requests waiting to be written to one server connection, beyond
+    /// which new requests for it fail at once.
+    pub server_queue_limit: u64,
     pub servers: Vec<Server>,
 }
+
+/// Defaults of the limits that bound what one client or server can make cashew hold.
+pub const DEFAULT_CLIENT_OUTPUT_LIMIT: u64 = 8 << 20;
+pub const DEFAULT_MAX_REQUEST_SIZE: u64 = 64 << 20;
+pub const DEFAULT_MAX_KEYS: u32 = 100_000;
+pub const DEFAULT_SERVER_QUEUE_LIMIT: u64 = 64 << 20;
 
 impl Pool {
     /// Defaults for every optional key, as nutcracker 0.5.0 has them.
@@ -90,6 +106,10 @@ impl Pool {
             gutter: None,
             gutter_ttl: 10,
             health_check_interval_ms: 0,
+            client_output_limit: DEFAULT_CLIENT_OUTPUT_LIMIT,
+            max_request_size: DEFAULT_MAX_REQUEST_SIZE,
+            max_keys: DEFAULT_MAX_KEYS,
+            server_queue_limit: DEFAULT_SERVER_QUEUE_LIMIT,
             servers: Vec::new(),
         }
     }
@@ -97,6 +117,12 @@ impl Pool {
     /// Whether placement stays fixed when servers are ejected: with replicas or a
     /// gutter pool, an ejected server's keys are served by its replicas or the
     /// gutter, never re-hashed onto the other servers.
+    /// The largest memcached value a client may store through cashew.
+    pub fn value_limit(&self) -> u64 {
+        self.max_value_size
+            .map_or(self.max_request_size, |m| m.min(self.max_request_size))
+    }
+
     pub fn stable_placement(&self) -> bool {
         self.replicas > 1 || self.gutter.is_some()
     }

@@ -8,7 +8,7 @@ use crate::model::{Config, Listen, Pool};
 use crate::yaml::{Location, Node, Value};
 
 /// Every key a pool may have, in the order the docs list them.
-pub const POOL_KEYS: [&str; 26] = [
+pub const POOL_KEYS: [&str; 30] = [
     "listen",
     "hash",
     "hash_tag",
@@ -34,6 +34,10 @@ pub const POOL_KEYS: [&str; 26] = [
     "gutter",
     "gutter_ttl",
     "health_check_interval",
+    "client_output_limit",
+    "max_request_size",
+    "max_keys",
+    "server_queue_limit",
     "servers",
 ];
 
@@ -236,6 +240,10 @@ impl<'f> Validator<'f> {
                 }
                 "gutter_ttl" => set(&mut pool.gutter_ttl, field.number(1, 30 * 24 * 3600)),
                 "health_check_interval" => set(&mut pool.health_check_interval_ms, field.number(0, u64::MAX)),
+                "client_output_limit" => set(&mut pool.client_output_limit, field.number(1024, 1 << 40)),
+                "max_request_size" => set(&mut pool.max_request_size, field.number(1024, 1 << 30)),
+                "max_keys" => set(&mut pool.max_keys, field.number(1, u32::MAX)),
+                "server_queue_limit" => set(&mut pool.server_queue_limit, field.number(1024, 1 << 40)),
                 "redis_auth" => {
                     redis_auth_at = Some(key_node.at);
                     pool.redis_auth = field.parse(|s| if s.is_empty() { Err("is empty; give the password or leave the key out".into()) } else { Ok(s.to_string()) });

@@ -65,3 +65,32 @@ impl Drop for PidFile {
         }
     }
 }
+
+fn nofile() -> Option<libc::rlimit> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes only the struct given.
+    let rc = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) };
+    (rc == 0).then_some(limit)
+}
+
+/// The most files the process may have open (each client and server connection
+/// is a descriptor).
+pub fn open_files_limit() -> u64 {
+    nofile().map_or(0, |l| l.rlim_cur)
+}
+
+/// Raises the soft limit on open files to the hard limit.
+pub fn raise_open_files_limit() {
+    let Some(limit) = nofile() else { return };
+    if limit.rlim_cur < limit.rlim_max {
+        let raised = libc::rlimit {
+            rlim_cur: limit.rlim_max,
+            rlim_max: limit.rlim_max,
+        };
+        // SAFETY: setrlimit reads only the struct given.
+        unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) };
+    }
+}

@@ -139,6 +139,11 @@ pub struct Invalid {
     pub noreply: bool,
 }
 
+/// The magic bytes that start memcached binary-protocol packets.
+const BINARY_REQUEST: u8 = 0x80;
+const BINARY_RESPONSE: u8 = 0x81;
+const BINARY_PROTOCOL: &[u8] = b"CLIENT_ERROR binary protocol is not supported\r\n";
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Parsed {
     Request(Request),
@@ -229,6 +234,11 @@ fn split(line: &[u8]) -> impl Iterator<Item = Range<usize>> + '_ {
 /// Parses the request at the start of `buf`. `max_value`, when set, is the
 /// largest data block the proxy accepts; a larger one is refused and skipped.
 pub fn parse_request(buf: &[u8], max_value: Option<usize>) -> Parsed {
+    if matches!(buf.first(), Some(&(BINARY_REQUEST | BINARY_RESPONSE))) {
+        // A binary-protocol packet may never hold a newline: answer and close
+        // rather than wait for a line that does not come.
+        return invalid(BINARY_PROTOCOL, buf.len(), 0, false).closing();
+    }
     let Some(nl) = memchr::memchr(b'\n', buf) else {
         return incomplete_line(buf);
     };

@@ -80,7 +80,9 @@ fn multibulk(buf: &[u8], args: &mut Vec<Range<usize>>) -> Parsed {
             inline: false,
         });
     }
-    args.reserve(count as usize);
+    // What the header claims is not trusted with memory: the vector grows as
+    // arguments actually arrive.
+    args.reserve((count as usize).min(64));
     for _ in 0..count {
         if pos >= buf.len() {
             return Parsed::Incomplete { needed: None };

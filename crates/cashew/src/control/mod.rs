@@ -6,6 +6,7 @@
 pub mod admin;
 mod handover;
 pub mod listen;
+mod memory;
 mod notify;
 mod probe;
 
@@ -79,6 +80,7 @@ struct Prepared {
 
 impl Prepared {
     fn new(options: Options, restarting: bool) -> Result<Prepared, String> {
+        crate::process::raise_open_files_limit();
         let mut inherited = Inherited::new(handover::take_passed_sockets());
         let (config, source) = load(&options.conf_file)?;
         let admin_addr = match &options.admin {
@@ -295,6 +297,7 @@ impl Supervisor {
         let task = tokio::task::spawn_local(serve_stats(stats, self.clone()));
         self.servers.borrow_mut().push(task);
         tokio::task::spawn_local(sample_rates(self.clone()));
+        tokio::task::spawn_local(memory::give_back(self.clone()));
         self.restart_probes();
         signals::install_crash_handler();
 
@@ -302,13 +305,14 @@ impl Supervisor {
         let generation = self.generation();
         log_at!(
             NOTICE,
-            "cashew {} started, pid {}, {} worker threads, configuration generation 1 from {} ({}), {} pools",
+            "cashew {} started, pid {}, {} worker threads, configuration generation 1 from {} ({}), {} pools, up to {} open files",
             env!("CARGO_PKG_VERSION"),
             std::process::id(),
             self.options.threads,
             generation.source.path.display(),
             generation.source.checksum,
-            generation.config.pools.len()
+            generation.config.pools.len(),
+            crate::process::open_files_limit()
         );
         match predecessor.take() {
             Some(pipe) => {

@@ -150,6 +150,9 @@ impl Drop for ServerConns {
 
 /// Requests allowed on the wire at once per connection; more wait in the queue.
 const MAX_IN_FLIGHT: usize = 4096;
+/// Bytes copied into the write buffer ahead of the socket; more wait in the queue
+/// (where they are shared with the client's buffer, not copied).
+const WRITE_AHEAD: usize = 256 * 1024;
 /// A read buffer this large is given back once empty.
 const SHRINK_ABOVE: usize = 1 << 20;
 const READ_CHUNK: usize = 16 * 1024;
@@ -177,7 +180,7 @@ pub async fn run(link: Rc<ServerLink>, jobs: Rc<JobQueue>, preconnect: bool) {
                 .unwrap_or(Err(BackendError::TimedOut)),
             None => opening.await,
         };
-        let mut session = Session::new(link.clone());
+        let mut session = Session::new(link.clone(), jobs.clone());
         match connected {
             Err(error) => {
                 if let Some(first) = first {
@@ -226,9 +229,7 @@ async fn open(link: &ServerLink) -> Result<Stream, BackendError> {
 }
 
 async fn open_with(settings: &LinkSettings, health: &ServerHealth) -> Result<Stream, BackendError> {
-    let mut stream = connect(&settings.address, settings.keepalive)
-        .await
-        .map_err(|e| BackendError::from_io(&e))?;
+    let mut stream = connect(&settings.address, settings.keepalive).await?;
     let version = match &mut stream {
         Stream::Tcp(s) => handshake(s, settings).await?,
         Stream::Unix(s) => handshake(s, settings).await?,
@@ -413,20 +414,28 @@ where
     }
 }
 
-async fn connect(address: &ServerAddress, keepalive: bool) -> io::Result<Stream> {
+/// Connects to the server, resolving its name again each time (its address may
+/// have changed since the last connection).
+async fn connect(address: &ServerAddress, keepalive: bool) -> Result<Stream, BackendError> {
+    let io_error = |e: io::Error| BackendError::from_io(&e);
     match address {
         ServerAddress::Tcp { host, port } => {
-            let addr = crate::net::resolve(host, *port)?;
-            let stream = tokio::net::TcpStream::connect(addr).await?;
-            stream.set_nodelay(true)?;
+            let addr = crate::net::resolve_async(host, *port)
+                .await
+                .map_err(|why| BackendError::Resolve(why.into()))?;
+            let stream = tokio::net::TcpStream::connect(addr).await.map_err(io_error)?;
+            stream.set_nodelay(true).map_err(io_error)?;
             if keepalive {
-                socket2::SockRef::from(&stream).set_keepalive(true)?;
+                socket2::SockRef::from(&stream)
+                    .set_keepalive(true)
+                    .map_err(io_error)?;
             }
             Ok(Stream::Tcp(stream))
         }
-        ServerAddress::Unix { path } => {
-            Ok(Stream::Unix(tokio::net::UnixStream::connect(path).await?))
-        }
+        ServerAddress::Unix { path } => tokio::net::UnixStream::connect(path)
+            .await
+            .map(Stream::Unix)
+            .map_err(io_error),
     }
 }
 
@@ -445,6 +454,8 @@ struct InFlight {
 
 struct Session {
     link: Rc<ServerLink>,
+    /// Where its requests come from; told as their bytes leave.
+    jobs: Rc<JobQueue>,
     in_flight: VecDeque<InFlight>,
     /// How many requests at the back of `in_flight` are not fully written yet.
     unwritten: usize,
@@ -453,9 +464,10 @@ struct Session {
 }
 
 impl Session {
-    fn new(link: Rc<ServerLink>) -> Self {
+    fn new(link: Rc<ServerLink>, jobs: Rc<JobQueue>) -> Self {
         Session {
             link,
+            jobs,
             in_flight: VecDeque::new(),
             unwritten: 0,
             queued_bytes: 0,
@@ -468,6 +480,7 @@ impl Session {
         let stats = &self.link.counters;
         stats.sub(st::IN_QUEUE, 1);
         stats.sub(st::IN_QUEUE_BYTES, job.bytes.len() as u64);
+        self.jobs.sent(job.bytes.len());
         if let Some(tx) = job.reply {
             tx.send(Err(error));
         }
@@ -483,6 +496,9 @@ impl Session {
             }
         }
         self.unwritten = 0;
+        self.jobs
+            .sent((self.queued_bytes - self.written_bytes) as usize);
+        self.written_bytes = self.queued_bytes;
     }
 
     /// Moves a job from the queue onto this connection.
@@ -508,6 +524,7 @@ impl Session {
 
     fn wrote(&mut self, n: usize) {
         self.written_bytes += n as u64;
+        self.jobs.sent(n);
         let now = Instant::now();
         while self.unwritten > 0 {
             let i = self.in_flight.len() - self.unwritten;
@@ -588,7 +605,7 @@ impl Session {
                         Err(e) => return Some(BackendError::from_io(&e)),
                     }
                 }
-                job = jobs.pop(), if !closed && self.in_flight.len() < MAX_IN_FLIGHT => {
+                job = jobs.pop(), if !closed && self.in_flight.len() < MAX_IN_FLIGHT && wbuf.len() < WRITE_AHEAD => {
                     let Some(job) = job else {
                         closed = true;
                         continue;
@@ -598,7 +615,7 @@ impl Session {
                     // requests too, then send them all in one write. (tokio wakes a
                     // yielded task only after it has polled for I/O again.)
                     tokio::task::yield_now().await;
-                    while self.in_flight.len() < MAX_IN_FLIGHT {
+                    while self.in_flight.len() < MAX_IN_FLIGHT && wbuf.len() < WRITE_AHEAD {
                         match jobs.try_pop() {
                             Some(job) => self.enqueue(job, &mut wbuf),
                             None => break,

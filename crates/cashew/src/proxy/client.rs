@@ -18,6 +18,10 @@ use crate::stats::pool as ps;
 
 /// Replies a client may have outstanding before cashew stops reading its requests.
 pub const MAX_PENDING: usize = 1024;
+/// A client whose written-out replies pile up beyond this many times its
+/// `client_output_limit`, and that reads none of them for [`STALLED`], is closed.
+const HARD_LIMIT_FACTOR: usize = 4;
+const STALLED: Duration = Duration::from_secs(1);
 const READ_CHUNK: usize = 16 * 1024;
 const SHRINK_ABOVE: usize = 1 << 20;
 const WRITE_SLICES: usize = 64;
@@ -33,9 +37,14 @@ pub trait Protocol {
     type Pending: PendingReply;
 
     /// Takes complete requests from the front of `input`, queueing one pending reply
-    /// for each that gets one, while `queue` has fewer than `MAX_PENDING`. Returns
+    /// for each that gets one, while `queue` has fewer than `max_queue`. Returns
     /// `false` when no more requests must be read (the stream is broken).
-    fn take_requests(&mut self, input: &mut BytesMut, queue: &mut VecDeque<Self::Pending>) -> bool;
+    fn take_requests(
+        &mut self,
+        input: &mut BytesMut,
+        queue: &mut VecDeque<Self::Pending>,
+        max_queue: usize,
+    ) -> bool;
 
     /// The bytes a settled reply puts on the wire, and whether to close after them.
     fn finish(&mut self, pending: Self::Pending) -> (Bytes, bool);
@@ -124,6 +133,54 @@ pub async fn settle_all(parts: &mut [Part]) {
     }
 }
 
+/// What one client may make cashew hold: replies not yet written to it, and those
+/// still to come for the requests it has in flight, each counted at the size of the
+/// largest reply it got lately. Past `limit`, its requests are not read until it
+/// reads its replies (backpressure): a client that never reads costs about `limit`.
+struct ReplyBudget {
+    limit: usize,
+    /// Bytes a reply is expected to take: jumps up to a larger reply at once and
+    /// decays by 1/64 per smaller one.
+    estimate: usize,
+    /// Bytes in `out`, settled and not yet written.
+    held: usize,
+}
+
+impl ReplyBudget {
+    fn new(limit: usize) -> Self {
+        ReplyBudget {
+            limit,
+            // Until replies show their size, a few dozen requests in flight.
+            estimate: (limit / 32).max(1),
+            held: 0,
+        }
+    }
+
+    fn replied(&mut self, bytes: usize) {
+        self.held += bytes;
+        let floor = (self.limit / MAX_PENDING).max(1);
+        self.estimate = bytes.max(self.estimate - self.estimate / 64).max(floor);
+    }
+
+    fn written(&mut self, bytes: usize) {
+        self.held -= bytes;
+    }
+
+    /// Most requests the client may have in flight now.
+    fn max_queue(&self) -> usize {
+        let room = self.limit.saturating_sub(self.held) / self.estimate;
+        // A client with nothing held can always send one request.
+        let least = usize::from(self.held == 0);
+        room.max(least).min(MAX_PENDING)
+    }
+
+    /// Replies have piled up far past the limit (replies much larger than the
+    /// ones before, to requests already read).
+    fn overflowing(&self) -> bool {
+        self.held > self.limit.saturating_mul(HARD_LIMIT_FACTOR)
+    }
+}
+
 /// Serves one client until it closes, asks to, or breaks the protocol, or until its
 /// pool's slot closes (pool removed, or cashew draining): then the requests already
 /// received are answered and the connection is closed at a request boundary.
@@ -148,6 +205,9 @@ where
     let mut input = BytesMut::with_capacity(READ_CHUNK);
     let mut queue: VecDeque<P::Pending> = VecDeque::new();
     let mut out: VecDeque<Bytes> = VecDeque::new();
+    let mut budget = ReplyBudget::new(slot.pool().config().client_output_limit as usize);
+    // When the client last took reply bytes (or had none waiting).
+    let mut last_read_by_client = tokio::time::Instant::now();
     let mut reading = true;
     let mut closing = false;
     // Draining: since when, and whether a request came since (else it lingers).
@@ -165,7 +225,7 @@ where
             }
             read_while_draining = input.len() > before || !queue.is_empty();
         }
-        if reading && !protocol.take_requests(&mut input, &mut queue) {
+        if reading && !protocol.take_requests(&mut input, &mut queue, budget.max_queue()) {
             count_error(ps::CLIENT_ERR);
             reading = false;
         }
@@ -186,6 +246,7 @@ where
             };
             let (bytes, close) = protocol.finish(pending);
             if !bytes.is_empty() {
+                budget.replied(bytes.len());
                 out.push_back(bytes);
             }
             if close {
@@ -198,11 +259,26 @@ where
         if out.is_empty() && (closing || (!reading && queue.is_empty())) {
             break;
         }
+        if out.is_empty() {
+            last_read_by_client = tokio::time::Instant::now();
+        }
+        let stalled_since = budget.overflowing().then_some(last_read_by_client);
+        if stalled_since.is_some_and(|since| since.elapsed() >= STALLED) {
+            count_error(ps::CLIENT_ERR);
+            crate::log_at!(
+                crate::log::INFO,
+                "pool '{}': closing a client that read none of its last {} bytes of replies for {} s",
+                slot.pool().config().name,
+                budget.held,
+                STALLED.as_secs()
+            );
+            break;
+        }
 
         if input.capacity() - input.len() < READ_CHUNK / 4 {
             input.reserve(READ_CHUNK);
         }
-        let can_read = reading && queue.len() < MAX_PENDING;
+        let can_read = reading && queue.len() < budget.max_queue();
         let waiting = !queue.is_empty();
         let linger_end = draining.map(|since| since + DRAIN_LINGER);
         tokio::select! {
@@ -217,12 +293,18 @@ where
                     break;
                 }
             },
-            written = write_some(&mut writer, &mut out), if !out.is_empty() => {
-                if written.is_err() {
+            written = write_some(&mut writer, &mut out), if !out.is_empty() => match written {
+                Ok(n) => {
+                    budget.written(n);
+                    last_read_by_client = tokio::time::Instant::now();
+                }
+                Err(_) => {
                     count_error(ps::CLIENT_ERR);
                     break;
                 }
-            }
+            },
+            () = tokio::time::sleep_until(stalled_since.unwrap_or_else(tokio::time::Instant::now) + STALLED),
+                if stalled_since.is_some() => {}
             () = async { queue.front_mut().expect("a reply is awaited").settle().await }, if waiting => {}
             // The slot wakes this task when it closes (see `PoolSlot::register`).
             () = std::future::poll_fn(|_| if slot.is_closing() { Poll::Ready(()) } else { Poll::Pending }),
@@ -267,8 +349,11 @@ fn read_available<R: AsyncRead + Unpin>(reader: &mut R, input: &mut BytesMut) ->
     false
 }
 
-/// Writes as much of `out` as the socket takes in one call.
-async fn write_some<W: AsyncWrite + Unpin>(w: &mut W, out: &mut VecDeque<Bytes>) -> io::Result<()> {
+/// Writes as much of `out` as the socket takes in one call; the bytes written.
+async fn write_some<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    out: &mut VecDeque<Bytes>,
+) -> io::Result<usize> {
     let n = if out.len() == 1 {
         w.write(&out[0]).await?
     } else {
@@ -293,5 +378,5 @@ async fn write_some<W: AsyncWrite + Unpin>(w: &mut W, out: &mut VecDeque<Bytes>)
             left = 0;
         }
     }
-    Ok(())
+    Ok(n)
 }

@@ -23,6 +23,10 @@ pub enum BackendError {
     Protocol,
     /// No server of the pool is live.
     NoServer,
+    /// The requests waiting for the server passed `server_queue_limit`.
+    QueueFull,
+    /// The server's host name did not resolve: why, in words.
+    Resolve(std::sync::Arc<str>),
     /// The connection ended before the reply came.
     Closed,
     /// The server refused the connection's setup (redis `AUTH` or `SELECT`); its
@@ -50,6 +54,8 @@ impl BackendError {
             BackendError::TimedOut => "Connection timed out",
             BackendError::Protocol => "Invalid reply from server",
             BackendError::NoServer => "No live server in the pool",
+            BackendError::QueueFull => "Too many requests queued for the server",
+            BackendError::Resolve(why) => why,
             BackendError::Closed => "Connection closed by server",
             BackendError::Io(kind) => match kind {
                 io::ErrorKind::ConnectionRefused => "Connection refused",
@@ -92,14 +98,27 @@ pub struct JobQueue {
     jobs: RefCell<VecDeque<Job>>,
     waker: RefCell<Option<Waker>>,
     closed: Cell<bool>,
+    /// Bytes of requests pushed and not yet written to the server (or failed).
+    unsent: Cell<usize>,
 }
 
 impl JobQueue {
     pub fn push(&self, job: Job) {
+        self.unsent.set(self.unsent.get() + job.bytes.len());
         self.jobs.borrow_mut().push_back(job);
         if let Some(w) = self.waker.borrow_mut().take() {
             w.wake();
         }
+    }
+
+    /// Bytes of requests not yet written to the server.
+    pub fn unsent(&self) -> usize {
+        self.unsent.get()
+    }
+
+    /// `n` bytes of its requests were written to the server, or failed unwritten.
+    pub fn sent(&self, n: usize) {
+        self.unsent.set(self.unsent.get().saturating_sub(n));
     }
 
     pub fn try_pop(&self) -> Option<Job> {

@@ -15,10 +15,12 @@ use cashew_config::Pool;
 use cashew_route::Router;
 
 use super::backend::{LinkSettings, ServerConns, ServerLink};
-use super::handoff::{Job, Replies, ReplyRx};
+use super::handoff::{BackendError, Job, Replies, ReplyRx};
 use super::health::{PoolShared, ServerHealth, ServerState};
 use super::tasks::TaskCount;
 use crate::generation::Generation;
+use crate::log::WARN;
+use crate::log_at;
 use crate::stats::{self, PoolCounters, ProxyCounters, Registry};
 
 /// Most replicas a key may have.
@@ -63,6 +65,8 @@ pub struct PoolRt {
     replies: Rc<Replies>,
     /// The shared epoch this worker's router was built at.
     seen_epoch: Cell<u64>,
+    /// When a full server queue was last logged (µs since the epoch): once a second.
+    queue_full_logged_at: Cell<u64>,
     /// When an ejected server is due back, so the router is rebuilt then.
     next_rebuild: Cell<Option<Instant>>,
     shared: Arc<PoolShared>,
@@ -149,6 +153,7 @@ impl PoolRt {
             gutter: RefCell::default(),
             replies: worker.replies.clone(),
             seen_epoch: Cell::new(0),
+            queue_full_logged_at: Cell::new(0),
             next_rebuild: Cell::new(None),
             shared: state.shared.clone(),
             pool_stats: counters.pool.clone(),
@@ -311,6 +316,12 @@ impl PoolRt {
         want_reply: bool,
         until_noop: bool,
     ) -> Option<ReplyRx> {
+        let queue = conns.queue(client);
+        let limit = self.config().server_queue_limit as usize;
+        if queue.unsent() > 0 && queue.unsent() + bytes.len() > limit {
+            // The server is not keeping up: fail now rather than hold more.
+            return self.refuse_queue_full(conns, want_reply);
+        }
         let stats = &conns.link.counters;
         let len = bytes.len() as u64;
         stats.add(stats::server::REQUESTS, 1);
@@ -324,12 +335,34 @@ impl PoolRt {
             }
             false => (None, None),
         };
-        conns.queue(client).push(Job {
+        queue.push(Job {
             bytes,
             reply,
             until_noop,
         });
         rx
+    }
+
+    fn refuse_queue_full(&self, conns: &ServerConns, want_reply: bool) -> Option<ReplyRx> {
+        conns.link.counters.add(stats::server::SERVER_ERR, 1);
+        let now = crate::stats::now_usec();
+        let last = self.queue_full_logged_at.get();
+        if now.saturating_sub(last) >= 1_000_000 {
+            self.queue_full_logged_at.set(now);
+            log_at!(
+                WARN,
+                "pool '{}': server '{}' has more than server_queue_limit {} bytes of requests waiting; failing new ones",
+                conns.link.pool_name,
+                conns.link.server_name,
+                self.config().server_queue_limit
+            );
+        }
+        if !want_reply {
+            return None;
+        }
+        let (tx, rx) = self.replies.channel();
+        tx.send(Err(BackendError::QueueFull));
+        Some(rx)
     }
 
     /// Rebuilds placement over the servers that are live now (with stable

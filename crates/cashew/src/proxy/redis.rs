@@ -17,7 +17,7 @@ use cashew_protocol::resp::{
 };
 
 use super::client::{
-    all_ok, settle_all, try_settle_all, Part, PendingReply, Protocol, MAX_PENDING,
+    all_ok, settle_all, try_settle_all, Part, PendingReply, Protocol,
 };
 use super::gutter::{self, Target};
 use super::handoff::BackendError;
@@ -137,12 +137,26 @@ fn wrong_arity(name: &str) -> Pending {
 impl Protocol for Client {
     type Pending = Pending;
 
-    fn take_requests(&mut self, input: &mut BytesMut, queue: &mut VecDeque<Pending>) -> bool {
+    fn take_requests(
+        &mut self,
+        input: &mut BytesMut,
+        queue: &mut VecDeque<Pending>,
+        max_queue: usize,
+    ) -> bool {
         let slot = self.slot.clone();
         let pool = &*slot.pool();
-        while !self.done && queue.len() < MAX_PENDING && input.len() >= self.needed {
+        while !self.done && queue.len() < max_queue && input.len() >= self.needed {
             match resp::parse_request(input, &mut self.args) {
                 Parsed::Incomplete { needed } => {
+                    let max = pool.config().max_request_size;
+                    if needed.unwrap_or(input.len()) as u64 > max {
+                        // As Redis past its query buffer limit: the error, then close.
+                        queue.push_back(err(&format!(
+                            "ERR Protocol error: request larger than max_request_size ({max} bytes)"
+                        )));
+                        self.done = true;
+                        return false;
+                    }
                     self.needed = needed.unwrap_or(0);
                     break;
                 }
@@ -229,6 +243,17 @@ impl Client {
             }
             _ => spec,
         };
+        let keys = match spec.kind {
+            CommandKind::SplitKeys => self.argc() - 1,
+            CommandKind::SplitPairs => (self.argc() - 1) / 2,
+            _ => 0,
+        };
+        let max_keys = pool.config().max_keys as usize;
+        if keys > max_keys {
+            return err(&format!(
+                "ERR too many keys in one request (max_keys is {max_keys})"
+            ));
+        }
         match spec.kind {
             CommandKind::Refused(reason) => refused(spec.name, reason),
             CommandKind::Local => self.local(pool, spec.name, bytes),

@@ -309,6 +309,9 @@ enum Client {
 }
 
 async fn accept_loop(acceptor: Acceptor, slot: Rc<RefCell<Rc<PoolSlot>>>, ctx: Rc<WorkerCtx>) {
+    // Failures since the last one logged, and when that was: once a second at most.
+    let mut unlogged = 0u64;
+    let mut logged_at: Option<tokio::time::Instant> = None;
     loop {
         let accepted = match &acceptor {
             Acceptor::Tcp(l) => l.accept().await.map(|(s, _)| {
@@ -321,10 +324,20 @@ async fn accept_loop(acceptor: Acceptor, slot: Rc<RefCell<Rc<PoolSlot>>>, ctx: R
         match accepted {
             Ok(client) => spawn_client(client, target, &ctx),
             Err(e) => {
-                // Out of descriptors and the like: back off rather than spin.
-                let name = target.pool().config().name.clone();
-                log_at!(WARN, "pool '{name}': accept failed: {e}");
-                tokio::time::sleep(Duration::from_millis(10)).await;
+                // Out of descriptors and the like: back off rather than spin, and
+                // say so once a second, not once a try.
+                unlogged += 1;
+                if logged_at.is_none_or(|at| at.elapsed() >= Duration::from_secs(1)) {
+                    let name = target.pool().config().name.clone();
+                    let limit = crate::process::open_files_limit();
+                    log_at!(
+                        WARN,
+                        "pool '{name}': cannot accept clients: {e} ({unlogged} tries failed; open files limit {limit}); retrying every 50 ms"
+                    );
+                    unlogged = 0;
+                    logged_at = Some(tokio::time::Instant::now());
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
     }

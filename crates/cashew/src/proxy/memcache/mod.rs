@@ -15,7 +15,7 @@ use cashew_protocol::memcache::{
 };
 
 use super::client::{
-    all_ok, settle_all, try_settle_all, Part, PendingReply, Protocol, MAX_PENDING,
+    all_ok, settle_all, try_settle_all, Part, PendingReply, Protocol,
 };
 use super::handoff::BackendError;
 use super::pool::{PoolRt, PoolSlot};
@@ -112,11 +112,17 @@ impl Client {
 impl Protocol for Client {
     type Pending = Pending;
 
-    fn take_requests(&mut self, input: &mut BytesMut, queue: &mut VecDeque<Pending>) -> bool {
+    fn take_requests(
+        &mut self,
+        input: &mut BytesMut,
+        queue: &mut VecDeque<Pending>,
+        max_queue: usize,
+    ) -> bool {
         let slot = self.slot.clone();
         let pool = &*slot.pool();
-        let max_value = pool.config().max_value_size.map(|m| m as usize);
-        while !self.done && queue.len() < MAX_PENDING {
+        let max_value = Some(pool.config().value_limit() as usize);
+        let max_keys = pool.config().max_keys as usize;
+        while !self.done && queue.len() < max_queue {
             if self.skip > 0 {
                 let n = self.skip.min(input.len());
                 input.advance(n);
@@ -141,6 +147,12 @@ impl Protocol for Client {
                 }
                 Parsed::Request(req) => {
                     let bytes = input.split_to(req.len).freeze();
+                    if req.command.shape() == Shape::Retrieval
+                        && keys(&bytes, req.keys.clone()).nth(max_keys).is_some()
+                    {
+                        queue.push_back(Pending::Ready(too_many_keys(max_keys)));
+                        continue;
+                    }
                     if req.command == Command::Quit {
                         queue.push_back(Pending::Quit);
                         self.done = true;
@@ -159,6 +171,13 @@ impl Protocol for Client {
             other => (reply_bytes(&self.slot.pool(), other), false),
         }
     }
+}
+
+/// The reply to a retrieval of more than `max_keys` keys.
+fn too_many_keys(max_keys: usize) -> Bytes {
+    Bytes::from(format!(
+        "CLIENT_ERROR too many keys in one request (max_keys is {max_keys})\r\n"
+    ))
 }
 
 impl Client {
