@@ -154,6 +154,45 @@ pub fn pid_alive(pid: u32) -> bool {
     })
 }
 
+/// Resident memory of process `pid`, in bytes (`VmRSS`).
+pub fn rss_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse::<u64>().ok())
+        .map(|kib| kib * 1024)
+        .expect("VmRSS in /proc/PID/status")
+}
+
+/// Raises this process's soft limit on open files to its hard limit; the limit now.
+pub fn raise_open_files_limit() -> u64 {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit read and write only the struct given.
+    unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit);
+        limit.rlim_cur = limit.rlim_max;
+        libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit);
+    }
+    limit.rlim_cur
+}
+
+/// CPU time (user + system) process `pid` has used, from `/proc/PID/stat`.
+pub fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let (_, rest) = stat.rsplit_once(") ").expect("stat line");
+    let fields: Vec<&str> = rest.split(' ').collect();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    Duration::from_millis(ticks * 1000 / hz)
+}
+
 /// Kills the process `pid` (one the tests did not start themselves, e.g. a cashew
 /// that a restart started) when dropped.
 pub struct KillOnDrop(pub u32);
@@ -361,6 +400,11 @@ impl McConn {
         self.writer.write_all(bytes).unwrap();
     }
 
+    /// The connection's socket, for writing from another thread.
+    pub fn clone_stream(&self) -> TcpStream {
+        self.writer.try_clone().unwrap()
+    }
+
     pub fn line(&mut self) -> String {
         let mut line = String::new();
         self.reader.read_line(&mut line).unwrap();
@@ -561,6 +605,40 @@ impl Cashew {
         extra_args: &[&str],
         env: &[(&str, &str)],
     ) -> Cashew {
+        Self::start_with(binary, yaml, extra_args, |cmd| {
+            cmd.envs(env.iter().copied());
+        })
+    }
+
+    /// As [`Cashew::start`], allowed at most `open_files` descriptors (soft and hard).
+    pub fn start_with_open_files(
+        binary: &str,
+        yaml: &str,
+        extra_args: &[&str],
+        open_files: u64,
+    ) -> Cashew {
+        use std::os::unix::process::CommandExt;
+        Self::start_with(binary, yaml, extra_args, |cmd| {
+            let limit = libc::rlimit {
+                rlim_cur: open_files,
+                rlim_max: open_files,
+            };
+            // SAFETY: between fork and exec only setrlimit runs, which is async-signal-safe.
+            unsafe {
+                cmd.pre_exec(move || match libc::setrlimit(libc::RLIMIT_NOFILE, &limit) {
+                    0 => Ok(()),
+                    _ => Err(std::io::Error::last_os_error()),
+                });
+            }
+        })
+    }
+
+    fn start_with(
+        binary: &str,
+        yaml: &str,
+        extra_args: &[&str],
+        setup: impl FnOnce(&mut Command),
+    ) -> Cashew {
         let dir = temp_dir("cashew");
         let conf = dir.join("cashew.yml");
         std::fs::write(&conf, yaml).unwrap();
@@ -571,8 +649,8 @@ impl Cashew {
             .args(["-s", &stats_port.to_string(), "-a", "127.0.0.1"])
             .arg("-o")
             .arg(dir.join("cashew.log"))
-            .args(extra_args)
-            .envs(env.iter().copied());
+            .args(extra_args);
+        setup(&mut cmd);
         let stats_addr = format!("127.0.0.1:{stats_port}").parse().unwrap();
         let process = Process::spawn("cashew", &mut cmd, stats_addr);
         Cashew {

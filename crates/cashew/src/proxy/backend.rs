@@ -423,7 +423,9 @@ async fn connect(address: &ServerAddress, keepalive: bool) -> Result<Stream, Bac
             let addr = crate::net::resolve_async(host, *port)
                 .await
                 .map_err(|why| BackendError::Resolve(why.into()))?;
-            let stream = tokio::net::TcpStream::connect(addr).await.map_err(io_error)?;
+            let stream = tokio::net::TcpStream::connect(addr)
+                .await
+                .map_err(io_error)?;
             stream.set_nodelay(true).map_err(io_error)?;
             if keepalive {
                 socket2::SockRef::from(&stream)

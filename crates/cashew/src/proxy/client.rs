@@ -23,8 +23,11 @@ pub const MAX_PENDING: usize = 1024;
 const HARD_LIMIT_FACTOR: usize = 4;
 const STALLED: Duration = Duration::from_secs(1);
 const READ_CHUNK: usize = 16 * 1024;
+/// What an idle client's read buffer starts with: most clients wait far more than
+/// they send, and a connection should cost little while it waits.
+const FIRST_READ: usize = 1024;
 const SHRINK_ABOVE: usize = 1 << 20;
-const WRITE_SLICES: usize = 64;
+const WRITE_SLICES: usize = 16;
 /// When a drain starts, requests already received are still read, up to this much.
 const DRAIN_READ_LIMIT: usize = 1 << 20;
 /// When a drain starts, an idle client is given this long for a request already on
@@ -202,7 +205,7 @@ where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    let mut input = BytesMut::with_capacity(READ_CHUNK);
+    let mut input = BytesMut::new();
     let mut queue: VecDeque<P::Pending> = VecDeque::new();
     let mut out: VecDeque<Bytes> = VecDeque::new();
     let mut budget = ReplyBudget::new(slot.pool().config().client_output_limit as usize);
@@ -235,7 +238,7 @@ where
             reading = false;
         }
         if input.is_empty() && input.capacity() > SHRINK_ABOVE {
-            input = BytesMut::with_capacity(READ_CHUNK);
+            input = BytesMut::new();
         }
 
         // Move finished replies, in order, to the output: every reply already
@@ -275,7 +278,10 @@ where
             break;
         }
 
-        if input.capacity() - input.len() < READ_CHUNK / 4 {
+        if input.capacity() == 0 {
+            input.reserve(FIRST_READ);
+        } else if input.capacity() - input.len() < FIRST_READ / 2 {
+            // Requests come in bulk now: read them in large chunks.
             input.reserve(READ_CHUNK);
         }
         let can_read = reading && queue.len() < budget.max_queue();
@@ -323,7 +329,7 @@ where
 /// away (briefly) lets the connection end with a FIN after every reply, rather than
 /// a reset that could discard replies the client has not read yet.
 async fn discard_until_eof<R: AsyncRead + Unpin>(reader: &mut R) {
-    let mut sink = [0u8; 4096];
+    let mut sink = vec![0u8; 4096];
     let discard = async {
         while let Ok(n) = reader.read(&mut sink).await {
             if n == 0 {

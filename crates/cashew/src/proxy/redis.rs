@@ -16,9 +16,7 @@ use cashew_protocol::resp::{
     ReplyParse, COMMANDS,
 };
 
-use super::client::{
-    all_ok, settle_all, try_settle_all, Part, PendingReply, Protocol,
-};
+use super::client::{all_ok, settle_all, try_settle_all, Part, PendingReply, Protocol};
 use super::gutter::{self, Target};
 use super::handoff::BackendError;
 use super::pool::{PoolRt, PoolSlot};

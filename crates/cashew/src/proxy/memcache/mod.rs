@@ -14,9 +14,7 @@ use cashew_protocol::memcache::{
     base64, keys, parse_request, Command, Parsed, Request, Shape, ValueBlocks, MAX_KEY_LEN,
 };
 
-use super::client::{
-    all_ok, settle_all, try_settle_all, Part, PendingReply, Protocol,
-};
+use super::client::{all_ok, settle_all, try_settle_all, Part, PendingReply, Protocol};
 use super::handoff::BackendError;
 use super::pool::{PoolRt, PoolSlot};
 use crate::stats::{pool as ps, proxy as px};
