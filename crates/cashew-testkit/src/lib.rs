@@ -100,6 +100,40 @@ pub fn routed_backends(
         .collect()
 }
 
+/// Test-data bytes from text: `\r \n \t \\ \xNN` escapes, and `{{N*text}}` for
+/// `text` (itself with escapes) repeated N times.
+pub fn unescape(text: &str) -> Vec<u8> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i..].starts_with(b"{{") {
+            let close = text[i..].find("}}").expect("a closing }}") + i;
+            let (count, what) = text[i + 2..close].split_once('*').expect("{{N*text}}");
+            let count: usize = count.parse().expect("a count");
+            out.extend(unescape(what).repeat(count));
+            i = close + 2;
+            continue;
+        }
+        if bytes[i] == b'\\' {
+            let (byte, width) = match bytes[i + 1] {
+                b'r' => (b'\r', 2),
+                b'n' => (b'\n', 2),
+                b't' => (b'\t', 2),
+                b'\\' => (b'\\', 2),
+                b'x' => (u8::from_str_radix(&text[i + 2..i + 4], 16).expect("hex"), 4),
+                other => panic!("unknown escape \\{}", other as char),
+            };
+            out.push(byte);
+            i += width;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    out
+}
+
 /// A port that was free on `host` a moment ago.
 pub fn free_port(host: &str) -> u16 {
     TcpListener::bind((host, 0))

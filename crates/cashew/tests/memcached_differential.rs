@@ -9,7 +9,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use cashew_testkit::{memcached, program, PoolProxy};
+use cashew_testkit::{memcached, program, unescape, PoolProxy};
 
 const CASHEW: &str = env!("CARGO_BIN_EXE_cashew");
 const CORPUS: &str = include_str!("data/memcached-corpus.txt");
@@ -48,41 +48,6 @@ fn corpus() -> Vec<Case> {
             }
         })
         .collect()
-}
-
-/// `\r \n \t \\ \xNN` escapes and `{{N*c}}` repetitions.
-fn unescape(text: &str) -> Vec<u8> {
-    let bytes = text.as_bytes();
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i..].starts_with(b"{{") {
-            let close = text[i..].find("}}").expect("a closing }}") + i;
-            let (count, what) = text[i + 2..close].split_once('*').expect("N*c");
-            let count: usize = count.parse().expect("a count");
-            for _ in 0..count {
-                out.extend_from_slice(what.as_bytes());
-            }
-            i = close + 2;
-            continue;
-        }
-        if bytes[i] == b'\\' {
-            let (byte, width) = match bytes[i + 1] {
-                b'r' => (b'\r', 2),
-                b'n' => (b'\n', 2),
-                b't' => (b'\t', 2),
-                b'\\' => (b'\\', 2),
-                b'x' => (u8::from_str_radix(&text[i + 2..i + 4], 16).expect("hex"), 4),
-                other => panic!("unknown escape \\{}", other as char),
-            };
-            out.push(byte);
-            i += width;
-            continue;
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    out
 }
 
 /// How many `mn` requests a case holds: the exchange ends after one more `MN`.

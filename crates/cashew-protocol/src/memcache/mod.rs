@@ -6,7 +6,7 @@ mod reply;
 mod request;
 mod tokens;
 
-pub use reply::{parse_reply, ReplyParse, ValueBlocks};
+pub use reply::{parse_reply, parse_reply_resumable, ReplyParse, ValueBlocks};
 pub use request::{
     parse_request, Command, Invalid, Parsed, Request, Shape, MAX_KEY_LEN, MAX_LINE_LEN,
     SHORT_LINE_LEN,

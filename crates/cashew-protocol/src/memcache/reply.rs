@@ -2,12 +2,28 @@
 //! `VA <length> <flags>` line followed by its data.
 
 use super::tokens::Tokens;
-pub use crate::ReplyParse;
+pub use crate::{ReplyParse, Resume};
 
 /// Parses the reply at the start of `buf`.
 pub fn parse_reply(buf: &[u8]) -> ReplyParse {
-    let mut pos = 0;
+    parse_reply_resumable(buf, &mut Resume::default())
+}
+
+/// As [`parse_reply`], for a reply arriving in parts: `resume` carries what the
+/// last call over a shorter prefix of the same reply found complete.
+pub fn parse_reply_resumable(buf: &[u8], resume: &mut Resume) -> ReplyParse {
+    let parsed = parse_from(buf, &mut resume.pos);
+    if parsed != ReplyParse::Incomplete {
+        resume.reset();
+    }
+    parsed
+}
+
+/// Parses from `*cursor`, a block boundary after `VALUE` blocks (or 0), and
+/// leaves it at the end of the last complete block.
+fn parse_from(buf: &[u8], cursor: &mut usize) -> ReplyParse {
     loop {
+        let pos = *cursor;
         let Some(nl) = memchr::memchr(b'\n', &buf[pos..]) else {
             return ReplyParse::Incomplete;
         };
@@ -45,7 +61,7 @@ pub fn parse_reply(buf: &[u8]) -> ReplyParse {
         if &buf[end - 2..end] != b"\r\n" {
             return ReplyParse::Invalid;
         }
-        pos = end;
+        *cursor = end;
     }
 }
 
@@ -100,6 +116,28 @@ impl<'a> Iterator for ValueBlocks<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn replies_arriving_in_parts_resume_where_they_stopped() {
+        for reply in [
+            &b"VALUE a 0 3\r\nabc\r\nVALUE bb 5 0\r\n\r\nVALUE c 1 2 99\r\nxy\r\nEND\r\n"[..],
+            b"VA 5 f1\r\nhello\r\n",
+            b"END\r\n",
+            b"STORED\r\n",
+        ] {
+            crate::check_resuming(reply, parse_reply_resumable);
+        }
+        // What comes after VALUE blocks is still checked when resuming.
+        let mut resume = Resume::default();
+        assert_eq!(
+            parse_reply_resumable(b"VALUE a 0 1\r\nx\r\n", &mut resume),
+            ReplyParse::Incomplete
+        );
+        assert_eq!(
+            parse_reply_resumable(b"VALUE a 0 1\r\nx\r\nSTORED\r\n", &mut resume),
+            ReplyParse::Invalid
+        );
+    }
 
     #[test]
     fn single_lines() {

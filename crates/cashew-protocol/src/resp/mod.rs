@@ -13,5 +13,8 @@ pub use command::{
 pub use encode::{
     array_header, bulk, error, integer, map_header, null, null_bulk, simple, verbatim_text,
 };
-pub use reply::{parse_reply, ReplyParse};
-pub use request::{parse_request, Parsed, Request, MAX_BULK_LEN, MAX_MULTIBULK_LEN};
+pub use reply::{parse_reply, parse_reply_resumable, ReplyParse};
+pub use request::{
+    parse_request, parse_request_resumable, Parsed, Request, RequestResume, MAX_BULK_LEN,
+    MAX_MULTIBULK_LEN,
+};

@@ -3,75 +3,125 @@
 //! of N elements, `%` of N key-value pairs) and attributes (`|`, key-value pairs
 //! that come before the reply they describe and belong to it).
 
-pub use crate::ReplyParse;
+pub use crate::{ReplyParse, Resume};
 
 /// Parses the reply at the start of `buf`, walking nested arrays without recursion.
 pub fn parse_reply(buf: &[u8]) -> ReplyParse {
-    let mut pos = 0;
-    // Elements still to read at each open array level.
-    let mut remaining: u64 = 1;
-    let mut stack: Vec<u64> = Vec::new();
-    loop {
+    parse_reply_resumable(buf, &mut Resume::default())
+}
+
+/// As [`parse_reply`], for a reply arriving in parts: `resume` carries where the
+/// last call over a shorter prefix of the same reply stopped, and how many
+/// elements each open aggregate still had to read there.
+pub fn parse_reply_resumable(buf: &[u8], resume: &mut Resume) -> ReplyParse {
+    let mut pos = resume.pos;
+    // Elements still to read at the innermost open level, and at the outer ones.
+    let mut stack = std::mem::take(&mut resume.open);
+    let mut remaining: u64 = stack.pop().unwrap_or(1);
+    let parsed = loop {
         while remaining == 0 {
             match stack.pop() {
                 Some(r) => remaining = r,
-                None => return ReplyParse::Complete(pos),
+                None => break,
             }
         }
-        let Some(nl) = memchr::memchr(b'\n', &buf[pos..]) else {
-            return ReplyParse::Incomplete;
-        };
-        let line_end = pos + nl + 1;
-        // At least a type byte and the `\r` before the `\n`.
-        if nl < 2 || buf[line_end - 2] != b'\r' {
-            return ReplyParse::Invalid;
+        if remaining == 0 {
+            break ReplyParse::Complete(pos);
         }
-        let body = &buf[pos + 1..line_end - 2];
-        remaining -= 1;
-        match buf[pos] {
-            b'+' | b'-' | b':' | b',' | b'(' => pos = line_end,
-            b'_' if body.is_empty() => pos = line_end,
-            b'#' if body == b"t" || body == b"f" => pos = line_end,
-            b'$' | b'!' | b'=' => {
-                let Some(len) = length(body) else {
-                    return ReplyParse::Invalid;
-                };
-                pos = match len {
-                    None => line_end,
-                    Some(len) => {
-                        let end = line_end + len + 2;
-                        if buf.len() < end {
-                            return ReplyParse::Incomplete;
-                        }
-                        if &buf[end - 2..end] != b"\r\n" {
-                            return ReplyParse::Invalid;
-                        }
-                        end
-                    }
-                };
+        match element(buf, pos) {
+            Element::Incomplete => break ReplyParse::Incomplete,
+            Element::Invalid => break ReplyParse::Invalid,
+            Element::Scalar(end) => {
+                remaining -= 1;
+                pos = end;
             }
-            kind @ (b'*' | b'~' | b'>' | b'%' | b'|') => {
-                let Some(len) = length(body) else {
-                    return ReplyParse::Invalid;
-                };
-                if len.is_none() && kind != b'*' {
-                    // Only RESP2's null array has a length of -1.
-                    return ReplyParse::Invalid;
-                }
-                pos = line_end;
-                if kind == b'|' {
+            Element::Aggregate {
+                end,
+                elements,
+                attribute,
+            } => {
+                remaining -= 1;
+                if attribute {
                     // An attribute does not take the place of a reply: the reply follows it.
                     remaining += 1;
                 }
-                let pairs = matches!(kind, b'%' | b'|');
-                let elements = len.unwrap_or(0) as u64 * if pairs { 2 } else { 1 };
+                pos = end;
                 if elements > 0 {
                     stack.push(remaining);
                     remaining = elements;
                 }
             }
-            _ => return ReplyParse::Invalid,
         }
+    };
+    if parsed == ReplyParse::Incomplete {
+        // Complete elements are not read again: the next call starts after them.
+        resume.pos = pos;
+        stack.push(remaining);
+        resume.open = stack;
+    } else {
+        resume.reset();
+    }
+    parsed
+}
+
+enum Element {
+    Incomplete,
+    Invalid,
+    /// A whole element ending at this offset.
+    Scalar(usize),
+    /// An aggregate's header ending at `end`, with this many elements to follow.
+    Aggregate {
+        end: usize,
+        elements: u64,
+        attribute: bool,
+    },
+}
+
+/// The element that starts at `pos`.
+fn element(buf: &[u8], pos: usize) -> Element {
+    let Some(nl) = memchr::memchr(b'\n', &buf[pos..]) else {
+        return Element::Incomplete;
+    };
+    let line_end = pos + nl + 1;
+    // At least a type byte and the `\r` before the `\n`.
+    if nl < 2 || buf[line_end - 2] != b'\r' {
+        return Element::Invalid;
+    }
+    let body = &buf[pos + 1..line_end - 2];
+    match buf[pos] {
+        b'+' | b'-' | b':' | b',' | b'(' => Element::Scalar(line_end),
+        b'_' if body.is_empty() => Element::Scalar(line_end),
+        b'#' if body == b"t" || body == b"f" => Element::Scalar(line_end),
+        b'$' | b'!' | b'=' => match length(body) {
+            None => Element::Invalid,
+            Some(None) => Element::Scalar(line_end),
+            Some(Some(len)) => {
+                let end = line_end + len + 2;
+                if buf.len() < end {
+                    Element::Incomplete
+                } else if &buf[end - 2..end] != b"\r\n" {
+                    Element::Invalid
+                } else {
+                    Element::Scalar(end)
+                }
+            }
+        },
+        kind @ (b'*' | b'~' | b'>' | b'%' | b'|') => {
+            let Some(len) = length(body) else {
+                return Element::Invalid;
+            };
+            if len.is_none() && kind != b'*' {
+                // Only RESP2's null array has a length of -1.
+                return Element::Invalid;
+            }
+            let pairs = matches!(kind, b'%' | b'|');
+            Element::Aggregate {
+                end: line_end,
+                elements: len.unwrap_or(0) as u64 * if pairs { 2 } else { 1 },
+                attribute: kind == b'|',
+            }
+        }
+        _ => Element::Invalid,
     }
 }
 
@@ -111,6 +161,20 @@ mod tests {
             parse_reply(b"$5\r\nhello\r\n+OK\r\n"),
             ReplyParse::Complete(11)
         );
+    }
+
+    #[test]
+    fn replies_arriving_in_parts_resume_where_they_stopped() {
+        for reply in [
+            &b"*3\r\n:1\r\n*2\r\n$1\r\na\r\n*1\r\n$-1\r\n+x\r\n"[..],
+            b"|1\r\n+key-popularity\r\n%1\r\n$1\r\na\r\n,0.19\r\n*2\r\n:2039123\r\n:9543892\r\n",
+            b"%2\r\n+first\r\n:1\r\n+second\r\n*0\r\n",
+            b"$5\r\nhello\r\n",
+            b"*-1\r\n",
+            b"+OK\r\n",
+        ] {
+            crate::check_resuming(reply, parse_reply_resumable);
+        }
     }
 
     #[test]

@@ -30,15 +30,41 @@ pub enum Parsed {
     Error(&'static str),
 }
 
+/// Where a multibulk request that arrived in part stopped: the arguments read so
+/// far stay in the caller's vector, and the next call reads on from here.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RequestResume {
+    pos: usize,
+    /// Arguments still to read; 0 when no request is in progress.
+    left: usize,
+}
+
 /// Parses the request at the start of `buf`, filling `args` with argument ranges.
 /// An empty inline line is skipped: `Request` with no arguments.
 pub fn parse_request(buf: &[u8], args: &mut Vec<Range<usize>>) -> Parsed {
-    args.clear();
-    match buf.first() {
-        None => Parsed::Incomplete { needed: None },
-        Some(b'*') => multibulk(buf, args),
-        Some(_) => inline(buf, args),
+    parse_request_resumable(buf, args, &mut RequestResume::default())
+}
+
+/// As [`parse_request`], for a request arriving in parts: `resume` (and `args`)
+/// carry what the last call over a shorter prefix of the same request read, so
+/// a request of many arguments is walked once, not once per read.
+pub fn parse_request_resumable(
+    buf: &[u8],
+    args: &mut Vec<Range<usize>>,
+    resume: &mut RequestResume,
+) -> Parsed {
+    if resume.left == 0 {
+        args.clear();
     }
+    let parsed = match buf.first() {
+        None => Parsed::Incomplete { needed: None },
+        Some(b'*') => multibulk(buf, args, resume),
+        Some(_) => inline(buf, args),
+    };
+    if !matches!(parsed, Parsed::Incomplete { .. }) {
+        *resume = RequestResume::default();
+    }
+    parsed
 }
 
 /// The line starting at `from`, without its `\r\n`, and where the next line starts.
@@ -66,26 +92,35 @@ fn number(digits: &[u8]) -> Option<i64> {
     Some(if negative { -n } else { n })
 }
 
-fn multibulk(buf: &[u8], args: &mut Vec<Range<usize>>) -> Parsed {
-    let Some((header, mut pos)) = line(buf, 0) else {
-        return too_long_or_incomplete(buf.len(), "too big mbulk count string");
+fn multibulk(buf: &[u8], args: &mut Vec<Range<usize>>, resume: &mut RequestResume) -> Parsed {
+    let (mut pos, mut left) = if resume.left > 0 {
+        (resume.pos, resume.left)
+    } else {
+        let Some((header, pos)) = line(buf, 0) else {
+            return too_long_or_incomplete(buf.len(), "too big mbulk count string");
+        };
+        let count = match number(&buf[header.start + 1..header.end]) {
+            Some(n) if n <= MAX_MULTIBULK_LEN as i64 => n,
+            _ => return Parsed::Error("invalid multibulk length"),
+        };
+        if count <= 0 {
+            return Parsed::Request(Request {
+                len: pos,
+                inline: false,
+            });
+        }
+        // What the header claims is not trusted with memory: the vector grows as
+        // arguments actually arrive.
+        args.reserve((count as usize).min(64));
+        (pos, count as usize)
     };
-    let count = match number(&buf[header.start + 1..header.end]) {
-        Some(n) if n <= MAX_MULTIBULK_LEN as i64 => n,
-        _ => return Parsed::Error("invalid multibulk length"),
+    let mut stop = |pos, left, needed| {
+        *resume = RequestResume { pos, left };
+        Parsed::Incomplete { needed }
     };
-    if count <= 0 {
-        return Parsed::Request(Request {
-            len: pos,
-            inline: false,
-        });
-    }
-    // What the header claims is not trusted with memory: the vector grows as
-    // arguments actually arrive.
-    args.reserve((count as usize).min(64));
-    for _ in 0..count {
+    while left > 0 {
         if pos >= buf.len() {
-            return Parsed::Incomplete { needed: None };
+            return stop(pos, left, None);
         }
         if buf[pos] != b'$' {
             return Parsed::Error(match buf[pos] {
@@ -94,7 +129,10 @@ fn multibulk(buf: &[u8], args: &mut Vec<Range<usize>>) -> Parsed {
             });
         }
         let Some((header, data)) = line(buf, pos) else {
-            return too_long_or_incomplete(buf.len() - pos, "too big bulk count string");
+            return match too_long_or_incomplete(buf.len() - pos, "too big bulk count string") {
+                Parsed::Incomplete { .. } => stop(pos, left, None),
+                error => error,
+            };
         };
         let len = match number(&buf[header.start + 1..header.end]) {
             Some(n) if (0..=MAX_BULK_LEN as i64).contains(&n) => n as usize,
@@ -102,13 +140,14 @@ fn multibulk(buf: &[u8], args: &mut Vec<Range<usize>>) -> Parsed {
         };
         let end = data + len + 2;
         if buf.len() < end {
-            return Parsed::Incomplete { needed: Some(end) };
+            return stop(pos, left, Some(end));
         }
         if &buf[end - 2..end] != b"\r\n" {
             return Parsed::Error("invalid bulk length");
         }
         args.push(data..data + len);
         pos = end;
+        left -= 1;
     }
     Parsed::Request(Request {
         len: pos,
@@ -141,7 +180,8 @@ fn inline(buf: &[u8], args: &mut Vec<Range<usize>>) -> Parsed {
             }
             i = inner.end + 1;
             if i < text.end && !matches!(buf[i], b' ' | b'\t') {
-                return Parsed::Error("closing quote must be followed by a space or nothing else");
+                // Redis's words for it.
+                return Parsed::Error("unbalanced quotes in request");
             }
             args.push(inner);
             continue;
@@ -169,6 +209,31 @@ fn too_long_or_incomplete(pending: usize, reason: &'static str) -> Parsed {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn requests_arriving_in_parts_resume_where_they_stopped() {
+        let request = b"*4\r\n$4\r\nMSET\r\n$1\r\na\r\n$0\r\n\r\n$3\r\nxyz\r\n";
+        let mut whole = Vec::new();
+        assert!(matches!(
+            parse_request(request, &mut whole),
+            Parsed::Request(_)
+        ));
+        for step in 1..=request.len() {
+            let (mut args, mut resume, mut have) = (Vec::new(), RequestResume::default(), 0);
+            loop {
+                have = (have + step).min(request.len());
+                match parse_request_resumable(&request[..have], &mut args, &mut resume) {
+                    Parsed::Incomplete { .. } => assert!(have < request.len(), "step {step}"),
+                    Parsed::Request(r) => {
+                        assert_eq!((r.len, &args), (request.len(), &whole), "step {step}");
+                        assert_eq!(resume, RequestResume::default());
+                        break;
+                    }
+                    Parsed::Error(e) => panic!("step {step}: {e}"),
+                }
+            }
+        }
+    }
 
     fn args_of(buf: &[u8]) -> (Parsed, Vec<Vec<u8>>) {
         let mut args = Vec::new();

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
 use cashew_config::{Pool, Server, ServerAddress};
-use cashew_protocol::{memcache, resp, ReplyParse};
+use cashew_protocol::{memcache, resp, ReplyParse, Resume};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
 
@@ -456,6 +456,8 @@ struct InFlight {
 
 struct Session {
     link: Rc<ServerLink>,
+    /// How far the reply at the front of the read buffer is known complete.
+    resume: Resume,
     /// Where its requests come from; told as their bytes leave.
     jobs: Rc<JobQueue>,
     in_flight: VecDeque<InFlight>,
@@ -469,6 +471,7 @@ impl Session {
     fn new(link: Rc<ServerLink>, jobs: Rc<JobQueue>) -> Self {
         Session {
             link,
+            resume: Resume::default(),
             jobs,
             in_flight: VecDeque::new(),
             unwritten: 0,
@@ -635,11 +638,13 @@ impl Session {
     fn take_replies(&mut self, rbuf: &mut BytesMut) -> Result<(), BackendError> {
         let stats = &self.link.counters;
         let redis = self.link.settings.redis;
-        let parse = |buf: &[u8]| {
+        // The reply at the front is parsed on from where the last read left it.
+        let resume = &mut self.resume;
+        let mut parse = |buf: &[u8]| {
             if redis {
-                resp::parse_reply(buf)
+                resp::parse_reply_resumable(buf, resume)
             } else {
-                memcache::parse_reply(buf)
+                memcache::parse_reply_resumable(buf, resume)
             }
         };
         let mut any = false;

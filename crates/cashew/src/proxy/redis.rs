@@ -84,6 +84,8 @@ pub struct Client {
     id: usize,
     /// Argument ranges of the request being dispatched, reused between requests.
     args: Vec<Range<usize>>,
+    /// Where a request that arrived in part stopped being read.
+    resume: resp::RequestResume,
     /// Parse again only once the input holds this many bytes (a big bulk arriving).
     needed: usize,
     authenticated: bool,
@@ -101,6 +103,7 @@ impl Client {
             authenticated,
             slot,
             args: Vec::new(),
+            resume: resp::RequestResume::default(),
             needed: 0,
             name: None,
             resp3: false,
@@ -126,6 +129,14 @@ fn refused(name: &str, reason: Reason) -> Pending {
     ))
 }
 
+const BAD_CLIENT_NAME: &str =
+    "ERR Client names cannot contain spaces, newlines or special characters.";
+
+/// A client name Redis accepts: printable ASCII without spaces.
+fn valid_client_name(name: &[u8]) -> bool {
+    name.iter().all(|&b| (b'!'..=b'~').contains(&b))
+}
+
 fn wrong_arity(name: &str) -> Pending {
     err(&format!(
         "ERR wrong number of arguments for '{name}' command"
@@ -144,7 +155,7 @@ impl Protocol for Client {
         let slot = self.slot.clone();
         let pool = &*slot.pool();
         while !self.done && queue.len() < max_queue && input.len() >= self.needed {
-            match resp::parse_request(input, &mut self.args) {
+            match resp::parse_request_resumable(input, &mut self.args, &mut self.resume) {
                 Parsed::Incomplete { needed } => {
                     let max = pool.config().max_request_size;
                     if needed.unwrap_or(input.len()) as u64 > max {
@@ -641,7 +652,11 @@ impl Client {
         };
         match sub.as_slice() {
             b"setname" if argc == 3 => {
-                self.name = Some(Bytes::copy_from_slice(self.arg(bytes, 2)));
+                let name = self.arg(bytes, 2);
+                if !valid_client_name(name) {
+                    return err(BAD_CLIENT_NAME);
+                }
+                self.name = (!name.is_empty()).then(|| Bytes::copy_from_slice(name));
                 ready(|o| simple(o, "OK"))
             }
             b"getname" if argc == 2 => ready(|o| match &self.name {
@@ -720,7 +735,11 @@ impl Client {
                     i += 3;
                 }
                 b"setname" if i + 1 < argc => {
-                    name = Some(Bytes::copy_from_slice(self.arg(bytes, i + 1)));
+                    let given = self.arg(bytes, i + 1);
+                    if !valid_client_name(given) {
+                        return err(BAD_CLIENT_NAME);
+                    }
+                    name = Some(Bytes::copy_from_slice(given));
                     i += 2;
                 }
                 _ => {
