@@ -29,6 +29,14 @@ fn parse_from(buf: &[u8], cursor: &mut usize) -> ReplyParse {
         };
         let line = &buf[pos..pos + nl];
         let line_len = nl + 1;
+        // Every memcached reply starts with an upper-case word or a number: anything
+        // else means the connection is out of step (or not talking to memcached).
+        if !line
+            .first()
+            .is_some_and(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
+        {
+            return ReplyParse::Invalid;
+        }
         if pos == 0 && line.starts_with(b"VA ") {
             let Some(data) = token_number(line, 1) else {
                 return ReplyParse::Invalid;
@@ -155,6 +163,9 @@ mod tests {
             ReplyParse::Complete(8)
         );
         assert_eq!(parse_reply(b"STOR"), ReplyParse::Incomplete);
+        for garbage in [&b"\x00garbage\r\n"[..], b"\r\n", b"hello\r\n", b" END\r\n"] {
+            assert_eq!(parse_reply(garbage), ReplyParse::Invalid, "{garbage:?}");
+        }
     }
 
     #[test]
