@@ -1,6 +1,7 @@
 //! Real backends for tests: each process is started on a loopback address with a
 //! free port, waited for until it accepts connections, and killed when dropped.
 
+pub mod dns;
 pub mod faulty;
 pub mod load;
 pub mod netns;
@@ -668,24 +669,55 @@ impl Cashew {
         })
     }
 
+    /// As [`Cashew::start`], resolving host names through `nameserver` alone: it
+    /// runs in a mount namespace of its own where `/etc/resolv.conf` names only
+    /// that server (which needs root).
+    pub fn start_with_nameserver(
+        binary: &str,
+        yaml: &str,
+        extra_args: &[&str],
+        nameserver: &dns::Nameserver,
+    ) -> Cashew {
+        let dir = temp_dir("cashew");
+        let resolv = dir.join("resolv.conf");
+        std::fs::write(
+            &resolv,
+            format!(
+                "nameserver {}\noptions timeout:5 attempts:1\n",
+                nameserver.addr
+            ),
+        )
+        .unwrap();
+        let mut cmd = Command::new(program("unshare"));
+        cmd.args(["--mount", "--", "sh", "-c"])
+            .arg(r#"mount --bind "$0" /etc/resolv.conf && exec "$@""#)
+            .arg(&resolv)
+            .arg(binary);
+        Self::start_in(dir, cmd, yaml, extra_args)
+    }
+
     fn start_with(
         binary: &str,
         yaml: &str,
         extra_args: &[&str],
         setup: impl FnOnce(&mut Command),
     ) -> Cashew {
-        let dir = temp_dir("cashew");
+        let mut cmd = Command::new(binary);
+        setup(&mut cmd);
+        Self::start_in(temp_dir("cashew"), cmd, yaml, extra_args)
+    }
+
+    /// Runs `cmd` (cashew, or what executes it) with the config `yaml` in `dir`.
+    fn start_in(dir: PathBuf, mut cmd: Command, yaml: &str, extra_args: &[&str]) -> Cashew {
         let conf = dir.join("cashew.yml");
         std::fs::write(&conf, yaml).unwrap();
         let stats_port = free_port("127.0.0.1");
-        let mut cmd = Command::new(binary);
         cmd.arg("-c")
             .arg(&conf)
             .args(["-s", &stats_port.to_string(), "-a", "127.0.0.1"])
             .arg("-o")
             .arg(dir.join("cashew.log"))
             .args(extra_args);
-        setup(&mut cmd);
         let stats_addr = format!("127.0.0.1:{stats_port}").parse().unwrap();
         let process = Process::spawn("cashew", &mut cmd, stats_addr);
         Cashew {

@@ -1,8 +1,10 @@
 //! Servers that fail under a pipelined load, for both protocols: killed and
 //! restarted, frozen and resumed, closing mid-reply, answering garbage, never
-//! answering, answering a byte at a time. Every request gets exactly one reply, in
-//! order; only the faulty server's keys see errors; no client is disconnected;
-//! once the fault is gone, errors stop within the retry timeout.
+//! answering, answering a byte at a time, named by a host name that stops
+//! resolving or resolves slowly. Every request gets exactly one reply, in order;
+//! only the faulty server's keys see errors, and a client using only other
+//! servers' keys is not slowed; no client is disconnected; once the fault is gone,
+//! errors stop within the retry timeout.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -10,6 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use cashew_testkit::dns::{Answer, Nameserver};
 use cashew_testkit::faulty::{Fault, FaultyLink};
 use cashew_testkit::{
     cashew_route, free_port, memcached, memcached_on, redis_server, redis_server_on, Cashew,
@@ -21,6 +24,11 @@ const RETRY_MS: u64 = 500;
 const TIMEOUT_MS: u64 = 400;
 /// The faulty server is the second of three.
 const FAULTY: usize = 1;
+/// Its host name, when it is given by name.
+const FAULTY_NAME: &str = "faulty.cashew.test";
+const LOOPBACK: std::net::Ipv4Addr = std::net::Ipv4Addr::LOCALHOST;
+/// The most a batch of requests for healthy servers may take, whatever the fault.
+const BYSTANDER_LIMIT: Duration = Duration::from_millis(750);
 
 #[derive(Clone, Copy, PartialEq, Debug)]
 enum Protocol {
@@ -36,10 +44,12 @@ struct Rig {
     listen: SocketAddr,
     /// Keys and the server each belongs to.
     keys: Vec<(String, usize)>,
+    /// Resolves the faulty server's name, when it has one.
+    nameserver: Option<Nameserver>,
 }
 
 impl Rig {
-    fn start(protocol: Protocol) -> Rig {
+    fn start(protocol: Protocol, nameserver: Option<Nameserver>) -> Rig {
         let servers: Vec<Process> = (0..3)
             .map(|_| match protocol {
                 Protocol::Memcache => memcached(),
@@ -48,13 +58,10 @@ impl Rig {
             .collect();
         let link = FaultyLink::start(servers[FAULTY].addr);
         let entries: Vec<String> = (0..3)
-            .map(|i| {
-                let addr = if i == FAULTY {
-                    link.addr
-                } else {
-                    servers[i].addr
-                };
-                format!("{addr}:1")
+            .map(|i| match (i, &nameserver) {
+                (FAULTY, Some(_)) => format!("{FAULTY_NAME}:{}:1", link.addr.port()),
+                (FAULTY, None) => format!("{}:1", link.addr),
+                _ => format!("{}:1", servers[i].addr),
             })
             .collect();
         let listen: SocketAddr = format!("127.0.0.1:{}", free_port("127.0.0.1"))
@@ -65,8 +72,18 @@ impl Rig {
             protocol == Protocol::Redis,
             entries.iter().map(|e| format!("    - {e}\n")).collect::<String>()
         );
-        let cashew = Cashew::start(CASHEW, &yaml, &["--threads", "2"]);
-        let names: Vec<String> = (0..90).map(|i| format!("fk{i}")).collect();
+        let args = ["--threads", "2"];
+        let cashew = match &nameserver {
+            Some(ns) => {
+                ns.set(FAULTY_NAME, Answer::Address(LOOPBACK));
+                Cashew::start_with_nameserver(CASHEW, &yaml, &args, ns)
+            }
+            None => Cashew::start(CASHEW, &yaml, &args),
+        };
+        // Each load client its own keys, so that what it reads is what it wrote.
+        let names: Vec<String> = (0..4)
+            .flat_map(|client| (0..45).map(move |i| format!("c{client}-k{i}")))
+            .collect();
         let conf = cashew.dir.join("cashew.yml");
         let keys = cashew_route(CASHEW, &conf, None, &names)
             .into_iter()
@@ -80,7 +97,20 @@ impl Rig {
             cashew,
             listen,
             keys,
+            nameserver,
         }
+    }
+
+    fn answer(&self, answer: Answer) {
+        self.nameserver.as_ref().unwrap().set(FAULTY_NAME, answer);
+    }
+
+    /// Drops every connection to the faulty server, so that cashew connects (and
+    /// resolves its name) again.
+    fn break_connections(&self) {
+        self.link.set(Fault::CloseMidReply);
+        std::thread::sleep(Duration::from_millis(100));
+        self.link.set(Fault::None);
     }
 
     fn restart_faulty_server(&mut self) {
@@ -107,6 +137,8 @@ struct Tally {
     stale: Vec<Seen>,
     wrong: Vec<String>,
     closed: bool,
+    /// The longest a batch took for the client that uses healthy servers only.
+    slowest_bystander: Duration,
 }
 
 fn line(r: &mut BufReader<TcpStream>) -> std::io::Result<String> {
@@ -141,12 +173,19 @@ fn client(rig: &Target, id: usize, stop: &AtomicBool, tally: &Mutex<Tally>) {
         .unwrap();
     let mut writer = stream.try_clone().unwrap();
     let mut reader = BufReader::new(stream);
+    let prefix = format!("c{id}-");
+    let keys: Vec<&(String, usize)> = rig
+        .keys
+        .iter()
+        .filter(|(key, _)| key.starts_with(&prefix))
+        .collect();
     let mut seq = 0usize;
+    let bystander = keys.iter().all(|(_, server)| *server != FAULTY);
     while !stop.load(Ordering::Relaxed) {
         seq += 1;
-        let batch: Vec<&(String, usize)> = (0..6)
-            .map(|i| &rig.keys[(seq * 6 + i + id * 31) % rig.keys.len()])
-            .collect();
+        let started = Instant::now();
+        let batch: Vec<&(String, usize)> =
+            (0..6).map(|i| keys[(seq * 6 + i) % keys.len()]).collect();
         let value = format!("c{id}s{seq}");
         let mut request = String::new();
         for (key, _) in &batch {
@@ -188,8 +227,14 @@ fn client(rig: &Target, id: usize, stop: &AtomicBool, tally: &Mutex<Tally>) {
                     server: *server,
                     reply,
                 }),
-                Ok(Reply::Other(what)) => t.wrong.push(format!("{key} (server {server}): {what}")),
+                Ok(Reply::Other(what)) => t.wrong.push(format!(
+                    "{key} (server {server}) set to {value} by client {id}: {what}"
+                )),
             }
+        }
+        if bystander {
+            let mut t = tally.lock().unwrap();
+            t.slowest_bystander = t.slowest_bystander.max(started.elapsed());
         }
     }
 }
@@ -268,7 +313,61 @@ fn survives(
     fault: impl FnOnce(&mut Rig),
     repair: impl FnOnce(&mut Rig),
 ) {
-    let mut rig = Rig::start(protocol);
+    survives_on(Rig::start(protocol, None), what, fault, repair);
+}
+
+/// A rig whose faulty server is given by a host name, or `None` (and why) where
+/// this machine does not let a test run its own nameserver.
+fn named_rig(protocol: Protocol) -> Option<Rig> {
+    match Nameserver::start() {
+        Ok(ns) => Some(Rig::start(protocol, Some(ns))),
+        Err(why) => {
+            eprintln!("skipped: a test nameserver needs root: {why}");
+            None
+        }
+    }
+}
+
+fn not_resolving(protocol: Protocol) {
+    let Some(rig) = named_rig(protocol) else {
+        return;
+    };
+    let log = survives_on(
+        rig,
+        "host name not resolving",
+        |r| {
+            r.answer(Answer::Unknown);
+            r.break_connections();
+        },
+        |r| r.answer(Answer::Address(LOOPBACK)),
+    );
+    let failed = format!("address resolution of '{FAULTY_NAME}' failed");
+    assert!(log.contains(&failed), "no '{failed}' in the log:\n{log}");
+}
+
+fn resolving_slowly(protocol: Protocol) {
+    let Some(rig) = named_rig(protocol) else {
+        return;
+    };
+    survives_on(
+        rig,
+        "host name resolving slowly",
+        |r| {
+            r.answer(Answer::Slow(Duration::from_millis(1500), LOOPBACK));
+            r.break_connections();
+        },
+        |r| r.answer(Answer::Address(LOOPBACK)),
+    );
+}
+
+/// As [`survives`], on a rig already started.
+fn survives_on(
+    mut rig: Rig,
+    what: &str,
+    fault: impl FnOnce(&mut Rig),
+    repair: impl FnOnce(&mut Rig),
+) -> String {
+    let protocol = rig.protocol;
     let stop = AtomicBool::new(false);
     let tally = Mutex::new(Tally::default());
     let target = Target {
@@ -276,10 +375,20 @@ fn survives(
         listen: rig.listen,
         keys: rig.keys.clone(),
     };
+    let bystander = Target {
+        keys: target
+            .keys
+            .iter()
+            .filter(|(_, server)| *server != FAULTY)
+            .cloned()
+            .collect(),
+        ..target.clone()
+    };
     let (faulted, repaired, settled) = std::thread::scope(|scope| {
-        let load: Vec<_> = (0..3)
+        let load: Vec<_> = (0..4)
             .map(|id| {
-                let (stop, tally, target) = (&stop, &tally, &target);
+                let (stop, tally) = (&stop, &tally);
+                let target = if id == 3 { &bystander } else { &target };
                 scope.spawn(move || client(target, id, stop, tally))
             })
             .collect();
@@ -303,13 +412,14 @@ fn survives(
     let stats: serde_json::Value = serde_json::from_str(&rig.cashew.stats_json()).unwrap();
     let last_error = t.errors.iter().map(|e| e.at).max();
     println!(
-        "{protocol:?}, {what}: {} requests, {} error replies (all for the faulty server's keys: {}), {} misses or old values, last error {} ms after the repair, {} ejections",
+        "{protocol:?}, {what}: {} requests, {} error replies (all for the faulty server's keys: {}), {} misses or old values, last error {} ms after the repair, {} ejections, slowest batch for healthy servers {} ms",
         t.requests,
         t.errors.len(),
         t.errors.iter().all(|e| e.server == FAULTY),
         t.stale.len(),
         last_error.map_or(0, |at| at.saturating_duration_since(repaired).as_millis()),
-        stats["pool"]["server_ejects"]
+        stats["pool"]["server_ejects"],
+        t.slowest_bystander.as_millis()
     );
     assert!(!t.closed, "a client connection was closed");
     assert!(
@@ -341,7 +451,13 @@ fn survives(
         "the fault had no effect"
     );
     assert!(t.requests > 500, "{} requests", t.requests);
+    assert!(
+        t.slowest_bystander < BYSTANDER_LIMIT,
+        "a client of healthy servers waited {} ms",
+        t.slowest_bystander.as_millis()
+    );
     drop(rig.link);
+    rig.cashew.log()
 }
 
 fn killed(protocol: Protocol) {
@@ -399,6 +515,26 @@ fn memcached_never_answering() {
 #[test]
 fn memcached_answering_byte_by_byte() {
     with_fault(Protocol::Memcache, Fault::Slow);
+}
+
+#[test]
+fn memcached_host_name_not_resolving() {
+    not_resolving(Protocol::Memcache);
+}
+
+#[test]
+fn memcached_host_name_resolving_slowly() {
+    resolving_slowly(Protocol::Memcache);
+}
+
+#[test]
+fn redis_host_name_not_resolving() {
+    not_resolving(Protocol::Redis);
+}
+
+#[test]
+fn redis_host_name_resolving_slowly() {
+    resolving_slowly(Protocol::Redis);
 }
 
 #[test]
