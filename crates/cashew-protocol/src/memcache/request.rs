@@ -236,8 +236,9 @@ fn split(line: &[u8]) -> impl Iterator<Item = Range<usize>> + '_ {
 pub fn parse_request(buf: &[u8], max_value: Option<usize>) -> Parsed {
     if matches!(buf.first(), Some(&(BINARY_REQUEST | BINARY_RESPONSE))) {
         // A binary-protocol packet may never hold a newline: answer and close
-        // rather than wait for a line that does not come.
-        return invalid(BINARY_PROTOCOL, buf.len(), 0, false).closing();
+        // rather than wait for a line that does not come. Only the magic byte is
+        // consumed, so the decision is the same however much of the packet came.
+        return invalid(BINARY_PROTOCOL, 1, 0, false).closing();
     }
     let Some(nl) = memchr::memchr(b'\n', buf) else {
         return incomplete_line(buf);
@@ -629,6 +630,17 @@ mod tests {
             Parsed::Invalid(i) => i,
             other => panic!("{:?}: {other:?}", String::from_utf8_lossy(buf)),
         }
+    }
+
+    #[test]
+    fn a_binary_packet_is_refused_the_same_however_much_of_it_came() {
+        // Found by fuzzing: the decision once depended on the bytes after it.
+        let packet = b"\x80\xff\xff\xfequ\x06q\n";
+        let first = bad(packet);
+        let longer = bad(&[&packet[..], b"get more\r\n"].concat());
+        assert_eq!(first, longer);
+        assert!(first.close && first.consume == 1);
+        assert_eq!(first.reply, BINARY_PROTOCOL);
     }
 
     #[test]

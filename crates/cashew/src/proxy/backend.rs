@@ -138,6 +138,11 @@ impl ServerConns {
     pub fn queue(&self, client: usize) -> &JobQueue {
         &self.queues[client % self.queues.len()]
     }
+
+    /// Every connection's queue (the client-path harness answers them itself).
+    pub fn queues(&self) -> &[Rc<JobQueue>] {
+        &self.queues
+    }
 }
 
 impl Drop for ServerConns {

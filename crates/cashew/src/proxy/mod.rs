@@ -6,6 +6,7 @@ mod backend;
 mod client;
 mod gutter;
 mod handoff;
+pub mod harness;
 pub mod health;
 mod memcache;
 mod pool;

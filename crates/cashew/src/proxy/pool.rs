@@ -15,7 +15,7 @@ use cashew_config::Pool;
 use cashew_route::Router;
 
 use super::backend::{LinkSettings, ServerConns, ServerLink};
-use super::handoff::{BackendError, Job, Replies, ReplyRx};
+use super::handoff::{BackendError, Job, JobQueue, Replies, ReplyRx};
 use super::health::{PoolShared, ServerHealth, ServerState};
 use super::tasks::TaskCount;
 use crate::generation::Generation;
@@ -186,6 +186,15 @@ impl PoolRt {
 
     pub fn server_count(&self) -> usize {
         self.servers.len()
+    }
+
+    /// Every queue toward `server` on this worker, RESP3 connections included.
+    pub fn server_queues(&self, server: usize) -> Vec<Rc<JobQueue>> {
+        let resp3 = self.servers3[server].get();
+        std::iter::once(&self.servers[server])
+            .chain(resp3)
+            .flat_map(|conns| conns.queues().iter().cloned())
+            .collect()
     }
 
     fn health(&self, server: usize) -> &ServerHealth {
