@@ -34,6 +34,11 @@ pub struct Cli {
     #[arg(short = 'o', long = "output", value_name = "FILE")]
     pub output: Option<PathBuf>,
 
+    /// Log line format: text or json (one object per line)
+    #[arg(long = "log-format", value_name = "FORMAT", default_value = "text",
+          value_parser = parse_log_format)]
+    pub log_format: crate::log::Format,
+
     /// Set configuration file
     #[arg(
         short = 'c',
@@ -184,4 +189,12 @@ pub struct RouteArgs {
     /// Keys to route; with none, keys are read from standard input, one per line
     #[arg(value_name = "KEY")]
     pub keys: Vec<std::ffi::OsString>,
+}
+
+fn parse_log_format(text: &str) -> Result<crate::log::Format, String> {
+    match text {
+        "text" => Ok(crate::log::Format::Text),
+        "json" => Ok(crate::log::Format::Json),
+        other => Err(format!("'{other}' is not a log format: text or json")),
+    }
 }

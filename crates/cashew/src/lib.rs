@@ -7,6 +7,7 @@ pub mod control;
 pub mod ctl;
 pub mod generation;
 pub mod log;
+pub mod metrics;
 pub mod net;
 pub mod process;
 pub mod proxy;

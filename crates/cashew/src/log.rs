@@ -18,6 +18,8 @@ pub const DEBUG: u8 = 7;
 const MAX_LEVEL: u8 = 11;
 
 static LEVEL: AtomicU8 = AtomicU8::new(NOTICE);
+/// 0: text lines; 1: one JSON object per line.
+static JSON: AtomicU8 = AtomicU8::new(0);
 /// The raw descriptor log lines go to, for the crash handler, which may not lock.
 static FD: AtomicI32 = AtomicI32::new(2);
 
@@ -31,9 +33,20 @@ static SINK: Mutex<Sink> = Mutex::new(Sink {
     file: None,
 });
 
-/// Sets the level and, when `path` is given, logs to that file instead of stderr.
-pub fn init(level: u8, path: Option<PathBuf>) -> std::io::Result<()> {
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Format {
+    #[default]
+    Text,
+    /// One object per line: `{"time": ..., "level": ..., "pid": ..., "message": ...}`.
+    Json,
+}
+
+/// Sets the level and format and, when `path` is given, logs to that file instead
+/// of stderr.
+pub fn init(level: u8, format: Format, path: Option<PathBuf>) -> std::io::Result<()> {
     LEVEL.store(level.min(MAX_LEVEL), Ordering::Relaxed);
+    JSON.store(u8::from(format == Format::Json), Ordering::Relaxed);
     let mut sink = SINK.lock().unwrap_or_else(|e| e.into_inner());
     sink.path = path;
     open(&mut sink)
@@ -85,8 +98,31 @@ pub fn raw_fd() -> i32 {
     FD.load(Ordering::Relaxed)
 }
 
-pub fn write(args: fmt::Arguments<'_>) {
-    let line = format!("[{}] {args}\n", timestamp());
+/// The name of a level in JSON lines.
+fn level_name(level: u8) -> &'static str {
+    match level {
+        0 => "emergency",
+        1 => "alert",
+        2 => "critical",
+        ERROR => "error",
+        WARN => "warning",
+        NOTICE => "notice",
+        INFO => "info",
+        _ => "debug",
+    }
+}
+
+pub fn write(level: u8, args: fmt::Arguments<'_>) {
+    let line = match JSON.load(Ordering::Relaxed) {
+        0 => format!("[{}] {args}\n", timestamp()),
+        _ => format!(
+            "{{\"time\":\"{}\",\"level\":\"{}\",\"pid\":{},\"message\":{}}}\n",
+            timestamp(),
+            level_name(level),
+            std::process::id(),
+            crate::stats::json_string(&args.to_string())
+        ),
+    };
     let mut sink = SINK.lock().unwrap_or_else(|e| e.into_inner());
     let _ = match sink.file.as_mut() {
         Some(f) => f.write_all(line.as_bytes()),
@@ -94,11 +130,28 @@ pub fn write(args: fmt::Arguments<'_>) {
     };
 }
 
+/// A fatal error: to stderr, and to the log file too when there is one, so that
+/// an operator reading either sees why cashew stopped.
+pub fn fatal(message: &str) {
+    eprintln!("cashew: {message}");
+    let to_file = SINK
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .file
+        .is_some();
+    if to_file {
+        write(ERROR, format_args!("cannot start: {message}"));
+    }
+}
+
 /// `YYYY-MM-DD HH:MM:SS.mmm` in UTC.
 fn timestamp() -> String {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
+    format_time(SystemTime::now())
+}
+
+/// `at` as `YYYY-MM-DD HH:MM:SS.mmm` in UTC.
+pub fn format_time(at: SystemTime) -> String {
+    let now = at.duration_since(UNIX_EPOCH).unwrap_or_default();
     let secs = now.as_secs() as i64;
     let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
     // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
@@ -124,7 +177,7 @@ fn timestamp() -> String {
 macro_rules! log_at {
     ($level:expr, $($arg:tt)*) => {
         if $crate::log::enabled($level) {
-            $crate::log::write(format_args!($($arg)*))
+            $crate::log::write($level, format_args!($($arg)*))
         }
     };
 }

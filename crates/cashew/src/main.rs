@@ -37,7 +37,13 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         None if cli.test_conf => test_conf(&cli),
-        None => report(run_proxy(&cli)),
+        None => match run_proxy(&cli) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(message) => {
+                log::fatal(&message);
+                ExitCode::from(1)
+            }
+        },
     }
 }
 
@@ -60,7 +66,7 @@ fn run_proxy(cli: &Cli) -> Result<(), String> {
     // Paths are made absolute first, while the working directory is the user's.
     let absolute = |p: &std::path::Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
     let output = cli.output.as_deref().map(absolute);
-    log::init(cli.verbose, output.clone()).map_err(|e| {
+    log::init(cli.verbose, cli.log_format, output.clone()).map_err(|e| {
         let file = output.unwrap_or_default();
         format!("cannot open log file {}: {e}", file.display())
     })?;

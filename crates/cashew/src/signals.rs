@@ -88,7 +88,10 @@ impl Signals {
 
 /// Written whatever the log level: an operator who sends a signal wants to see it taken.
 fn announce(number: i32, name: &str, action: &str) {
-    log::write(format_args!("signal {number} ({name}) received, {action}"));
+    log::write(
+        log::NOTICE,
+        format_args!("signal {number} ({name}) received, {action}"),
+    );
 }
 
 /// Logs SIGSEGV, then lets the default action (core dump) happen.

@@ -103,6 +103,43 @@ pub mod pool {
     pub const WARMUPS_DROPPED: usize = 8;
     /// Requests sent to the gutter pool.
     pub const GUTTERED: usize = 9;
+    // For the metrics only:
+    /// Client connections accepted, in all.
+    pub const CONNECTIONS_OPENED: usize = 10;
+    /// Replies written to clients.
+    pub const REPLIES: usize = 11;
+    pub const GET_HITS: usize = 12;
+    pub const GET_MISSES: usize = 13;
+    /// Requests read and not yet answered (a level: added and taken away).
+    pub const IN_FLIGHT: usize = 14;
+    /// Errors by kind: the request broke the protocol; the server failed or
+    /// could not be reached; the server timed out; cashew refused the command
+    /// (it cannot be proxied); cashew does not know it.
+    pub const ERR_CLIENT: usize = 15;
+    pub const ERR_SERVER: usize = 16;
+    pub const ERR_TIMEOUT: usize = 17;
+    pub const ERR_REFUSED: usize = 18;
+    pub const ERR_UNSUPPORTED: usize = 19;
+    /// Requests by command family: `FAMILY + i` for [`super::FAMILIES`]`[i]`.
+    pub const FAMILY: usize = 20;
+    pub const COUNT: usize = FAMILY + super::FAMILIES.len();
+}
+
+/// Command families requests are counted by: memcached's commands, then redis's
+/// classes.
+pub const FAMILIES: [&str; 21] = [
+    "get", "gets", "gat", "gats", "set", "add", "replace", "append", "prepend", "cas", "incr",
+    "decr", "touch", "delete", "meta", "other", "read", "write", "split", "local", "refused",
+];
+
+/// Index in [`FAMILIES`] of each redis class.
+pub mod family {
+    pub const OTHER: usize = 15;
+    pub const READ: usize = 16;
+    pub const WRITE: usize = 17;
+    pub const SPLIT: usize = 18;
+    pub const LOCAL: usize = 19;
+    pub const REFUSED: usize = 20;
 }
 
 /// Index of each server stat in [`SERVER_STATS`].
@@ -120,6 +157,7 @@ pub mod server {
     pub const IN_QUEUE_BYTES: usize = 10;
     pub const OUT_QUEUE: usize = 11;
     pub const OUT_QUEUE_BYTES: usize = 12;
+    pub const COUNT: usize = 13;
 }
 
 /// Proxy-wide counters reported by the memcached `stats` command.
@@ -175,9 +213,110 @@ impl<const N: usize> Counters<N> {
     }
 }
 
-/// nutcracker's pool counters, then cashew's own (see [`pool`]).
-pub type PoolCounters = Counters<{ POOL_STATS.len() + AVAILABILITY_STATS.len() }>;
-pub type ServerCounters = Counters<13>;
+/// Upper bounds of the latency histograms' buckets, in µs: log-linear, fine enough
+/// to tell 50 µs from 200 µs and 1 ms from 5 ms.
+pub const LATENCY_BOUNDS_US: [u64; 30] = [
+    10, 20, 30, 50, 75, 100, 150, 200, 300, 500, 750, 1_000, 1_500, 2_000, 3_000, 5_000, 7_500,
+    10_000, 15_000, 20_000, 30_000, 50_000, 75_000, 100_000, 250_000, 500_000, 1_000_000,
+    2_500_000, 5_000_000, 10_000_000,
+];
+
+/// A latency histogram written by one worker thread only (see [`Counters`]): one
+/// bucket per bound of [`LATENCY_BOUNDS_US`] and one above them all.
+pub struct Histogram {
+    buckets: [AtomicU64; LATENCY_BOUNDS_US.len() + 1],
+    sum_us: AtomicU64,
+}
+
+impl Default for Histogram {
+    fn default() -> Self {
+        Histogram {
+            buckets: std::array::from_fn(|_| AtomicU64::new(0)),
+            sum_us: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Histogram {
+    #[inline]
+    pub fn record(&self, latency: std::time::Duration) {
+        let us = latency.as_micros() as u64;
+        let bucket = &self.buckets[LATENCY_BOUNDS_US.partition_point(|&b| b < us)];
+        bucket.store(bucket.load(Relaxed) + 1, Relaxed);
+        self.sum_us
+            .store(self.sum_us.load(Relaxed).wrapping_add(us), Relaxed);
+    }
+
+    /// Adds this histogram's counts (not cumulative) and sum to `into`.
+    pub fn add_to(&self, into: &mut HistogramTotal) {
+        for (total, b) in into.buckets.iter_mut().zip(&self.buckets) {
+            *total += b.load(Relaxed);
+        }
+        into.sum_us += self.sum_us.load(Relaxed);
+    }
+}
+
+/// Histograms of several workers summed.
+#[derive(Clone, Default, Debug)]
+pub struct HistogramTotal {
+    pub buckets: [u64; LATENCY_BOUNDS_US.len() + 1],
+    pub sum_us: u64,
+}
+
+impl HistogramTotal {
+    pub fn count(&self) -> u64 {
+        self.buckets.iter().sum()
+    }
+
+    /// The bucket bound under which `q` (0 to 1) of the values fall: an upper
+    /// estimate of the quantile, `None` without values.
+    pub fn quantile_us(&self, q: f64) -> Option<u64> {
+        let count = self.count();
+        if count == 0 {
+            return None;
+        }
+        let rank = ((count as f64) * q).ceil().max(1.0) as u64;
+        let mut seen = 0;
+        for (i, &n) in self.buckets.iter().enumerate() {
+            seen += n;
+            if seen >= rank {
+                return Some(LATENCY_BOUNDS_US.get(i).copied().unwrap_or(u64::MAX));
+            }
+        }
+        None
+    }
+}
+
+/// One worker's counters for a pool, and its clients' latency: from a request read
+/// in full to its reply written in full.
+#[derive(Default)]
+pub struct PoolCounters {
+    counters: Counters<{ pool::COUNT }>,
+    pub latency: Histogram,
+}
+
+impl std::ops::Deref for PoolCounters {
+    type Target = Counters<{ pool::COUNT }>;
+    fn deref(&self) -> &Self::Target {
+        &self.counters
+    }
+}
+
+/// One worker's counters for a server, and the server's latency: from a request's
+/// last byte written to its reply parsed.
+#[derive(Default)]
+pub struct ServerCounters {
+    counters: Counters<{ server::COUNT }>,
+    pub latency: Histogram,
+}
+
+impl std::ops::Deref for ServerCounters {
+    type Target = Counters<{ server::COUNT }>;
+    fn deref(&self) -> &Self::Target {
+        &self.counters
+    }
+}
+
 pub type ProxyCounters = Counters<7>;
 
 /// One worker's counters for one pool of a generation: the pool's and each server's,

@@ -80,6 +80,15 @@ async fn handle(supervisor: &Supervisor, request: HttpRequest<Incoming>) -> Repl
                 .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
             reply
         }
+        (true, _, ["metrics"]) => {
+            let text = crate::metrics::render(supervisor.generation());
+            let mut reply = Response::new(Full::new(Bytes::from(text)));
+            reply.headers_mut().insert(
+                CONTENT_TYPE,
+                HeaderValue::from_static(crate::metrics::CONTENT_TYPE),
+            );
+            reply
+        }
         (true, _, ["config"]) => config(supervisor),
         (true, _, ["status"]) => json_reply(StatusCode::OK, status(supervisor)),
         (_, true, ["reload"]) => reload(supervisor).await,
@@ -91,7 +100,7 @@ async fn handle(supervisor: &Supervisor, request: HttpRequest<Incoming>) -> Repl
         (_, true, ["pools", pool, "servers", server, action @ ("eject" | "restore")]) => {
             eject(supervisor, pool, server, action)
         }
-        (_, _, ["health" | "ready" | "stats" | "config" | "status"])
+        (_, _, ["health" | "ready" | "stats" | "metrics" | "config" | "status"])
         | (_, _, ["reload" | "restart" | "stop"])
         | (_, _, ["pools", _, "servers", _, "eject" | "restore"]) => json_reply(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -100,7 +109,7 @@ async fn handle(supervisor: &Supervisor, request: HttpRequest<Incoming>) -> Repl
         _ => json_reply(
             StatusCode::NOT_FOUND,
             json!({"error": "no such endpoint", "endpoints": [
-                "GET /health", "GET /ready", "GET /stats", "GET /config", "GET /status",
+                "GET /health", "GET /ready", "GET /stats", "GET /metrics", "GET /config", "GET /status",
                 "POST /reload", "POST /restart", "POST /stop",
                 "POST /pools/{pool}/servers/{server}/eject", "POST /pools/{pool}/servers/{server}/restore"
             ]}),

@@ -314,6 +314,36 @@ impl Supervisor {
             generation.config.pools.len(),
             crate::process::open_files_limit()
         );
+        for pool in &generation.config.pools {
+            log_at!(
+                NOTICE,
+                "pool '{}': {} on {}, {} servers, hash {}, distribution {}",
+                pool.name,
+                if pool.redis { "redis" } else { "memcached" },
+                pool.listen,
+                pool.servers.len(),
+                pool.hash,
+                pool.distribution
+            );
+        }
+        let local = |socket: &Socket| {
+            socket
+                .local_addr()
+                .ok()
+                .and_then(|a| a.as_socket())
+                .map_or_else(|| "?".to_string(), |a| a.to_string())
+        };
+        log_at!(
+            NOTICE,
+            "stats on {}{}",
+            local(&self.stats_socket),
+            self.admin_socket
+                .as_ref()
+                .map_or(String::new(), |a| format!(
+                    ", admin API and metrics on http://{}",
+                    local(a)
+                ))
+        );
         match predecessor.take() {
             Some(pipe) => {
                 notify::notify(&format!("MAINPID={}\nREADY=1", std::process::id()));

@@ -11,7 +11,7 @@ use cashew_config::{Pool, Server};
 use tokio::task::JoinHandle;
 
 use crate::generation::Generation;
-use crate::log::{INFO, NOTICE, WARN};
+use crate::log::{INFO, NOTICE};
 use crate::log_at;
 use crate::proxy::health::{EjectPolicy, ServerHealth};
 use crate::proxy::Probe;
@@ -57,8 +57,8 @@ async fn probe_loop(pool: Rc<Pool>, server: Server, health: Arc<ServerHealth>) {
             Err(error) => {
                 if health.probe_failed(policy) {
                     log_at!(
-                        WARN,
-                        "pool '{pool_name}': server '{name}' ejected: {} health checks failed in a row ({})",
+                        NOTICE,
+                        "pool '{pool_name}': server '{name}' ejected until a health check succeeds: {} health checks failed in a row ({})",
                         policy.failure_limit,
                         error.reason()
                     );

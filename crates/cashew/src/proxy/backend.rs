@@ -74,7 +74,14 @@ impl LinkSettings {
 
 impl ServerLink {
     fn ok(&self) {
-        self.health.ok();
+        if self.health.ok() {
+            log_at!(
+                crate::log::NOTICE,
+                "pool '{}': server '{}' back in service",
+                self.pool_name,
+                self.server_name
+            );
+        }
     }
 
     /// A connection failed; `seen` is its record of failure events (see
@@ -92,7 +99,7 @@ impl ServerLink {
         match self.health.failed(policy, seen) {
             Failure::SameEvent => {}
             Failure::Counted => log_at!(
-                crate::log::WARN,
+                crate::log::NOTICE,
                 "pool '{pool}': server '{name}' failed: {}",
                 error.reason()
             ),
@@ -100,10 +107,18 @@ impl ServerLink {
                 self.pool_counters.add(ps::SERVER_EJECTS, 1);
                 let until = match policy.health_checked {
                     true => "until a health check succeeds".to_string(),
-                    false => format!("for {} ms", policy.retry_timeout_ms),
+                    false => {
+                        let back = std::time::SystemTime::now()
+                            + Duration::from_millis(policy.retry_timeout_ms);
+                        format!(
+                            "for {} ms, until {}",
+                            policy.retry_timeout_ms,
+                            crate::log::format_time(back)
+                        )
+                    }
                 };
                 log_at!(
-                    crate::log::WARN,
+                    crate::log::NOTICE,
                     "pool '{pool}': server '{name}' failed: {}; ejected {until}",
                     error.reason()
                 );
@@ -653,13 +668,14 @@ impl Session {
             }
         };
         let mut any = false;
+        let mut parsed_at = None;
         loop {
             let Some(front) = self.in_flight.front_mut() else {
                 // Bytes with no request waiting for them: out of step.
-                return match parse(rbuf) {
-                    ReplyParse::Incomplete => Ok(()),
-                    _ => Err(BackendError::Protocol),
-                };
+                if parse(rbuf) != ReplyParse::Incomplete {
+                    return Err(BackendError::Protocol);
+                }
+                break;
             };
             if redis && rbuf.first() == Some(&b'>') {
                 // A RESP3 push answers no request (cashew refuses the commands
@@ -696,10 +712,15 @@ impl Session {
             };
             let Some(n) = complete else { break };
             let entry = self.in_flight.pop_front().expect("a request is waiting");
-            if entry.written_at.is_none() {
+            let Some(written_at) = entry.written_at else {
                 // A reply to a request not yet fully written: out of step.
                 return Err(BackendError::Protocol);
-            }
+            };
+            // One clock reading for all the replies of this read.
+            let now = *parsed_at.get_or_insert_with(Instant::now);
+            stats
+                .latency
+                .record(now.saturating_duration_since(written_at));
             let reply = rbuf.split_to(n).freeze();
             stats.add(st::RESPONSES, 1);
             stats.add(st::RESPONSE_BYTES, n as u64);

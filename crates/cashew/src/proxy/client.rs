@@ -184,6 +184,82 @@ impl ReplyBudget {
     }
 }
 
+/// A client's requests in flight and replies not yet written, for the pool's
+/// latency histogram (request read in full to reply written in full) and its
+/// in-flight gauge. The clock is read once per read and once per write, not per
+/// request.
+#[derive(Default)]
+struct Latency {
+    /// When the last read completed: the time of every request it brought.
+    last_read: Option<std::time::Instant>,
+    /// When each request of the client's queue was read, in order.
+    read_at: VecDeque<std::time::Instant>,
+    /// Replies moved to the output and not yet written in full: where each ends in
+    /// the client's stream of reply bytes, and when its request was read.
+    unwritten: VecDeque<(u64, std::time::Instant)>,
+    replied_bytes: u64,
+    written_bytes: u64,
+}
+
+impl Latency {
+    fn read_now(&mut self) {
+        self.last_read = Some(std::time::Instant::now());
+    }
+
+    fn requests_read(&mut self, n: usize, slot: &PoolSlot) {
+        if n == 0 {
+            return;
+        }
+        let at = *self.last_read.get_or_insert_with(std::time::Instant::now);
+        self.read_at.extend(std::iter::repeat_n(at, n));
+        slot.pool().pool_stats().add(ps::IN_FLIGHT, n as u64);
+    }
+
+    /// The reply to the oldest request was moved to the output.
+    fn replied(&mut self, bytes: usize) {
+        if let Some(at) = self.read_at.pop_front() {
+            self.replied_bytes += bytes as u64;
+            self.unwritten.push_back((self.replied_bytes, at));
+        }
+    }
+
+    fn written(&mut self, bytes: usize, slot: &PoolSlot) {
+        self.written_bytes += bytes as u64;
+        self.record_written(slot);
+    }
+
+    /// Records every reply now written in full (a reply of no bytes, to a quiet
+    /// request, as soon as those before it are).
+    fn record_written(&mut self, slot: &PoolSlot) {
+        let done = self
+            .unwritten
+            .iter()
+            .take_while(|(end, _)| *end <= self.written_bytes)
+            .count();
+        if done == 0 {
+            return;
+        }
+        let now = std::time::Instant::now();
+        let pool = slot.pool();
+        let stats = pool.pool_stats();
+        for (_, at) in self.unwritten.drain(..done) {
+            stats.latency.record(now - at);
+        }
+        stats.add(ps::REPLIES, done as u64);
+        stats.sub(ps::IN_FLIGHT, done as u64);
+    }
+
+    /// `n` requests will never be answered (the client is gone or closed).
+    fn dropped(&mut self, n: usize, slot: &PoolSlot) {
+        let left = self.unwritten.len() + n.min(self.read_at.len());
+        self.read_at.clear();
+        self.unwritten.clear();
+        if left > 0 {
+            slot.pool().pool_stats().sub(ps::IN_FLIGHT, left as u64);
+        }
+    }
+}
+
 /// Serves one client until it closes, asks to, or breaks the protocol, or until its
 /// pool's slot closes (pool removed, or cashew draining): then the requests already
 /// received are answered and the connection is closed at a request boundary.
@@ -217,6 +293,7 @@ where
     let mut draining: Option<tokio::time::Instant> = None;
     let mut read_while_draining = false;
     let count_error = |counter| slot.pool().pool_stats().add(counter, 1);
+    let mut latency = Latency::default();
 
     loop {
         if draining.is_none() && slot.is_closing() {
@@ -228,10 +305,12 @@ where
             }
             read_while_draining = input.len() > before || !queue.is_empty();
         }
+        let before = queue.len();
         if reading && !protocol.take_requests(&mut input, &mut queue, budget.max_queue()) {
             count_error(ps::CLIENT_ERR);
             reading = false;
         }
+        latency.requests_read(queue.len() - before, slot);
         let lingered = draining.is_some_and(|since| since.elapsed() >= DRAIN_LINGER);
         if draining.is_some() && input.is_empty() && (read_while_draining || lingered) {
             // A request boundary: nothing more is read.
@@ -248,6 +327,7 @@ where
                 break;
             };
             let (bytes, close) = protocol.finish(pending);
+            latency.replied(bytes.len());
             if !bytes.is_empty() {
                 budget.replied(bytes.len());
                 out.push_back(bytes);
@@ -255,9 +335,11 @@ where
             if close {
                 closing = true;
                 reading = false;
+                latency.dropped(queue.len(), slot);
                 queue.clear();
             }
         }
+        latency.record_written(slot);
 
         if out.is_empty() && (closing || (!reading && queue.is_empty())) {
             break;
@@ -293,7 +375,10 @@ where
                     count_error(ps::CLIENT_EOF);
                     reading = false;
                 }
-                Ok(_) => read_while_draining = draining.is_some(),
+                Ok(_) => {
+                    read_while_draining = draining.is_some();
+                    latency.read_now();
+                }
                 Err(_) => {
                     count_error(ps::CLIENT_ERR);
                     break;
@@ -302,6 +387,7 @@ where
             written = write_some(&mut writer, &mut out), if !out.is_empty() => match written {
                 Ok(n) => {
                     budget.written(n);
+                    latency.written(n, slot);
                     last_read_by_client = tokio::time::Instant::now();
                 }
                 Err(_) => {
@@ -319,6 +405,7 @@ where
                 if reading && linger_end.is_some() && !read_while_draining => {}
         }
     }
+    latency.dropped(queue.len(), slot);
     let _ = writer.shutdown().await;
     if draining.is_some() {
         discard_until_eof(&mut reader).await;

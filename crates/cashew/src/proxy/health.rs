@@ -108,6 +108,8 @@ pub struct ServerHealth {
     probe_failures: AtomicU32,
     probe_state: std::sync::atomic::AtomicU8,
     changed_at_usec: AtomicU64,
+    /// Times the server was ejected, however.
+    ejections: AtomicU64,
 }
 
 /// What [`ServerHealth::failed`] did.
@@ -143,7 +145,13 @@ impl ServerHealth {
             probe_failures: AtomicU32::new(0),
             probe_state: std::sync::atomic::AtomicU8::new(0),
             changed_at_usec: AtomicU64::new(crate::stats::now_usec()),
+            ejections: AtomicU64::new(0),
         }
+    }
+
+    /// Times the server was ejected.
+    pub fn ejections(&self) -> u64 {
+        self.ejections.load(Relaxed)
     }
 
     /// When the server's state last changed, in µs since the epoch.
@@ -193,6 +201,7 @@ impl ServerHealth {
         self.ejected_at_usec
             .store(crate::stats::now_usec(), Relaxed);
         self.pool.probe_ejections.fetch_add(1, Relaxed);
+        self.ejections.fetch_add(1, Relaxed);
         self.changed();
         true
     }
@@ -231,14 +240,27 @@ impl ServerHealth {
         self.ejected_at_usec.load(Relaxed)
     }
 
-    /// A reply came: the failures in a row end.
+    /// A reply came: the failures in a row end, and so does an ejection whose time
+    /// has run out. True for the one caller that ended it (so it is told once).
     #[inline]
-    pub fn ok(&self) {
-        // Read first: most replies find it at 0 already, and a store would bounce
+    pub fn ok(&self) -> bool {
+        // Read first: most replies find them at 0 already, and a store would bounce
         // the cache line between workers.
         if self.failures.load(Relaxed) != 0 {
             self.failures.store(0, Relaxed);
         }
+        let until = self.ejected_until.load(Relaxed);
+        if until == 0 || until == UNTIL_PROBED || until > now_ms() {
+            return false;
+        }
+        let ended = self
+            .ejected_until
+            .compare_exchange(until, 0, Relaxed, Relaxed)
+            .is_ok();
+        if ended {
+            self.changed();
+        }
+        ended
     }
 
     /// Counts a failure of a connection and ejects the server when the policy says
@@ -291,6 +313,7 @@ impl ServerHealth {
         self.failures.store(0, Relaxed);
         self.ejected_at_usec
             .store(crate::stats::now_usec(), Relaxed);
+        self.ejections.fetch_add(1, Relaxed);
         self.changed();
         Failure::Ejected
     }
@@ -300,6 +323,7 @@ impl ServerHealth {
         if !self.manual.swap(true, Relaxed) {
             self.ejected_at_usec
                 .store(crate::stats::now_usec(), Relaxed);
+            self.ejections.fetch_add(1, Relaxed);
         }
         self.changed();
     }
@@ -407,6 +431,25 @@ mod tests {
         assert_eq!(server.state(), ServerState::Down, "no retry timeout");
         assert!(server.probe_ok());
         assert!(server.is_live());
+    }
+
+    #[test]
+    fn the_first_reply_after_an_ejection_ends_it_once() {
+        let server = ServerHealth::new(Arc::default());
+        let policy = EjectPolicy {
+            retry_timeout_ms: 100,
+            ..EJECT_AFTER_2
+        };
+        let mut conn = 0;
+        server.failed(policy, &mut conn);
+        std::thread::sleep(Duration::from_millis(FAILURE_EVENT_MS + 10));
+        assert_eq!(server.failed(policy, &mut conn), Failure::Ejected);
+        assert_eq!(server.ejections(), 1);
+        assert!(!server.ok(), "still ejected: not back yet");
+        std::thread::sleep(Duration::from_millis(110));
+        assert!(server.ok(), "back in service");
+        assert!(!server.ok(), "told once");
+        assert_eq!(server.state(), ServerState::Up);
     }
 
     #[test]

@@ -67,6 +67,9 @@ pub struct PoolRt {
     seen_epoch: Cell<u64>,
     /// When a full server queue was last logged (µs since the epoch): once a second.
     queue_full_logged_at: Cell<u64>,
+    /// When a refused client request was last logged, and how many were not since.
+    refused_logged_at: Cell<u64>,
+    refused_unlogged: Cell<u64>,
     /// When an ejected server is due back, so the router is rebuilt then.
     next_rebuild: Cell<Option<Instant>>,
     shared: Arc<PoolShared>,
@@ -154,6 +157,8 @@ impl PoolRt {
             replies: worker.replies.clone(),
             seen_epoch: Cell::new(0),
             queue_full_logged_at: Cell::new(0),
+            refused_logged_at: Cell::new(0),
+            refused_unlogged: Cell::new(0),
             next_rebuild: Cell::new(None),
             shared: state.shared.clone(),
             pool_stats: counters.pool.clone(),
@@ -182,6 +187,44 @@ impl PoolRt {
 
     pub fn proxy_stats(&self) -> &ProxyCounters {
         &self.proxy_stats
+    }
+
+    /// Counts a client request cashew answered with an error of its own (`kind`, a
+    /// `stats::pool::ERR_*` index) and logs it at INFO, at most once a second per
+    /// pool and worker so that a broken client cannot flood the log.
+    pub fn refused(&self, kind: usize, reply: &[u8]) {
+        self.pool_stats.add(kind, 1);
+        if !crate::log::enabled(crate::log::INFO) {
+            return;
+        }
+        let now = stats::now_usec();
+        if now.saturating_sub(self.refused_logged_at.get()) < 1_000_000 {
+            self.refused_unlogged.set(self.refused_unlogged.get() + 1);
+            return;
+        }
+        self.refused_logged_at.set(now);
+        let more = self.refused_unlogged.replace(0);
+        let text = String::from_utf8_lossy(reply);
+        let text = text.trim_end().trim_start_matches('-');
+        let text: String = text.chars().take(200).collect();
+        log_at!(
+            crate::log::INFO,
+            "pool '{}': a client request refused: {text}{}",
+            self.config().name,
+            match more {
+                0 => String::new(),
+                n => format!(" ({n} more in the last second not logged)"),
+            }
+        );
+    }
+
+    /// Counts a request that failed because of its server.
+    pub fn server_failed(&self, error: &BackendError) {
+        let kind = match error {
+            BackendError::TimedOut => stats::pool::ERR_TIMEOUT,
+            _ => stats::pool::ERR_SERVER,
+        };
+        self.pool_stats.add(kind, 1);
     }
 
     pub fn server_count(&self) -> usize {

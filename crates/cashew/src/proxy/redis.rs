@@ -20,7 +20,7 @@ use super::client::{all_ok, settle_all, try_settle_all, Part, PendingReply, Prot
 use super::gutter::{self, Target};
 use super::handoff::BackendError;
 use super::pool::{PoolRt, PoolSlot};
-use crate::stats::{pool as ps, proxy as px};
+use crate::stats::{family, pool as ps, proxy as px};
 
 /// The version reported when no server has told its own yet.
 const FALLBACK_REDIS_VERSION: &str = "7.0.0";
@@ -122,6 +122,23 @@ fn err(text: &str) -> Pending {
     ready(|o| error(o, text))
 }
 
+/// Counts (and logs, see [`PoolRt::refused`]) an error reply cashew gave itself:
+/// an unknown command is unsupported, a command a proxy cannot serve refused,
+/// anything else the client's error.
+fn count_local_reply(pool: &PoolRt, reply: &[u8]) {
+    if !reply.starts_with(b"-") || reply.starts_with(b"-ERR No live server") {
+        return;
+    }
+    let kind = if reply.starts_with(b"-ERR unknown command") {
+        ps::ERR_UNSUPPORTED
+    } else if memchr::memmem::find(reply, b"is not supported by the proxy").is_some() {
+        ps::ERR_REFUSED
+    } else {
+        ps::ERR_CLIENT
+    };
+    pool.refused(kind, reply);
+}
+
 fn refused(name: &str, reason: Reason) -> Pending {
     err(&format!(
         "ERR command '{name}' is not supported by the proxy: {}",
@@ -160,9 +177,13 @@ impl Protocol for Client {
                     let max = pool.config().max_request_size;
                     if needed.unwrap_or(input.len()) as u64 > max {
                         // As Redis past its query buffer limit: the error, then close.
-                        queue.push_back(err(&format!(
+                        let reply = err(&format!(
                             "ERR Protocol error: request larger than max_request_size ({max} bytes)"
-                        )));
+                        ));
+                        if let Pending::Ready(bytes) = &reply {
+                            pool.refused(ps::ERR_CLIENT, bytes);
+                        }
+                        queue.push_back(reply);
                         self.done = true;
                         return false;
                     }
@@ -171,7 +192,9 @@ impl Protocol for Client {
                 }
                 Parsed::Error(reason) => {
                     // As Redis: the error, then the connection is closed.
-                    queue.push_back(err(&format!("ERR Protocol error: {reason}")));
+                    let text = format!("ERR Protocol error: {reason}");
+                    pool.refused(ps::ERR_CLIENT, text.as_bytes());
+                    queue.push_back(err(&text));
                     self.done = true;
                     return false;
                 }
@@ -180,6 +203,9 @@ impl Protocol for Client {
                     let bytes = input.split_to(request.len).freeze();
                     if !self.args.is_empty() {
                         let pending = self.dispatch(pool, &bytes);
+                        if let Pending::Ready(reply) = &pending {
+                            count_local_reply(pool, reply);
+                        }
                         queue.push_back(pending);
                     }
                 }
@@ -263,6 +289,14 @@ impl Client {
                 "ERR too many keys in one request (max_keys is {max_keys})"
             ));
         }
+        let family = match spec.kind {
+            CommandKind::Refused(_) => family::REFUSED,
+            CommandKind::Local => family::LOCAL,
+            CommandKind::SplitKeys | CommandKind::SplitPairs => family::SPLIT,
+            _ if is_write(spec.name) => family::WRITE,
+            _ => family::READ,
+        };
+        pool.pool_stats().add(ps::FAMILY + family, 1);
         match spec.kind {
             CommandKind::Refused(reason) => refused(spec.name, reason),
             CommandKind::Local => self.local(pool, spec.name, bytes),
@@ -352,6 +386,7 @@ impl Client {
 
     fn no_server(&self, pool: &PoolRt) -> Pending {
         pool.pool_stats().add(ps::FORWARD_ERROR, 1);
+        pool.server_failed(&BackendError::NoServer);
         Pending::Ready(BackendError::NoServer.redis_reply())
     }
 
@@ -566,6 +601,7 @@ impl Client {
 
     fn failed(&self, pool: &PoolRt, e: BackendError) -> Bytes {
         pool.pool_stats().add(ps::FORWARD_ERROR, 1);
+        pool.server_failed(&e);
         e.redis_reply()
     }
 

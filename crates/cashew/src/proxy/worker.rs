@@ -372,6 +372,7 @@ fn spawn_client(client: Client, slot: Rc<PoolSlot>, ctx: &Rc<WorkerCtx>) {
     }
     pool.proxy_stats().add(px::CURR_CONNECTIONS, 1);
     pool.pool_stats().add(ps::CLIENT_CONNECTIONS, 1);
+    pool.pool_stats().add(ps::CONNECTIONS_OPENED, 1);
     drop(pool);
     ctx.clients.spawn(async move {
         match client {

@@ -135,6 +135,7 @@ impl Protocol for Client {
                     let consumed = bad.consume.min(input.len());
                     input.advance(consumed);
                     self.skip = bad.skip + (bad.consume - consumed);
+                    pool.refused(error_kind(bad.reply), bad.reply);
                     if !bad.noreply {
                         queue.push_back(Pending::Ready(Bytes::from_static(bad.reply)));
                     }
@@ -148,7 +149,9 @@ impl Protocol for Client {
                     if req.command.shape() == Shape::Retrieval
                         && keys(&bytes, req.keys.clone()).nth(max_keys).is_some()
                     {
-                        queue.push_back(Pending::Ready(too_many_keys(max_keys)));
+                        let reply = too_many_keys(max_keys);
+                        pool.refused(ps::ERR_CLIENT, &reply);
+                        queue.push_back(Pending::Ready(reply));
                         continue;
                     }
                     if req.command == Command::Quit {
@@ -171,6 +174,41 @@ impl Protocol for Client {
     }
 }
 
+/// How a local error reply counts: an unknown command is unsupported, a command
+/// a proxy cannot serve refused, anything else the client's error.
+fn error_kind(reply: &[u8]) -> usize {
+    if reply.starts_with(b"ERROR not supported") || reply.starts_with(b"CLIENT_ERROR stats") {
+        ps::ERR_REFUSED
+    } else if reply.starts_with(b"ERROR") {
+        ps::ERR_UNSUPPORTED
+    } else {
+        ps::ERR_CLIENT
+    }
+}
+
+/// The family a command is counted in (an index of `stats::FAMILIES`).
+fn family(command: Command) -> usize {
+    use Command::*;
+    match command {
+        Get => 0,
+        Gets => 1,
+        Gat => 2,
+        Gats => 3,
+        Set => 4,
+        Add => 5,
+        Replace => 6,
+        Append => 7,
+        Prepend => 8,
+        Cas => 9,
+        Incr => 10,
+        Decr => 11,
+        Touch => 12,
+        Delete => 13,
+        MetaGet | MetaSet | MetaDelete | MetaArithmetic | MetaNoop | MetaDebug => 14,
+        FlushAll | Verbosity | Version | Quit | Stats => crate::stats::family::OTHER,
+    }
+}
+
 /// The reply to a retrieval of more than `max_keys` keys.
 fn too_many_keys(max_keys: usize) -> Bytes {
     Bytes::from(format!(
@@ -186,6 +224,7 @@ impl Client {
         bytes: Bytes,
         queue: &mut VecDeque<Pending>,
     ) {
+        pool.pool_stats().add(ps::FAMILY + family(req.command), 1);
         let counters = pool.proxy_stats();
         match req.command {
             c if c.is_storage() => counters.add(px::CMD_SET, 1),
@@ -389,6 +428,7 @@ fn count_reply(pool: &PoolRt, count: Count, reply: &[u8]) {
 
 fn failed(pool: &PoolRt, e: BackendError) -> Bytes {
     pool.pool_stats().add(ps::FORWARD_ERROR, 1);
+    pool.server_failed(&e);
     e.memcache_reply()
 }
 
@@ -396,6 +436,9 @@ fn count_hits(pool: &PoolRt, hits: usize, keys: usize) {
     let counters = pool.proxy_stats();
     counters.add(px::GET_HITS, hits as u64);
     counters.add(px::GET_MISSES, keys.saturating_sub(hits) as u64);
+    let counters = pool.pool_stats();
+    counters.add(ps::GET_HITS, hits as u64);
+    counters.add(ps::GET_MISSES, keys.saturating_sub(hits) as u64);
 }
 
 /// Values in the client's key order, one `END`. A failed part fails the request.
@@ -485,6 +528,7 @@ fn stats_reply(pool: &PoolRt) -> Bytes {
 
 fn no_server(pool: &PoolRt, noreply: bool, queue: &mut VecDeque<Pending>) {
     pool.pool_stats().add(ps::FORWARD_ERROR, 1);
+    pool.server_failed(&BackendError::NoServer);
     if !noreply {
         queue.push_back(Pending::Ready(BackendError::NoServer.memcache_reply()));
     }

@@ -326,6 +326,7 @@ impl Retrieval {
         }
         if let Some(error) = self.failed {
             pool.pool_stats().add(ps::FORWARD_ERROR, 1);
+            pool.server_failed(&error);
             return error.memcache_reply();
         }
         let mut out = BytesMut::new();
@@ -503,6 +504,7 @@ impl Failover {
             }
             Err(e) => {
                 self.pool.pool_stats().add(ps::FORWARD_ERROR, 1);
+                self.pool.server_failed(&e);
                 e.memcache_reply()
             }
         }
@@ -734,6 +736,7 @@ impl Write {
                     Some(Err(e)) => e,
                     _ => BackendError::NoServer,
                 };
+                self.pool.server_failed(&e);
                 e.memcache_reply()
             }
         };
