@@ -771,6 +771,17 @@ impl AdminApi {
         Self::parse(response, path)
     }
 
+    /// A GET whose body is not JSON (`/metrics`): status and text.
+    pub fn get_text(&self, path: &str) -> (u16, String) {
+        let mut response = self
+            .agent
+            .get(format!("{}{path}", self.base))
+            .call()
+            .unwrap_or_else(|e| panic!("admin {path}: {e}"));
+        let status = response.status().as_u16();
+        (status, response.body_mut().read_to_string().unwrap())
+    }
+
     pub fn post(&self, path: &str) -> (u16, serde_json::Value) {
         let mut request = self.agent.post(format!("{}{path}", self.base));
         if let Some(token) = &self.token {

@@ -1,0 +1,443 @@
+//! What an operator sees: `/metrics` read by a real Prometheus parser after a known
+//! workload against real servers, and the log lines of the events that matter.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use cashew_testkit::dns::Nameserver;
+use cashew_testkit::{
+    cashew_route, free_port, memcached, memcached_on, redis_server, AdminApi, Cashew, McConn,
+};
+
+const CASHEW: &str = env!("CARGO_BIN_EXE_cashew");
+
+fn python() -> PathBuf {
+    let path = std::env::var_os("CASHEW_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/python/bin/python")
+        });
+    assert!(
+        path.exists(),
+        "{} is missing: scripts/install-deps installs prometheus_client",
+        path.display()
+    );
+    path
+}
+
+/// One sample of the metrics.
+#[derive(Debug)]
+struct Sample {
+    name: String,
+    labels: std::collections::BTreeMap<String, String>,
+    value: f64,
+}
+
+/// `/metrics`, parsed by prometheus_client's strict OpenMetrics parser.
+fn scrape(admin: &AdminApi) -> Vec<Sample> {
+    let (status, text) = admin.get_text("/metrics");
+    assert_eq!(status, 200, "{text}");
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/python/parse_metrics.py");
+    let mut child = Command::new(python())
+        .arg(script)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "the parser refused /metrics: {}\n{text}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            Sample {
+                name: v["name"].as_str().unwrap().to_string(),
+                labels: v["labels"]
+                    .as_object()
+                    .unwrap()
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_string()))
+                    .collect(),
+                value: v["value"].as_f64().unwrap(),
+            }
+        })
+        .collect()
+}
+
+/// The value of the sample `name` with (at least) `labels`, summed when several
+/// match; panics when none does.
+fn value(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> f64 {
+    let matching: Vec<&Sample> = samples
+        .iter()
+        .filter(|s| s.name == name)
+        .filter(|s| {
+            labels
+                .iter()
+                .all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(v))
+        })
+        .collect();
+    assert!(!matching.is_empty(), "no {name} {labels:?}");
+    matching.iter().map(|s| s.value).sum()
+}
+
+fn admin_port() -> (String, SocketAddr) {
+    let port = free_port("127.0.0.1");
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    (addr.to_string(), addr)
+}
+
+fn redis_roundtrip(s: &mut TcpStream, r: &mut BufReader<TcpStream>, request: &str, lines: usize) {
+    s.write_all(request.as_bytes()).unwrap();
+    for _ in 0..lines {
+        let mut line = String::new();
+        r.read_line(&mut line).unwrap();
+    }
+}
+
+#[test]
+fn metrics_count_a_known_workload() {
+    let mcs = [memcached(), memcached()];
+    let redis = redis_server(&[]);
+    let (mc_listen, rd_listen) = (free_port("127.0.0.1"), free_port("127.0.0.1"));
+    let yaml = format!(
+        "cache:\n  listen: 127.0.0.1:{mc_listen}\n  servers:\n    - {}:1 a\n    - {}:1 b\nsessions:\n  listen: 127.0.0.1:{rd_listen}\n  redis: true\n  servers:\n    - {}:1 r\n",
+        mcs[0].addr, mcs[1].addr, redis.addr
+    );
+    let (admin_arg, admin_addr) = admin_port();
+    let cashew = Cashew::start(CASHEW, &yaml, &["--threads", "2", "--admin", &admin_arg]);
+    let admin = AdminApi::new(admin_addr, None);
+
+    // memcached: M sets, N single-key gets of which H hit, one multi-get of ten
+    // stored keys, E unknown commands and R refused ones.
+    let (m, misses, e, r) = (20, 30, 5, 2);
+    let mut c = McConn::connect(format!("127.0.0.1:{mc_listen}").parse().unwrap());
+    let stored: Vec<String> = (0..m).map(|i| format!("k{i}")).collect();
+    for key in &stored {
+        c.set(key, b"v");
+    }
+    for key in &stored {
+        assert!(c.get(key).is_some());
+    }
+    for i in 0..misses {
+        assert!(c.get(&format!("missing{i}")).is_none());
+    }
+    let multi = &stored[..10];
+    assert_eq!(c.get_many(multi).len(), 10);
+    for _ in 0..e {
+        c.roundtrip(b"frobnicate\r\n", b"ERROR\r\n");
+    }
+    for _ in 0..r {
+        c.send(b"slabs reassign 1 2\r\n");
+        assert!(c.line().starts_with("ERROR not supported by the proxy"));
+    }
+    // The servers the multi-get went to.
+    let conf = cashew.dir.join("cashew.yml");
+    let mut servers = cashew_route(CASHEW, &conf, Some("cache"), multi);
+    servers.sort();
+    servers.dedup();
+    let parts = servers.len() as f64;
+
+    // redis: 3 reads, 2 writes, 1 split, 1 local, 1 refused, 1 unknown.
+    let mut s = TcpStream::connect(("127.0.0.1", rd_listen)).unwrap();
+    let mut rr = BufReader::new(s.try_clone().unwrap());
+    redis_roundtrip(&mut s, &mut rr, "SET a 1\r\nSET b 2\r\n", 2);
+    redis_roundtrip(&mut s, &mut rr, "GET a\r\nGET b\r\nGET c\r\n", 5);
+    redis_roundtrip(&mut s, &mut rr, "MGET a b c\r\n", 6);
+    redis_roundtrip(&mut s, &mut rr, "PING\r\nKEYS *\r\nNOSUCH x\r\n", 3);
+
+    // Replies are counted as they are written: wait for the last one.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let samples = loop {
+        let samples = scrape(&admin);
+        let replies = value(&samples, "cashew_replies_total", &[("pool", "sessions")]);
+        if replies == 9.0 || Instant::now() > deadline {
+            break samples;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let v = |name: &str, labels: &[(&str, &str)]| value(&samples, name, labels);
+    let cache = ("pool", "cache");
+    let gets = (m + misses + 1) as f64;
+    assert_eq!(
+        v("cashew_requests_total", &[cache, ("family", "set")]),
+        m as f64
+    );
+    assert_eq!(
+        v("cashew_requests_total", &[cache, ("family", "get")]),
+        gets
+    );
+    assert_eq!(v("cashew_get_hits_total", &[cache]), (m + 10) as f64);
+    assert_eq!(v("cashew_get_misses_total", &[cache]), misses as f64);
+    assert_eq!(
+        v("cashew_errors_total", &[cache, ("kind", "unsupported")]),
+        e as f64
+    );
+    assert_eq!(
+        v("cashew_errors_total", &[cache, ("kind", "refused")]),
+        r as f64
+    );
+    assert_eq!(
+        v("cashew_errors_total", &[cache, ("kind", "server_error")]),
+        0.0
+    );
+    let replies = (m + misses + m + 1 + e + r) as f64;
+    assert_eq!(v("cashew_replies_total", &[cache]), replies);
+    assert_eq!(v("cashew_client_latency_seconds_count", &[cache]), replies);
+    assert_eq!(
+        v(
+            "cashew_client_latency_seconds_bucket",
+            &[cache, ("le", "+Inf")]
+        ),
+        replies
+    );
+    assert!(v("cashew_client_latency_seconds_sum", &[cache]) > 0.0);
+    assert_eq!(v("cashew_in_flight", &[cache]), 0.0);
+    assert_eq!(v("cashew_client_connections", &[cache]), 1.0);
+    assert_eq!(v("cashew_client_connections_opened_total", &[cache]), 1.0);
+    // Every request a server got: the sets, the single gets, one part per server
+    // of the multi-get; each answered, each timed.
+    let to_servers = (m + m + misses) as f64 + parts;
+    assert_eq!(v("cashew_server_requests_total", &[cache]), to_servers);
+    assert_eq!(v("cashew_server_replies_total", &[cache]), to_servers);
+    assert_eq!(
+        v("cashew_server_latency_seconds_count", &[cache]),
+        to_servers
+    );
+    for server in ["a", "b"] {
+        let labels = [cache, ("server", server)];
+        assert_eq!(
+            v(
+                "cashew_server_state",
+                &[cache, ("server", server), ("state", "up")]
+            ),
+            1.0
+        );
+        assert_eq!(
+            v("cashew_server_latency_seconds_count", &labels),
+            v("cashew_server_replies_total", &labels)
+        );
+        assert_eq!(v("cashew_server_ejections_total", &labels), 0.0);
+    }
+
+    let sessions = ("pool", "sessions");
+    for (family, n) in [
+        ("read", 3.0),
+        ("write", 2.0),
+        ("split", 1.0),
+        ("local", 1.0),
+        ("refused", 1.0),
+    ] {
+        assert_eq!(
+            v("cashew_requests_total", &[sessions, ("family", family)]),
+            n,
+            "{family}"
+        );
+    }
+    assert_eq!(
+        v("cashew_errors_total", &[sessions, ("kind", "refused")]),
+        1.0
+    );
+    assert_eq!(
+        v("cashew_errors_total", &[sessions, ("kind", "unsupported")]),
+        1.0
+    );
+    assert_eq!(v("cashew_replies_total", &[sessions]), 9.0);
+    assert_eq!(v("cashew_client_latency_seconds_count", &[sessions]), 9.0);
+
+    assert_eq!(v("cashew_worker_threads", &[]), 2.0);
+    assert_eq!(v("cashew_generation", &[]), 1.0);
+    assert!(v("cashew_resident_memory_bytes", &[]) > 1e6);
+    assert!(v("cashew_open_fds", &[]) > 5.0);
+    assert_eq!(
+        v(
+            "cashew_build_info",
+            &[("version", env!("CARGO_PKG_VERSION"))]
+        ),
+        1.0
+    );
+}
+
+/// Log lines matching `pattern`.
+fn lines_with<'a>(log: &'a str, pattern: &str) -> Vec<&'a str> {
+    log.lines().filter(|l| l.contains(pattern)).collect()
+}
+
+/// No Rust debug formatting where an operator reads.
+fn assert_in_words(log: &str) {
+    for debug in ["Some(", "Io(", "Kind(", "Tcp {", "Unix {", "Os {"] {
+        assert!(
+            !log.contains(debug),
+            "debug output {debug:?} in the log:\n{log}"
+        );
+    }
+}
+
+#[test]
+fn a_server_killed_and_restarted_is_logged_once_each_way() {
+    let mut mc = memcached();
+    let port = mc.port();
+    let listen = free_port("127.0.0.1");
+    let yaml = format!(
+        "pool:\n  listen: 127.0.0.1:{listen}\n  auto_eject_hosts: true\n  server_failure_limit: 1\n  server_retry_timeout: 300\n  timeout: 500\n  servers:\n    - {}:1 one\n",
+        mc.addr
+    );
+    let (admin_arg, admin_addr) = admin_port();
+    let cashew = Cashew::start(CASHEW, &yaml, &["--threads", "2", "--admin", &admin_arg]);
+    let mut c = McConn::connect(format!("127.0.0.1:{listen}").parse().unwrap());
+    c.set("k", b"v");
+    // Each worker has a connection to the server.
+    let mut other = McConn::connect(format!("127.0.0.1:{listen}").parse().unwrap());
+    other.set("k", b"v");
+    drop(mc);
+    c.send(b"get k\r\n");
+    assert!(c.line().starts_with("SERVER_ERROR"));
+    other.send(b"get k\r\n");
+    assert!(other.line().starts_with("SERVER_ERROR"));
+    mc = memcached_on("127.0.0.1", port);
+    std::thread::sleep(Duration::from_millis(400));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        c.send(b"get k\r\n");
+        if c.line() == "END\r\n" {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (status, _) = AdminApi::new(admin_addr, None).post("/reload");
+    assert_eq!(status, 200);
+    std::thread::sleep(Duration::from_millis(200));
+    let log = cashew.log();
+    println!("{log}");
+    let failed = lines_with(&log, "server 'one' failed");
+    assert_eq!(failed.len(), 1, "{log}");
+    assert!(failed[0].contains("ejected for 300 ms, until "), "{log}");
+    assert_eq!(
+        lines_with(&log, "server 'one' back in service").len(),
+        1,
+        "{log}"
+    );
+    assert_eq!(
+        lines_with(&log, "configuration generation 2 loaded").len(),
+        1,
+        "{log}"
+    );
+    assert_in_words(&log);
+    drop(mc);
+}
+
+#[test]
+fn a_port_in_use_is_a_fatal_error_in_words_on_stderr_and_in_the_log() {
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    let dir = cashew_testkit::temp_dir("port-in-use");
+    let conf = dir.join("cashew.yml");
+    let log = dir.join("cashew.log");
+    std::fs::write(
+        &conf,
+        format!("pool:\n  listen: {addr}\n  servers:\n    - 127.0.0.1:1:1\n"),
+    )
+    .unwrap();
+    let stats = free_port("127.0.0.1").to_string();
+    let out = Command::new(CASHEW)
+        .arg("-c")
+        .arg(&conf)
+        .arg("-o")
+        .arg(&log)
+        .args(["-s", &stats, "-a", "127.0.0.1"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let expected = format!("cannot listen on {addr}: Address already in use");
+    assert_eq!(lines_with(&stderr, &expected).len(), 1, "{stderr}");
+    let log = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(lines_with(&log, &expected).len(), 1, "{log}");
+    assert_in_words(&log);
+}
+
+#[test]
+fn a_host_name_that_does_not_resolve_is_logged_as_such() {
+    let nameserver = match Nameserver::start() {
+        Ok(ns) => ns,
+        Err(why) => {
+            eprintln!("skipped: a test nameserver needs root: {why}");
+            return;
+        }
+    };
+    let listen = free_port("127.0.0.1");
+    let yaml = format!(
+        "pool:\n  listen: 127.0.0.1:{listen}\n  servers:\n    - nosuch.cashew.test:11211:1\n"
+    );
+    let cashew = Cashew::start_with_nameserver(CASHEW, &yaml, &["--threads", "2"], &nameserver);
+    let mut c = McConn::connect(format!("127.0.0.1:{listen}").parse().unwrap());
+    c.send(b"get k\r\n");
+    let reply = c.line();
+    let words = "address resolution of 'nosuch.cashew.test' failed";
+    assert!(reply.contains(words), "{reply}");
+    std::thread::sleep(Duration::from_millis(100));
+    let log = cashew.log();
+    assert_eq!(lines_with(&log, words).len(), 1, "{log}");
+    assert_in_words(&log);
+}
+
+#[test]
+fn refused_requests_are_logged_at_info_at_most_once_a_second() {
+    let mc = memcached();
+    let listen = free_port("127.0.0.1");
+    let yaml = format!(
+        "pool:\n  listen: 127.0.0.1:{listen}\n  servers:\n    - {}:1\n",
+        mc.addr
+    );
+    let cashew = Cashew::start(CASHEW, &yaml, &["--threads", "1", "-v", "6"]);
+    let mut c = McConn::connect(format!("127.0.0.1:{listen}").parse().unwrap());
+    let started = Instant::now();
+    for _ in 0..200 {
+        c.roundtrip(b"frobnicate\r\n", b"ERROR\r\n");
+    }
+    let seconds = started.elapsed().as_secs() + 1;
+    std::thread::sleep(Duration::from_millis(100));
+    let log = cashew.log();
+    let refused = lines_with(&log, "pool 'pool': a client request refused: ERROR");
+    assert!(
+        !refused.is_empty() && refused.len() as u64 <= seconds,
+        "{} lines in {seconds} s:\n{log}",
+        refused.len()
+    );
+}
+
+#[test]
+fn json_log_lines_are_one_object_each() {
+    let mc = memcached();
+    let listen = free_port("127.0.0.1");
+    let yaml = format!(
+        "pool:\n  listen: 127.0.0.1:{listen}\n  servers:\n    - {}:1\n",
+        mc.addr
+    );
+    let cashew = Cashew::start(CASHEW, &yaml, &["--log-format", "json"]);
+    let log = cashew.log();
+    assert!(log.lines().count() >= 3, "{log}");
+    for line in log.lines() {
+        let object: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert!(
+            object["time"].is_string() && object["message"].is_string(),
+            "{line}"
+        );
+        assert_eq!(object["level"], "notice", "{line}");
+    }
+    assert!(log.contains("\"message\":\"cashew "), "{log}");
+}
