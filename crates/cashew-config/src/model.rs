@@ -67,6 +67,15 @@ pub struct Pool {
     /// Bytes of requests waiting to be written to one server connection, beyond
     /// which new requests for it fail at once.
     pub server_queue_limit: u64,
+    /// Track the pool's hottest keys (cashew's own key).
+    pub hotkeys: bool,
+    /// Keys the hot-key sketch of each worker holds.
+    pub hotkeys_capacity: u32,
+    /// One request in this many is looked at for hot keys.
+    pub hotkeys_sample: u32,
+    /// Requests a server takes longer than this to answer are kept in the slow
+    /// log; 0 for none.
+    pub slowlog_ms: u64,
     pub servers: Vec<Server>,
 }
 
@@ -110,6 +119,10 @@ impl Pool {
             max_request_size: DEFAULT_MAX_REQUEST_SIZE,
             max_keys: DEFAULT_MAX_KEYS,
             server_queue_limit: DEFAULT_SERVER_QUEUE_LIMIT,
+            hotkeys: false,
+            hotkeys_capacity: 128,
+            hotkeys_sample: 8,
+            slowlog_ms: 0,
             servers: Vec::new(),
         }
     }

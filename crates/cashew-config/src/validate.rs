@@ -8,7 +8,7 @@ use crate::model::{Config, Listen, Pool};
 use crate::yaml::{Location, Node, Value};
 
 /// Every key a pool may have, in the order the docs list them.
-pub const POOL_KEYS: [&str; 30] = [
+pub const POOL_KEYS: [&str; 34] = [
     "listen",
     "hash",
     "hash_tag",
@@ -38,6 +38,10 @@ pub const POOL_KEYS: [&str; 30] = [
     "max_request_size",
     "max_keys",
     "server_queue_limit",
+    "hotkeys",
+    "hotkeys_capacity",
+    "hotkeys_sample",
+    "slowlog_ms",
     "servers",
 ];
 
@@ -244,6 +248,10 @@ impl<'f> Validator<'f> {
                 "max_request_size" => set(&mut pool.max_request_size, field.number(1024, 1 << 30)),
                 "max_keys" => set(&mut pool.max_keys, field.number(1, u32::MAX)),
                 "server_queue_limit" => set(&mut pool.server_queue_limit, field.number(1024, 1 << 40)),
+                "hotkeys" => set(&mut pool.hotkeys, field.boolean()),
+                "hotkeys_capacity" => set(&mut pool.hotkeys_capacity, field.number(8, 4096)),
+                "hotkeys_sample" => set(&mut pool.hotkeys_sample, field.number(1, 1 << 20)),
+                "slowlog_ms" => set(&mut pool.slowlog_ms, field.number(0, u64::MAX)),
                 "redis_auth" => {
                     redis_auth_at = Some(key_node.at);
                     pool.redis_auth = field.parse(|s| if s.is_empty() { Err("is empty; give the password or leave the key out".into()) } else { Ok(s.to_string()) });

@@ -92,7 +92,8 @@ fn pool_counter(state: &PoolGen, i: usize) -> u64 {
     stats::pool_total(state, i)
 }
 
-fn pool_latency(state: &PoolGen) -> HistogramTotal {
+/// A pool's client latency over all workers.
+pub fn pool_latency(state: &PoolGen) -> HistogramTotal {
     let mut total = HistogramTotal::default();
     for w in &state.workers {
         w.pool.latency.add_to(&mut total);
@@ -100,7 +101,8 @@ fn pool_latency(state: &PoolGen) -> HistogramTotal {
     total
 }
 
-fn server_latency(state: &PoolGen, server: usize) -> HistogramTotal {
+/// A server's latency over all workers.
+pub fn server_latency(state: &PoolGen, server: usize) -> HistogramTotal {
     let mut total = HistogramTotal::default();
     for w in &state.workers {
         w.servers[server].latency.add_to(&mut total);

@@ -293,6 +293,8 @@ impl HistogramTotal {
 pub struct PoolCounters {
     counters: Counters<{ pool::COUNT }>,
     pub latency: Histogram,
+    pub hotkeys: crate::hotkeys::HotKeys,
+    pub slowlog: crate::slowlog::SlowLog,
 }
 
 impl std::ops::Deref for PoolCounters {

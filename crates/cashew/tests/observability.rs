@@ -441,3 +441,118 @@ fn json_log_lines_are_one_object_each() {
     }
     assert!(log.contains("\"message\":\"cashew "), "{log}");
 }
+
+#[test]
+fn hot_keys_of_a_skewed_workload() {
+    let mcs = [memcached(), memcached(), memcached()];
+    let listen = free_port("127.0.0.1");
+    let yaml = format!(
+        "pool:\n  listen: 127.0.0.1:{listen}\n  hotkeys: true\n  servers:\n{}",
+        mcs.iter()
+            .enumerate()
+            .map(|(i, m)| format!("    - {}:1 s{i}\n", m.addr))
+            .collect::<String>()
+    );
+    let (admin_arg, admin_addr) = admin_port();
+    let cashew = Cashew::start(CASHEW, &yaml, &["--threads", "2", "--admin", &admin_arg]);
+    let admin = AdminApi::new(admin_addr, None);
+    // Two pipelining clients: 30% of requests for one key, the rest spread
+    // uniformly over 10,000 keys.
+    let run_for = Duration::from_secs(2);
+    let started = Instant::now();
+    let hot_requests: u64 = std::thread::scope(|scope| {
+        let clients: Vec<_> = (0..2u64)
+            .map(|id| {
+                scope.spawn(move || {
+                    let mut c = McConn::connect(format!("127.0.0.1:{listen}").parse().unwrap());
+                    let mut state = 0x2545_f491_4f6c_dd1d_u64 ^ id;
+                    let mut hot = 0;
+                    while started.elapsed() < run_for {
+                        let mut batch = String::new();
+                        for _ in 0..100 {
+                            state ^= state << 13;
+                            state ^= state >> 7;
+                            state ^= state << 17;
+                            if state % 10 < 3 {
+                                hot += 1;
+                                batch.push_str("get the-hot-key\r\n");
+                            } else {
+                                batch.push_str(&format!("get k{}\r\n", (state >> 8) % 10_000));
+                            }
+                        }
+                        c.send(batch.as_bytes());
+                        for _ in 0..100 {
+                            assert_eq!(c.line(), "END\r\n");
+                        }
+                    }
+                    hot
+                })
+            })
+            .collect();
+        clients.into_iter().map(|c| c.join().unwrap()).sum()
+    });
+    let truth = hot_requests as f64 / started.elapsed().as_secs_f64();
+    let (status, body) = admin.get("/hotkeys");
+    assert_eq!(status, 200);
+    let keys = body["hotkeys"].as_array().unwrap();
+    println!(
+        "truth {truth:.0}/s; reported {}",
+        serde_json::to_string(&keys[..3.min(keys.len())]).unwrap()
+    );
+    assert_eq!(keys[0]["pool"], "pool");
+    assert_eq!(keys[0]["key"], "the-hot-key");
+    let rate = keys[0]["rate"].as_f64().unwrap();
+    assert!(
+        (rate - truth).abs() <= 0.2 * truth,
+        "reported {rate}/s, truth {truth:.0}/s"
+    );
+    let conf = cashew.dir.join("cashew.yml");
+    let server = &cashew_route(CASHEW, &conf, None, &["the-hot-key".to_string()])[0];
+    assert!(
+        server.ends_with(keys[0]["server"].as_str().unwrap()),
+        "{server} {}",
+        keys[0]
+    );
+    // No other key comes close.
+    assert!(
+        keys[1]["rate"].as_f64().unwrap() < rate / 10.0,
+        "{}",
+        keys[1]
+    );
+}
+
+#[test]
+fn requests_to_a_frozen_server_appear_in_the_slow_log() {
+    let mc = memcached();
+    let listen = free_port("127.0.0.1");
+    let yaml = format!(
+        "pool:\n  listen: 127.0.0.1:{listen}\n  slowlog_ms: 100\n  servers:\n    - {}:1 frozen\n",
+        mc.addr
+    );
+    let (admin_arg, admin_addr) = admin_port();
+    let _cashew = Cashew::start(CASHEW, &yaml, &["--threads", "1", "--admin", &admin_arg]);
+    let admin = AdminApi::new(admin_addr, None);
+    let mut c = McConn::connect(format!("127.0.0.1:{listen}").parse().unwrap());
+    c.roundtrip(b"get fast-key\r\n", b"END\r\n");
+    mc.freeze();
+    c.send(b"get slow-key\r\n");
+    std::thread::sleep(Duration::from_millis(300));
+    mc.signal("CONT");
+    assert_eq!(c.line(), "END\r\n");
+    let (status, body) = admin.get("/slowlog");
+    assert_eq!(status, 200);
+    let entries = body["slowlog"].as_array().unwrap();
+    println!("{}", serde_json::to_string_pretty(&body).unwrap());
+    assert_eq!(entries.len(), 1, "{body}");
+    let e = &entries[0];
+    assert_eq!(
+        (&e["pool"], &e["server"]),
+        (&"pool".into(), &"frozen".into())
+    );
+    assert_eq!(
+        (&e["command"], &e["key"]),
+        (&"get".into(), &"slow-key".into())
+    );
+    let latency = e["latency_ms"].as_f64().unwrap();
+    assert!((250.0..5000.0).contains(&latency), "{latency} ms");
+}

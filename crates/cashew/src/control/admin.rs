@@ -89,6 +89,14 @@ async fn handle(supervisor: &Supervisor, request: HttpRequest<Incoming>) -> Repl
             );
             reply
         }
+        (true, _, ["hotkeys"]) => json_reply(
+            StatusCode::OK,
+            super::insight::hotkeys(&supervisor.generation()),
+        ),
+        (true, _, ["slowlog"]) => json_reply(
+            StatusCode::OK,
+            super::insight::slowlog(&supervisor.generation()),
+        ),
         (true, _, ["config"]) => config(supervisor),
         (true, _, ["status"]) => json_reply(StatusCode::OK, status(supervisor)),
         (_, true, ["reload"]) => reload(supervisor).await,
@@ -100,7 +108,11 @@ async fn handle(supervisor: &Supervisor, request: HttpRequest<Incoming>) -> Repl
         (_, true, ["pools", pool, "servers", server, action @ ("eject" | "restore")]) => {
             eject(supervisor, pool, server, action)
         }
-        (_, _, ["health" | "ready" | "stats" | "metrics" | "config" | "status"])
+        (
+            _,
+            _,
+            ["health" | "ready" | "stats" | "metrics" | "hotkeys" | "slowlog" | "config" | "status"],
+        )
         | (_, _, ["reload" | "restart" | "stop"])
         | (_, _, ["pools", _, "servers", _, "eject" | "restore"]) => json_reply(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -109,7 +121,8 @@ async fn handle(supervisor: &Supervisor, request: HttpRequest<Incoming>) -> Repl
         _ => json_reply(
             StatusCode::NOT_FOUND,
             json!({"error": "no such endpoint", "endpoints": [
-                "GET /health", "GET /ready", "GET /stats", "GET /metrics", "GET /config", "GET /status",
+                "GET /health", "GET /ready", "GET /stats", "GET /metrics", "GET /hotkeys", "GET /slowlog",
+                "GET /config", "GET /status",
                 "POST /reload", "POST /restart", "POST /stop",
                 "POST /pools/{pool}/servers/{server}/eject", "POST /pools/{pool}/servers/{server}/restore"
             ]}),
@@ -233,6 +246,7 @@ fn status(supervisor: &Supervisor) -> Value {
                         "requests": total(st::REQUESTS),
                         "errors": total(st::SERVER_ERR) + total(st::SERVER_EOF) + total(st::SERVER_TIMEDOUT),
                         "connections": total(st::SERVER_CONNECTIONS),
+                        "latency_ms": super::insight::latency_ms(&crate::metrics::server_latency(state, s)),
                     });
                     if let ServerState::Ejected(until) = health {
                         let left = until.saturating_duration_since(std::time::Instant::now());
@@ -247,6 +261,15 @@ fn status(supervisor: &Supervisor) -> Value {
                 "protocol": if pool.redis { "redis" } else { "memcached" },
                 "client_connections": stats::pool_total(state, stats::pool::CLIENT_CONNECTIONS),
                 "requests_per_second": supervisor.rate(&pool.name),
+                "requests": (0..stats::FAMILIES.len())
+                    .map(|i| stats::pool_total(state, stats::pool::FAMILY + i))
+                    .sum::<u64>(),
+                "get_hits": stats::pool_total(state, stats::pool::GET_HITS),
+                "get_misses": stats::pool_total(state, stats::pool::GET_MISSES),
+                "errors": (stats::pool::ERR_CLIENT..=stats::pool::ERR_UNSUPPORTED)
+                    .map(|i| stats::pool_total(state, i))
+                    .sum::<u64>(),
+                "latency_ms": super::insight::latency_ms(&crate::metrics::pool_latency(state)),
                 "servers": servers,
             })
         })

@@ -5,6 +5,7 @@
 
 pub mod admin;
 mod handover;
+pub mod insight;
 pub mod listen;
 mod memory;
 mod notify;

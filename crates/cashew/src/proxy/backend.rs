@@ -9,7 +9,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Buf, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use cashew_config::{Pool, Server, ServerAddress};
 use cashew_protocol::{memcache, resp, ReplyParse, Resume};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -49,6 +49,8 @@ pub struct LinkSettings {
     pub policy: EjectPolicy,
     pub connections: u32,
     pub preconnect: bool,
+    /// Requests slower than this are kept in the pool's slow log.
+    pub slowlog: Option<Duration>,
 }
 
 impl LinkSettings {
@@ -68,6 +70,7 @@ impl LinkSettings {
             policy: EjectPolicy::of(pool),
             connections: pool.server_connections.max(1),
             preconnect: pool.preconnect,
+            slowlog: (pool.slowlog_ms > 0).then(|| Duration::from_millis(pool.slowlog_ms)),
         }
     }
 }
@@ -462,6 +465,8 @@ async fn connect(address: &ServerAddress, keepalive: bool) -> Result<Stream, Bac
 }
 
 struct InFlight {
+    /// The request, kept for the slow log when the pool has one.
+    request: Option<Bytes>,
     reply: Option<ReplyTx>,
     /// Its reply runs up to and including a memcached `MN` (see `Job::until_noop`).
     until_noop: bool,
@@ -536,7 +541,9 @@ impl Session {
         stats.sub(st::IN_QUEUE_BYTES, len);
         stats.add(st::OUT_QUEUE, 1);
         stats.add(st::OUT_QUEUE_BYTES, len);
+        let request = self.link.settings.slowlog.map(|_| job.bytes);
         self.in_flight.push_back(InFlight {
+            request,
             reply: job.reply,
             until_noop: job.until_noop,
             scanned: 0,
@@ -718,9 +725,16 @@ impl Session {
             };
             // One clock reading for all the replies of this read.
             let now = *parsed_at.get_or_insert_with(Instant::now);
-            stats
-                .latency
-                .record(now.saturating_duration_since(written_at));
+            let latency = now.saturating_duration_since(written_at);
+            stats.latency.record(latency);
+            if let (Some(limit), Some(request)) = (self.link.settings.slowlog, &entry.request) {
+                if latency > limit {
+                    let link = &self.link;
+                    link.pool_counters
+                        .slowlog
+                        .record(&link.server_name, request, latency);
+                }
+            }
             let reply = rbuf.split_to(n).freeze();
             stats.add(st::RESPONSES, 1);
             stats.add(st::RESPONSE_BYTES, n as u64);

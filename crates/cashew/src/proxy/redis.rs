@@ -297,6 +297,25 @@ impl Client {
             _ => family::READ,
         };
         pool.pool_stats().add(ps::FAMILY + family, 1);
+        let config = pool.config();
+        if config.hotkeys {
+            let (hot, sample, capacity) = (
+                &pool.pool_stats().hotkeys,
+                config.hotkeys_sample,
+                config.hotkeys_capacity,
+            );
+            let (first, step) = match spec.kind {
+                CommandKind::Keyed(key) => (usize::from(key), usize::MAX),
+                CommandKind::SplitKeys => (1, 1),
+                CommandKind::SplitPairs => (1, 2),
+                _ => (0, 0),
+            };
+            if first > 0 {
+                for i in (first..self.argc()).step_by(step.min(self.argc())) {
+                    hot.observe(self.arg(bytes, i), sample, capacity);
+                }
+            }
+        }
         match spec.kind {
             CommandKind::Refused(reason) => refused(spec.name, reason),
             CommandKind::Local => self.local(pool, spec.name, bytes),

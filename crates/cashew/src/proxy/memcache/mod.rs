@@ -233,6 +233,23 @@ impl Client {
             _ => {}
         }
         let shape = req.command.shape();
+        let config = pool.config();
+        if config.hotkeys {
+            let (hot, sample, capacity) = (
+                &pool.pool_stats().hotkeys,
+                config.hotkeys_sample,
+                config.hotkeys_capacity,
+            );
+            match shape {
+                Shape::SingleKey => hot.observe(&bytes[req.key.clone()], sample, capacity),
+                Shape::Retrieval => {
+                    for key in keys(&bytes, req.keys.clone()) {
+                        hot.observe(key, sample, capacity);
+                    }
+                }
+                _ => {}
+            }
+        }
         if pool.stable_placement() && matches!(shape, Shape::SingleKey | Shape::Retrieval) {
             return replicated::dispatch(self.id, pool, req, bytes, queue);
         }
