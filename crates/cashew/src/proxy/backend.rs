@@ -676,6 +676,7 @@ impl Session {
         };
         let mut any = false;
         let mut parsed_at = None;
+        let mut timed: Option<(Instant, u64)> = None;
         loop {
             let Some(front) = self.in_flight.front_mut() else {
                 // Bytes with no request waiting for them: out of step.
@@ -725,9 +726,17 @@ impl Session {
             };
             // One clock reading for all the replies of this read.
             let now = *parsed_at.get_or_insert_with(Instant::now);
-            let latency = now.saturating_duration_since(written_at);
-            stats.latency.record(latency);
+            // Requests written together are timed together.
+            match &mut timed {
+                Some((at, n)) if *at == written_at => *n += 1,
+                _ => {
+                    if let Some((at, n)) = timed.replace((written_at, 1)) {
+                        stats.latency.record_n(now.saturating_duration_since(at), n);
+                    }
+                }
+            }
             if let (Some(limit), Some(request)) = (self.link.settings.slowlog, &entry.request) {
+                let latency = now.saturating_duration_since(written_at);
                 if latency > limit {
                     let link = &self.link;
                     link.pool_counters
@@ -744,6 +753,9 @@ impl Session {
                 tx.send(Ok(reply));
             }
             any = true;
+        }
+        if let (Some((at, n)), Some(now)) = (timed, parsed_at) {
+            stats.latency.record_n(now.saturating_duration_since(at), n);
         }
         if any {
             self.link.ok();

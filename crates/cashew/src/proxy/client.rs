@@ -186,17 +186,18 @@ impl ReplyBudget {
 
 /// A client's requests in flight and replies not yet written, for the pool's
 /// latency histogram (request read in full to reply written in full) and its
-/// in-flight gauge. The clock is read once per read and once per write, not per
-/// request.
+/// in-flight gauge. The clock is read once per read and once per write, and the
+/// requests of one read are tracked as one group, not one by one.
 #[derive(Default)]
 struct Latency {
     /// When the last read completed: the time of every request it brought.
     last_read: Option<std::time::Instant>,
-    /// When each request of the client's queue was read, in order.
-    read_at: VecDeque<std::time::Instant>,
-    /// Replies moved to the output and not yet written in full: where each ends in
-    /// the client's stream of reply bytes, and when its request was read.
-    unwritten: VecDeque<(u64, std::time::Instant)>,
+    /// Requests of the client's queue, in order, as (read at, how many).
+    queued: VecDeque<(std::time::Instant, u32)>,
+    /// Replies moved to the output and not yet written in full, as (where the
+    /// group's last reply ends in the client's stream of reply bytes, read at,
+    /// how many): a group is recorded once all of it is written.
+    unwritten: VecDeque<(u64, std::time::Instant, u32)>,
     replied_bytes: u64,
     written_bytes: u64,
 }
@@ -211,15 +212,31 @@ impl Latency {
             return;
         }
         let at = *self.last_read.get_or_insert_with(std::time::Instant::now);
-        self.read_at.extend(std::iter::repeat_n(at, n));
+        match self.queued.back_mut() {
+            Some((when, count)) if *when == at => *count += n as u32,
+            _ => self.queued.push_back((at, n as u32)),
+        }
         slot.pool().pool_stats().add(ps::IN_FLIGHT, n as u64);
     }
 
     /// The reply to the oldest request was moved to the output.
+    #[inline]
     fn replied(&mut self, bytes: usize) {
-        if let Some(at) = self.read_at.pop_front() {
-            self.replied_bytes += bytes as u64;
-            self.unwritten.push_back((self.replied_bytes, at));
+        let Some((at, count)) = self.queued.front_mut() else {
+            return;
+        };
+        let at = *at;
+        *count -= 1;
+        if *count == 0 {
+            self.queued.pop_front();
+        }
+        self.replied_bytes += bytes as u64;
+        match self.unwritten.back_mut() {
+            Some((end, when, n)) if *when == at => {
+                *end = self.replied_bytes;
+                *n += 1;
+            }
+            _ => self.unwritten.push_back((self.replied_bytes, at, 1)),
         }
     }
 
@@ -228,34 +245,41 @@ impl Latency {
         self.record_written(slot);
     }
 
-    /// Records every reply now written in full (a reply of no bytes, to a quiet
-    /// request, as soon as those before it are).
+    /// Records every group now written in full (replies of no bytes, to quiet
+    /// requests, as soon as those before them are).
     fn record_written(&mut self, slot: &PoolSlot) {
-        let done = self
+        if self
             .unwritten
-            .iter()
-            .take_while(|(end, _)| *end <= self.written_bytes)
-            .count();
-        if done == 0 {
+            .front()
+            .is_none_or(|(end, _, _)| *end > self.written_bytes)
+        {
             return;
         }
         let now = std::time::Instant::now();
         let pool = slot.pool();
         let stats = pool.pool_stats();
-        for (_, at) in self.unwritten.drain(..done) {
-            stats.latency.record(now - at);
+        let mut done = 0;
+        while let Some(&(end, at, n)) = self.unwritten.front() {
+            if end > self.written_bytes {
+                break;
+            }
+            self.unwritten.pop_front();
+            stats.latency.record_n(now - at, u64::from(n));
+            done += u64::from(n);
         }
-        stats.add(ps::REPLIES, done as u64);
-        stats.sub(ps::IN_FLIGHT, done as u64);
+        stats.add(ps::REPLIES, done);
+        stats.sub(ps::IN_FLIGHT, done);
     }
 
-    /// `n` requests will never be answered (the client is gone or closed).
-    fn dropped(&mut self, n: usize, slot: &PoolSlot) {
-        let left = self.unwritten.len() + n.min(self.read_at.len());
-        self.read_at.clear();
+    /// The requests in the queue and the replies not written will never be
+    /// answered (the client is gone or closed).
+    fn dropped(&mut self, slot: &PoolSlot) {
+        let left: u64 = self.queued.iter().map(|(_, n)| u64::from(*n)).sum::<u64>()
+            + self.unwritten.iter().map(|(_, _, n)| u64::from(*n)).sum::<u64>();
+        self.queued.clear();
         self.unwritten.clear();
         if left > 0 {
-            slot.pool().pool_stats().sub(ps::IN_FLIGHT, left as u64);
+            slot.pool().pool_stats().sub(ps::IN_FLIGHT, left);
         }
     }
 }
@@ -335,7 +359,7 @@ where
             if close {
                 closing = true;
                 reading = false;
-                latency.dropped(queue.len(), slot);
+                latency.dropped(slot);
                 queue.clear();
             }
         }
@@ -405,7 +429,7 @@ where
                 if reading && linger_end.is_some() && !read_while_draining => {}
         }
     }
-    latency.dropped(queue.len(), slot);
+    latency.dropped(slot);
     let _ = writer.shutdown().await;
     if draining.is_some() {
         discard_until_eof(&mut reader).await;
