@@ -128,6 +128,20 @@ pub enum Command {
     Restart(InstanceArgs),
     /// Show a running cashew's pools, servers and their state
     Status(InstanceArgs),
+    /// A live view of a running cashew: requests/s, hit ratio, latency, errors,
+    /// server states and hot keys, refreshed every second
+    Top(TopArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct TopArgs {
+    /// The instance's admin API address, as given to its --admin
+    #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:22223")]
+    pub admin: String,
+
+    /// Print one plain-text frame (rates over one second) and exit
+    #[arg(long)]
+    pub once: bool,
 }
 
 /// How to find a running cashew: its admin API, or its pid file.

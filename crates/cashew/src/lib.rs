@@ -16,3 +16,4 @@ pub mod route_cmd;
 pub mod signals;
 pub mod slowlog;
 pub mod stats;
+pub mod top;

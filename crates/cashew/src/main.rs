@@ -32,6 +32,7 @@ fn main() -> ExitCode {
         Some(Command::Stop(args)) => ctl::run(Action::Stop, args),
         Some(Command::Restart(args)) => ctl::run(Action::Restart, args),
         Some(Command::Status(args)) => ctl::run(Action::Status, args),
+        Some(Command::Top(args)) => cashew::top::run(args),
         None if cli.describe_stats => {
             print!("{}", stats::describe());
             ExitCode::SUCCESS

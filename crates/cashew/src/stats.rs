@@ -524,7 +524,10 @@ mod tests {
 
     #[test]
     fn a_latency_lands_in_the_first_bucket_whose_bound_holds_it() {
-        for us in (0..20_000_000u64).step_by(997).chain([0, 1, 10, 11, 75, 76, u64::MAX]) {
+        for us in (0..20_000_000u64)
+            .step_by(997)
+            .chain([0, 1, 10, 11, 75, 76, u64::MAX])
+        {
             let expected = LATENCY_BOUNDS_US.partition_point(|&b| b < us);
             assert_eq!(bucket_of(us), expected, "{us} µs");
         }

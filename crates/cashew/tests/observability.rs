@@ -556,3 +556,59 @@ fn requests_to_a_frozen_server_appear_in_the_slow_log() {
     let latency = e["latency_ms"].as_f64().unwrap();
     assert!((250.0..5000.0).contains(&latency), "{latency} ms");
 }
+
+#[test]
+fn top_once_shows_every_pool_and_server() {
+    let mcs = [memcached(), memcached()];
+    let redis = redis_server(&[]);
+    let (mc_listen, rd_listen) = (free_port("127.0.0.1"), free_port("127.0.0.1"));
+    let yaml = format!(
+        "cache:\n  listen: 127.0.0.1:{mc_listen}\n  hotkeys: true\n  hotkeys_sample: 1\n  servers:\n    - {}:1 cache-a\n    - {}:1 cache-b\nsessions:\n  listen: 127.0.0.1:{rd_listen}\n  redis: true\n  servers:\n    - {}:1 redis-a\n",
+        mcs[0].addr, mcs[1].addr, redis.addr
+    );
+    let (admin_arg, _) = admin_port();
+    let _cashew = Cashew::start(CASHEW, &yaml, &["--threads", "2", "--admin", &admin_arg]);
+    let mut c = McConn::connect(format!("127.0.0.1:{mc_listen}").parse().unwrap());
+    for _ in 0..50 {
+        c.roundtrip(b"get popular\r\n", b"END\r\n");
+    }
+    let out = Command::new(CASHEW)
+        .args(["top", "--once", "--admin", &admin_arg])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    println!("{text}");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(
+        lines[0].starts_with("cashew ") && lines[0].contains("generation 1"),
+        "{text}"
+    );
+    for pool in ["cache", "sessions"] {
+        assert!(
+            lines.iter().any(|l| l.starts_with(&format!("{pool} "))),
+            "{pool}: {text}"
+        );
+    }
+    for server in ["cache-a", "cache-b", "redis-a"] {
+        let row = lines.iter().find(|l| l.starts_with(&format!("{server} ")));
+        assert!(row.is_some_and(|r| r.contains(" up ")), "{server}: {text}");
+    }
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("cache ") && l.contains(" popular ")),
+        "{text}"
+    );
+    // Without an instance, a clear error.
+    let out = Command::new(CASHEW)
+        .args(["top", "--once", "--admin", "127.0.0.1:1"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot reach http://127.0.0.1:1"));
+}

@@ -275,7 +275,11 @@ impl Latency {
     /// answered (the client is gone or closed).
     fn dropped(&mut self, slot: &PoolSlot) {
         let left: u64 = self.queued.iter().map(|(_, n)| u64::from(*n)).sum::<u64>()
-            + self.unwritten.iter().map(|(_, _, n)| u64::from(*n)).sum::<u64>();
+            + self
+                .unwritten
+                .iter()
+                .map(|(_, _, n)| u64::from(*n))
+                .sum::<u64>();
         self.queued.clear();
         self.unwritten.clear();
         if left > 0 {

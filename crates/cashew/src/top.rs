@@ -1,0 +1,444 @@
+//! `cashew top`: a live view of a running cashew, read from its admin API
+//! (`/status` and `/hotkeys`) every second: per pool and per server requests per
+//! second, hit ratio, p50/p99 latency, errors, server states and how long they
+//! have held, hot keys, and a sparkline of each pool's requests per second over
+//! the last minute. `--once` prints one plain-text frame instead.
+
+use std::collections::{HashMap, VecDeque};
+use std::io;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use ratatui::crossterm::event::{self, Event, KeyCode, KeyEventKind};
+use ratatui::layout::{Constraint, Layout};
+use ratatui::style::{Modifier, Style};
+use ratatui::text::Line;
+use ratatui::widgets::{Block, Borders, Paragraph, Row, Sparkline, Table};
+use serde_json::Value;
+
+use crate::cli::TopArgs;
+
+/// Samples of requests per second kept for the sparklines: one minute.
+const HISTORY: usize = 60;
+
+/// What the admin API said at one moment.
+struct Sample {
+    at: Instant,
+    status: Value,
+    hotkeys: Value,
+}
+
+fn fetch(agent: &ureq::Agent, base: &str) -> Result<Sample, String> {
+    let get = |path: &str| -> Result<Value, String> {
+        let mut reply = agent
+            .get(format!("{base}{path}"))
+            .call()
+            .map_err(|e| format!("cannot reach {base}: {e}"))?;
+        let text = reply
+            .body_mut()
+            .read_to_string()
+            .map_err(|e| format!("{base}{path}: {e}"))?;
+        serde_json::from_str(&text).map_err(|e| format!("{base}{path}: not JSON: {e}"))
+    };
+    Ok(Sample {
+        at: Instant::now(),
+        status: get("/status")?,
+        hotkeys: get("/hotkeys")?,
+    })
+}
+
+/// One pool or server row, with rates from two samples.
+struct RowData {
+    name: String,
+    state: String,
+    rate: f64,
+    hit_ratio: Option<f64>,
+    p50: Option<f64>,
+    p99: Option<f64>,
+    errors: f64,
+    connections: u64,
+}
+
+/// Columns the server table can be sorted by.
+const SORTS: [&str; 4] = ["req/s", "errors/s", "p99", "name"];
+
+struct View {
+    header: String,
+    pools: Vec<(RowData, Vec<RowData>)>,
+    hotkeys: Vec<(String, String, f64, String)>,
+}
+
+fn number(v: &Value) -> f64 {
+    v.as_f64().unwrap_or(0.0)
+}
+
+fn view(before: &Sample, now: &Sample) -> View {
+    let seconds = now.at.duration_since(before.at).as_secs_f64().max(1e-3);
+    let s = &now.status;
+    let header = format!(
+        "cashew {} pid {}  up {}  generation {}  {} worker threads  {}",
+        s["version"].as_str().unwrap_or("?"),
+        s["pid"],
+        uptime(s["uptime"].as_u64().unwrap_or(0)),
+        s["generation"],
+        s["threads"],
+        s["phase"].as_str().unwrap_or("")
+    );
+    let empty = Vec::new();
+    let old_pools = before.status["pools"].as_array().unwrap_or(&empty);
+    let find = |list: &[Value], name: &Value| list.iter().find(|p| p["name"] == *name).cloned();
+    let delta = |new: &Value, old: &Option<Value>, field: &str| {
+        let old = old.as_ref().map_or(0.0, |o| number(&o[field]));
+        (number(&new[field]) - old).max(0.0)
+    };
+    let pools = s["pools"]
+        .as_array()
+        .unwrap_or(&empty)
+        .iter()
+        .map(|p| {
+            let old = find(old_pools, &p["name"]);
+            let (hits, misses) = (delta(p, &old, "get_hits"), delta(p, &old, "get_misses"));
+            let pool = RowData {
+                name: p["name"].as_str().unwrap_or("").to_string(),
+                state: p["protocol"].as_str().unwrap_or("").to_string(),
+                rate: delta(p, &old, "requests") / seconds,
+                hit_ratio: (hits + misses > 0.0).then(|| hits / (hits + misses)),
+                p50: p["latency_ms"]["p50"].as_f64(),
+                p99: p["latency_ms"]["p99"].as_f64(),
+                errors: delta(p, &old, "errors") / seconds,
+                connections: p["client_connections"].as_u64().unwrap_or(0),
+            };
+            let old_servers = old
+                .as_ref()
+                .and_then(|o| o["servers"].as_array().cloned())
+                .unwrap_or_default();
+            let servers = p["servers"]
+                .as_array()
+                .unwrap_or(&empty)
+                .iter()
+                .map(|srv| {
+                    let old = find(&old_servers, &srv["name"]);
+                    RowData {
+                        name: srv["name"].as_str().unwrap_or("").to_string(),
+                        state: format!(
+                            "{} {}",
+                            srv["state"].as_str().unwrap_or("?"),
+                            uptime(srv["state_for_s"].as_u64().unwrap_or(0))
+                        ),
+                        rate: delta(srv, &old, "requests") / seconds,
+                        hit_ratio: None,
+                        p50: srv["latency_ms"]["p50"].as_f64(),
+                        p99: srv["latency_ms"]["p99"].as_f64(),
+                        errors: delta(srv, &old, "errors") / seconds,
+                        connections: srv["connections"].as_u64().unwrap_or(0),
+                    }
+                })
+                .collect();
+            (pool, servers)
+        })
+        .collect();
+    let hotkeys = now.hotkeys["hotkeys"]
+        .as_array()
+        .unwrap_or(&empty)
+        .iter()
+        .map(|k| {
+            (
+                k["pool"].as_str().unwrap_or("").to_string(),
+                k["key"].as_str().unwrap_or("").to_string(),
+                number(&k["rate"]),
+                k["server"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    View {
+        header,
+        pools,
+        hotkeys,
+    }
+}
+
+fn uptime(seconds: u64) -> String {
+    match seconds {
+        s if s < 120 => format!("{s}s"),
+        s if s < 7200 => format!("{}m{:02}s", s / 60, s % 60),
+        s => format!("{}h{:02}m", s / 3600, s / 60 % 60),
+    }
+}
+
+fn ms(v: Option<f64>) -> String {
+    v.map_or("-".into(), |v| format!("{v}ms"))
+}
+
+fn cells(r: &RowData) -> [String; 8] {
+    [
+        r.name.clone(),
+        r.state.clone(),
+        format!("{:.0}", r.rate),
+        r.hit_ratio
+            .map_or("-".into(), |h| format!("{:.1}%", h * 100.0)),
+        ms(r.p50),
+        ms(r.p99),
+        format!("{:.1}", r.errors),
+        r.connections.to_string(),
+    ]
+}
+
+const POOL_HEADER: [&str; 8] = [
+    "pool", "protocol", "req/s", "hits", "p50", "p99", "errors/s", "clients",
+];
+const SERVER_HEADER: [&str; 8] = [
+    "server", "state", "req/s", "hits", "p50", "p99", "errors/s", "conns",
+];
+
+fn sort(rows: &mut [RowData], by: usize) {
+    match SORTS[by] {
+        "req/s" => rows.sort_by(|a, b| b.rate.total_cmp(&a.rate)),
+        "errors/s" => rows.sort_by(|a, b| b.errors.total_cmp(&a.errors)),
+        "p99" => rows.sort_by(|a, b| b.p99.unwrap_or(0.0).total_cmp(&a.p99.unwrap_or(0.0))),
+        _ => rows.sort_by(|a, b| a.name.cmp(&b.name)),
+    }
+}
+
+/// One plain-text frame: every pool and every server.
+fn text_frame(mut v: View) -> String {
+    let mut out = format!("{}\n", v.header);
+    let table = |out: &mut String, header: &[&str; 8], rows: &[[String; 8]]| {
+        let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+        for r in rows {
+            for (w, c) in widths.iter_mut().zip(r) {
+                *w = (*w).max(c.len());
+            }
+        }
+        let line = |cols: Vec<&str>| {
+            let mut l: String = cols
+                .iter()
+                .zip(&widths)
+                .map(|(c, w)| format!("{c:<w$}  "))
+                .collect();
+            l.truncate(l.trim_end().len());
+            l + "\n"
+        };
+        out.push_str(&line(header.to_vec()));
+        for r in rows {
+            out.push_str(&line(r.iter().map(String::as_str).collect()));
+        }
+    };
+    out.push('\n');
+    let pool_rows: Vec<[String; 8]> = v.pools.iter().map(|(p, _)| cells(p)).collect();
+    table(&mut out, &POOL_HEADER, &pool_rows);
+    for (pool, servers) in &mut v.pools {
+        sort(servers, 0);
+        out.push_str(&format!("\npool '{}'\n", pool.name));
+        let rows: Vec<[String; 8]> = servers.iter().map(cells).collect();
+        table(&mut out, &SERVER_HEADER, &rows);
+    }
+    if !v.hotkeys.is_empty() {
+        out.push_str("\nhot keys\n");
+        let rows: Vec<[String; 8]> = v
+            .hotkeys
+            .iter()
+            .map(|(pool, key, rate, server)| {
+                let blank = String::new;
+                [
+                    pool.clone(),
+                    key.clone(),
+                    format!("{rate:.0}"),
+                    server.clone(),
+                    blank(),
+                    blank(),
+                    blank(),
+                    blank(),
+                ]
+            })
+            .collect();
+        table(
+            &mut out,
+            &["pool", "key", "req/s", "server", "", "", "", ""],
+            &rows,
+        );
+    }
+    out
+}
+
+pub fn run(args: &TopArgs) -> ExitCode {
+    let agent = ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(5)))
+        .build()
+        .new_agent();
+    let base = format!("http://{}", args.admin);
+    let result = match args.once {
+        true => once(&agent, &base),
+        false => live(&agent, &base),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("cashew top: {message}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn once(agent: &ureq::Agent, base: &str) -> Result<(), String> {
+    let first = fetch(agent, base)?;
+    std::thread::sleep(Duration::from_secs(1));
+    let second = fetch(agent, base)?;
+    print!("{}", text_frame(view(&first, &second)));
+    Ok(())
+}
+
+fn live(agent: &ureq::Agent, base: &str) -> Result<(), String> {
+    let mut before = fetch(agent, base)?;
+    let mut terminal = ratatui::init();
+    let result = live_loop(&mut terminal, agent, base, &mut before);
+    ratatui::restore();
+    result.map_err(|e| e.to_string())
+}
+
+fn live_loop(
+    terminal: &mut ratatui::DefaultTerminal,
+    agent: &ureq::Agent,
+    base: &str,
+    before: &mut Sample,
+) -> io::Result<()> {
+    let mut history: HashMap<String, VecDeque<u64>> = HashMap::new();
+    let mut sort_by = 0;
+    let mut picked = 0;
+    let mut now = fetch(agent, base).map_err(io::Error::other)?;
+    let mut last_fetch = Instant::now();
+    let mut fresh = true;
+    loop {
+        let mut v = view(before, &now);
+        for (pool, _) in &v.pools {
+            let h = history.entry(pool.name.clone()).or_default();
+            if h.len() == HISTORY {
+                h.pop_front();
+            }
+            if fresh {
+                h.push_back(pool.rate.round() as u64);
+            }
+        }
+        fresh = false;
+        picked %= v.pools.len().max(1);
+        terminal.draw(|frame| draw(frame, &mut v, &history, picked, sort_by))?;
+        if event::poll(Duration::from_millis(250))? {
+            if let Event::Key(key) = event::read()? {
+                if key.kind == KeyEventKind::Press {
+                    match key.code {
+                        KeyCode::Char('q') | KeyCode::Esc => return Ok(()),
+                        KeyCode::Char('s') => sort_by = (sort_by + 1) % SORTS.len(),
+                        KeyCode::Char('p') | KeyCode::Tab => picked += 1,
+                        _ => {}
+                    }
+                }
+            }
+        }
+        if last_fetch.elapsed() >= Duration::from_secs(1) {
+            let next = fetch(agent, base).map_err(io::Error::other)?;
+            *before = std::mem::replace(&mut now, next);
+            last_fetch = Instant::now();
+            fresh = true;
+        }
+    }
+}
+
+fn draw(
+    frame: &mut ratatui::Frame,
+    v: &mut View,
+    history: &HashMap<String, VecDeque<u64>>,
+    picked: usize,
+    sort_by: usize,
+) {
+    let widths = [
+        Constraint::Length(18),
+        Constraint::Length(14),
+        Constraint::Length(9),
+        Constraint::Length(7),
+        Constraint::Length(9),
+        Constraint::Length(9),
+        Constraint::Length(9),
+        Constraint::Length(8),
+    ];
+    let bold = Style::default().add_modifier(Modifier::BOLD);
+    let [head, pools_area, spark_area, servers_area, keys_area, help] = Layout::vertical([
+        Constraint::Length(1),
+        Constraint::Length(v.pools.len() as u16 + 3),
+        Constraint::Length(5),
+        Constraint::Min(5),
+        Constraint::Length(8),
+        Constraint::Length(1),
+    ])
+    .areas(frame.area());
+    frame.render_widget(Paragraph::new(v.header.clone()), head);
+    let pool_rows = v.pools.iter().enumerate().map(|(i, (p, _))| {
+        let row = Row::new(cells(p));
+        if i == picked {
+            row.style(bold)
+        } else {
+            row
+        }
+    });
+    frame.render_widget(
+        Table::new(pool_rows, widths)
+            .header(Row::new(POOL_HEADER).style(bold))
+            .block(Block::default().borders(Borders::ALL).title("pools")),
+        pools_area,
+    );
+    let Some((pool, servers)) = v.pools.get_mut(picked) else {
+        return;
+    };
+    let data: Vec<u64> = history
+        .get(&pool.name)
+        .map(|h| h.iter().copied().collect())
+        .unwrap_or_default();
+    frame.render_widget(
+        Sparkline::default()
+            .block(Block::default().borders(Borders::ALL).title(format!(
+                "pool '{}': requests/s, last minute (now {:.0})",
+                pool.name, pool.rate
+            )))
+            .data(&data),
+        spark_area,
+    );
+    sort(servers, sort_by);
+    let rows = servers.iter().map(|s| Row::new(cells(s)));
+    frame.render_widget(
+        Table::new(rows, widths)
+            .header(Row::new(SERVER_HEADER).style(bold))
+            .block(
+                Block::default()
+                    .borders(Borders::ALL)
+                    .title(format!("servers of '{}', by {}", pool.name, SORTS[sort_by])),
+            ),
+        servers_area,
+    );
+    let name = pool.name.clone();
+    let keys = v
+        .hotkeys
+        .iter()
+        .filter(|(p, ..)| *p == name)
+        .map(|(_, key, rate, server)| {
+            Row::new([key.clone(), format!("{rate:.0}"), server.clone()])
+        });
+    frame.render_widget(
+        Table::new(
+            keys,
+            [
+                Constraint::Min(20),
+                Constraint::Length(10),
+                Constraint::Length(18),
+            ],
+        )
+        .header(Row::new(["hot key", "req/s", "server"]).style(bold))
+        .block(
+            Block::default()
+                .borders(Borders::ALL)
+                .title("hot keys (pools with hotkeys: true)"),
+        ),
+        keys_area,
+    );
+    frame.render_widget(
+        Paragraph::new(Line::from("q quit   s sort servers   p / tab next pool")),
+        help,
+    );
+}
