@@ -270,6 +270,33 @@ fn metrics_count_a_known_workload() {
         ),
         1.0
     );
+
+    // Every metric the Grafana dashboard queries is one cashew serves.
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../contrib/grafana/cashew.json"
+    );
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let mut queried = 0;
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            let expr = target["expr"].as_str().unwrap();
+            for (at, _) in expr.match_indices("cashew_") {
+                let name: String = expr[at..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                assert!(
+                    samples.iter().any(|s| s.name == name),
+                    "the dashboard's panel '{}' queries {name}, which /metrics lacks",
+                    panel["title"]
+                );
+                queried += 1;
+            }
+        }
+    }
+    assert!(queried > 15, "{queried} metric references in the dashboard");
 }
 
 /// Log lines matching `pattern`.
