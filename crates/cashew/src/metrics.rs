@@ -281,6 +281,20 @@ impl Collector for Snapshot {
         }
         let mut f = family(
             e,
+            "cashew_family_replies",
+            "Replies to client requests by command family, as they are finished",
+            MetricType::Counter,
+        )?;
+        for (name, state) in &pools {
+            for (i, fam) in FAMILIES.iter().enumerate() {
+                let n = pool_counter(state, ps::REPLY_FAMILY + i);
+                if n > 0 || generation_protocol_has(generation, name, i) {
+                    f.counter(&vec![("pool", *name), ("family", fam)], n)?;
+                }
+            }
+        }
+        let mut f = family(
+            e,
             "cashew_errors",
             "Client requests answered with an error, by kind",
             MetricType::Counter,

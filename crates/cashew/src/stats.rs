@@ -122,7 +122,9 @@ pub mod pool {
     pub const ERR_UNSUPPORTED: usize = 19;
     /// Requests by command family: `FAMILY + i` for [`super::FAMILIES`]`[i]`.
     pub const FAMILY: usize = 20;
-    pub const COUNT: usize = FAMILY + super::FAMILIES.len();
+    /// Replies by command family, likewise (requests with `noreply` get none).
+    pub const REPLY_FAMILY: usize = FAMILY + super::FAMILIES.len();
+    pub const COUNT: usize = REPLY_FAMILY + super::FAMILIES.len();
 }
 
 /// Command families requests are counted by: memcached's commands, then redis's
@@ -134,6 +136,8 @@ pub const FAMILIES: [&str; 21] = [
 
 /// Index in [`FAMILIES`] of each redis class.
 pub mod family {
+    /// A request of no family (it broke the protocol before its command was known).
+    pub const NONE: u8 = u8::MAX;
     pub const OTHER: usize = 15;
     pub const READ: usize = 16;
     pub const WRITE: usize = 17;

@@ -197,6 +197,10 @@ fn metrics_count_a_known_workload() {
     );
     let replies = (m + misses + m + 1 + e + r) as f64;
     assert_eq!(v("cashew_replies_total", &[cache]), replies);
+    let set_replies = v("cashew_family_replies_total", &[cache, ("family", "set")]);
+    assert_eq!(set_replies, m as f64);
+    let get_replies = v("cashew_family_replies_total", &[cache, ("family", "get")]);
+    assert_eq!(get_replies, gets);
     assert_eq!(v("cashew_client_latency_seconds_count", &[cache]), replies);
     assert_eq!(
         v(
@@ -257,6 +261,18 @@ fn metrics_count_a_known_workload() {
         1.0
     );
     assert_eq!(v("cashew_replies_total", &[sessions]), 9.0);
+    for (family, n) in [
+        ("read", 3.0),
+        ("write", 2.0),
+        ("split", 1.0),
+        ("local", 1.0),
+        ("refused", 1.0),
+    ] {
+        let labels = [sessions, ("family", family)];
+        assert_eq!(v("cashew_family_replies_total", &labels), n, "{family}");
+    }
+    // A request of no known command has no family.
+    assert_eq!(v("cashew_family_replies_total", &[sessions]), 8.0);
     assert_eq!(v("cashew_client_latency_seconds_count", &[sessions]), 9.0);
 
     assert_eq!(v("cashew_worker_threads", &[]), 2.0);

@@ -53,6 +53,32 @@ pub trait Protocol {
     fn finish(&mut self, pending: Self::Pending) -> (Bytes, bool);
 }
 
+/// The command families of a client's pending replies, in order, so that each
+/// reply is counted under its request's family when it is finished.
+#[derive(Default)]
+pub struct ReplyFamilies(VecDeque<u8>);
+
+impl ReplyFamilies {
+    /// The requests of the queue not yet noted (now `pending` long) are of `family`.
+    #[inline]
+    pub fn note(&mut self, pending: usize, family: u8) {
+        while self.0.len() < pending {
+            self.0.push_back(family);
+        }
+    }
+
+    /// Counts the oldest pending reply, now finished, under its family.
+    #[inline]
+    pub fn finished(&mut self, stats: &crate::stats::PoolCounters) {
+        match self.0.pop_front() {
+            Some(f) if f != crate::stats::family::NONE => {
+                stats.add(ps::REPLY_FAMILY + usize::from(f), 1)
+            }
+            _ => {}
+        }
+    }
+}
+
 /// A reply that may still wait for servers.
 pub trait PendingReply {
     /// Collects whatever replies have arrived, without waiting; true when all have.

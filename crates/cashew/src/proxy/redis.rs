@@ -16,7 +16,9 @@ use cashew_protocol::resp::{
     ReplyParse, COMMANDS,
 };
 
-use super::client::{all_ok, settle_all, try_settle_all, Part, PendingReply, Protocol};
+use super::client::{
+    all_ok, settle_all, try_settle_all, Part, PendingReply, Protocol, ReplyFamilies,
+};
 use super::gutter::{self, Target};
 use super::handoff::BackendError;
 use super::pool::{PoolRt, PoolSlot};
@@ -93,6 +95,9 @@ pub struct Client {
     /// The client speaks RESP3 (after `HELLO 3`).
     resp3: bool,
     done: bool,
+    families: ReplyFamilies,
+    /// The family of the request being dispatched, once its command is known.
+    family: u8,
 }
 
 impl Client {
@@ -108,6 +113,8 @@ impl Client {
             name: None,
             resp3: false,
             done: false,
+            families: ReplyFamilies::default(),
+            family: family::NONE,
         }
     }
 }
@@ -184,6 +191,7 @@ impl Protocol for Client {
                             pool.refused(ps::ERR_CLIENT, bytes);
                         }
                         queue.push_back(reply);
+                        self.families.note(queue.len(), family::NONE);
                         self.done = true;
                         return false;
                     }
@@ -195,6 +203,7 @@ impl Protocol for Client {
                     let text = format!("ERR Protocol error: {reason}");
                     pool.refused(ps::ERR_CLIENT, text.as_bytes());
                     queue.push_back(err(&text));
+                    self.families.note(queue.len(), family::NONE);
                     self.done = true;
                     return false;
                 }
@@ -202,11 +211,13 @@ impl Protocol for Client {
                     self.needed = 0;
                     let bytes = input.split_to(request.len).freeze();
                     if !self.args.is_empty() {
+                        self.family = family::NONE;
                         let pending = self.dispatch(pool, &bytes);
                         if let Pending::Ready(reply) = &pending {
                             count_local_reply(pool, reply);
                         }
                         queue.push_back(pending);
+                        self.families.note(queue.len(), self.family);
                     }
                 }
             }
@@ -215,9 +226,12 @@ impl Protocol for Client {
     }
 
     fn finish(&mut self, pending: Pending) -> (Bytes, bool) {
+        let slot = self.slot.clone();
+        let pool = slot.pool();
+        self.families.finished(pool.pool_stats());
         match pending {
             Pending::Quit => (Bytes::from_static(b"+OK\r\n"), true),
-            other => (self.reply_bytes(&self.slot.pool(), other), false),
+            other => (self.reply_bytes(&pool, other), false),
         }
     }
 }
@@ -297,6 +311,7 @@ impl Client {
             _ => family::READ,
         };
         pool.pool_stats().add(ps::FAMILY + family, 1);
+        self.family = family as u8;
         let config = pool.config();
         if config.hotkeys {
             let (hot, sample, capacity) = (

@@ -14,10 +14,12 @@ use cashew_protocol::memcache::{
     base64, keys, parse_request, Command, Parsed, Request, Shape, ValueBlocks, MAX_KEY_LEN,
 };
 
-use super::client::{all_ok, settle_all, try_settle_all, Part, PendingReply, Protocol};
+use super::client::{
+    all_ok, settle_all, try_settle_all, Part, PendingReply, Protocol, ReplyFamilies,
+};
 use super::handoff::BackendError;
 use super::pool::{PoolRt, PoolSlot};
-use crate::stats::{pool as ps, proxy as px};
+use crate::stats::{family, pool as ps, proxy as px};
 
 /// A multi-key retrieval split over several servers.
 pub struct MultiGet {
@@ -94,6 +96,7 @@ pub struct Client {
     skip: usize,
     /// After `quit` nothing more is read.
     done: bool,
+    families: ReplyFamilies,
 }
 
 impl Client {
@@ -103,6 +106,7 @@ impl Client {
             slot,
             skip: 0,
             done: false,
+            families: ReplyFamilies::default(),
         }
     }
 }
@@ -120,7 +124,10 @@ impl Protocol for Client {
         let pool = &*slot.pool();
         let max_value = Some(pool.config().value_limit() as usize);
         let max_keys = pool.config().max_keys as usize;
+        let mut last_family = family::NONE;
         while !self.done && queue.len() < max_queue {
+            self.families.note(queue.len(), last_family);
+            last_family = family::NONE;
             if self.skip > 0 {
                 let n = self.skip.min(input.len());
                 input.advance(n);
@@ -140,11 +147,13 @@ impl Protocol for Client {
                         queue.push_back(Pending::Ready(Bytes::from_static(bad.reply)));
                     }
                     if bad.close {
+                        self.families.note(queue.len(), last_family);
                         self.done = true;
                         return false;
                     }
                 }
                 Parsed::Request(req) => {
+                    last_family = family(req.command) as u8;
                     let bytes = input.split_to(req.len).freeze();
                     if req.command.shape() == Shape::Retrieval
                         && keys(&bytes, req.keys.clone()).nth(max_keys).is_some()
@@ -163,13 +172,16 @@ impl Protocol for Client {
                 }
             }
         }
+        self.families.note(queue.len(), last_family);
         true
     }
 
     fn finish(&mut self, pending: Pending) -> (Bytes, bool) {
+        let pool = self.slot.pool();
+        self.families.finished(pool.pool_stats());
         match pending {
             Pending::Quit => (Bytes::new(), true),
-            other => (reply_bytes(&self.slot.pool(), other), false),
+            other => (reply_bytes(&pool, other), false),
         }
     }
 }
