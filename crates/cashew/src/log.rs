@@ -5,6 +5,7 @@ use std::fmt;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::fd::AsRawFd;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicI32, AtomicU8, Ordering};
 use std::sync::Mutex;
@@ -54,7 +55,14 @@ pub fn init(level: u8, format: Format, path: Option<PathBuf>) -> std::io::Result
 
 fn open(sink: &mut Sink) -> std::io::Result<()> {
     sink.file = match &sink.path {
-        Some(p) => Some(OpenOptions::new().create(true).append(true).open(p)?),
+        // Readable by all, writable by cashew alone, whatever umask it started with.
+        Some(p) => Some(
+            OpenOptions::new()
+                .create(true)
+                .append(true)
+                .mode(0o644)
+                .open(p)?,
+        ),
         None => None,
     };
     FD.store(

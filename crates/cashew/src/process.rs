@@ -46,7 +46,19 @@ impl PidFile {
         let mut tmp = path.as_os_str().to_owned();
         tmp.push(format!(".{}.tmp", std::process::id()));
         let tmp = PathBuf::from(tmp);
-        std::fs::write(&tmp, format!("{}\n", std::process::id()))
+        let write = |tmp: &Path| {
+            use std::io::Write;
+            use std::os::unix::fs::OpenOptionsExt;
+            // Readable by all, writable by cashew alone, whatever the umask.
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o644)
+                .open(tmp)?
+                .write_all(format!("{}\n", std::process::id()).as_bytes())
+        };
+        write(&tmp)
             .and_then(|()| std::fs::rename(&tmp, path))
             .map_err(|e| {
                 let _ = std::fs::remove_file(&tmp);

@@ -119,7 +119,17 @@ fn daemonize_detaches_and_writes_the_pid_file() {
     let pid_file = dir.join("cashew.pid");
     let stats_port = free_port("127.0.0.1").to_string();
     // Relative paths keep working although the daemon leaves the working directory alone.
-    let status = Command::new(CASHEW)
+    // Started with umask 0, as an init script may: its files are still not writable
+    // by everyone.
+    let mut command = Command::new(CASHEW);
+    // SAFETY: between fork and exec only umask runs, which is async-signal-safe.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut command, || {
+            libc::umask(0);
+            Ok(())
+        });
+    }
+    let status = command
         .current_dir(&dir)
         .args([
             "-d",
@@ -150,6 +160,23 @@ fn daemonize_detaches_and_writes_the_pid_file() {
     let mut c = McConn::connect(format!("127.0.0.1:{listen}").parse().unwrap());
     c.set("daemon", b"yes");
     assert_eq!(c.get("daemon").as_deref(), Some(&b"yes"[..]));
+    let mode = |name: &str| {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(dir.join(name))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    assert_eq!(mode("cashew.pid"), 0o644, "pid file");
+    assert_eq!(mode("cashew.log"), 0o644, "log file");
+    // A rotated log file is reopened with the same mode.
+    std::fs::rename(dir.join("cashew.log"), dir.join("cashew.log.1")).unwrap();
+    kill(pid, "USR1");
+    wait_for("the log file to be reopened", || {
+        dir.join("cashew.log").exists()
+    });
+    assert_eq!(mode("cashew.log"), 0o644, "reopened log file");
     kill(pid, "TERM");
     wait_for("the pid file to go", || !pid_file.exists());
     assert!(std::fs::read_to_string(dir.join("cashew.log"))
