@@ -19,6 +19,8 @@ struct Slot {
     key: [u8; KEY_MAX],
     len: u8,
     count: u64,
+    /// What `count` may overstate: the count of the key it replaced.
+    error: u64,
 }
 
 impl Slot {
@@ -43,6 +45,7 @@ impl Sketch {
                 key: [0; KEY_MAX],
                 len: 0,
                 count: 0,
+                error: 0,
             };
             self.slots = vec![empty; capacity];
             self.used = 0;
@@ -55,29 +58,32 @@ impl Sketch {
             slot.count += 1;
             return;
         }
-        let (slot, count) = if self.used < self.slots.len() {
+        let (slot, floor) = if self.used < self.slots.len() {
             self.used += 1;
-            (&mut self.slots[self.used - 1], 1)
+            (&mut self.slots[self.used - 1], 0)
         } else {
             let slot = self
                 .slots
                 .iter_mut()
                 .min_by_key(|s| s.count)
                 .expect("slots");
-            let count = slot.count + 1;
-            (slot, count)
+            let floor = slot.count;
+            (slot, floor)
         };
         slot.key[..key.len()].copy_from_slice(key);
         slot.len = key.len() as u8;
-        slot.count = count;
+        slot.count = floor + 1;
+        slot.error = floor;
     }
 
     fn clear(&mut self) {
         self.used = 0;
     }
 
-    fn entries(&self) -> impl Iterator<Item = (&[u8], u64)> {
-        self.slots[..self.used].iter().map(|s| (s.key(), s.count))
+    fn entries(&self) -> impl Iterator<Item = (&[u8], u64, u64)> {
+        self.slots[..self.used]
+            .iter()
+            .map(|s| (s.key(), s.count, s.error))
     }
 }
 
@@ -126,7 +132,8 @@ impl Default for HotKeys {
 
 /// Sampled counts of one worker: each key's count and the time they cover.
 pub struct Counts {
-    pub keys: Vec<(Vec<u8>, u64)>,
+    /// Each key, its count, and how much of that count may be overstated.
+    pub keys: Vec<(Vec<u8>, u64, u64)>,
     pub covered: Duration,
 }
 
@@ -164,15 +171,21 @@ impl HotKeys {
         let mut w = self.windows.lock().unwrap_or_else(|e| e.into_inner());
         let now = Instant::now();
         w.rotate(now);
-        let mut keys: Vec<(Vec<u8>, u64)> =
-            w.current.entries().map(|(k, c)| (k.to_vec(), c)).collect();
+        let mut keys: Vec<(Vec<u8>, u64, u64)> = w
+            .current
+            .entries()
+            .map(|(k, c, e)| (k.to_vec(), c, e))
+            .collect();
         let mut covered = now.saturating_duration_since(w.started);
         if w.has_previous {
             covered += WINDOW;
-            for (key, count) in w.previous.entries() {
-                match keys.iter_mut().find(|(k, _)| k == key) {
-                    Some((_, c)) => *c += count,
-                    None => keys.push((key.to_vec(), count)),
+            for (key, count, error) in w.previous.entries() {
+                match keys.iter_mut().find(|(k, ..)| k == key) {
+                    Some((_, c, e)) => {
+                        *c += count;
+                        *e += error;
+                    }
+                    None => keys.push((key.to_vec(), count, error)),
                 }
             }
         }
@@ -210,10 +223,14 @@ mod tests {
             hot.observe(key.as_bytes(), 1, 64);
         }
         let counts = hot.counts();
-        let top = counts.keys.iter().max_by_key(|(_, c)| *c).unwrap();
+        let top = counts.keys.iter().max_by_key(|(_, c, _)| *c).unwrap();
         assert_eq!(top.0, b"hot");
-        // Space-Saving overestimates by at most the smallest count.
+        // Space-Saving overestimates by at most the smallest count, and says by how much.
         assert!((30_000..=31_000).contains(&top.1), "{}", top.1);
+        assert!(top.1 - top.2 <= 30_000, "{} - {}", top.1, top.2);
+        // A cold key's count is mostly its error.
+        let cold = counts.keys.iter().min_by_key(|(_, c, _)| *c).unwrap();
+        assert!(cold.1 - cold.2 <= 100, "{:?}", (cold.1, cold.2));
     }
 
     #[test]
@@ -222,7 +239,7 @@ mod tests {
         for _ in 0..800 {
             hot.observe(b"k", 8, 16);
         }
-        assert_eq!(hot.counts().keys, vec![(b"k".to_vec(), 100)]);
+        assert_eq!(hot.counts().keys, vec![(b"k".to_vec(), 100, 0)]);
     }
 
     #[test]

@@ -12,24 +12,31 @@ use crate::stats::HistogramTotal;
 /// Keys shown per pool.
 const TOP: usize = 20;
 
-/// `{"hotkeys": [{"pool", "key", "rate", "server"}]}`, hottest first within each
-/// pool that has `hotkeys: true`; `rate` in requests per second, estimated.
+/// `{"hotkeys": [{"pool", "key", "rate", "rate_min", "server"}]}`, hottest first
+/// within each pool that has `hotkeys: true`: `rate` in requests per second,
+/// estimated (Space-Saving may overstate it), `rate_min` what it is at least.
 pub fn hotkeys(generation: &Generation) -> Value {
     let mut out = Vec::new();
     for (pool, state) in generation.config.pools.iter().zip(&generation.pools) {
         if !pool.hotkeys {
             continue;
         }
-        // Each worker's sampled counts, as rates, summed by key.
-        let mut rates: Vec<(Vec<u8>, f64)> = Vec::new();
+        // Each worker's sampled counts, as rates, summed by key: the estimate, and
+        // what it is at least (the count less what Space-Saving may overstate).
+        let mut rates: Vec<(Vec<u8>, f64, f64)> = Vec::new();
         for worker in &state.workers {
             let counts = worker.pool.hotkeys.counts();
-            let seconds = counts.covered.as_secs_f64().max(1e-3);
-            for (key, count) in counts.keys {
-                let rate = count as f64 * f64::from(pool.hotkeys_sample) / seconds;
-                match rates.iter_mut().find(|(k, _)| *k == key) {
-                    Some((_, r)) => *r += rate,
-                    None => rates.push((key, rate)),
+            let per_second =
+                f64::from(pool.hotkeys_sample) / counts.covered.as_secs_f64().max(1e-3);
+            for (key, count, error) in counts.keys {
+                let rate = count as f64 * per_second;
+                let least = (count - error) as f64 * per_second;
+                match rates.iter_mut().find(|(k, ..)| *k == key) {
+                    Some((_, r, l)) => {
+                        *r += rate;
+                        *l += least;
+                    }
+                    None => rates.push((key, rate, least)),
                 }
             }
         }
@@ -40,12 +47,14 @@ pub fn hotkeys(generation: &Generation) -> Value {
             pool.hash_tag,
             &pool.route_nodes(),
         );
-        for (key, rate) in rates.into_iter().take(TOP) {
+        let tenth = |r: f64| (r * 10.0).round() / 10.0;
+        for (key, rate, least) in rates.into_iter().take(TOP) {
             let server = router.route(&key).map(|s| pool.servers[s].name());
             out.push(json!({
                 "pool": pool.name,
                 "key": printable(&key),
-                "rate": (rate * 10.0).round() / 10.0,
+                "rate": tenth(rate),
+                "rate_min": tenth(least),
                 "server": server,
             }));
         }
