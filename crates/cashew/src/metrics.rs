@@ -282,7 +282,7 @@ impl Collector for Snapshot {
         let mut f = family(
             e,
             "cashew_family_replies",
-            "Replies to client requests by command family, as they are finished",
+            "Replies owed to client requests, by command family, counted as requests are taken",
             MetricType::Counter,
         )?;
         for (name, state) in &pools {

@@ -465,8 +465,6 @@ async fn connect(address: &ServerAddress, keepalive: bool) -> Result<Stream, Bac
 }
 
 struct InFlight {
-    /// The request, kept for the slow log when the pool has one.
-    request: Option<Bytes>,
     reply: Option<ReplyTx>,
     /// Its reply runs up to and including a memcached `MN` (see `Job::until_noop`).
     until_noop: bool,
@@ -486,6 +484,9 @@ struct Session {
     /// Where its requests come from; told as their bytes leave.
     jobs: Rc<JobQueue>,
     in_flight: VecDeque<InFlight>,
+    /// With a slow log, the requests of `in_flight` (kept apart so that a pool
+    /// without one does not carry them).
+    requests: VecDeque<Bytes>,
     /// How many requests at the back of `in_flight` are not fully written yet.
     unwritten: usize,
     queued_bytes: u64,
@@ -499,6 +500,7 @@ impl Session {
             resume: Resume::default(),
             jobs,
             in_flight: VecDeque::new(),
+            requests: VecDeque::new(),
             unwritten: 0,
             queued_bytes: 0,
             written_bytes: 0,
@@ -525,6 +527,7 @@ impl Session {
                 tx.send(Err(error.clone()));
             }
         }
+        self.requests.clear();
         self.unwritten = 0;
         self.jobs
             .sent((self.queued_bytes - self.written_bytes) as usize);
@@ -541,9 +544,10 @@ impl Session {
         stats.sub(st::IN_QUEUE_BYTES, len);
         stats.add(st::OUT_QUEUE, 1);
         stats.add(st::OUT_QUEUE_BYTES, len);
-        let request = self.link.settings.slowlog.map(|_| job.bytes);
+        if self.link.settings.slowlog.is_some() {
+            self.requests.push_back(job.bytes);
+        }
         self.in_flight.push_back(InFlight {
-            request,
             reply: job.reply,
             until_noop: job.until_noop,
             scanned: 0,
@@ -735,13 +739,14 @@ impl Session {
                     }
                 }
             }
-            if let (Some(limit), Some(request)) = (self.link.settings.slowlog, &entry.request) {
+            if let Some(limit) = self.link.settings.slowlog {
+                let request = self.requests.pop_front().unwrap_or_default();
                 let latency = now.saturating_duration_since(written_at);
                 if latency > limit {
                     let link = &self.link;
                     link.pool_counters
                         .slowlog
-                        .record(&link.server_name, request, latency);
+                        .record(&link.server_name, &request, latency);
                 }
             }
             let reply = rbuf.split_to(n).freeze();

@@ -53,29 +53,30 @@ pub trait Protocol {
     fn finish(&mut self, pending: Self::Pending) -> (Bytes, bool);
 }
 
-/// The command families of a client's pending replies, in order, so that each
-/// reply is counted under its request's family when it is finished.
+/// Counts the replies a client's requests are owed by the requests' command
+/// family, as the requests are taken (a `noreply` request is owed none).
 #[derive(Default)]
-pub struct ReplyFamilies(VecDeque<u8>);
+pub struct ReplyFamilies {
+    /// Pending replies already counted.
+    pending: usize,
+}
 
 impl ReplyFamilies {
-    /// The requests of the queue not yet noted (now `pending` long) are of `family`.
+    /// The requests of the queue not yet counted (it is now `pending` long) are of
+    /// `family`.
     #[inline]
-    pub fn note(&mut self, pending: usize, family: u8) {
-        while self.0.len() < pending {
-            self.0.push_back(family);
+    pub fn note(&mut self, pending: usize, family: u8, stats: &crate::stats::PoolCounters) {
+        let new = pending.saturating_sub(self.pending);
+        self.pending = pending;
+        if new > 0 && family != crate::stats::family::NONE {
+            stats.add(ps::REPLY_FAMILY + usize::from(family), new as u64);
         }
     }
 
-    /// Counts the oldest pending reply, now finished, under its family.
+    /// The oldest pending reply was finished.
     #[inline]
-    pub fn finished(&mut self, stats: &crate::stats::PoolCounters) {
-        match self.0.pop_front() {
-            Some(f) if f != crate::stats::family::NONE => {
-                stats.add(ps::REPLY_FAMILY + usize::from(f), 1)
-            }
-            _ => {}
-        }
+    pub fn finished(&mut self) {
+        self.pending = self.pending.saturating_sub(1);
     }
 }
 
@@ -245,24 +246,31 @@ impl Latency {
         slot.pool().pool_stats().add(ps::IN_FLIGHT, n as u64);
     }
 
-    /// The reply to the oldest request was moved to the output.
-    #[inline]
-    fn replied(&mut self, bytes: usize) {
-        let Some((at, count)) = self.queued.front_mut() else {
+    /// The replies to the `n` oldest requests were moved to the output, `bytes`
+    /// in all: they count as written once all of them are.
+    fn replied(&mut self, mut n: u32, bytes: usize) {
+        if n == 0 {
             return;
-        };
-        let at = *at;
-        *count -= 1;
-        if *count == 0 {
-            self.queued.pop_front();
         }
         self.replied_bytes += bytes as u64;
-        match self.unwritten.back_mut() {
-            Some((end, when, n)) if *when == at => {
-                *end = self.replied_bytes;
-                *n += 1;
+        while n > 0 {
+            let Some((at, count)) = self.queued.front_mut() else {
+                return;
+            };
+            let at = *at;
+            let taken = n.min(*count);
+            *count -= taken;
+            if *count == 0 {
+                self.queued.pop_front();
             }
-            _ => self.unwritten.push_back((self.replied_bytes, at, 1)),
+            n -= taken;
+            match self.unwritten.back_mut() {
+                Some((end, when, k)) if *when == at => {
+                    *end = self.replied_bytes;
+                    *k += taken;
+                }
+                _ => self.unwritten.push_back((self.replied_bytes, at, taken)),
+            }
         }
     }
 
@@ -376,12 +384,14 @@ where
 
         // Move finished replies, in order, to the output: every reply already
         // delivered goes out in the same write.
+        let (mut moved, mut moved_bytes) = (0, 0);
         while !closing && queue.front_mut().is_some_and(PendingReply::try_settle) {
             let Some(pending) = queue.pop_front() else {
                 break;
             };
             let (bytes, close) = protocol.finish(pending);
-            latency.replied(bytes.len());
+            moved += 1;
+            moved_bytes += bytes.len();
             if !bytes.is_empty() {
                 budget.replied(bytes.len());
                 out.push_back(bytes);
@@ -389,9 +399,12 @@ where
             if close {
                 closing = true;
                 reading = false;
-                latency.dropped(slot);
                 queue.clear();
             }
+        }
+        latency.replied(moved, moved_bytes);
+        if closing {
+            latency.dropped(slot);
         }
         latency.record_written(slot);
 

@@ -73,6 +73,9 @@ pub struct PoolRt {
     /// When an ejected server is due back, so the router is rebuilt then.
     next_rebuild: Cell<Option<Instant>>,
     shared: Arc<PoolShared>,
+    /// With `hotkeys: true`: one request in how many is sampled, and the sketch's
+    /// size (read on every request, so kept here rather than looked up).
+    pub hotkeys: Option<(u32, u32)>,
     pool_stats: Arc<PoolCounters>,
     proxy_stats: Arc<ProxyCounters>,
 }
@@ -163,6 +166,9 @@ impl PoolRt {
             shared: state.shared.clone(),
             pool_stats: counters.pool.clone(),
             proxy_stats: generation.registry.workers[worker.id].clone(),
+            hotkeys: pool
+                .hotkeys
+                .then_some((pool.hotkeys_sample, pool.hotkeys_capacity)),
             generation,
         };
         rt.rebuild();

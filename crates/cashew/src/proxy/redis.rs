@@ -191,7 +191,8 @@ impl Protocol for Client {
                             pool.refused(ps::ERR_CLIENT, bytes);
                         }
                         queue.push_back(reply);
-                        self.families.note(queue.len(), family::NONE);
+                        self.families
+                            .note(queue.len(), family::NONE, pool.pool_stats());
                         self.done = true;
                         return false;
                     }
@@ -203,7 +204,8 @@ impl Protocol for Client {
                     let text = format!("ERR Protocol error: {reason}");
                     pool.refused(ps::ERR_CLIENT, text.as_bytes());
                     queue.push_back(err(&text));
-                    self.families.note(queue.len(), family::NONE);
+                    self.families
+                        .note(queue.len(), family::NONE, pool.pool_stats());
                     self.done = true;
                     return false;
                 }
@@ -217,7 +219,8 @@ impl Protocol for Client {
                             count_local_reply(pool, reply);
                         }
                         queue.push_back(pending);
-                        self.families.note(queue.len(), self.family);
+                        self.families
+                            .note(queue.len(), self.family, pool.pool_stats());
                     }
                 }
             }
@@ -226,12 +229,10 @@ impl Protocol for Client {
     }
 
     fn finish(&mut self, pending: Pending) -> (Bytes, bool) {
-        let slot = self.slot.clone();
-        let pool = slot.pool();
-        self.families.finished(pool.pool_stats());
+        self.families.finished();
         match pending {
             Pending::Quit => (Bytes::from_static(b"+OK\r\n"), true),
-            other => (self.reply_bytes(&pool, other), false),
+            other => (self.reply_bytes(&self.slot.pool(), other), false),
         }
     }
 }
@@ -312,13 +313,8 @@ impl Client {
         };
         pool.pool_stats().add(ps::FAMILY + family, 1);
         self.family = family as u8;
-        let config = pool.config();
-        if config.hotkeys {
-            let (hot, sample, capacity) = (
-                &pool.pool_stats().hotkeys,
-                config.hotkeys_sample,
-                config.hotkeys_capacity,
-            );
+        if let Some((sample, capacity)) = pool.hotkeys {
+            let hot = &pool.pool_stats().hotkeys;
             let (first, step) = match spec.kind {
                 CommandKind::Keyed(key) => (usize::from(key), usize::MAX),
                 CommandKind::SplitKeys => (1, 1),

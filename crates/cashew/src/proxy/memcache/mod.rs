@@ -126,7 +126,8 @@ impl Protocol for Client {
         let max_keys = pool.config().max_keys as usize;
         let mut last_family = family::NONE;
         while !self.done && queue.len() < max_queue {
-            self.families.note(queue.len(), last_family);
+            self.families
+                .note(queue.len(), last_family, pool.pool_stats());
             last_family = family::NONE;
             if self.skip > 0 {
                 let n = self.skip.min(input.len());
@@ -147,7 +148,8 @@ impl Protocol for Client {
                         queue.push_back(Pending::Ready(Bytes::from_static(bad.reply)));
                     }
                     if bad.close {
-                        self.families.note(queue.len(), last_family);
+                        self.families
+                            .note(queue.len(), last_family, pool.pool_stats());
                         self.done = true;
                         return false;
                     }
@@ -172,16 +174,16 @@ impl Protocol for Client {
                 }
             }
         }
-        self.families.note(queue.len(), last_family);
+        self.families
+            .note(queue.len(), last_family, pool.pool_stats());
         true
     }
 
     fn finish(&mut self, pending: Pending) -> (Bytes, bool) {
-        let pool = self.slot.pool();
-        self.families.finished(pool.pool_stats());
+        self.families.finished();
         match pending {
             Pending::Quit => (Bytes::new(), true),
-            other => (reply_bytes(&pool, other), false),
+            other => (reply_bytes(&self.slot.pool(), other), false),
         }
     }
 }
@@ -199,26 +201,44 @@ fn error_kind(reply: &[u8]) -> usize {
 }
 
 /// The family a command is counted in (an index of `stats::FAMILIES`).
+#[inline]
 fn family(command: Command) -> usize {
     use Command::*;
-    match command {
-        Get => 0,
-        Gets => 1,
-        Gat => 2,
-        Gats => 3,
-        Set => 4,
-        Add => 5,
-        Replace => 6,
-        Append => 7,
-        Prepend => 8,
-        Cas => 9,
-        Incr => 10,
-        Decr => 11,
-        Touch => 12,
-        Delete => 13,
-        MetaGet | MetaSet | MetaDelete | MetaArithmetic | MetaNoop | MetaDebug => 14,
-        FlushAll | Verbosity | Version | Quit | Stats => crate::stats::family::OTHER,
-    }
+    const OTHER: u8 = crate::stats::family::OTHER as u8;
+    const META: u8 = 14;
+    // Indexed by the command's discriminant: a load, not a branch per command.
+    const TABLE: [u8; 25] = {
+        let mut t = [OTHER; 25];
+        let by_command = [
+            (Get, 0),
+            (Gets, 1),
+            (Gat, 2),
+            (Gats, 3),
+            (Set, 4),
+            (Add, 5),
+            (Replace, 6),
+            (Append, 7),
+            (Prepend, 8),
+            (Cas, 9),
+            (Incr, 10),
+            (Decr, 11),
+            (Touch, 12),
+            (Delete, 13),
+            (MetaGet, META),
+            (MetaSet, META),
+            (MetaDelete, META),
+            (MetaArithmetic, META),
+            (MetaNoop, META),
+            (MetaDebug, META),
+        ];
+        let mut i = 0;
+        while i < by_command.len() {
+            t[by_command[i].0 as usize] = by_command[i].1;
+            i += 1;
+        }
+        t
+    };
+    usize::from(TABLE[command as usize])
 }
 
 /// The reply to a retrieval of more than `max_keys` keys.
@@ -245,13 +265,8 @@ impl Client {
             _ => {}
         }
         let shape = req.command.shape();
-        let config = pool.config();
-        if config.hotkeys {
-            let (hot, sample, capacity) = (
-                &pool.pool_stats().hotkeys,
-                config.hotkeys_sample,
-                config.hotkeys_capacity,
-            );
+        if let Some((sample, capacity)) = pool.hotkeys {
+            let hot = &pool.pool_stats().hotkeys;
             match shape {
                 Shape::SingleKey => hot.observe(&bytes[req.key.clone()], sample, capacity),
                 Shape::Retrieval => {
@@ -574,4 +589,20 @@ fn forwardable(req: &Request, bytes: Bytes) -> (Bytes, bool) {
     stripped.extend_from_slice(&bytes[..req.noreply_span.start]);
     stripped.extend_from_slice(&bytes[req.noreply_span.end..]);
     (stripped.freeze(), false)
+}
+
+#[cfg(test)]
+mod family_tests {
+    use super::*;
+
+    #[test]
+    fn commands_map_to_their_families() {
+        let name = |c| crate::stats::FAMILIES[family(c)];
+        assert_eq!(name(Command::Get), "get");
+        assert_eq!(name(Command::Delete), "delete");
+        assert_eq!(name(Command::MetaDebug), "meta");
+        assert_eq!(name(Command::MetaGet), "meta");
+        assert_eq!(name(Command::Quit), "other");
+        assert_eq!(name(Command::Stats), "other");
+    }
 }
