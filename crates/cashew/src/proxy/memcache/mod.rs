@@ -363,26 +363,23 @@ impl Client {
     }
 
     fn retrieval(&self, pool: &PoolRt, req: &Request, bytes: Bytes, queue: &mut VecDeque<Pending>) {
-        let all_keys = keys(&bytes, req.keys.clone());
-        let nkeys = all_keys.clone().count();
+        let nkeys = keys(&bytes, req.keys.clone()).count();
         pool.proxy_stats().add(px::CMD_GET, nkeys as u64);
 
-        // Most retrievals touch one server: forward them untouched.
+        // Most retrievals touch one server: forward them untouched. Finding that
+        // out allocates nothing; a split routes the keys again as it builds parts.
         let Some(first) = pool.route(&bytes[req.key.clone()]) else {
             return no_server(pool, false, queue);
         };
-        let mut servers = Vec::with_capacity(nkeys);
-        servers.push(first);
         let mut split = false;
-        for key in all_keys.clone().skip(1) {
-            let Some(s) = pool.route(key) else {
-                return no_server(pool, false, queue);
-            };
-            split |= s != first;
-            servers.push(s);
+        for key in keys(&bytes, req.keys.clone()).skip(1) {
+            match pool.route(key) {
+                Some(s) => split |= s != first,
+                None => return no_server(pool, false, queue),
+            }
         }
         if !split {
-            let rx = pool.send(first, self.id, bytes.clone(), true);
+            let rx = pool.send(first, self.id, bytes, true);
             queue.push_back(Pending::Single {
                 part: Part::new(rx),
                 count: Count::Keys(nkeys as u32),
@@ -394,7 +391,10 @@ impl Client {
         let prefix = &bytes[..req.keys.start];
         let mut fragments: Vec<(usize, BytesMut)> = Vec::new();
         let mut order = Vec::with_capacity(nkeys);
-        for (key, &server) in all_keys.zip(&servers) {
+        for key in keys(&bytes, req.keys.clone()) {
+            let Some(server) = pool.route(key) else {
+                return no_server(pool, false, queue);
+            };
             let part = match fragments.iter().position(|(s, _)| *s == server) {
                 Some(i) => i,
                 None => {
