@@ -254,6 +254,14 @@ pub fn parse_request(buf: &[u8], max_value: Option<usize>) -> Parsed {
     if let Some(nul) = memchr::memchr(0, &buf[..end]) {
         end = nul;
     }
+    // Retrievals, the requests clients send most, need no token table: their keys
+    // are walked once.
+    if let Some(first) = split(&buf[..end]).next() {
+        let name = &buf[first];
+        if name.len() >= 2 && (name[0] == b'g' || name == b"bget") {
+            return retrieval(&buf[..end], line_len, end);
+        }
+    }
     let line = Line::new(&buf[..end]);
     let local = |reply| invalid(reply, line_len, 0, false);
     if line.ntokens < 2 || line.tokens[0].len() < 2 {
@@ -281,9 +289,6 @@ pub fn parse_request(buf: &[u8], max_value: Option<usize>) -> Parsed {
 
     if name.len() == 2 && name[0] == b'm' {
         return meta(buf, &line, line_len, max_value);
-    }
-    if name[0] == b'g' || name == b"bget" {
-        return retrieval(&line, line_len, end);
     }
     let storage = match name {
         b"set" => Some(Command::Set),
@@ -420,25 +425,23 @@ fn incomplete_line(buf: &[u8]) -> Parsed {
 /// `get`, `gets`, `gat`, `gats`, `bget` (an old name of `get` memcached still
 /// serves), and any other command starting with `g`, which memcached refuses the
 /// same way.
-fn retrieval(line: &Line<'_>, line_len: usize, end: usize) -> Parsed {
+/// `get`, `gets`, `gat`, `gats` (and `bget`, an old name of `get`): `line` is the
+/// command line without its line ending.
+fn retrieval(line: &[u8], line_len: usize, end: usize) -> Parsed {
     let local = |reply| invalid(reply, line_len, 0, false);
-    if line.ntokens < 3 {
+    let mut keys = split(line).peekable();
+    let name = keys.next().map_or(&b""[..], |t| &line[t]);
+    if keys.peek().is_none() {
         return local(ERROR);
     }
-    let (command, touch) = match line.token(0) {
+    let (command, touch) = match name {
         b"get" | b"bget" => (Command::Get, false),
         b"gets" => (Command::Gets, false),
         b"gat" => (Command::Gat, true),
         b"gats" => (Command::Gats, true),
         _ => return local(ERROR),
     };
-    let mut keys = split(line.line);
-    keys.next();
-    if touch
-        && keys
-            .next()
-            .is_some_and(|t| safe_strtol(&line.line[t]).is_none())
-    {
+    if touch && keys.next().is_some_and(|t| safe_strtol(&line[t]).is_none()) {
         return local(BAD_EXPTIME);
     }
     let mut first: Option<Range<usize>> = None;
