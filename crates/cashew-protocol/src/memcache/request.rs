@@ -122,6 +122,8 @@ pub struct Request {
     pub noreply_span: Range<usize>,
     /// A meta request in quiet mode (`q`): its nominal reply is left out.
     pub quiet: bool,
+    /// How many keys it names: those of a retrieval, else 1 (0 for none).
+    pub nkeys: u32,
 }
 
 /// A request that cannot be served: what to answer and how to get back in step.
@@ -272,6 +274,7 @@ pub fn parse_request(buf: &[u8], max_value: Option<usize>) -> Parsed {
         command,
         line_len,
         len,
+        nkeys: u32::from(!key.is_empty()),
         key,
         key_base64: false,
         keys,
@@ -445,10 +448,12 @@ fn retrieval(line: &[u8], line_len: usize, end: usize) -> Parsed {
         return local(BAD_EXPTIME);
     }
     let mut first: Option<Range<usize>> = None;
+    let mut nkeys = 0u32;
     for key in keys {
         if key.len() > MAX_KEY_LEN {
             return local(BAD_FORMAT);
         }
+        nkeys = nkeys.saturating_add(1);
         first.get_or_insert(key);
     }
     match first {
@@ -462,6 +467,7 @@ fn retrieval(line: &[u8], line_len: usize, end: usize) -> Parsed {
             noreply: false,
             noreply_span: end..end,
             quiet: false,
+            nkeys,
         }),
         // `gat <exptime>` with no key: memcached answers an empty retrieval.
         None => local(b"END\r\n"),
@@ -520,6 +526,7 @@ fn update(
         noreply: noreply.is_some(),
         noreply_span: noreply.unwrap_or(end..end),
         quiet: false,
+        nkeys: 1,
     })
 }
 
@@ -548,6 +555,7 @@ fn meta(buf: &[u8], line: &Line<'_>, line_len: usize, max_value: Option<usize>) 
         noreply: false,
         noreply_span: end..end,
         quiet: false,
+        nkeys: 0,
     };
     match command {
         Command::MetaNoop => return Parsed::Request(request),
@@ -556,6 +564,7 @@ fn meta(buf: &[u8], line: &Line<'_>, line_len: usize, max_value: Option<usize>) 
                 return local(BAD_FORMAT);
             }
             request.key = line.tokens[1].clone();
+            request.nkeys = 1;
             request.key_base64 = nt >= 4 && line.token(2) == b"b";
             return Parsed::Request(request);
         }
@@ -568,6 +577,7 @@ fn meta(buf: &[u8], line: &Line<'_>, line_len: usize, max_value: Option<usize>) 
         return local(BAD_FORMAT);
     }
     request.key = line.tokens[1].clone();
+    request.nkeys = 1;
     // Flags start after the key, or after the data length of `ms`.
     let first_flag = if command == Command::MetaSet { 3 } else { 2 };
     for i in first_flag..nt - 1 {

@@ -157,9 +157,7 @@ impl Protocol for Client {
                 Parsed::Request(req) => {
                     last_family = family(req.command) as u8;
                     let bytes = input.split_to(req.len).freeze();
-                    if req.command.shape() == Shape::Retrieval
-                        && keys(&bytes, req.keys.clone()).nth(max_keys).is_some()
-                    {
+                    if req.nkeys as usize > max_keys {
                         let reply = too_many_keys(max_keys);
                         pool.refused(ps::ERR_CLIENT, &reply);
                         queue.push_back(Pending::Ready(reply));
@@ -363,7 +361,7 @@ impl Client {
     }
 
     fn retrieval(&self, pool: &PoolRt, req: &Request, bytes: Bytes, queue: &mut VecDeque<Pending>) {
-        let nkeys = keys(&bytes, req.keys.clone()).count();
+        let nkeys = req.nkeys as usize;
         pool.proxy_stats().add(px::CMD_GET, nkeys as u64);
 
         // Most retrievals touch one server: forward them untouched. Finding that
@@ -372,10 +370,12 @@ impl Client {
             return no_server(pool, false, queue);
         };
         let mut split = false;
-        for key in keys(&bytes, req.keys.clone()).skip(1) {
-            match pool.route(key) {
-                Some(s) => split |= s != first,
-                None => return no_server(pool, false, queue),
+        if nkeys > 1 {
+            for key in keys(&bytes, req.keys.clone()).skip(1) {
+                match pool.route(key) {
+                    Some(s) => split |= s != first,
+                    None => return no_server(pool, false, queue),
+                }
             }
         }
         if !split {
