@@ -137,6 +137,22 @@ pub fn unescape(text: &str) -> Vec<u8> {
 }
 
 /// A port that was free on `host` a moment ago.
+/// The Python that `scripts/install-deps` sets up with the client libraries of
+/// `crates/cashew/tests/python/requirements.txt` (or `CASHEW_PYTHON`).
+pub fn python() -> PathBuf {
+    let path = std::env::var_os("CASHEW_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/python/bin/python")
+        });
+    assert!(
+        path.exists(),
+        "{} is missing: scripts/install-deps installs the Python libraries the tests use",
+        path.display()
+    );
+    path
+}
+
 pub fn free_port(host: &str) -> u16 {
     TcpListener::bind((host, 0))
         .and_then(|l| l.local_addr())

@@ -10,25 +10,11 @@ use cashew_testkit::{memcached, redis_server, PoolProxy, Process};
 
 const CASHEW: &str = env!("CARGO_BIN_EXE_cashew");
 
-fn python() -> PathBuf {
-    let path = std::env::var_os("CASHEW_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/python/bin/python")
-        });
-    assert!(
-        path.exists(),
-        "{} is missing: scripts/install-deps installs the Python client libraries",
-        path.display()
-    );
-    path
-}
-
 fn run_script(script: &str, args: &[String]) -> String {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("tests/python")
         .join(script);
-    let out = Command::new(python())
+    let out = Command::new(cashew_testkit::python())
         .arg(path)
         .args(args)
         .output()
