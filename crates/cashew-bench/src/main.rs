@@ -1,6 +1,7 @@
 //! cashew-load: a bounded memcached load: each connection sends pipelined batches of
 //! gets and sets and waits for every reply, for a fixed time. Prints one line:
-//! `ops_per_sec=N errors=N`.
+//! `ops_per_sec=N ops=N errors=N p50_us=N p99_us=N` (latency of a batch, from its
+//! first byte written to its last reply read: of a request, at pipeline 1).
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -31,6 +32,9 @@ struct Args {
     /// Percent of requests that are gets; the rest are sets
     #[arg(long, default_value_t = 90)]
     get_percent: usize,
+    /// Keys each get asks for (a multi-get when more than one)
+    #[arg(long, default_value_t = 1)]
+    keys_per_get: usize,
     /// Stop each connection after this many batches (a fixed amount of work, for
     /// instruction counts); the time limit still applies
     #[arg(long)]
@@ -55,6 +59,7 @@ fn main() {
             let (stop, ops, errors, value) =
                 (stop.clone(), ops.clone(), errors.clone(), value.clone());
             let (pipeline, keys, get_percent) = (args.pipeline, args.keys, args.get_percent);
+            let keys_per_get = args.keys_per_get.max(1);
             let batches = args.batches.unwrap_or(u64::MAX);
             std::thread::spawn(move || {
                 let mut s = TcpStream::connect(addr).expect("connect");
@@ -63,6 +68,7 @@ fn main() {
                 let mut rng = 0x9e37_79b9_7f4a_7c15u64 ^ (c as u64 + 1);
                 let mut request = Vec::new();
                 let mut buf = vec![0u8; 256 * 1024];
+                let mut latencies_us: Vec<u32> = Vec::new();
                 for _ in 0..batches {
                     if stop.load(Ordering::Relaxed) {
                         break;
@@ -74,7 +80,11 @@ fn main() {
                         rng ^= rng << 17;
                         let key = rng as usize % keys;
                         if (rng >> 32) as usize % 100 < get_percent {
-                            request.extend(format!("get key:{key}\r\n").bytes());
+                            request.extend(b"get");
+                            for k in 0..keys_per_get {
+                                request.extend(format!(" key:{}", (key + k * 7919) % keys).bytes());
+                            }
+                            request.extend(b"\r\n");
                         } else {
                             request
                                 .extend(format!("set key:{key} 0 0 {}\r\n", value.len()).bytes());
@@ -82,9 +92,14 @@ fn main() {
                             request.extend(b"\r\n");
                         }
                     }
+                    let sent = Instant::now();
                     s.write_all(&request).expect("write");
                     let (mut filled, mut done) = (0, 0);
                     while done < pipeline {
+                        if filled == buf.len() {
+                            // A reply larger than the buffer (large values).
+                            buf.resize(buf.len() * 2, 0);
+                        }
                         let n = s.read(&mut buf[filled..]).expect("read");
                         assert!(n > 0, "server closed the connection");
                         filled += n;
@@ -101,8 +116,10 @@ fn main() {
                         buf.copy_within(start..filled, 0);
                         filled -= start;
                     }
+                    latencies_us.push(sent.elapsed().as_micros().min(u32::MAX as u128) as u32);
                     ops.fetch_add(pipeline as u64, Ordering::Relaxed);
                 }
+                latencies_us
             })
         })
         .collect();
@@ -114,14 +131,22 @@ fn main() {
         std::thread::sleep(Duration::from_millis(10));
     }
     stop.store(true, Ordering::Relaxed);
-    for w in workers {
-        w.join().unwrap();
-    }
+    let mut latencies: Vec<u32> = workers
+        .into_iter()
+        .flat_map(|w| w.join().unwrap())
+        .collect();
+    latencies.sort_unstable();
+    let quantile = |q: f64| {
+        let i = ((latencies.len() as f64 * q).ceil() as usize).clamp(1, latencies.len().max(1));
+        latencies.get(i - 1).copied().unwrap_or(0)
+    };
     let elapsed = started.elapsed().as_secs_f64();
     println!(
-        "ops_per_sec={:.0} ops={} errors={}",
+        "ops_per_sec={:.0} ops={} errors={} p50_us={} p99_us={}",
         ops.load(Ordering::Relaxed) as f64 / elapsed,
         ops.load(Ordering::Relaxed),
-        errors.load(Ordering::Relaxed)
+        errors.load(Ordering::Relaxed),
+        quantile(0.5),
+        quantile(0.99)
     );
 }
