@@ -636,7 +636,13 @@ fn threads_flag_runs_that_many_workers() {
     while workers() < 4 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(10));
     }
-    assert_eq!(workers(), 4);
+    let state = std::fs::read_to_string(format!("/proc/{}/status", p.cashew.process.pid()))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("State:"))
+        .unwrap_or("")
+        .to_string();
+    assert_eq!(workers(), 4, "process {state}; log:\n{}", p.cashew.log());
     std::thread::sleep(Duration::from_millis(100));
     assert_eq!(workers(), 4, "no more than asked for");
 }
