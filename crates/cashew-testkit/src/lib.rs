@@ -12,7 +12,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// nutcracker's pool stats, by name: what existing monitoring reads.
 pub const NUTCRACKER_POOL_STATS: [&str; 6] = [
@@ -153,7 +153,27 @@ pub fn python() -> PathBuf {
     path
 }
 
+/// A port nothing listens on now, below the kernel's ephemeral range (32768 and
+/// up): a port the kernel picks is one it may also give, a moment later, to an
+/// outgoing connection or to another test's port-0 request, and the process the
+/// test starts on it would then find it taken.
 pub fn free_port(host: &str) -> u16 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    let seed = u64::from(std::process::id()) << 32
+        ^ SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos().into());
+    let mut x = seed ^ SEQ.fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::Relaxed);
+    for _ in 0..200 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let port = 15_000 + (x % 17_000) as u16;
+        if TcpListener::bind((host, port)).is_ok() {
+            return port;
+        }
+    }
     TcpListener::bind((host, 0))
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
@@ -181,6 +201,11 @@ pub fn wait_until_listening(addr: SocketAddr, child: &mut Child, what: &str) {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         if TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_ok() {
+            // Someone listens: make sure it is this child and not another process
+            // that holds the port.
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("{what} exited with {status}; another process listens on {addr}");
+            }
             return;
         }
         if let Ok(Some(status)) = child.try_wait() {
