@@ -179,6 +179,8 @@ const WRITE_AHEAD: usize = 256 * 1024;
 /// A read buffer this large is given back once empty.
 const SHRINK_ABOVE: usize = 1 << 20;
 const READ_CHUNK: usize = 16 * 1024;
+/// The most room made at once for a reply announced as large.
+const PRESIZE_LIMIT: usize = 16 << 20;
 
 /// Runs one server connection until its queue is closed and empty: connects when
 /// there is work (at once with `preconnect`), serves until an error, fails what was
@@ -614,7 +616,11 @@ impl Session {
                 armed = deadline;
             }
             if rbuf.capacity() - rbuf.len() < READ_CHUNK / 4 {
-                rbuf.reserve(READ_CHUNK);
+                // A large value is read into room for all of it at once: growing the
+                // buffer a chunk at a time would copy what had arrived at each step.
+                // (Up to a bound: the length is the server's word.)
+                let whole = expected_reply_len(&rbuf, self.link.settings.redis).min(PRESIZE_LIMIT);
+                rbuf.reserve(whole.saturating_sub(rbuf.len()).max(READ_CHUNK));
             }
             tokio::select! {
                 biased;
@@ -769,9 +775,48 @@ impl Session {
     }
 }
 
+/// How long the reply at the front of `buf` will be, when its first line tells (a
+/// memcached `VALUE` or `VA` line, a RESP bulk string); 0 when it does not.
+fn expected_reply_len(buf: &[u8], redis: bool) -> usize {
+    let Some(nl) = memchr::memchr(b'\n', &buf[..buf.len().min(512)]) else {
+        return 0;
+    };
+    let line = buf[..nl].strip_suffix(b"\r").unwrap_or(&buf[..nl]);
+    let number = |t: Option<&[u8]>| {
+        t.and_then(|t| std::str::from_utf8(t).ok())
+            .and_then(|t| t.parse::<usize>().ok())
+    };
+    let data = if redis {
+        line.strip_prefix(b"$").and_then(|n| number(Some(n)))
+    } else if line.starts_with(b"VALUE ") {
+        number(line.split(|&b| b == b' ').nth(3))
+    } else if line.starts_with(b"VA ") {
+        number(line.split(|&b| b == b' ').nth(1))
+    } else {
+        None
+    };
+    // The line, the data and its line ending, and `END` after a `VALUE` block.
+    data.map_or(0, |len| (nl + 1).saturating_add(len).saturating_add(7))
+}
+
 #[cfg(test)]
 mod tests {
-    use super::version_of;
+    use super::{expected_reply_len, version_of};
+
+    #[test]
+    fn a_large_reply_is_sized_from_its_first_line() {
+        let value = b"VALUE k 0 100000\r\nxx";
+        assert_eq!(expected_reply_len(value, false), 18 + 100_000 + 7);
+        assert_eq!(expected_reply_len(b"VA 5000 f1\r\n", false), 12 + 5000 + 7);
+        assert_eq!(expected_reply_len(b"$70000\r\nab", true), 8 + 70_000 + 7);
+        assert_eq!(expected_reply_len(b"END\r\n", false), 0);
+        assert_eq!(
+            expected_reply_len(b"VALUE k 0 1", false),
+            0,
+            "line not complete"
+        );
+        assert_eq!(expected_reply_len(b"$-1\r\n", true), 0);
+    }
 
     #[test]
     fn versions_are_read_from_both_protocols() {
