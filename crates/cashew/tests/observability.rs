@@ -460,16 +460,41 @@ fn a_host_name_that_does_not_resolve_is_logged_as_such() {
     assert_in_words(&log);
 }
 
-#[test]
-fn refused_requests_are_logged_at_info_at_most_once_a_second() {
+/// One memcached pool `pool` over one server named `server`, with `settings` (lines
+/// indented two spaces); cashew with `args` and its admin API on.
+struct OnePool {
+    server: cashew_testkit::Process,
+    cashew: Cashew,
+    listen: SocketAddr,
+    admin: AdminApi,
+}
+
+fn one_pool(settings: &str, server: &str, args: &[&str]) -> OnePool {
     let mc = memcached();
-    let listen = free_port("127.0.0.1");
+    let listen: SocketAddr = format!("127.0.0.1:{}", free_port("127.0.0.1"))
+        .parse()
+        .unwrap();
     let yaml = format!(
-        "pool:\n  listen: 127.0.0.1:{listen}\n  servers:\n    - {}:1\n",
+        "pool:\n  listen: {listen}\n{settings}  servers:\n    - {}:1 {server}\n",
         mc.addr
     );
-    let cashew = Cashew::start(CASHEW, &yaml, &["--threads", "1", "-v", "6"]);
-    let mut c = McConn::connect(format!("127.0.0.1:{listen}").parse().unwrap());
+    let (admin_arg, admin_addr) = admin_port();
+    let mut all = vec!["--admin", &admin_arg];
+    all.extend_from_slice(args);
+    let cashew = Cashew::start(CASHEW, &yaml, &all);
+    OnePool {
+        server: mc,
+        cashew,
+        listen,
+        admin: AdminApi::new(admin_addr, None),
+    }
+}
+
+#[test]
+fn refused_requests_are_logged_at_info_at_most_once_a_second() {
+    let rig = one_pool("", "a", &["--threads", "1", "-v", "6"]);
+    let cashew = &rig.cashew;
+    let mut c = McConn::connect(rig.listen);
     let started = Instant::now();
     for _ in 0..200 {
         c.roundtrip(b"frobnicate\r\n", b"ERROR\r\n");
@@ -487,15 +512,10 @@ fn refused_requests_are_logged_at_info_at_most_once_a_second() {
 
 #[test]
 fn json_log_lines_are_one_object_each() {
-    let mc = memcached();
-    let listen = free_port("127.0.0.1");
-    let yaml = format!(
-        "pool:\n  listen: 127.0.0.1:{listen}\n  servers:\n    - {}:1\n",
-        mc.addr
-    );
-    let cashew = Cashew::start(CASHEW, &yaml, &["--log-format", "json"]);
+    let rig = one_pool("", "a", &["--log-format", "json"]);
+    let cashew = &rig.cashew;
     // The start-up lines are written as the stats port opens: wait for the last.
-    wait_for_log(&cashew, "stats on");
+    wait_for_log(cashew, "stats on");
     let mut log = cashew.log();
     log.truncate(log.rfind('\n').map_or(0, |i| i + 1));
     assert!(log.lines().count() >= 3, "{log}");
@@ -591,16 +611,9 @@ fn hot_keys_of_a_skewed_workload() {
 
 #[test]
 fn requests_to_a_frozen_server_appear_in_the_slow_log() {
-    let mc = memcached();
-    let listen = free_port("127.0.0.1");
-    let yaml = format!(
-        "pool:\n  listen: 127.0.0.1:{listen}\n  slowlog_ms: 100\n  servers:\n    - {}:1 frozen\n",
-        mc.addr
-    );
-    let (admin_arg, admin_addr) = admin_port();
-    let _cashew = Cashew::start(CASHEW, &yaml, &["--threads", "1", "--admin", &admin_arg]);
-    let admin = AdminApi::new(admin_addr, None);
-    let mut c = McConn::connect(format!("127.0.0.1:{listen}").parse().unwrap());
+    let rig = one_pool("  slowlog_ms: 100\n", "frozen", &["--threads", "1"]);
+    let (mc, admin) = (&rig.server, &rig.admin);
+    let mut c = McConn::connect(rig.listen);
     c.roundtrip(b"get fast-key\r\n", b"END\r\n");
     mc.freeze();
     c.send(b"get slow-key\r\n");
