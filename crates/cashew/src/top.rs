@@ -1,6 +1,6 @@
 //! `cashew top`: a live view of a running cashew, read from its admin API
 //! (`/status` and `/hotkeys`) every second: per pool and per server requests per
-//! second, hit ratio, p50/p99 latency, errors, server states and how long they
+//! second, hit ratio, p50/p99 latency of that second, errors, server states and how long they
 //! have held, hot keys, and a sparkline of each pool's requests per second over
 //! the last minute. `--once` prints one plain-text frame instead.
 
@@ -72,6 +72,30 @@ fn number(v: &Value) -> f64 {
     v.as_f64().unwrap_or(0.0)
 }
 
+/// p50 and p99 in ms of the requests between two readings of a `latency_ms`
+/// object (the bucket counts' difference); since start when there is no earlier one.
+fn window_quantiles(now: &Value, before: Option<&Value>) -> (Option<f64>, Option<f64>) {
+    let counts = |v: &Value| -> Option<Vec<u64>> {
+        v["buckets"]
+            .as_array()
+            .map(|b| b.iter().map(|n| n.as_u64().unwrap_or(0)).collect())
+    };
+    let Some(mut buckets) = counts(now) else {
+        return (now["p50"].as_f64(), now["p99"].as_f64());
+    };
+    if let Some(old) = before.and_then(counts) {
+        for (n, o) in buckets.iter_mut().zip(old) {
+            *n = n.saturating_sub(o);
+        }
+    }
+    let mut total = crate::stats::HistogramTotal::default();
+    for (t, n) in total.buckets.iter_mut().zip(buckets) {
+        *t = n;
+    }
+    let q = |q: f64| total.quantile_us(q).map(|us| us as f64 / 1e3);
+    (q(0.5), q(0.99))
+}
+
 fn view(before: &Sample, now: &Sample) -> View {
     let seconds = now.at.duration_since(before.at).as_secs_f64().max(1e-3);
     let s = &now.status;
@@ -98,13 +122,15 @@ fn view(before: &Sample, now: &Sample) -> View {
         .map(|p| {
             let old = find(old_pools, &p["name"]);
             let (hits, misses) = (delta(p, &old, "get_hits"), delta(p, &old, "get_misses"));
+            let (p50, p99) =
+                window_quantiles(&p["latency_ms"], old.as_ref().map(|o| &o["latency_ms"]));
             let pool = RowData {
                 name: p["name"].as_str().unwrap_or("").to_string(),
                 state: p["protocol"].as_str().unwrap_or("").to_string(),
                 rate: delta(p, &old, "requests") / seconds,
                 hit_ratio: (hits + misses > 0.0).then(|| hits / (hits + misses)),
-                p50: p["latency_ms"]["p50"].as_f64(),
-                p99: p["latency_ms"]["p99"].as_f64(),
+                p50,
+                p99,
                 errors: delta(p, &old, "errors") / seconds,
                 connections: p["client_connections"].as_u64().unwrap_or(0),
             };
@@ -118,6 +144,10 @@ fn view(before: &Sample, now: &Sample) -> View {
                 .iter()
                 .map(|srv| {
                     let old = find(&old_servers, &srv["name"]);
+                    let (p50, p99) = window_quantiles(
+                        &srv["latency_ms"],
+                        old.as_ref().map(|o| &o["latency_ms"]),
+                    );
                     RowData {
                         name: srv["name"].as_str().unwrap_or("").to_string(),
                         state: format!(
@@ -127,8 +157,8 @@ fn view(before: &Sample, now: &Sample) -> View {
                         ),
                         rate: delta(srv, &old, "requests") / seconds,
                         hit_ratio: None,
-                        p50: srv["latency_ms"]["p50"].as_f64(),
-                        p99: srv["latency_ms"]["p99"].as_f64(),
+                        p50,
+                        p99,
                         errors: delta(srv, &old, "errors") / seconds,
                         connections: srv["connections"].as_u64().unwrap_or(0),
                     }

@@ -649,10 +649,19 @@ fn top_once_shows_every_pool_and_server() {
     for _ in 0..50 {
         c.roundtrip(b"get popular\r\n", b"END\r\n");
     }
+    // Traffic during the second top measures over.
+    let busy = std::thread::spawn(move || {
+        let mut c = McConn::connect(format!("127.0.0.1:{mc_listen}").parse().unwrap());
+        let until = Instant::now() + Duration::from_millis(1500);
+        while Instant::now() < until {
+            c.roundtrip(b"get popular\r\n", b"END\r\n");
+        }
+    });
     let out = Command::new(CASHEW)
         .args(["top", "--once", "--admin", &admin_arg])
         .output()
         .unwrap();
+    busy.join().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     println!("{text}");
     assert!(
@@ -680,6 +689,17 @@ fn top_once_shows_every_pool_and_server() {
             .iter()
             .any(|l| l.starts_with("cache ") && l.contains(" popular ")),
         "{text}"
+    );
+    // The pool's row has requests per second and latency of that second.
+    let pool_row = lines
+        .iter()
+        .find(|l| l.starts_with("cache ") && l.contains("memcached"))
+        .unwrap();
+    let cells: Vec<&str> = pool_row.split_whitespace().collect();
+    assert!(cells[2].parse::<u64>().unwrap() > 0, "{pool_row}");
+    assert!(
+        cells[4].ends_with("ms") && cells[5].ends_with("ms"),
+        "{pool_row}"
     );
     // Without an instance, a clear error.
     let out = Command::new(CASHEW)

@@ -98,8 +98,10 @@ pub fn slowlog(generation: &Generation) -> Value {
     json!({ "slowlog_ms": thresholds, "slowlog": entries })
 }
 
-/// A pool's client latency quantiles in ms (`p50`, `p99`), for `/status`.
+/// Latency quantiles in ms since start (`p50`, `p99`), for `/status`, with the
+/// histogram's counts per bucket (`buckets`, bounds as in `/metrics`) so that a
+/// reader can take the quantiles of the interval between two readings.
 pub fn latency_ms(total: &HistogramTotal) -> Value {
     let q = |q: f64| total.quantile_us(q).map(|us| us as f64 / 1e3);
-    json!({ "p50": q(0.5), "p99": q(0.99) })
+    json!({ "p50": q(0.5), "p99": q(0.99), "buckets": total.buckets.to_vec() })
 }
