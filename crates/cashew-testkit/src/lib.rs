@@ -446,11 +446,17 @@ pub fn nutcracker(yaml: &str, wait_for: SocketAddr) -> Process {
 pub fn temp_dir(tag: &str) -> PathBuf {
     use std::sync::atomic::{AtomicU32, Ordering};
     static N: AtomicU32 = AtomicU32::new(0);
+    // A process id comes back in a later run: the time keeps a directory (and the
+    // log file a test reads in it) from being one an earlier test left behind.
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
     let dir = std::env::temp_dir().join(format!(
-        "cashew-{tag}-{}-{}",
+        "cashew-{tag}-{}-{}-{nanos}",
         std::process::id(),
         N.fetch_add(1, Ordering::Relaxed)
     ));
+    let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
