@@ -56,116 +56,72 @@ fn mset_request(keys: usize) -> Vec<u8> {
     out
 }
 
+type Group<'a> = criterion::BenchmarkGroup<'a, criterion::measurement::WallTime>;
+
+/// One case: `message` reassembled with a parser that `parser` makes afresh for
+/// each run (holding whatever state it resumes from).
+fn case<P: FnMut(&[u8]) -> bool>(
+    group: &mut Group<'_>,
+    name: &str,
+    size: usize,
+    message: &[u8],
+    parser: impl Fn() -> P,
+) {
+    group.throughput(Throughput::Bytes(message.len() as u64));
+    group.bench_with_input(BenchmarkId::new(name, size), message, |b, m| {
+        b.iter(|| reassemble(m, parser()))
+    });
+}
+
 fn bench(c: &mut Criterion) {
     let mut group = c.benchmark_group("reassembly");
     group.sample_size(10);
+    let g = &mut group;
     for n in [1_000, 10_000, 100_000] {
         let reply = multiget_reply(n);
-        group.throughput(Throughput::Bytes(reply.len() as u64));
-        group.bench_with_input(
-            BenchmarkId::new("memcached multi-get reply, again", n),
-            &reply,
-            |b, m| {
-                b.iter(|| {
-                    reassemble(m, |buf| {
-                        matches!(memcache::parse_reply(buf), ReplyParse::Complete(_))
-                    })
-                })
-            },
-        );
-        group.bench_with_input(
-            BenchmarkId::new("memcached multi-get reply, resumed", n),
-            &reply,
-            |b, m| {
-                let mut resume = Resume::default();
-                b.iter(|| {
-                    reassemble(m, |buf| {
-                        matches!(
-                            memcache::parse_reply_resumable(buf, &mut resume),
-                            ReplyParse::Complete(_)
-                        )
-                    })
-                })
-            },
-        );
+        case(g, "memcached multi-get reply, again", n, &reply, || {
+            |buf: &[u8]| matches!(memcache::parse_reply(buf), ReplyParse::Complete(_))
+        });
+        case(g, "memcached multi-get reply, resumed", n, &reply, || {
+            let mut resume = Resume::default();
+            move |buf: &[u8]| {
+                let parsed = memcache::parse_reply_resumable(buf, &mut resume);
+                matches!(parsed, ReplyParse::Complete(_))
+            }
+        });
         let reply = resp_array(n);
-        group.throughput(Throughput::Bytes(reply.len() as u64));
-        group.bench_with_input(
-            BenchmarkId::new("redis array reply, again", n),
-            &reply,
-            |b, m| {
-                b.iter(|| {
-                    reassemble(m, |buf| {
-                        matches!(resp::parse_reply(buf), ReplyParse::Complete(_))
-                    })
-                })
-            },
-        );
-        group.bench_with_input(
-            BenchmarkId::new("redis array reply, resumed", n),
-            &reply,
-            |b, m| {
-                let mut resume = Resume::default();
-                b.iter(|| {
-                    reassemble(m, |buf| {
-                        matches!(
-                            resp::parse_reply_resumable(buf, &mut resume),
-                            ReplyParse::Complete(_)
-                        )
-                    })
-                })
-            },
-        );
+        case(g, "redis array reply, again", n, &reply, || {
+            |buf: &[u8]| matches!(resp::parse_reply(buf), ReplyParse::Complete(_))
+        });
+        case(g, "redis array reply, resumed", n, &reply, || {
+            let mut resume = Resume::default();
+            move |buf: &[u8]| {
+                let parsed = resp::parse_reply_resumable(buf, &mut resume);
+                matches!(parsed, ReplyParse::Complete(_))
+            }
+        });
         let request = mset_request(n);
-        group.throughput(Throughput::Bytes(request.len() as u64));
-        group.bench_with_input(
-            BenchmarkId::new("redis MSET request, again", n),
-            &request,
-            |b, m| {
-                let mut args = Vec::new();
-                b.iter(|| {
-                    reassemble(m, |buf| {
-                        matches!(
-                            resp::parse_request(buf, &mut args),
-                            resp::Parsed::Request(_)
-                        )
-                    })
-                })
-            },
-        );
-        group.bench_with_input(
-            BenchmarkId::new("redis MSET request, resumed", n),
-            &request,
-            |b, m| {
-                let (mut args, mut resume) = (Vec::new(), resp::RequestResume::default());
-                b.iter(|| {
-                    reassemble(m, |buf| {
-                        matches!(
-                            resp::parse_request_resumable(buf, &mut args, &mut resume),
-                            resp::Parsed::Request(_)
-                        )
-                    })
-                })
-            },
-        );
+        case(g, "redis MSET request, again", n, &request, || {
+            let mut args = Vec::new();
+            move |buf: &[u8]| {
+                matches!(
+                    resp::parse_request(buf, &mut args),
+                    resp::Parsed::Request(_)
+                )
+            }
+        });
+        case(g, "redis MSET request, resumed", n, &request, || {
+            let (mut args, mut resume) = (Vec::new(), resp::RequestResume::default());
+            move |buf: &[u8]| {
+                let parsed = resp::parse_request_resumable(buf, &mut args, &mut resume);
+                matches!(parsed, resp::Parsed::Request(_))
+            }
+        });
     }
     for bytes in [64 * 1024, 1 << 20, 16 << 20] {
-        let reply = big_value(bytes);
-        group.throughput(Throughput::Bytes(reply.len() as u64));
-        group.bench_with_input(
-            BenchmarkId::new("memcached large value", bytes),
-            &reply,
-            |b, m| {
-                b.iter(|| {
-                    reassemble(m, |buf| {
-                        matches!(
-                            memcache::parse_reply(buf),
-                            memcache::ReplyParse::Complete(_)
-                        )
-                    })
-                })
-            },
-        );
+        case(g, "memcached large value", bytes, &big_value(bytes), || {
+            |buf: &[u8]| matches!(memcache::parse_reply(buf), ReplyParse::Complete(_))
+        });
     }
     group.finish();
 }
