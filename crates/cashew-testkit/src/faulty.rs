@@ -20,7 +20,8 @@ pub enum Fault {
     Garbage,
     /// Connections are accepted and requests read, but nothing ever comes back.
     Silent,
-    /// Replies pass one byte every 5 ms.
+    /// Replies pass one byte every 100 ms: even the shortest reply (`+OK`, 5 bytes)
+    /// then takes longer than a test's 400 ms timeout, so the fault always shows.
     Slow,
 }
 
@@ -131,13 +132,13 @@ fn relay(client: TcpStream, upstream: SocketAddr, fault: &AtomicU8) {
     let _ = from_server.shutdown(Shutdown::Both);
 }
 
-/// Writes `bytes` one every 5 ms while the fault lasts, the rest at once after.
+/// Writes `bytes` one every 100 ms while the fault lasts, the rest at once after.
 fn slowly(bytes: &[u8], to: &mut TcpStream, now: &impl Fn() -> Fault) -> bool {
     for (i, b) in bytes.iter().enumerate() {
         if now() != Fault::Slow {
             return to.write_all(&bytes[i..]).is_ok();
         }
-        std::thread::sleep(Duration::from_millis(5));
+        std::thread::sleep(Duration::from_millis(100));
         if to.write_all(&[*b]).is_err() {
             return false;
         }
