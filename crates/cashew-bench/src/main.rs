@@ -1,5 +1,7 @@
-//! cashew-load: a bounded memcached load: each connection sends pipelined batches of
-//! gets and sets and waits for every reply, for a fixed time. Prints one line:
+//! cashew-load: a bounded memcached or redis load: each connection sends pipelined
+//! batches of gets and sets and waits for every reply, for a fixed time. The two
+//! protocols get the same load shape (keys, values, mix, pipeline), so that their
+//! costs can be compared. Prints one line:
 //! `ops_per_sec=N ops=N errors=N p50_us=N p99_us=N` (latency of a batch, from its
 //! first byte written to its last reply read: of a request, at pipeline 1).
 
@@ -9,14 +11,77 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cashew_protocol::memcache::{parse_reply, ReplyParse};
-use clap::Parser;
+use cashew_protocol::{memcache, resp, ReplyParse};
+use clap::{Parser, ValueEnum};
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Protocol {
+    Memcache,
+    Redis,
+}
+
+impl Protocol {
+    /// A get of `keys` (a multi-get, `MGET` for redis, when more than one).
+    fn get(self, out: &mut Vec<u8>, keys: impl ExactSizeIterator<Item = usize>) {
+        match self {
+            Protocol::Memcache => {
+                out.extend(b"get");
+                for key in keys {
+                    out.extend(format!(" key:{key}").bytes());
+                }
+                out.extend(b"\r\n");
+            }
+            Protocol::Redis => {
+                let command: &[u8] = if keys.len() == 1 { b"GET" } else { b"MGET" };
+                resp::array_header(out, keys.len() + 1);
+                resp::bulk(out, command);
+                for key in keys {
+                    resp::bulk(out, format!("key:{key}").as_bytes());
+                }
+            }
+        }
+    }
+
+    fn set(self, out: &mut Vec<u8>, key: usize, value: &[u8]) {
+        match self {
+            Protocol::Memcache => {
+                out.extend(format!("set key:{key} 0 0 {}\r\n", value.len()).bytes());
+                out.extend(value);
+                out.extend(b"\r\n");
+            }
+            Protocol::Redis => {
+                resp::array_header(out, 3);
+                resp::bulk(out, b"SET");
+                resp::bulk(out, format!("key:{key}").as_bytes());
+                resp::bulk(out, value);
+            }
+        }
+    }
+
+    fn parse_reply(self, buf: &[u8]) -> ReplyParse {
+        match self {
+            Protocol::Memcache => memcache::parse_reply(buf),
+            Protocol::Redis => resp::parse_reply(buf),
+        }
+    }
+
+    fn is_error(self, reply: &[u8]) -> bool {
+        match self {
+            Protocol::Memcache => {
+                reply.starts_with(b"SERVER_ERROR") || reply.starts_with(b"CLIENT_ERROR")
+            }
+            Protocol::Redis => reply.starts_with(b"-"),
+        }
+    }
+}
 
 #[derive(Parser)]
 struct Args {
     /// host:port to load (loopback only)
     #[arg(long)]
     target: String,
+    #[arg(long, value_enum, default_value_t = Protocol::Memcache)]
+    protocol: Protocol,
     #[arg(long, default_value_t = 8)]
     connections: usize,
     /// Requests per batch on each connection
@@ -60,6 +125,7 @@ fn main() {
                 (stop.clone(), ops.clone(), errors.clone(), value.clone());
             let (pipeline, keys, get_percent) = (args.pipeline, args.keys, args.get_percent);
             let keys_per_get = args.keys_per_get.max(1);
+            let protocol = args.protocol;
             let batches = args.batches.unwrap_or(u64::MAX);
             std::thread::spawn(move || {
                 let mut s = TcpStream::connect(addr).expect("connect");
@@ -80,16 +146,10 @@ fn main() {
                         rng ^= rng << 17;
                         let key = rng as usize % keys;
                         if (rng >> 32) as usize % 100 < get_percent {
-                            request.extend(b"get");
-                            for k in 0..keys_per_get {
-                                request.extend(format!(" key:{}", (key + k * 7919) % keys).bytes());
-                            }
-                            request.extend(b"\r\n");
+                            let keys = (0..keys_per_get).map(|k| (key + k * 7919) % keys);
+                            protocol.get(&mut request, keys);
                         } else {
-                            request
-                                .extend(format!("set key:{key} 0 0 {}\r\n", value.len()).bytes());
-                            request.extend(&value);
-                            request.extend(b"\r\n");
+                            protocol.set(&mut request, key, &value);
                         }
                     }
                     let sent = Instant::now();
@@ -104,10 +164,10 @@ fn main() {
                         assert!(n > 0, "server closed the connection");
                         filled += n;
                         let mut start = 0;
-                        while let ReplyParse::Complete(len) = parse_reply(&buf[start..filled]) {
-                            if buf[start..].starts_with(b"SERVER_ERROR")
-                                || buf[start..].starts_with(b"CLIENT_ERROR")
-                            {
+                        while let ReplyParse::Complete(len) =
+                            protocol.parse_reply(&buf[start..filled])
+                        {
+                            if protocol.is_error(&buf[start..start + len]) {
                                 errors.fetch_add(1, Ordering::Relaxed);
                             }
                             start += len;
