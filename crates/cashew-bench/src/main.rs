@@ -2,8 +2,9 @@
 //! batches of gets and sets and waits for every reply, for a fixed time. The two
 //! protocols get the same load shape (keys, values, mix, pipeline), so that their
 //! costs can be compared. Prints one line:
-//! `ops_per_sec=N ops=N errors=N p50_us=N p99_us=N` (latency of a batch, from its
-//! first byte written to its last reply read: of a request, at pipeline 1).
+//! `ops_per_sec=N ops=N keys=N errors=N p50_us=N p99_us=N` (`keys`: keys asked for or
+//! stored, more than `ops` with multi-gets; latency of a batch, from its first byte
+//! written to its last reply read: of a request, at pipeline 1).
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -116,13 +117,19 @@ fn main() {
     let seconds = args.seconds.min(120);
     let stop = Arc::new(AtomicBool::new(false));
     let ops = Arc::new(AtomicU64::new(0));
+    let keys_done = Arc::new(AtomicU64::new(0));
     let errors = Arc::new(AtomicU64::new(0));
     let value = vec![b'v'; args.value_size];
 
     let workers: Vec<_> = (0..args.connections)
         .map(|c| {
-            let (stop, ops, errors, value) =
-                (stop.clone(), ops.clone(), errors.clone(), value.clone());
+            let (stop, ops, keys_done, errors, value) = (
+                stop.clone(),
+                ops.clone(),
+                keys_done.clone(),
+                errors.clone(),
+                value.clone(),
+            );
             let (pipeline, keys, get_percent) = (args.pipeline, args.keys, args.get_percent);
             let keys_per_get = args.keys_per_get.max(1);
             let protocol = args.protocol;
@@ -140,6 +147,7 @@ fn main() {
                         break;
                     }
                     request.clear();
+                    let mut batch_keys = 0;
                     for _ in 0..pipeline {
                         rng ^= rng << 13;
                         rng ^= rng >> 7;
@@ -148,8 +156,10 @@ fn main() {
                         if (rng >> 32) as usize % 100 < get_percent {
                             let keys = (0..keys_per_get).map(|k| (key + k * 7919) % keys);
                             protocol.get(&mut request, keys);
+                            batch_keys += keys_per_get as u64;
                         } else {
                             protocol.set(&mut request, key, &value);
+                            batch_keys += 1;
                         }
                     }
                     let sent = Instant::now();
@@ -178,6 +188,7 @@ fn main() {
                     }
                     latencies_us.push(sent.elapsed().as_micros().min(u32::MAX as u128) as u32);
                     ops.fetch_add(pipeline as u64, Ordering::Relaxed);
+                    keys_done.fetch_add(batch_keys, Ordering::Relaxed);
                 }
                 latencies_us
             })
@@ -202,9 +213,10 @@ fn main() {
     };
     let elapsed = started.elapsed().as_secs_f64();
     println!(
-        "ops_per_sec={:.0} ops={} errors={} p50_us={} p99_us={}",
+        "ops_per_sec={:.0} ops={} keys={} errors={} p50_us={} p99_us={}",
         ops.load(Ordering::Relaxed) as f64 / elapsed,
         ops.load(Ordering::Relaxed),
+        keys_done.load(Ordering::Relaxed),
         errors.load(Ordering::Relaxed),
         quantile(0.5),
         quantile(0.99)

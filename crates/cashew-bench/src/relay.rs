@@ -73,7 +73,10 @@ mod epoll {
         let mut events = Events::with_capacity(1024);
         let mut buf = vec![0u8; BUFFER];
         loop {
-            poll.poll(&mut events, None)?;
+            match poll.poll(&mut events, None) {
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                result => result?,
+            }
             for event in events.iter() {
                 if event.token() == LISTENER {
                     while let Ok((client, _)) = listener.accept() {
@@ -178,7 +181,10 @@ mod uring {
                     ring.submit()?;
                 }
             }
-            ring.submit_and_wait(1)?;
+            match ring.submit_and_wait(1) {
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                result => result?,
+            };
             let completions: Vec<(u64, i32)> = ring
                 .completion()
                 .map(|c| (c.user_data(), c.result()))
