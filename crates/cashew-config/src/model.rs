@@ -76,6 +76,10 @@ pub struct Pool {
     /// Requests a server takes longer than this to answer are kept in the slow
     /// log; 0 for none.
     pub slowlog_ms: u64,
+    /// Send consecutive single-key memcached `get`s (or `gets`) for one server as one
+    /// multi-key request, which the server answers with one write instead of one per
+    /// key (cashew's own key).
+    pub coalesce_gets: bool,
     pub servers: Vec<Server>,
 }
 
@@ -123,6 +127,7 @@ impl Pool {
             hotkeys_capacity: 128,
             hotkeys_sample: 8,
             slowlog_ms: 0,
+            coalesce_gets: true,
             servers: Vec::new(),
         }
     }

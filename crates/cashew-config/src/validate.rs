@@ -8,7 +8,7 @@ use crate::model::{Config, Listen, Pool};
 use crate::yaml::{Location, Node, Value};
 
 /// Every key a pool may have, in the order the docs list them.
-pub const POOL_KEYS: [&str; 34] = [
+pub const POOL_KEYS: [&str; 35] = [
     "listen",
     "hash",
     "hash_tag",
@@ -42,6 +42,7 @@ pub const POOL_KEYS: [&str; 34] = [
     "hotkeys_capacity",
     "hotkeys_sample",
     "slowlog_ms",
+    "coalesce_gets",
     "servers",
 ];
 
@@ -252,6 +253,7 @@ impl<'f> Validator<'f> {
                 "hotkeys_capacity" => set(&mut pool.hotkeys_capacity, field.number(8, 4096)),
                 "hotkeys_sample" => set(&mut pool.hotkeys_sample, field.number(1, 1 << 20)),
                 "slowlog_ms" => set(&mut pool.slowlog_ms, field.number(0, u64::MAX)),
+                "coalesce_gets" => set(&mut pool.coalesce_gets, field.boolean()),
                 "redis_auth" => {
                     redis_auth_at = Some(key_node.at);
                     pool.redis_auth = field.parse(|s| if s.is_empty() { Err("is empty; give the password or leave the key out".into()) } else { Ok(s.to_string()) });

@@ -5,7 +5,7 @@
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// What the relay does to the server's replies (and to new connections).
@@ -37,11 +37,16 @@ impl Fault {
     }
 }
 
+const RECORDED: usize = 1 << 20;
+
 /// The relay: clients connect to `addr`, and reach `upstream` through it.
 pub struct FaultyLink {
     pub addr: SocketAddr,
     fault: Arc<AtomicU8>,
     stop: Arc<AtomicBool>,
+    /// The bytes that went toward the server, over all connections (the first
+    /// `RECORDED` of them).
+    requests: Arc<Mutex<Vec<u8>>>,
 }
 
 impl FaultyLink {
@@ -50,18 +55,29 @@ impl FaultyLink {
         let addr = listener.local_addr().unwrap();
         let fault = Arc::new(AtomicU8::new(Fault::None as u8));
         let stop = Arc::new(AtomicBool::new(false));
-        let (f, s) = (fault.clone(), stop.clone());
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let (f, s, r) = (fault.clone(), stop.clone(), requests.clone());
         std::thread::spawn(move || {
             for client in listener.incoming() {
                 if s.load(Ordering::Relaxed) {
                     break;
                 }
                 let Ok(client) = client else { continue };
-                let f = f.clone();
-                std::thread::spawn(move || relay(client, upstream, &f));
+                let (f, r) = (f.clone(), r.clone());
+                std::thread::spawn(move || relay(client, upstream, &f, r));
             }
         });
-        FaultyLink { addr, fault, stop }
+        FaultyLink {
+            addr,
+            fault,
+            stop,
+            requests,
+        }
+    }
+
+    /// The bytes sent toward the server so far.
+    pub fn requests(&self) -> Vec<u8> {
+        self.requests.lock().unwrap().clone()
     }
 
     pub fn set(&self, fault: Fault) {
@@ -83,7 +99,7 @@ impl Drop for FaultyLink {
     }
 }
 
-fn relay(client: TcpStream, upstream: SocketAddr, fault: &AtomicU8) {
+fn relay(client: TcpStream, upstream: SocketAddr, fault: &AtomicU8, requests: Arc<Mutex<Vec<u8>>>) {
     let now = || Fault::from_u8(fault.load(Ordering::Relaxed));
     let _ = client.set_nodelay(true);
     if now() == Fault::Silent {
@@ -102,7 +118,14 @@ fn relay(client: TcpStream, upstream: SocketAddr, fault: &AtomicU8) {
     std::thread::spawn(move || {
         let mut buf = [0u8; 16 * 1024];
         while let Ok(n) = from_client.read(&mut buf) {
-            if n == 0 || to_server.write_all(&buf[..n]).is_err() {
+            if n == 0 {
+                break;
+            }
+            let mut recorded = requests.lock().unwrap();
+            let room = RECORDED.saturating_sub(recorded.len()).min(n);
+            recorded.extend_from_slice(&buf[..room]);
+            drop(recorded);
+            if to_server.write_all(&buf[..n]).is_err() {
                 break;
             }
         }

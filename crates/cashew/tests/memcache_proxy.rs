@@ -4,8 +4,9 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use cashew_testkit::faulty::FaultyLink;
 use cashew_testkit::{
-    memcached, memcached_on, Cashew, McConn, PoolProxy, Process, NUTCRACKER_POOL_STATS,
+    free_port, memcached, memcached_on, Cashew, McConn, PoolProxy, Process, NUTCRACKER_POOL_STATS,
     NUTCRACKER_SERVER_STATS,
 };
 
@@ -854,5 +855,66 @@ fn meta_requests_over_three_servers_keep_quiet_mode_and_opaques_in_order() {
         s.send(format!("mg {key} v\r\n").as_bytes());
         let reply = s.line();
         assert_ne!(reply, "EN\r\n", "{key} on server {server}");
+    }
+}
+
+/// memcached answers every pipelined `get` with a write of its own, and a multi-key
+/// `get` with one: consecutive single-key gets for a server go to it joined, and each
+/// still gets its own reply, exactly what the server would have given it alone.
+#[test]
+fn consecutive_gets_reach_the_server_joined_and_each_gets_its_own_reply() {
+    for coalesce in [true, false] {
+        let server = memcached();
+        // cashew reaches memcached through a relay that records what it sends.
+        let link = FaultyLink::start(server.addr);
+        let listen = format!("127.0.0.1:{}", free_port("127.0.0.1"));
+        let yaml = format!(
+            "pool:\n  listen: {listen}\n  coalesce_gets: {coalesce}\n  servers:\n    - {}:1\n",
+            link.addr
+        );
+        let cashew = Cashew::start(CASHEW, &yaml, &["--threads", "1"]);
+        let mut direct = McConn::connect(server.addr);
+        direct.roundtrip(
+            b"set a 0 0 1\r\nA\r\nset c 3 0 2\r\nCC\r\n",
+            b"STORED\r\nSTORED\r\n",
+        );
+        let cas = |direct: &mut McConn, key: &str| {
+            direct.send(format!("gets {key}\r\n").as_bytes());
+            let line = direct.line();
+            direct.read_exact(line.split(' ').nth(3).unwrap().parse::<usize>().unwrap() + 7);
+            line.trim_end().rsplit(' ').next().unwrap().to_string()
+        };
+        let (cas_a, cas_c) = (cas(&mut direct, "a"), cas(&mut direct, "c"));
+
+        let pipeline = "get a\r\nget b\r\nget a\r\nget c\r\ngets a\r\ngets zz\r\ngets c\r\n\
+                        set d 0 0 1\r\nD\r\nget d\r\nget a\r\nget a b c\r\nget c\r\n";
+        let a = "VALUE a 0 1\r\nA\r\n";
+        let c = "VALUE c 3 2\r\nCC\r\n";
+        let expected = format!(
+            "{a}END\r\nEND\r\n{a}END\r\n{c}END\r\n\
+             VALUE a 0 1 {cas_a}\r\nA\r\nEND\r\nEND\r\nVALUE c 3 2 {cas_c}\r\nCC\r\nEND\r\n\
+             STORED\r\nVALUE d 0 1\r\nD\r\nEND\r\n{a}END\r\n{a}{c}END\r\n{c}END\r\n"
+        );
+        let mut client = McConn::connect(listen.parse().unwrap());
+        // Open the server connection first (its first request goes out as it opens).
+        client.roundtrip(b"get warm\r\n", b"END\r\n");
+        client.send(pipeline.as_bytes());
+        let got = client.read_exact(expected.len());
+        assert_eq!(
+            String::from_utf8_lossy(&got),
+            expected,
+            "coalesce_gets: {coalesce}"
+        );
+
+        let seen = String::from_utf8_lossy(&link.requests()).into_owned();
+        let sent = match coalesce {
+            true => "get a b a c\r\ngets a zz c\r\nset d 0 0 1\r\nD\r\nget d a\r\nget a b c\r\nget c\r\n",
+            false => pipeline,
+        };
+        assert!(
+            seen.ends_with(sent),
+            "coalesce_gets: {coalesce}, the server saw {seen:?}"
+        );
+        drop(cashew);
     }
 }

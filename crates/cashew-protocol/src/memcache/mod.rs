@@ -1,6 +1,7 @@
 //! The memcached text protocol: requests from clients, replies from servers.
 
 pub mod base64;
+pub mod coalesce;
 mod numbers;
 mod reply;
 mod request;

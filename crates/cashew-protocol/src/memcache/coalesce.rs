@@ -1,0 +1,161 @@
+//! Single-key retrievals sent to one server as one multi-key retrieval, and its reply
+//! split back into one reply per request.
+//!
+//! memcached answers pipelined `get k` requests with one `sendmsg` each, but a
+//! `get k1 k2 ...` with one: at pipeline 16 that is sixteen TCP segments instead of
+//! one, and most of the cost of a request through a proxy on the same machine.
+
+use super::request::MAX_KEY_LEN;
+use super::ValueBlocks;
+
+/// A retrieval command that can carry several keys and answers each with its own
+/// `VALUE` block in key order, then one `END`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Retrieval {
+    Get,
+    Gets,
+}
+
+impl Retrieval {
+    /// The bytes before the key: `get ` or `gets `.
+    pub fn prefix(self) -> &'static [u8] {
+        match self {
+            Retrieval::Get => b"get ",
+            Retrieval::Gets => b"gets ",
+        }
+    }
+}
+
+/// A request that may join others of the same command: `get KEY\r\n` or
+/// `gets KEY\r\n` with one key of printable bytes (so that every server splits the
+/// joined line where cashew does, and no key can fail the others' request).
+pub fn single_retrieval(request: &[u8]) -> Option<(Retrieval, &[u8])> {
+    let command = match request.get(..4)? {
+        b"get " => Retrieval::Get,
+        b"gets" if request.get(4) == Some(&b' ') => Retrieval::Gets,
+        _ => return None,
+    };
+    let key = request
+        .get(command.prefix().len()..)?
+        .strip_suffix(b"\r\n")?;
+    let printable = key.iter().all(|&b| b > b' ' && b < 0x7f);
+    (!key.is_empty() && key.len() <= MAX_KEY_LEN && printable).then_some((command, key))
+}
+
+/// Splits the reply to a joined retrieval among the requests that asked for `keys`,
+/// in order: each gets its key's `VALUE` block, if any, and `END`, written to `out`
+/// by `each(Some(block))` or `each(None)` for a miss. Returns false, having called
+/// nothing, when the reply is not `VALUE` blocks and `END` (an error line): every
+/// request should then get the reply as it is.
+pub fn split_reply<'k>(
+    reply: &[u8],
+    keys: impl IntoIterator<Item = &'k [u8]>,
+    mut each: impl FnMut(Option<&[u8]>),
+) -> bool {
+    let blocks_len: usize = ValueBlocks::new(reply).map(|(_, block)| block.len()).sum();
+    if &reply[blocks_len..] != b"END\r\n" {
+        return false;
+    }
+    // The server answers the keys in order and leaves misses out.
+    let mut blocks = ValueBlocks::new(reply).peekable();
+    let mut answered = 0;
+    for key in keys {
+        match blocks.peek() {
+            Some(&(block_key, block)) if block_key == key => {
+                blocks.next();
+                answered += 1;
+                each(Some(block));
+            }
+            _ => each(None),
+        }
+    }
+    debug_assert_eq!(answered, ValueBlocks::new(reply).count());
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_one_printable_key_joins() {
+        assert_eq!(
+            single_retrieval(b"get k1\r\n"),
+            Some((Retrieval::Get, &b"k1"[..]))
+        );
+        assert_eq!(
+            single_retrieval(b"gets k1\r\n"),
+            Some((Retrieval::Gets, &b"k1"[..]))
+        );
+        let longest = format!("get {}\r\n", "k".repeat(MAX_KEY_LEN));
+        assert!(single_retrieval(longest.as_bytes()).is_some());
+        for no in [
+            &b"get a b\r\n"[..],
+            b"get \r\n",
+            b"get k\n",
+            b"get k \r\n",
+            b"get  k\r\n",
+            b"gat 10 k\r\n",
+            b"getx k\r\n",
+            b"gets\r\n",
+            b"get a\tb\r\n",
+            b"get a\x7fb\r\n",
+            b"GET k\r\n",
+            b"mg k v\r\n",
+        ] {
+            assert_eq!(
+                single_retrieval(no),
+                None,
+                "{:?}",
+                String::from_utf8_lossy(no)
+            );
+        }
+        let too_long = format!("get {}\r\n", "k".repeat(MAX_KEY_LEN + 1));
+        assert_eq!(single_retrieval(too_long.as_bytes()), None);
+    }
+
+    fn split(reply: &[u8], keys: &[&[u8]]) -> Option<Vec<Option<String>>> {
+        let mut out = Vec::new();
+        let ok = split_reply(reply, keys.iter().copied(), |block| {
+            out.push(block.map(|b| String::from_utf8_lossy(b).into_owned()))
+        });
+        ok.then_some(out)
+    }
+
+    #[test]
+    fn hits_misses_and_repeated_keys_go_to_their_requests() {
+        let reply = b"VALUE b 0 2\r\nbb\r\nVALUE d 5 1 77\r\nd\r\nVALUE d 5 1 77\r\nd\r\nEND\r\n";
+        assert_eq!(
+            split(reply, &[b"a", b"b", b"c", b"d", b"d", b"e"]).unwrap(),
+            [
+                None,
+                Some("VALUE b 0 2\r\nbb\r\n".into()),
+                None,
+                Some("VALUE d 5 1 77\r\nd\r\n".into()),
+                Some("VALUE d 5 1 77\r\nd\r\n".into()),
+                None
+            ]
+        );
+        assert_eq!(split(b"END\r\n", &[b"a", b"b"]).unwrap(), [None, None]);
+    }
+
+    #[test]
+    fn a_value_that_looks_like_a_reply_is_data() {
+        let reply = b"VALUE a 0 13\r\nVALUE b 0 1\r\n\r\nEND\r\n";
+        assert_eq!(
+            split(reply, &[b"a", b"b"]).unwrap(),
+            [Some("VALUE a 0 13\r\nVALUE b 0 1\r\n\r\n".into()), None]
+        );
+    }
+
+    #[test]
+    fn an_error_is_everyones_reply() {
+        for reply in [
+            &b"SERVER_ERROR out of memory\r\n"[..],
+            b"CLIENT_ERROR bad command line format\r\n",
+            b"VALUE a 0 1\r\nx\r\nSERVER_ERROR out of memory\r\n",
+        ] {
+            assert_eq!(split(reply, &[b"a", b"b"]), None);
+        }
+    }
+}
