@@ -74,3 +74,66 @@ cpu_table() { # results names...
         print "" }
     }' "$results"
 }
+
+# Starts one proxy on 127.0.0.1:$port[NAME] in front of one server, and records its
+# pid in pid[NAME]. Kinds: nc (nutcracker), c (cashew, one worker thread), c2 (cashew,
+# two), epoll and uring (cashew-relay).
+start_proxy() { # name kind server-port redis(true|false)
+  local name=$1 kind=$2 server=$3 redis=$4
+  port[$name]=$(free_port)
+  printf 'bench:\n  listen: 127.0.0.1:%s\n  redis: %s\n  servers:\n    - 127.0.0.1:%s:1\n' "${port[$name]}" "$redis" "$server" > "$dir/$name.yml"
+  case $kind in
+    nc) nutcracker -c "$dir/$name.yml" -s "$(free_port)" -a 127.0.0.1 -o "$dir/$name.log" -p "$dir/$name.pid" & pids+=($!) ;;
+    c) target/release/cashew -c "$dir/$name.yml" -s "$(free_port)" -a 127.0.0.1 --threads 1 -o "$dir/$name.log" & pids+=($!) ;;
+    c2) target/release/cashew -c "$dir/$name.yml" -s "$(free_port)" -a 127.0.0.1 --threads 2 -o "$dir/$name.log" & pids+=($!) ;;
+    epoll | uring) target/release/cashew-relay --listen "127.0.0.1:${port[$name]}" --server "127.0.0.1:$server" --mode "$kind" & pids+=($!) ;;
+  esac
+  pid[$name]=$!
+}
+
+# One memcached ($mc) and one redis ($rd), and for each kind in `names` a proxy in
+# front of each: NAMEm and NAMEr.
+start_backends_and_proxies() {
+  mc=$(free_port)
+  memcached "${as_user[@]}" -l 127.0.0.1 -p "$mc" -t 1 -U 0 -m 1024 & pids+=($!)
+  rd=$(free_port)
+  redis-server --bind 127.0.0.1 --port "$rd" --save '' --appendonly no --dir "$dir" >"$dir/redis.log" 2>&1 & pids+=($!)
+  wait_port "$mc"; wait_port "$rd"
+  local kind
+  for kind in "${names[@]}"; do
+    start_proxy "${kind}m" "$kind" "$mc" false
+    start_proxy "${kind}r" "$kind" "$rd" true
+  done
+  for name in "${!port[@]}"; do wait_port "${port[$name]}"; done
+}
+
+# Every scenario ("title|m or r|cashew-load arguments") against every kind of `names`
+# for $rounds rounds, rotating who goes first so that no one always meets a warmer
+# machine; appends "title|round|kind|ops cpu p99 system" lines to $results.
+run_rounds() {
+  local round scenario title backend load i kind
+  for round in $(seq "$rounds"); do
+    for scenario in "${scenarios[@]}"; do
+      IFS='|' read -r title backend load <<<"$scenario"
+      for i in "${!names[@]}"; do
+        kind=${names[$(((i + round) % ${#names[@]}))]}
+        # shellcheck disable=SC2086
+        echo "$title|$round|$kind|$(measure_load "${pid[$kind$backend]}" "${port[$kind$backend]}" $load)" >> "$results"
+      done
+    done
+  done
+}
+
+# Tables of each kind against a base kind, per scenario.
+ratio_tables() { # base kinds...
+  local base=$1 other scenario title; shift
+  for other in "$@"; do
+    echo
+    echo "$other / $base, per round"
+    ratio_header "$other"
+    for scenario in "${scenarios[@]}"; do
+      IFS='|' read -r title _ <<<"$scenario"
+      ratio_line "$results" "$title" "$base" "$other"
+    done
+  done
+}

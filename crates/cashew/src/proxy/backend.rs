@@ -472,6 +472,11 @@ async fn connect(address: &ServerAddress, keepalive: bool) -> Result<Stream, Bac
 
 /// Most single-key retrievals joined into one request.
 const MAX_JOINED: usize = 64;
+/// Splitting a joined reply copies its values once; a value this large costs more to
+/// copy than joining saves (one server write and TCP segment, a few microseconds)...
+const JOIN_VALUE_LIMIT: usize = 8 * 1024;
+/// ...so after one, this many retrievals go out unjoined before joining is tried again.
+const JOIN_PAUSE: u32 = 1024;
 
 struct InFlight {
     reply: Option<ReplyTx>,
@@ -506,6 +511,8 @@ struct Session {
     unwritten: usize,
     queued_bytes: u64,
     written_bytes: u64,
+    /// Retrievals still to send unjoined (see `JOIN_PAUSE`).
+    join_pause: u32,
 }
 
 impl Session {
@@ -519,6 +526,7 @@ impl Session {
             unwritten: 0,
             queued_bytes: 0,
             written_bytes: 0,
+            join_pause: 0,
         }
     }
 
@@ -552,11 +560,15 @@ impl Session {
 
     /// Moves a job from the queue onto this connection.
     fn enqueue(&mut self, job: Job, wbuf: &mut BytesMut) {
-        let joinable =
+        let mut joinable =
             match self.link.settings.coalesce_gets && !job.until_noop && job.reply.is_some() {
                 true => coalesce::single_retrieval(&job.bytes).map(|(command, _)| command),
                 false => None,
             };
+        if joinable.is_some() && self.join_pause > 0 {
+            self.join_pause -= 1;
+            joinable = None;
+        }
         let job = match joinable {
             Some(command) => match self.join(command, job, wbuf) {
                 Ok(()) => return,
@@ -689,9 +701,16 @@ impl Session {
             if rbuf.capacity() - rbuf.len() < READ_CHUNK / 4 {
                 // A large value is read into room for all of it at once: growing the
                 // buffer a chunk at a time would copy what had arrived at each step.
-                // (Up to a bound: the length is the server's word.)
+                // (Up to a bound: the length is the server's word.) A reply whose size
+                // the first line does not tell (several large values) at least
+                // doubles the room, so it is copied a bounded number of times.
                 let whole = expected_reply_len(&rbuf, self.link.settings.redis).min(PRESIZE_LIMIT);
-                rbuf.reserve(whole.saturating_sub(rbuf.len()).max(READ_CHUNK));
+                rbuf.reserve(
+                    whole
+                        .saturating_sub(rbuf.len())
+                        .max(READ_CHUNK)
+                        .max(rbuf.len()),
+                );
             }
             tokio::select! {
                 biased;
@@ -836,8 +855,8 @@ impl Session {
                 if let Some(tx) = entry.reply {
                     tx.send(Ok(reply.freeze()));
                 }
-            } else {
-                split_joined_reply(reply, entry.joined);
+            } else if split_joined_reply(reply, entry.joined) > JOIN_VALUE_LIMIT {
+                self.join_pause = JOIN_PAUSE;
             }
             any = true;
         }
@@ -853,12 +872,16 @@ impl Session {
 
 /// Gives each request joined into one retrieval its own reply: its key's `VALUE`
 /// block, if any, and `END` (all in one buffer); or the whole reply if it is an error.
-fn split_joined_reply(reply: BytesMut, joined: Vec<(Bytes, Option<ReplyTx>)>) {
+/// Returns the length of the largest block.
+fn split_joined_reply(reply: BytesMut, joined: Vec<(Bytes, Option<ReplyTx>)>) -> usize {
     let (keys, replies): (Vec<Bytes>, Vec<Option<ReplyTx>>) = joined.into_iter().unzip();
     let mut out = BytesMut::with_capacity(reply.len() + keys.len() * b"END\r\n".len());
     let mut replies = replies.into_iter();
+    let mut largest = 0;
     let split = coalesce::split_reply(&reply, keys.iter().map(|k| &k[..]), |block| {
-        out.extend_from_slice(block.unwrap_or_default());
+        let block = block.unwrap_or_default();
+        largest = largest.max(block.len());
+        out.extend_from_slice(block);
         out.extend_from_slice(b"END\r\n");
         let one = out.split().freeze();
         if let Some(tx) = replies.next().flatten() {
@@ -871,6 +894,7 @@ fn split_joined_reply(reply: BytesMut, joined: Vec<(Bytes, Option<ReplyTx>)>) {
             tx.send(Ok(reply.clone()));
         }
     }
+    largest
 }
 
 /// How long the reply at the front of `buf` will be, when its first line tells (a
