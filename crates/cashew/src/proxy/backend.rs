@@ -3,6 +3,7 @@
 //! task knows its server through a [`ServerLink`], never through the pool, so a
 //! reload can replace the pool while the connection finishes what it carries.
 
+use std::cell::Cell;
 use std::collections::VecDeque;
 use std::io;
 use std::rc::Rc;
@@ -476,7 +477,7 @@ const MAX_JOINED: usize = 64;
 /// copy than joining saves (one server write and TCP segment, a few microseconds)...
 const JOIN_VALUE_LIMIT: usize = 8 * 1024;
 /// ...so after one, this many retrievals go out unjoined before joining is tried again.
-const JOIN_PAUSE: u32 = 1024;
+const JOIN_PAUSE: u32 = 64;
 
 struct InFlight {
     reply: Option<ReplyTx>,
@@ -487,7 +488,7 @@ struct InFlight {
     joinable: Option<(Retrieval, Bytes)>,
     /// When others joined it, every joined request's key and reply channel, in order
     /// (`reply` is then `None`).
-    joined: Vec<(Bytes, Option<ReplyTx>)>,
+    joined: Vec<(Bytes, Cell<Option<ReplyTx>>)>,
     /// Bytes of the read buffer already known to belong to this reply.
     scanned: usize,
     len: u64,
@@ -546,7 +547,7 @@ impl Session {
         for entry in self.in_flight.drain(..) {
             stats.sub(st::OUT_QUEUE, 1);
             stats.sub(st::OUT_QUEUE_BYTES, entry.len);
-            let joined = entry.joined.into_iter().map(|(_, tx)| tx);
+            let joined = entry.joined.into_iter().map(|(_, tx)| tx.into_inner());
             for tx in std::iter::once(entry.reply).chain(joined).flatten() {
                 tx.send(Err(error.clone()));
             }
@@ -621,7 +622,9 @@ impl Session {
         let key_of = |request: &Bytes| request.slice(prefix..request.len() - 2);
         if last.joined.is_empty() {
             let (_, first) = last.joinable.as_ref().expect("joinable");
-            last.joined.push((key_of(first), last.reply.take()));
+            last.joined.reserve(16);
+            last.joined
+                .push((key_of(first), Cell::new(last.reply.take())));
         }
         let key = key_of(&job.bytes);
         // The last request is the end of the write buffer: its line grows by the key.
@@ -630,7 +633,7 @@ impl Session {
         wbuf.extend_from_slice(&key);
         wbuf.extend_from_slice(b"\r\n");
         let grown = key.len() as u64 + 1;
-        last.joined.push((key, job.reply));
+        last.joined.push((key, Cell::new(job.reply)));
         last.len += grown;
         self.queued_bytes += grown;
         last.end = self.queued_bytes;
@@ -855,7 +858,7 @@ impl Session {
                 if let Some(tx) = entry.reply {
                     tx.send(Ok(reply.freeze()));
                 }
-            } else if split_joined_reply(reply, entry.joined) > JOIN_VALUE_LIMIT {
+            } else if split_joined_reply(reply, &entry.joined) > JOIN_VALUE_LIMIT {
                 self.join_pause = JOIN_PAUSE;
             }
             any = true;
@@ -873,24 +876,24 @@ impl Session {
 /// Gives each request joined into one retrieval its own reply: its key's `VALUE`
 /// block, if any, and `END` (all in one buffer); or the whole reply if it is an error.
 /// Returns the length of the largest block.
-fn split_joined_reply(reply: BytesMut, joined: Vec<(Bytes, Option<ReplyTx>)>) -> usize {
-    let (keys, replies): (Vec<Bytes>, Vec<Option<ReplyTx>>) = joined.into_iter().unzip();
-    let mut out = BytesMut::with_capacity(reply.len() + keys.len() * b"END\r\n".len());
-    let mut replies = replies.into_iter();
-    let mut largest = 0;
-    let split = coalesce::split_reply(&reply, keys.iter().map(|k| &k[..]), |block| {
+fn split_joined_reply(reply: BytesMut, joined: &[(Bytes, Cell<Option<ReplyTx>>)]) -> usize {
+    let mut out = BytesMut::with_capacity(reply.len() + joined.len() * b"END\r\n".len());
+    let (mut next, mut largest) = (0, 0);
+    let keys = joined.iter().map(|(key, _)| &key[..]);
+    let split = coalesce::split_reply(&reply, keys, |block| {
         let block = block.unwrap_or_default();
         largest = largest.max(block.len());
         out.extend_from_slice(block);
         out.extend_from_slice(b"END\r\n");
         let one = out.split().freeze();
-        if let Some(tx) = replies.next().flatten() {
+        if let Some(tx) = joined[next].1.take() {
             tx.send(Ok(one));
         }
+        next += 1;
     });
     if !split {
         let reply = reply.freeze();
-        for tx in replies.flatten() {
+        for tx in joined.iter().filter_map(|(_, tx)| tx.take()) {
             tx.send(Ok(reply.clone()));
         }
     }
