@@ -84,7 +84,8 @@ pub struct Cli {
           value_parser = clap::value_parser!(u32).range(512..=16_777_216))]
     pub mbuf_size: u32,
 
-    /// Worker threads, each with its own event loop [default: number of CPUs]
+    /// Worker threads, each with its own event loop [default: number of CPUs, one fewer
+    /// when a server is on this host]
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub threads: Option<u16>,
 

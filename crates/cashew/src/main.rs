@@ -71,10 +71,9 @@ fn run_proxy(cli: &Cli) -> Result<(), String> {
         let file = output.unwrap_or_default();
         format!("cannot open log file {}: {e}", file.display())
     })?;
-    let threads = cli
-        .threads
-        .map(usize::from)
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    // 0: chosen once the configuration is read (one fewer than the CPUs when a
+    // server runs on this host).
+    let threads = cli.threads.map_or(0, usize::from);
     let exe =
         std::env::current_exe().map_err(|e| format!("cannot find this program's path: {e}"))?;
     control::run(control::Options {

@@ -10,6 +10,7 @@ pub mod listen;
 mod memory;
 mod notify;
 mod probe;
+mod threads;
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -45,6 +46,7 @@ const APPLY_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct Options {
     /// Absolute, so that reloads find it whatever the working directory.
     pub conf_file: PathBuf,
+    /// Worker threads; 0 until chosen from the configuration (see `threads`).
     pub threads: usize,
     pub stats_addr: String,
     pub stats_port: u16,
@@ -80,10 +82,14 @@ struct Prepared {
 }
 
 impl Prepared {
-    fn new(options: Options, restarting: bool) -> Result<Prepared, String> {
+    fn new(mut options: Options, restarting: bool) -> Result<Prepared, String> {
         crate::process::raise_open_files_limit();
         let mut inherited = Inherited::new(handover::take_passed_sockets());
         let (config, source) = load(&options.conf_file)?;
+        if options.threads == 0 {
+            let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+            options.threads = threads::default_threads(&config, cpus);
+        }
         let admin_addr = match &options.admin {
             Some(text) => Some(admin_address(text, options.admin_token.is_some())?),
             None => None,
