@@ -483,12 +483,11 @@ struct InFlight {
     reply: Option<ReplyTx>,
     /// Its reply runs up to and including a memcached `MN` (see `Job::until_noop`).
     until_noop: bool,
-    /// A single-key `get` or `gets`, with its request: later ones of the same
-    /// command may join it while it is still wholly in the write buffer.
-    joinable: Option<(Retrieval, Bytes)>,
-    /// When others joined it, every joined request's key and reply channel, in order
-    /// (`reply` is then `None`).
-    joined: Vec<(Bytes, Cell<Option<ReplyTx>>)>,
+    /// A single-key `get` or `gets`: later ones of the same command may join it
+    /// while it is still wholly in the write buffer.
+    joinable: Option<Retrieval>,
+    /// When others joined it, every joined request (`reply` is then `None`).
+    joined: Joined,
     /// Bytes of the read buffer already known to belong to this reply.
     scanned: usize,
     len: u64,
@@ -496,6 +495,27 @@ struct InFlight {
     end: u64,
     /// When its last byte was written; `None` while still in the write buffer.
     written_at: Option<Instant>,
+}
+
+/// The requests joined into one retrieval, in order. Their keys are copied here, so
+/// that no client's read buffer is held until the reply.
+#[derive(Default)]
+struct Joined {
+    /// The keys, one after another.
+    keys: Vec<u8>,
+    /// Where each request's key ends in `keys`, and its reply channel.
+    requests: Vec<(usize, Cell<Option<ReplyTx>>)>,
+}
+
+impl Joined {
+    fn keys(&self) -> impl Iterator<Item = &[u8]> {
+        let mut start = 0;
+        self.requests.iter().map(move |&(end, _)| {
+            let key = &self.keys[start..end];
+            start = end;
+            key
+        })
+    }
 }
 
 struct Session {
@@ -547,7 +567,11 @@ impl Session {
         for entry in self.in_flight.drain(..) {
             stats.sub(st::OUT_QUEUE, 1);
             stats.sub(st::OUT_QUEUE_BYTES, entry.len);
-            let joined = entry.joined.into_iter().map(|(_, tx)| tx.into_inner());
+            let joined = entry
+                .joined
+                .requests
+                .into_iter()
+                .map(|(_, tx)| tx.into_inner());
             for tx in std::iter::once(entry.reply).chain(joined).flatten() {
                 tx.send(Err(error.clone()));
             }
@@ -586,13 +610,13 @@ impl Session {
         stats.add(st::OUT_QUEUE, 1);
         stats.add(st::OUT_QUEUE_BYTES, len);
         if self.link.settings.slowlog.is_some() {
-            self.requests.push_back(job.bytes.clone());
+            self.requests.push_back(job.bytes);
         }
         self.in_flight.push_back(InFlight {
             reply: job.reply,
             until_noop: job.until_noop,
-            joinable: joinable.map(|command| (command, job.bytes)),
-            joined: Vec::new(),
+            joinable,
+            joined: Joined::default(),
             scanned: 0,
             len,
             end: self.queued_bytes,
@@ -611,29 +635,34 @@ impl Session {
         let Some(last) = self.in_flight.back_mut() else {
             return Err(job);
         };
-        let fits = match &last.joinable {
-            Some((c, _)) => *c == command && last.joined.len() < MAX_JOINED,
-            None => false,
-        };
+        let fits = last.joinable == Some(command) && last.joined.requests.len() < MAX_JOINED;
         if !(fits && unwritten && last.end - last.len >= written_bytes) {
             return Err(job);
         }
         let prefix = command.prefix().len();
-        let key_of = |request: &Bytes| request.slice(prefix..request.len() - 2);
-        if last.joined.is_empty() {
-            let (_, first) = last.joinable.as_ref().expect("joinable");
-            last.joined.reserve(16);
-            last.joined
-                .push((key_of(first), Cell::new(last.reply.take())));
+        let joined = &mut last.joined;
+        if joined.requests.is_empty() {
+            // The first request is the end of the write buffer.
+            let first = &wbuf[wbuf.len() - last.len as usize..];
+            let key = &first[prefix..first.len() - 2];
+            joined.keys.reserve(16 * (key.len() + 8));
+            joined.keys.extend_from_slice(key);
+            joined.requests.reserve(16);
+            joined
+                .requests
+                .push((key.len(), Cell::new(last.reply.take())));
         }
-        let key = key_of(&job.bytes);
+        let key = &job.bytes[prefix..job.bytes.len() - 2];
+        joined.keys.extend_from_slice(key);
+        joined
+            .requests
+            .push((joined.keys.len(), Cell::new(job.reply)));
         // The last request is the end of the write buffer: its line grows by the key.
         wbuf.truncate(wbuf.len() - 2);
         wbuf.extend_from_slice(b" ");
-        wbuf.extend_from_slice(&key);
+        wbuf.extend_from_slice(key);
         wbuf.extend_from_slice(b"\r\n");
         let grown = key.len() as u64 + 1;
-        last.joined.push((key, Cell::new(job.reply)));
         last.len += grown;
         self.queued_bytes += grown;
         last.end = self.queued_bytes;
@@ -827,7 +856,7 @@ impl Session {
                 // A reply to a request not yet fully written: out of step.
                 return Err(BackendError::Protocol);
             };
-            let requests = entry.joined.len().max(1) as u64;
+            let requests = entry.joined.requests.len().max(1) as u64;
             // One clock reading for all the replies of this read.
             let now = *parsed_at.get_or_insert_with(Instant::now);
             // Requests written together are timed together.
@@ -854,7 +883,7 @@ impl Session {
             stats.add(st::RESPONSE_BYTES, n as u64);
             stats.sub(st::OUT_QUEUE, 1);
             stats.sub(st::OUT_QUEUE_BYTES, entry.len);
-            if entry.joined.is_empty() {
+            if entry.joined.requests.is_empty() {
                 if let Some(tx) = entry.reply {
                     tx.send(Ok(reply.freeze()));
                 }
@@ -876,24 +905,24 @@ impl Session {
 /// Gives each request joined into one retrieval its own reply: its key's `VALUE`
 /// block, if any, and `END` (all in one buffer); or the whole reply if it is an error.
 /// Returns the length of the largest block.
-fn split_joined_reply(reply: BytesMut, joined: &[(Bytes, Cell<Option<ReplyTx>>)]) -> usize {
-    let mut out = BytesMut::with_capacity(reply.len() + joined.len() * b"END\r\n".len());
+fn split_joined_reply(reply: BytesMut, joined: &Joined) -> usize {
+    let requests = &joined.requests;
+    let mut out = BytesMut::with_capacity(reply.len() + requests.len() * b"END\r\n".len());
     let (mut next, mut largest) = (0, 0);
-    let keys = joined.iter().map(|(key, _)| &key[..]);
-    let split = coalesce::split_reply(&reply, keys, |block| {
+    let split = coalesce::split_reply(&reply, joined.keys(), |block| {
         let block = block.unwrap_or_default();
         largest = largest.max(block.len());
         out.extend_from_slice(block);
         out.extend_from_slice(b"END\r\n");
         let one = out.split().freeze();
-        if let Some(tx) = joined[next].1.take() {
+        if let Some(tx) = requests[next].1.take() {
             tx.send(Ok(one));
         }
         next += 1;
     });
     if !split {
         let reply = reply.freeze();
-        for tx in joined.iter().filter_map(|(_, tx)| tx.take()) {
+        for tx in requests.iter().filter_map(|(_, tx)| tx.take()) {
             tx.send(Ok(reply.clone()));
         }
     }
