@@ -864,15 +864,7 @@ fn meta_requests_over_three_servers_keep_quiet_mode_and_opaques_in_order() {
 #[test]
 fn consecutive_gets_reach_the_server_joined_and_each_gets_its_own_reply() {
     for coalesce in [true, false] {
-        let server = memcached();
-        // cashew reaches memcached through a relay that records what it sends.
-        let link = FaultyLink::start(server.addr);
-        let listen = format!("127.0.0.1:{}", free_port("127.0.0.1"));
-        let yaml = format!(
-            "pool:\n  listen: {listen}\n  coalesce_gets: {coalesce}\n  servers:\n    - {}:1\n",
-            link.addr
-        );
-        let cashew = Cashew::start(CASHEW, &yaml, &["--threads", "1"]);
+        let (server, link, cashew, listen) = recorded(coalesce);
         let mut direct = McConn::connect(server.addr);
         direct.roundtrip(
             b"set a 0 0 1\r\nA\r\nset c 3 0 2\r\nCC\r\n",
@@ -895,9 +887,7 @@ fn consecutive_gets_reach_the_server_joined_and_each_gets_its_own_reply() {
              VALUE a 0 1 {cas_a}\r\nA\r\nEND\r\nEND\r\nVALUE c 3 2 {cas_c}\r\nCC\r\nEND\r\n\
              STORED\r\nVALUE d 0 1\r\nD\r\nEND\r\n{a}END\r\n{a}{c}END\r\n{c}END\r\n"
         );
-        let mut client = McConn::connect(listen.parse().unwrap());
-        // Open the server connection first (its first request goes out as it opens).
-        client.roundtrip(b"get warm\r\n", b"END\r\n");
+        let mut client = McConn::connect(listen);
         client.send(pipeline.as_bytes());
         let got = client.read_exact(expected.len());
         assert_eq!(
@@ -917,4 +907,59 @@ fn consecutive_gets_reach_the_server_joined_and_each_gets_its_own_reply() {
         );
         drop(cashew);
     }
+}
+
+/// cashew with one worker over one memcached that it reaches through a relay that
+/// records what it sends, its server connection open (the first request on a new
+/// connection goes out as it opens, alone).
+fn recorded(coalesce: bool) -> (Process, FaultyLink, Cashew, std::net::SocketAddr) {
+    let server = memcached();
+    let link = FaultyLink::start(server.addr);
+    let listen = format!("127.0.0.1:{}", free_port("127.0.0.1"));
+    let yaml = format!(
+        "pool:\n  listen: {listen}\n  coalesce_gets: {coalesce}\n  servers:\n    - {}:1\n",
+        link.addr
+    );
+    let cashew = Cashew::start(CASHEW, &yaml, &["--threads", "1"]);
+    let listen = listen.parse().unwrap();
+    McConn::connect(listen).roundtrip(b"get warm\r\n", b"END\r\n");
+    (server, link, cashew, listen)
+}
+
+/// Splitting a joined reply copies its values, which costs more than joining saves
+/// for large ones: after a joined reply with a large value, the next 64 retrievals go
+/// out unjoined, then joining resumes.
+#[test]
+fn a_large_value_pauses_joining_for_64_retrievals() {
+    let (server, link, _cashew, listen) = recorded(true);
+    let big = "x".repeat(20_000);
+    McConn::connect(server.addr).roundtrip(
+        format!("set big 0 0 {}\r\n{big}\r\nset a 0 0 1\r\nA\r\n", big.len()).as_bytes(),
+        b"STORED\r\nSTORED\r\n",
+    );
+    let mut client = McConn::connect(listen);
+    let a = "VALUE a 0 1\r\nA\r\nEND\r\n";
+    let mut step = |requests: &str, replies: &str, server_saw: &str| {
+        client.roundtrip(requests.as_bytes(), replies.as_bytes());
+        let seen = String::from_utf8_lossy(&link.requests()).into_owned();
+        assert!(
+            seen.ends_with(server_saw),
+            "after {requests:?} the server saw ...{:?}",
+            &seen[seen.len().saturating_sub(80)..]
+        );
+    };
+    step("get a\r\nget b\r\n", &format!("{a}END\r\n"), "get a b\r\n");
+    step(
+        "get big\r\nget a\r\n",
+        &format!("VALUE big 0 {}\r\n{big}\r\nEND\r\n{a}", big.len()),
+        "get big a\r\n",
+    );
+    step(
+        "get a\r\nget b\r\n",
+        &format!("{a}END\r\n"),
+        "get a\r\nget b\r\n",
+    );
+    let sixty_two = "get b\r\n".repeat(62);
+    step(&sixty_two, &"END\r\n".repeat(62), &sixty_two);
+    step("get a\r\nget b\r\n", &format!("{a}END\r\n"), "get a b\r\n");
 }
