@@ -136,6 +136,19 @@ pub fn unescape(text: &str) -> Vec<u8> {
     out
 }
 
+/// Runs `command` with `input` on its standard input, and returns what it printed once
+/// it exits.
+pub fn run_with_input(command: &mut Command, input: &[u8]) -> std::process::Output {
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    child.wait_with_output().unwrap()
+}
+
 /// A port that was free on `host` a moment ago.
 /// The Python that `scripts/install-deps` sets up with the client libraries of
 /// `crates/cashew/tests/python/requirements.txt` (or `CASHEW_PYTHON`).

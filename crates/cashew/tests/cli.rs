@@ -1,8 +1,7 @@
 //! The command line as a user meets it: nutcracker's flags, `-t`, `-D` and `route`.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 
 use cashew_testkit::{NUTCRACKER_POOL_STATS, NUTCRACKER_SERVER_STATS};
 
@@ -204,19 +203,10 @@ fn route_prints_the_server_entry_as_written() {
     }
 
     // Keys from standard input give the same answers.
-    let mut child = Command::new(env!("CARGO_BIN_EXE_cashew"))
-        .args(["route", "-c", &conf])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"k1\nk2\r\nk3\n")
-        .unwrap();
-    let piped = child.wait_with_output().unwrap();
+    let piped = cashew_testkit::run_with_input(
+        Command::new(env!("CARGO_BIN_EXE_cashew")).args(["route", "-c", &conf]),
+        b"k1\nk2\r\nk3\n",
+    );
     assert_eq!(text(&piped.stdout), stdout);
 }
 

@@ -4,7 +4,7 @@
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use cashew_testkit::dns::Nameserver;
@@ -27,20 +27,10 @@ fn scrape(admin: &AdminApi) -> Vec<Sample> {
     let (status, text) = admin.get_text("/metrics");
     assert_eq!(status, 200, "{text}");
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/python/parse_metrics.py");
-    let mut child = Command::new(cashew_testkit::python())
-        .arg(script)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = cashew_testkit::run_with_input(
+        Command::new(cashew_testkit::python()).arg(script),
+        text.as_bytes(),
+    );
     assert!(
         out.status.success(),
         "the parser refused /metrics: {}\n{text}",

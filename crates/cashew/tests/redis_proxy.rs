@@ -410,20 +410,11 @@ fn redis_cli_basics() {
     assert!(cli(&["info"]).contains("# Proxy"));
 
     // Interactive: commands on standard input, one per line.
-    let mut child = Command::new(cashew_testkit::program("redis-cli"))
-        .args(["-p", &port])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"set a 1\nincr a\nget a\nkeys *\nping\n")
-        .unwrap();
-    let out = String::from_utf8(child.wait_with_output().unwrap().stdout).unwrap();
+    let out = cashew_testkit::run_with_input(
+        Command::new(cashew_testkit::program("redis-cli")).args(["-p", &port]),
+        b"set a 1\nincr a\nget a\nkeys *\nping\n",
+    );
+    let out = String::from_utf8(out.stdout).unwrap();
     // redis-cli follows an error with a blank line when not on a terminal.
     let lines: Vec<&str> = out.lines().filter(|l| !l.is_empty()).collect();
     let expected = [
