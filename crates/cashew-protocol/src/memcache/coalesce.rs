@@ -43,8 +43,8 @@ pub fn single_retrieval(request: &[u8]) -> Option<(Retrieval, &[u8])> {
 }
 
 /// Splits the reply to a joined retrieval among the requests that asked for `keys`,
-/// in order: each gets its key's `VALUE` block, if any, and `END`, written to `out`
-/// by `each(Some(block))` or `each(None)` for a miss. `reply` is one whole reply as
+/// in order: `each(Some(block))` is called with a request's `VALUE` block, or
+/// `each(None)` for a miss (its reply is then the block, if any, and `END`). `reply` is one whole reply as
 /// `parse_reply` delimits it. Returns false, having called nothing, when it is not
 /// `VALUE` blocks and `END` (an error line): every request should then get the reply
 /// as it is.
