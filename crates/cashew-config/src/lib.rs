@@ -6,6 +6,7 @@ mod address;
 mod error;
 mod hints;
 mod model;
+mod secret;
 mod validate;
 mod yaml;
 
@@ -13,6 +14,7 @@ use std::path::Path;
 
 pub use error::{ConfigError, ConfigErrors};
 pub use model::{Config, Listen, Pool, Server, ServerAddress};
+pub use secret::{redact, Secret, REDACTED, SECRET_KEYS};
 pub use validate::POOL_KEYS;
 pub use yaml::Location;
 

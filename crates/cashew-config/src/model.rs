@@ -4,6 +4,8 @@ use std::path::PathBuf;
 
 use cashew_route::{Distribution, HashFunction, HashTag, RouteNode};
 
+use crate::secret::Secret;
+
 /// A whole config file: its pools in the order written.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Config {
@@ -31,7 +33,7 @@ pub struct Pool {
     /// Most clients at once; 0 means no limit.
     pub client_connections: u32,
     pub redis: bool,
-    pub redis_auth: Option<String>,
+    pub redis_auth: Option<Secret>,
     pub redis_db: u32,
     pub preconnect: bool,
     pub auto_eject_hosts: bool,

@@ -5,6 +5,7 @@ use cashew_route::{Distribution, HashFunction, HashTag};
 use crate::address::{parse_listen, parse_server};
 use crate::error::ConfigError;
 use crate::model::{Config, Listen, Pool};
+use crate::secret::{Secret, SECRET_KEYS};
 use crate::yaml::{Location, Node, Value};
 
 /// Every key a pool may have, in the order the docs list them.
@@ -256,7 +257,7 @@ impl<'f> Validator<'f> {
                 "coalesce_gets" => set(&mut pool.coalesce_gets, field.boolean()),
                 "redis_auth" => {
                     redis_auth_at = Some(key_node.at);
-                    pool.redis_auth = field.parse(|s| if s.is_empty() { Err("is empty; give the password or leave the key out".into()) } else { Ok(s.to_string()) });
+                    pool.redis_auth = field.secret();
                 }
                 _ => unreachable!("every key of POOL_KEYS is handled"),
             }
@@ -458,6 +459,19 @@ impl Field<'_, '_, '_> {
                         names.join(", ")
                     )
                 })
+        })
+    }
+
+    /// A secret (see [`SECRET_KEYS`]): never repeated in an error.
+    fn secret(&mut self) -> Option<Secret> {
+        debug_assert!(
+            SECRET_KEYS.contains(&self.key),
+            "{} is not in SECRET_KEYS",
+            self.key
+        );
+        self.parse(|s| match s.is_empty() {
+            true => Err("is empty; give the secret or leave the key out".into()),
+            false => Ok(Secret::new(s)),
         })
     }
 

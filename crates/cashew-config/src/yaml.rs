@@ -23,6 +23,8 @@ impl Location {
 #[derive(Debug)]
 pub struct Node {
     pub at: Location,
+    /// Where the node starts and ends, in characters from the start of the file.
+    pub span: (usize, usize),
     pub value: Value,
 }
 
@@ -67,8 +69,8 @@ impl From<ScanError> for SyntaxError {
 /// Parses one YAML document. An empty file gives `None`.
 pub fn parse(text: &str) -> Result<Option<Node>, SyntaxError> {
     enum Open {
-        Sequence(Location, Vec<Node>),
-        Mapping(Location, Vec<(Node, Node)>, Option<Node>),
+        Sequence(Location, usize, Vec<Node>),
+        Mapping(Location, usize, Vec<(Node, Node)>, Option<Node>),
     }
 
     let mut stack: Vec<Open> = Vec::new();
@@ -78,6 +80,7 @@ pub fn parse(text: &str) -> Result<Option<Node>, SyntaxError> {
     for item in Parser::new_from_str(text) {
         let (event, span) = item?;
         let at = Location::of(&span);
+        let (start, end) = (span.start.index(), span.end.index());
         let finished = match event {
             Event::DocumentStart(_) => {
                 documents += 1;
@@ -97,23 +100,26 @@ pub fn parse(text: &str) -> Result<Option<Node>, SyntaxError> {
             }
             Event::Scalar(text, ..) => Some(Node {
                 at,
+                span: (start, end),
                 value: Value::Scalar(text.into_owned()),
             }),
             Event::SequenceStart(..) => {
-                stack.push(Open::Sequence(at, Vec::new()));
+                stack.push(Open::Sequence(at, start, Vec::new()));
                 None
             }
             Event::MappingStart(..) => {
-                stack.push(Open::Mapping(at, Vec::new(), None));
+                stack.push(Open::Mapping(at, start, Vec::new(), None));
                 None
             }
             Event::SequenceEnd | Event::MappingEnd => match stack.pop() {
-                Some(Open::Sequence(at, items)) => Some(Node {
+                Some(Open::Sequence(at, start, items)) => Some(Node {
                     at,
+                    span: (start, end),
                     value: Value::Sequence(items),
                 }),
-                Some(Open::Mapping(at, entries, _)) => Some(Node {
+                Some(Open::Mapping(at, start, entries, _)) => Some(Node {
                     at,
+                    span: (start, end),
                     value: Value::Mapping(entries),
                 }),
                 None => None,
@@ -122,8 +128,8 @@ pub fn parse(text: &str) -> Result<Option<Node>, SyntaxError> {
         };
         let Some(node) = finished else { continue };
         match stack.last_mut() {
-            Some(Open::Sequence(_, items)) => items.push(node),
-            Some(Open::Mapping(_, entries, pending_key)) => match pending_key.take() {
+            Some(Open::Sequence(_, _, items)) => items.push(node),
+            Some(Open::Mapping(_, _, entries, pending_key)) => match pending_key.take() {
                 Some(key) => entries.push((key, node)),
                 None => *pending_key = Some(node),
             },

@@ -827,19 +827,26 @@ impl AdminApi {
     }
 
     pub fn get(&self, path: &str) -> (u16, serde_json::Value) {
-        let response = self.agent.get(format!("{}{path}", self.base)).call();
-        Self::parse(response, path)
+        Self::parse(self.get_request(path).call(), path)
     }
 
     /// A GET whose body is not JSON (`/metrics`): status and text.
     pub fn get_text(&self, path: &str) -> (u16, String) {
         let mut response = self
-            .agent
-            .get(format!("{}{path}", self.base))
+            .get_request(path)
             .call()
             .unwrap_or_else(|e| panic!("admin {path}: {e}"));
         let status = response.status().as_u16();
         (status, response.body_mut().read_to_string().unwrap())
+    }
+
+    /// A GET with the token, if any.
+    fn get_request(&self, path: &str) -> ureq::RequestBuilder<ureq::typestate::WithoutBody> {
+        let mut request = self.agent.get(format!("{}{path}", self.base));
+        if let Some(token) = &self.token {
+            request = request.header("Authorization", &format!("Bearer {token}"));
+        }
+        request
     }
 
     pub fn post(&self, path: &str) -> (u16, serde_json::Value) {

@@ -66,7 +66,7 @@ pub struct Cli {
     )]
     pub stats_addr: String,
 
-    /// Set stats aggregation interval in msec
+    /// Accepted for nutcracker's command lines and ignored: stats are always current
     #[arg(
         short = 'i',
         long = "stats-interval",
@@ -79,7 +79,8 @@ pub struct Cli {
     #[arg(short = 'p', long = "pid-file", value_name = "FILE")]
     pub pid_file: Option<PathBuf>,
 
-    /// Set size of mbuf chunk in bytes (min: 512, max: 16777216)
+    /// Accepted (512 to 16777216) for nutcracker's command lines and ignored:
+    /// buffers are sized to what they hold
     #[arg(short = 'm', long = "mbuf-size", value_name = "N", default_value_t = 16_384,
           value_parser = clap::value_parser!(u32).range(512..=16_777_216))]
     pub mbuf_size: u32,
@@ -93,8 +94,9 @@ pub struct Cli {
     #[arg(long, value_name = "ADDR:PORT")]
     pub admin: Option<String>,
 
-    /// Bearer token the admin API requires for every call that changes something;
-    /// required when --admin is not on a loopback address
+    /// Bearer token the admin API requires for every call but /health and /ready;
+    /// required when --admin is not on a loopback address. A token given here is
+    /// visible in `ps`: prefer --admin-token-file or CASHEW_ADMIN_TOKEN
     #[arg(
         long,
         value_name = "TOKEN",
@@ -102,6 +104,15 @@ pub struct Cli {
         hide_env_values = true
     )]
     pub admin_token: Option<String>,
+
+    /// Read the admin token from FILE, at start and at every reload (so that it can
+    /// be rotated, e.g. a mounted Kubernetes Secret)
+    #[arg(long, value_name = "FILE", conflicts_with = "admin_token")]
+    pub admin_token_file: Option<PathBuf>,
+
+    /// Serve /metrics without the admin token (the rest of the admin API keeps it)
+    #[arg(long)]
+    pub metrics_public: bool,
 
     /// Seconds a stop or restart waits for requests in flight before closing clients
     #[arg(long, value_name = "SECONDS", default_value = "10", value_parser = parse_seconds)]
@@ -140,6 +151,9 @@ pub struct TopArgs {
     #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:22223")]
     pub admin: String,
 
+    #[command(flatten)]
+    pub token: TokenArgs,
+
     /// Print one plain-text frame (rates over one second) and exit
     #[arg(long)]
     pub once: bool,
@@ -152,6 +166,21 @@ pub struct InstanceArgs {
     #[arg(long, value_name = "ADDR:PORT", required_unless_present = "pid_file")]
     pub admin: Option<String>,
 
+    #[command(flatten)]
+    pub token: TokenArgs,
+
+    /// The instance's pid file, as given to its -p (signals are used then)
+    #[arg(short = 'p', long = "pid-file", value_name = "FILE")]
+    pub pid_file: Option<PathBuf>,
+
+    /// Seconds to wait for the operation to complete
+    #[arg(long, value_name = "SECONDS", default_value = "30", value_parser = parse_seconds)]
+    pub wait: std::time::Duration,
+}
+
+/// The admin API's bearer token, for the commands that call it.
+#[derive(clap::Args, Debug)]
+pub struct TokenArgs {
     /// The admin API's bearer token
     #[arg(
         long,
@@ -161,13 +190,31 @@ pub struct InstanceArgs {
     )]
     pub admin_token: Option<String>,
 
-    /// The instance's pid file, as given to its -p (signals are used then)
-    #[arg(short = 'p', long = "pid-file", value_name = "FILE")]
-    pub pid_file: Option<PathBuf>,
+    /// Read the admin API's bearer token from FILE
+    #[arg(long, value_name = "FILE", conflicts_with = "admin_token")]
+    pub admin_token_file: Option<PathBuf>,
+}
 
-    /// Seconds to wait for the operation to complete
-    #[arg(long, value_name = "SECONDS", default_value = "30", value_parser = parse_seconds)]
-    pub wait: std::time::Duration,
+impl TokenArgs {
+    /// The token given, if any; an unreadable or empty file is an error.
+    pub fn token(&self) -> Result<Option<String>, String> {
+        match (&self.admin_token, &self.admin_token_file) {
+            (_, Some(path)) => read_token_file(path).map(Some),
+            (Some(token), None) => Ok(Some(token.clone())),
+            (None, None) => Ok(None),
+        }
+    }
+}
+
+/// A token file's content without its line ending; an empty one is an error.
+pub fn read_token_file(path: &std::path::Path) -> Result<String, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("admin token file {}: {e}", path.display()))?;
+    let token = text.trim_end_matches(['\n', '\r']);
+    if token.is_empty() {
+        return Err(format!("admin token file {}: it is empty", path.display()));
+    }
+    Ok(token.to_string())
 }
 
 /// A log level: any whole number, levels above 11 meaning 11 (nutcracker clamps too).

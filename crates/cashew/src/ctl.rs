@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use serde_json::Value;
 
+use crate::admin_client::AdminClient;
 use crate::cli::{Cli, InstanceArgs};
 
 /// `status` exit code when no instance answers (the LSB convention).
@@ -23,7 +24,7 @@ pub enum Action {
 
 pub fn run(action: Action, args: &InstanceArgs) -> ExitCode {
     let result = match (&args.admin, action) {
-        (Some(admin), _) => Admin::new(admin, args).run(action),
+        (Some(admin), _) => Admin::new(admin, args).and_then(|a| a.run(action)),
         (None, _) => {
             let pid_file = args
                 .pid_file
@@ -52,59 +53,31 @@ fn name(action: Action) -> &'static str {
 
 type Outcome = Result<ExitCode, (u8, String)>;
 
-struct Admin<'a> {
-    base: String,
-    token: Option<&'a str>,
+struct Admin {
+    client: AdminClient,
     wait: Duration,
-    agent: ureq::Agent,
 }
 
-impl<'a> Admin<'a> {
-    fn new(addr: &str, args: &'a InstanceArgs) -> Admin<'a> {
-        let agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(args.wait + Duration::from_secs(5)))
-            .build()
-            .new_agent();
-        Admin {
-            base: format!("http://{addr}"),
-            token: args.admin_token.as_deref(),
+impl Admin {
+    fn new(addr: &str, args: &InstanceArgs) -> Result<Admin, (u8, String)> {
+        let token = args.token.token().map_err(|e| (1, e))?;
+        Ok(Admin {
+            client: AdminClient::new(addr, token, args.wait + Duration::from_secs(5)),
             wait: args.wait,
-            agent,
-        }
+        })
     }
 
     /// The status code and JSON body of a call.
     fn call(&self, method: &str, path: &str) -> Result<(u16, Value), (u8, String)> {
-        let url = format!("{}{path}", self.base);
-        let unreachable = |e: ureq::Error| {
-            (
-                NOT_RUNNING,
-                format!("cannot reach cashew's admin API at {}: {e}", self.base),
-            )
+        let result = match method {
+            "POST" => self.client.post(path),
+            _ => self.client.get(path),
         };
-        let mut response = if method == "POST" {
-            let mut request = self.agent.post(&url);
-            if let Some(token) = self.token {
-                request = request.header("Authorization", &format!("Bearer {token}"));
-            }
-            request.send_empty().map_err(unreachable)?
-        } else {
-            self.agent.get(&url).call().map_err(unreachable)?
-        };
-        let status = response.status().as_u16();
-        let text = response
-            .body_mut()
-            .read_to_string()
-            .map_err(|e| (1, format!("reading the reply of {url}: {e}")))?;
-        let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
-        if status == 401 {
-            return Err((
-                1,
-                "the admin API refused the call: give --admin-token (or CASHEW_ADMIN_TOKEN)".into(),
-            ));
-        }
-        Ok((status, body))
+        // Unreachable: not running (the LSB status code); refused: an error.
+        result.map_err(|e| match e.starts_with("cannot reach") {
+            true => (NOT_RUNNING, e),
+            false => (1, e),
+        })
     }
 
     fn run(&self, action: Action) -> Outcome {

@@ -2,6 +2,7 @@
 //! takes its flags and places every key where nutcracker would. The binary is a
 //! thin `main.rs` over this library.
 
+pub mod admin_client;
 pub mod cli;
 pub mod control;
 pub mod ctl;

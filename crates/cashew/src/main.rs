@@ -83,6 +83,8 @@ fn run_proxy(cli: &Cli) -> Result<(), String> {
         stats_port: cli.stats_port,
         admin: cli.admin.clone(),
         admin_token: cli.admin_token.clone(),
+        admin_token_file: cli.admin_token_file.as_deref().map(absolute),
+        metrics_public: cli.metrics_public,
         drain_timeout: cli.drain_timeout,
         pid_file: cli.pid_file.as_deref().map(absolute),
         daemonize: cli.daemonize,

@@ -16,6 +16,7 @@ use ratatui::text::Line;
 use ratatui::widgets::{Block, Borders, Paragraph, Row, Sparkline, Table};
 use serde_json::Value;
 
+use crate::admin_client::AdminClient;
 use crate::cli::TopArgs;
 
 /// Samples of requests per second kept for the sparklines: one minute.
@@ -28,17 +29,12 @@ struct Sample {
     hotkeys: Value,
 }
 
-fn fetch(agent: &ureq::Agent, base: &str) -> Result<Sample, String> {
+fn fetch(admin: &AdminClient) -> Result<Sample, String> {
     let get = |path: &str| -> Result<Value, String> {
-        let mut reply = agent
-            .get(format!("{base}{path}"))
-            .call()
-            .map_err(|e| format!("cannot reach {base}: {e}"))?;
-        let text = reply
-            .body_mut()
-            .read_to_string()
-            .map_err(|e| format!("{base}{path}: {e}"))?;
-        serde_json::from_str(&text).map_err(|e| format!("{base}{path}: not JSON: {e}"))
+        match admin.get(path)? {
+            (200, body) if body.is_object() => Ok(body),
+            (status, body) => Err(format!("{}{path}: {status} {body}", admin.base())),
+        }
     };
     Ok(Sample {
         at: Instant::now(),
@@ -291,15 +287,13 @@ fn text_frame(mut v: View) -> String {
 }
 
 pub fn run(args: &TopArgs) -> ExitCode {
-    let agent = ureq::Agent::config_builder()
-        .timeout_global(Some(Duration::from_secs(5)))
-        .build()
-        .new_agent();
-    let base = format!("http://{}", args.admin);
-    let result = match args.once {
-        true => once(&agent, &base),
-        false => live(&agent, &base),
-    };
+    let result = args.token.token().and_then(|token| {
+        let admin = AdminClient::new(&args.admin, token, Duration::from_secs(5));
+        match args.once {
+            true => once(&admin),
+            false => live(&admin),
+        }
+    });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
@@ -309,32 +303,31 @@ pub fn run(args: &TopArgs) -> ExitCode {
     }
 }
 
-fn once(agent: &ureq::Agent, base: &str) -> Result<(), String> {
-    let first = fetch(agent, base)?;
+fn once(admin: &AdminClient) -> Result<(), String> {
+    let first = fetch(admin)?;
     std::thread::sleep(Duration::from_secs(1));
-    let second = fetch(agent, base)?;
+    let second = fetch(admin)?;
     print!("{}", text_frame(view(&first, &second)));
     Ok(())
 }
 
-fn live(agent: &ureq::Agent, base: &str) -> Result<(), String> {
-    let mut before = fetch(agent, base)?;
+fn live(admin: &AdminClient) -> Result<(), String> {
+    let mut before = fetch(admin)?;
     let mut terminal = ratatui::init();
-    let result = live_loop(&mut terminal, agent, base, &mut before);
+    let result = live_loop(&mut terminal, admin, &mut before);
     ratatui::restore();
     result.map_err(|e| e.to_string())
 }
 
 fn live_loop(
     terminal: &mut ratatui::DefaultTerminal,
-    agent: &ureq::Agent,
-    base: &str,
+    admin: &AdminClient,
     before: &mut Sample,
 ) -> io::Result<()> {
     let mut history: HashMap<String, VecDeque<u64>> = HashMap::new();
     let mut sort_by = 0;
     let mut picked = 0;
-    let mut now = fetch(agent, base).map_err(io::Error::other)?;
+    let mut now = fetch(admin).map_err(io::Error::other)?;
     let mut last_fetch = Instant::now();
     let mut fresh = true;
     loop {
@@ -364,7 +357,7 @@ fn live_loop(
             }
         }
         if last_fetch.elapsed() >= Duration::from_secs(1) {
-            let next = fetch(agent, base).map_err(io::Error::other)?;
+            let next = fetch(admin).map_err(io::Error::other)?;
             *before = std::mem::replace(&mut now, next);
             last_fetch = Instant::now();
             fresh = true;

@@ -50,18 +50,18 @@ fn every_endpoint_with_a_token() {
     let api = AdminApi::new(admin_addr, Some(TOKEN));
     let wrong = AdminApi::new(admin_addr, Some("guess"));
 
-    // Reads need no token.
+    // The probes need no token; every other read does.
     let (status, health) = open.get("/health");
     assert_eq!((status, health["status"].as_str()), (200, Some("ok")));
     assert_eq!(health["pid"], cashew.process.pid());
     let (status, ready) = open.get("/ready");
     assert_eq!((status, ready["phase"].as_str()), (200, Some("serving")));
-    let (status, stats) = open.get("/stats");
+    let (status, stats) = api.get("/stats");
     assert_eq!(status, 200);
     assert_eq!(stats["service"], "nutcracker");
     assert_eq!(stats["generation"], 1);
     assert!(stats["alpha"]["cache-0"]["requests"].is_u64(), "{stats}");
-    let (status, config) = open.get("/config");
+    let (status, config) = api.get("/config");
     assert_eq!(status, 200);
     let file = cashew.dir.join("cashew.yml");
     assert_eq!(config["text"], std::fs::read_to_string(&file).unwrap());
@@ -70,7 +70,7 @@ fn every_endpoint_with_a_token() {
     let digest = digest.split_whitespace().next().unwrap();
     assert_eq!(config["checksum"], format!("sha256:{digest}"));
     assert_eq!(stats["config_checksum"], config["checksum"]);
-    let (_, status_doc) = open.get("/status");
+    let (_, status_doc) = api.get("/status");
     assert_eq!(status_doc["pools"][0]["name"], "alpha");
     assert_eq!(status_doc["pools"][0]["servers"][1]["name"], "cache-1");
     assert_eq!(status_doc["pools"][0]["servers"][1]["state"], "up");
@@ -102,15 +102,15 @@ fn every_endpoint_with_a_token() {
         body["error"].as_str().unwrap().contains("cashew.yml:2:"),
         "{body}"
     );
-    assert_eq!(open.get("/stats").1["generation"], 2);
+    assert_eq!(api.get("/stats").1["generation"], 2);
 
     let (status, body) = api.post("/pools/alpha/servers/cache-1/eject");
     assert_eq!((status, body["state"].as_str()), (200, Some("manual")));
     assert_eq!(
-        open.get("/status").1["pools"][0]["servers"][1]["state"],
+        api.get("/status").1["pools"][0]["servers"][1]["state"],
         "manual"
     );
-    assert!(open.get("/stats").1["alpha"]["cache-1"]["server_ejected_at"].as_u64() > Some(0));
+    assert!(api.get("/stats").1["alpha"]["cache-1"]["server_ejected_at"].as_u64() > Some(0));
     let (status, body) = api.post("/pools/alpha/servers/cache-1/restore");
     assert_eq!((status, body["state"].as_str()), (200, Some("up")));
     let (status, body) = api.post("/pools/alpha/servers/nope/eject");
@@ -118,8 +118,8 @@ fn every_endpoint_with_a_token() {
     assert_eq!(body["servers"][0], "cache-0", "{body}");
     assert_eq!(api.post("/pools/nope/servers/cache-0/eject").0, 404);
 
-    assert_eq!(open.get("/nothing").0, 404);
-    assert_eq!(open.get("/reload").0, 405);
+    assert_eq!(api.get("/nothing").0, 404);
+    assert_eq!(api.get("/reload").0, 405);
     assert_eq!(api.post("/health").0, 405);
 }
 
@@ -159,7 +159,10 @@ fn the_cli_talks_to_a_running_instance() {
     let mut c = McConn::connect(addr(listen));
     c.set("k", b"v");
 
-    let (code, out, err) = cashew_cli(&["status", "--admin", &admin]);
+    let (code, _, err) = cashew_cli(&["status", "--admin", &admin]);
+    assert_eq!(code, 1, "status needs the token too");
+    assert!(err.contains("--admin-token"), "{err}");
+    let (code, out, err) = cashew_cli(&["status", "--admin", &admin, "--admin-token", TOKEN]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("generation 1"), "{out}");
     assert!(

@@ -1,29 +1,55 @@
-//! The admin API: HTTP/1.1 on the main thread's event loop, never on a worker.
-//! Reads are open; every call that changes something needs the bearer token when
-//! one is set.
+//! The admin API: HTTP/1.1 on the main thread's event loop, never on a worker, so
+//! nothing done to it can slow the data plane. With a token set, every call needs
+//! it but `GET /health` and `GET /ready` (probes carry no credentials), and
+//! `/metrics` with `--metrics-public`. No reply ever holds a secret.
+//!
+//! The listener is hardened against clients that hold connections: at most
+//! [`MAX_CONNECTIONS`] at once (a new one closes the oldest that is not in a
+//! call), headers must arrive within [`HEADER_TIMEOUT`] (an idle kept-alive
+//! connection too), and a request may carry at most [`MAX_BODY`] bytes of body.
 
+use std::cell::Cell;
 use std::convert::Infallible;
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper::body::Incoming;
-use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
+use hyper::body::{Body, Incoming};
+use hyper::header::{HeaderValue, AUTHORIZATION, CONNECTION, CONTENT_TYPE, WWW_AUTHENTICATE};
 use hyper::{Method, Request as HttpRequest, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use serde_json::{json, Value};
 use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
 
 use super::{Phase, Request, Supervisor};
-use crate::log::WARN;
+use crate::log::{INFO, WARN};
 use crate::log_at;
 use crate::proxy::health::{ProbeState, ServerState};
 use crate::stats::{self, server as st};
 
 type Reply = Response<Full<Bytes>>;
 
+/// Admin connections open at once.
+pub const MAX_CONNECTIONS: usize = 64;
+/// How long a client may take to send a request's headers, or to start the next one.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// The largest request body taken (no endpoint reads one).
+pub const MAX_BODY: u64 = 64 * 1024;
+/// Bytes hyper buffers for one request's headers.
+const MAX_HEADER_BYTES: usize = 16 * 1024;
+
+/// One admin connection: when it came, and whether a call on it is being answered.
+struct Connection {
+    accepted: Instant,
+    calls: Rc<Cell<u32>>,
+    task: JoinHandle<()>,
+}
+
 pub async fn serve(listener: tokio::net::TcpListener, supervisor: Rc<Supervisor>) {
+    let mut open: Vec<Connection> = Vec::new();
+    let mut refused_logged: Option<Instant> = None;
     loop {
         let stream = match listener.accept().await {
             Ok((stream, _)) => stream,
@@ -33,16 +59,79 @@ pub async fn serve(listener: tokio::net::TcpListener, supervisor: Rc<Supervisor>
                 continue;
             }
         };
-        let supervisor = supervisor.clone();
-        tokio::task::spawn_local(async move {
-            let service = hyper::service::service_fn(move |request| {
-                let supervisor = supervisor.clone();
-                async move { Ok::<_, Infallible>(handle(&supervisor, request).await) }
-            });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
+        open.retain(|c| !c.task.is_finished());
+        if open.len() >= MAX_CONNECTIONS {
+            // Make room by closing the connection held longest without a call in
+            // progress: a slow or idle client cannot lock operators out.
+            let idle = open
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| c.calls.get() == 0)
+                .min_by_key(|(_, c)| c.accepted)
+                .map(|(i, _)| i);
+            if refused_logged.is_none_or(|at| at.elapsed() >= Duration::from_secs(1)) {
+                refused_logged = Some(Instant::now());
+                log_at!(
+                    INFO,
+                    "admin API: {MAX_CONNECTIONS} connections open; {}",
+                    match idle {
+                        Some(_) => "closing the oldest one that is not in a call",
+                        None => "refusing a new one",
+                    }
+                );
+            }
+            match idle {
+                Some(i) => open.swap_remove(i).task.abort(),
+                None => continue,
+            }
+        }
+        let calls = Rc::new(Cell::new(0));
+        let task = tokio::task::spawn_local(connection(stream, supervisor.clone(), calls.clone()));
+        open.push(Connection {
+            accepted: Instant::now(),
+            calls,
+            task,
         });
+    }
+}
+
+async fn connection(
+    stream: tokio::net::TcpStream,
+    supervisor: Rc<Supervisor>,
+    calls: Rc<Cell<u32>>,
+) {
+    let service = hyper::service::service_fn(move |request| {
+        let (supervisor, calls) = (supervisor.clone(), calls.clone());
+        async move {
+            calls.set(calls.get() + 1);
+            let reply = handle(&supervisor, request).await;
+            calls.set(calls.get() - 1);
+            Ok::<_, Infallible>(reply)
+        }
+    });
+    let _ = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT)
+        .max_buf_size(MAX_HEADER_BYTES)
+        .serve_connection(TokioIo::new(stream), service)
+        .await;
+}
+
+/// Who may make a call.
+#[derive(Debug, PartialEq, Eq)]
+enum Access {
+    /// Anyone: the probes.
+    Open,
+    /// Anyone with `--metrics-public`, else the token.
+    Metrics,
+    Token,
+}
+
+fn access(method: &Method, path: &[&str]) -> Access {
+    match (method, path) {
+        (&Method::GET | &Method::HEAD, ["health" | "ready"]) => Access::Open,
+        (_, ["metrics"]) => Access::Metrics,
+        _ => Access::Token,
     }
 }
 
@@ -56,8 +145,22 @@ async fn handle(supervisor: &Supervisor, request: HttpRequest<Incoming>) -> Repl
         .collect();
     let path: Vec<&str> = segments.iter().map(String::as_str).collect();
     let method = request.method().clone();
-    let reads = matches!(method, Method::GET | Method::HEAD);
-    if !reads && !authorized(supervisor, &request) {
+    if request.body().size_hint().lower() > MAX_BODY {
+        let mut reply = json_reply(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            json!({"error": format!("a request body may be at most {MAX_BODY} bytes; no endpoint reads one")}),
+        );
+        reply
+            .headers_mut()
+            .insert(CONNECTION, HeaderValue::from_static("close"));
+        return reply;
+    }
+    let needs_token = match access(&method, &path) {
+        Access::Open => false,
+        Access::Metrics => !supervisor.options().metrics_public,
+        Access::Token => true,
+    };
+    if needs_token && !authorized(supervisor, &request) {
         let mut reply = json_reply(
             StatusCode::UNAUTHORIZED,
             json!({"error": "this call needs the admin token: Authorization: Bearer TOKEN"}),
@@ -67,6 +170,7 @@ async fn handle(supervisor: &Supervisor, request: HttpRequest<Incoming>) -> Repl
             .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         return reply;
     }
+    let reads = matches!(method, Method::GET | Method::HEAD);
     match (reads, method == Method::POST, path.as_slice()) {
         (true, _, ["health"]) => json_reply(
             StatusCode::OK,
@@ -151,24 +255,11 @@ fn percent_decode(segment: &str) -> String {
 }
 
 fn authorized(supervisor: &Supervisor, request: &HttpRequest<Incoming>) -> bool {
-    let Some(token) = &supervisor.options().admin_token else {
-        return true;
-    };
     let given = request
         .headers()
         .get(AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
-    constant_time_eq(given.as_bytes(), token.as_bytes())
-}
-
-/// Compares without stopping at the first difference, so timing tells nothing.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+        .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "));
+    supervisor.admin_token_matches(given)
 }
 
 fn json_reply(status: StatusCode, body: Value) -> Reply {
@@ -209,7 +300,8 @@ fn generation_fields(supervisor: &Supervisor) -> Value {
 
 fn config(supervisor: &Supervisor) -> Reply {
     let mut body = generation_fields(supervisor);
-    body["text"] = Value::from(supervisor.generation().source.text.clone());
+    // The file as written but for its secrets; the checksum stays the file's.
+    body["text"] = Value::from(cashew_config::redact(&supervisor.generation().source.text));
     json_reply(StatusCode::OK, body)
 }
 
@@ -372,9 +464,17 @@ mod tests {
     }
 
     #[test]
-    fn tokens_compare_whole() {
-        assert!(constant_time_eq(b"secret", b"secret"));
-        assert!(!constant_time_eq(b"secret", b"secreT"));
-        assert!(!constant_time_eq(b"secret", b"secre"));
+    fn only_the_probes_are_open_and_metrics_may_be() {
+        let get = |path: &[&str]| access(&Method::GET, path);
+        assert_eq!(get(&["health"]), Access::Open);
+        assert_eq!(get(&["ready"]), Access::Open);
+        assert_eq!(access(&Method::HEAD, &["health"]), Access::Open);
+        assert_eq!(access(&Method::POST, &["health"]), Access::Token);
+        assert_eq!(get(&["metrics"]), Access::Metrics);
+        for path in ["stats", "config", "status", "hotkeys", "slowlog", "nothing"] {
+            assert_eq!(get(&[path]), Access::Token, "{path}");
+        }
+        assert_eq!(get(&[]), Access::Token);
+        assert_eq!(access(&Method::POST, &["reload"]), Access::Token);
     }
 }

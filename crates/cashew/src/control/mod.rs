@@ -27,6 +27,8 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::{JoinHandle, LocalSet};
 
+use cashew_config::Secret;
+
 use crate::generation::{Generation, Source};
 use crate::log::{ERROR, NOTICE, WARN};
 use crate::log_at;
@@ -51,7 +53,12 @@ pub struct Options {
     pub stats_addr: String,
     pub stats_port: u16,
     pub admin: Option<String>,
+    /// The admin token given on the command line or in the environment...
     pub admin_token: Option<String>,
+    /// ...or the file it is read from, at start and at every reload.
+    pub admin_token_file: Option<PathBuf>,
+    /// `/metrics` is served without the token.
+    pub metrics_public: bool,
     pub drain_timeout: Duration,
     pub pid_file: Option<PathBuf>,
     pub daemonize: bool,
@@ -75,6 +82,7 @@ pub fn run(options: Options) -> Result<(), String> {
 /// Everything bound and validated before the process daemonizes and starts threads.
 struct Prepared {
     options: Options,
+    admin_token: Option<Secret>,
     generation: Generation,
     next_listener_id: u64,
     stats_socket: Socket,
@@ -90,8 +98,9 @@ impl Prepared {
             let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
             options.threads = threads::default_threads(&config, cpus);
         }
+        let admin_token = admin_token(&options)?;
         let admin_addr = match &options.admin {
-            Some(text) => Some(admin_address(text, options.admin_token.is_some())?),
+            Some(text) => Some(admin_address(text, admin_token.is_some())?),
             None => None,
         };
         let registry = Arc::new(Registry::new(options.threads));
@@ -131,6 +140,7 @@ impl Prepared {
         }
         Ok(Prepared {
             options,
+            admin_token,
             generation,
             next_listener_id,
             stats_socket,
@@ -157,6 +167,17 @@ impl Prepared {
     }
 }
 
+/// The admin token, from its file or as given.
+fn admin_token(options: &Options) -> Result<Option<Secret>, String> {
+    match (&options.admin_token_file, &options.admin_token) {
+        (Some(path), _) => crate::cli::read_token_file(path).map(|t| Some(Secret::new(t))),
+        (None, Some(token)) if token.is_empty() => {
+            Err("--admin-token (or CASHEW_ADMIN_TOKEN) is empty".into())
+        }
+        (None, token) => Ok(token.clone().map(Secret::new)),
+    }
+}
+
 /// The admin address; not on loopback it needs a token.
 fn admin_address(text: &str, has_token: bool) -> Result<SocketAddr, String> {
     let (host, port) = text
@@ -169,7 +190,7 @@ fn admin_address(text: &str, has_token: bool) -> Result<SocketAddr, String> {
     let addr = crate::net::resolve(host, port).map_err(|e| format!("--admin '{text}': {e}"))?;
     if !addr.ip().is_loopback() && !has_token {
         return Err(format!(
-            "--admin {addr} is reachable from other hosts: give --admin-token (or CASHEW_ADMIN_TOKEN) to protect it, or listen on 127.0.0.1"
+            "--admin {addr} is reachable from other hosts: give --admin-token-file (or --admin-token, CASHEW_ADMIN_TOKEN) to protect it, or listen on 127.0.0.1"
         ));
     }
     Ok(addr)
@@ -212,6 +233,8 @@ pub enum Request {
 
 pub struct Supervisor {
     options: Options,
+    /// The admin API's bearer token; re-read from its file at every reload.
+    admin_token: RefCell<Option<Secret>>,
     directives: watch::Sender<Directive>,
     reports: Arc<Reports>,
     phase: Cell<Phase>,
@@ -261,6 +284,7 @@ impl Supervisor {
         let (tx, rx) = mpsc::unbounded_channel();
         let supervisor = Rc::new(Supervisor {
             options: prepared.options,
+            admin_token: RefCell::new(prepared.admin_token),
             directives,
             reports,
             phase: Cell::new(Phase::Starting),
@@ -412,6 +436,18 @@ impl Supervisor {
         &self.options
     }
 
+    /// Whether `given` is the admin token; true when there is none.
+    pub fn admin_token_matches(&self, given: Option<&[u8]>) -> bool {
+        match &*self.admin_token.borrow() {
+            None => true,
+            Some(token) => given.is_some_and(|g| token.matches(g)),
+        }
+    }
+
+    pub fn has_admin_token(&self) -> bool {
+        self.admin_token.borrow().is_some()
+    }
+
     pub fn hostname(&self) -> &str {
         &self.hostname
     }
@@ -458,6 +494,11 @@ impl Supervisor {
     }
 
     async fn publish_next(&self) -> Result<Arc<Generation>, String> {
+        // The token file is read first: if it cannot be, nothing changes.
+        let token = match &self.options.admin_token_file {
+            Some(_) => Some(admin_token(&self.options)?),
+            None => None,
+        };
         let (config, source) = load(&self.options.conf_file)?;
         let current = self.generation();
         let mut next_id = self.next_listener_id.get();
@@ -485,6 +526,12 @@ impl Supervisor {
             generation: next.clone(),
             mode: Mode::Serve,
         });
+        if let Some(token) = token {
+            if *self.admin_token.borrow() != token {
+                log_at!(NOTICE, "reload: the admin token changed");
+            }
+            *self.admin_token.borrow_mut() = token;
+        }
         self.restart_probes();
         // Listeners the new generation does not use close here; workers drop theirs
         // as they take the generation.

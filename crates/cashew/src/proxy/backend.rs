@@ -362,7 +362,7 @@ fn setup_requests(pool: &Pool, resp3: bool) -> (Vec<u8>, usize) {
     }
     let mut replies = 0;
     if resp3 {
-        let auth = pool.redis_auth.as_deref();
+        let auth = pool.redis_auth.as_ref().map(|s| s.expose());
         array_header(&mut setup, if auth.is_some() { 5 } else { 2 });
         bulk(&mut setup, b"HELLO");
         bulk(&mut setup, b"3");
@@ -375,7 +375,7 @@ fn setup_requests(pool: &Pool, resp3: bool) -> (Vec<u8>, usize) {
     } else if let Some(password) = &pool.redis_auth {
         array_header(&mut setup, 2);
         bulk(&mut setup, b"AUTH");
-        bulk(&mut setup, password.as_bytes());
+        bulk(&mut setup, password.expose().as_bytes());
         replies += 1;
     }
     if pool.redis_db != 0 {

@@ -754,11 +754,11 @@ impl Client {
     }
 
     fn auth(&mut self, pool: &PoolRt, user: Option<&[u8]>, password: &[u8]) -> Pending {
-        let Some(expected) = pool.config().redis_auth.as_deref() else {
+        let Some(expected) = pool.config().redis_auth.as_ref() else {
             return err("ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?");
         };
         let user_ok = user.is_none_or(|u| u == b"default");
-        if user_ok && password == expected.as_bytes() {
+        if user_ok && expected.matches(password) {
             self.authenticated = true;
             ready(|o| simple(o, "OK"))
         } else {
