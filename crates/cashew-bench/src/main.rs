@@ -9,7 +9,7 @@
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use cashew_protocol::{memcache, resp, ReplyParse};
@@ -105,6 +105,74 @@ struct Args {
     /// instruction counts); the time limit still applies
     #[arg(long)]
     batches: Option<u64>,
+    /// Batches each connection sends before the measured ones (not counted)
+    #[arg(long, default_value_t = 0)]
+    warmup_batches: u64,
+    /// Once every connection is open and warmed up, create this file and wait until
+    /// it is removed before the measured batches (so that a profiler can be zeroed
+    /// in between)
+    #[arg(long)]
+    ready_file: Option<std::path::PathBuf>,
+}
+
+/// One connection's load: batches of requests, each sent at once and waited for.
+struct Connection {
+    stream: TcpStream,
+    protocol: Protocol,
+    pipeline: usize,
+    keys: usize,
+    get_percent: usize,
+    keys_per_get: usize,
+    value: Vec<u8>,
+    rng: u64,
+    request: Vec<u8>,
+    buf: Vec<u8>,
+}
+
+impl Connection {
+    /// Sends one batch and reads its replies: the keys it asked for or stored, and
+    /// the replies that were errors.
+    fn batch(&mut self) -> (u64, u64) {
+        self.request.clear();
+        let mut batch_keys = 0;
+        for _ in 0..self.pipeline {
+            self.rng ^= self.rng << 13;
+            self.rng ^= self.rng >> 7;
+            self.rng ^= self.rng << 17;
+            let key = self.rng as usize % self.keys;
+            if (self.rng >> 32) as usize % 100 < self.get_percent {
+                let keys = (0..self.keys_per_get).map(|k| (key + k * 7919) % self.keys);
+                self.protocol.get(&mut self.request, keys);
+                batch_keys += self.keys_per_get as u64;
+            } else {
+                self.protocol.set(&mut self.request, key, &self.value);
+                batch_keys += 1;
+            }
+        }
+        self.stream.write_all(&self.request).expect("write");
+        let (mut filled, mut done, mut errors) = (0, 0, 0);
+        while done < self.pipeline {
+            if filled == self.buf.len() {
+                // A reply larger than the buffer (large values).
+                self.buf.resize(self.buf.len() * 2, 0);
+            }
+            let n = self.stream.read(&mut self.buf[filled..]).expect("read");
+            assert!(n > 0, "server closed the connection");
+            filled += n;
+            let mut start = 0;
+            while let ReplyParse::Complete(len) = self.protocol.parse_reply(&self.buf[start..filled])
+            {
+                if self.protocol.is_error(&self.buf[start..start + len]) {
+                    errors += 1;
+                }
+                start += len;
+                done += 1;
+            }
+            self.buf.copy_within(start..filled, 0);
+            filled -= start;
+        }
+        (batch_keys, errors)
+    }
 }
 
 fn main() {
@@ -119,82 +187,63 @@ fn main() {
     let ops = Arc::new(AtomicU64::new(0));
     let keys_done = Arc::new(AtomicU64::new(0));
     let errors = Arc::new(AtomicU64::new(0));
-    let value = vec![b'v'; args.value_size];
+    // Every connection open and warmed up; then the measured batches start.
+    let warmed = Arc::new(Barrier::new(args.connections + 1));
+    let go = Arc::new(Barrier::new(args.connections + 1));
 
     let workers: Vec<_> = (0..args.connections)
         .map(|c| {
-            let (stop, ops, keys_done, errors, value) = (
-                stop.clone(),
-                ops.clone(),
-                keys_done.clone(),
-                errors.clone(),
-                value.clone(),
-            );
-            let (pipeline, keys, get_percent) = (args.pipeline, args.keys, args.get_percent);
-            let keys_per_get = args.keys_per_get.max(1);
-            let protocol = args.protocol;
-            let batches = args.batches.unwrap_or(u64::MAX);
+            let (stop, ops, keys_done, errors) =
+                (stop.clone(), ops.clone(), keys_done.clone(), errors.clone());
+            let (warmed, go) = (warmed.clone(), go.clone());
+            let stream = TcpStream::connect(addr).expect("connect");
+            stream.set_nodelay(true).unwrap();
+            stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            let mut conn = Connection {
+                stream,
+                protocol: args.protocol,
+                pipeline: args.pipeline,
+                keys: args.keys,
+                get_percent: args.get_percent,
+                keys_per_get: args.keys_per_get.max(1),
+                value: vec![b'v'; args.value_size],
+                rng: 0x9e37_79b9_7f4a_7c15u64 ^ (c as u64 + 1),
+                request: Vec::new(),
+                buf: vec![0u8; 256 * 1024],
+            };
+            let (warmup, batches) = (args.warmup_batches, args.batches.unwrap_or(u64::MAX));
             std::thread::spawn(move || {
-                let mut s = TcpStream::connect(addr).expect("connect");
-                s.set_nodelay(true).unwrap();
-                s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-                let mut rng = 0x9e37_79b9_7f4a_7c15u64 ^ (c as u64 + 1);
-                let mut request = Vec::new();
-                let mut buf = vec![0u8; 256 * 1024];
+                for _ in 0..warmup {
+                    conn.batch();
+                }
+                warmed.wait();
+                go.wait();
                 let mut latencies_us: Vec<u32> = Vec::new();
                 for _ in 0..batches {
                     if stop.load(Ordering::Relaxed) {
                         break;
                     }
-                    request.clear();
-                    let mut batch_keys = 0;
-                    for _ in 0..pipeline {
-                        rng ^= rng << 13;
-                        rng ^= rng >> 7;
-                        rng ^= rng << 17;
-                        let key = rng as usize % keys;
-                        if (rng >> 32) as usize % 100 < get_percent {
-                            let keys = (0..keys_per_get).map(|k| (key + k * 7919) % keys);
-                            protocol.get(&mut request, keys);
-                            batch_keys += keys_per_get as u64;
-                        } else {
-                            protocol.set(&mut request, key, &value);
-                            batch_keys += 1;
-                        }
-                    }
                     let sent = Instant::now();
-                    s.write_all(&request).expect("write");
-                    let (mut filled, mut done) = (0, 0);
-                    while done < pipeline {
-                        if filled == buf.len() {
-                            // A reply larger than the buffer (large values).
-                            buf.resize(buf.len() * 2, 0);
-                        }
-                        let n = s.read(&mut buf[filled..]).expect("read");
-                        assert!(n > 0, "server closed the connection");
-                        filled += n;
-                        let mut start = 0;
-                        while let ReplyParse::Complete(len) =
-                            protocol.parse_reply(&buf[start..filled])
-                        {
-                            if protocol.is_error(&buf[start..start + len]) {
-                                errors.fetch_add(1, Ordering::Relaxed);
-                            }
-                            start += len;
-                            done += 1;
-                        }
-                        buf.copy_within(start..filled, 0);
-                        filled -= start;
-                    }
+                    let (batch_keys, batch_errors) = conn.batch();
                     latencies_us.push(sent.elapsed().as_micros().min(u32::MAX as u128) as u32);
-                    ops.fetch_add(pipeline as u64, Ordering::Relaxed);
+                    ops.fetch_add(conn.pipeline as u64, Ordering::Relaxed);
                     keys_done.fetch_add(batch_keys, Ordering::Relaxed);
+                    errors.fetch_add(batch_errors, Ordering::Relaxed);
                 }
                 latencies_us
             })
         })
         .collect();
 
+    warmed.wait();
+    if let Some(file) = &args.ready_file {
+        std::fs::write(file, b"ready\n").expect("--ready-file");
+        let waited = Instant::now();
+        while file.exists() && waited.elapsed() < Duration::from_secs(120) {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+    go.wait();
     let started = Instant::now();
     while started.elapsed() < Duration::from_secs(seconds)
         && !workers.iter().all(|w| w.is_finished())
