@@ -160,7 +160,8 @@ impl Connection {
             assert!(n > 0, "server closed the connection");
             filled += n;
             let mut start = 0;
-            while let ReplyParse::Complete(len) = self.protocol.parse_reply(&self.buf[start..filled])
+            while let ReplyParse::Complete(len) =
+                self.protocol.parse_reply(&self.buf[start..filled])
             {
                 if self.protocol.is_error(&self.buf[start..start + len]) {
                     errors += 1;
@@ -198,7 +199,9 @@ fn main() {
             let (warmed, go) = (warmed.clone(), go.clone());
             let stream = TcpStream::connect(addr).expect("connect");
             stream.set_nodelay(true).unwrap();
-            stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            stream
+                .set_read_timeout(Some(Duration::from_secs(10)))
+                .unwrap();
             let mut conn = Connection {
                 stream,
                 protocol: args.protocol,

@@ -26,6 +26,7 @@ use tokio::task::JoinHandle;
 use super::{Phase, Request, Supervisor};
 use crate::log::{INFO, WARN};
 use crate::log_at;
+use crate::net::{Listener, Stream};
 use crate::proxy::health::{ProbeState, ServerState};
 use crate::stats::{self, server as st};
 
@@ -47,12 +48,12 @@ struct Connection {
     task: JoinHandle<()>,
 }
 
-pub async fn serve(listener: tokio::net::TcpListener, supervisor: Rc<Supervisor>) {
+pub async fn serve(listener: Listener, supervisor: Rc<Supervisor>) {
     let mut open: Vec<Connection> = Vec::new();
     let mut refused_logged: Option<Instant> = None;
     loop {
         let stream = match listener.accept().await {
-            Ok((stream, _)) => stream,
+            Ok(stream) => stream,
             Err(e) => {
                 log_at!(WARN, "admin API: accept failed: {e}");
                 tokio::time::sleep(Duration::from_millis(10)).await;
@@ -95,11 +96,7 @@ pub async fn serve(listener: tokio::net::TcpListener, supervisor: Rc<Supervisor>
     }
 }
 
-async fn connection(
-    stream: tokio::net::TcpStream,
-    supervisor: Rc<Supervisor>,
-    calls: Rc<Cell<u32>>,
-) {
+async fn connection(stream: Stream, supervisor: Rc<Supervisor>, calls: Rc<Cell<u32>>) {
     let service = hyper::service::service_fn(move |request| {
         let (supervisor, calls) = (supervisor.clone(), calls.clone());
         async move {

@@ -11,7 +11,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use cashew_config::{Config, Listen, Pool};
@@ -20,32 +20,7 @@ use socket2::{Domain, SockAddr, Socket, Type};
 use crate::generation::{Generation, ListenSockets};
 use crate::log::{self, NOTICE};
 use crate::log_at;
-
-/// Where a socket is bound, for matching a config's `listen` to a socket.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum BoundAddr {
-    Tcp(SocketAddr),
-    Unix(PathBuf),
-}
-
-impl BoundAddr {
-    pub fn of_listen(listen: &Listen) -> io::Result<BoundAddr> {
-        match listen {
-            Listen::Tcp { host, port } => crate::net::resolve(host, *port).map(BoundAddr::Tcp),
-            Listen::Unix { path, .. } => Ok(BoundAddr::Unix(std::path::absolute(path)?)),
-        }
-    }
-
-    fn of_socket(socket: &Socket) -> Option<BoundAddr> {
-        let addr = socket.local_addr().ok()?;
-        if let Some(tcp) = addr.as_socket() {
-            return Some(BoundAddr::Tcp(tcp));
-        }
-        addr.as_pathname()
-            .and_then(|p| std::path::absolute(p).ok())
-            .map(BoundAddr::Unix)
-    }
-}
+use crate::net::BoundAddr;
 
 /// Listening sockets this process was given at start, not yet claimed by a pool.
 #[derive(Default)]

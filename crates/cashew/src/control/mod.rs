@@ -32,12 +32,14 @@ use cashew_config::Secret;
 use crate::generation::{Generation, Source};
 use crate::log::{ERROR, NOTICE, WARN};
 use crate::log_at;
+use crate::net::BoundAddr;
+use crate::net::Listener;
 use crate::process::PidFile;
 use crate::proxy::worker::{self, Directive, Mode, Reports};
 use crate::signals::{self, Signals};
 use crate::stats::{self, Registry};
 use handover::{ReadyPipe, Successor};
-use listen::{BoundAddr, Inherited};
+use listen::Inherited;
 
 /// How long a restart waits for the new process to say it serves.
 const RESTART_TIMEOUT: Duration = Duration::from_secs(30);
@@ -309,7 +311,7 @@ impl Supervisor {
         predecessor: &mut Option<ReadyPipe>,
     ) -> Result<(), String> {
         if let Some(socket) = &self.admin_socket {
-            let listener = tcp_listener(socket, 128).map_err(|e| format!("admin API: {e}"))?;
+            let listener = Listener::tcp_dup(socket, 128).map_err(|e| format!("admin API: {e}"))?;
             let task = tokio::task::spawn_local(admin::serve(listener, self.clone()));
             self.servers.borrow_mut().push(task);
         }
@@ -324,7 +326,7 @@ impl Supervisor {
             *self.pid_file.borrow_mut() = Some(PidFile::create(path)?);
         }
         let stats =
-            tcp_listener(&self.stats_socket, 128).map_err(|e| format!("stats port: {e}"))?;
+            Listener::tcp_dup(&self.stats_socket, 128).map_err(|e| format!("stats port: {e}"))?;
         let task = tokio::task::spawn_local(serve_stats(stats, self.clone()));
         self.servers.borrow_mut().push(task);
         tokio::task::spawn_local(sample_rates(self.clone()));
@@ -731,20 +733,11 @@ fn join(names: &[&String]) -> String {
         .join(", ")
 }
 
-/// A tokio listener on a dup of `socket`, listening (a restart passes the socket on,
-/// so the original stays with the supervisor).
-fn tcp_listener(socket: &Socket, backlog: i32) -> std::io::Result<tokio::net::TcpListener> {
-    socket.listen(backlog)?;
-    let socket = socket.try_clone()?;
-    socket.set_nonblocking(true)?;
-    tokio::net::TcpListener::from_std(socket.into())
-}
-
 /// nutcracker's stats port: one JSON document per connection, then close.
-async fn serve_stats(listener: tokio::net::TcpListener, supervisor: Rc<Supervisor>) {
+async fn serve_stats(listener: Listener, supervisor: Rc<Supervisor>) {
     loop {
         match listener.accept().await {
-            Ok((mut s, _)) => {
+            Ok(mut s) => {
                 let doc = supervisor.stats_json();
                 tokio::task::spawn_local(async move {
                     let _ = s.write_all(doc.as_bytes()).await;

@@ -21,6 +21,7 @@ use super::handoff::{BackendError, Job, JobQueue, ReplyTx};
 use super::health::{EjectPolicy, Failure, ServerHealth};
 use super::tasks::TaskCount;
 use crate::log_at;
+use crate::net::{ConnectError, Stream};
 use crate::stats::{pool as ps, server as st, PoolCounters, ServerCounters};
 
 /// Everything a server connection task needs, fixed for its life.
@@ -224,16 +225,8 @@ pub async fn run(link: Rc<ServerLink>, jobs: Rc<JobQueue>, preconnect: bool) {
             }
             Ok(stream) => {
                 link.counters.add(st::SERVER_CONNECTIONS, 1);
-                let error = match stream {
-                    Stream::Tcp(s) => {
-                        let (r, w) = s.into_split();
-                        session.serve(r, w, first, &jobs).await
-                    }
-                    Stream::Unix(s) => {
-                        let (r, w) = s.into_split();
-                        session.serve(r, w, first, &jobs).await
-                    }
-                };
+                let (r, w) = stream.into_split();
+                let error = session.serve(r, w, first, &jobs).await;
                 link.counters.sub(st::SERVER_CONNECTIONS, 1);
                 match error {
                     Some(error) => {
@@ -248,22 +241,19 @@ pub async fn run(link: Rc<ServerLink>, jobs: Rc<JobQueue>, preconnect: bool) {
     }
 }
 
-enum Stream {
-    Tcp(tokio::net::TcpStream),
-    Unix(tokio::net::UnixStream),
-}
-
 /// Connects and runs the setup requests; `Setup` when the server refuses them.
 async fn open(link: &ServerLink) -> Result<Stream, BackendError> {
     open_with(&link.settings, &link.health).await
 }
 
 async fn open_with(settings: &LinkSettings, health: &ServerHealth) -> Result<Stream, BackendError> {
-    let mut stream = connect(&settings.address, settings.keepalive).await?;
-    let version = match &mut stream {
-        Stream::Tcp(s) => handshake(s, settings).await?,
-        Stream::Unix(s) => handshake(s, settings).await?,
-    };
+    let mut stream = Stream::connect(&settings.address, settings.keepalive)
+        .await
+        .map_err(|e| match e {
+            ConnectError::Resolve(why) => BackendError::Resolve(why.into()),
+            ConnectError::Io(e) => BackendError::from_io(&e),
+        })?;
+    let version = handshake(&mut stream, settings).await?;
     if let Some(version) = version {
         health.set_version(&version);
     }
@@ -304,11 +294,7 @@ impl Probe {
             self.stream = Some(open_with(&self.settings, &self.health).await?);
             return Ok(());
         };
-        let redis = self.settings.redis;
-        match stream {
-            Stream::Tcp(s) => probe_request(s, redis).await,
-            Stream::Unix(s) => probe_request(s, redis).await,
-        }
+        probe_request(stream, self.settings.redis).await
     }
 }
 
@@ -441,33 +427,6 @@ where
                 }
             }
         }
-    }
-}
-
-/// Connects to the server, resolving its name again each time (its address may
-/// have changed since the last connection).
-async fn connect(address: &ServerAddress, keepalive: bool) -> Result<Stream, BackendError> {
-    let io_error = |e: io::Error| BackendError::from_io(&e);
-    match address {
-        ServerAddress::Tcp { host, port } => {
-            let addr = crate::net::resolve_async(host, *port)
-                .await
-                .map_err(|why| BackendError::Resolve(why.into()))?;
-            let stream = tokio::net::TcpStream::connect(addr)
-                .await
-                .map_err(io_error)?;
-            stream.set_nodelay(true).map_err(io_error)?;
-            if keepalive {
-                socket2::SockRef::from(&stream)
-                    .set_keepalive(true)
-                    .map_err(io_error)?;
-            }
-            Ok(Stream::Tcp(stream))
-        }
-        ServerAddress::Unix { path } => tokio::net::UnixStream::connect(path)
-            .await
-            .map(Stream::Unix)
-            .map_err(io_error),
     }
 }
 

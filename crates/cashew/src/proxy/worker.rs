@@ -4,13 +4,11 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::os::fd::OwnedFd;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use cashew_config::Listen;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::{watch, Notify};
 use tokio::task::{JoinHandle, LocalSet};
@@ -22,6 +20,7 @@ use super::{memcache, redis};
 use crate::generation::{Generation, ListenSockets};
 use crate::log::{self, INFO, NOTICE, WARN};
 use crate::log_at;
+use crate::net::{Listener, Stream};
 use crate::stats::{pool as ps, proxy as px};
 
 /// What the main thread tells every worker.
@@ -242,24 +241,7 @@ impl Worker {
         let slot = Rc::new(RefCell::new(slot));
         let mut tasks = Vec::new();
         for socket in listener.for_worker(self.ctx.id, self.threads) {
-            let socket = match socket {
-                Ok(s) => OwnedFd::from(s),
-                Err(e) => {
-                    log_at!(log::ERROR, "pool '{pool}': cannot use listen socket: {e}");
-                    continue;
-                }
-            };
-            let accepting = match &listener.listen {
-                Listen::Tcp { .. } => {
-                    tokio::net::TcpListener::from_std(std::net::TcpListener::from(socket))
-                        .map(Acceptor::Tcp)
-                }
-                Listen::Unix { .. } => tokio::net::UnixListener::from_std(
-                    std::os::unix::net::UnixListener::from(socket),
-                )
-                .map(Acceptor::Unix),
-            };
-            match accepting {
+            match socket.and_then(|s| Listener::from_socket(s, &listener.listen)) {
                 Ok(acceptor) => {
                     let task = accept_loop(acceptor, slot.clone(), self.ctx.clone());
                     tasks.push(tokio::task::spawn_local(task));
@@ -298,28 +280,12 @@ impl Worker {
     }
 }
 
-enum Acceptor {
-    Tcp(tokio::net::TcpListener),
-    Unix(tokio::net::UnixListener),
-}
-
-enum Client {
-    Tcp(tokio::net::TcpStream),
-    Unix(tokio::net::UnixStream),
-}
-
-async fn accept_loop(acceptor: Acceptor, slot: Rc<RefCell<Rc<PoolSlot>>>, ctx: Rc<WorkerCtx>) {
+async fn accept_loop(acceptor: Listener, slot: Rc<RefCell<Rc<PoolSlot>>>, ctx: Rc<WorkerCtx>) {
     // Failures since the last one logged, and when that was: once a second at most.
     let mut unlogged = 0u64;
     let mut logged_at: Option<tokio::time::Instant> = None;
     loop {
-        let accepted = match &acceptor {
-            Acceptor::Tcp(l) => l.accept().await.map(|(s, _)| {
-                let _ = s.set_nodelay(true);
-                Client::Tcp(s)
-            }),
-            Acceptor::Unix(l) => l.accept().await.map(|(s, _)| Client::Unix(s)),
-        };
+        let accepted = acceptor.accept().await;
         let target = slot.borrow().clone();
         match accepted {
             Ok(client) => spawn_client(client, target, &ctx),
@@ -343,7 +309,7 @@ async fn accept_loop(acceptor: Acceptor, slot: Rc<RefCell<Rc<PoolSlot>>>, ctx: R
     }
 }
 
-fn spawn_client(client: Client, slot: Rc<PoolSlot>, ctx: &Rc<WorkerCtx>) {
+fn spawn_client(mut client: Stream, slot: Rc<PoolSlot>, ctx: &Rc<WorkerCtx>) {
     let pool = slot.pool().clone();
     let limit = pool.config().client_connections;
     let clients = &pool.shared().clients;
@@ -363,10 +329,7 @@ fn spawn_client(client: Client, slot: Rc<PoolSlot>, ctx: &Rc<WorkerCtx>) {
             b"SERVER_ERROR too many connections\r\n"
         };
         tokio::task::spawn_local(async move {
-            let _ = match client {
-                Client::Tcp(mut s) => s.write_all(reply).await,
-                Client::Unix(mut s) => s.write_all(reply).await,
-            };
+            let _ = client.write_all(reply).await;
         });
         return;
     }
@@ -375,16 +338,7 @@ fn spawn_client(client: Client, slot: Rc<PoolSlot>, ctx: &Rc<WorkerCtx>) {
     pool.pool_stats().add(ps::CONNECTIONS_OPENED, 1);
     drop(pool);
     ctx.clients.spawn(async move {
-        match client {
-            Client::Tcp(s) => {
-                let (r, w) = s.into_split();
-                serve_client(r, w, &slot).await
-            }
-            Client::Unix(s) => {
-                let (r, w) = s.into_split();
-                serve_client(r, w, &slot).await
-            }
-        }
+        serve_client(client, &slot).await;
         // Counters and the client count carry over by pool name, so the pool in
         // the slot now holds the ones counted at accept.
         let pool = slot.pool();
@@ -395,11 +349,8 @@ fn spawn_client(client: Client, slot: Rc<PoolSlot>, ctx: &Rc<WorkerCtx>) {
 }
 
 /// Serves a client in its pool's protocol.
-async fn serve_client<R, W>(reader: R, writer: W, slot: &Rc<PoolSlot>)
-where
-    R: tokio::io::AsyncRead + Unpin,
-    W: tokio::io::AsyncWrite + Unpin,
-{
+async fn serve_client(client: Stream, slot: &Rc<PoolSlot>) {
+    let (reader, writer) = client.into_split();
     let id = slot.new_client_id();
     if slot.pool().config().redis {
         let protocol = redis::Client::new(slot.clone(), id);

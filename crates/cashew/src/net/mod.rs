@@ -1,7 +1,16 @@
-//! Address resolution shared by listeners and server connections.
+//! Sockets: the one stream and listener type every connection uses, and address
+//! resolution.
+
+mod stream;
+
+pub use stream::{ConnectError, Listener, Stream, StreamReader, StreamWriter};
 
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+
+use cashew_config::Listen;
+use socket2::Socket;
 
 /// The first address `host` resolves to, with `port`.
 pub fn resolve(host: &str, port: u16) -> io::Result<SocketAddr> {
@@ -28,4 +37,30 @@ pub async fn resolve_async(host: &str, port: u16) -> Result<SocketAddr, String> 
         )
     })?;
     addrs.next().ok_or_else(|| failed("no address".into()))
+}
+
+/// Where a socket is bound, for matching a config's `listen` to a socket.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BoundAddr {
+    Tcp(SocketAddr),
+    Unix(PathBuf),
+}
+
+impl BoundAddr {
+    pub fn of_listen(listen: &Listen) -> io::Result<BoundAddr> {
+        match listen {
+            Listen::Tcp { host, port } => resolve(host, *port).map(BoundAddr::Tcp),
+            Listen::Unix { path, .. } => Ok(BoundAddr::Unix(std::path::absolute(path)?)),
+        }
+    }
+
+    pub fn of_socket(socket: &Socket) -> Option<BoundAddr> {
+        let addr = socket.local_addr().ok()?;
+        if let Some(tcp) = addr.as_socket() {
+            return Some(BoundAddr::Tcp(tcp));
+        }
+        addr.as_pathname()
+            .and_then(|p| std::path::absolute(p).ok())
+            .map(BoundAddr::Unix)
+    }
 }
