@@ -199,22 +199,11 @@ impl TokenArgs {
     /// The token given, if any; an unreadable or empty file is an error.
     pub fn token(&self) -> Result<Option<String>, String> {
         match (&self.admin_token, &self.admin_token_file) {
-            (_, Some(path)) => read_token_file(path).map(Some),
+            (_, Some(path)) => crate::reports::api::read_token_file(path).map(Some),
             (Some(token), None) => Ok(Some(token.clone())),
             (None, None) => Ok(None),
         }
     }
-}
-
-/// A token file's content without its line ending; an empty one is an error.
-pub fn read_token_file(path: &std::path::Path) -> Result<String, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("admin token file {}: {e}", path.display()))?;
-    let token = text.trim_end_matches(['\n', '\r']);
-    if token.is_empty() {
-        return Err(format!("admin token file {}: it is empty", path.display()));
-    }
-    Ok(token.to_string())
 }
 
 /// A log level: any whole number, levels above 11 meaning 11 (nutcracker clamps too).

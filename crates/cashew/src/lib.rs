@@ -1,20 +1,22 @@
 //! cashew: a cache proxy for memcached and redis that reads nutcracker's config,
 //! takes its flags and places every key where nutcracker would. The binary is a
 //! thin `main.rs` over this library.
+//!
+//! The modules are layers; each uses only those above it in this list:
+//! - `clock`, `log`, `net`, `process`: time, logging, sockets, the OS process;
+//! - `state`: what the control and data planes share (generation, health, counters);
+//! - `proxy`: the data plane, worker threads serving clients;
+//! - `reports`: what cashew tells about itself, built from `state`;
+//! - `control`: the control plane on the main thread (config, signals, admin API);
+//! - `cli` and `commands`: the command line, and the commands besides the proxy.
 
-pub mod admin_client;
 pub mod cli;
+pub mod clock;
+pub mod commands;
 pub mod control;
-pub mod ctl;
-pub mod generation;
-pub mod hotkeys;
 pub mod log;
-pub mod metrics;
 pub mod net;
 pub mod process;
 pub mod proxy;
-pub mod route_cmd;
-pub mod signals;
-pub mod slowlog;
-pub mod stats;
-pub mod top;
+pub mod reports;
+pub mod state;

@@ -128,7 +128,7 @@ pub fn write(level: u8, args: fmt::Arguments<'_>) {
             timestamp(),
             level_name(level),
             std::process::id(),
-            crate::stats::json_string(&args.to_string())
+            serde_json::to_string(&args.to_string()).unwrap_or_default()
         ),
     };
     let mut sink = SINK.lock().unwrap_or_else(|e| e.into_inner());

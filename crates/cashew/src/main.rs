@@ -3,8 +3,9 @@
 use std::process::ExitCode;
 
 use cashew::cli::{Cli, Command};
-use cashew::ctl::{self, Action};
-use cashew::{control, log, route_cmd, stats};
+use cashew::commands::ctl::{self, Action};
+use cashew::commands::{route, top};
+use cashew::{control, log};
 use clap::error::ErrorKind;
 use clap::{CommandFactory, Parser};
 
@@ -27,14 +28,14 @@ fn main() -> ExitCode {
     };
 
     match &cli.command {
-        Some(Command::Route(args)) => report(route_cmd::run(args)),
+        Some(Command::Route(args)) => report(route::run(args)),
         Some(Command::Reload(args)) => ctl::run(Action::Reload, args),
         Some(Command::Stop(args)) => ctl::run(Action::Stop, args),
         Some(Command::Restart(args)) => ctl::run(Action::Restart, args),
         Some(Command::Status(args)) => ctl::run(Action::Status, args),
-        Some(Command::Top(args)) => cashew::top::run(args),
+        Some(Command::Top(args)) => top::run(args),
         None if cli.describe_stats => {
-            print!("{}", stats::describe());
+            print!("{}", cashew::reports::nutcracker::describe());
             ExitCode::SUCCESS
         }
         None if cli.test_conf => test_conf(&cli),

@@ -106,3 +106,12 @@ pub fn raise_open_files_limit() {
         unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) };
     }
 }
+
+/// The process's resident memory, from `/proc/self/statm`.
+pub fn resident_bytes() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    Some(pages * page.max(4096) as u64)
+}

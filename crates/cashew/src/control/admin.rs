@@ -19,7 +19,7 @@ use hyper::body::{Body, Incoming};
 use hyper::header::{HeaderValue, AUTHORIZATION, CONNECTION, CONTENT_TYPE, WWW_AUTHENTICATE};
 use hyper::{Method, Request as HttpRequest, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use serde_json::{json, Value};
+use serde::Serialize;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -27,8 +27,8 @@ use super::{Phase, Request, Supervisor};
 use crate::log::{INFO, WARN};
 use crate::log_at;
 use crate::net::{Listener, Stream};
-use crate::proxy::health::{ProbeState, ServerState};
-use crate::stats::{self, server as st};
+use crate::reports::status::{self, generation_info};
+use crate::reports::{api, insight};
 
 type Reply = Response<Full<Bytes>>;
 
@@ -145,7 +145,9 @@ async fn handle(supervisor: &Supervisor, request: HttpRequest<Incoming>) -> Repl
     if request.body().size_hint().lower() > MAX_BODY {
         let mut reply = json_reply(
             StatusCode::PAYLOAD_TOO_LARGE,
-            json!({"error": format!("a request body may be at most {MAX_BODY} bytes; no endpoint reads one")}),
+            &api::Failure::new(format!(
+                "a request body may be at most {MAX_BODY} bytes; no endpoint reads one"
+            )),
         );
         reply
             .headers_mut()
@@ -160,7 +162,7 @@ async fn handle(supervisor: &Supervisor, request: HttpRequest<Incoming>) -> Repl
     if needs_token && !authorized(supervisor, &request) {
         let mut reply = json_reply(
             StatusCode::UNAUTHORIZED,
-            json!({"error": "this call needs the admin token: Authorization: Bearer TOKEN"}),
+            &api::Failure::new("this call needs the admin token: Authorization: Bearer TOKEN"),
         );
         reply
             .headers_mut()
@@ -171,40 +173,45 @@ async fn handle(supervisor: &Supervisor, request: HttpRequest<Incoming>) -> Repl
     match (reads, method == Method::POST, path.as_slice()) {
         (true, _, ["health"]) => json_reply(
             StatusCode::OK,
-            json!({"status": "ok", "pid": std::process::id()}),
+            &api::Health {
+                status: "ok".into(),
+                pid: std::process::id(),
+            },
         ),
         (true, _, ["ready"]) => ready(supervisor),
-        (true, _, ["stats"]) => {
-            let mut reply = Response::new(Full::new(Bytes::from(supervisor.stats_json())));
-            reply
-                .headers_mut()
-                .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-            reply
-        }
-        (true, _, ["metrics"]) => {
-            let text = crate::metrics::render(supervisor.generation());
-            let mut reply = Response::new(Full::new(Bytes::from(text)));
-            reply.headers_mut().insert(
-                CONTENT_TYPE,
-                HeaderValue::from_static(crate::metrics::CONTENT_TYPE),
-            );
-            reply
-        }
-        (true, _, ["hotkeys"]) => json_reply(
-            StatusCode::OK,
-            super::insight::hotkeys(&supervisor.generation()),
+        (true, _, ["stats"]) => text_reply(supervisor.stats_json(), "application/json"),
+        (true, _, ["metrics"]) => text_reply(
+            crate::reports::metrics::render(supervisor.generation()),
+            crate::reports::metrics::CONTENT_TYPE,
         ),
-        (true, _, ["slowlog"]) => json_reply(
-            StatusCode::OK,
-            super::insight::slowlog(&supervisor.generation()),
-        ),
-        (true, _, ["config"]) => config(supervisor),
-        (true, _, ["status"]) => json_reply(StatusCode::OK, status(supervisor)),
+        (true, _, ["hotkeys"]) => {
+            json_reply(StatusCode::OK, &insight::hotkeys(&supervisor.generation()))
+        }
+        (true, _, ["slowlog"]) => {
+            json_reply(StatusCode::OK, &insight::slowlog(&supervisor.generation()))
+        }
+        (true, _, ["config"]) => {
+            let generation = supervisor.generation();
+            let view = api::ConfigView {
+                generation: generation_info(&generation),
+                // The file as written but for its secrets; the checksum stays the file's.
+                text: cashew_config::redact(&generation.source.text),
+            };
+            json_reply(StatusCode::OK, &view)
+        }
+        (true, _, ["status"]) => {
+            let phase = supervisor.phase().name();
+            let status = status::status(&supervisor.generation(), phase, |p| supervisor.rate(p));
+            json_reply(StatusCode::OK, &status)
+        }
         (_, true, ["reload"]) => reload(supervisor).await,
         (_, true, ["restart"]) => restart(supervisor).await,
         (_, true, ["stop"]) => {
             supervisor.request(Request::Stop);
-            json_reply(StatusCode::ACCEPTED, json!({"status": "draining"}))
+            let stopping = api::Stopping {
+                status: "draining".into(),
+            };
+            json_reply(StatusCode::ACCEPTED, &stopping)
         }
         (_, true, ["pools", pool, "servers", server, action @ ("eject" | "restore")]) => {
             eject(supervisor, pool, server, action)
@@ -217,17 +224,30 @@ async fn handle(supervisor: &Supervisor, request: HttpRequest<Incoming>) -> Repl
         | (_, _, ["reload" | "restart" | "stop"])
         | (_, _, ["pools", _, "servers", _, "eject" | "restore"]) => json_reply(
             StatusCode::METHOD_NOT_ALLOWED,
-            json!({"error": format!("{method} is not allowed here")}),
+            &api::Failure::new(format!("{method} is not allowed here")),
         ),
-        _ => json_reply(
-            StatusCode::NOT_FOUND,
-            json!({"error": "no such endpoint", "endpoints": [
-                "GET /health", "GET /ready", "GET /stats", "GET /metrics", "GET /hotkeys", "GET /slowlog",
-                "GET /config", "GET /status",
-                "POST /reload", "POST /restart", "POST /stop",
-                "POST /pools/{pool}/servers/{server}/eject", "POST /pools/{pool}/servers/{server}/restore"
-            ]}),
-        ),
+        _ => {
+            let endpoints = [
+                "GET /health",
+                "GET /ready",
+                "GET /stats",
+                "GET /metrics",
+                "GET /hotkeys",
+                "GET /slowlog",
+                "GET /config",
+                "GET /status",
+                "POST /reload",
+                "POST /restart",
+                "POST /stop",
+                "POST /pools/{pool}/servers/{server}/eject",
+                "POST /pools/{pool}/servers/{server}/restore",
+            ];
+            let failure = api::Failure {
+                endpoints: endpoints.map(String::from).to_vec(),
+                ..api::Failure::new("no such endpoint")
+            };
+            json_reply(StatusCode::NOT_FOUND, &failure)
+        }
     }
 }
 
@@ -259,14 +279,19 @@ fn authorized(supervisor: &Supervisor, request: &HttpRequest<Incoming>) -> bool 
     supervisor.admin_token_matches(given)
 }
 
-fn json_reply(status: StatusCode, body: Value) -> Reply {
-    let mut text = body.to_string();
+fn json_reply(status: StatusCode, body: &impl Serialize) -> Reply {
+    let mut text = serde_json::to_string(body).expect("admin documents serialize");
     text.push('\n');
-    let mut reply = Response::new(Full::new(Bytes::from(text)));
+    let mut reply = text_reply(text, "application/json");
     *reply.status_mut() = status;
     reply
+}
+
+fn text_reply(text: String, content_type: &'static str) -> Reply {
+    let mut reply = Response::new(Full::new(Bytes::from(text)));
+    reply
         .headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
     reply
 }
 
@@ -278,153 +303,77 @@ fn ready(supervisor: &Supervisor) -> Reply {
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    let generation = supervisor.generation().number;
-    json_reply(
-        status,
-        json!({"ready": ready, "phase": phase.name(), "generation": generation}),
-    )
-}
-
-fn generation_fields(supervisor: &Supervisor) -> Value {
-    let generation = supervisor.generation();
-    json!({
-        "generation": generation.number,
-        "loaded_at": generation.source.loaded_at_secs(),
-        "checksum": generation.source.checksum,
-        "file": generation.source.path.display().to_string(),
-    })
-}
-
-fn config(supervisor: &Supervisor) -> Reply {
-    let mut body = generation_fields(supervisor);
-    // The file as written but for its secrets; the checksum stays the file's.
-    body["text"] = Value::from(cashew_config::redact(&supervisor.generation().source.text));
-    json_reply(StatusCode::OK, body)
-}
-
-/// Pools, servers with their state, requests per second, and the generation.
-fn status(supervisor: &Supervisor) -> Value {
-    let generation = supervisor.generation();
-    let registry = &generation.registry;
-    let pools: Vec<Value> = generation
-        .config
-        .pools
-        .iter()
-        .zip(&generation.pools)
-        .map(|(pool, state)| {
-            let servers: Vec<Value> = pool
-                .servers
-                .iter()
-                .enumerate()
-                .map(|(s, server)| {
-                    let total = |i| stats::server_total(state, s, i);
-                    let health = state.servers[s].state();
-                    let shared = &state.servers[s];
-                    let since = crate::stats::now_usec().saturating_sub(shared.changed_at_usec()) / 1_000_000;
-                    let probe = match shared.probe_state() {
-                        ProbeState::Off => "off",
-                        ProbeState::Ok => "ok",
-                        ProbeState::Failing => "failing",
-                    };
-                    let mut entry = json!({
-                        "name": server.name(),
-                        "address": server.entry,
-                        "state": health.name(),
-                        "state_for_s": since,
-                        "health_check": probe,
-                        "requests": total(st::REQUESTS),
-                        "errors": total(st::SERVER_ERR) + total(st::SERVER_EOF) + total(st::SERVER_TIMEDOUT),
-                        "connections": total(st::SERVER_CONNECTIONS),
-                        "latency_ms": super::insight::latency_ms(&crate::metrics::server_latency(state, s)),
-                    });
-                    if let ServerState::Ejected(until) = health {
-                        let left = until.saturating_duration_since(std::time::Instant::now());
-                        entry["back_in_ms"] = Value::from(left.as_millis() as u64);
-                    }
-                    entry
-                })
-                .collect();
-            json!({
-                "name": pool.name,
-                "listen": pool.listen.to_string(),
-                "protocol": if pool.redis { "redis" } else { "memcached" },
-                "client_connections": stats::pool_total(state, stats::pool::CLIENT_CONNECTIONS),
-                "requests_per_second": supervisor.rate(&pool.name),
-                "requests": (0..stats::FAMILIES.len())
-                    .map(|i| stats::pool_total(state, stats::pool::FAMILY + i))
-                    .sum::<u64>(),
-                "get_hits": stats::pool_total(state, stats::pool::GET_HITS),
-                "get_misses": stats::pool_total(state, stats::pool::GET_MISSES),
-                "errors": (stats::pool::ERR_CLIENT..=stats::pool::ERR_UNSUPPORTED)
-                    .map(|i| stats::pool_total(state, i))
-                    .sum::<u64>(),
-                "latency_ms": super::insight::latency_ms(&crate::metrics::pool_latency(state)),
-                "servers": servers,
-            })
-        })
-        .collect();
-    let mut body = generation_fields(supervisor);
-    body["pid"] = Value::from(std::process::id());
-    body["version"] = Value::from(env!("CARGO_PKG_VERSION"));
-    body["uptime"] = Value::from(registry.uptime());
-    body["phase"] = Value::from(supervisor.phase().name());
-    body["threads"] = Value::from(registry.threads());
-    body["pools"] = Value::from(pools);
-    body
+    let body = api::Ready {
+        ready,
+        phase: phase.name().into(),
+        generation: supervisor.generation().number,
+    };
+    json_reply(status, &body)
 }
 
 async fn reload(supervisor: &Supervisor) -> Reply {
     let (tx, rx) = oneshot::channel();
     supervisor.request(Request::Reload(tx));
     match rx.await {
-        Ok(Ok(generation)) => json_reply(
-            StatusCode::OK,
-            json!({
-                "generation": generation.number,
-                "loaded_at": generation.source.loaded_at_secs(),
-                "checksum": generation.source.checksum,
-                "pools": generation.config.pools.iter().map(|p| p.name.clone()).collect::<Vec<_>>(),
-            }),
-        ),
-        Ok(Err(errors)) => json_reply(
-            StatusCode::BAD_REQUEST,
-            json!({"error": errors, "generation": supervisor.generation().number}),
-        ),
-        Err(_) => json_reply(
-            StatusCode::SERVICE_UNAVAILABLE,
-            json!({"error": "cashew is stopping"}),
-        ),
+        Ok(Ok(generation)) => {
+            let reloaded = api::Reloaded {
+                generation: generation.number,
+                loaded_at: generation.source.loaded_at_secs(),
+                checksum: generation.source.checksum.clone(),
+                pools: generation
+                    .config
+                    .pools
+                    .iter()
+                    .map(|p| p.name.clone())
+                    .collect(),
+            };
+            json_reply(StatusCode::OK, &reloaded)
+        }
+        Ok(Err(errors)) => {
+            let failure = api::Failure {
+                generation: Some(supervisor.generation().number),
+                ..api::Failure::new(errors)
+            };
+            json_reply(StatusCode::BAD_REQUEST, &failure)
+        }
+        Err(_) => stopping(),
     }
+}
+
+fn stopping() -> Reply {
+    json_reply(
+        StatusCode::SERVICE_UNAVAILABLE,
+        &api::Failure::new("cashew is stopping"),
+    )
 }
 
 async fn restart(supervisor: &Supervisor) -> Reply {
     let (tx, rx) = oneshot::channel();
     supervisor.request(Request::Restart(tx));
     match rx.await {
-        Ok(Ok(pid)) => json_reply(StatusCode::OK, json!({"pid": pid})),
-        Ok(Err(why)) => json_reply(StatusCode::INTERNAL_SERVER_ERROR, json!({"error": why})),
-        Err(_) => json_reply(
-            StatusCode::SERVICE_UNAVAILABLE,
-            json!({"error": "cashew is stopping"}),
-        ),
+        Ok(Ok(pid)) => json_reply(StatusCode::OK, &api::Restarted { pid }),
+        Ok(Err(why)) => json_reply(StatusCode::INTERNAL_SERVER_ERROR, &api::Failure::new(why)),
+        Err(_) => stopping(),
     }
 }
 
 fn eject(supervisor: &Supervisor, pool: &str, server: &str, action: &str) -> Reply {
     let generation = supervisor.generation();
     let Some(p) = generation.pool_index(pool) else {
-        return json_reply(
-            StatusCode::NOT_FOUND,
-            json!({"error": format!("no pool '{pool}'")}),
-        );
+        let failure = api::Failure::new(format!("no pool '{pool}'"));
+        return json_reply(StatusCode::NOT_FOUND, &failure);
     };
     let config = &generation.config.pools[p];
     let Some(s) = config.servers.iter().position(|s| s.name() == server) else {
-        let names: Vec<&str> = config.servers.iter().map(|s| s.name()).collect();
-        return json_reply(
-            StatusCode::NOT_FOUND,
-            json!({"error": format!("pool '{pool}' has no server '{server}'"), "servers": names}),
-        );
+        let failure = api::Failure {
+            servers: config
+                .servers
+                .iter()
+                .map(|s| s.name().to_string())
+                .collect(),
+            ..api::Failure::new(format!("pool '{pool}' has no server '{server}'"))
+        };
+        return json_reply(StatusCode::NOT_FOUND, &failure);
     };
     let health = &generation.pools[p].servers[s];
     if action == "eject" {
@@ -441,10 +390,12 @@ fn eject(supervisor: &Supervisor, pool: &str, server: &str, action: &str) -> Rep
             "restored"
         }
     );
-    json_reply(
-        StatusCode::OK,
-        json!({"pool": pool, "server": server, "state": health.state().name()}),
-    )
+    let changed = api::ServerChanged {
+        pool: pool.into(),
+        server: server.into(),
+        state: health.state().name().into(),
+    };
+    json_reply(StatusCode::OK, &changed)
 }
 
 #[cfg(test)]

@@ -17,10 +17,10 @@ use std::sync::Arc;
 use cashew_config::{Config, Listen, Pool};
 use socket2::{Domain, SockAddr, Socket, Type};
 
-use crate::generation::{Generation, ListenSockets};
 use crate::log::{self, NOTICE};
 use crate::log_at;
 use crate::net::BoundAddr;
+use crate::state::generation::{Generation, ListenSockets};
 
 /// Listening sockets this process was given at start, not yet claimed by a pool.
 #[derive(Default)]

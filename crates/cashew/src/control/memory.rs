@@ -11,14 +11,14 @@ use std::time::{Duration, Instant};
 use super::Supervisor;
 use crate::log::DEBUG;
 use crate::log_at;
-use crate::stats;
+use crate::state::counters::ServerCounter;
 
 /// Growth since the last trim that makes a trim worth it.
 const GROWTH: u64 = 4 << 20;
 
 pub async fn give_back(supervisor: Rc<Supervisor>) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
-    let mut after_last_trim = resident_bytes().unwrap_or(0);
+    let mut after_last_trim = crate::process::resident_bytes().unwrap_or(0);
     let mut last_requests = requests(&supervisor);
     let mut peak_rate = 0;
     loop {
@@ -28,13 +28,15 @@ pub async fn give_back(supervisor: Rc<Supervisor>) {
         last_requests = total;
         peak_rate = peak_rate.max(rate);
         let load_gone = rate <= peak_rate / 10;
-        let Some(now) = resident_bytes() else { return };
+        let Some(now) = crate::process::resident_bytes() else {
+            return;
+        };
         if !load_gone || now < after_last_trim + GROWTH {
             continue;
         }
         let started = Instant::now();
         trim();
-        after_last_trim = resident_bytes().unwrap_or(now);
+        after_last_trim = crate::process::resident_bytes().unwrap_or(now);
         peak_rate = rate;
         log_at!(
             DEBUG,
@@ -56,19 +58,10 @@ fn requests(supervisor: &Supervisor) -> u64 {
         .zip(&generation.pools)
         .map(|(pool, state)| {
             (0..pool.servers.len())
-                .map(|s| stats::server_total(state, s, stats::server::REQUESTS))
+                .map(|s| state.server_total(s, ServerCounter::Requests))
                 .sum::<u64>()
         })
         .sum()
-}
-
-/// The process's resident memory, from `/proc/self/statm`.
-pub fn resident_bytes() -> Option<u64> {
-    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
-    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
-    // SAFETY: sysconf has no preconditions.
-    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    Some(pages * page.max(4096) as u64)
 }
 
 #[cfg(all(target_os = "linux", target_env = "gnu"))]

@@ -5,11 +5,11 @@
 
 pub mod admin;
 mod handover;
-pub mod insight;
 pub mod listen;
 mod memory;
 mod notify;
 mod probe;
+mod signals;
 mod threads;
 
 use std::cell::{Cell, RefCell};
@@ -29,17 +29,17 @@ use tokio::task::{JoinHandle, LocalSet};
 
 use cashew_config::Secret;
 
-use crate::generation::{Generation, Source};
 use crate::log::{ERROR, NOTICE, WARN};
 use crate::log_at;
 use crate::net::BoundAddr;
 use crate::net::Listener;
 use crate::process::PidFile;
 use crate::proxy::worker::{self, Directive, Mode, Reports};
-use crate::signals::{self, Signals};
-use crate::stats::{self, Registry};
+use crate::state::counters::{ProxyCounter, Registry, ServerCounter};
+use crate::state::generation::{Generation, Source};
 use handover::{ReadyPipe, Successor};
 use listen::Inherited;
+use signals::Signals;
 
 /// How long a restart waits for the new process to say it serves.
 const RESTART_TIMEOUT: Duration = Duration::from_secs(30);
@@ -172,7 +172,7 @@ impl Prepared {
 /// The admin token, from its file or as given.
 fn admin_token(options: &Options) -> Result<Option<Secret>, String> {
     match (&options.admin_token_file, &options.admin_token) {
-        (Some(path), _) => crate::cli::read_token_file(path).map(|t| Some(Secret::new(t))),
+        (Some(path), _) => crate::reports::api::read_token_file(path).map(|t| Some(Secret::new(t))),
         (None, Some(token)) if token.is_empty() => {
             Err("--admin-token (or CASHEW_ADMIN_TOKEN) is empty".into())
         }
@@ -630,7 +630,7 @@ impl Supervisor {
         let generation = self.generation();
         let clients = generation
             .registry
-            .proxy_total(stats::proxy::CURR_CONNECTIONS);
+            .proxy_total(ProxyCounter::CurrConnections);
         log_at!(
             NOTICE,
             "draining {clients} client connections, for at most {} s",
@@ -673,7 +673,7 @@ impl Supervisor {
     }
 
     pub fn stats_json(&self) -> String {
-        stats::json(&self.generation(), &self.hostname)
+        crate::reports::nutcracker::json(&self.generation(), &self.hostname)
     }
 }
 
@@ -761,7 +761,7 @@ async fn sample_rates(supervisor: Rc<Supervisor>) {
         let mut rates = supervisor.rates.borrow_mut();
         for (pool, state) in generation.config.pools.iter().zip(&generation.pools) {
             let total: u64 = (0..pool.servers.len())
-                .map(|s| stats::server_total(state, s, stats::server::REQUESTS))
+                .map(|s| state.server_total(s, ServerCounter::Requests))
                 .sum();
             let entry = rates.entry(pool.name.clone()).or_insert((total, 0.0));
             entry.1 = total.saturating_sub(entry.0) as f64;

@@ -10,11 +10,11 @@ use std::time::Duration;
 use cashew_config::{Pool, Server};
 use tokio::task::JoinHandle;
 
-use crate::generation::Generation;
 use crate::log::{INFO, NOTICE};
 use crate::log_at;
-use crate::proxy::health::{EjectPolicy, ServerHealth};
 use crate::proxy::Probe;
+use crate::state::generation::Generation;
+use crate::state::health::{EjectPolicy, ServerHealth};
 
 /// Starts a probe task for every server of every pool with health checks.
 pub fn start(generation: &Arc<Generation>) -> Vec<JoinHandle<()>> {

@@ -18,11 +18,11 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
 
 use super::handoff::{BackendError, Job, JobQueue, ReplyTx};
-use super::health::{EjectPolicy, Failure, ServerHealth};
 use super::tasks::TaskCount;
 use crate::log_at;
 use crate::net::{ConnectError, Stream};
-use crate::stats::{pool as ps, server as st, PoolCounters, ServerCounters};
+use crate::state::counters::{PoolCounter, PoolCounters, ServerCounter, ServerCounters};
+use crate::state::health::{EjectPolicy, Failure, ServerHealth};
 
 /// Everything a server connection task needs, fixed for its life.
 pub struct ServerLink {
@@ -96,11 +96,10 @@ impl ServerLink {
     /// A connection failed; `seen` is its record of failure events (see
     /// [`ServerHealth::failed`]).
     fn failed(&self, error: BackendError, seen: &mut u64) {
-        use st::{SERVER_EOF, SERVER_ERR, SERVER_TIMEDOUT};
         let counter = match error {
-            BackendError::TimedOut => SERVER_TIMEDOUT,
-            BackendError::Closed => SERVER_EOF,
-            _ => SERVER_ERR,
+            BackendError::TimedOut => ServerCounter::ServerTimedout,
+            BackendError::Closed => ServerCounter::ServerEof,
+            _ => ServerCounter::ServerErr,
         };
         self.counters.add(counter, 1);
         let (pool, name) = (&self.pool_name, &self.server_name);
@@ -113,7 +112,7 @@ impl ServerLink {
                 error.reason()
             ),
             Failure::Ejected => {
-                self.pool_counters.add(ps::SERVER_EJECTS, 1);
+                self.pool_counters.add(PoolCounter::ServerEjects, 1);
                 let until = match policy.health_checked {
                     true => "until a health check succeeds".to_string(),
                     false => {
@@ -224,10 +223,10 @@ pub async fn run(link: Rc<ServerLink>, jobs: Rc<JobQueue>, preconnect: bool) {
                 link.failed(error, &mut failure_event);
             }
             Ok(stream) => {
-                link.counters.add(st::SERVER_CONNECTIONS, 1);
+                link.counters.add(ServerCounter::ServerConnections, 1);
                 let (r, w) = stream.into_split();
                 let error = session.serve(r, w, first, &jobs).await;
-                link.counters.sub(st::SERVER_CONNECTIONS, 1);
+                link.counters.sub(ServerCounter::ServerConnections, 1);
                 match error {
                     Some(error) => {
                         session.fail_in_flight(error.clone());
@@ -513,8 +512,8 @@ impl Session {
     /// Fails a job that never reached the wire.
     fn fail(&self, job: Job, error: BackendError) {
         let stats = &self.link.counters;
-        stats.sub(st::IN_QUEUE, 1);
-        stats.sub(st::IN_QUEUE_BYTES, job.bytes.len() as u64);
+        stats.sub(ServerCounter::InQueue, 1);
+        stats.sub(ServerCounter::InQueueBytes, job.bytes.len() as u64);
         self.jobs.sent(job.bytes.len());
         if let Some(tx) = job.reply {
             tx.send(Err(error));
@@ -524,8 +523,8 @@ impl Session {
     fn fail_in_flight(&mut self, error: BackendError) {
         let stats = &self.link.counters;
         for entry in self.in_flight.drain(..) {
-            stats.sub(st::OUT_QUEUE, 1);
-            stats.sub(st::OUT_QUEUE_BYTES, entry.len);
+            stats.sub(ServerCounter::OutQueue, 1);
+            stats.sub(ServerCounter::OutQueueBytes, entry.len);
             let joined = entry
                 .joined
                 .requests
@@ -564,10 +563,10 @@ impl Session {
         wbuf.extend_from_slice(&job.bytes);
         self.queued_bytes += len;
         let stats = &self.link.counters;
-        stats.sub(st::IN_QUEUE, 1);
-        stats.sub(st::IN_QUEUE_BYTES, len);
-        stats.add(st::OUT_QUEUE, 1);
-        stats.add(st::OUT_QUEUE_BYTES, len);
+        stats.sub(ServerCounter::InQueue, 1);
+        stats.sub(ServerCounter::InQueueBytes, len);
+        stats.add(ServerCounter::OutQueue, 1);
+        stats.add(ServerCounter::OutQueueBytes, len);
         if self.link.settings.slowlog.is_some() {
             self.requests.push_back(job.bytes);
         }
@@ -626,9 +625,9 @@ impl Session {
         self.queued_bytes += grown;
         last.end = self.queued_bytes;
         let stats = &self.link.counters;
-        stats.sub(st::IN_QUEUE, 1);
-        stats.sub(st::IN_QUEUE_BYTES, job.bytes.len() as u64);
-        stats.add(st::OUT_QUEUE_BYTES, grown);
+        stats.sub(ServerCounter::InQueue, 1);
+        stats.sub(ServerCounter::InQueueBytes, job.bytes.len() as u64);
+        stats.add(ServerCounter::OutQueueBytes, grown);
         // The queue counts the job's bytes until they are written; these never will be.
         self.jobs.sent(job.bytes.len() - grown as usize);
         Ok(())
@@ -838,10 +837,10 @@ impl Session {
                 }
             }
             let reply = rbuf.split_to(n);
-            stats.add(st::RESPONSES, requests);
-            stats.add(st::RESPONSE_BYTES, n as u64);
-            stats.sub(st::OUT_QUEUE, 1);
-            stats.sub(st::OUT_QUEUE_BYTES, entry.len);
+            stats.add(ServerCounter::Responses, requests);
+            stats.add(ServerCounter::ResponseBytes, n as u64);
+            stats.sub(ServerCounter::OutQueue, 1);
+            stats.sub(ServerCounter::OutQueueBytes, entry.len);
             if entry.joined.requests.is_empty() {
                 if let Some(tx) = entry.reply {
                     tx.send(Ok(reply.freeze()));

@@ -14,7 +14,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::handoff::{BackendError, Reply, ReplyRx};
 use super::pool::PoolSlot;
-use crate::stats::pool as ps;
+use crate::state::counters::{Family, PoolCounter, PoolCounters};
 
 /// Replies a client may have outstanding before cashew stops reading its requests.
 pub const MAX_PENDING: usize = 1024;
@@ -65,11 +65,11 @@ impl ReplyFamilies {
     /// The requests of the queue not yet counted (it is now `pending` long) are of
     /// `family`.
     #[inline]
-    pub fn note(&mut self, pending: usize, family: u8, stats: &crate::stats::PoolCounters) {
+    pub fn note(&mut self, pending: usize, family: Option<Family>, stats: &PoolCounters) {
         let new = pending.saturating_sub(self.pending);
         self.pending = pending;
-        if new > 0 && family != crate::stats::family::NONE {
-            stats.add(ps::REPLY_FAMILY + usize::from(family), new as u64);
+        if let (true, Some(family)) = (new > 0, family) {
+            stats.replies_owed(family, new as u64);
         }
     }
 
@@ -243,7 +243,9 @@ impl Latency {
             Some((when, count)) if *when == at => *count += n as u32,
             _ => self.queued.push_back((at, n as u32)),
         }
-        slot.pool().pool_stats().add(ps::IN_FLIGHT, n as u64);
+        slot.pool()
+            .pool_stats()
+            .add(PoolCounter::InFlight, n as u64);
     }
 
     /// The replies to the `n` oldest requests were moved to the output, `bytes`
@@ -301,8 +303,8 @@ impl Latency {
             stats.latency.record_n(now - at, u64::from(n));
             done += u64::from(n);
         }
-        stats.add(ps::REPLIES, done);
-        stats.sub(ps::IN_FLIGHT, done);
+        stats.add(PoolCounter::Replies, done);
+        stats.sub(PoolCounter::InFlight, done);
     }
 
     /// The requests in the queue and the replies not written will never be
@@ -317,7 +319,7 @@ impl Latency {
         self.queued.clear();
         self.unwritten.clear();
         if left > 0 {
-            slot.pool().pool_stats().sub(ps::IN_FLIGHT, left);
+            slot.pool().pool_stats().sub(PoolCounter::InFlight, left);
         }
     }
 }
@@ -362,14 +364,14 @@ where
             draining = Some(tokio::time::Instant::now());
             let before = input.len();
             if reading && read_available(&mut reader, &mut input) {
-                count_error(ps::CLIENT_EOF);
+                count_error(PoolCounter::ClientEof);
                 reading = false;
             }
             read_while_draining = input.len() > before || !queue.is_empty();
         }
         let before = queue.len();
         if reading && !protocol.take_requests(&mut input, &mut queue, budget.max_queue()) {
-            count_error(ps::CLIENT_ERR);
+            count_error(PoolCounter::ClientErr);
             reading = false;
         }
         latency.requests_read(queue.len() - before, slot);
@@ -416,7 +418,7 @@ where
         }
         let stalled_since = budget.overflowing().then_some(last_read_by_client);
         if stalled_since.is_some_and(|since| since.elapsed() >= STALLED) {
-            count_error(ps::CLIENT_ERR);
+            count_error(PoolCounter::ClientErr);
             crate::log_at!(
                 crate::log::INFO,
                 "pool '{}': closing a client that read none of its last {} bytes of replies for {} s",
@@ -439,7 +441,7 @@ where
         tokio::select! {
             read = reader.read_buf(&mut input), if can_read => match read {
                 Ok(0) => {
-                    count_error(ps::CLIENT_EOF);
+                    count_error(PoolCounter::ClientEof);
                     reading = false;
                 }
                 Ok(_) => {
@@ -447,7 +449,7 @@ where
                     latency.read_now();
                 }
                 Err(_) => {
-                    count_error(ps::CLIENT_ERR);
+                    count_error(PoolCounter::ClientErr);
                     break;
                 }
             },
@@ -458,7 +460,7 @@ where
                     last_read_by_client = tokio::time::Instant::now();
                 }
                 Err(_) => {
-                    count_error(ps::CLIENT_ERR);
+                    count_error(PoolCounter::ClientErr);
                     break;
                 }
             },

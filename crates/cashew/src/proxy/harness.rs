@@ -17,8 +17,8 @@ use super::client::{PendingReply, Protocol};
 use super::handoff::{BackendError, Job, JobQueue, Replies};
 use super::pool::{PoolRt, PoolSlot, WorkerCtx};
 use super::{memcache, redis};
-use crate::generation::{Generation, ListenSockets, Source};
-use crate::stats::Registry;
+use crate::state::counters::Registry;
+use crate::state::generation::{Generation, ListenSockets, Source};
 
 /// Keys are `k0` … `k11`, so that requests share servers and repeat keys.
 const KEYS: u8 = 12;

@@ -7,7 +7,6 @@ mod client;
 mod gutter;
 mod handoff;
 pub mod harness;
-pub mod health;
 mod memcache;
 mod pool;
 mod redis;

@@ -16,12 +16,12 @@ use cashew_route::Router;
 
 use super::backend::{LinkSettings, ServerConns, ServerLink};
 use super::handoff::{BackendError, Job, JobQueue, Replies, ReplyRx};
-use super::health::{PoolShared, ServerHealth, ServerState};
 use super::tasks::TaskCount;
-use crate::generation::Generation;
 use crate::log::WARN;
 use crate::log_at;
-use crate::stats::{self, PoolCounters, ProxyCounters, Registry};
+use crate::state::counters::{PoolCounter, PoolCounters, ProxyCounters, Registry, ServerCounter};
+use crate::state::generation::Generation;
+use crate::state::health::{PoolShared, ServerHealth, ServerState};
 
 /// Most replicas a key may have.
 pub const MAX_REPLICAS: usize = 16;
@@ -198,12 +198,12 @@ impl PoolRt {
     /// Counts a client request cashew answered with an error of its own (`kind`, a
     /// `stats::pool::ERR_*` index) and logs it at INFO, at most once a second per
     /// pool and worker so that a broken client cannot flood the log.
-    pub fn refused(&self, kind: usize, reply: &[u8]) {
+    pub fn refused(&self, kind: PoolCounter, reply: &[u8]) {
         self.pool_stats.add(kind, 1);
         if !crate::log::enabled(crate::log::INFO) {
             return;
         }
-        let now = stats::now_usec();
+        let now = crate::clock::now_usec();
         if now.saturating_sub(self.refused_logged_at.get()) < 1_000_000 {
             self.refused_unlogged.set(self.refused_unlogged.get() + 1);
             return;
@@ -227,8 +227,8 @@ impl PoolRt {
     /// Counts a request that failed because of its server.
     pub fn server_failed(&self, error: &BackendError) {
         let kind = match error {
-            BackendError::TimedOut => stats::pool::ERR_TIMEOUT,
-            _ => stats::pool::ERR_SERVER,
+            BackendError::TimedOut => PoolCounter::ErrTimeout,
+            _ => PoolCounter::ErrServer,
         };
         self.pool_stats.add(kind, 1);
     }
@@ -298,7 +298,7 @@ impl PoolRt {
         self.servers[server]
             .link
             .counters
-            .get(crate::stats::server::IN_QUEUE)
+            .get(ServerCounter::InQueue)
     }
 
     pub fn server_state(&self, server: usize) -> ServerState {
@@ -382,10 +382,10 @@ impl PoolRt {
         }
         let stats = &conns.link.counters;
         let len = bytes.len() as u64;
-        stats.add(stats::server::REQUESTS, 1);
-        stats.add(stats::server::REQUEST_BYTES, len);
-        stats.add(stats::server::IN_QUEUE, 1);
-        stats.add(stats::server::IN_QUEUE_BYTES, len);
+        stats.add(ServerCounter::Requests, 1);
+        stats.add(ServerCounter::RequestBytes, len);
+        stats.add(ServerCounter::InQueue, 1);
+        stats.add(ServerCounter::InQueueBytes, len);
         let (reply, rx) = match want_reply {
             true => {
                 let (tx, rx) = self.replies.channel();
@@ -402,8 +402,8 @@ impl PoolRt {
     }
 
     fn refuse_queue_full(&self, conns: &ServerConns, want_reply: bool) -> Option<ReplyRx> {
-        conns.link.counters.add(stats::server::SERVER_ERR, 1);
-        let now = crate::stats::now_usec();
+        conns.link.counters.add(ServerCounter::ServerErr, 1);
+        let now = crate::clock::now_usec();
         let last = self.queue_full_logged_at.get();
         if now.saturating_sub(last) >= 1_000_000 {
             self.queue_full_logged_at.set(now);

@@ -22,7 +22,7 @@ use super::client::{
 use super::gutter::{self, Target};
 use super::handoff::BackendError;
 use super::pool::{PoolRt, PoolSlot};
-use crate::stats::{family, pool as ps, proxy as px};
+use crate::state::counters::{Family, PoolCounter, ProxyCounter};
 
 /// The version reported when no server has told its own yet.
 const FALLBACK_REDIS_VERSION: &str = "7.0.0";
@@ -97,7 +97,7 @@ pub struct Client {
     done: bool,
     families: ReplyFamilies,
     /// The family of the request being dispatched, once its command is known.
-    family: u8,
+    family: Option<Family>,
 }
 
 impl Client {
@@ -114,7 +114,7 @@ impl Client {
             resp3: false,
             done: false,
             families: ReplyFamilies::default(),
-            family: family::NONE,
+            family: None,
         }
     }
 }
@@ -137,11 +137,11 @@ fn count_local_reply(pool: &PoolRt, reply: &[u8]) {
         return;
     }
     let kind = if reply.starts_with(b"-ERR unknown command") {
-        ps::ERR_UNSUPPORTED
+        PoolCounter::ErrUnsupported
     } else if memchr::memmem::find(reply, b"is not supported by the proxy").is_some() {
-        ps::ERR_REFUSED
+        PoolCounter::ErrRefused
     } else {
-        ps::ERR_CLIENT
+        PoolCounter::ErrClient
     };
     pool.refused(kind, reply);
 }
@@ -188,11 +188,10 @@ impl Protocol for Client {
                             "ERR Protocol error: request larger than max_request_size ({max} bytes)"
                         ));
                         if let Pending::Ready(bytes) = &reply {
-                            pool.refused(ps::ERR_CLIENT, bytes);
+                            pool.refused(PoolCounter::ErrClient, bytes);
                         }
                         queue.push_back(reply);
-                        self.families
-                            .note(queue.len(), family::NONE, pool.pool_stats());
+                        self.families.note(queue.len(), None, pool.pool_stats());
                         self.done = true;
                         return false;
                     }
@@ -202,10 +201,9 @@ impl Protocol for Client {
                 Parsed::Error(reason) => {
                     // As Redis: the error, then the connection is closed.
                     let text = format!("ERR Protocol error: {reason}");
-                    pool.refused(ps::ERR_CLIENT, text.as_bytes());
+                    pool.refused(PoolCounter::ErrClient, text.as_bytes());
                     queue.push_back(err(&text));
-                    self.families
-                        .note(queue.len(), family::NONE, pool.pool_stats());
+                    self.families.note(queue.len(), None, pool.pool_stats());
                     self.done = true;
                     return false;
                 }
@@ -213,7 +211,7 @@ impl Protocol for Client {
                     self.needed = 0;
                     let bytes = input.split_to(request.len).freeze();
                     if !self.args.is_empty() {
-                        self.family = family::NONE;
+                        self.family = None;
                         let pending = self.dispatch(pool, &bytes);
                         if let Pending::Ready(reply) = &pending {
                             count_local_reply(pool, reply);
@@ -305,14 +303,14 @@ impl Client {
             ));
         }
         let family = match spec.kind {
-            CommandKind::Refused(_) => family::REFUSED,
-            CommandKind::Local => family::LOCAL,
-            CommandKind::SplitKeys | CommandKind::SplitPairs => family::SPLIT,
-            _ if is_write(spec.name) => family::WRITE,
-            _ => family::READ,
+            CommandKind::Refused(_) => Family::Refused,
+            CommandKind::Local => Family::Local,
+            CommandKind::SplitKeys | CommandKind::SplitPairs => Family::Split,
+            _ if is_write(spec.name) => Family::Write,
+            _ => Family::Read,
         };
-        pool.pool_stats().add(ps::FAMILY + family, 1);
-        self.family = family as u8;
+        pool.pool_stats().request(family);
+        self.family = Some(family);
         if let Some((sample, capacity)) = pool.hotkeys {
             let hot = &pool.pool_stats().hotkeys;
             let (first, step) = match spec.kind {
@@ -364,7 +362,7 @@ impl Client {
             return Some(Target::Server(server));
         }
         let (gutter, server) = gutter::route(pool, key)?;
-        pool.pool_stats().add(ps::GUTTERED, 1);
+        pool.pool_stats().add(PoolCounter::Guttered, 1);
         Some(Target::Gutter(gutter, server))
     }
 
@@ -415,7 +413,7 @@ impl Client {
     }
 
     fn no_server(&self, pool: &PoolRt) -> Pending {
-        pool.pool_stats().add(ps::FORWARD_ERROR, 1);
+        pool.pool_stats().add(PoolCounter::ForwardError, 1);
         pool.server_failed(&BackendError::NoServer);
         Pending::Ready(BackendError::NoServer.redis_reply())
     }
@@ -562,7 +560,8 @@ impl Client {
                 self.send_to(pool, target, out.into(), write, &keys)
             })
             .collect();
-        pool.pool_stats().add(ps::FRAGMENTS, parts.len() as u64);
+        pool.pool_stats()
+            .add(PoolCounter::Fragments, parts.len() as u64);
         match name {
             "mget" => Pending::Mget { parts, order },
             "mset" => Pending::AllOk(parts),
@@ -630,7 +629,7 @@ impl Client {
     }
 
     fn failed(&self, pool: &PoolRt, e: BackendError) -> Bytes {
-        pool.pool_stats().add(ps::FORWARD_ERROR, 1);
+        pool.pool_stats().add(PoolCounter::ForwardError, 1);
         pool.server_failed(&e);
         e.redis_reply()
     }
@@ -905,7 +904,7 @@ impl Client {
     fn info(&self, pool: &PoolRt) -> String {
         let config = pool.config();
         let registry = pool.registry();
-        let clients = registry.proxy_total(px::CURR_CONNECTIONS);
+        let clients = registry.proxy_total(ProxyCounter::CurrConnections);
         let generation = &pool.generation;
         let mut s = format!(
             "# Server\r\nredis_version:{}\r\nredis_mode:standalone\r\nprocess_id:{}\r\nuptime_in_seconds:{}\r\n\r\n# Clients\r\nconnected_clients:{clients}\r\n\r\n# Proxy\r\nproxy:cashew\r\nproxy_version:{}\r\nuptime:{}\r\nconnected_clients:{clients}\r\nthreads:{}\r\ngeneration:{}\r\nconfig_checksum:{}\r\npools:{}\r\npool:{}\r\nservers:{}\r\n",

@@ -17,11 +17,11 @@ use super::client;
 use super::handoff::Replies;
 use super::pool::{PoolRt, PoolSlot, WorkerCtx};
 use super::{memcache, redis};
-use crate::generation::{Generation, ListenSockets};
 use crate::log::{self, INFO, NOTICE, WARN};
 use crate::log_at;
 use crate::net::{Listener, Stream};
-use crate::stats::{pool as ps, proxy as px};
+use crate::state::counters::{PoolCounter, ProxyCounter};
+use crate::state::generation::{Generation, ListenSockets};
 
 /// What the main thread tells every worker.
 #[derive(Clone)]
@@ -314,10 +314,10 @@ fn spawn_client(mut client: Stream, slot: Rc<PoolSlot>, ctx: &Rc<WorkerCtx>) {
     let limit = pool.config().client_connections;
     let clients = &pool.shared().clients;
     let count = clients.fetch_add(1, Ordering::Relaxed) + 1;
-    pool.proxy_stats().add(px::TOTAL_CONNECTIONS, 1);
+    pool.proxy_stats().add(ProxyCounter::TotalConnections, 1);
     if limit > 0 && count > limit {
         clients.fetch_sub(1, Ordering::Relaxed);
-        pool.pool_stats().add(ps::CLIENT_ERR, 1);
+        pool.pool_stats().add(PoolCounter::ClientErr, 1);
         log_at!(
             INFO,
             "pool '{}': refusing a client over client_connections {limit}",
@@ -333,9 +333,9 @@ fn spawn_client(mut client: Stream, slot: Rc<PoolSlot>, ctx: &Rc<WorkerCtx>) {
         });
         return;
     }
-    pool.proxy_stats().add(px::CURR_CONNECTIONS, 1);
-    pool.pool_stats().add(ps::CLIENT_CONNECTIONS, 1);
-    pool.pool_stats().add(ps::CONNECTIONS_OPENED, 1);
+    pool.proxy_stats().add(ProxyCounter::CurrConnections, 1);
+    pool.pool_stats().add(PoolCounter::ClientConnections, 1);
+    pool.pool_stats().add(PoolCounter::ConnectionsOpened, 1);
     drop(pool);
     ctx.clients.spawn(async move {
         serve_client(client, &slot).await;
@@ -343,8 +343,8 @@ fn spawn_client(mut client: Stream, slot: Rc<PoolSlot>, ctx: &Rc<WorkerCtx>) {
         // the slot now holds the ones counted at accept.
         let pool = slot.pool();
         pool.shared().clients.fetch_sub(1, Ordering::Relaxed);
-        pool.pool_stats().sub(ps::CLIENT_CONNECTIONS, 1);
-        pool.proxy_stats().sub(px::CURR_CONNECTIONS, 1);
+        pool.pool_stats().sub(PoolCounter::ClientConnections, 1);
+        pool.proxy_stats().sub(ProxyCounter::CurrConnections, 1);
     });
 }
 

@@ -19,7 +19,7 @@ use super::client::{
 };
 use super::handoff::BackendError;
 use super::pool::{PoolRt, PoolSlot};
-use crate::stats::{family, pool as ps, proxy as px};
+use crate::state::counters::{Family, PoolCounter, ProxyCounter};
 
 /// A multi-key retrieval split over several servers.
 pub struct MultiGet {
@@ -124,11 +124,11 @@ impl Protocol for Client {
         let pool = &*slot.pool();
         let max_value = Some(pool.config().value_limit() as usize);
         let max_keys = pool.config().max_keys as usize;
-        let mut last_family = family::NONE;
+        let mut last_family = None;
         while !self.done && queue.len() < max_queue {
             self.families
                 .note(queue.len(), last_family, pool.pool_stats());
-            last_family = family::NONE;
+            last_family = None;
             if self.skip > 0 {
                 let n = self.skip.min(input.len());
                 input.advance(n);
@@ -155,11 +155,11 @@ impl Protocol for Client {
                     }
                 }
                 Parsed::Request(req) => {
-                    last_family = family(req.command) as u8;
+                    last_family = Some(family(req.command));
                     let bytes = input.split_to(req.len).freeze();
                     if req.nkeys as usize > max_keys {
                         let reply = too_many_keys(max_keys);
-                        pool.refused(ps::ERR_CLIENT, &reply);
+                        pool.refused(PoolCounter::ErrClient, &reply);
                         queue.push_back(Pending::Ready(reply));
                         continue;
                     }
@@ -188,55 +188,38 @@ impl Protocol for Client {
 
 /// How a local error reply counts: an unknown command is unsupported, a command
 /// a proxy cannot serve refused, anything else the client's error.
-fn error_kind(reply: &[u8]) -> usize {
+fn error_kind(reply: &[u8]) -> PoolCounter {
     if reply.starts_with(b"ERROR not supported") || reply.starts_with(b"CLIENT_ERROR stats") {
-        ps::ERR_REFUSED
+        PoolCounter::ErrRefused
     } else if reply.starts_with(b"ERROR") {
-        ps::ERR_UNSUPPORTED
+        PoolCounter::ErrUnsupported
     } else {
-        ps::ERR_CLIENT
+        PoolCounter::ErrClient
     }
 }
 
-/// The family a command is counted in (an index of `stats::FAMILIES`).
+/// The family a command is counted in.
 #[inline]
-fn family(command: Command) -> usize {
+fn family(command: Command) -> Family {
     use Command::*;
-    const OTHER: u8 = crate::stats::family::OTHER as u8;
-    const META: u8 = 14;
-    // Indexed by the command's discriminant: a load, not a branch per command.
-    const TABLE: [u8; 25] = {
-        let mut t = [OTHER; 25];
-        let by_command = [
-            (Get, 0),
-            (Gets, 1),
-            (Gat, 2),
-            (Gats, 3),
-            (Set, 4),
-            (Add, 5),
-            (Replace, 6),
-            (Append, 7),
-            (Prepend, 8),
-            (Cas, 9),
-            (Incr, 10),
-            (Decr, 11),
-            (Touch, 12),
-            (Delete, 13),
-            (MetaGet, META),
-            (MetaSet, META),
-            (MetaDelete, META),
-            (MetaArithmetic, META),
-            (MetaNoop, META),
-            (MetaDebug, META),
-        ];
-        let mut i = 0;
-        while i < by_command.len() {
-            t[by_command[i].0 as usize] = by_command[i].1;
-            i += 1;
-        }
-        t
-    };
-    usize::from(TABLE[command as usize])
+    match command {
+        Get => Family::Get,
+        Gets => Family::Gets,
+        Gat => Family::Gat,
+        Gats => Family::Gats,
+        Set => Family::Set,
+        Add => Family::Add,
+        Replace => Family::Replace,
+        Append => Family::Append,
+        Prepend => Family::Prepend,
+        Cas => Family::Cas,
+        Incr => Family::Incr,
+        Decr => Family::Decr,
+        Touch => Family::Touch,
+        Delete => Family::Delete,
+        MetaGet | MetaSet | MetaDelete | MetaArithmetic | MetaNoop | MetaDebug => Family::Meta,
+        _ => Family::Other,
+    }
 }
 
 /// The reply to a retrieval of more than `max_keys` keys.
@@ -254,12 +237,12 @@ impl Client {
         bytes: Bytes,
         queue: &mut VecDeque<Pending>,
     ) {
-        pool.pool_stats().add(ps::FAMILY + family(req.command), 1);
+        pool.pool_stats().request(family(req.command));
         let counters = pool.proxy_stats();
         match req.command {
-            c if c.is_storage() => counters.add(px::CMD_SET, 1),
-            Command::Touch => counters.add(px::CMD_TOUCH, 1),
-            Command::MetaGet => counters.add(px::CMD_GET, 1),
+            c if c.is_storage() => counters.add(ProxyCounter::CmdSet, 1),
+            Command::Touch => counters.add(ProxyCounter::CmdTouch, 1),
+            Command::MetaGet => counters.add(ProxyCounter::CmdGet, 1),
             _ => {}
         }
         let shape = req.command.shape();
@@ -362,7 +345,7 @@ impl Client {
 
     fn retrieval(&self, pool: &PoolRt, req: &Request, bytes: Bytes, queue: &mut VecDeque<Pending>) {
         let nkeys = req.nkeys as usize;
-        pool.proxy_stats().add(px::CMD_GET, nkeys as u64);
+        pool.proxy_stats().add(ProxyCounter::CmdGet, nkeys as u64);
 
         // Most retrievals touch one server: forward them untouched. Finding that
         // out allocates nothing; a split routes the keys again as it builds parts.
@@ -411,7 +394,8 @@ impl Client {
             f.extend_from_slice(key);
             order.push(part as u16);
         }
-        pool.pool_stats().add(ps::FRAGMENTS, fragments.len() as u64);
+        pool.pool_stats()
+            .add(PoolCounter::Fragments, fragments.len() as u64);
         let parts = fragments
             .into_iter()
             .map(|(server, mut f)| {
@@ -471,18 +455,18 @@ fn count_reply(pool: &PoolRt, count: Count, reply: &[u8]) {
 }
 
 fn failed(pool: &PoolRt, e: BackendError) -> Bytes {
-    pool.pool_stats().add(ps::FORWARD_ERROR, 1);
+    pool.pool_stats().add(PoolCounter::ForwardError, 1);
     pool.server_failed(&e);
     e.memcache_reply()
 }
 
 fn count_hits(pool: &PoolRt, hits: usize, keys: usize) {
     let counters = pool.proxy_stats();
-    counters.add(px::GET_HITS, hits as u64);
-    counters.add(px::GET_MISSES, keys.saturating_sub(hits) as u64);
+    counters.add(ProxyCounter::GetHits, hits as u64);
+    counters.add(ProxyCounter::GetMisses, keys.saturating_sub(hits) as u64);
     let counters = pool.pool_stats();
-    counters.add(ps::GET_HITS, hits as u64);
-    counters.add(ps::GET_MISSES, keys.saturating_sub(hits) as u64);
+    counters.add(PoolCounter::GetHits, hits as u64);
+    counters.add(PoolCounter::GetMisses, keys.saturating_sub(hits) as u64);
 }
 
 /// Values in the client's key order, one `END`. A failed part fails the request.
@@ -560,10 +544,11 @@ fn stats_reply(pool: &PoolRt) -> Bytes {
         env!("CARGO_PKG_VERSION"),
         registry.threads(),
     );
-    for (i, name) in px::NAMES.iter().enumerate() {
+    for &counter in ProxyCounter::ALL {
         s.push_str(&format!(
-            "STAT {name} {}\r\n",
-            registry.proxy_since_reset(i)
+            "STAT {} {}\r\n",
+            counter.name(),
+            registry.proxy_since_reset(counter)
         ));
     }
     s.push_str("END\r\n");
@@ -571,7 +556,7 @@ fn stats_reply(pool: &PoolRt) -> Bytes {
 }
 
 fn no_server(pool: &PoolRt, noreply: bool, queue: &mut VecDeque<Pending>) {
-    pool.pool_stats().add(ps::FORWARD_ERROR, 1);
+    pool.pool_stats().add(PoolCounter::ForwardError, 1);
     pool.server_failed(&BackendError::NoServer);
     if !noreply {
         queue.push_back(Pending::Ready(BackendError::NoServer.memcache_reply()));
@@ -597,7 +582,7 @@ mod family_tests {
 
     #[test]
     fn commands_map_to_their_families() {
-        let name = |c| crate::stats::FAMILIES[family(c)];
+        let name = |c| family(c).name();
         assert_eq!(name(Command::Get), "get");
         assert_eq!(name(Command::Delete), "delete");
         assert_eq!(name(Command::MetaDebug), "meta");

@@ -20,7 +20,7 @@ use crate::proxy::client::{settle_all, try_settle_all, Part};
 use crate::proxy::gutter::{self, Target};
 use crate::proxy::handoff::{BackendError, Reply};
 use crate::proxy::pool::{PoolRt, Replicas};
-use crate::stats::pool as ps;
+use crate::state::counters::PoolCounter;
 
 /// A write-back is dropped when the server already has this many requests queued
 /// on this worker's connections: warm-up never delays clients.
@@ -196,7 +196,7 @@ impl Retrieval {
             let mut bytes = BytesMut::with_capacity(prefix.len() + 32 * members.len());
             let to_gutter = target.is_gutter();
             if to_gutter {
-                self.pool.pool_stats().add(ps::GUTTERED, 1);
+                self.pool.pool_stats().add(PoolCounter::Guttered, 1);
             }
             if to_gutter && prefix.starts_with(b"gat") {
                 // gat/gats set a TTL: the gutter caps it.
@@ -245,7 +245,7 @@ impl Retrieval {
         match next {
             Some(i) if !missed || failover_on_miss => {
                 key.at = Some(i);
-                pool.pool_stats().add(ps::REPLICA_FAILOVERS, 1);
+                pool.pool_stats().add(PoolCounter::ReplicaFailovers, 1);
             }
             _ if missed => key.outcome = Outcome::Miss,
             _ => {
@@ -325,7 +325,7 @@ impl Retrieval {
             return reply;
         }
         if let Some(error) = self.failed {
-            pool.pool_stats().add(ps::FORWARD_ERROR, 1);
+            pool.pool_stats().add(PoolCounter::ForwardError, 1);
             pool.server_failed(&error);
             return error.memcache_reply();
         }
@@ -384,11 +384,11 @@ fn warm_up(pool: &PoolRt, client: usize, key: &Key, block: &[u8]) {
             continue;
         }
         if pool.queued(server) >= WARMUP_QUEUE_LIMIT {
-            pool.pool_stats().add(ps::WARMUPS_DROPPED, 1);
+            pool.pool_stats().add(PoolCounter::WarmupsDropped, 1);
             continue;
         }
         pool.send(server, client, set.clone(), false);
-        pool.pool_stats().add(ps::WARMUPS, 1);
+        pool.pool_stats().add(PoolCounter::Warmups, 1);
     }
 }
 
@@ -428,7 +428,7 @@ impl Failover {
             None => {
                 let (gutter, server) =
                     gutter::route(pool, placement_key(req, &bytes, &mut decoded))?;
-                pool.pool_stats().add(ps::GUTTERED, 1);
+                pool.pool_stats().add(PoolCounter::Guttered, 1);
                 send(&gutter, client, server, bytes.clone(), req.quiet)
             }
         };
@@ -471,7 +471,7 @@ impl Failover {
             match next {
                 Some(i) if retry => {
                     self.at = Some(i);
-                    self.pool.pool_stats().add(ps::REPLICA_FAILOVERS, 1);
+                    self.pool.pool_stats().add(PoolCounter::ReplicaFailovers, 1);
                     let server = self.replicas.get(i).expect("a replica");
                     self.part = send(
                         &self.pool,
@@ -503,7 +503,7 @@ impl Failover {
                 reply
             }
             Err(e) => {
-                self.pool.pool_stats().add(ps::FORWARD_ERROR, 1);
+                self.pool.pool_stats().add(PoolCounter::ForwardError, 1);
                 self.pool.server_failed(&e);
                 e.memcache_reply()
             }
@@ -626,7 +626,7 @@ fn to_gutter(
     else {
         return no_server(pool, req.noreply, queue);
     };
-    pool.pool_stats().add(ps::GUTTERED, 1);
+    pool.pool_stats().add(PoolCounter::Guttered, 1);
     let ttl = pool.config().gutter_ttl;
     let bytes = match req.command {
         c if c.is_storage() && c != Command::MetaSet => {
@@ -731,7 +731,7 @@ impl Write {
             (Some(reply), _) => reply,
             (None, Some(Ok(server_error))) => server_error,
             (None, failure) => {
-                self.pool.pool_stats().add(ps::FORWARD_ERROR, 1);
+                self.pool.pool_stats().add(PoolCounter::ForwardError, 1);
                 let e = match failure {
                     Some(Err(e)) => e,
                     _ => BackendError::NoServer,

@@ -144,7 +144,7 @@ impl ServerHealth {
             event: AtomicU64::new(0),
             probe_failures: AtomicU32::new(0),
             probe_state: std::sync::atomic::AtomicU8::new(0),
-            changed_at_usec: AtomicU64::new(crate::stats::now_usec()),
+            changed_at_usec: AtomicU64::new(crate::clock::now_usec()),
             ejections: AtomicU64::new(0),
         }
     }
@@ -161,7 +161,7 @@ impl ServerHealth {
 
     fn changed(&self) {
         self.changed_at_usec
-            .store(crate::stats::now_usec(), Relaxed);
+            .store(crate::clock::now_usec(), Relaxed);
         self.pool.epoch.fetch_add(1, Relaxed);
     }
 
@@ -199,7 +199,7 @@ impl ServerHealth {
             return false;
         }
         self.ejected_at_usec
-            .store(crate::stats::now_usec(), Relaxed);
+            .store(crate::clock::now_usec(), Relaxed);
         self.pool.probe_ejections.fetch_add(1, Relaxed);
         self.ejections.fetch_add(1, Relaxed);
         self.changed();
@@ -312,7 +312,7 @@ impl ServerHealth {
         }
         self.failures.store(0, Relaxed);
         self.ejected_at_usec
-            .store(crate::stats::now_usec(), Relaxed);
+            .store(crate::clock::now_usec(), Relaxed);
         self.ejections.fetch_add(1, Relaxed);
         self.changed();
         Failure::Ejected
@@ -322,7 +322,7 @@ impl ServerHealth {
     pub fn eject_by_hand(&self) {
         if !self.manual.swap(true, Relaxed) {
             self.ejected_at_usec
-                .store(crate::stats::now_usec(), Relaxed);
+                .store(crate::clock::now_usec(), Relaxed);
             self.ejections.fetch_add(1, Relaxed);
         }
         self.changed();

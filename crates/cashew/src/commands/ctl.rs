@@ -6,10 +6,11 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use serde_json::Value;
+use serde::de::DeserializeOwned;
 
-use crate::admin_client::AdminClient;
+use super::admin_client::AdminClient;
 use crate::cli::{Cli, InstanceArgs};
+use crate::reports::api;
 
 /// `status` exit code when no instance answers (the LSB convention).
 const NOT_RUNNING: u8 = 3;
@@ -67,51 +68,55 @@ impl Admin {
         })
     }
 
-    /// The status code and JSON body of a call.
-    fn call(&self, method: &str, path: &str) -> Result<(u16, Value), (u8, String)> {
+    /// The document a call answers with `expected`; any other answer is an error
+    /// in the words of the API's reply.
+    fn call<T: DeserializeOwned>(
+        &self,
+        method: &str,
+        path: &str,
+        expected: u16,
+    ) -> Result<T, (u8, String)> {
         let result = match method {
             "POST" => self.client.post(path),
             _ => self.client.get(path),
         };
         // Unreachable: not running (the LSB status code); refused: an error.
-        result.map_err(|e| match e.starts_with("cannot reach") {
+        let (status, body) = result.map_err(|e| match e.starts_with("cannot reach") {
             true => (NOT_RUNNING, e),
             false => (1, e),
-        })
+        })?;
+        if status != expected {
+            let why = match serde_json::from_value::<api::Failure>(body.clone()) {
+                Ok(failure) => failure.error,
+                Err(_) => body.to_string(),
+            };
+            return Err((1, why));
+        }
+        serde_json::from_value(body).map_err(|e| (1, format!("{path}: an unexpected answer: {e}")))
     }
 
     fn run(&self, action: Action) -> Outcome {
         match action {
             Action::Reload => {
-                let (status, body) = self.call("POST", "/reload")?;
-                if status != 200 {
-                    return Err((1, error_text(&body)));
-                }
+                let reloaded: api::Reloaded = self.call("POST", "/reload", 200)?;
                 println!(
                     "reloaded: generation {} ({})",
-                    body["generation"],
-                    body["checksum"].as_str().unwrap_or("")
+                    reloaded.generation, reloaded.checksum
                 );
                 Ok(ExitCode::SUCCESS)
             }
             Action::Restart => {
-                let (status, body) = self.call("POST", "/restart")?;
-                if status != 200 {
-                    return Err((
-                        1,
-                        format!("{}; the running process keeps serving", error_text(&body)),
-                    ));
-                }
-                println!("restarted: new process {}", body["pid"]);
+                let restarted: api::Restarted =
+                    self.call("POST", "/restart", 200).map_err(|(code, why)| {
+                        (code, format!("{why}; the running process keeps serving"))
+                    })?;
+                println!("restarted: new process {}", restarted.pid);
                 Ok(ExitCode::SUCCESS)
             }
             Action::Stop => {
-                let (_, health) = self.call("GET", "/health")?;
-                let (status, body) = self.call("POST", "/stop")?;
-                if status != 202 {
-                    return Err((1, error_text(&body)));
-                }
-                let pid = health["pid"].as_u64().unwrap_or(0) as u32;
+                let health: api::Health = self.call("GET", "/health", 200)?;
+                let _: api::Stopping = self.call("POST", "/stop", 202)?;
+                let pid = health.pid;
                 if pid != 0 && !wait_until(self.wait, || !alive(pid)) {
                     return Err((
                         1,
@@ -122,67 +127,54 @@ impl Admin {
                 Ok(ExitCode::SUCCESS)
             }
             Action::Status => {
-                let (_, status) = self.call("GET", "/status")?;
+                let status: api::Status = self.call("GET", "/status", 200)?;
                 print!("{}", format_status(&status));
-                let ready = status["phase"].as_str() == Some("serving");
-                Ok(if ready {
-                    ExitCode::SUCCESS
-                } else {
-                    ExitCode::from(1)
+                Ok(match status.phase == "serving" {
+                    true => ExitCode::SUCCESS,
+                    false => ExitCode::from(1),
                 })
             }
         }
     }
 }
 
-fn error_text(body: &Value) -> String {
-    match body.get("error") {
-        Some(Value::String(s)) => s.clone(),
-        Some(other) => other.to_string(),
-        None => body.to_string(),
-    }
-}
-
 /// A table for people: the generation, then each pool and its servers.
-pub fn format_status(status: &Value) -> String {
+pub fn format_status(status: &api::Status) -> String {
+    let g = &status.generation;
     let mut out = format!(
         "cashew {} pid {} {} up {} s, {} worker threads\ngeneration {} from {} ({})\n",
-        status["version"].as_str().unwrap_or("?"),
-        status["pid"],
-        status["phase"].as_str().unwrap_or("?"),
-        status["uptime"],
-        status["threads"],
-        status["generation"],
-        status["file"].as_str().unwrap_or("?"),
-        status["checksum"].as_str().unwrap_or("?"),
+        status.version,
+        status.pid,
+        status.phase,
+        status.uptime,
+        status.threads,
+        g.generation,
+        g.file,
+        g.checksum,
     );
-    for pool in status["pools"].as_array().into_iter().flatten() {
+    for pool in &status.pools {
         out.push_str(&format!(
             "\npool {} ({}) on {}: {} clients, {:.0} requests/s\n",
-            pool["name"].as_str().unwrap_or("?"),
-            pool["protocol"].as_str().unwrap_or("?"),
-            pool["listen"].as_str().unwrap_or("?"),
-            pool["client_connections"],
-            pool["requests_per_second"].as_f64().unwrap_or(0.0),
+            pool.name,
+            pool.protocol,
+            pool.listen,
+            pool.client_connections,
+            pool.requests_per_second,
         ));
         out.push_str(&format!(
             "  {:<24} {:<28} {:<16} {:>12} {:>8}  {}\n",
             "server", "address", "state", "requests", "errors", "health check"
         ));
-        for server in pool["servers"].as_array().into_iter().flatten() {
-            let state = format!(
-                "{} {}s",
-                server["state"].as_str().unwrap_or("?"),
-                server["state_for_s"].as_u64().unwrap_or(0)
-            );
+        for server in &pool.servers {
+            let state = format!("{} {}s", server.state, server.state_for_s);
             out.push_str(&format!(
                 "  {:<24} {:<28} {:<16} {:>12} {:>8}  {}\n",
-                server["name"].as_str().unwrap_or("?"),
-                server["address"].as_str().unwrap_or("?"),
+                server.name,
+                server.address,
                 state,
-                server["requests"].as_u64().unwrap_or(0),
-                server["errors"].as_u64().unwrap_or(0),
-                server["health_check"].as_str().unwrap_or("off"),
+                server.requests,
+                server.errors,
+                server.health_check,
             ));
         }
     }

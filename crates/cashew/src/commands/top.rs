@@ -14,10 +14,10 @@ use ratatui::layout::{Constraint, Layout};
 use ratatui::style::{Modifier, Style};
 use ratatui::text::Line;
 use ratatui::widgets::{Block, Borders, Paragraph, Row, Sparkline, Table};
-use serde_json::Value;
 
-use crate::admin_client::AdminClient;
+use super::admin_client::AdminClient;
 use crate::cli::TopArgs;
+use crate::reports::api::{HotKeys, Latency, Status};
 
 /// Samples of requests per second kept for the sparklines: one minute.
 const HISTORY: usize = 60;
@@ -25,21 +25,15 @@ const HISTORY: usize = 60;
 /// What the admin API said at one moment.
 struct Sample {
     at: Instant,
-    status: Value,
-    hotkeys: Value,
+    status: Status,
+    hotkeys: HotKeys,
 }
 
 fn fetch(admin: &AdminClient) -> Result<Sample, String> {
-    let get = |path: &str| -> Result<Value, String> {
-        match admin.get(path)? {
-            (200, body) if body.is_object() => Ok(body),
-            (status, body) => Err(format!("{}{path}: {status} {body}", admin.base())),
-        }
-    };
     Ok(Sample {
         at: Instant::now(),
-        status: get("/status")?,
-        hotkeys: get("/hotkeys")?,
+        status: admin.document("/status")?,
+        hotkeys: admin.document("/hotkeys")?,
     })
 }
 
@@ -64,32 +58,25 @@ struct View {
     hotkeys: Vec<(String, String, f64, String)>,
 }
 
-fn number(v: &Value) -> f64 {
-    v.as_f64().unwrap_or(0.0)
-}
-
-/// p50 and p99 in ms of the requests between two readings of a `latency_ms`
-/// object (the bucket counts' difference); since start when there is no earlier one.
-fn window_quantiles(now: &Value, before: Option<&Value>) -> (Option<f64>, Option<f64>) {
-    let counts = |v: &Value| -> Option<Vec<u64>> {
-        v["buckets"]
-            .as_array()
-            .map(|b| b.iter().map(|n| n.as_u64().unwrap_or(0)).collect())
-    };
-    let Some(mut buckets) = counts(now) else {
-        return (now["p50"].as_f64(), now["p99"].as_f64());
-    };
-    if let Some(old) = before.and_then(counts) {
-        for (n, o) in buckets.iter_mut().zip(old) {
-            *n = n.saturating_sub(o);
-        }
+/// p50 and p99 in ms of the requests between two readings of a latency (the
+/// bucket counts' difference); since start when there is no earlier one.
+fn window_quantiles(now: &Latency, before: Option<&Latency>) -> (Option<f64>, Option<f64>) {
+    let mut total = crate::state::counters::HistogramTotal::default();
+    for (t, n) in total.buckets.iter_mut().zip(&now.buckets) {
+        *t = *n;
     }
-    let mut total = crate::stats::HistogramTotal::default();
-    for (t, n) in total.buckets.iter_mut().zip(buckets) {
-        *t = n;
+    if let Some(old) = before {
+        for (t, o) in total.buckets.iter_mut().zip(&old.buckets) {
+            *t = t.saturating_sub(*o);
+        }
     }
     let q = |q: f64| total.quantile_us(q).map(|us| us as f64 / 1e3);
     (q(0.5), q(0.99))
+}
+
+/// How much a count grew between two readings, per second.
+fn per_second(now: u64, before: Option<u64>, seconds: f64) -> f64 {
+    now.saturating_sub(before.unwrap_or(0)) as f64 / seconds
 }
 
 fn view(before: &Sample, now: &Sample) -> View {
@@ -97,83 +84,59 @@ fn view(before: &Sample, now: &Sample) -> View {
     let s = &now.status;
     let header = format!(
         "cashew {} pid {}  up {}  generation {}  {} worker threads  {}",
-        s["version"].as_str().unwrap_or("?"),
-        s["pid"],
-        uptime(s["uptime"].as_u64().unwrap_or(0)),
-        s["generation"],
-        s["threads"],
-        s["phase"].as_str().unwrap_or("")
+        s.version,
+        s.pid,
+        uptime(s.uptime),
+        s.generation.generation,
+        s.threads,
+        s.phase
     );
-    let empty = Vec::new();
-    let old_pools = before.status["pools"].as_array().unwrap_or(&empty);
-    let find = |list: &[Value], name: &Value| list.iter().find(|p| p["name"] == *name).cloned();
-    let delta = |new: &Value, old: &Option<Value>, field: &str| {
-        let old = old.as_ref().map_or(0.0, |o| number(&o[field]));
-        (number(&new[field]) - old).max(0.0)
-    };
-    let pools = s["pools"]
-        .as_array()
-        .unwrap_or(&empty)
+    let pools = s
+        .pools
         .iter()
         .map(|p| {
-            let old = find(old_pools, &p["name"]);
-            let (hits, misses) = (delta(p, &old, "get_hits"), delta(p, &old, "get_misses"));
-            let (p50, p99) =
-                window_quantiles(&p["latency_ms"], old.as_ref().map(|o| &o["latency_ms"]));
+            let old = before.status.pools.iter().find(|o| o.name == p.name);
+            let hits = p.get_hits.saturating_sub(old.map_or(0, |o| o.get_hits)) as f64;
+            let misses = p.get_misses.saturating_sub(old.map_or(0, |o| o.get_misses)) as f64;
+            let (p50, p99) = window_quantiles(&p.latency_ms, old.map(|o| &o.latency_ms));
             let pool = RowData {
-                name: p["name"].as_str().unwrap_or("").to_string(),
-                state: p["protocol"].as_str().unwrap_or("").to_string(),
-                rate: delta(p, &old, "requests") / seconds,
+                name: p.name.clone(),
+                state: p.protocol.clone(),
+                rate: per_second(p.requests, old.map(|o| o.requests), seconds),
                 hit_ratio: (hits + misses > 0.0).then(|| hits / (hits + misses)),
                 p50,
                 p99,
-                errors: delta(p, &old, "errors") / seconds,
-                connections: p["client_connections"].as_u64().unwrap_or(0),
+                errors: per_second(p.errors, old.map(|o| o.errors), seconds),
+                connections: p.client_connections,
             };
-            let old_servers = old
-                .as_ref()
-                .and_then(|o| o["servers"].as_array().cloned())
-                .unwrap_or_default();
-            let servers = p["servers"]
-                .as_array()
-                .unwrap_or(&empty)
+            let servers = p
+                .servers
                 .iter()
                 .map(|srv| {
-                    let old = find(&old_servers, &srv["name"]);
-                    let (p50, p99) = window_quantiles(
-                        &srv["latency_ms"],
-                        old.as_ref().map(|o| &o["latency_ms"]),
-                    );
+                    let old = old.and_then(|o| o.servers.iter().find(|x| x.name == srv.name));
+                    let (p50, p99) = window_quantiles(&srv.latency_ms, old.map(|o| &o.latency_ms));
                     RowData {
-                        name: srv["name"].as_str().unwrap_or("").to_string(),
-                        state: format!(
-                            "{} {}",
-                            srv["state"].as_str().unwrap_or("?"),
-                            uptime(srv["state_for_s"].as_u64().unwrap_or(0))
-                        ),
-                        rate: delta(srv, &old, "requests") / seconds,
+                        name: srv.name.clone(),
+                        state: format!("{} {}", srv.state, uptime(srv.state_for_s)),
+                        rate: per_second(srv.requests, old.map(|o| o.requests), seconds),
                         hit_ratio: None,
                         p50,
                         p99,
-                        errors: delta(srv, &old, "errors") / seconds,
-                        connections: srv["connections"].as_u64().unwrap_or(0),
+                        errors: per_second(srv.errors, old.map(|o| o.errors), seconds),
+                        connections: srv.connections,
                     }
                 })
                 .collect();
             (pool, servers)
         })
         .collect();
-    let hotkeys = now.hotkeys["hotkeys"]
-        .as_array()
-        .unwrap_or(&empty)
+    let hotkeys = now
+        .hotkeys
+        .hotkeys
         .iter()
         .map(|k| {
-            (
-                k["pool"].as_str().unwrap_or("").to_string(),
-                k["key"].as_str().unwrap_or("").to_string(),
-                number(&k["rate"]),
-                k["server"].as_str().unwrap_or("").to_string(),
-            )
+            let server = k.server.clone().unwrap_or_default();
+            (k.pool.clone(), k.key.clone(), k.rate, server)
         })
         .collect();
     View {

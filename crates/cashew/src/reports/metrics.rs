@@ -11,9 +11,11 @@ use prometheus_client::encoding::{DescriptorEncoder, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
-use crate::generation::{Generation, PoolGen};
-use crate::proxy::health::{ProbeState, ServerState};
-use crate::stats::{self, pool as ps, server as st, HistogramTotal, FAMILIES, LATENCY_BOUNDS_US};
+use crate::state::counters::{
+    Family as CommandFamily, HistogramTotal, PoolCounter, ServerCounter, LATENCY_BOUNDS_US,
+};
+use crate::state::generation::{Generation, PoolGen};
+use crate::state::health::{ProbeState, ServerState};
 
 /// The content type of [`render`]'s text.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -87,109 +89,90 @@ fn family<'e>(
     })
 }
 
-/// A pool counter summed over the workers.
-fn pool_counter(state: &PoolGen, i: usize) -> u64 {
-    stats::pool_total(state, i)
-}
-
-/// A pool's client latency over all workers.
-pub fn pool_latency(state: &PoolGen) -> HistogramTotal {
-    let mut total = HistogramTotal::default();
-    for w in &state.workers {
-        w.pool.latency.add_to(&mut total);
-    }
-    total
-}
-
-/// A server's latency over all workers.
-pub fn server_latency(state: &PoolGen, server: usize) -> HistogramTotal {
-    let mut total = HistogramTotal::default();
-    for w in &state.workers {
-        w.servers[server].latency.add_to(&mut total);
-    }
-    total
-}
-
-/// Per-pool metrics: (name, help, type, index of the pool counter).
-const POOL_COUNTERS: [(&str, &str, usize); 9] = [
+/// Per-pool metrics: (name, help, counter).
+const POOL_COUNTERS: [(&str, &str, PoolCounter); 9] = [
     (
         "cashew_client_connections_opened",
         "Client connections accepted",
-        ps::CONNECTIONS_OPENED,
+        PoolCounter::ConnectionsOpened,
     ),
-    ("cashew_replies", "Replies written to clients", ps::REPLIES),
+    (
+        "cashew_replies",
+        "Replies written to clients",
+        PoolCounter::Replies,
+    ),
     (
         "cashew_get_hits",
         "Keys found by memcached retrievals",
-        ps::GET_HITS,
+        PoolCounter::GetHits,
     ),
     (
         "cashew_get_misses",
         "Keys not found by memcached retrievals",
-        ps::GET_MISSES,
+        PoolCounter::GetMisses,
     ),
     (
         "cashew_fragments",
         "Server requests made by splitting multi-key requests",
-        ps::FRAGMENTS,
+        PoolCounter::Fragments,
     ),
     (
         "cashew_forward_errors",
         "Requests that failed on their way to a server",
-        ps::FORWARD_ERROR,
+        PoolCounter::ForwardError,
     ),
     (
         "cashew_replica_failovers",
         "Requests passed on to a later replica",
-        ps::REPLICA_FAILOVERS,
+        PoolCounter::ReplicaFailovers,
     ),
     (
         "cashew_warmups",
         "Hits written back to replicas that missed them",
-        ps::WARMUPS,
+        PoolCounter::Warmups,
     ),
     (
         "cashew_gutter_requests",
         "Requests sent to the gutter pool",
-        ps::GUTTERED,
+        PoolCounter::Guttered,
     ),
 ];
 
-const ERROR_KINDS: [(&str, usize); 5] = [
-    ("client_error", ps::ERR_CLIENT),
-    ("server_error", ps::ERR_SERVER),
-    ("timeout", ps::ERR_TIMEOUT),
-    ("refused", ps::ERR_REFUSED),
-    ("unsupported", ps::ERR_UNSUPPORTED),
+const ERROR_KINDS: [(&str, PoolCounter); 5] = [
+    ("client_error", PoolCounter::ErrClient),
+    ("server_error", PoolCounter::ErrServer),
+    ("timeout", PoolCounter::ErrTimeout),
+    ("refused", PoolCounter::ErrRefused),
+    ("unsupported", PoolCounter::ErrUnsupported),
 ];
 
-const SERVER_COUNTERS: [(&str, &str, usize); 4] = [
+const SERVER_COUNTERS: [(&str, &str, ServerCounter); 4] = [
     (
         "cashew_server_requests",
         "Requests sent to the server",
-        st::REQUESTS,
+        ServerCounter::Requests,
     ),
     (
         "cashew_server_replies",
         "Replies read from the server",
-        st::RESPONSES,
+        ServerCounter::Responses,
     ),
     (
         "cashew_server_request_bytes",
         "Bytes sent to the server",
-        st::REQUEST_BYTES,
+        ServerCounter::RequestBytes,
     ),
     (
         "cashew_server_reply_bytes",
         "Bytes read from the server",
-        st::RESPONSE_BYTES,
+        ServerCounter::ResponseBytes,
     ),
 ];
 
-const SERVER_ERROR_KINDS: [(&str, usize); 3] = [
-    ("closed", st::SERVER_EOF),
-    ("error", st::SERVER_ERR),
-    ("timeout", st::SERVER_TIMEDOUT),
+const SERVER_ERROR_KINDS: [(&str, ServerCounter); 3] = [
+    ("closed", ServerCounter::ServerEof),
+    ("error", ServerCounter::ServerErr),
+    ("timeout", ServerCounter::ServerTimedout),
 ];
 
 const STATES: [&str; 4] = ["up", "ejected", "down", "manual"];
@@ -223,7 +206,7 @@ impl Collector for Snapshot {
             (
                 "cashew_resident_memory_bytes",
                 "Resident memory",
-                resident_bytes() as i64,
+                crate::process::resident_bytes().unwrap_or(0) as i64,
             ),
             (
                 "cashew_open_fds",
@@ -252,7 +235,7 @@ impl Collector for Snapshot {
         for (name, state) in &pools {
             f.gauge(
                 &by_pool(name),
-                pool_counter(state, ps::CLIENT_CONNECTIONS) as i64,
+                state.total(PoolCounter::ClientConnections) as i64,
             )?;
         }
         let mut f = family(
@@ -262,7 +245,7 @@ impl Collector for Snapshot {
             MetricType::Gauge,
         )?;
         for (name, state) in &pools {
-            f.gauge(&by_pool(name), pool_counter(state, ps::IN_FLIGHT) as i64)?;
+            f.gauge(&by_pool(name), state.total(PoolCounter::InFlight) as i64)?;
         }
         let mut f = family(
             e,
@@ -271,11 +254,11 @@ impl Collector for Snapshot {
             MetricType::Counter,
         )?;
         for (name, state) in &pools {
-            for (i, fam) in FAMILIES.iter().enumerate() {
-                let n = pool_counter(state, ps::FAMILY + i);
+            for &fam in CommandFamily::ALL {
+                let n = state.requests(fam);
                 // Families a pool's protocol never has stay out.
-                if n > 0 || generation_protocol_has(generation, name, i) {
-                    f.counter(&vec![("pool", *name), ("family", fam)], n)?;
+                if n > 0 || generation_protocol_has(generation, name, fam) {
+                    f.counter(&vec![("pool", *name), ("family", fam.name())], n)?;
                 }
             }
         }
@@ -286,10 +269,10 @@ impl Collector for Snapshot {
             MetricType::Counter,
         )?;
         for (name, state) in &pools {
-            for (i, fam) in FAMILIES.iter().enumerate() {
-                let n = pool_counter(state, ps::REPLY_FAMILY + i);
-                if n > 0 || generation_protocol_has(generation, name, i) {
-                    f.counter(&vec![("pool", *name), ("family", fam)], n)?;
+            for &fam in CommandFamily::ALL {
+                let n = state.replies(fam);
+                if n > 0 || generation_protocol_has(generation, name, fam) {
+                    f.counter(&vec![("pool", *name), ("family", fam.name())], n)?;
                 }
             }
         }
@@ -301,16 +284,13 @@ impl Collector for Snapshot {
         )?;
         for (name, state) in &pools {
             for (kind, i) in ERROR_KINDS {
-                f.counter(
-                    &vec![("pool", *name), ("kind", kind)],
-                    pool_counter(state, i),
-                )?;
+                f.counter(&vec![("pool", *name), ("kind", kind)], state.total(i))?;
             }
         }
         for (metric, help, i) in POOL_COUNTERS {
             let mut f = family(e, metric, help, MetricType::Counter)?;
             for (name, state) in &pools {
-                f.counter(&by_pool(name), pool_counter(state, i))?;
+                f.counter(&by_pool(name), state.total(i))?;
             }
         }
         let mut f = family(
@@ -326,7 +306,7 @@ impl Collector for Snapshot {
                 .load(std::sync::atomic::Ordering::Relaxed);
             f.counter(
                 &by_pool(name),
-                pool_counter(state, ps::SERVER_EJECTS) + probed,
+                state.total(PoolCounter::ServerEjects) + probed,
             )?;
         }
         let mut f = family(
@@ -336,7 +316,7 @@ impl Collector for Snapshot {
             MetricType::Histogram,
         )?;
         for (name, state) in &pools {
-            f.histogram(&by_pool(name), &pool_latency(state))?;
+            f.histogram(&by_pool(name), &state.latency())?;
         }
 
         // Servers.
@@ -358,7 +338,7 @@ impl Collector for Snapshot {
         for (metric, help, i) in SERVER_COUNTERS {
             let mut f = family(e, metric, help, MetricType::Counter)?;
             for (labels, state, s) in &servers {
-                f.counter(labels, stats::server_total(state, *s, i))?;
+                f.counter(labels, state.server_total(*s, i))?;
             }
         }
         let mut f = family(
@@ -371,7 +351,7 @@ impl Collector for Snapshot {
             for (kind, i) in SERVER_ERROR_KINDS {
                 let mut l = labels.clone();
                 l.push(("kind", kind));
-                f.counter(&l, stats::server_total(state, *s, i))?;
+                f.counter(&l, state.server_total(*s, i))?;
             }
         }
         let mut f = family(
@@ -435,7 +415,7 @@ impl Collector for Snapshot {
         for (labels, state, s) in &servers {
             f.gauge(
                 labels,
-                stats::server_total(state, *s, st::SERVER_CONNECTIONS) as i64,
+                state.server_total(*s, ServerCounter::ServerConnections) as i64,
             )?;
         }
         let mut f = family(
@@ -445,8 +425,9 @@ impl Collector for Snapshot {
             MetricType::Gauge,
         )?;
         for (labels, state, s) in &servers {
-            let depth = stats::server_total(state, *s, st::IN_QUEUE)
-                .wrapping_add(stats::server_total(state, *s, st::OUT_QUEUE));
+            let depth = state
+                .server_total(*s, ServerCounter::InQueue)
+                .wrapping_add(state.server_total(*s, ServerCounter::OutQueue));
             f.gauge(labels, depth as i64)?;
         }
         let mut f = family(
@@ -456,34 +437,21 @@ impl Collector for Snapshot {
             MetricType::Histogram,
         )?;
         for (labels, state, s) in &servers {
-            f.histogram(labels, &server_latency(state, *s))?;
+            f.histogram(labels, &state.server_latency(*s))?;
         }
         Ok(())
     }
 }
 
-/// Whether family `i` belongs to the protocol of pool `name`.
-fn generation_protocol_has(generation: &Generation, name: &str, i: usize) -> bool {
+/// Whether `family` belongs to the protocol of pool `name`.
+fn generation_protocol_has(generation: &Generation, name: &str, family: CommandFamily) -> bool {
     let redis = generation
         .config
         .pools
         .iter()
         .find(|p| p.name == name)
         .is_some_and(|p| p.redis);
-    (i >= stats::family::READ) == redis
-}
-
-/// Resident memory of this process, from `/proc/self/statm`.
-pub fn resident_bytes() -> u64 {
-    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
-    let pages: u64 = statm
-        .split_whitespace()
-        .nth(1)
-        .and_then(|p| p.parse().ok())
-        .unwrap_or(0);
-    // SAFETY: sysconf only reads a system constant.
-    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    pages * page.max(0) as u64
+    family.is_redis() == redis
 }
 
 fn open_fds() -> u64 {

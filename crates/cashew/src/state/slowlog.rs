@@ -33,7 +33,7 @@ impl SlowLog {
     pub fn record(&self, server: &str, request: &[u8], latency: Duration) {
         let (command, key) = command_and_key(request);
         let entry = Entry {
-            at_usec: crate::stats::now_usec(),
+            at_usec: crate::clock::now_usec(),
             server: server.to_string(),
             command,
             key,
@@ -73,7 +73,7 @@ fn command_and_key(request: &[u8]) -> (String, String) {
             .collect()
     };
     let text = |w: Option<&&[u8]>, max: usize| {
-        w.map(|w| crate::hotkeys::printable(&w[..w.len().min(max)]))
+        w.map(|w| super::hotkeys::printable(&w[..w.len().min(max)]))
             .unwrap_or_default()
     };
     (

@@ -3,19 +3,19 @@
 //! its servers were slow to answer).
 
 use cashew_route::Router;
-use serde_json::{json, Value};
 
-use crate::generation::Generation;
-use crate::hotkeys::printable;
-use crate::stats::HistogramTotal;
+use super::api::{self, HotKey, HotKeys, Latency, SlowLog, SlowRequest};
+use crate::state::counters::HistogramTotal;
+use crate::state::generation::Generation;
+use crate::state::hotkeys::printable;
 
 /// Keys shown per pool.
 const TOP: usize = 20;
 
-/// `{"hotkeys": [{"pool", "key", "rate", "rate_min", "server"}]}`, hottest first
-/// within each pool that has `hotkeys: true`: `rate` in requests per second,
-/// estimated (Space-Saving may overstate it), `rate_min` what it is at least.
-pub fn hotkeys(generation: &Generation) -> Value {
+/// Each pool's hottest keys, hottest first, for the pools with `hotkeys: true`:
+/// `rate` in requests per second, estimated (Space-Saving may overstate it),
+/// `rate_min` what it is at least.
+pub fn hotkeys(generation: &Generation) -> HotKeys {
     let mut out = Vec::new();
     for (pool, state) in generation.config.pools.iter().zip(&generation.pools) {
         if !pool.hotkeys {
@@ -49,22 +49,24 @@ pub fn hotkeys(generation: &Generation) -> Value {
         );
         let tenth = |r: f64| (r * 10.0).round() / 10.0;
         for (key, rate, least) in rates.into_iter().take(TOP) {
-            let server = router.route(&key).map(|s| pool.servers[s].name());
-            out.push(json!({
-                "pool": pool.name,
-                "key": printable(&key),
-                "rate": tenth(rate),
-                "rate_min": tenth(least),
-                "server": server,
-            }));
+            let server = router
+                .route(&key)
+                .map(|s| pool.servers[s].name().to_string());
+            out.push(HotKey {
+                pool: pool.name.clone(),
+                key: printable(&key),
+                rate: tenth(rate),
+                rate_min: tenth(least),
+                server,
+            });
         }
     }
-    json!({ "hotkeys": out })
+    HotKeys { hotkeys: out }
 }
 
-/// `{"slowlog": [{"time", "pool", "server", "command", "key", "latency_ms"}]}`,
-/// the latest first, with each pool's threshold.
-pub fn slowlog(generation: &Generation) -> Value {
+/// The requests servers were slow to answer, the latest first, with each pool's
+/// threshold.
+pub fn slowlog(generation: &Generation) -> SlowLog {
     let mut entries = Vec::new();
     for (pool, state) in generation.config.pools.iter().zip(&generation.pools) {
         for worker in &state.workers {
@@ -74,34 +76,39 @@ pub fn slowlog(generation: &Generation) -> Value {
         }
     }
     entries.sort_by_key(|e| std::cmp::Reverse(e.0));
-    let entries: Vec<Value> = entries
+    let slowlog = entries
         .into_iter()
         .map(|(at, pool, e)| {
             let time = std::time::UNIX_EPOCH + std::time::Duration::from_micros(at);
-            json!({
-                "time": crate::log::format_time(time),
-                "pool": pool,
-                "server": e.server,
-                "command": e.command,
-                "key": e.key,
-                "latency_ms": (e.latency.as_secs_f64() * 1e6).round() / 1e3,
-            })
+            SlowRequest {
+                time: crate::log::format_time(time),
+                pool,
+                server: e.server,
+                command: e.command,
+                key: e.key,
+                latency_ms: (e.latency.as_secs_f64() * 1e6).round() / 1e3,
+            }
         })
         .collect();
-    let thresholds: serde_json::Map<String, Value> = generation
+    let slowlog_ms = generation
         .config
         .pools
         .iter()
         .filter(|p| p.slowlog_ms > 0)
-        .map(|p| (p.name.clone(), Value::from(p.slowlog_ms)))
+        .map(|p| (p.name.clone(), p.slowlog_ms))
         .collect();
-    json!({ "slowlog_ms": thresholds, "slowlog": entries })
+    SlowLog {
+        slowlog_ms,
+        slowlog,
+    }
 }
 
-/// Latency quantiles in ms since start (`p50`, `p99`), for `/status`, with the
-/// histogram's counts per bucket (`buckets`, bounds as in `/metrics`) so that a
-/// reader can take the quantiles of the interval between two readings.
-pub fn latency_ms(total: &HistogramTotal) -> Value {
+/// Latency quantiles in ms since start, for `/status`.
+pub fn latency_ms(total: &HistogramTotal) -> Latency {
     let q = |q: f64| total.quantile_us(q).map(|us| us as f64 / 1e3);
-    json!({ "p50": q(0.5), "p99": q(0.99), "buckets": total.buckets.to_vec() })
+    api::Latency {
+        p50: q(0.5),
+        p99: q(0.99),
+        buckets: total.buckets.to_vec(),
+    }
 }

@@ -39,6 +39,15 @@ impl AdminClient {
         self.answer(path, request.call())
     }
 
+    /// A document the call must answer with 200.
+    pub fn document<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T, String> {
+        match self.get(path)? {
+            (200, body) => serde_json::from_value(body)
+                .map_err(|e| format!("{}{path}: not the document expected: {e}", self.base)),
+            (status, body) => Err(format!("{}{path}: {status} {body}", self.base)),
+        }
+    }
+
     pub fn post(&self, path: &str) -> Result<(u16, Value), String> {
         let mut request = self.agent.post(format!("{}{path}", self.base));
         if let Some(token) = &self.token {

@@ -13,8 +13,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use cashew_config::{Config, Listen};
 use socket2::Socket;
 
-use crate::proxy::health::{PoolShared, ServerHealth};
-use crate::stats::{PoolStats, Registry};
+use super::counters::{Family, HistogramTotal, PoolCounter, PoolStats, Registry, ServerCounter};
+use super::health::{PoolShared, ServerHealth};
 
 pub struct Generation {
     /// 1 for the configuration cashew started with, then one more per reload.
@@ -64,6 +64,62 @@ pub struct PoolGen {
     /// `[worker]`: that worker's counters for the pool.
     pub workers: Vec<PoolStats>,
     pub listener: Arc<ListenSockets>,
+}
+
+impl PoolGen {
+    /// A pool counter summed over the workers.
+    pub fn total(&self, counter: PoolCounter) -> u64 {
+        self.workers
+            .iter()
+            .map(|w| w.pool.get(counter))
+            .fold(0, u64::wrapping_add)
+    }
+
+    /// Requests of `family`, over the workers.
+    pub fn requests(&self, family: Family) -> u64 {
+        self.workers
+            .iter()
+            .map(|w| w.pool.requests(family))
+            .fold(0, u64::wrapping_add)
+    }
+
+    /// Replies owed to requests of `family`, over the workers.
+    pub fn replies(&self, family: Family) -> u64 {
+        self.workers
+            .iter()
+            .map(|w| w.pool.replies(family))
+            .fold(0, u64::wrapping_add)
+    }
+
+    /// A server counter summed over the workers.
+    pub fn server_total(&self, server: usize, counter: ServerCounter) -> u64 {
+        if counter == ServerCounter::ServerEjectedAt {
+            // An ejection is shared by every worker: its time is kept with the health.
+            return self.servers[server].ejected_at_usec();
+        }
+        self.workers
+            .iter()
+            .map(|w| w.servers[server].get(counter))
+            .fold(0, u64::wrapping_add)
+    }
+
+    /// The pool's client latency over all workers.
+    pub fn latency(&self) -> HistogramTotal {
+        let mut total = HistogramTotal::default();
+        for w in &self.workers {
+            w.pool.latency.add_to(&mut total);
+        }
+        total
+    }
+
+    /// A server's latency over all workers.
+    pub fn server_latency(&self, server: usize) -> HistogramTotal {
+        let mut total = HistogramTotal::default();
+        for w in &self.workers {
+            w.servers[server].latency.add_to(&mut total);
+        }
+        total
+    }
 }
 
 /// A pool's bound listen sockets: one shared by every worker, or with `reuseport`
@@ -209,7 +265,7 @@ impl Generation {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::stats::server as st;
+    use crate::state::counters::ServerCounter as St;
 
     fn config(yaml: &str) -> Config {
         cashew_config::parse("test.yml", yaml).unwrap()
@@ -240,7 +296,7 @@ mod tests {
             "a:\n  listen: 127.0.0.1:1\n  servers:\n    - 127.0.0.1:2:1 one\n    - 127.0.0.1:3:1 two\n",
             None,
         );
-        first.pools[0].workers[1].servers[1].add(st::REQUESTS, 7);
+        first.pools[0].workers[1].servers[1].add(St::Requests, 7);
         first.pools[0].servers[1].eject_by_hand();
 
         // "one" removed, "three" and "zero" added before "two": "two" moves from
@@ -250,12 +306,12 @@ mod tests {
             "a:\n  listen: 127.0.0.1:1\n  servers:\n    - 127.0.0.1:4:1 three\n    - 127.0.0.1:5:1 zero\n    - 127.0.0.1:3:1 two\n",
             Some(&first),
         );
-        assert_eq!(second.pools[0].workers[1].servers[2].get(st::REQUESTS), 7);
+        assert_eq!(second.pools[0].workers[1].servers[2].get(St::Requests), 7);
         assert!(
             !second.pools[0].servers[2].is_live(),
             "the ejection carries over"
         );
-        assert_eq!(second.pools[0].workers[1].servers[0].get(st::REQUESTS), 0);
+        assert_eq!(second.pools[0].workers[1].servers[0].get(St::Requests), 0);
         assert!(second.pools[0].servers[0].is_live());
         assert!(Arc::ptr_eq(&first.pools[0].shared, &second.pools[0].shared));
     }
@@ -267,13 +323,18 @@ mod tests {
             "a:\n  listen: 127.0.0.1:1\n  servers:\n    - 127.0.0.1:2:1\n",
             None,
         );
-        first.pools[0].workers[0].pool.add(0, 3);
+        first.pools[0].workers[0]
+            .pool
+            .add(PoolCounter::ClientEof, 3);
         let second = build(
             2,
             "b:\n  listen: 127.0.0.1:1\n  servers:\n    - 127.0.0.1:2:1\n",
             Some(&first),
         );
-        assert_eq!(second.pools[0].workers[0].pool.get(0), 0);
+        assert_eq!(
+            second.pools[0].workers[0].pool.get(PoolCounter::ClientEof),
+            0
+        );
     }
 
     #[test]

@@ -1,0 +1,8 @@
+//! The commands that are not the proxy: `route` (where keys go, from a config
+//! file) and the ones that talk to a running cashew through its admin API or pid
+//! file (`reload`, `stop`, `restart`, `status`, `top`).
+
+pub mod admin_client;
+pub mod ctl;
+pub mod route;
+pub mod top;

@@ -1,0 +1,91 @@
+//! `GET /status` (and `cashew status`, `cashew top`): each pool and server with
+//! its state, load, errors and latency.
+
+use super::api::{GenerationInfo, PoolStatus, ServerStatus, Status};
+use super::insight::latency_ms;
+use crate::state::counters::{Family, PoolCounter, ServerCounter};
+use crate::state::generation::Generation;
+use crate::state::health::{ProbeState, ServerState};
+
+/// The generation's identity, as several documents give it.
+pub fn generation_info(generation: &Generation) -> GenerationInfo {
+    GenerationInfo {
+        generation: generation.number,
+        loaded_at: generation.source.loaded_at_secs(),
+        checksum: generation.source.checksum.clone(),
+        file: generation.source.path.display().to_string(),
+    }
+}
+
+/// The status of `generation` in `phase`; `rate` gives a pool's requests per second.
+pub fn status(generation: &Generation, phase: &str, rate: impl Fn(&str) -> f64) -> Status {
+    let now_usec = crate::clock::now_usec();
+    let pools = generation
+        .config
+        .pools
+        .iter()
+        .zip(&generation.pools)
+        .map(|(pool, state)| {
+            let servers = pool
+                .servers
+                .iter()
+                .enumerate()
+                .map(|(s, server)| {
+                    let total = |c| state.server_total(s, c);
+                    let health = &state.servers[s];
+                    let now = health.state();
+                    let back_in_ms = match now {
+                        ServerState::Ejected(until) => Some(
+                            until
+                                .saturating_duration_since(std::time::Instant::now())
+                                .as_millis() as u64,
+                        ),
+                        _ => None,
+                    };
+                    ServerStatus {
+                        name: server.name().to_string(),
+                        address: server.entry.clone(),
+                        state: now.name().to_string(),
+                        state_for_s: now_usec.saturating_sub(health.changed_at_usec()) / 1_000_000,
+                        health_check: match health.probe_state() {
+                            ProbeState::Off => "off",
+                            ProbeState::Ok => "ok",
+                            ProbeState::Failing => "failing",
+                        }
+                        .to_string(),
+                        requests: total(ServerCounter::Requests),
+                        errors: total(ServerCounter::ServerErr)
+                            + total(ServerCounter::ServerEof)
+                            + total(ServerCounter::ServerTimedout),
+                        connections: total(ServerCounter::ServerConnections),
+                        latency_ms: latency_ms(&state.server_latency(s)),
+                        back_in_ms,
+                    }
+                })
+                .collect();
+            PoolStatus {
+                name: pool.name.clone(),
+                listen: pool.listen.to_string(),
+                protocol: if pool.redis { "redis" } else { "memcached" }.to_string(),
+                client_connections: state.total(PoolCounter::ClientConnections),
+                requests_per_second: rate(&pool.name),
+                requests: Family::ALL.iter().map(|&f| state.requests(f)).sum(),
+                get_hits: state.total(PoolCounter::GetHits),
+                get_misses: state.total(PoolCounter::GetMisses),
+                errors: PoolCounter::ERRORS.iter().map(|&c| state.total(c)).sum(),
+                latency_ms: latency_ms(&state.latency()),
+                servers,
+            }
+        })
+        .collect();
+    let registry = &generation.registry;
+    Status {
+        generation: generation_info(generation),
+        pid: std::process::id(),
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        uptime: registry.uptime(),
+        phase: phase.to_string(),
+        threads: registry.threads(),
+        pools,
+    }
+}
