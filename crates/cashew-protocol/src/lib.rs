@@ -4,6 +4,7 @@
 
 pub mod memcache;
 pub mod resp;
+pub mod server;
 
 /// What a server reply parser found at the start of a buffer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -12,7 +12,9 @@ use tokio::task::JoinHandle;
 
 use crate::log::{INFO, NOTICE};
 use crate::log_at;
-use crate::proxy::Probe;
+use cashew_protocol::server::{Memcache, Redis, ServerCodec};
+
+use crate::proxy::server::Probe;
 use crate::state::generation::Generation;
 use crate::state::health::{EjectPolicy, ServerHealth};
 
@@ -26,14 +28,17 @@ pub fn start(generation: &Arc<Generation>) -> Vec<JoinHandle<()>> {
         let pool = Rc::new(pool.clone());
         for (s, server) in pool.servers.iter().enumerate() {
             let health = generation.pools[p].servers[s].clone();
-            let task = probe_loop(pool.clone(), server.clone(), health);
-            tasks.push(tokio::task::spawn_local(task));
+            let (pool, server) = (pool.clone(), server.clone());
+            tasks.push(match pool.redis {
+                true => tokio::task::spawn_local(probe_loop::<Redis>(pool, server, health)),
+                false => tokio::task::spawn_local(probe_loop::<Memcache>(pool, server, health)),
+            });
         }
     }
     tasks
 }
 
-async fn probe_loop(pool: Rc<Pool>, server: Server, health: Arc<ServerHealth>) {
+async fn probe_loop<C: ServerCodec>(pool: Rc<Pool>, server: Server, health: Arc<ServerHealth>) {
     let interval = Duration::from_millis(pool.health_check_interval_ms);
     // A probe must end before the next one is due.
     let timeout = pool
@@ -42,7 +47,7 @@ async fn probe_loop(pool: Rc<Pool>, server: Server, health: Arc<ServerHealth>) {
         .map_or(interval, Duration::from_millis)
         .min(interval);
     let policy = EjectPolicy::of(&pool);
-    let mut probe = Probe::new(&pool, &server, health.clone());
+    let mut probe = Probe::<C>::new(&pool, &server, health.clone());
     let mut ticks = tokio::time::interval(interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let (pool_name, name) = (&pool.name, server.name());

@@ -2,15 +2,14 @@
 //! clients and server connections. Workers serve the generation the main thread
 //! publishes (see `control`) and drain when told to.
 
-mod backend;
 mod client;
 mod gutter;
 mod handoff;
+#[cfg(any(test, feature = "harness"))]
 pub mod harness;
 mod memcache;
 mod pool;
 mod redis;
+pub mod server;
 mod tasks;
 pub mod worker;
-
-pub use backend::Probe;

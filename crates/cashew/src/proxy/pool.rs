@@ -12,10 +12,11 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use cashew_config::Pool;
+use cashew_protocol::server::{Memcache, Redis};
 use cashew_route::Router;
 
-use super::backend::{LinkSettings, ServerConns, ServerLink};
-use super::handoff::{BackendError, Job, JobQueue, Replies, ReplyRx};
+use super::handoff::{BackendError, Job, Replies, ReplyRx};
+use super::server::{LinkSettings, ServerConns, ServerLink};
 use super::tasks::TaskCount;
 use crate::log::WARN;
 use crate::log_at;
@@ -134,7 +135,7 @@ impl PoolRt {
             .map(|s| {
                 let wanted = link(s, false);
                 kept(&wanted, false).unwrap_or_else(|| {
-                    Rc::new(ServerConns::start(Rc::new(wanted), &worker.backends))
+                    Rc::new(start_conns(pool, Rc::new(wanted), &worker.backends))
                 })
             })
             .collect();
@@ -237,12 +238,12 @@ impl PoolRt {
         self.servers.len()
     }
 
-    /// Every queue toward `server` on this worker, RESP3 connections included.
-    pub fn server_queues(&self, server: usize) -> Vec<Rc<JobQueue>> {
-        let resp3 = self.servers3[server].get();
-        std::iter::once(&self.servers[server])
+    /// Every connection group toward `server` on this worker, RESP3 ones included.
+    #[cfg(any(test, feature = "harness"))]
+    pub fn server_connections(&self, server: usize) -> Vec<Rc<ServerConns>> {
+        let resp3 = self.servers3[server].get().cloned();
+        std::iter::once(self.servers[server].clone())
             .chain(resp3)
-            .flat_map(|conns| conns.queues().iter().cloned())
             .collect()
     }
 
@@ -356,7 +357,7 @@ impl PoolRt {
                 pool_counters: first.pool_counters.clone(),
                 health: first.health.clone(),
             };
-            Rc::new(ServerConns::start(Rc::new(link), &self.backends))
+            Rc::new(ServerConns::start::<Redis>(Rc::new(link), &self.backends))
         });
         self.send_job(conns, client, bytes, true, false)
     }
@@ -442,6 +443,14 @@ impl PoolRt {
         *self.router.borrow_mut() =
             Router::new(pool.hash, pool.distribution, pool.hash_tag, &nodes);
         self.next_rebuild.set(next);
+    }
+}
+
+/// Starts connections to a server of `pool` in the pool's protocol.
+fn start_conns(pool: &Pool, link: Rc<ServerLink>, tasks: &Rc<TaskCount>) -> ServerConns {
+    match pool.redis {
+        true => ServerConns::start::<Redis>(link, tasks),
+        false => ServerConns::start::<Memcache>(link, tasks),
     }
 }
 

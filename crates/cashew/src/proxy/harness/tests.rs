@@ -1,9 +1,6 @@
-//! The client path (parse, route, split, merge, reply) driven without sockets by
-//! `cashew::proxy::harness`, as the `client_path` fuzz target drives it: here on
-//! the inputs kept in tests/data/client_path/ (each one a failure found once) and
-//! on a fixed series of pseudo-random inputs.
-
-use cashew::proxy::harness;
+//! The client path driven by the harness, as the `client_path` fuzz target drives
+//! it: on the inputs kept in tests/data/client_path/ (each one a failure found
+//! once) and on a fixed series of pseudo-random inputs.
 
 #[test]
 fn kept_inputs() {
@@ -12,7 +9,7 @@ fn kept_inputs() {
     for entry in std::fs::read_dir(dir).unwrap() {
         let path = entry.unwrap().path();
         let input = std::fs::read(&path).unwrap();
-        let run = std::panic::catch_unwind(|| harness::run(&input));
+        let run = std::panic::catch_unwind(|| super::run(&input));
         assert!(run.is_ok(), "{} fails", path.display());
         n += 1;
     }
@@ -33,10 +30,10 @@ fn pseudo_random_inputs() {
     for round in 0..1500 {
         let len = (next() % 400) as usize;
         let input: Vec<u8> = (0..len).map(|_| next() as u8).collect();
-        let run = std::panic::catch_unwind(|| harness::run(&input));
+        let run = std::panic::catch_unwind(|| super::run(&input));
         assert!(run.is_ok(), "round {round} fails on {input:?}");
         replies += run.unwrap();
     }
-    // About one byte in eight makes a request.
-    assert!(replies > 1500 * 20, "only {replies} replies checked");
+    // About one byte in ten makes a request that gets a reply.
+    assert!(replies > 1500 * 15, "only {replies} replies checked");
 }

@@ -1,0 +1,219 @@
+//! A worker's connections to one server: requests are queued from any client of
+//! the worker, written in batches, and replies are matched to them in order by a
+//! [`Pipeline`]. This file is the sockets and the clock; the pipeline is the rest.
+
+use std::rc::Rc;
+use std::time::Duration;
+
+use bytes::{Buf, BytesMut};
+use cashew_protocol::server::ServerCodec;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::time::Instant;
+
+use super::link::ServerLink;
+use super::open::open;
+use super::pipeline::Pipeline;
+use crate::proxy::handoff::{BackendError, Job, JobQueue};
+use crate::proxy::tasks::TaskCount;
+use crate::state::counters::ServerCounter;
+
+/// A worker's connections to one server. Dropped, it closes their queues: each
+/// connection finishes the requests it holds, then ends.
+pub struct ServerConns {
+    pub link: Rc<ServerLink>,
+    queues: Vec<Rc<JobQueue>>,
+}
+
+impl ServerConns {
+    /// Starts the connection tasks, speaking `C`, on the current `LocalSet`,
+    /// counted in `tasks`.
+    pub fn start<C: ServerCodec>(link: Rc<ServerLink>, tasks: &Rc<TaskCount>) -> ServerConns {
+        let queues = (0..link.settings.connections)
+            .map(|_| {
+                let queue = Rc::new(JobQueue::default());
+                let preconnect = link.settings.preconnect;
+                tasks.spawn(run::<C>(link.clone(), queue.clone(), preconnect));
+                queue
+            })
+            .collect();
+        ServerConns { link, queues }
+    }
+
+    /// The connection a client uses: always the same one for the same client.
+    #[inline]
+    pub fn queue(&self, client: usize) -> &JobQueue {
+        &self.queues[client % self.queues.len()]
+    }
+
+    /// Every connection's queue.
+    pub fn queues(&self) -> &[Rc<JobQueue>] {
+        &self.queues
+    }
+}
+
+impl Drop for ServerConns {
+    fn drop(&mut self) {
+        for queue in &self.queues {
+            queue.close();
+        }
+    }
+}
+
+/// Bytes copied into the write buffer ahead of the socket; more wait in the queue
+/// (where they are shared with the client's buffer, not copied).
+const WRITE_AHEAD: usize = 256 * 1024;
+/// A read buffer this large is given back once empty.
+const SHRINK_ABOVE: usize = 1 << 20;
+const READ_CHUNK: usize = 16 * 1024;
+/// The most room made at once for a reply announced as large.
+const PRESIZE_LIMIT: usize = 16 << 20;
+
+/// Runs one server connection until its queue is closed and empty: connects when
+/// there is work (at once with `preconnect`), serves until an error, fails what was
+/// in flight, and reconnects on the next request.
+async fn run<C: ServerCodec>(link: Rc<ServerLink>, jobs: Rc<JobQueue>, preconnect: bool) {
+    let mut connect_now = preconnect;
+    let mut failure_event = 0;
+    let settings = &link.settings;
+    loop {
+        let first = if std::mem::take(&mut connect_now) {
+            None
+        } else {
+            match jobs.pop().await {
+                Some(job) => Some(job),
+                None => return,
+            }
+        };
+        let opening = open::<C>(settings, &link.health);
+        let connected = match settings.timeout {
+            Some(t) => tokio::time::timeout(t, opening)
+                .await
+                .unwrap_or(Err(BackendError::TimedOut)),
+            None => opening.await,
+        };
+        let mut pipeline = Pipeline::<C>::new(link.clone(), jobs.clone());
+        match connected {
+            Err(error) => {
+                if let Some(first) = first {
+                    pipeline.fail(first, error.clone());
+                }
+                // Everything already queued for this server fails the same way.
+                while let Some(job) = jobs.try_pop() {
+                    pipeline.fail(job, error.clone());
+                }
+                link.failed(error, &mut failure_event);
+            }
+            Ok(stream) => {
+                link.counters.add(ServerCounter::ServerConnections, 1);
+                let (r, w) = stream.into_split();
+                let error = serve(&mut pipeline, r, w, first, &jobs).await;
+                link.counters.sub(ServerCounter::ServerConnections, 1);
+                match error {
+                    Some(error) => {
+                        pipeline.fail_in_flight(error.clone());
+                        link.failed(error, &mut failure_event);
+                    }
+                    // Closed and everything answered.
+                    None => return,
+                }
+            }
+        }
+    }
+}
+
+/// Serves the connection until it fails (`Some(error)`), or until its queue is
+/// closed and every request taken from it is answered (`None`).
+async fn serve<C, R, W>(
+    pipeline: &mut Pipeline<C>,
+    mut reader: R,
+    mut writer: W,
+    first: Option<Job>,
+    jobs: &JobQueue,
+) -> Option<BackendError>
+where
+    C: ServerCodec,
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut wbuf = BytesMut::with_capacity(READ_CHUNK);
+    let mut rbuf = BytesMut::with_capacity(READ_CHUNK);
+    if let Some(first) = first {
+        pipeline.enqueue(first, &mut wbuf);
+    }
+    let far = Instant::now() + Duration::from_secs(86_400 * 365);
+    let sleep = tokio::time::sleep_until(far);
+    tokio::pin!(sleep);
+    let mut armed: Option<Instant> = None;
+    let mut closed = false;
+
+    loop {
+        if closed && pipeline.is_idle() {
+            return None;
+        }
+        let deadline = pipeline.deadline().map(Instant::from_std);
+        if deadline != armed {
+            sleep.as_mut().reset(deadline.unwrap_or(far));
+            armed = deadline;
+        }
+        if rbuf.capacity() - rbuf.len() < READ_CHUNK / 4 {
+            // A large value is read into room for all of it at once. (Up to a
+            // bound: the length is the server's word.) A reply whose size the
+            // first line does not tell (several large values) at least doubles
+            // the room, so it is copied a bounded number of times.
+            let whole = pipeline.expected_reply_len(&rbuf).min(PRESIZE_LIMIT);
+            rbuf.reserve(
+                whole
+                    .saturating_sub(rbuf.len())
+                    .max(READ_CHUNK)
+                    .max(rbuf.len()),
+            );
+        }
+        tokio::select! {
+            biased;
+            read = reader.read_buf(&mut rbuf) => {
+                match read {
+                    Ok(0) => return Some(BackendError::Closed),
+                    Err(e) => return Some(BackendError::from_io(&e)),
+                    Ok(_) => {}
+                }
+                if let Err(e) = pipeline.take_replies(&mut rbuf, std::time::Instant::now()) {
+                    return Some(e);
+                }
+                if rbuf.is_empty() && rbuf.capacity() > SHRINK_ABOVE {
+                    rbuf = BytesMut::with_capacity(READ_CHUNK);
+                }
+            }
+            written = writer.write(&wbuf), if !wbuf.is_empty() => {
+                match written {
+                    Ok(0) => return Some(BackendError::Closed),
+                    Ok(n) => {
+                        wbuf.advance(n);
+                        pipeline.wrote(n, std::time::Instant::now());
+                    }
+                    Err(e) => return Some(BackendError::from_io(&e)),
+                }
+            }
+            job = jobs.pop(), if !closed && pipeline.has_room() && wbuf.len() < WRITE_AHEAD => {
+                let Some(job) = job else {
+                    closed = true;
+                    continue;
+                };
+                pipeline.enqueue(job, &mut wbuf);
+                // Let the other clients of this event-loop round queue their
+                // requests too, then send them all in one write. (tokio wakes a
+                // yielded task only after it has polled for I/O again.)
+                tokio::task::yield_now().await;
+                while pipeline.has_room() && wbuf.len() < WRITE_AHEAD {
+                    match jobs.try_pop() {
+                        Some(job) => pipeline.enqueue(job, &mut wbuf),
+                        None => break,
+                    }
+                }
+            }
+            () = &mut sleep, if armed.is_some() => return Some(BackendError::TimedOut),
+        }
+        if wbuf.is_empty() && wbuf.capacity() > SHRINK_ABOVE {
+            wbuf = BytesMut::with_capacity(READ_CHUNK);
+        }
+    }
+}

@@ -1,0 +1,129 @@
+//! What a server connection knows of its server, fixed for the connection's life:
+//! how to reach and talk to it, this worker's counters for it, and its shared
+//! health. A connection knows its server through this link, never through the
+//! pool, so a reload can replace the pool while the connection finishes its work.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use cashew_config::{Pool, Server, ServerAddress};
+use cashew_protocol::server::{Handshake, Memcache, Redis};
+
+use crate::log_at;
+use crate::proxy::handoff::BackendError;
+use crate::state::counters::{PoolCounter, PoolCounters, ServerCounter, ServerCounters};
+use crate::state::health::{EjectPolicy, Failure, ServerHealth};
+
+pub struct ServerLink {
+    pub pool_name: String,
+    pub server_name: String,
+    pub settings: LinkSettings,
+    /// This worker's counters for the server and its pool.
+    pub counters: Arc<ServerCounters>,
+    pub pool_counters: Arc<PoolCounters>,
+    pub health: Arc<ServerHealth>,
+}
+
+/// How to reach and talk to a server. Connections whose settings are unchanged by a
+/// reload are kept, so a client's requests to a server stay on one connection.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LinkSettings {
+    pub address: ServerAddress,
+    pub timeout: Option<Duration>,
+    pub keepalive: bool,
+    /// A redis connection opened in RESP3 (`HELLO 3`), for RESP3 clients.
+    pub resp3: bool,
+    /// What a new connection sends first (redis `AUTH`, `SELECT`; then a request
+    /// for the server's version).
+    pub handshake: Handshake,
+    pub policy: EjectPolicy,
+    pub connections: u32,
+    pub preconnect: bool,
+    /// Requests slower than this are kept in the pool's slow log.
+    pub slowlog: Option<Duration>,
+    /// Consecutive single-key memcached retrievals go out as one (see `Pipeline::join`).
+    pub coalesce_gets: bool,
+}
+
+impl LinkSettings {
+    pub fn new(pool: &Pool, server: &Server, resp3: bool) -> LinkSettings {
+        let handshake = match pool.redis {
+            true => Redis::handshake(
+                pool.redis_auth.as_ref().map(|s| s.expose()),
+                pool.redis_db,
+                resp3,
+            ),
+            false => Memcache::handshake(),
+        };
+        LinkSettings {
+            address: server.address.clone(),
+            timeout: pool
+                .timeout_ms
+                .filter(|&t| t > 0)
+                .map(Duration::from_millis),
+            keepalive: pool.tcpkeepalive,
+            resp3,
+            handshake,
+            policy: EjectPolicy::of(pool),
+            connections: pool.server_connections.max(1),
+            preconnect: pool.preconnect,
+            slowlog: (pool.slowlog_ms > 0).then(|| Duration::from_millis(pool.slowlog_ms)),
+            coalesce_gets: pool.coalesce_gets && !pool.redis,
+        }
+    }
+}
+
+impl ServerLink {
+    /// A reply came: the server is well.
+    pub fn ok(&self) {
+        if self.health.ok() {
+            log_at!(
+                crate::log::NOTICE,
+                "pool '{}': server '{}' back in service",
+                self.pool_name,
+                self.server_name
+            );
+        }
+    }
+
+    /// A connection failed; `seen` is its record of failure events (see
+    /// [`ServerHealth::failed`]).
+    pub fn failed(&self, error: BackendError, seen: &mut u64) {
+        let counter = match error {
+            BackendError::TimedOut => ServerCounter::ServerTimedout,
+            BackendError::Closed => ServerCounter::ServerEof,
+            _ => ServerCounter::ServerErr,
+        };
+        self.counters.add(counter, 1);
+        let (pool, name) = (&self.pool_name, &self.server_name);
+        let policy = self.settings.policy;
+        match self.health.failed(policy, seen) {
+            Failure::SameEvent => {}
+            Failure::Counted => log_at!(
+                crate::log::NOTICE,
+                "pool '{pool}': server '{name}' failed: {}",
+                error.reason()
+            ),
+            Failure::Ejected => {
+                self.pool_counters.add(PoolCounter::ServerEjects, 1);
+                let until = match policy.health_checked {
+                    true => "until a health check succeeds".to_string(),
+                    false => {
+                        let back = std::time::SystemTime::now()
+                            + Duration::from_millis(policy.retry_timeout_ms);
+                        format!(
+                            "for {} ms, until {}",
+                            policy.retry_timeout_ms,
+                            crate::log::format_time(back)
+                        )
+                    }
+                };
+                log_at!(
+                    crate::log::NOTICE,
+                    "pool '{pool}': server '{name}' failed: {}; ejected {until}",
+                    error.reason()
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,19 @@
+//! The server side of the data plane: each worker's connections to each server,
+//! generic over the server's protocol (`cashew_protocol::server::ServerCodec`).
+//!
+//! - `link`: what a connection knows of its server (settings, counters, health);
+//! - `open`: connecting and the handshake;
+//! - `pipeline`: requests in flight and their replies, without I/O;
+//! - `connection`: the connection task, sockets and clock around a pipeline;
+//! - `probe`: the health probes' own connections.
+
+mod connection;
+mod link;
+mod open;
+mod pipeline;
+mod probe;
+
+pub use connection::ServerConns;
+pub use link::{LinkSettings, ServerLink};
+pub use pipeline::Pipeline;
+pub use probe::Probe;
