@@ -3,7 +3,7 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Microseconds since the epoch (nutcracker's `server_ejected_at`, state changes).
-pub fn now_usec() -> u64 {
+pub(crate) fn now_usec() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()
@@ -11,6 +11,6 @@ pub fn now_usec() -> u64 {
 }
 
 /// Seconds since the epoch.
-pub fn unix_secs() -> u64 {
+pub(crate) fn unix_secs() -> u64 {
     now_usec() / 1_000_000
 }

@@ -11,12 +11,16 @@
 //! - `cli` and `commands`: the command line, and the commands besides the proxy.
 
 pub mod cli;
-pub mod clock;
+pub(crate) mod clock;
 pub mod commands;
 pub mod control;
 pub mod log;
-pub mod net;
-pub mod process;
-pub mod proxy;
+pub(crate) mod net;
+pub(crate) mod process;
+pub(crate) mod proxy;
 pub mod reports;
-pub mod state;
+pub(crate) mod state;
+
+/// The client path without sockets, for the `client_path` fuzz target.
+#[cfg(feature = "harness")]
+pub use proxy::harness;

@@ -11,11 +11,11 @@ use std::sync::atomic::{AtomicI32, AtomicU8, Ordering};
 use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-pub const ERROR: u8 = 3;
-pub const WARN: u8 = 4;
-pub const NOTICE: u8 = 5;
-pub const INFO: u8 = 6;
-pub const DEBUG: u8 = 7;
+pub(crate) const ERROR: u8 = 3;
+pub(crate) const WARN: u8 = 4;
+pub(crate) const NOTICE: u8 = 5;
+pub(crate) const INFO: u8 = 6;
+pub(crate) const DEBUG: u8 = 7;
 const MAX_LEVEL: u8 = 11;
 
 static LEVEL: AtomicU8 = AtomicU8::new(NOTICE);
@@ -73,36 +73,36 @@ fn open(sink: &mut Sink) -> std::io::Result<()> {
 }
 
 /// Reopens the log file (after rotation).
-pub fn reopen() {
+pub(crate) fn reopen() {
     let mut sink = SINK.lock().unwrap_or_else(|e| e.into_inner());
     if let Err(e) = open(&mut sink) {
         eprintln!("cashew: cannot reopen log file: {e}");
     }
 }
 
-pub fn raise_level() {
+pub(crate) fn raise_level() {
     let _ = LEVEL.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |l| {
         Some((l + 1).min(MAX_LEVEL))
     });
 }
 
-pub fn lower_level() {
+pub(crate) fn lower_level() {
     let _ = LEVEL.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |l| {
         Some(l.saturating_sub(1))
     });
 }
 
-pub fn level() -> u8 {
+pub(crate) fn level() -> u8 {
     LEVEL.load(Ordering::Relaxed)
 }
 
 #[inline]
-pub fn enabled(level: u8) -> bool {
+pub(crate) fn enabled(level: u8) -> bool {
     level <= LEVEL.load(Ordering::Relaxed)
 }
 
 /// The descriptor the crash handler writes to.
-pub fn raw_fd() -> i32 {
+pub(crate) fn raw_fd() -> i32 {
     FD.load(Ordering::Relaxed)
 }
 
@@ -120,7 +120,7 @@ fn level_name(level: u8) -> &'static str {
     }
 }
 
-pub fn write(level: u8, args: fmt::Arguments<'_>) {
+pub(crate) fn write(level: u8, args: fmt::Arguments<'_>) {
     let line = match JSON.load(Ordering::Relaxed) {
         0 => format!("[{}] {args}\n", timestamp()),
         _ => format!(
@@ -158,7 +158,7 @@ fn timestamp() -> String {
 }
 
 /// `at` as `YYYY-MM-DD HH:MM:SS.mmm` in UTC.
-pub fn format_time(at: SystemTime) -> String {
+pub(crate) fn format_time(at: SystemTime) -> String {
     let now = at.duration_since(UNIX_EPOCH).unwrap_or_default();
     let secs = now.as_secs() as i64;
     let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));

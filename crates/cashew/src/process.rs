@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 /// Detaches from the terminal. Must run before any thread is started.
-pub fn daemonize() -> Result<(), String> {
+pub(crate) fn daemonize() -> Result<(), String> {
     // SAFETY: called while the process is still single-threaded.
     unsafe {
         match libc::fork() {
@@ -37,12 +37,12 @@ pub fn daemonize() -> Result<(), String> {
 
 /// A pid file that is removed when dropped (on a clean exit), unless it names
 /// another process by then (the one a restart handed over to).
-pub struct PidFile(PathBuf);
+pub(crate) struct PidFile(PathBuf);
 
 impl PidFile {
     /// Writes the pid atomically (a new file renamed over the old), so a reader
     /// never sees a half-written pid, even while a restart replaces it.
-    pub fn create(path: &Path) -> Result<PidFile, String> {
+    pub(crate) fn create(path: &Path) -> Result<PidFile, String> {
         let mut tmp = path.as_os_str().to_owned();
         tmp.push(format!(".{}.tmp", std::process::id()));
         let tmp = PathBuf::from(tmp);
@@ -90,12 +90,12 @@ fn nofile() -> Option<libc::rlimit> {
 
 /// The most files the process may have open (each client and server connection
 /// is a descriptor).
-pub fn open_files_limit() -> u64 {
+pub(crate) fn open_files_limit() -> u64 {
     nofile().map_or(0, |l| l.rlim_cur)
 }
 
 /// Raises the soft limit on open files to the hard limit.
-pub fn raise_open_files_limit() {
+pub(crate) fn raise_open_files_limit() {
     let Some(limit) = nofile() else { return };
     if limit.rlim_cur < limit.rlim_max {
         let raised = libc::rlimit {
@@ -108,7 +108,7 @@ pub fn raise_open_files_limit() {
 }
 
 /// The process's resident memory, from `/proc/self/statm`.
-pub fn resident_bytes() -> Option<u64> {
+pub(crate) fn resident_bytes() -> Option<u64> {
     let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
     let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
     // SAFETY: sysconf has no preconditions.

@@ -90,14 +90,6 @@ impl Command {
         use Command::*;
         matches!(self, Set | Add | Replace | Append | Prepend | Cas | MetaSet)
     }
-
-    pub fn is_meta(self) -> bool {
-        use Command::*;
-        matches!(
-            self,
-            MetaGet | MetaSet | MetaDelete | MetaArithmetic | MetaNoop | MetaDebug
-        )
-    }
 }
 
 /// A complete, valid request at the start of the buffer.

@@ -43,8 +43,44 @@ pub enum Keys {
     Range { first: u8, last: i8, step: u8 },
     /// A key count at this argument, the keys after it.
     NumKeys(u8),
-    /// After the `STREAMS` keyword, the first half of what follows.
-    Streams,
+    /// After the `STREAMS` keyword, the first half of what follows; options
+    /// (`BLOCK` among them) start at argument `options` (after XREADGROUP's
+    /// `GROUP group consumer`, which may be spelled like an option).
+    Streams { options: u8 },
+}
+
+/// The commands the proxy answers itself.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LocalCommand {
+    Auth,
+    Client,
+    Command,
+    Echo,
+    Hello,
+    Info,
+    Ping,
+    Quit,
+    Reset,
+    Select,
+}
+
+impl LocalCommand {
+    /// Whether a client that has not authenticated yet may send it.
+    pub fn allowed_before_auth(self) -> bool {
+        matches!(
+            self,
+            LocalCommand::Auth | LocalCommand::Quit | LocalCommand::Hello | LocalCommand::Reset
+        )
+    }
+}
+
+/// How the replies of a command split over several servers make one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Merge {
+    /// MGET: the values, in the client's key order.
+    Values,
+    /// DEL, UNLINK, EXISTS, TOUCH: the integers summed.
+    Sum,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -57,12 +93,12 @@ pub enum CommandKind {
     SameServer(Keys),
     /// EVAL-style: `numkeys` at argument 2, forwarded by the first key (argument 3).
     Script,
-    /// Split per server over its keys; integer replies summed, or values merged (MGET).
-    SplitKeys,
-    /// Split per server over key-value pairs (MSET).
+    /// Split per server over its keys; the replies merged so.
+    SplitKeys(Merge),
+    /// Split per server over key-value pairs (MSET): `+OK` when every part says so.
     SplitPairs,
     /// Answered by the proxy.
-    Local,
+    Local(LocalCommand),
     /// About no key, answered by the first live server (`TIME`, `LOLWUT`).
     AnyServer,
     /// The subcommand decides (see [`SUBCOMMANDS`]).
@@ -79,6 +115,8 @@ pub struct CommandSpec {
     /// First key, last key (negative: from the end) and step, as `COMMAND` reports them.
     pub keys: (i8, i8, i8),
     pub kind: CommandKind,
+    /// Redis flags it `write` (a write sent to a gutter pool gets its TTL capped).
+    pub write: bool,
 }
 
 impl CommandSpec {
@@ -110,7 +148,27 @@ const fn spec(
         arity,
         keys,
         kind,
+        write: listed(WRITE_COMMANDS, name),
     }
+}
+
+/// Whether `name` is in `list`, at compile time.
+const fn listed(list: &[&str], name: &str) -> bool {
+    let mut i = 0;
+    while i < list.len() {
+        let (a, b) = (list[i].as_bytes(), name.as_bytes());
+        if a.len() == b.len() {
+            let mut j = 0;
+            while j < a.len() && a[j] == b[j] {
+                j += 1;
+            }
+            if j == a.len() {
+                return true;
+            }
+        }
+        i += 1;
+    }
+    false
 }
 
 /// Sorted by name, for binary search.
@@ -118,7 +176,7 @@ pub static COMMANDS: &[CommandSpec] = &[
     spec("acl", -2, (0, 0, 0), Refused(Reason::Admin)),
     spec("append", 3, (1, 1, 1), Keyed(1)),
     spec("asking", 1, (0, 0, 0), Refused(Reason::Cluster)),
-    spec("auth", -2, (0, 0, 0), Local),
+    spec("auth", -2, (0, 0, 0), Local(LocalCommand::Auth)),
     spec("bgrewriteaof", 1, (0, 0, 0), Refused(Reason::Admin)),
     spec("bgsave", -1, (0, 0, 0), Refused(Reason::Admin)),
     spec("bitcount", -2, (1, 1, 1), Keyed(1)),
@@ -143,9 +201,9 @@ pub static COMMANDS: &[CommandSpec] = &[
     spec("bzmpop", -5, (0, 0, 0), Refused(Reason::Blocking)),
     spec("bzpopmax", -3, (1, -2, 1), Refused(Reason::Blocking)),
     spec("bzpopmin", -3, (1, -2, 1), Refused(Reason::Blocking)),
-    spec("client", -2, (0, 0, 0), Local),
+    spec("client", -2, (0, 0, 0), Local(LocalCommand::Client)),
     spec("cluster", -2, (0, 0, 0), Refused(Reason::Cluster)),
-    spec("command", -1, (0, 0, 0), Local),
+    spec("command", -1, (0, 0, 0), Local(LocalCommand::Command)),
     spec("config", -2, (0, 0, 0), Refused(Reason::Admin)),
     spec(
         "copy",
@@ -161,16 +219,16 @@ pub static COMMANDS: &[CommandSpec] = &[
     spec("debug", -2, (0, 0, 0), Refused(Reason::Admin)),
     spec("decr", 2, (1, 1, 1), Keyed(1)),
     spec("decrby", 3, (1, 1, 1), Keyed(1)),
-    spec("del", -2, (1, -1, 1), SplitKeys),
+    spec("del", -2, (1, -1, 1), SplitKeys(Merge::Sum)),
     spec("discard", 1, (0, 0, 0), Refused(Reason::Transactions)),
     spec("dump", 2, (1, 1, 1), Keyed(1)),
-    spec("echo", 2, (0, 0, 0), Local),
+    spec("echo", 2, (0, 0, 0), Local(LocalCommand::Echo)),
     spec("eval", -3, (0, 0, 0), Script),
     spec("eval_ro", -3, (0, 0, 0), Script),
     spec("evalsha", -3, (0, 0, 0), Script),
     spec("evalsha_ro", -3, (0, 0, 0), Script),
     spec("exec", 1, (0, 0, 0), Refused(Reason::Transactions)),
-    spec("exists", -2, (1, -1, 1), SplitKeys),
+    spec("exists", -2, (1, -1, 1), SplitKeys(Merge::Sum)),
     spec("expire", -3, (1, 1, 1), Keyed(1)),
     spec("expireat", -3, (1, 1, 1), Keyed(1)),
     spec("expiretime", 2, (1, 1, 1), Keyed(1)),
@@ -206,7 +264,7 @@ pub static COMMANDS: &[CommandSpec] = &[
     spec("getrange", 4, (1, 1, 1), Keyed(1)),
     spec("getset", 3, (1, 1, 1), Keyed(1)),
     spec("hdel", -3, (1, 1, 1), Keyed(1)),
-    spec("hello", -1, (0, 0, 0), Local),
+    spec("hello", -1, (0, 0, 0), Local(LocalCommand::Hello)),
     spec("hexists", 3, (1, 1, 1), Keyed(1)),
     spec("hget", 3, (1, 1, 1), Keyed(1)),
     spec("hgetall", 2, (1, 1, 1), Keyed(1)),
@@ -225,7 +283,7 @@ pub static COMMANDS: &[CommandSpec] = &[
     spec("incr", 2, (1, 1, 1), Keyed(1)),
     spec("incrby", 3, (1, 1, 1), Keyed(1)),
     spec("incrbyfloat", 3, (1, 1, 1), Keyed(1)),
-    spec("info", -1, (0, 0, 0), Local),
+    spec("info", -1, (0, 0, 0), Local(LocalCommand::Info)),
     spec("keys", 2, (0, 0, 0), Refused(Reason::Keyspace)),
     spec("lastsave", 1, (0, 0, 0), Refused(Reason::Admin)),
     spec("latency", -2, (0, 0, 0), Refused(Reason::Admin)),
@@ -263,7 +321,7 @@ pub static COMMANDS: &[CommandSpec] = &[
     spec("lset", 4, (1, 1, 1), Keyed(1)),
     spec("ltrim", 4, (1, 1, 1), Keyed(1)),
     spec("memory", -2, (0, 0, 0), BySubcommand),
-    spec("mget", -2, (1, -1, 1), SplitKeys),
+    spec("mget", -2, (1, -1, 1), SplitKeys(Merge::Values)),
     spec("migrate", -6, (3, 3, 1), Refused(Reason::Admin)),
     spec("module", -2, (0, 0, 0), Refused(Reason::Admin)),
     spec("monitor", 1, (0, 0, 0), Refused(Reason::Admin)),
@@ -290,7 +348,7 @@ pub static COMMANDS: &[CommandSpec] = &[
     spec("pfdebug", 3, (2, 2, 1), Refused(Reason::Admin)),
     spec("pfmerge", -2, (1, -1, 1), Keyed(1)),
     spec("pfselftest", 1, (0, 0, 0), Refused(Reason::Admin)),
-    spec("ping", -1, (0, 0, 0), Local),
+    spec("ping", -1, (0, 0, 0), Local(LocalCommand::Ping)),
     spec("psetex", 4, (1, 1, 1), Keyed(1)),
     spec("psubscribe", -2, (0, 0, 0), Refused(Reason::PubSub)),
     spec("psync", -3, (0, 0, 0), Refused(Reason::Replication)),
@@ -298,7 +356,7 @@ pub static COMMANDS: &[CommandSpec] = &[
     spec("publish", 3, (0, 0, 0), Refused(Reason::PubSub)),
     spec("pubsub", -2, (0, 0, 0), Refused(Reason::PubSub)),
     spec("punsubscribe", -1, (0, 0, 0), Refused(Reason::PubSub)),
-    spec("quit", -1, (0, 0, 0), Local),
+    spec("quit", -1, (0, 0, 0), Local(LocalCommand::Quit)),
     spec("randomkey", 1, (0, 0, 0), Refused(Reason::Keyspace)),
     spec("readonly", 1, (0, 0, 0), Refused(Reason::Cluster)),
     spec("readwrite", 1, (0, 0, 0), Refused(Reason::Cluster)),
@@ -324,7 +382,7 @@ pub static COMMANDS: &[CommandSpec] = &[
     ),
     spec("replconf", -1, (0, 0, 0), Refused(Reason::Replication)),
     spec("replicaof", 3, (0, 0, 0), Refused(Reason::Replication)),
-    spec("reset", 1, (0, 0, 0), Local),
+    spec("reset", 1, (0, 0, 0), Local(LocalCommand::Reset)),
     spec("restore", -4, (1, 1, 1), Keyed(1)),
     spec("restore-asking", -4, (1, 1, 1), Refused(Reason::Cluster)),
     spec("role", 1, (0, 0, 0), Refused(Reason::Replication)),
@@ -339,7 +397,7 @@ pub static COMMANDS: &[CommandSpec] = &[
     spec("script", -2, (0, 0, 0), Refused(Reason::Scripts)),
     spec("sdiff", -2, (1, -1, 1), Keyed(1)),
     spec("sdiffstore", -3, (1, -1, 1), Keyed(1)),
-    spec("select", 2, (0, 0, 0), Local),
+    spec("select", 2, (0, 0, 0), Local(LocalCommand::Select)),
     spec("set", -3, (1, 1, 1), Keyed(1)),
     spec("setbit", 4, (1, 1, 1), Keyed(1)),
     spec("setex", 4, (1, 1, 1), Keyed(1)),
@@ -372,10 +430,10 @@ pub static COMMANDS: &[CommandSpec] = &[
     spec("swapdb", 3, (0, 0, 0), Refused(Reason::Databases)),
     spec("sync", 1, (0, 0, 0), Refused(Reason::Replication)),
     spec("time", 1, (0, 0, 0), AnyServer),
-    spec("touch", -2, (1, -1, 1), SplitKeys),
+    spec("touch", -2, (1, -1, 1), SplitKeys(Merge::Sum)),
     spec("ttl", 2, (1, 1, 1), Keyed(1)),
     spec("type", 2, (1, 1, 1), Keyed(1)),
-    spec("unlink", -2, (1, -1, 1), SplitKeys),
+    spec("unlink", -2, (1, -1, 1), SplitKeys(Merge::Sum)),
     spec("unsubscribe", -1, (0, 0, 0), Refused(Reason::PubSub)),
     spec("unwatch", 1, (0, 0, 0), Refused(Reason::Transactions)),
     spec("wait", 3, (0, 0, 0), Refused(Reason::Replication)),
@@ -390,8 +448,18 @@ pub static COMMANDS: &[CommandSpec] = &[
     spec("xlen", 2, (1, 1, 1), Keyed(1)),
     spec("xpending", -3, (1, 1, 1), Keyed(1)),
     spec("xrange", -4, (1, 1, 1), Keyed(1)),
-    spec("xread", -4, (0, 0, 0), SameServer(Keys::Streams)),
-    spec("xreadgroup", -7, (0, 0, 0), SameServer(Keys::Streams)),
+    spec(
+        "xread",
+        -4,
+        (0, 0, 0),
+        SameServer(Keys::Streams { options: 1 }),
+    ),
+    spec(
+        "xreadgroup",
+        -7,
+        (0, 0, 0),
+        SameServer(Keys::Streams { options: 4 }),
+    ),
     spec("xrevrange", -4, (1, 1, 1), Keyed(1)),
     spec("xsetid", -3, (1, 1, 1), Keyed(1)),
     spec("xtrim", -4, (1, 1, 1), Keyed(1)),
@@ -465,7 +533,7 @@ pub static SUBCOMMANDS: &[CommandSpec] = &[
 
 /// The commands Redis flags `write` (from `COMMAND`), sorted: a write sent to a
 /// gutter pool gets its TTL capped.
-pub static WRITE_COMMANDS: &[&str] = &[
+static WRITE_COMMANDS: &[&str] = &[
     "append",
     "bitfield",
     "bitop",
@@ -567,11 +635,6 @@ pub static WRITE_COMMANDS: &[&str] = &[
     "zunionstore",
 ];
 
-/// Whether Redis flags the command `write`.
-pub fn is_write(name: &str) -> bool {
-    WRITE_COMMANDS.binary_search(&name).is_ok()
-}
-
 /// The spec of a command, by name in any case.
 pub fn lookup(name: &[u8]) -> Option<&'static CommandSpec> {
     find(COMMANDS, name)
@@ -631,7 +694,18 @@ mod tests {
         for name in WRITE_COMMANDS {
             assert!(lookup(name.as_bytes()).is_some(), "{name}");
         }
-        assert!(is_write("set") && is_write("hset") && !is_write("get"));
+        let write = |name: &str| lookup(name.as_bytes()).unwrap().write;
+        assert!(write("set") && write("hset") && write("del") && !write("get") && !write("mget"));
+        let flagged = COMMANDS
+            .iter()
+            .chain(SUBCOMMANDS)
+            .filter(|c| c.write)
+            .count();
+        assert_eq!(
+            flagged,
+            WRITE_COMMANDS.len(),
+            "every write command is in a table once"
+        );
     }
 
     #[test]

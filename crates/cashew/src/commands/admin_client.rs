@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-pub struct AdminClient {
+pub(crate) struct AdminClient {
     base: String,
     token: Option<String>,
     agent: ureq::Agent,
@@ -14,7 +14,7 @@ pub struct AdminClient {
 
 impl AdminClient {
     /// A client of the admin API at `addr` (`ADDR:PORT`); calls give up after `timeout`.
-    pub fn new(addr: &str, token: Option<String>, timeout: Duration) -> AdminClient {
+    pub(crate) fn new(addr: &str, token: Option<String>, timeout: Duration) -> AdminClient {
         let agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_global(Some(timeout))
@@ -27,11 +27,7 @@ impl AdminClient {
         }
     }
 
-    pub fn base(&self) -> &str {
-        &self.base
-    }
-
-    pub fn get(&self, path: &str) -> Result<(u16, Value), String> {
+    pub(crate) fn get(&self, path: &str) -> Result<(u16, Value), String> {
         let mut request = self.agent.get(format!("{}{path}", self.base));
         if let Some(token) = &self.token {
             request = request.header("Authorization", &format!("Bearer {token}"));
@@ -40,7 +36,7 @@ impl AdminClient {
     }
 
     /// A document the call must answer with 200.
-    pub fn document<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T, String> {
+    pub(crate) fn document<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T, String> {
         match self.get(path)? {
             (200, body) => serde_json::from_value(body)
                 .map_err(|e| format!("{}{path}: not the document expected: {e}", self.base)),
@@ -48,7 +44,7 @@ impl AdminClient {
         }
     }
 
-    pub fn post(&self, path: &str) -> Result<(u16, Value), String> {
+    pub(crate) fn post(&self, path: &str) -> Result<(u16, Value), String> {
         let mut request = self.agent.post(format!("{}{path}", self.base));
         if let Some(token) = &self.token {
             request = request.header("Authorization", &format!("Bearer {token}"));

@@ -139,7 +139,7 @@ impl Admin {
 }
 
 /// A table for people: the generation, then each pool and its servers.
-pub fn format_status(status: &api::Status) -> String {
+pub(crate) fn format_status(status: &api::Status) -> String {
     let g = &status.generation;
     let mut out = format!(
         "cashew {} pid {} {} up {} s, {} worker threads\ngeneration {} from {} ({})\n",

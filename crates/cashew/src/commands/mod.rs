@@ -2,7 +2,7 @@
 //! file) and the ones that talk to a running cashew through its admin API or pid
 //! file (`reload`, `stop`, `restart`, `status`, `top`).
 
-pub mod admin_client;
+pub(crate) mod admin_client;
 pub mod ctl;
 pub mod route;
 pub mod top;

@@ -33,11 +33,11 @@ use crate::reports::{api, insight};
 type Reply = Response<Full<Bytes>>;
 
 /// Admin connections open at once.
-pub const MAX_CONNECTIONS: usize = 64;
+pub(crate) const MAX_CONNECTIONS: usize = 64;
 /// How long a client may take to send a request's headers, or to start the next one.
-pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// The largest request body taken (no endpoint reads one).
-pub const MAX_BODY: u64 = 64 * 1024;
+pub(crate) const MAX_BODY: u64 = 64 * 1024;
 /// Bytes hyper buffers for one request's headers.
 const MAX_HEADER_BYTES: usize = 16 * 1024;
 
@@ -48,7 +48,7 @@ struct Connection {
     task: JoinHandle<()>,
 }
 
-pub async fn serve(listener: Listener, supervisor: Rc<Supervisor>) {
+pub(crate) async fn serve(listener: Listener, supervisor: Rc<Supervisor>) {
     let mut open: Vec<Connection> = Vec::new();
     let mut refused_logged: Option<Instant> = None;
     loop {

@@ -25,7 +25,7 @@ const SD_LISTEN_FDS_START: RawFd = 3;
 /// Takes the listening sockets this process was given: by a predecessor, or by
 /// systemd (`LISTEN_FDS`, checked against `LISTEN_PID`). Must run before any
 /// thread starts: it clears those variables so no child sees them.
-pub fn take_passed_sockets() -> Vec<Socket> {
+pub(crate) fn take_passed_sockets() -> Vec<Socket> {
     let mut fds: Vec<RawFd> = Vec::new();
     if let Some(list) = std::env::var_os(FDS_ENV) {
         fds.extend(
@@ -65,11 +65,11 @@ fn fd_is_open(fd: RawFd) -> bool {
 }
 
 /// The pipe to a predecessor waiting for this process to be ready.
-pub struct ReadyPipe(std::fs::File);
+pub(crate) struct ReadyPipe(std::fs::File);
 
 impl ReadyPipe {
     /// The pipe, when this process was started by a restarting cashew.
-    pub fn from_env() -> Option<ReadyPipe> {
+    pub(crate) fn from_env() -> Option<ReadyPipe> {
         let fd = std::env::var(READY_FD_ENV).ok()?.parse::<RawFd>().ok()?;
         std::env::remove_var(READY_FD_ENV);
         if !fd_is_open(fd) {
@@ -80,18 +80,18 @@ impl ReadyPipe {
         Some(ReadyPipe(file))
     }
 
-    pub fn ready(mut self) {
+    pub(crate) fn ready(mut self) {
         let _ = self.0.write_all(b"ready\n");
     }
 
-    pub fn failed(mut self, why: &str) {
+    pub(crate) fn failed(mut self, why: &str) {
         let line = why.replace('\n', "; ");
         let _ = writeln!(self.0, "error {line}");
     }
 }
 
 /// A new cashew process started to take over, not yet known to be ready.
-pub struct Successor {
+pub(crate) struct Successor {
     child: Child,
     ready: tokio::net::unix::pipe::Receiver,
 }
@@ -99,7 +99,7 @@ pub struct Successor {
 impl Successor {
     /// Starts `exe` with `args`, passing it `fds` (left open across exec) and a
     /// pipe to report on.
-    pub fn spawn(exe: &Path, args: &[OsString], fds: &[RawFd]) -> io::Result<Successor> {
+    pub(crate) fn spawn(exe: &Path, args: &[OsString], fds: &[RawFd]) -> io::Result<Successor> {
         let (read, write) = pipe()?;
         let list: Vec<String> = fds.iter().map(RawFd::to_string).collect();
         let mut keep: Vec<RawFd> = fds.to_vec();
@@ -126,13 +126,13 @@ impl Successor {
         Ok(Successor { child, ready })
     }
 
-    pub fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.child.id()
     }
 
     /// Waits for the successor to say it serves. On failure it is gone (it exited,
     /// or it is killed when `timeout` passes) and the error says why.
-    pub async fn wait_ready(mut self, timeout: Duration) -> Result<u32, String> {
+    pub(crate) async fn wait_ready(mut self, timeout: Duration) -> Result<u32, String> {
         let mut said = Vec::new();
         let read = tokio::time::timeout(timeout, async {
             let mut buf = [0u8; 512];

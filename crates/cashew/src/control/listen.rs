@@ -24,13 +24,13 @@ use crate::state::generation::{Generation, ListenSockets};
 
 /// Listening sockets this process was given at start, not yet claimed by a pool.
 #[derive(Default)]
-pub struct Inherited {
+pub(crate) struct Inherited {
     sockets: Vec<(BoundAddr, Socket)>,
 }
 
 impl Inherited {
     /// Keeps the listening sockets among `sockets`; others are closed and logged.
-    pub fn new(sockets: Vec<Socket>) -> Inherited {
+    pub(crate) fn new(sockets: Vec<Socket>) -> Inherited {
         let mut kept = Vec::new();
         for socket in sockets {
             let listening = socket.is_listener().unwrap_or(false);
@@ -45,12 +45,8 @@ impl Inherited {
         Inherited { sockets: kept }
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.sockets.is_empty()
-    }
-
     /// Every inherited socket bound to `addr`.
-    pub fn take(&mut self, addr: &BoundAddr) -> Vec<Socket> {
+    pub(crate) fn take(&mut self, addr: &BoundAddr) -> Vec<Socket> {
         let (mine, rest) = std::mem::take(&mut self.sockets)
             .into_iter()
             .partition(|(a, _)| a == addr);
@@ -59,7 +55,7 @@ impl Inherited {
     }
 
     /// Closes what no pool claimed.
-    pub fn close_unclaimed(&mut self) {
+    pub(crate) fn close_unclaimed(&mut self) {
         for (addr, _) in self.sockets.drain(..) {
             log_at!(
                 NOTICE,
@@ -72,7 +68,7 @@ impl Inherited {
 /// The listen sockets for every pool of `config`, in order: those of `previous`
 /// kept where the address is the same, inherited ones used where they match,
 /// new ones bound for the rest. `next_id` numbers new listeners.
-pub fn for_config(
+pub(crate) fn for_config(
     config: &Config,
     previous: Option<&Generation>,
     inherited: &mut Inherited,
@@ -193,7 +189,7 @@ fn bind_unix(path: &Path, mode: Option<u32>, backlog: i32) -> io::Result<Socket>
 
 /// A TCP socket bound to `addr` but not listening yet (the stats port listens only
 /// once cashew is ready: a connection to it is the sign that it is).
-pub fn bind_only(addr: SocketAddr) -> io::Result<Socket> {
+pub(crate) fn bind_only(addr: SocketAddr) -> io::Result<Socket> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
     socket.set_reuse_address(true)?;
     socket.set_nonblocking(true)?;

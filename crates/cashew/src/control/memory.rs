@@ -16,7 +16,7 @@ use crate::state::counters::ServerCounter;
 /// Growth since the last trim that makes a trim worth it.
 const GROWTH: u64 = 4 << 20;
 
-pub async fn give_back(supervisor: Rc<Supervisor>) {
+pub(crate) async fn give_back(supervisor: Rc<Supervisor>) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut after_last_trim = crate::process::resident_bytes().unwrap_or(0);
     let mut last_requests = requests(&supervisor);

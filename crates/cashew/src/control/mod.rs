@@ -3,9 +3,9 @@
 //! the admin API; and it carries out reload, graceful stop and restart. Nothing
 //! here runs on the request path.
 
-pub mod admin;
+pub(crate) mod admin;
 mod handover;
-pub mod listen;
+pub(crate) mod listen;
 mod memory;
 mod notify;
 mod probe;
@@ -208,7 +208,7 @@ fn load(path: &std::path::Path) -> Result<(cashew_config::Config, Source), Strin
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Phase {
+pub(crate) enum Phase {
     Starting,
     Serving,
     Restarting,
@@ -216,7 +216,7 @@ pub enum Phase {
 }
 
 impl Phase {
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Phase::Starting => "starting",
             Phase::Serving => "serving",
@@ -227,13 +227,13 @@ impl Phase {
 }
 
 /// What the admin API asks of the control loop.
-pub enum Request {
+pub(crate) enum Request {
     Reload(oneshot::Sender<Result<Arc<Generation>, String>>),
     Restart(oneshot::Sender<Result<u32, String>>),
     Stop,
 }
 
-pub struct Supervisor {
+pub(crate) struct Supervisor {
     options: Options,
     /// The admin API's bearer token; re-read from its file at every reload.
     admin_token: RefCell<Option<Secret>>,
@@ -426,46 +426,38 @@ impl Supervisor {
         }
     }
 
-    pub fn generation(&self) -> Arc<Generation> {
+    pub(crate) fn generation(&self) -> Arc<Generation> {
         self.directives.borrow().generation.clone()
     }
 
-    pub fn phase(&self) -> Phase {
+    pub(crate) fn phase(&self) -> Phase {
         self.phase.get()
     }
 
-    pub fn options(&self) -> &Options {
+    pub(crate) fn options(&self) -> &Options {
         &self.options
     }
 
     /// Whether `given` is the admin token; true when there is none.
-    pub fn admin_token_matches(&self, given: Option<&[u8]>) -> bool {
+    pub(crate) fn admin_token_matches(&self, given: Option<&[u8]>) -> bool {
         match &*self.admin_token.borrow() {
             None => true,
             Some(token) => given.is_some_and(|g| token.matches(g)),
         }
     }
 
-    pub fn has_admin_token(&self) -> bool {
-        self.admin_token.borrow().is_some()
-    }
-
-    pub fn hostname(&self) -> &str {
-        &self.hostname
-    }
-
-    pub fn request(&self, request: Request) {
+    pub(crate) fn request(&self, request: Request) {
         let _ = self.requests.send(request);
     }
 
     /// Requests per second of `pool` over the last second.
-    pub fn rate(&self, pool: &str) -> f64 {
+    pub(crate) fn rate(&self, pool: &str) -> f64 {
         self.rates.borrow().get(pool).map_or(0.0, |&(_, rate)| rate)
     }
 
     /// Reads, validates and publishes the config file; on any error the running
     /// configuration stays in force and the error says why.
-    pub async fn reload(&self) -> Result<Arc<Generation>, String> {
+    pub(crate) async fn reload(&self) -> Result<Arc<Generation>, String> {
         if self.phase.get() != Phase::Serving {
             let why = format!("cannot reload while {}", self.phase.get().name());
             log_at!(WARN, "reload refused: {why}");
@@ -567,7 +559,7 @@ impl Supervisor {
 
     /// Starts a new process from the binary on disk with every listening socket,
     /// and waits until it serves. On failure this process keeps serving.
-    pub async fn restart(&self) -> Result<u32, String> {
+    pub(crate) async fn restart(&self) -> Result<u32, String> {
         if self.phase.get() != Phase::Serving {
             let why = format!("cannot restart while {}", self.phase.get().name());
             log_at!(WARN, "restart refused: {why}");
@@ -672,7 +664,7 @@ impl Supervisor {
         std::process::exit(0);
     }
 
-    pub fn stats_json(&self) -> String {
+    pub(crate) fn stats_json(&self) -> String {
         crate::reports::nutcracker::json(&self.generation(), &self.hostname)
     }
 }

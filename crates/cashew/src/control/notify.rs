@@ -4,7 +4,7 @@
 use std::os::unix::net::UnixDatagram;
 
 /// Sends `state` (e.g. `READY=1`) to the service manager, if there is one.
-pub fn notify(state: &str) {
+pub(crate) fn notify(state: &str) {
     let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
         return;
     };
@@ -26,7 +26,7 @@ pub fn notify(state: &str) {
 }
 
 /// `RELOADING=1` with the monotonic time systemd's `Type=notify-reload` asks for.
-pub fn reloading() {
+pub(crate) fn reloading() {
     let mut now = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,

@@ -19,7 +19,7 @@ use crate::state::generation::Generation;
 use crate::state::health::{EjectPolicy, ServerHealth};
 
 /// Starts a probe task for every server of every pool with health checks.
-pub fn start(generation: &Arc<Generation>) -> Vec<JoinHandle<()>> {
+pub(crate) fn start(generation: &Arc<Generation>) -> Vec<JoinHandle<()>> {
     let mut tasks = Vec::new();
     for (p, pool) in generation.config.pools.iter().enumerate() {
         if pool.health_check_interval_ms == 0 {

@@ -11,7 +11,7 @@ use crate::log_at;
 
 /// What a signal asks of the control loop.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Request {
+pub(crate) enum Request {
     Stop,
     Reload,
     Restart,
@@ -21,7 +21,7 @@ pub enum Request {
 
 /// The signals cashew handles, caught from the moment this exists (before, their
 /// default actions apply: most end the process).
-pub struct Signals {
+pub(crate) struct Signals {
     int: Signal,
     term: Signal,
     hup: Signal,
@@ -33,7 +33,7 @@ pub struct Signals {
 
 impl Signals {
     /// Must run inside a tokio runtime.
-    pub fn install() -> Result<Signals, String> {
+    pub(crate) fn install() -> Result<Signals, String> {
         let catch = |kind| signal(kind).map_err(|e| format!("cannot handle signals: {e}"));
         Ok(Signals {
             int: catch(SignalKind::interrupt())?,
@@ -48,7 +48,7 @@ impl Signals {
 
     /// The next signal, logged; `stopping` says whether a stop is under way (a
     /// second SIGINT/SIGTERM then stops at once).
-    pub async fn recv(&mut self, stopping: bool) -> Request {
+    pub(crate) async fn recv(&mut self, stopping: bool) -> Request {
         let stop = if stopping {
             "stopping at once"
         } else {
@@ -95,7 +95,7 @@ fn announce(number: i32, name: &str, action: &str) {
 }
 
 /// Logs SIGSEGV, then lets the default action (core dump) happen.
-pub fn install_crash_handler() {
+pub(crate) fn install_crash_handler() {
     extern "C" fn on_segv(_: libc::c_int) {
         const MSG: &[u8] = b"signal 11 (SIGSEGV) received, core dumping\n";
         // SAFETY: write(2) and raise(3) are async-signal-safe; the handler was

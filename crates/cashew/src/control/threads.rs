@@ -9,7 +9,7 @@ use cashew_config::{Config, ServerAddress};
 /// need a core of their own. On a 2-core machine running memcached or redis and the
 /// clients too, two workers gave 1.33× (memcached) and 1.54× (redis) the p99 latency
 /// of one at pipeline 1 and used more CPU per request (docs/performance.md).
-pub fn default_threads(config: &Config, cpus: usize) -> usize {
+pub(crate) fn default_threads(config: &Config, cpus: usize) -> usize {
     let local = config
         .pools
         .iter()

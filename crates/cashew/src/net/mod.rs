@@ -3,7 +3,7 @@
 
 mod stream;
 
-pub use stream::{ConnectError, Listener, Stream, StreamReader, StreamWriter};
+pub(crate) use stream::{ConnectError, Listener, Stream};
 
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -13,7 +13,7 @@ use cashew_config::Listen;
 use socket2::Socket;
 
 /// The first address `host` resolves to, with `port`.
-pub fn resolve(host: &str, port: u16) -> io::Result<SocketAddr> {
+pub(crate) fn resolve(host: &str, port: u16) -> io::Result<SocketAddr> {
     (host, port)
         .to_socket_addrs()?
         .next()
@@ -23,7 +23,7 @@ pub fn resolve(host: &str, port: u16) -> io::Result<SocketAddr> {
 /// As [`resolve`], off the event loop: a name is looked up on tokio's blocking
 /// threads, so a slow DNS answer stalls no client. The error says which name
 /// failed and why, in words.
-pub async fn resolve_async(host: &str, port: u16) -> Result<SocketAddr, String> {
+pub(crate) async fn resolve_async(host: &str, port: u16) -> Result<SocketAddr, String> {
     if let Ok(ip) = host.parse::<std::net::IpAddr>() {
         return Ok(SocketAddr::new(ip, port));
     }
@@ -41,20 +41,20 @@ pub async fn resolve_async(host: &str, port: u16) -> Result<SocketAddr, String> 
 
 /// Where a socket is bound, for matching a config's `listen` to a socket.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum BoundAddr {
+pub(crate) enum BoundAddr {
     Tcp(SocketAddr),
     Unix(PathBuf),
 }
 
 impl BoundAddr {
-    pub fn of_listen(listen: &Listen) -> io::Result<BoundAddr> {
+    pub(crate) fn of_listen(listen: &Listen) -> io::Result<BoundAddr> {
         match listen {
             Listen::Tcp { host, port } => resolve(host, *port).map(BoundAddr::Tcp),
             Listen::Unix { path, .. } => Ok(BoundAddr::Unix(std::path::absolute(path)?)),
         }
     }
 
-    pub fn of_socket(socket: &Socket) -> Option<BoundAddr> {
+    pub(crate) fn of_socket(socket: &Socket) -> Option<BoundAddr> {
         let addr = socket.local_addr().ok()?;
         if let Some(tcp) = addr.as_socket() {
             return Some(BoundAddr::Tcp(tcp));

@@ -13,20 +13,20 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{tcp, unix, TcpListener, TcpStream, UnixListener, UnixStream};
 
 /// A connected stream.
-pub enum Stream {
+pub(crate) enum Stream {
     Tcp(TcpStream),
     Unix(UnixStream),
 }
 
 /// The reading half of a [`Stream`], owned apart from the writing half so that one
 /// task can read and write at once.
-pub enum StreamReader {
+pub(crate) enum StreamReader {
     Tcp(tcp::OwnedReadHalf),
     Unix(unix::OwnedReadHalf),
 }
 
 /// The writing half of a [`Stream`].
-pub enum StreamWriter {
+pub(crate) enum StreamWriter {
     Tcp(tcp::OwnedWriteHalf),
     Unix(unix::OwnedWriteHalf),
 }
@@ -45,7 +45,10 @@ impl Stream {
     /// Connects to a server, resolving its name again each time (its address may
     /// have changed since the last connection). TCP connections send without delay,
     /// with keepalive probes when asked.
-    pub async fn connect(address: &ServerAddress, keepalive: bool) -> Result<Stream, ConnectError> {
+    pub(crate) async fn connect(
+        address: &ServerAddress,
+        keepalive: bool,
+    ) -> Result<Stream, ConnectError> {
         match address {
             ServerAddress::Tcp { host, port } => {
                 let addr = super::resolve_async(host, *port)
@@ -62,7 +65,7 @@ impl Stream {
         }
     }
 
-    pub fn into_split(self) -> (StreamReader, StreamWriter) {
+    pub(crate) fn into_split(self) -> (StreamReader, StreamWriter) {
         match self {
             Stream::Tcp(s) => {
                 let (r, w) = s.into_split();
@@ -78,7 +81,7 @@ impl Stream {
 
 /// Why a connection could not be made.
 #[derive(Debug)]
-pub enum ConnectError {
+pub(crate) enum ConnectError {
     /// The host name did not resolve: why, in words.
     Resolve(String),
     Io(io::Error),
@@ -171,14 +174,14 @@ impl AsyncWrite for StreamWriter {
 }
 
 /// A listening socket on the event loop.
-pub enum Listener {
+pub(crate) enum Listener {
     Tcp(TcpListener),
     Unix(UnixListener),
 }
 
 impl Listener {
     /// Takes over a bound, listening, non-blocking socket for `listen`.
-    pub fn from_socket(socket: Socket, listen: &Listen) -> io::Result<Listener> {
+    pub(crate) fn from_socket(socket: Socket, listen: &Listen) -> io::Result<Listener> {
         let fd = OwnedFd::from(socket);
         match listen {
             Listen::Tcp { .. } => TcpListener::from_std(fd.into()).map(Listener::Tcp),
@@ -188,7 +191,7 @@ impl Listener {
 
     /// A TCP listener on a duplicate of `socket`, listening with `backlog` (the
     /// original stays with the caller, e.g. to be handed to a new process).
-    pub fn tcp_dup(socket: &Socket, backlog: i32) -> io::Result<Listener> {
+    pub(crate) fn tcp_dup(socket: &Socket, backlog: i32) -> io::Result<Listener> {
         socket.listen(backlog)?;
         let socket = socket.try_clone()?;
         socket.set_nonblocking(true)?;
@@ -196,7 +199,7 @@ impl Listener {
     }
 
     /// The next client; TCP clients are sent to without delay.
-    pub async fn accept(&self) -> io::Result<Stream> {
+    pub(crate) async fn accept(&self) -> io::Result<Stream> {
         match self {
             Listener::Tcp(l) => {
                 let (s, _) = l.accept().await?;

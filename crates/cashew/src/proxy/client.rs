@@ -13,11 +13,12 @@ use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::handoff::{BackendError, Reply, ReplyRx};
+use super::ids::ClientId;
 use super::pool::PoolSlot;
 use crate::state::counters::{Family, PoolCounter, PoolCounters};
 
 /// Replies a client may have outstanding before cashew stops reading its requests.
-pub const MAX_PENDING: usize = 1024;
+pub(crate) const MAX_PENDING: usize = 1024;
 /// A client whose written-out replies pile up beyond this many times its
 /// `client_output_limit`, and that reads none of them for [`STALLED`], is closed.
 const HARD_LIMIT_FACTOR: usize = 4;
@@ -36,7 +37,7 @@ const DRAIN_LINGER: Duration = Duration::from_millis(100);
 
 /// A client protocol: turns bytes into requests sent to servers, and settled
 /// requests into reply bytes.
-pub trait Protocol {
+pub(crate) trait Protocol {
     type Pending: PendingReply;
 
     /// Takes complete requests from the front of `input`, queueing one pending reply
@@ -56,7 +57,7 @@ pub trait Protocol {
 /// Counts the replies a client's requests are owed by the requests' command
 /// family, as the requests are taken (a `noreply` request is owed none).
 #[derive(Default)]
-pub struct ReplyFamilies {
+pub(crate) struct ReplyFamilies {
     /// Pending replies already counted.
     pending: usize,
 }
@@ -65,7 +66,7 @@ impl ReplyFamilies {
     /// The requests of the queue not yet counted (it is now `pending` long) are of
     /// `family`.
     #[inline]
-    pub fn note(&mut self, pending: usize, family: Option<Family>, stats: &PoolCounters) {
+    pub(crate) fn note(&mut self, pending: usize, family: Option<Family>, stats: &PoolCounters) {
         let new = pending.saturating_sub(self.pending);
         self.pending = pending;
         if let (true, Some(family)) = (new > 0, family) {
@@ -75,13 +76,13 @@ impl ReplyFamilies {
 
     /// The oldest pending reply was finished.
     #[inline]
-    pub fn finished(&mut self) {
+    pub(crate) fn finished(&mut self) {
         self.pending = self.pending.saturating_sub(1);
     }
 }
 
 /// A reply that may still wait for servers.
-pub trait PendingReply {
+pub(crate) trait PendingReply {
     /// Collects whatever replies have arrived, without waiting; true when all have.
     fn try_settle(&mut self) -> bool;
     /// Waits until settled. Must be cancel-safe.
@@ -89,18 +90,18 @@ pub trait PendingReply {
 }
 
 /// One server's part of a request.
-pub struct Part {
+pub(crate) struct Part {
     rx: Option<ReplyRx>,
     reply: Option<Reply>,
 }
 
 impl Part {
-    pub fn new(rx: Option<ReplyRx>) -> Self {
+    pub(crate) fn new(rx: Option<ReplyRx>) -> Self {
         Part { rx, reply: None }
     }
 
     /// Takes the reply if it has arrived; true once it has.
-    pub fn try_settle(&mut self) -> bool {
+    pub(crate) fn try_settle(&mut self) -> bool {
         if self.reply.is_none() {
             match self.rx.as_mut() {
                 Some(rx) => match rx.try_recv() {
@@ -114,7 +115,7 @@ impl Part {
     }
 
     /// Waits for the reply. Cancel-safe: a reply is stored the moment it arrives.
-    pub async fn settle(&mut self) {
+    pub(crate) async fn settle(&mut self) {
         if self.reply.is_none() {
             let reply = match self.rx.as_mut() {
                 Some(rx) => rx.recv().await,
@@ -124,13 +125,13 @@ impl Part {
         }
     }
 
-    pub fn take(&mut self) -> Reply {
+    pub(crate) fn take(&mut self) -> Reply {
         self.reply.take().unwrap_or(Err(BackendError::Closed))
     }
 }
 
 /// Collects the replies of every part that has one; true when all have.
-pub fn try_settle_all(parts: &mut [Part]) -> bool {
+pub(crate) fn try_settle_all(parts: &mut [Part]) -> bool {
     let mut all = true;
     for p in parts {
         all &= p.try_settle();
@@ -141,7 +142,7 @@ pub fn try_settle_all(parts: &mut [Part]) -> bool {
 /// The reply of a request sent to several servers that each answer `ok` on success:
 /// `ok` when all did, else the first other reply, or the first failure as `failed`
 /// makes it.
-pub fn all_ok(
+pub(crate) fn all_ok(
     parts: &mut [Part],
     ok: &'static [u8],
     failed: impl Fn(BackendError) -> Bytes,
@@ -157,7 +158,7 @@ pub fn all_ok(
 }
 
 /// Settles parts in order; done when all are.
-pub async fn settle_all(parts: &mut [Part]) {
+pub(crate) async fn settle_all(parts: &mut [Part]) {
     for p in parts {
         p.settle().await;
     }
@@ -328,7 +329,7 @@ impl Latency {
 /// pool's slot closes (pool removed, or cashew draining): then the requests already
 /// received are answered and the connection is closed at a request boundary.
 /// `id` is the client's number in its slot.
-pub async fn serve<P, R, W>(reader: R, writer: W, slot: &PoolSlot, id: usize, protocol: P)
+pub(crate) async fn serve<P, R, W>(reader: R, writer: W, slot: &PoolSlot, id: ClientId, protocol: P)
 where
     P: Protocol,
     R: AsyncRead + Unpin,

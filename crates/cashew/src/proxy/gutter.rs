@@ -8,6 +8,7 @@ use std::rc::Rc;
 
 use bytes::{Bytes, BytesMut};
 
+use super::ids::ServerId;
 use super::pool::PoolRt;
 
 /// memcached reads an exptime above 30 days as a Unix time.
@@ -16,13 +17,13 @@ const RELATIVE_LIMIT: i64 = 30 * 24 * 3600;
 /// Where one key's request goes: a server of its own pool, or a server of the
 /// gutter pool while the key's servers are ejected.
 #[derive(Clone)]
-pub enum Target {
-    Server(usize),
-    Gutter(Rc<PoolRt>, usize),
+pub(crate) enum Target {
+    Server(ServerId),
+    Gutter(Rc<PoolRt>, ServerId),
 }
 
 impl Target {
-    pub fn same(&self, other: &Target) -> bool {
+    pub(crate) fn same(&self, other: &Target) -> bool {
         match (self, other) {
             (Target::Server(a), Target::Server(b)) => a == b,
             (Target::Gutter(_, a), Target::Gutter(_, b)) => a == b,
@@ -31,21 +32,21 @@ impl Target {
     }
 
     /// The pool to send to (`home` or the gutter) and the server in it.
-    pub fn resolve<'a>(&'a self, home: &'a PoolRt) -> (&'a PoolRt, usize) {
+    pub(crate) fn resolve<'a>(&'a self, home: &'a PoolRt) -> (&'a PoolRt, ServerId) {
         match self {
             Target::Server(s) => (home, *s),
             Target::Gutter(gutter, s) => (gutter, *s),
         }
     }
 
-    pub fn is_gutter(&self) -> bool {
+    pub(crate) fn is_gutter(&self) -> bool {
         matches!(self, Target::Gutter(..))
     }
 }
 
 /// The gutter pool of `pool` and the server there for `key`, when `pool` has a
 /// gutter with a live server.
-pub fn route(pool: &PoolRt, key: &[u8]) -> Option<(Rc<PoolRt>, usize)> {
+pub(crate) fn route(pool: &PoolRt, key: &[u8]) -> Option<(Rc<PoolRt>, ServerId)> {
     let gutter = pool.gutter()?.pool().clone();
     let server = gutter.route(key)?;
     Some((gutter, server))
@@ -53,7 +54,7 @@ pub fn route(pool: &PoolRt, key: &[u8]) -> Option<(Rc<PoolRt>, usize)> {
 
 /// An exptime no later than `ttl` seconds from now, as memcached reads exptimes:
 /// 0 never expires, a negative one already has, above 30 days is a Unix time.
-pub fn capped_exptime(exptime: i64, ttl: u64, now: i64) -> i64 {
+pub(crate) fn capped_exptime(exptime: i64, ttl: u64, now: i64) -> i64 {
     let ttl = ttl as i64;
     match exptime {
         e if e < 0 => e,
@@ -71,7 +72,7 @@ fn unix_now() -> i64 {
 
 /// `request` with its token `index` (an exptime) capped to `ttl` seconds; the rest
 /// of the line and any data block as they were.
-pub fn cap_token(request: &[u8], line_len: usize, index: usize, ttl: u64) -> Bytes {
+pub(crate) fn cap_token(request: &[u8], line_len: usize, index: usize, ttl: u64) -> Bytes {
     let line = &request[..line_len];
     let mut out = BytesMut::with_capacity(request.len() + 8);
     let mut pos = 0;
@@ -104,7 +105,7 @@ pub fn cap_token(request: &[u8], line_len: usize, index: usize, ttl: u64) -> Byt
 }
 
 /// A meta `ms` with its `T` flag capped to `ttl` seconds (added when absent).
-pub fn cap_meta_ttl(request: &[u8], line_len: usize, ttl: u64) -> Bytes {
+pub(crate) fn cap_meta_ttl(request: &[u8], line_len: usize, ttl: u64) -> Bytes {
     let line_end = request[..line_len]
         .iter()
         .rposition(|&b| b != b'\r' && b != b'\n')

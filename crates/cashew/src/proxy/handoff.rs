@@ -13,10 +13,10 @@ use std::task::{Poll, Waker};
 use bytes::Bytes;
 
 /// What a client gets back for one request sent to a server.
-pub type Reply = Result<Bytes, BackendError>;
+pub(crate) type Reply = Result<Bytes, BackendError>;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum BackendError {
+pub(crate) enum BackendError {
     Io(io::ErrorKind),
     TimedOut,
     /// The server sent something that is not a reply; the connection was dropped.
@@ -36,12 +36,12 @@ pub enum BackendError {
 
 impl BackendError {
     /// The memcached error line a client sees.
-    pub fn memcache_reply(&self) -> Bytes {
+    pub(crate) fn memcache_reply(&self) -> Bytes {
         Bytes::from(format!("SERVER_ERROR {}\r\n", self.reason()))
     }
 
     /// The redis error reply a client sees.
-    pub fn redis_reply(&self) -> Bytes {
+    pub(crate) fn redis_reply(&self) -> Bytes {
         match self {
             BackendError::Setup(reply) => reply.clone(),
             other => Bytes::from(format!("-ERR {}\r\n", other.reason())),
@@ -49,7 +49,7 @@ impl BackendError {
     }
 
     /// The failure in words.
-    pub fn reason(&self) -> &str {
+    pub(crate) fn reason(&self) -> &str {
         match self {
             BackendError::TimedOut => "Connection timed out",
             BackendError::Protocol => "Invalid reply from server",
@@ -74,7 +74,7 @@ impl BackendError {
         }
     }
 
-    pub fn from_io(e: &io::Error) -> Self {
+    pub(crate) fn from_io(e: &io::Error) -> Self {
         match e.kind() {
             io::ErrorKind::TimedOut => BackendError::TimedOut,
             io::ErrorKind::UnexpectedEof => BackendError::Closed,
@@ -84,17 +84,17 @@ impl BackendError {
 }
 
 /// One request for a server. Without a reply slot the reply is read and dropped.
-pub struct Job {
-    pub bytes: Bytes,
-    pub reply: Option<ReplyTx>,
+pub(crate) struct Job {
+    pub(crate) bytes: Bytes,
+    pub(crate) reply: Option<ReplyTx>,
     /// The request ends with a memcached `mn`: its reply is every reply up to and
     /// including `MN` (how a quiet meta request keeps the connection in step).
-    pub until_noop: bool,
+    pub(crate) until_noop: bool,
 }
 
 /// The requests waiting for one server connection.
 #[derive(Default)]
-pub struct JobQueue {
+pub(crate) struct JobQueue {
     jobs: RefCell<VecDeque<Job>>,
     waker: RefCell<Option<Waker>>,
     closed: Cell<bool>,
@@ -103,7 +103,7 @@ pub struct JobQueue {
 }
 
 impl JobQueue {
-    pub fn push(&self, job: Job) {
+    pub(crate) fn push(&self, job: Job) {
         self.unsent.set(self.unsent.get() + job.bytes.len());
         self.jobs.borrow_mut().push_back(job);
         if let Some(w) = self.waker.borrow_mut().take() {
@@ -112,21 +112,21 @@ impl JobQueue {
     }
 
     /// Bytes of requests not yet written to the server.
-    pub fn unsent(&self) -> usize {
+    pub(crate) fn unsent(&self) -> usize {
         self.unsent.get()
     }
 
     /// `n` bytes of its requests were written to the server, or failed unwritten.
-    pub fn sent(&self, n: usize) {
+    pub(crate) fn sent(&self, n: usize) {
         self.unsent.set(self.unsent.get().saturating_sub(n));
     }
 
-    pub fn try_pop(&self) -> Option<Job> {
+    pub(crate) fn try_pop(&self) -> Option<Job> {
         self.jobs.borrow_mut().pop_front()
     }
 
     /// The next job; `None` once the queue is closed and empty.
-    pub async fn pop(&self) -> Option<Job> {
+    pub(crate) async fn pop(&self) -> Option<Job> {
         poll_fn(|cx| match self.try_pop() {
             Some(job) => Poll::Ready(Some(job)),
             None if self.closed.get() => Poll::Ready(None),
@@ -140,7 +140,7 @@ impl JobQueue {
 
     /// No more jobs will come: the connection task finishes the jobs queued and in
     /// flight, then ends.
-    pub fn close(&self) {
+    pub(crate) fn close(&self) {
         self.closed.set(true);
         if let Some(w) = self.waker.borrow_mut().take() {
             w.wake();
@@ -158,14 +158,14 @@ enum Slot {
 
 /// A worker's reply slots, reused from request to request.
 #[derive(Default)]
-pub struct Replies {
+pub(crate) struct Replies {
     slots: RefCell<Vec<Slot>>,
     free: RefCell<Vec<u32>>,
 }
 
 impl Replies {
     /// A fresh slot: the server side sends into `ReplyTx`, the client reads `ReplyRx`.
-    pub fn channel(self: &Rc<Self>) -> (ReplyTx, ReplyRx) {
+    pub(crate) fn channel(self: &Rc<Self>) -> (ReplyTx, ReplyRx) {
         let id = match self.free.borrow_mut().pop() {
             Some(id) => {
                 self.slots.borrow_mut()[id as usize] = Slot::Waiting(None);
@@ -197,14 +197,14 @@ impl Replies {
 }
 
 /// Where a server connection puts one reply. Dropped unused, it delivers `Closed`.
-pub struct ReplyTx {
+pub(crate) struct ReplyTx {
     replies: Rc<Replies>,
     id: u32,
     sent: bool,
 }
 
 impl ReplyTx {
-    pub fn send(mut self, reply: Reply) {
+    pub(crate) fn send(mut self, reply: Reply) {
         self.deliver(reply);
         self.sent = true;
     }
@@ -237,7 +237,7 @@ impl Drop for ReplyTx {
 }
 
 /// Where a client waits for one reply.
-pub struct ReplyRx {
+pub(crate) struct ReplyRx {
     replies: Rc<Replies>,
     id: u32,
     done: bool,
@@ -245,7 +245,7 @@ pub struct ReplyRx {
 
 impl ReplyRx {
     /// The reply, if it has come.
-    pub fn try_recv(&mut self) -> Option<Reply> {
+    pub(crate) fn try_recv(&mut self) -> Option<Reply> {
         if self.done {
             return None;
         }
@@ -264,7 +264,7 @@ impl ReplyRx {
     }
 
     /// Waits for the reply. Cancel-safe: nothing is taken until it is returned.
-    pub async fn recv(&mut self) -> Reply {
+    pub(crate) async fn recv(&mut self) -> Reply {
         poll_fn(|cx| match self.try_recv() {
             Some(reply) => Poll::Ready(reply),
             None if self.done => Poll::Ready(Err(BackendError::Closed)),

@@ -7,9 +7,10 @@ mod gutter;
 mod handoff;
 #[cfg(any(test, feature = "harness"))]
 pub mod harness;
+mod ids;
 mod memcache;
 mod pool;
 mod redis;
-pub mod server;
+pub(crate) mod server;
 mod tasks;
-pub mod worker;
+pub(crate) mod worker;

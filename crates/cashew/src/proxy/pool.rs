@@ -16,6 +16,7 @@ use cashew_protocol::server::{Memcache, Redis};
 use cashew_route::Router;
 
 use super::handoff::{BackendError, Job, Replies, ReplyRx};
+use super::ids::{ClientId, ServerId};
 use super::server::{LinkSettings, ServerConns, ServerLink};
 use super::tasks::TaskCount;
 use crate::log::WARN;
@@ -25,33 +26,33 @@ use crate::state::generation::Generation;
 use crate::state::health::{PoolShared, ServerHealth, ServerState};
 
 /// Most replicas a key may have.
-pub const MAX_REPLICAS: usize = 16;
+pub(crate) const MAX_REPLICAS: usize = 16;
 
 /// The servers that keep a key, in order.
 #[derive(Clone, Copy, Debug)]
-pub struct Replicas {
+pub(crate) struct Replicas {
     servers: [u16; MAX_REPLICAS],
     len: u8,
 }
 
 impl Replicas {
-    pub fn servers(&self) -> impl Iterator<Item = usize> + '_ {
+    pub(crate) fn servers(&self) -> impl Iterator<Item = ServerId> + '_ {
         self.servers[..self.len as usize]
             .iter()
-            .map(|&s| usize::from(s))
+            .map(|&s| ServerId(usize::from(s)))
     }
 
-    pub fn get(&self, i: usize) -> Option<usize> {
-        (i < self.len as usize).then(|| usize::from(self.servers[i]))
+    pub(crate) fn get(&self, i: usize) -> Option<ServerId> {
+        (i < self.len as usize).then(|| ServerId(usize::from(self.servers[i])))
     }
 
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.len as usize
     }
 }
 
-pub struct PoolRt {
-    pub generation: Arc<Generation>,
+pub(crate) struct PoolRt {
+    pub(crate) generation: Arc<Generation>,
     index: usize,
     router: RefCell<Router>,
     /// One per server, in config order; kept from the previous generation's pool
@@ -76,25 +77,25 @@ pub struct PoolRt {
     shared: Arc<PoolShared>,
     /// With `hotkeys: true`: one request in how many is sampled, and the sketch's
     /// size (read on every request, so kept here rather than looked up).
-    pub hotkeys: Option<(u32, u32)>,
+    pub(crate) hotkeys: Option<(u32, u32)>,
     pool_stats: Arc<PoolCounters>,
     proxy_stats: Arc<ProxyCounters>,
 }
 
 /// What a worker lends every pool it builds.
-pub struct WorkerCtx {
-    pub id: usize,
-    pub replies: Rc<Replies>,
+pub(crate) struct WorkerCtx {
+    pub(crate) id: usize,
+    pub(crate) replies: Rc<Replies>,
     /// Client and server connection tasks, counted so a drain can wait for them.
-    pub clients: Rc<TaskCount>,
-    pub backends: Rc<TaskCount>,
+    pub(crate) clients: Rc<TaskCount>,
+    pub(crate) backends: Rc<TaskCount>,
 }
 
 impl PoolRt {
     /// Builds pool `index` of `generation`, reusing `previous`'s connections to
     /// servers whose name and connection settings are unchanged; new connections
     /// start on the current `LocalSet`.
-    pub fn new(
+    pub(crate) fn new(
         generation: Arc<Generation>,
         index: usize,
         worker: &WorkerCtx,
@@ -176,30 +177,30 @@ impl PoolRt {
         rt
     }
 
-    pub fn config(&self) -> &Pool {
+    pub(crate) fn config(&self) -> &Pool {
         &self.generation.config.pools[self.index]
     }
 
-    pub fn shared(&self) -> &PoolShared {
+    pub(crate) fn shared(&self) -> &PoolShared {
         &self.shared
     }
 
-    pub fn registry(&self) -> &Registry {
+    pub(crate) fn registry(&self) -> &Registry {
         &self.generation.registry
     }
 
-    pub fn pool_stats(&self) -> &PoolCounters {
+    pub(crate) fn pool_stats(&self) -> &PoolCounters {
         &self.pool_stats
     }
 
-    pub fn proxy_stats(&self) -> &ProxyCounters {
+    pub(crate) fn proxy_stats(&self) -> &ProxyCounters {
         &self.proxy_stats
     }
 
     /// Counts a client request cashew answered with an error of its own (`kind`, a
     /// `stats::pool::ERR_*` index) and logs it at INFO, at most once a second per
     /// pool and worker so that a broken client cannot flood the log.
-    pub fn refused(&self, kind: PoolCounter, reply: &[u8]) {
+    pub(crate) fn refused(&self, kind: PoolCounter, reply: &[u8]) {
         self.pool_stats.add(kind, 1);
         if !crate::log::enabled(crate::log::INFO) {
             return;
@@ -226,7 +227,7 @@ impl PoolRt {
     }
 
     /// Counts a request that failed because of its server.
-    pub fn server_failed(&self, error: &BackendError) {
+    pub(crate) fn server_failed(&self, error: &BackendError) {
         let kind = match error {
             BackendError::TimedOut => PoolCounter::ErrTimeout,
             _ => PoolCounter::ErrServer,
@@ -234,21 +235,17 @@ impl PoolRt {
         self.pool_stats.add(kind, 1);
     }
 
-    pub fn server_count(&self) -> usize {
-        self.servers.len()
-    }
-
     /// Every connection group toward `server` on this worker, RESP3 ones included.
     #[cfg(any(test, feature = "harness"))]
-    pub fn server_connections(&self, server: usize) -> Vec<Rc<ServerConns>> {
-        let resp3 = self.servers3[server].get().cloned();
-        std::iter::once(self.servers[server].clone())
+    pub(crate) fn server_connections(&self, server: ServerId) -> Vec<Rc<ServerConns>> {
+        let resp3 = self.servers3[server.0].get().cloned();
+        std::iter::once(self.servers[server.0].clone())
             .chain(resp3)
             .collect()
     }
 
-    fn health(&self, server: usize) -> &ServerHealth {
-        &self.servers[server].link.health
+    fn health(&self, server: ServerId) -> &ServerHealth {
+        &self.servers[server.0].link.health
     }
 
     /// The server for `key`, or `None` when every server is ejected. With stable
@@ -256,22 +253,22 @@ impl PoolRt {
     ///
     /// [`replicas`]: Self::replicas
     #[inline]
-    pub fn route(&self, key: &[u8]) -> Option<usize> {
+    pub(crate) fn route(&self, key: &[u8]) -> Option<ServerId> {
         let due = self.next_rebuild.get().is_some_and(|t| Instant::now() >= t);
         if due || self.shared().epoch() != self.seen_epoch.get() {
             self.rebuild();
         }
-        self.router.borrow().route(key)
+        self.router.borrow().route(key).map(ServerId)
     }
 
     /// Whether an ejected server's keys stay placed on it (served by its replicas
     /// or the gutter pool) rather than re-hashed onto the other servers.
-    pub fn stable_placement(&self) -> bool {
+    pub(crate) fn stable_placement(&self) -> bool {
         self.config().stable_placement()
     }
 
     /// The servers that keep `key`, in order: its own, then its replicas.
-    pub fn replicas(&self, key: &[u8]) -> Replicas {
+    pub(crate) fn replicas(&self, key: &[u8]) -> Replicas {
         let mut servers = [0usize; MAX_REPLICAS];
         let want = (self.config().replicas as usize).clamp(1, MAX_REPLICAS);
         let n = self.router.borrow().replicas(key, &mut servers[..want]);
@@ -286,71 +283,76 @@ impl PoolRt {
     }
 
     /// The gutter pool in force, when this pool has one.
-    pub fn gutter(&self) -> Option<Rc<PoolSlot>> {
+    pub(crate) fn gutter(&self) -> Option<Rc<PoolSlot>> {
         self.gutter.borrow().upgrade()
     }
 
-    pub fn set_gutter(&self, gutter: &Rc<PoolSlot>) {
+    pub(crate) fn set_gutter(&self, gutter: &Rc<PoolSlot>) {
         *self.gutter.borrow_mut() = Rc::downgrade(gutter);
     }
 
     /// Requests queued on this worker's connections to `server`, not yet written.
-    pub fn queued(&self, server: usize) -> u64 {
-        self.servers[server]
+    pub(crate) fn queued(&self, server: ServerId) -> u64 {
+        self.servers[server.0]
             .link
             .counters
             .get(ServerCounter::InQueue)
     }
 
-    pub fn server_state(&self, server: usize) -> ServerState {
+    pub(crate) fn server_state(&self, server: ServerId) -> ServerState {
         self.health(server).state()
     }
 
-    pub fn is_live(&self, server: usize) -> bool {
+    pub(crate) fn is_live(&self, server: ServerId) -> bool {
         self.health(server).is_live()
     }
 
     /// The version of the first live server that has told it.
-    pub fn server_version(&self) -> Option<std::sync::Arc<str>> {
-        (0..self.servers.len())
+    pub(crate) fn server_version(&self) -> Option<std::sync::Arc<str>> {
+        self.server_ids()
             .filter(|&s| self.is_live(s))
             .find_map(|s| self.health(s).version())
     }
 
     /// The first live server.
-    pub fn first_live(&self) -> Option<usize> {
-        (0..self.servers.len()).find(|&s| self.is_live(s))
+    pub(crate) fn first_live(&self) -> Option<ServerId> {
+        self.server_ids().find(|&s| self.is_live(s))
+    }
+
+    /// Every server of the pool, in order.
+    pub(crate) fn server_ids(&self) -> impl Iterator<Item = ServerId> {
+        (0..self.servers.len()).map(ServerId)
     }
 
     /// Queues `bytes` for `server` on `client`'s connection to it; the reply, if
     /// wanted, comes on the returned receiver.
-    pub fn send(
+    pub(crate) fn send(
         &self,
-        server: usize,
-        client: usize,
+        server: ServerId,
+        client: ClientId,
         bytes: Bytes,
         want_reply: bool,
     ) -> Option<ReplyRx> {
-        self.send_job(&self.servers[server], client, bytes, want_reply, false)
+        self.send_job(&self.servers[server.0], client, bytes, want_reply, false)
     }
 
     /// As [`send`](Self::send), over a RESP3 connection when `resp3` (a redis
     /// client that asked for RESP3 gets exactly what such a client gets).
-    pub fn send_redis(
+    pub(crate) fn send_redis(
         &self,
-        server: usize,
-        client: usize,
+        server: ServerId,
+        client: ClientId,
         bytes: Bytes,
         resp3: bool,
     ) -> Option<ReplyRx> {
         if !resp3 {
             return self.send(server, client, bytes, true);
         }
-        let conns = self.servers3[server].get_or_init(|| {
-            let first = &self.servers[server].link;
+        let conns = self.servers3[server.0].get_or_init(|| {
+            let first = &self.servers[server.0].link;
             let pool = self.config();
             let link = ServerLink {
-                settings: LinkSettings::new(pool, &pool.servers[server], true),
+                settings: LinkSettings::new(pool, &pool.servers[server.0], true),
                 pool_name: first.pool_name.clone(),
                 server_name: first.server_name.clone(),
                 counters: first.counters.clone(),
@@ -363,14 +365,19 @@ impl PoolRt {
     }
 
     /// Queues a request that ends with `mn`: its reply runs up to `MN`.
-    pub fn send_until_noop(&self, server: usize, client: usize, bytes: Bytes) -> Option<ReplyRx> {
-        self.send_job(&self.servers[server], client, bytes, true, true)
+    pub(crate) fn send_until_noop(
+        &self,
+        server: ServerId,
+        client: ClientId,
+        bytes: Bytes,
+    ) -> Option<ReplyRx> {
+        self.send_job(&self.servers[server.0], client, bytes, true, true)
     }
 
     fn send_job(
         &self,
         conns: &ServerConns,
-        client: usize,
+        client: ClientId,
         bytes: Bytes,
         want_reply: bool,
         until_noop: bool,
@@ -432,7 +439,7 @@ impl PoolRt {
         let mut nodes = pool.route_nodes();
         let mut next = None;
         if !pool.stable_placement() {
-            for (server, node) in nodes.iter_mut().enumerate() {
+            for (server, node) in self.server_ids().zip(nodes.iter_mut()) {
                 let state = self.server_state(server);
                 node.live = state == ServerState::Up;
                 if let ServerState::Ejected(t) = state {
@@ -457,17 +464,17 @@ fn start_conns(pool: &Pool, link: Rc<ServerLink>, tasks: &Rc<TaskCount>) -> Serv
 /// Where a worker's clients find their pool. A reload replaces the pool in the
 /// slot; removing the pool (or draining the worker) closes the slot: its clients
 /// finish the requests they have read, then close.
-pub struct PoolSlot {
+pub(crate) struct PoolSlot {
     current: RefCell<Rc<PoolRt>>,
     closing: Cell<bool>,
     /// Each client's task, woken when the slot closes. A task's waker does not
     /// change, so it is registered once rather than at every turn of the loop.
-    clients: RefCell<HashMap<usize, Waker>>,
+    clients: RefCell<HashMap<ClientId, Waker>>,
     next_client: Cell<usize>,
 }
 
 impl PoolSlot {
-    pub fn new(pool: PoolRt) -> PoolSlot {
+    pub(crate) fn new(pool: PoolRt) -> PoolSlot {
         PoolSlot {
             current: RefCell::new(Rc::new(pool)),
             closing: Cell::new(false),
@@ -478,16 +485,16 @@ impl PoolSlot {
 
     /// The pool of the generation in force. Held only while handling one batch.
     #[inline]
-    pub fn pool(&self) -> Ref<'_, Rc<PoolRt>> {
+    pub(crate) fn pool(&self) -> Ref<'_, Rc<PoolRt>> {
         self.current.borrow()
     }
 
-    pub fn replace(&self, pool: PoolRt) {
+    pub(crate) fn replace(&self, pool: PoolRt) {
         *self.current.borrow_mut() = Rc::new(pool);
     }
 
     /// Closes the slot and wakes every client, so each finishes and closes.
-    pub fn close(&self) {
+    pub(crate) fn close(&self) {
         self.closing.set(true);
         let clients = std::mem::take(&mut *self.clients.borrow_mut());
         for waker in clients.into_values() {
@@ -496,27 +503,27 @@ impl PoolSlot {
     }
 
     #[inline]
-    pub fn is_closing(&self) -> bool {
+    pub(crate) fn is_closing(&self) -> bool {
         self.closing.get()
     }
 
     /// Registers the calling task as client `id`, to be woken when the slot closes.
-    pub async fn register(&self, id: usize) {
+    pub(crate) async fn register(&self, id: ClientId) {
         let waker = std::future::poll_fn(|cx| std::task::Poll::Ready(cx.waker().clone())).await;
         if !self.closing.get() {
             self.clients.borrow_mut().insert(id, waker);
         }
     }
 
-    pub fn unregister(&self, id: usize) {
+    pub(crate) fn unregister(&self, id: ClientId) {
         self.clients.borrow_mut().remove(&id);
     }
 
     /// A number for a new client; it picks the client's connection to each server,
     /// so one client's requests to a server stay in order on one connection.
-    pub fn new_client_id(&self) -> usize {
+    pub(crate) fn new_client_id(&self) -> ClientId {
         let id = self.next_client.get();
         self.next_client.set(id.wrapping_add(1));
-        id
+        ClientId(id)
     }
 }

@@ -11,9 +11,9 @@ use std::rc::Rc;
 
 use bytes::{Bytes, BytesMut};
 use cashew_protocol::resp::{
-    self, array_header, bulk, error, integer, is_write, lookup, lookup_subcommand, map_header,
-    null, null_bulk, simple, verbatim_text, CommandKind, CommandSpec, Keys, Parsed, Reason,
-    ReplyParse, COMMANDS,
+    self, array_header, bulk, error, integer, lookup, lookup_subcommand, map_header, null,
+    null_bulk, simple, verbatim_text, CommandKind, CommandSpec, Keys, LocalCommand, Merge, Parsed,
+    Reason, ReplyParse, COMMANDS,
 };
 
 use super::client::{
@@ -21,13 +21,14 @@ use super::client::{
 };
 use super::gutter::{self, Target};
 use super::handoff::BackendError;
+use super::ids::{ClientId, ServerId};
 use super::pool::{PoolRt, PoolSlot};
 use crate::state::counters::{Family, PoolCounter, ProxyCounter};
 
 /// The version reported when no server has told its own yet.
 const FALLBACK_REDIS_VERSION: &str = "7.0.0";
 
-pub enum Pending {
+pub(crate) enum Pending {
     Ready(Bytes),
     /// One server's reply, passed through.
     Single(Part),
@@ -53,7 +54,7 @@ pub enum Pending {
 
 /// Replies that report the servers' version.
 #[derive(Clone, Copy)]
-pub enum VersionedReply {
+pub(crate) enum VersionedReply {
     Hello { resp3: bool },
     Info,
 }
@@ -81,9 +82,9 @@ impl PendingReply for Pending {
 }
 
 /// A redis client connection.
-pub struct Client {
+pub(crate) struct Client {
     slot: Rc<PoolSlot>,
-    id: usize,
+    id: ClientId,
     /// Argument ranges of the request being dispatched, reused between requests.
     args: Vec<Range<usize>>,
     /// Where a request that arrived in part stopped being read.
@@ -101,7 +102,7 @@ pub struct Client {
 }
 
 impl Client {
-    pub fn new(slot: Rc<PoolSlot>, id: usize) -> Client {
+    pub(crate) fn new(slot: Rc<PoolSlot>, id: ClientId) -> Client {
         let authenticated = slot.pool().config().redis_auth.is_none();
         Client {
             id,
@@ -268,7 +269,8 @@ impl Client {
             }
             return err(&text);
         };
-        if !self.authenticated && !matches!(spec.name, "auth" | "quit" | "hello" | "reset") {
+        let allowed = matches!(spec.kind, CommandKind::Local(l) if l.allowed_before_auth());
+        if !self.authenticated && !allowed {
             return err("NOAUTH Authentication required.");
         }
         if !spec.arity_ok(self.argc()) {
@@ -292,7 +294,7 @@ impl Client {
             _ => spec,
         };
         let keys = match spec.kind {
-            CommandKind::SplitKeys => self.argc() - 1,
+            CommandKind::SplitKeys(_) => self.argc() - 1,
             CommandKind::SplitPairs => (self.argc() - 1) / 2,
             _ => 0,
         };
@@ -304,9 +306,9 @@ impl Client {
         }
         let family = match spec.kind {
             CommandKind::Refused(_) => Family::Refused,
-            CommandKind::Local => Family::Local,
-            CommandKind::SplitKeys | CommandKind::SplitPairs => Family::Split,
-            _ if is_write(spec.name) => Family::Write,
+            CommandKind::Local(_) => Family::Local,
+            CommandKind::SplitKeys(_) | CommandKind::SplitPairs => Family::Split,
+            _ if spec.write => Family::Write,
             _ => Family::Read,
         };
         pool.pool_stats().request(family);
@@ -315,7 +317,7 @@ impl Client {
             let hot = &pool.pool_stats().hotkeys;
             let (first, step) = match spec.kind {
                 CommandKind::Keyed(key) => (usize::from(key), usize::MAX),
-                CommandKind::SplitKeys => (1, 1),
+                CommandKind::SplitKeys(_) => (1, 1),
                 CommandKind::SplitPairs => (1, 2),
                 _ => (0, 0),
             };
@@ -327,26 +329,25 @@ impl Client {
         }
         match spec.kind {
             CommandKind::Refused(reason) => refused(spec.name, reason),
-            CommandKind::Local => self.local(pool, spec.name, bytes),
-            CommandKind::Keyed(key) => {
-                self.forward_by(pool, usize::from(key), bytes, is_write(spec.name))
-            }
+            CommandKind::Local(command) => self.local(pool, command, bytes),
+            CommandKind::Keyed(key) => self.forward_by(pool, usize::from(key), bytes, spec.write),
             CommandKind::AnyServer => self.forward_any(pool, bytes),
             CommandKind::Script => self.script(pool, spec, bytes),
             CommandKind::SameServer(keys) => self.same_server(pool, spec, keys, bytes),
-            CommandKind::SplitKeys => self.split(pool, spec.name, bytes, 1),
+            CommandKind::SplitKeys(merge) => self.split(pool, spec, bytes, Some(merge)),
             CommandKind::SplitPairs => {
                 if self.argc() % 2 == 0 {
                     return wrong_arity(spec.name);
                 }
-                self.split(pool, spec.name, bytes, 2)
+                self.split(pool, spec, bytes, None)
             }
-            CommandKind::BySubcommand => unreachable!("resolved above"),
+            // A subcommand is resolved above: never one that needs resolving again.
+            CommandKind::BySubcommand => err("ERR unknown subcommand"),
         }
     }
 
     /// Sends the request, as received, to `server`.
-    fn forward_to(&self, pool: &PoolRt, server: usize, bytes: &Bytes) -> Pending {
+    fn forward_to(&self, pool: &PoolRt, server: ServerId, bytes: &Bytes) -> Pending {
         Pending::Single(Part::new(pool.send_redis(
             server,
             self.id,
@@ -463,7 +464,7 @@ impl Client {
                     .ok()?;
                 (n > 0 && at + n < argc).then(|| (at + 1..=at + n).collect())
             }
-            Keys::Streams => {
+            Keys::Streams { .. } => {
                 let streams =
                     (1..argc).find(|&i| self.arg(bytes, i).eq_ignore_ascii_case(b"streams"))?;
                 let rest = argc - streams - 1;
@@ -474,8 +475,10 @@ impl Client {
 
     /// A multi-key command forwarded only when all its keys are on one server.
     fn same_server(&self, pool: &PoolRt, spec: &CommandSpec, keys: Keys, bytes: &Bytes) -> Pending {
-        if keys == Keys::Streams && self.blocks(spec.name, bytes) {
-            return refused(spec.name, Reason::Blocking);
+        if let Keys::Streams { options } = keys {
+            if self.blocks(usize::from(options), bytes) {
+                return refused(spec.name, Reason::Blocking);
+            }
         }
         let Some(positions) = self.key_positions(bytes, keys) else {
             return self.forward_any(pool, bytes);
@@ -496,25 +499,31 @@ impl Client {
         match target {
             Some(t) => {
                 let keys: Vec<&[u8]> = positions.iter().map(|&i| self.arg(bytes, i)).collect();
-                Pending::Single(self.send_to(pool, &t, bytes.clone(), is_write(spec.name), &keys))
+                Pending::Single(self.send_to(pool, &t, bytes.clone(), spec.write, &keys))
             }
             None => self.forward_any(pool, bytes),
         }
     }
 
-    /// `XREAD`/`XREADGROUP` with `BLOCK` before `STREAMS`.
-    fn blocks(&self, name: &str, bytes: &[u8]) -> bool {
-        // XREADGROUP GROUP <group> <consumer>: names that may be spelled "block".
-        let from = if name == "xreadgroup" { 4 } else { 1 };
+    /// `XREAD`/`XREADGROUP` with `BLOCK` among its options (from argument `from`)
+    /// before `STREAMS`.
+    fn blocks(&self, from: usize, bytes: &[u8]) -> bool {
         (from..self.argc())
             .map(|i| self.arg(bytes, i))
             .take_while(|a| !a.eq_ignore_ascii_case(b"streams"))
             .any(|a| a.eq_ignore_ascii_case(b"block"))
     }
 
-    /// Splits a multi-key command whose keys come in groups of `step` arguments
-    /// (1: keys; 2: key-value pairs) into one command per server.
-    fn split(&mut self, pool: &PoolRt, name: &str, bytes: &Bytes, step: usize) -> Pending {
+    /// Splits a multi-key command into one command per server: its keys, merged by
+    /// `merge`; without one, its key-value pairs (MSET).
+    fn split(
+        &mut self,
+        pool: &PoolRt,
+        spec: &CommandSpec,
+        bytes: &Bytes,
+        merge: Option<Merge>,
+    ) -> Pending {
+        let step = if merge.is_some() { 1 } else { 2 };
         let groups = (self.argc() - 1) / step;
         let mut targets: Vec<Target> = Vec::new();
         // For each group of arguments, in order, the target it goes to.
@@ -532,7 +541,7 @@ impl Client {
             };
             order.push(index as u16);
         }
-        let write = is_write(name);
+        let write = spec.write;
         if targets.len() == 1 {
             let keys: Vec<&[u8]> = (0..groups).map(|g| self.arg(bytes, 1 + g * step)).collect();
             return Pending::Single(self.send_to(pool, &targets[0], bytes.clone(), write, &keys));
@@ -562,10 +571,10 @@ impl Client {
             .collect();
         pool.pool_stats()
             .add(PoolCounter::Fragments, parts.len() as u64);
-        match name {
-            "mget" => Pending::Mget { parts, order },
-            "mset" => Pending::AllOk(parts),
-            _ => Pending::Sum(parts),
+        match merge {
+            Some(Merge::Values) => Pending::Mget { parts, order },
+            Some(Merge::Sum) => Pending::Sum(parts),
+            None => Pending::AllOk(parts),
         }
     }
 
@@ -666,41 +675,40 @@ impl Client {
     }
 
     /// Connection-level commands, answered without a server.
-    fn local(&mut self, pool: &PoolRt, name: &str, bytes: &Bytes) -> Pending {
+    fn local(&mut self, pool: &PoolRt, command: LocalCommand, bytes: &Bytes) -> Pending {
         let argc = self.argc();
         let arg = |i: usize| self.arg(bytes, i);
-        match name {
-            "ping" => match argc {
+        match command {
+            LocalCommand::Ping => match argc {
                 1 => ready(|o| simple(o, "PONG")),
                 2 => ready(|o| bulk(o, arg(1))),
-                _ => wrong_arity(name),
+                _ => wrong_arity("ping"),
             },
-            "echo" => ready(|o| bulk(o, arg(1))),
-            "quit" => {
+            LocalCommand::Echo => ready(|o| bulk(o, arg(1))),
+            LocalCommand::Quit => {
                 self.done = true;
                 Pending::Quit
             }
-            "auth" => match argc {
+            LocalCommand::Auth => match argc {
                 2 => self.auth(pool, None, arg(1)),
                 3 => self.auth(pool, Some(arg(1)), arg(2)),
                 _ => err("ERR syntax error"),
             },
-            "select" => match std::str::from_utf8(arg(1)).ok().and_then(|n| n.parse::<i64>().ok()) {
+            LocalCommand::Select => match std::str::from_utf8(arg(1)).ok().and_then(|n| n.parse::<i64>().ok()) {
                 Some(0) => ready(|o| simple(o, "OK")),
                 Some(_) => err("ERR SELECT is limited to database 0 by the proxy: the pool's database is set by redis_db in its config"),
                 None => err("ERR value is not an integer or out of range"),
             },
-            "reset" => {
+            LocalCommand::Reset => {
                 self.name = None;
                 self.resp3 = false;
                 self.authenticated = pool.config().redis_auth.is_none();
                 ready(|o| simple(o, "RESET"))
             }
-            "client" => self.client(bytes),
-            "hello" => self.hello(pool, bytes),
-            "command" => self.command(bytes),
-            "info" => self.with_version(pool, VersionedReply::Info),
-            _ => unreachable!("every local command is answered: {name}"),
+            LocalCommand::Client => self.client(bytes),
+            LocalCommand::Hello => self.hello(pool, bytes),
+            LocalCommand::Command => self.command(bytes),
+            LocalCommand::Info => self.with_version(pool, VersionedReply::Info),
         }
     }
 
@@ -729,13 +737,13 @@ impl Client {
                 None => self.null(o),
             }),
             b"setinfo" if argc == 4 => ready(|o| simple(o, "OK")),
-            b"id" if argc == 2 => ready(|o| integer(o, self.id as i64)),
+            b"id" if argc == 2 => ready(|o| integer(o, self.id.0 as i64)),
             b"no-evict" | b"no-touch" if argc == 3 => ready(|o| simple(o, "OK")),
             b"info" if argc == 2 => {
                 let name = self.name.as_deref().map(String::from_utf8_lossy).unwrap_or_default();
                 let line = format!(
                     "id={} name={name} db=0 resp={} lib-name=cashew-proxy\n",
-                    self.id,
+                    self.id.0,
                     if self.resp3 { 3 } else { 2 }
                 );
                 ready(|o| match self.resp3 {
@@ -832,7 +840,7 @@ impl Client {
             (b"server", Field::Text(b"redis")),
             (b"version", Field::Text(version.as_bytes())),
             (b"proto", Field::Number(if resp3 { 3 } else { 2 })),
-            (b"id", Field::Number(self.id as i64)),
+            (b"id", Field::Number(self.id.0 as i64)),
             (b"mode", Field::Text(b"standalone")),
             (b"role", Field::Text(b"master")),
             (b"modules", Field::Empty),
@@ -925,7 +933,7 @@ impl Client {
                 "server{i}:name={},address={},state={}\r\n",
                 server.name(),
                 server.entry,
-                pool.server_state(i).name(),
+                pool.server_state(ServerId(i)).name(),
             ));
         }
         s

@@ -9,13 +9,13 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 #[derive(Default)]
-pub struct TaskCount {
+pub(crate) struct TaskCount {
     live: Cell<usize>,
     idle: Notify,
 }
 
 /// Held by a counted task for its life.
-pub struct TaskGuard(Rc<TaskCount>);
+pub(crate) struct TaskGuard(Rc<TaskCount>);
 
 impl Drop for TaskGuard {
     fn drop(&mut self) {
@@ -28,13 +28,16 @@ impl Drop for TaskGuard {
 }
 
 impl TaskCount {
-    pub fn enter(self: &Rc<Self>) -> TaskGuard {
+    pub(crate) fn enter(self: &Rc<Self>) -> TaskGuard {
         self.live.set(self.live.get() + 1);
         TaskGuard(self.clone())
     }
 
     /// Spawns `task` on the current `LocalSet`, counted until it ends.
-    pub fn spawn(self: &Rc<Self>, task: impl Future<Output = ()> + 'static) -> JoinHandle<()> {
+    pub(crate) fn spawn(
+        self: &Rc<Self>,
+        task: impl Future<Output = ()> + 'static,
+    ) -> JoinHandle<()> {
         let guard = self.enter();
         tokio::task::spawn_local(async move {
             let _guard = guard;
@@ -42,12 +45,12 @@ impl TaskCount {
         })
     }
 
-    pub fn live(&self) -> usize {
+    pub(crate) fn live(&self) -> usize {
         self.live.get()
     }
 
     /// Returns once no counted task is left.
-    pub async fn idle(&self) {
+    pub(crate) async fn idle(&self) {
         loop {
             let notified = self.idle.notified();
             if self.live.get() == 0 {

@@ -25,13 +25,13 @@ use crate::state::generation::{Generation, ListenSockets};
 
 /// What the main thread tells every worker.
 #[derive(Clone)]
-pub struct Directive {
-    pub generation: Arc<Generation>,
-    pub mode: Mode,
+pub(crate) struct Directive {
+    pub(crate) generation: Arc<Generation>,
+    pub(crate) mode: Mode,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Mode {
+pub(crate) enum Mode {
     Serve,
     /// Stop accepting, answer what clients have sent, close them, and end by
     /// `deadline` at the latest.
@@ -41,7 +41,7 @@ pub enum Mode {
 }
 
 /// What workers report back: the generation each serves, and whether it ended.
-pub struct Reports {
+pub(crate) struct Reports {
     applied: Vec<AtomicU64>,
     stopped_accepting: Vec<AtomicBool>,
     exited: Vec<AtomicBool>,
@@ -49,7 +49,7 @@ pub struct Reports {
 }
 
 impl Reports {
-    pub fn new(threads: usize) -> Reports {
+    pub(crate) fn new(threads: usize) -> Reports {
         Reports {
             applied: (0..threads).map(|_| AtomicU64::new(0)).collect(),
             stopped_accepting: (0..threads).map(|_| AtomicBool::new(false)).collect(),
@@ -59,13 +59,13 @@ impl Reports {
     }
 
     /// True once every worker serves generation `number` or a later one.
-    pub fn all_applied(&self, number: u64) -> bool {
+    pub(crate) fn all_applied(&self, number: u64) -> bool {
         self.applied
             .iter()
             .all(|a| a.load(Ordering::Acquire) >= number)
     }
 
-    pub fn all_stopped_accepting(&self) -> bool {
+    pub(crate) fn all_stopped_accepting(&self) -> bool {
         let stopped = |s: &AtomicBool| s.load(Ordering::Acquire);
         self.stopped_accepting
             .iter()
@@ -73,12 +73,16 @@ impl Reports {
             .all(|(s, e)| stopped(s) || stopped(e))
     }
 
-    pub fn all_exited(&self) -> bool {
+    pub(crate) fn all_exited(&self) -> bool {
         self.exited.iter().all(|e| e.load(Ordering::Acquire))
     }
 
     /// Waits until `done` holds, or `timeout` passes; true if it holds.
-    pub async fn wait_for(&self, timeout: Duration, done: impl Fn(&Reports) -> bool) -> bool {
+    pub(crate) async fn wait_for(
+        &self,
+        timeout: Duration,
+        done: impl Fn(&Reports) -> bool,
+    ) -> bool {
         let wait = async {
             loop {
                 let changed = self.changed.notified();
@@ -108,7 +112,7 @@ impl Reports {
 }
 
 /// Runs worker `id` until it has drained (or the main thread is gone).
-pub fn run(id: usize, mut directives: watch::Receiver<Directive>, reports: Arc<Reports>) {
+pub(crate) fn run(id: usize, mut directives: watch::Receiver<Directive>, reports: Arc<Reports>) {
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

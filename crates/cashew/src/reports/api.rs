@@ -9,180 +9,180 @@ use serde::{Deserialize, Serialize};
 
 /// `GET /health`.
 #[derive(Serialize, Deserialize, Debug)]
-pub struct Health {
-    pub status: String,
-    pub pid: u32,
+pub(crate) struct Health {
+    pub(crate) status: String,
+    pub(crate) pid: u32,
 }
 
 /// `GET /ready`.
 #[derive(Serialize, Deserialize, Debug)]
-pub struct Ready {
-    pub ready: bool,
-    pub phase: String,
-    pub generation: u64,
+pub(crate) struct Ready {
+    pub(crate) ready: bool,
+    pub(crate) phase: String,
+    pub(crate) generation: u64,
 }
 
 /// The configuration generation in force, in several documents.
 #[derive(Serialize, Deserialize, Debug, Clone)]
-pub struct GenerationInfo {
-    pub generation: u64,
+pub(crate) struct GenerationInfo {
+    pub(crate) generation: u64,
     /// Seconds since the epoch.
-    pub loaded_at: u64,
+    pub(crate) loaded_at: u64,
     /// `sha256:` and the hex digest of the file as written.
-    pub checksum: String,
-    pub file: String,
+    pub(crate) checksum: String,
+    pub(crate) file: String,
 }
 
 /// `GET /config`.
 #[derive(Serialize, Deserialize, Debug)]
-pub struct ConfigView {
+pub(crate) struct ConfigView {
     #[serde(flatten)]
-    pub generation: GenerationInfo,
+    pub(crate) generation: GenerationInfo,
     /// The file's text with every secret value replaced by `"<redacted>"`.
-    pub text: String,
+    pub(crate) text: String,
 }
 
 /// `GET /status`.
 #[derive(Serialize, Deserialize, Debug)]
-pub struct Status {
+pub(crate) struct Status {
     #[serde(flatten)]
-    pub generation: GenerationInfo,
-    pub pid: u32,
-    pub version: String,
-    pub uptime: u64,
-    pub phase: String,
-    pub threads: usize,
-    pub pools: Vec<PoolStatus>,
+    pub(crate) generation: GenerationInfo,
+    pub(crate) pid: u32,
+    pub(crate) version: String,
+    pub(crate) uptime: u64,
+    pub(crate) phase: String,
+    pub(crate) threads: usize,
+    pub(crate) pools: Vec<PoolStatus>,
 }
 
 #[derive(Serialize, Deserialize, Debug)]
-pub struct PoolStatus {
-    pub name: String,
-    pub listen: String,
+pub(crate) struct PoolStatus {
+    pub(crate) name: String,
+    pub(crate) listen: String,
     /// `memcached` or `redis`.
-    pub protocol: String,
-    pub client_connections: u64,
-    pub requests_per_second: f64,
-    pub requests: u64,
-    pub get_hits: u64,
-    pub get_misses: u64,
-    pub errors: u64,
-    pub latency_ms: Latency,
-    pub servers: Vec<ServerStatus>,
+    pub(crate) protocol: String,
+    pub(crate) client_connections: u64,
+    pub(crate) requests_per_second: f64,
+    pub(crate) requests: u64,
+    pub(crate) get_hits: u64,
+    pub(crate) get_misses: u64,
+    pub(crate) errors: u64,
+    pub(crate) latency_ms: Latency,
+    pub(crate) servers: Vec<ServerStatus>,
 }
 
 #[derive(Serialize, Deserialize, Debug)]
-pub struct ServerStatus {
-    pub name: String,
+pub(crate) struct ServerStatus {
+    pub(crate) name: String,
     /// The `servers:` entry as written.
-    pub address: String,
+    pub(crate) address: String,
     /// `up`, `ejected`, `down` or `manual`.
-    pub state: String,
+    pub(crate) state: String,
     /// Seconds the state has held.
-    pub state_for_s: u64,
+    pub(crate) state_for_s: u64,
     /// `off`, `ok` or `failing`.
-    pub health_check: String,
-    pub requests: u64,
-    pub errors: u64,
-    pub connections: u64,
-    pub latency_ms: Latency,
+    pub(crate) health_check: String,
+    pub(crate) requests: u64,
+    pub(crate) errors: u64,
+    pub(crate) connections: u64,
+    pub(crate) latency_ms: Latency,
     /// When ejected after failures: when it is tried again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub back_in_ms: Option<u64>,
+    pub(crate) back_in_ms: Option<u64>,
 }
 
 /// Latency quantiles in ms since start, with the histogram's counts per bucket
 /// (bounds as in `/metrics`) so that a reader can take the quantiles of the
 /// interval between two readings.
 #[derive(Serialize, Deserialize, Debug, Clone, Default)]
-pub struct Latency {
-    pub p50: Option<f64>,
-    pub p99: Option<f64>,
-    pub buckets: Vec<u64>,
+pub(crate) struct Latency {
+    pub(crate) p50: Option<f64>,
+    pub(crate) p99: Option<f64>,
+    pub(crate) buckets: Vec<u64>,
 }
 
 /// `GET /hotkeys`.
 #[derive(Serialize, Deserialize, Debug, Default)]
-pub struct HotKeys {
-    pub hotkeys: Vec<HotKey>,
+pub(crate) struct HotKeys {
+    pub(crate) hotkeys: Vec<HotKey>,
 }
 
 #[derive(Serialize, Deserialize, Debug)]
-pub struct HotKey {
-    pub pool: String,
+pub(crate) struct HotKey {
+    pub(crate) pool: String,
     /// Printable: other bytes as `\xNN`.
-    pub key: String,
+    pub(crate) key: String,
     /// Requests per second, estimated (it may overstate)...
-    pub rate: f64,
+    pub(crate) rate: f64,
     /// ...and what it is at least.
-    pub rate_min: f64,
-    pub server: Option<String>,
+    pub(crate) rate_min: f64,
+    pub(crate) server: Option<String>,
 }
 
 /// `GET /slowlog`.
 #[derive(Serialize, Deserialize, Debug, Default)]
-pub struct SlowLog {
+pub(crate) struct SlowLog {
     /// Each pool's threshold, for pools with one.
-    pub slowlog_ms: BTreeMap<String, u64>,
+    pub(crate) slowlog_ms: BTreeMap<String, u64>,
     /// The latest first.
-    pub slowlog: Vec<SlowRequest>,
+    pub(crate) slowlog: Vec<SlowRequest>,
 }
 
 #[derive(Serialize, Deserialize, Debug)]
-pub struct SlowRequest {
-    pub time: String,
-    pub pool: String,
-    pub server: String,
-    pub command: String,
-    pub key: String,
-    pub latency_ms: f64,
+pub(crate) struct SlowRequest {
+    pub(crate) time: String,
+    pub(crate) pool: String,
+    pub(crate) server: String,
+    pub(crate) command: String,
+    pub(crate) key: String,
+    pub(crate) latency_ms: f64,
 }
 
 /// `POST /reload`.
 #[derive(Serialize, Deserialize, Debug)]
-pub struct Reloaded {
-    pub generation: u64,
-    pub loaded_at: u64,
-    pub checksum: String,
-    pub pools: Vec<String>,
+pub(crate) struct Reloaded {
+    pub(crate) generation: u64,
+    pub(crate) loaded_at: u64,
+    pub(crate) checksum: String,
+    pub(crate) pools: Vec<String>,
 }
 
 /// `POST /restart`.
 #[derive(Serialize, Deserialize, Debug)]
-pub struct Restarted {
-    pub pid: u32,
+pub(crate) struct Restarted {
+    pub(crate) pid: u32,
 }
 
 /// `POST /stop`.
 #[derive(Serialize, Deserialize, Debug)]
-pub struct Stopping {
-    pub status: String,
+pub(crate) struct Stopping {
+    pub(crate) status: String,
 }
 
 /// `POST /pools/{pool}/servers/{server}/eject` and `restore`.
 #[derive(Serialize, Deserialize, Debug)]
-pub struct ServerChanged {
-    pub pool: String,
-    pub server: String,
-    pub state: String,
+pub(crate) struct ServerChanged {
+    pub(crate) pool: String,
+    pub(crate) server: String,
+    pub(crate) state: String,
 }
 
 /// Any call that failed.
 #[derive(Serialize, Deserialize, Debug)]
-pub struct Failure {
-    pub error: String,
+pub(crate) struct Failure {
+    pub(crate) error: String,
     /// The generation in force (a failed reload).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub generation: Option<u64>,
+    pub(crate) generation: Option<u64>,
     /// What could have been meant (a server name not found; the endpoints).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub servers: Vec<String>,
+    pub(crate) servers: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub endpoints: Vec<String>,
+    pub(crate) endpoints: Vec<String>,
 }
 
 impl Failure {
-    pub fn new(error: impl Into<String>) -> Failure {
+    pub(crate) fn new(error: impl Into<String>) -> Failure {
         Failure {
             error: error.into(),
             generation: None,
@@ -193,7 +193,7 @@ impl Failure {
 }
 
 /// A token file's content without its line ending; an empty one is an error.
-pub fn read_token_file(path: &std::path::Path) -> Result<String, String> {
+pub(crate) fn read_token_file(path: &std::path::Path) -> Result<String, String> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("admin token file {}: {e}", path.display()))?;
     let token = text.trim_end_matches(['\n', '\r']);

@@ -15,7 +15,7 @@ const TOP: usize = 20;
 /// Each pool's hottest keys, hottest first, for the pools with `hotkeys: true`:
 /// `rate` in requests per second, estimated (Space-Saving may overstate it),
 /// `rate_min` what it is at least.
-pub fn hotkeys(generation: &Generation) -> HotKeys {
+pub(crate) fn hotkeys(generation: &Generation) -> HotKeys {
     let mut out = Vec::new();
     for (pool, state) in generation.config.pools.iter().zip(&generation.pools) {
         if !pool.hotkeys {
@@ -66,7 +66,7 @@ pub fn hotkeys(generation: &Generation) -> HotKeys {
 
 /// The requests servers were slow to answer, the latest first, with each pool's
 /// threshold.
-pub fn slowlog(generation: &Generation) -> SlowLog {
+pub(crate) fn slowlog(generation: &Generation) -> SlowLog {
     let mut entries = Vec::new();
     for (pool, state) in generation.config.pools.iter().zip(&generation.pools) {
         for worker in &state.workers {
@@ -104,7 +104,7 @@ pub fn slowlog(generation: &Generation) -> SlowLog {
 }
 
 /// Latency quantiles in ms since start, for `/status`.
-pub fn latency_ms(total: &HistogramTotal) -> Latency {
+pub(crate) fn latency_ms(total: &HistogramTotal) -> Latency {
     let q = |q: f64| total.quantile_us(q).map(|us| us as f64 / 1e3);
     api::Latency {
         p50: q(0.5),

@@ -18,10 +18,10 @@ use crate::state::generation::{Generation, PoolGen};
 use crate::state::health::{ProbeState, ServerState};
 
 /// The content type of [`render`]'s text.
-pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+pub(crate) const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// The metrics of `generation` (and of the process) as Prometheus reads them.
-pub fn render(generation: Arc<Generation>) -> String {
+pub(crate) fn render(generation: Arc<Generation>) -> String {
     let mut registry = Registry::default();
     registry.register_collector(Box::new(Snapshot(generation)));
     let mut out = String::new();

@@ -2,8 +2,8 @@
 //! nutcracker stats document, the Prometheus metrics, the admin API's status, hot
 //! keys and slow log.
 
-pub mod api;
-pub mod insight;
-pub mod metrics;
+pub(crate) mod api;
+pub(crate) mod insight;
+pub(crate) mod metrics;
 pub mod nutcracker;
-pub mod status;
+pub(crate) mod status;

@@ -32,7 +32,7 @@ pub fn describe() -> String {
 }
 
 /// nutcracker's stats document, with the generation of the configuration in force.
-pub fn json(generation: &Generation, source: &str) -> String {
+pub(crate) fn json(generation: &Generation, source: &str) -> String {
     let registry = &generation.registry;
     let mut out = format!(
         "{{\"service\":\"nutcracker\", \"source\":{}, \"version\":{}, \"uptime\":{}, \"timestamp\":{}, \"total_connections\":{}, \"curr_connections\":{}, \"generation\":{}, \"generation_loaded_at\":{}, \"config_checksum\":{}",
@@ -88,6 +88,6 @@ pub fn json(generation: &Generation, source: &str) -> String {
 }
 
 /// A JSON string literal.
-pub fn json_string(s: &str) -> String {
+pub(crate) fn json_string(s: &str) -> String {
     serde_json::to_string(s).expect("a string serializes")
 }

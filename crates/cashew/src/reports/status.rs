@@ -8,7 +8,7 @@ use crate::state::generation::Generation;
 use crate::state::health::{ProbeState, ServerState};
 
 /// The generation's identity, as several documents give it.
-pub fn generation_info(generation: &Generation) -> GenerationInfo {
+pub(crate) fn generation_info(generation: &Generation) -> GenerationInfo {
     GenerationInfo {
         generation: generation.number,
         loaded_at: generation.source.loaded_at_secs(),
@@ -18,7 +18,7 @@ pub fn generation_info(generation: &Generation) -> GenerationInfo {
 }
 
 /// The status of `generation` in `phase`; `rate` gives a pool's requests per second.
-pub fn status(generation: &Generation, phase: &str, rate: impl Fn(&str) -> f64) -> Status {
+pub(crate) fn status(generation: &Generation, phase: &str, rate: impl Fn(&str) -> f64) -> Status {
     let now_usec = crate::clock::now_usec();
     let pools = generation
         .config

@@ -8,30 +8,38 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Instant;
 
-/// Declares a counter enum: each variant with its name and description.
+/// Declares a counter enum: each variant with its name, and its description when
+/// the counter is reported with one (nutcracker's `-D`).
 macro_rules! counters {
-    ($(#[$meta:meta])* pub enum $name:ident {
+    ($(#[$meta:meta])* pub(crate) enum $name:ident {
         $($(#[$vmeta:meta])* $variant:ident => $text:literal, $description:literal;)*
+    }) => {
+        counters! { $(#[$meta])* pub(crate) enum $name { $($(#[$vmeta])* $variant => $text;)* } }
+
+        impl $name {
+            pub(crate) fn description(self) -> &'static str {
+                match self {
+                    $($name::$variant => $description,)*
+                }
+            }
+        }
+    };
+    ($(#[$meta:meta])* pub(crate) enum $name:ident {
+        $($(#[$vmeta:meta])* $variant:ident => $text:literal;)*
     }) => {
         $(#[$meta])*
         #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-        pub enum $name {
+        pub(crate) enum $name {
             $($(#[$vmeta])* $variant,)*
         }
 
         impl $name {
-            pub const ALL: &'static [$name] = &[$($name::$variant,)*];
-            pub const COUNT: usize = Self::ALL.len();
+            pub(crate) const ALL: &'static [$name] = &[$($name::$variant,)*];
+            pub(crate) const COUNT: usize = Self::ALL.len();
 
-            pub fn name(self) -> &'static str {
+            pub(crate) fn name(self) -> &'static str {
                 match self {
                     $($name::$variant => $text,)*
-                }
-            }
-
-            pub fn description(self) -> &'static str {
-                match self {
-                    $($name::$variant => $description,)*
                 }
             }
         }
@@ -40,7 +48,7 @@ macro_rules! counters {
 
 counters! {
     /// A pool's counters. The first six are nutcracker's, in its order.
-    pub enum PoolCounter {
+    pub(crate) enum PoolCounter {
         ClientEof => "client_eof", "# eof on client connections";
         ClientErr => "client_err", "# errors on client connections";
         ClientConnections => "client_connections", "# active client connections";
@@ -73,7 +81,7 @@ counters! {
 
 impl PoolCounter {
     /// nutcracker's pool stats, in its order.
-    pub const NUTCRACKER: [PoolCounter; 6] = [
+    pub(crate) const NUTCRACKER: [PoolCounter; 6] = [
         PoolCounter::ClientEof,
         PoolCounter::ClientErr,
         PoolCounter::ClientConnections,
@@ -81,14 +89,14 @@ impl PoolCounter {
         PoolCounter::ForwardError,
         PoolCounter::Fragments,
     ];
-    pub const AVAILABILITY: [PoolCounter; 4] = [
+    pub(crate) const AVAILABILITY: [PoolCounter; 4] = [
         PoolCounter::ReplicaFailovers,
         PoolCounter::Warmups,
         PoolCounter::WarmupsDropped,
         PoolCounter::Guttered,
     ];
     /// Errors a client got, by kind.
-    pub const ERRORS: [PoolCounter; 5] = [
+    pub(crate) const ERRORS: [PoolCounter; 5] = [
         PoolCounter::ErrClient,
         PoolCounter::ErrServer,
         PoolCounter::ErrTimeout,
@@ -100,41 +108,41 @@ impl PoolCounter {
 counters! {
     /// Command families requests and replies are counted by: memcached's
     /// commands, then redis's classes.
-    pub enum Family {
-        Get => "get", "";
-        Gets => "gets", "";
-        Gat => "gat", "";
-        Gats => "gats", "";
-        Set => "set", "";
-        Add => "add", "";
-        Replace => "replace", "";
-        Append => "append", "";
-        Prepend => "prepend", "";
-        Cas => "cas", "";
-        Incr => "incr", "";
-        Decr => "decr", "";
-        Touch => "touch", "";
-        Delete => "delete", "";
-        Meta => "meta", "";
-        Other => "other", "";
-        Read => "read", "";
-        Write => "write", "";
-        Split => "split", "";
-        Local => "local", "";
-        Refused => "refused", "";
+    pub(crate) enum Family {
+        Get => "get";
+        Gets => "gets";
+        Gat => "gat";
+        Gats => "gats";
+        Set => "set";
+        Add => "add";
+        Replace => "replace";
+        Append => "append";
+        Prepend => "prepend";
+        Cas => "cas";
+        Incr => "incr";
+        Decr => "decr";
+        Touch => "touch";
+        Delete => "delete";
+        Meta => "meta";
+        Other => "other";
+        Read => "read";
+        Write => "write";
+        Split => "split";
+        Local => "local";
+        Refused => "refused";
     }
 }
 
 impl Family {
     /// Whether redis commands are counted in it (else memcached's).
-    pub fn is_redis(self) -> bool {
+    pub(crate) fn is_redis(self) -> bool {
         self as usize >= Family::Read as usize
     }
 }
 
 counters! {
     /// A server's counters: nutcracker's, in its order.
-    pub enum ServerCounter {
+    pub(crate) enum ServerCounter {
         ServerEof => "server_eof", "# eof on server connections";
         ServerErr => "server_err", "# errors on server connections";
         ServerTimedout => "server_timedout", "# timeouts on server connections";
@@ -155,20 +163,20 @@ counters! {
 
 counters! {
     /// Proxy-wide counters, reported by the memcached `stats` command.
-    pub enum ProxyCounter {
-        CurrConnections => "curr_connections", "";
-        TotalConnections => "total_connections", "";
-        CmdGet => "cmd_get", "";
-        CmdSet => "cmd_set", "";
-        CmdTouch => "cmd_touch", "";
-        GetHits => "get_hits", "";
-        GetMisses => "get_misses", "";
+    pub(crate) enum ProxyCounter {
+        CurrConnections => "curr_connections";
+        TotalConnections => "total_connections";
+        CmdGet => "cmd_get";
+        CmdSet => "cmd_set";
+        CmdTouch => "cmd_touch";
+        GetHits => "get_hits";
+        GetMisses => "get_misses";
     }
 }
 
 /// Counters written by one worker thread only, read by any. A single writer needs
 /// no atomic read-modify-write: a plain load and store keep the hot path cheap.
-pub struct Counters<const N: usize>([AtomicU64; N]);
+pub(crate) struct Counters<const N: usize>([AtomicU64; N]);
 
 impl<const N: usize> Default for Counters<N> {
     fn default() -> Self {
@@ -196,7 +204,7 @@ impl<const N: usize> Counters<N> {
 
 /// Upper bounds of the latency histograms' buckets, in µs: log-linear, fine enough
 /// to tell 50 µs from 200 µs and 1 ms from 5 ms.
-pub const LATENCY_BOUNDS_US: [u64; 30] = [
+pub(crate) const LATENCY_BOUNDS_US: [u64; 30] = [
     10, 20, 30, 50, 75, 100, 150, 200, 300, 500, 750, 1_000, 1_500, 2_000, 3_000, 5_000, 7_500,
     10_000, 15_000, 20_000, 30_000, 50_000, 75_000, 100_000, 250_000, 500_000, 1_000_000,
     2_500_000, 5_000_000, 10_000_000,
@@ -204,7 +212,7 @@ pub const LATENCY_BOUNDS_US: [u64; 30] = [
 
 /// A latency histogram written by one worker thread only (see [`Counters`]): one
 /// bucket per bound of [`LATENCY_BOUNDS_US`] and one above them all.
-pub struct Histogram {
+pub(crate) struct Histogram {
     buckets: [AtomicU64; LATENCY_BOUNDS_US.len() + 1],
     sum_us: AtomicU64,
 }
@@ -247,7 +255,7 @@ fn bucket_of(us: u64) -> usize {
 impl Histogram {
     /// Records `n` values of `latency` at once.
     #[inline]
-    pub fn record_n(&self, latency: std::time::Duration, n: u64) {
+    pub(crate) fn record_n(&self, latency: std::time::Duration, n: u64) {
         let us = latency.as_micros() as u64;
         let bucket = &self.buckets[bucket_of(us)];
         bucket.store(bucket.load(Relaxed) + n, Relaxed);
@@ -258,7 +266,7 @@ impl Histogram {
     }
 
     /// Adds this histogram's counts (not cumulative) and sum to `into`.
-    pub fn add_to(&self, into: &mut HistogramTotal) {
+    pub(crate) fn add_to(&self, into: &mut HistogramTotal) {
         for (total, b) in into.buckets.iter_mut().zip(&self.buckets) {
             *total += b.load(Relaxed);
         }
@@ -268,19 +276,19 @@ impl Histogram {
 
 /// Histograms of several workers summed.
 #[derive(Clone, Default, Debug)]
-pub struct HistogramTotal {
-    pub buckets: [u64; LATENCY_BOUNDS_US.len() + 1],
-    pub sum_us: u64,
+pub(crate) struct HistogramTotal {
+    pub(crate) buckets: [u64; LATENCY_BOUNDS_US.len() + 1],
+    pub(crate) sum_us: u64,
 }
 
 impl HistogramTotal {
-    pub fn count(&self) -> u64 {
+    pub(crate) fn count(&self) -> u64 {
         self.buckets.iter().sum()
     }
 
     /// The bucket bound under which `q` (0 to 1) of the values fall: an upper
     /// estimate of the quantile, `None` without values.
-    pub fn quantile_us(&self, q: f64) -> Option<u64> {
+    pub(crate) fn quantile_us(&self, q: f64) -> Option<u64> {
         let count = self.count();
         if count == 0 {
             return None;
@@ -300,48 +308,48 @@ impl HistogramTotal {
 /// One worker's counters for a pool, and its clients' latency: from a request read
 /// in full to its reply written in full.
 #[derive(Default)]
-pub struct PoolCounters {
+pub(crate) struct PoolCounters {
     counters: Counters<{ PoolCounter::COUNT }>,
     requests: Counters<{ Family::COUNT }>,
     /// Replies by family (requests with `noreply` get none).
     replies: Counters<{ Family::COUNT }>,
-    pub latency: Histogram,
-    pub hotkeys: super::hotkeys::HotKeys,
-    pub slowlog: super::slowlog::SlowLog,
+    pub(crate) latency: Histogram,
+    pub(crate) hotkeys: super::hotkeys::HotKeys,
+    pub(crate) slowlog: super::slowlog::SlowLog,
 }
 
 impl PoolCounters {
     #[inline]
-    pub fn add(&self, counter: PoolCounter, n: u64) {
+    pub(crate) fn add(&self, counter: PoolCounter, n: u64) {
         self.counters.add(counter as usize, n);
     }
 
     #[inline]
-    pub fn sub(&self, counter: PoolCounter, n: u64) {
+    pub(crate) fn sub(&self, counter: PoolCounter, n: u64) {
         self.counters.sub(counter as usize, n);
     }
 
-    pub fn get(&self, counter: PoolCounter) -> u64 {
+    pub(crate) fn get(&self, counter: PoolCounter) -> u64 {
         self.counters.get(counter as usize)
     }
 
     /// A request of `family` was read.
     #[inline]
-    pub fn request(&self, family: Family) {
+    pub(crate) fn request(&self, family: Family) {
         self.requests.add(family as usize, 1);
     }
 
     /// `n` replies are owed to requests of `family`.
     #[inline]
-    pub fn replies_owed(&self, family: Family, n: u64) {
+    pub(crate) fn replies_owed(&self, family: Family, n: u64) {
         self.replies.add(family as usize, n);
     }
 
-    pub fn requests(&self, family: Family) -> u64 {
+    pub(crate) fn requests(&self, family: Family) -> u64 {
         self.requests.get(family as usize)
     }
 
-    pub fn replies(&self, family: Family) -> u64 {
+    pub(crate) fn replies(&self, family: Family) -> u64 {
         self.replies.get(family as usize)
     }
 }
@@ -349,43 +357,43 @@ impl PoolCounters {
 /// One worker's counters for a server, and the server's latency: from a request's
 /// last byte written to its reply parsed.
 #[derive(Default)]
-pub struct ServerCounters {
+pub(crate) struct ServerCounters {
     counters: Counters<{ ServerCounter::COUNT }>,
-    pub latency: Histogram,
+    pub(crate) latency: Histogram,
 }
 
 impl ServerCounters {
     #[inline]
-    pub fn add(&self, counter: ServerCounter, n: u64) {
+    pub(crate) fn add(&self, counter: ServerCounter, n: u64) {
         self.counters.add(counter as usize, n);
     }
 
     #[inline]
-    pub fn sub(&self, counter: ServerCounter, n: u64) {
+    pub(crate) fn sub(&self, counter: ServerCounter, n: u64) {
         self.counters.sub(counter as usize, n);
     }
 
-    pub fn get(&self, counter: ServerCounter) -> u64 {
+    pub(crate) fn get(&self, counter: ServerCounter) -> u64 {
         self.counters.get(counter as usize)
     }
 }
 
 /// One worker's proxy-wide counters.
 #[derive(Default)]
-pub struct ProxyCounters(Counters<{ ProxyCounter::COUNT }>);
+pub(crate) struct ProxyCounters(Counters<{ ProxyCounter::COUNT }>);
 
 impl ProxyCounters {
     #[inline]
-    pub fn add(&self, counter: ProxyCounter, n: u64) {
+    pub(crate) fn add(&self, counter: ProxyCounter, n: u64) {
         self.0.add(counter as usize, n);
     }
 
     #[inline]
-    pub fn sub(&self, counter: ProxyCounter, n: u64) {
+    pub(crate) fn sub(&self, counter: ProxyCounter, n: u64) {
         self.0.sub(counter as usize, n);
     }
 
-    pub fn get(&self, counter: ProxyCounter) -> u64 {
+    pub(crate) fn get(&self, counter: ProxyCounter) -> u64 {
         self.0.get(counter as usize)
     }
 }
@@ -393,22 +401,22 @@ impl ProxyCounters {
 /// One worker's counters for one pool of a generation: the pool's and each server's,
 /// in the order of the config. Carried by pool and server name across reloads.
 #[derive(Clone)]
-pub struct PoolStats {
-    pub pool: Arc<PoolCounters>,
-    pub servers: Vec<Arc<ServerCounters>>,
+pub(crate) struct PoolStats {
+    pub(crate) pool: Arc<PoolCounters>,
+    pub(crate) servers: Vec<Arc<ServerCounters>>,
 }
 
 /// What lasts for the life of the process: start time and each worker's proxy-wide
 /// counters.
-pub struct Registry {
-    pub workers: Vec<Arc<ProxyCounters>>,
+pub(crate) struct Registry {
+    pub(crate) workers: Vec<Arc<ProxyCounters>>,
     started: Instant,
     /// The totals at the last memcached `stats reset`.
     baseline: [AtomicU64; ProxyCounter::COUNT],
 }
 
 impl Registry {
-    pub fn new(threads: usize) -> Self {
+    pub(crate) fn new(threads: usize) -> Self {
         Registry {
             workers: (0..threads).map(|_| Arc::default()).collect(),
             started: Instant::now(),
@@ -416,15 +424,15 @@ impl Registry {
         }
     }
 
-    pub fn uptime(&self) -> u64 {
+    pub(crate) fn uptime(&self) -> u64 {
         self.started.elapsed().as_secs()
     }
 
-    pub fn threads(&self) -> usize {
+    pub(crate) fn threads(&self) -> usize {
         self.workers.len()
     }
 
-    pub fn proxy_total(&self, counter: ProxyCounter) -> u64 {
+    pub(crate) fn proxy_total(&self, counter: ProxyCounter) -> u64 {
         self.workers
             .iter()
             .map(|w| w.get(counter))
@@ -433,7 +441,7 @@ impl Registry {
 
     /// `stats reset`: counters read from now on start again from 0 (but the
     /// current connections, which are a level, not a count).
-    pub fn reset_proxy_counters(&self) {
+    pub(crate) fn reset_proxy_counters(&self) {
         for &counter in ProxyCounter::ALL {
             if counter != ProxyCounter::CurrConnections {
                 self.baseline[counter as usize].store(self.proxy_total(counter), Relaxed);
@@ -441,7 +449,7 @@ impl Registry {
         }
     }
 
-    pub fn proxy_since_reset(&self, counter: ProxyCounter) -> u64 {
+    pub(crate) fn proxy_since_reset(&self, counter: ProxyCounter) -> u64 {
         self.proxy_total(counter)
             .wrapping_sub(self.baseline[counter as usize].load(Relaxed))
     }

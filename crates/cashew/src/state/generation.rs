@@ -16,27 +16,27 @@ use socket2::Socket;
 use super::counters::{Family, HistogramTotal, PoolCounter, PoolStats, Registry, ServerCounter};
 use super::health::{PoolShared, ServerHealth};
 
-pub struct Generation {
+pub(crate) struct Generation {
     /// 1 for the configuration cashew started with, then one more per reload.
-    pub number: u64,
-    pub config: Arc<Config>,
-    pub source: Source,
+    pub(crate) number: u64,
+    pub(crate) config: Arc<Config>,
+    pub(crate) source: Source,
     /// One per pool of `config`, in the same order.
-    pub pools: Vec<PoolGen>,
-    pub registry: Arc<Registry>,
+    pub(crate) pools: Vec<PoolGen>,
+    pub(crate) registry: Arc<Registry>,
 }
 
 /// Where a configuration came from.
-pub struct Source {
-    pub path: PathBuf,
+pub(crate) struct Source {
+    pub(crate) path: PathBuf,
     /// `sha256:` and the hex digest of the file's bytes (`sha256sum` prints the same).
-    pub checksum: String,
-    pub loaded_at: SystemTime,
-    pub text: String,
+    pub(crate) checksum: String,
+    pub(crate) loaded_at: SystemTime,
+    pub(crate) text: String,
 }
 
 impl Source {
-    pub fn new(path: PathBuf, text: String) -> Source {
+    pub(crate) fn new(path: PathBuf, text: String) -> Source {
         use sha2::{Digest, Sha256};
         let digest = Sha256::digest(text.as_bytes());
         let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
@@ -48,7 +48,7 @@ impl Source {
         }
     }
 
-    pub fn loaded_at_secs(&self) -> u64 {
+    pub(crate) fn loaded_at_secs(&self) -> u64 {
         self.loaded_at
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default()
@@ -57,18 +57,18 @@ impl Source {
 }
 
 /// A pool's shared state in one generation.
-pub struct PoolGen {
-    pub shared: Arc<PoolShared>,
+pub(crate) struct PoolGen {
+    pub(crate) shared: Arc<PoolShared>,
     /// One per server of the pool, in config order.
-    pub servers: Vec<Arc<ServerHealth>>,
+    pub(crate) servers: Vec<Arc<ServerHealth>>,
     /// `[worker]`: that worker's counters for the pool.
-    pub workers: Vec<PoolStats>,
-    pub listener: Arc<ListenSockets>,
+    pub(crate) workers: Vec<PoolStats>,
+    pub(crate) listener: Arc<ListenSockets>,
 }
 
 impl PoolGen {
     /// A pool counter summed over the workers.
-    pub fn total(&self, counter: PoolCounter) -> u64 {
+    pub(crate) fn total(&self, counter: PoolCounter) -> u64 {
         self.workers
             .iter()
             .map(|w| w.pool.get(counter))
@@ -76,7 +76,7 @@ impl PoolGen {
     }
 
     /// Requests of `family`, over the workers.
-    pub fn requests(&self, family: Family) -> u64 {
+    pub(crate) fn requests(&self, family: Family) -> u64 {
         self.workers
             .iter()
             .map(|w| w.pool.requests(family))
@@ -84,7 +84,7 @@ impl PoolGen {
     }
 
     /// Replies owed to requests of `family`, over the workers.
-    pub fn replies(&self, family: Family) -> u64 {
+    pub(crate) fn replies(&self, family: Family) -> u64 {
         self.workers
             .iter()
             .map(|w| w.pool.replies(family))
@@ -92,7 +92,7 @@ impl PoolGen {
     }
 
     /// A server counter summed over the workers.
-    pub fn server_total(&self, server: usize, counter: ServerCounter) -> u64 {
+    pub(crate) fn server_total(&self, server: usize, counter: ServerCounter) -> u64 {
         if counter == ServerCounter::ServerEjectedAt {
             // An ejection is shared by every worker: its time is kept with the health.
             return self.servers[server].ejected_at_usec();
@@ -104,7 +104,7 @@ impl PoolGen {
     }
 
     /// The pool's client latency over all workers.
-    pub fn latency(&self) -> HistogramTotal {
+    pub(crate) fn latency(&self) -> HistogramTotal {
         let mut total = HistogramTotal::default();
         for w in &self.workers {
             w.pool.latency.add_to(&mut total);
@@ -113,7 +113,7 @@ impl PoolGen {
     }
 
     /// A server's latency over all workers.
-    pub fn server_latency(&self, server: usize) -> HistogramTotal {
+    pub(crate) fn server_latency(&self, server: usize) -> HistogramTotal {
         let mut total = HistogramTotal::default();
         for w in &self.workers {
             w.servers[server].latency.add_to(&mut total);
@@ -127,17 +127,22 @@ impl PoolGen {
 /// on duplicates of these descriptors; the control plane retires its own copies
 /// when no generation in force uses the listener any more, which closes it (old
 /// generations may live on a while, held by clients that are finishing).
-pub struct ListenSockets {
+pub(crate) struct ListenSockets {
     /// Unique for the life of the process: workers know a listener they already
     /// accept on by it.
-    pub id: u64,
-    pub listen: Listen,
-    pub reuseport: bool,
+    pub(crate) id: u64,
+    pub(crate) listen: Listen,
+    pub(crate) reuseport: bool,
     sockets: Mutex<Vec<Socket>>,
 }
 
 impl ListenSockets {
-    pub fn new(id: u64, listen: Listen, reuseport: bool, sockets: Vec<Socket>) -> ListenSockets {
+    pub(crate) fn new(
+        id: u64,
+        listen: Listen,
+        reuseport: bool,
+        sockets: Vec<Socket>,
+    ) -> ListenSockets {
         ListenSockets {
             id,
             listen,
@@ -152,7 +157,7 @@ impl ListenSockets {
 
     /// Duplicates of the sockets worker `worker` of `threads` accepts on: every
     /// socket is served by some worker, and every worker serves at least one.
-    pub fn for_worker(&self, worker: usize, threads: usize) -> Vec<io::Result<Socket>> {
+    pub(crate) fn for_worker(&self, worker: usize, threads: usize) -> Vec<io::Result<Socket>> {
         let sockets = self.sockets();
         indices_for(sockets.len(), worker, threads)
             .into_iter()
@@ -160,18 +165,18 @@ impl ListenSockets {
             .collect()
     }
 
-    pub fn raw_fds(&self) -> Vec<RawFd> {
+    pub(crate) fn raw_fds(&self) -> Vec<RawFd> {
         self.sockets().iter().map(AsRawFd::as_raw_fd).collect()
     }
 
     /// Applies `backlog` (listen(2) again on a listening socket changes it).
-    pub fn set_backlog(&self, backlog: i32) -> io::Result<()> {
+    pub(crate) fn set_backlog(&self, backlog: i32) -> io::Result<()> {
         self.sockets().iter().try_for_each(|s| s.listen(backlog))
     }
 
     /// Closes this process's descriptors; the listener ends once workers have
     /// dropped theirs.
-    pub fn retire(&self) {
+    pub(crate) fn retire(&self) {
         self.sockets().clear();
     }
 }
@@ -189,7 +194,7 @@ fn indices_for(n: usize, worker: usize, threads: usize) -> Vec<usize> {
 impl Generation {
     /// Builds generation `number` for `config`, carrying health and counters over
     /// from `previous` by name. `listeners` holds one entry per pool, in order.
-    pub fn new(
+    pub(crate) fn new(
         number: u64,
         config: Config,
         source: Source,
@@ -257,7 +262,7 @@ impl Generation {
         }
     }
 
-    pub fn pool_index(&self, name: &str) -> Option<usize> {
+    pub(crate) fn pool_index(&self, name: &str) -> Option<usize> {
         self.config.pools.iter().position(|p| p.name == name)
     }
 }

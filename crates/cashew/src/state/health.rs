@@ -9,17 +9,17 @@ use std::time::{Duration, Instant};
 
 /// The ejection settings of a pool, as its config gives them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct EjectPolicy {
-    pub auto_eject: bool,
-    pub failure_limit: u32,
-    pub retry_timeout_ms: u64,
+pub(crate) struct EjectPolicy {
+    pub(crate) auto_eject: bool,
+    pub(crate) failure_limit: u32,
+    pub(crate) retry_timeout_ms: u64,
     /// Health checks run: an ejected server comes back only when a probe
     /// succeeds, never by sending it a client request after the retry timeout.
-    pub health_checked: bool,
+    pub(crate) health_checked: bool,
 }
 
 impl EjectPolicy {
-    pub fn of(pool: &cashew_config::Pool) -> EjectPolicy {
+    pub(crate) fn of(pool: &cashew_config::Pool) -> EjectPolicy {
         EjectPolicy {
             auto_eject: pool.auto_eject_hosts,
             failure_limit: pool.server_failure_limit,
@@ -40,11 +40,11 @@ const UNTIL_PROBED: u64 = u64::MAX;
 
 /// State of a pool shared by every worker.
 #[derive(Default)]
-pub struct PoolShared {
+pub(crate) struct PoolShared {
     /// Clients of this pool across all workers, for `client_connections`.
-    pub clients: AtomicU32,
+    pub(crate) clients: AtomicU32,
     /// Ejections made by health probes (which run on no worker).
-    pub probe_ejections: AtomicU64,
+    pub(crate) probe_ejections: AtomicU64,
     /// Bumped at every change of a server's state: a worker that sees a new value
     /// rebuilds its placement.
     epoch: AtomicU64,
@@ -52,14 +52,14 @@ pub struct PoolShared {
 
 impl PoolShared {
     #[inline]
-    pub fn epoch(&self) -> u64 {
+    pub(crate) fn epoch(&self) -> u64 {
         self.epoch.load(Relaxed)
     }
 }
 
 /// Where a server stands in placement.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ServerState {
+pub(crate) enum ServerState {
     Up,
     /// Ejected after failures, until the given time.
     Ejected(Instant),
@@ -70,7 +70,7 @@ pub enum ServerState {
 }
 
 impl ServerState {
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             ServerState::Up => "up",
             ServerState::Ejected(_) => "ejected",
@@ -82,7 +82,7 @@ impl ServerState {
 
 /// What the last health probes of a server said.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ProbeState {
+pub(crate) enum ProbeState {
     /// No health checks for this server.
     Off,
     Ok,
@@ -90,7 +90,7 @@ pub enum ProbeState {
 }
 
 /// One server's health, shared by every worker.
-pub struct ServerHealth {
+pub(crate) struct ServerHealth {
     pool: Arc<PoolShared>,
     failures: AtomicU32,
     /// Until when the server is ejected, in ms since [`origin`]; 0 when it is not.
@@ -114,7 +114,7 @@ pub struct ServerHealth {
 
 /// What [`ServerHealth::failed`] did.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Failure {
+pub(crate) enum Failure {
     /// Part of a failure event already counted.
     SameEvent,
     Counted,
@@ -133,7 +133,7 @@ fn now_ms() -> u64 {
 }
 
 impl ServerHealth {
-    pub fn new(pool: Arc<PoolShared>) -> ServerHealth {
+    pub(crate) fn new(pool: Arc<PoolShared>) -> ServerHealth {
         ServerHealth {
             pool,
             failures: AtomicU32::new(0),
@@ -150,12 +150,12 @@ impl ServerHealth {
     }
 
     /// Times the server was ejected.
-    pub fn ejections(&self) -> u64 {
+    pub(crate) fn ejections(&self) -> u64 {
         self.ejections.load(Relaxed)
     }
 
     /// When the server's state last changed, in µs since the epoch.
-    pub fn changed_at_usec(&self) -> u64 {
+    pub(crate) fn changed_at_usec(&self) -> u64 {
         self.changed_at_usec.load(Relaxed)
     }
 
@@ -165,7 +165,7 @@ impl ServerHealth {
         self.pool.epoch.fetch_add(1, Relaxed);
     }
 
-    pub fn probe_state(&self) -> ProbeState {
+    pub(crate) fn probe_state(&self) -> ProbeState {
         match self.probe_state.load(Relaxed) {
             1 => ProbeState::Ok,
             2 => ProbeState::Failing,
@@ -175,7 +175,7 @@ impl ServerHealth {
 
     /// A health probe answered: the server is back if an ejection held it out.
     /// True when this brought it back.
-    pub fn probe_ok(&self) -> bool {
+    pub(crate) fn probe_ok(&self) -> bool {
         self.probe_state.store(1, Relaxed);
         self.probe_failures.store(0, Relaxed);
         let was_out = self.ejected_until.swap(0, Relaxed) != 0;
@@ -189,7 +189,7 @@ impl ServerHealth {
     /// A health probe failed: after `failure_limit` in a row (and with
     /// `auto_eject_hosts`), the server is ejected until a probe succeeds. True when
     /// this ejected it.
-    pub fn probe_failed(&self, policy: EjectPolicy) -> bool {
+    pub(crate) fn probe_failed(&self, policy: EjectPolicy) -> bool {
         self.probe_state.store(2, Relaxed);
         let failures = self.probe_failures.fetch_add(1, Relaxed) + 1;
         if !policy.auto_eject || failures < policy.failure_limit {
@@ -206,21 +206,21 @@ impl ServerHealth {
         true
     }
 
-    pub fn version(&self) -> Option<Arc<str>> {
+    pub(crate) fn version(&self) -> Option<Arc<str>> {
         self.version
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
     }
 
-    pub fn set_version(&self, version: &str) {
+    pub(crate) fn set_version(&self, version: &str) {
         let mut slot = self.version.lock().unwrap_or_else(|e| e.into_inner());
         if slot.as_deref() != Some(version) {
             *slot = Some(version.into());
         }
     }
 
-    pub fn state(&self) -> ServerState {
+    pub(crate) fn state(&self) -> ServerState {
         if self.manual.load(Relaxed) {
             return ServerState::Manual;
         }
@@ -232,18 +232,18 @@ impl ServerHealth {
         }
     }
 
-    pub fn is_live(&self) -> bool {
+    pub(crate) fn is_live(&self) -> bool {
         self.state() == ServerState::Up
     }
 
-    pub fn ejected_at_usec(&self) -> u64 {
+    pub(crate) fn ejected_at_usec(&self) -> u64 {
         self.ejected_at_usec.load(Relaxed)
     }
 
     /// A reply came: the failures in a row end, and so does an ejection whose time
     /// has run out. True for the one caller that ended it (so it is told once).
     #[inline]
-    pub fn ok(&self) -> bool {
+    pub(crate) fn ok(&self) -> bool {
         // Read first: most replies find them at 0 already, and a store would bounce
         // the cache line between workers.
         if self.failures.load(Relaxed) != 0 {
@@ -267,7 +267,7 @@ impl ServerHealth {
     /// so. `seen` is the connection's own record of the last event it took part in
     /// (0 at first): a failure of another connection within [`FAILURE_EVENT_MS`] of
     /// an event's start is part of that event.
-    pub fn failed(&self, policy: EjectPolicy, seen: &mut u64) -> Failure {
+    pub(crate) fn failed(&self, policy: EjectPolicy, seen: &mut u64) -> Failure {
         let now = now_ms();
         loop {
             let current = self.event.load(Relaxed);
@@ -319,7 +319,7 @@ impl ServerHealth {
     }
 
     /// Takes the server out of placement until [`restore`](Self::restore).
-    pub fn eject_by_hand(&self) {
+    pub(crate) fn eject_by_hand(&self) {
         if !self.manual.swap(true, Relaxed) {
             self.ejected_at_usec
                 .store(crate::clock::now_usec(), Relaxed);
@@ -329,7 +329,7 @@ impl ServerHealth {
     }
 
     /// Puts the server back in placement now, however it was ejected.
-    pub fn restore(&self) {
+    pub(crate) fn restore(&self) {
         self.manual.store(false, Relaxed);
         self.ejected_until.store(0, Relaxed);
         self.failures.store(0, Relaxed);
@@ -337,7 +337,7 @@ impl ServerHealth {
     }
 
     /// Ends an automatic ejection (used when a reload turns `auto_eject_hosts` off).
-    pub fn clear_automatic_ejection(&self) {
+    pub(crate) fn clear_automatic_ejection(&self) {
         if self.ejected_until.swap(0, Relaxed) != 0 {
             self.changed();
         }

@@ -10,9 +10,9 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// How long one window of counts lasts.
-pub const WINDOW: Duration = Duration::from_secs(10);
+pub(crate) const WINDOW: Duration = Duration::from_secs(10);
 /// Longest key kept; longer keys are counted by their first bytes.
-pub const KEY_MAX: usize = 250;
+pub(crate) const KEY_MAX: usize = 250;
 
 #[derive(Clone)]
 struct Slot {
@@ -110,7 +110,7 @@ impl Windows {
 }
 
 /// One worker's hot keys of one pool.
-pub struct HotKeys {
+pub(crate) struct HotKeys {
     /// Requests seen, to pick one in `sample` (written by the worker alone).
     seen: AtomicU64,
     windows: Mutex<Windows>,
@@ -131,16 +131,16 @@ impl Default for HotKeys {
 }
 
 /// Sampled counts of one worker: each key's count and the time they cover.
-pub struct Counts {
+pub(crate) struct Counts {
     /// Each key, its count, and how much of that count may be overstated.
-    pub keys: Vec<(Vec<u8>, u64, u64)>,
-    pub covered: Duration,
+    pub(crate) keys: Vec<(Vec<u8>, u64, u64)>,
+    pub(crate) covered: Duration,
 }
 
 impl HotKeys {
     /// Counts a request for `key`, if it is one of the sampled ones.
     #[inline]
-    pub fn observe(&self, key: &[u8], sample: u32, capacity: u32) {
+    pub(crate) fn observe(&self, key: &[u8], sample: u32, capacity: u32) {
         let seen = self.seen.load(Relaxed) + 1;
         self.seen.store(seen, Relaxed);
         if seen % u64::from(sample.max(1)) != 0 {
@@ -167,7 +167,7 @@ impl HotKeys {
     }
 
     /// The sampled counts of the last one or two windows.
-    pub fn counts(&self) -> Counts {
+    pub(crate) fn counts(&self) -> Counts {
         let mut w = self.windows.lock().unwrap_or_else(|e| e.into_inner());
         let now = Instant::now();
         w.rotate(now);
@@ -194,7 +194,7 @@ impl HotKeys {
 }
 
 /// `key` as printable text: bytes outside printable ASCII (and `\`) as `\xNN`.
-pub fn printable(key: &[u8]) -> String {
+pub(crate) fn printable(key: &[u8]) -> String {
     let mut out = String::with_capacity(key.len());
     for &b in key {
         match b {

@@ -2,8 +2,8 @@
 //! configuration generation in force, each server's health, and the counters the
 //! workers keep. Both `control` and `proxy` build on it; it depends on neither.
 
-pub mod counters;
-pub mod generation;
-pub mod health;
-pub mod hotkeys;
-pub mod slowlog;
+pub(crate) mod counters;
+pub(crate) mod generation;
+pub(crate) mod health;
+pub(crate) mod hotkeys;
+pub(crate) mod slowlog;

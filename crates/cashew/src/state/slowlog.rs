@@ -7,22 +7,22 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 /// Entries kept per worker and pool; older ones make way.
-pub const CAPACITY: usize = 128;
+pub(crate) const CAPACITY: usize = 128;
 /// Longest key shown.
 const KEY_SHOWN: usize = 64;
 
 #[derive(Clone, Debug)]
-pub struct Entry {
+pub(crate) struct Entry {
     /// When the reply came, in µs since the epoch.
-    pub at_usec: u64,
-    pub server: String,
-    pub command: String,
-    pub key: String,
-    pub latency: Duration,
+    pub(crate) at_usec: u64,
+    pub(crate) server: String,
+    pub(crate) command: String,
+    pub(crate) key: String,
+    pub(crate) latency: Duration,
 }
 
 #[derive(Default)]
-pub struct SlowLog {
+pub(crate) struct SlowLog {
     entries: Mutex<VecDeque<Entry>>,
 }
 
@@ -30,7 +30,7 @@ impl SlowLog {
     /// Keeps a request that took `latency`: its command and key are read from the
     /// request's first bytes (`request`).
     #[cold]
-    pub fn record(&self, server: &str, request: &[u8], latency: Duration) {
+    pub(crate) fn record(&self, server: &str, request: &[u8], latency: Duration) {
         let (command, key) = command_and_key(request);
         let entry = Entry {
             at_usec: crate::clock::now_usec(),
@@ -46,7 +46,7 @@ impl SlowLog {
         entries.push_back(entry);
     }
 
-    pub fn entries(&self) -> Vec<Entry> {
+    pub(crate) fn entries(&self) -> Vec<Entry> {
         let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         entries.iter().cloned().collect()
     }

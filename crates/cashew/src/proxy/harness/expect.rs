@@ -5,7 +5,7 @@ use super::Input;
 
 /// What a request's reply must be.
 #[derive(Debug)]
-pub enum Expect {
+pub(crate) enum Expect {
     /// Values for these keys, in this order: memcached `get`/`gets` (any of them,
     /// as a subsequence), a meta get (`quiet`: nothing on a miss), redis `MGET`
     /// (every one, a value or nil in its place) or `GET`.
@@ -14,7 +14,7 @@ pub enum Expect {
     One,
 }
 
-pub fn memcache_request(input: &mut Input, kind: u8) -> (String, Option<Expect>) {
+pub(crate) fn memcache_request(input: &mut Input, kind: u8) -> (String, Option<Expect>) {
     let noreply = if input.byte() & 1 == 1 {
         " noreply"
     } else {
@@ -48,7 +48,7 @@ pub fn memcache_request(input: &mut Input, kind: u8) -> (String, Option<Expect>)
     }
 }
 
-pub fn redis_request(input: &mut Input, kind: u8) -> (String, Option<Expect>) {
+pub(crate) fn redis_request(input: &mut Input, kind: u8) -> (String, Option<Expect>) {
     let command = |args: &[&str]| {
         let mut text = format!("*{}\r\n", args.len());
         for a in args {
@@ -85,7 +85,7 @@ pub fn redis_request(input: &mut Input, kind: u8) -> (String, Option<Expect>) {
     }
 }
 
-pub fn check_memcache(text: &str, expect: &Expect) -> Result<(), String> {
+pub(crate) fn check_memcache(text: &str, expect: &Expect) -> Result<(), String> {
     let is_error = text.starts_with("SERVER_ERROR ") && text.ends_with("\r\n");
     let one_line = text.ends_with("\r\n") && text.find("\r\n") == Some(text.len() - 2);
     match expect {
@@ -134,7 +134,7 @@ fn check_values(text: &str, keys: &[String]) -> Result<(), String> {
     }
 }
 
-pub fn check_redis(text: &str, expect: &Expect) -> Result<(), String> {
+pub(crate) fn check_redis(text: &str, expect: &Expect) -> Result<(), String> {
     let one_line = text.ends_with("\r\n") && text.find("\r\n") == Some(text.len() - 2);
     let is_error = one_line && text.starts_with('-');
     match expect {

@@ -45,7 +45,7 @@ const POOLS: [&str; 4] = [
 ];
 
 /// The input, read a byte at a time; zeros once it is used up.
-pub struct Input<'a> {
+pub(crate) struct Input<'a> {
     bytes: &'a [u8],
     at: usize,
 }
@@ -110,10 +110,10 @@ pub fn run(data: &[u8]) -> usize {
         answered: 0,
     };
     if redis {
-        let client = redis::Client::new(slot, 0);
+        let client = redis::Client::new(slot.clone(), slot.new_client_id());
         path.drive::<_, Redis>(&mut input, client, &generation, &ctx);
     } else {
-        let client = memcache::Client::new(slot, 0);
+        let client = memcache::Client::new(slot.clone(), slot.new_client_id());
         path.drive::<_, Memcache>(&mut input, client, &generation, &ctx);
     }
     path.answered

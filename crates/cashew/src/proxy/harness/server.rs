@@ -57,14 +57,14 @@ impl<C: ServerCodec> Connection<C> {
 }
 
 /// Every server connection of the pool the harness has seen.
-pub struct Servers<C> {
+pub(crate) struct Servers<C> {
     redis: bool,
     /// By queue.
     connections: HashMap<*const JobQueue, Connection<C>>,
 }
 
 impl<C: ServerCodec> Servers<C> {
-    pub fn new(redis: bool) -> Self {
+    pub(crate) fn new(redis: bool) -> Self {
         Servers {
             redis,
             connections: HashMap::new(),
@@ -74,8 +74,8 @@ impl<C: ServerCodec> Servers<C> {
     /// One step of one server connection with work, picked by the input: it takes
     /// its queued jobs, writes some bytes, the server answers a request, and some
     /// reply bytes are read. False when no connection has work.
-    pub fn step(&mut self, pool: &PoolRt, input: &mut Input) -> bool {
-        for s in 0..pool.server_count() {
+    pub(crate) fn step(&mut self, pool: &PoolRt, input: &mut Input) -> bool {
+        for s in pool.server_ids() {
             for conns in pool.server_connections(s) {
                 for queue in conns.queues() {
                     self.connections

@@ -18,11 +18,12 @@ use super::client::{
     all_ok, settle_all, try_settle_all, Part, PendingReply, Protocol, ReplyFamilies,
 };
 use super::handoff::BackendError;
+use super::ids::{ClientId, ServerId};
 use super::pool::{PoolRt, PoolSlot};
 use crate::state::counters::{Family, PoolCounter, ProxyCounter};
 
 /// A multi-key retrieval split over several servers.
-pub struct MultiGet {
+pub(crate) struct MultiGet {
     request: Bytes,
     keys: std::ops::Range<usize>,
     /// For each key of the request, in order, the part it went to.
@@ -32,7 +33,7 @@ pub struct MultiGet {
 
 /// Which get hits and misses a reply counts.
 #[derive(Clone, Copy)]
-pub enum Count {
+pub(crate) enum Count {
     Nothing,
     /// A retrieval of this many keys: its `VALUE` blocks are hits.
     Keys(u32),
@@ -40,7 +41,7 @@ pub enum Count {
     MetaGet,
 }
 
-pub enum Pending {
+pub(crate) enum Pending {
     Ready(Bytes),
     /// One server's reply, passed through.
     Single {
@@ -89,9 +90,9 @@ impl PendingReply for Pending {
 }
 
 /// A memcached client connection.
-pub struct Client {
+pub(crate) struct Client {
     slot: Rc<PoolSlot>,
-    id: usize,
+    id: ClientId,
     /// Bytes still to drop: the data block of a refused storage command.
     skip: usize,
     /// After `quit` nothing more is read.
@@ -100,7 +101,7 @@ pub struct Client {
 }
 
 impl Client {
-    pub fn new(slot: Rc<PoolSlot>, id: usize) -> Client {
+    pub(crate) fn new(slot: Rc<PoolSlot>, id: ClientId) -> Client {
         Client {
             id,
             slot,
@@ -308,9 +309,7 @@ impl Client {
             Shape::Retrieval => self.retrieval(pool, req, bytes, queue),
             Shape::Broadcast => {
                 let (bytes, want) = forwardable(req, bytes);
-                let live: Vec<usize> = (0..pool.server_count())
-                    .filter(|&s| pool.is_live(s))
-                    .collect();
+                let live: Vec<ServerId> = pool.server_ids().filter(|&s| pool.is_live(s)).collect();
                 if live.is_empty() {
                     return no_server(pool, req.noreply, queue);
                 }
@@ -372,7 +371,7 @@ impl Client {
 
         // One fragment per server: the command prefix, then that server's keys.
         let prefix = &bytes[..req.keys.start];
-        let mut fragments: Vec<(usize, BytesMut)> = Vec::new();
+        let mut fragments: Vec<(ServerId, BytesMut)> = Vec::new();
         let mut order = Vec::with_capacity(nkeys);
         for key in keys(&bytes, req.keys.clone()) {
             let Some(server) = pool.route(key) else {

@@ -19,6 +19,7 @@ use super::{count_reply, forwardable, no_server, Count, Pending};
 use crate::proxy::client::{settle_all, try_settle_all, Part};
 use crate::proxy::gutter::{self, Target};
 use crate::proxy::handoff::{BackendError, Reply};
+use crate::proxy::ids::{ClientId, ServerId};
 use crate::proxy::pool::{PoolRt, Replicas};
 use crate::state::counters::PoolCounter;
 
@@ -27,8 +28,8 @@ use crate::state::counters::PoolCounter;
 const WARMUP_QUEUE_LIMIT: u64 = 1024;
 
 /// Sends a request of a pool with stable placement and queues its pending reply.
-pub fn dispatch(
-    client: usize,
+pub(crate) fn dispatch(
+    client: ClientId,
     pool: &Rc<PoolRt>,
     req: &Request,
     bytes: Bytes,
@@ -74,7 +75,7 @@ fn live_from(pool: &PoolRt, replicas: &Replicas, from: usize) -> Option<usize> {
 }
 
 /// Sends a fragment of a retrieval to `target`.
-fn send_to(target: &Target, pool: &PoolRt, client: usize, bytes: Bytes) -> Part {
+fn send_to(target: &Target, pool: &PoolRt, client: ClientId, bytes: Bytes) -> Part {
     let (pool, server) = target.resolve(pool);
     Part::new(pool.send(server, client, bytes, true))
 }
@@ -116,9 +117,9 @@ struct Fragment {
 /// A `get`, `gets`, `gat` or `gats` over replicas: each key is asked of its first
 /// live replica (fragments grouped per server), and asked again of the next one
 /// when that fails or, with `failover_on_miss`, misses.
-pub struct Retrieval {
+pub(crate) struct Retrieval {
     pool: Rc<PoolRt>,
-    client: usize,
+    client: ClientId,
     request: Bytes,
     /// The command and what comes before the keys (`get `, `gat 100 `).
     prefix: Range<usize>,
@@ -130,7 +131,12 @@ pub struct Retrieval {
 }
 
 impl Retrieval {
-    fn start(client: usize, pool: &Rc<PoolRt>, req: &Request, request: Bytes) -> Option<Retrieval> {
+    fn start(
+        client: ClientId,
+        pool: &Rc<PoolRt>,
+        req: &Request,
+        request: Bytes,
+    ) -> Option<Retrieval> {
         let has_gutter = pool.gutter().is_some();
         let mut key_states = Vec::new();
         let line = req.keys.clone();
@@ -291,7 +297,7 @@ impl Retrieval {
         self.fragments[f].reply = Some(reply);
     }
 
-    pub fn try_settle(&mut self) -> bool {
+    pub(crate) fn try_settle(&mut self) -> bool {
         loop {
             let mut progressed = false;
             for f in 0..self.fragments.len() {
@@ -308,7 +314,7 @@ impl Retrieval {
         self.fragments.iter().all(|f| f.processed)
     }
 
-    pub async fn settle(&mut self) {
+    pub(crate) async fn settle(&mut self) {
         while !self.try_settle() {
             let f = self
                 .fragments
@@ -319,7 +325,7 @@ impl Retrieval {
         }
     }
 
-    pub fn finish(self) -> Bytes {
+    pub(crate) fn finish(self) -> Bytes {
         let pool = &self.pool;
         if let Some(reply) = self.passthrough {
             return reply;
@@ -349,7 +355,7 @@ impl Retrieval {
 
 /// Writes a hit back to the live replicas that missed it, with its flags and the
 /// pool's `warmup_ttl` (the original TTL is not known to a proxy).
-fn warm_up(pool: &PoolRt, client: usize, key: &Key, block: &[u8]) {
+fn warm_up(pool: &PoolRt, client: ClientId, key: &Key, block: &[u8]) {
     let Some(nl) = memchr::memchr(b'\n', block) else {
         return;
     };
@@ -394,9 +400,9 @@ fn warm_up(pool: &PoolRt, client: usize, key: &Key, block: &[u8]) {
 
 /// One key's meta get or debug over replicas: the next live replica is asked when
 /// one fails or (meta get with `failover_on_miss`) misses.
-pub struct Failover {
+pub(crate) struct Failover {
     pool: Rc<PoolRt>,
-    client: usize,
+    client: ClientId,
     bytes: Bytes,
     quiet: bool,
     on_miss: bool,
@@ -410,7 +416,7 @@ pub struct Failover {
 
 impl Failover {
     fn start(
-        client: usize,
+        client: ClientId,
         pool: &Rc<PoolRt>,
         req: &Request,
         bytes: Bytes,
@@ -424,12 +430,12 @@ impl Failover {
         };
         let at = live_from(pool, &replicas, 0);
         let part = match at {
-            Some(i) => send(pool, client, replicas.get(i)?, bytes.clone(), req.quiet),
+            Some(i) => send(pool, replicas.get(i)?, client, bytes.clone(), req.quiet),
             None => {
                 let (gutter, server) =
                     gutter::route(pool, placement_key(req, &bytes, &mut decoded))?;
                 pool.pool_stats().add(PoolCounter::Guttered, 1);
-                send(&gutter, client, server, bytes.clone(), req.quiet)
+                send(&gutter, server, client, bytes.clone(), req.quiet)
             }
         };
         Some(Failover {
@@ -457,7 +463,7 @@ impl Failover {
         }
     }
 
-    pub fn try_settle(&mut self) -> bool {
+    pub(crate) fn try_settle(&mut self) -> bool {
         while self.done.is_none() {
             if !self.part.try_settle() {
                 return false;
@@ -475,8 +481,8 @@ impl Failover {
                     let server = self.replicas.get(i).expect("a replica");
                     self.part = send(
                         &self.pool,
-                        self.client,
                         server,
+                        self.client,
                         self.bytes.clone(),
                         self.quiet,
                     );
@@ -487,13 +493,13 @@ impl Failover {
         true
     }
 
-    pub async fn settle(&mut self) {
+    pub(crate) async fn settle(&mut self) {
         while !self.try_settle() {
             self.part.settle().await;
         }
     }
 
-    pub fn finish(self) -> Bytes {
+    pub(crate) fn finish(self) -> Bytes {
         match self.done.unwrap_or(Err(BackendError::Closed)) {
             Ok(mut reply) => {
                 if self.quiet {
@@ -519,7 +525,7 @@ fn with_noop(bytes: &[u8]) -> Bytes {
     out.freeze()
 }
 
-fn send(pool: &PoolRt, client: usize, server: usize, bytes: Bytes, until_noop: bool) -> Part {
+fn send(pool: &PoolRt, server: ServerId, client: ClientId, bytes: Bytes, until_noop: bool) -> Part {
     Part::new(match until_noop {
         true => pool.send_until_noop(server, client, bytes),
         false => pool.send(server, client, bytes, true),
@@ -528,9 +534,9 @@ fn send(pool: &PoolRt, client: usize, server: usize, bytes: Bytes, until_noop: b
 
 /// A write to every live replica (or, for `cas`, to the first, then set on the
 /// others once it stored).
-pub struct Write {
+pub(crate) struct Write {
     pool: Rc<PoolRt>,
-    client: usize,
+    client: ClientId,
     /// In replica order.
     parts: Vec<Part>,
     /// `noreply`: the client gets nothing (the result is still needed to propagate).
@@ -543,13 +549,13 @@ pub struct Write {
 /// plain set, so they hold the same value.
 struct Propagate {
     set: Bytes,
-    to: Vec<usize>,
+    to: Vec<ServerId>,
     /// The reply that means it stored.
     stored: &'static [u8],
 }
 
 fn write(
-    client: usize,
+    client: ClientId,
     pool: &Rc<PoolRt>,
     req: &Request,
     bytes: Bytes,
@@ -557,7 +563,7 @@ fn write(
 ) {
     let mut decoded = [0u8; MAX_KEY_LEN];
     let replicas = pool.replicas(placement_key(req, &bytes, &mut decoded));
-    let live: Vec<usize> = replicas.servers().filter(|&s| pool.is_live(s)).collect();
+    let live: Vec<ServerId> = replicas.servers().filter(|&s| pool.is_live(s)).collect();
     if live.is_empty() {
         return to_gutter(client, pool, req, bytes, queue);
     }
@@ -571,7 +577,7 @@ fn write(
         } else {
             send_bytes
         };
-        let part = send(pool, client, live[0], send_bytes, req.quiet);
+        let part = send(pool, live[0], client, send_bytes, req.quiet);
         queue.push_back(Pending::Write(Box::new(Write {
             pool: pool.clone(),
             client,
@@ -600,7 +606,7 @@ fn write(
     let bytes = if req.quiet { with_noop(&bytes) } else { bytes };
     let parts = live
         .iter()
-        .map(|&server| send(pool, client, server, bytes.clone(), req.quiet))
+        .map(|&server| send(pool, server, client, bytes.clone(), req.quiet))
         .collect();
     queue.push_back(Pending::Write(Box::new(Write {
         pool: pool.clone(),
@@ -615,7 +621,7 @@ fn write(
 /// Every replica of the key is ejected: the gutter pool takes the write, with its
 /// TTL capped, or the client hears that no server is live.
 fn to_gutter(
-    client: usize,
+    client: ClientId,
     pool: &Rc<PoolRt>,
     req: &Request,
     bytes: Bytes,
@@ -702,15 +708,15 @@ fn propagation(req: &Request, bytes: &[u8]) -> Option<Bytes> {
 }
 
 impl Write {
-    pub fn try_settle(&mut self) -> bool {
+    pub(crate) fn try_settle(&mut self) -> bool {
         try_settle_all(&mut self.parts)
     }
 
-    pub async fn settle(&mut self) {
+    pub(crate) async fn settle(&mut self) {
         settle_all(&mut self.parts).await
     }
 
-    pub fn finish(mut self) -> Bytes {
+    pub(crate) fn finish(mut self) -> Bytes {
         let mut first_failure = None;
         let mut chosen = None;
         for part in &mut self.parts {

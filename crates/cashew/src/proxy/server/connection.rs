@@ -14,20 +14,24 @@ use super::link::ServerLink;
 use super::open::open;
 use super::pipeline::Pipeline;
 use crate::proxy::handoff::{BackendError, Job, JobQueue};
+use crate::proxy::ids::ClientId;
 use crate::proxy::tasks::TaskCount;
 use crate::state::counters::ServerCounter;
 
 /// A worker's connections to one server. Dropped, it closes their queues: each
 /// connection finishes the requests it holds, then ends.
-pub struct ServerConns {
-    pub link: Rc<ServerLink>,
+pub(crate) struct ServerConns {
+    pub(crate) link: Rc<ServerLink>,
     queues: Vec<Rc<JobQueue>>,
 }
 
 impl ServerConns {
     /// Starts the connection tasks, speaking `C`, on the current `LocalSet`,
     /// counted in `tasks`.
-    pub fn start<C: ServerCodec>(link: Rc<ServerLink>, tasks: &Rc<TaskCount>) -> ServerConns {
+    pub(crate) fn start<C: ServerCodec>(
+        link: Rc<ServerLink>,
+        tasks: &Rc<TaskCount>,
+    ) -> ServerConns {
         let queues = (0..link.settings.connections)
             .map(|_| {
                 let queue = Rc::new(JobQueue::default());
@@ -41,12 +45,13 @@ impl ServerConns {
 
     /// The connection a client uses: always the same one for the same client.
     #[inline]
-    pub fn queue(&self, client: usize) -> &JobQueue {
-        &self.queues[client % self.queues.len()]
+    pub(crate) fn queue(&self, client: ClientId) -> &JobQueue {
+        &self.queues[client.0 % self.queues.len()]
     }
 
     /// Every connection's queue.
-    pub fn queues(&self) -> &[Rc<JobQueue>] {
+    #[cfg(any(test, feature = "harness"))]
+    pub(crate) fn queues(&self) -> &[Rc<JobQueue>] {
         &self.queues
     }
 }

@@ -14,39 +14,39 @@ use crate::proxy::handoff::BackendError;
 use crate::state::counters::{PoolCounter, PoolCounters, ServerCounter, ServerCounters};
 use crate::state::health::{EjectPolicy, Failure, ServerHealth};
 
-pub struct ServerLink {
-    pub pool_name: String,
-    pub server_name: String,
-    pub settings: LinkSettings,
+pub(crate) struct ServerLink {
+    pub(crate) pool_name: String,
+    pub(crate) server_name: String,
+    pub(crate) settings: LinkSettings,
     /// This worker's counters for the server and its pool.
-    pub counters: Arc<ServerCounters>,
-    pub pool_counters: Arc<PoolCounters>,
-    pub health: Arc<ServerHealth>,
+    pub(crate) counters: Arc<ServerCounters>,
+    pub(crate) pool_counters: Arc<PoolCounters>,
+    pub(crate) health: Arc<ServerHealth>,
 }
 
 /// How to reach and talk to a server. Connections whose settings are unchanged by a
 /// reload are kept, so a client's requests to a server stay on one connection.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct LinkSettings {
-    pub address: ServerAddress,
-    pub timeout: Option<Duration>,
-    pub keepalive: bool,
+pub(crate) struct LinkSettings {
+    pub(crate) address: ServerAddress,
+    pub(crate) timeout: Option<Duration>,
+    pub(crate) keepalive: bool,
     /// A redis connection opened in RESP3 (`HELLO 3`), for RESP3 clients.
-    pub resp3: bool,
+    pub(crate) resp3: bool,
     /// What a new connection sends first (redis `AUTH`, `SELECT`; then a request
     /// for the server's version).
-    pub handshake: Handshake,
-    pub policy: EjectPolicy,
-    pub connections: u32,
-    pub preconnect: bool,
+    pub(crate) handshake: Handshake,
+    pub(crate) policy: EjectPolicy,
+    pub(crate) connections: u32,
+    pub(crate) preconnect: bool,
     /// Requests slower than this are kept in the pool's slow log.
-    pub slowlog: Option<Duration>,
+    pub(crate) slowlog: Option<Duration>,
     /// Consecutive single-key memcached retrievals go out as one (see `Pipeline::join`).
-    pub coalesce_gets: bool,
+    pub(crate) coalesce_gets: bool,
 }
 
 impl LinkSettings {
-    pub fn new(pool: &Pool, server: &Server, resp3: bool) -> LinkSettings {
+    pub(crate) fn new(pool: &Pool, server: &Server, resp3: bool) -> LinkSettings {
         let handshake = match pool.redis {
             true => Redis::handshake(
                 pool.redis_auth.as_ref().map(|s| s.expose()),
@@ -75,7 +75,7 @@ impl LinkSettings {
 
 impl ServerLink {
     /// A reply came: the server is well.
-    pub fn ok(&self) {
+    pub(crate) fn ok(&self) {
         if self.health.ok() {
             log_at!(
                 crate::log::NOTICE,
@@ -88,7 +88,7 @@ impl ServerLink {
 
     /// A connection failed; `seen` is its record of failure events (see
     /// [`ServerHealth::failed`]).
-    pub fn failed(&self, error: BackendError, seen: &mut u64) {
+    pub(crate) fn failed(&self, error: BackendError, seen: &mut u64) {
         let counter = match error {
             BackendError::TimedOut => ServerCounter::ServerTimedout,
             BackendError::Closed => ServerCounter::ServerEof,

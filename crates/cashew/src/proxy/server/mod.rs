@@ -13,7 +13,8 @@ mod open;
 mod pipeline;
 mod probe;
 
-pub use connection::ServerConns;
-pub use link::{LinkSettings, ServerLink};
-pub use pipeline::Pipeline;
-pub use probe::Probe;
+pub(crate) use connection::ServerConns;
+pub(crate) use link::{LinkSettings, ServerLink};
+#[cfg(any(test, feature = "harness"))]
+pub(crate) use pipeline::Pipeline;
+pub(crate) use probe::Probe;

@@ -15,7 +15,7 @@ use crate::state::health::ServerHealth;
 
 /// Connects and runs the handshake; the version the server gives is kept in its
 /// health. `Setup` when the server refuses the handshake.
-pub async fn open<C: ServerCodec>(
+pub(crate) async fn open<C: ServerCodec>(
     settings: &LinkSettings,
     health: &ServerHealth,
 ) -> Result<Stream, BackendError> {

@@ -21,7 +21,7 @@ use crate::proxy::handoff::{BackendError, Job, JobQueue, ReplyTx};
 use crate::state::counters::ServerCounter;
 
 /// Requests allowed on the wire at once per connection; more wait in the queue.
-pub const MAX_IN_FLIGHT: usize = 4096;
+pub(crate) const MAX_IN_FLIGHT: usize = 4096;
 /// Most single-key retrievals joined into one request.
 const MAX_JOINED: usize = 64;
 /// Splitting a joined reply copies its values once; a value this large costs more to
@@ -71,7 +71,7 @@ impl Joined {
     }
 }
 
-pub struct Pipeline<C> {
+pub(crate) struct Pipeline<C> {
     link: Rc<ServerLink>,
     /// Where its requests come from; told as their bytes leave.
     jobs: Rc<JobQueue>,
@@ -91,7 +91,7 @@ pub struct Pipeline<C> {
 }
 
 impl<C: ServerCodec> Pipeline<C> {
-    pub fn new(link: Rc<ServerLink>, jobs: Rc<JobQueue>) -> Self {
+    pub(crate) fn new(link: Rc<ServerLink>, jobs: Rc<JobQueue>) -> Self {
         Pipeline {
             link,
             jobs,
@@ -107,17 +107,17 @@ impl<C: ServerCodec> Pipeline<C> {
     }
 
     /// No request is waiting for its reply.
-    pub fn is_idle(&self) -> bool {
+    pub(crate) fn is_idle(&self) -> bool {
         self.in_flight.is_empty()
     }
 
     /// More requests may be taken.
-    pub fn has_room(&self) -> bool {
+    pub(crate) fn has_room(&self) -> bool {
         self.in_flight.len() < MAX_IN_FLIGHT
     }
 
     /// Fails a job that never reached the wire.
-    pub fn fail(&self, job: Job, error: BackendError) {
+    pub(crate) fn fail(&self, job: Job, error: BackendError) {
         let stats = &self.link.counters;
         stats.sub(ServerCounter::InQueue, 1);
         stats.sub(ServerCounter::InQueueBytes, job.bytes.len() as u64);
@@ -128,7 +128,7 @@ impl<C: ServerCodec> Pipeline<C> {
     }
 
     /// Fails every request taken and not answered (the connection is gone).
-    pub fn fail_in_flight(&mut self, error: BackendError) {
+    pub(crate) fn fail_in_flight(&mut self, error: BackendError) {
         let stats = &self.link.counters;
         for entry in self.in_flight.drain(..) {
             stats.sub(ServerCounter::OutQueue, 1);
@@ -152,7 +152,7 @@ impl<C: ServerCodec> Pipeline<C> {
 
     /// Moves a job from the queue onto this connection: its bytes to the end of
     /// `wbuf` (or joined to the retrieval there).
-    pub fn enqueue(&mut self, job: Job, wbuf: &mut BytesMut) {
+    pub(crate) fn enqueue(&mut self, job: Job, wbuf: &mut BytesMut) {
         let mut joinable =
             match self.link.settings.coalesce_gets && !job.until_noop && job.reply.is_some() {
                 true => coalesce::single_retrieval(&job.bytes).map(|(command, _)| command),
@@ -244,7 +244,7 @@ impl<C: ServerCodec> Pipeline<C> {
     }
 
     /// `n` bytes of the write buffer were written, at `now`.
-    pub fn wrote(&mut self, n: usize, now: Instant) {
+    pub(crate) fn wrote(&mut self, n: usize, now: Instant) {
         self.written_bytes += n as u64;
         self.jobs.sent(n);
         while self.unwritten > 0 {
@@ -259,7 +259,7 @@ impl<C: ServerCodec> Pipeline<C> {
     }
 
     /// When the oldest written request times out.
-    pub fn deadline(&self) -> Option<Instant> {
+    pub(crate) fn deadline(&self) -> Option<Instant> {
         let timeout = self.link.settings.timeout?;
         let written_at = self.in_flight.front()?.written_at?;
         Some(written_at + timeout)
@@ -268,13 +268,17 @@ impl<C: ServerCodec> Pipeline<C> {
     /// How much room the read buffer should have for the reply at its front: all
     /// of a large value at once (growing the buffer a chunk at a time would copy
     /// what had arrived at each step).
-    pub fn expected_reply_len(&self, rbuf: &[u8]) -> usize {
+    pub(crate) fn expected_reply_len(&self, rbuf: &[u8]) -> usize {
         C::expected_reply_len(rbuf)
     }
 
     /// Takes every whole reply from the front of `rbuf` (read at `now`) to its
     /// request. An error means the connection is out of step.
-    pub fn take_replies(&mut self, rbuf: &mut BytesMut, now: Instant) -> Result<(), BackendError> {
+    pub(crate) fn take_replies(
+        &mut self,
+        rbuf: &mut BytesMut,
+        now: Instant,
+    ) -> Result<(), BackendError> {
         let stats = &self.link.counters;
         // The reply at the front is parsed on from where the last read left it.
         let resume = &mut self.resume;

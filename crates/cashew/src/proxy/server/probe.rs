@@ -19,7 +19,7 @@ use crate::net::Stream;
 use crate::proxy::handoff::BackendError;
 use crate::state::health::ServerHealth;
 
-pub struct Probe<C> {
+pub(crate) struct Probe<C> {
     settings: LinkSettings,
     health: Arc<ServerHealth>,
     stream: Option<Stream>,
@@ -27,7 +27,7 @@ pub struct Probe<C> {
 }
 
 impl<C: ServerCodec> Probe<C> {
-    pub fn new(pool: &Pool, server: &Server, health: Arc<ServerHealth>) -> Probe<C> {
+    pub(crate) fn new(pool: &Pool, server: &Server, health: Arc<ServerHealth>) -> Probe<C> {
         Probe {
             settings: LinkSettings::new(pool, server, false),
             health,
@@ -37,7 +37,7 @@ impl<C: ServerCodec> Probe<C> {
     }
 
     /// One probe, within `timeout`.
-    pub async fn once(&mut self, timeout: Duration) -> Result<(), BackendError> {
+    pub(crate) async fn once(&mut self, timeout: Duration) -> Result<(), BackendError> {
         let result = tokio::time::timeout(timeout, self.ask())
             .await
             .unwrap_or(Err(BackendError::TimedOut));
