@@ -1,0 +1,74 @@
+//! The real servers tests talk to: memcached, redis-server, nutcracker.
+
+use std::net::SocketAddr;
+use std::process::Command;
+
+use crate::*;
+
+/// A memcached server on `127.0.0.1` and a free port.
+pub fn memcached() -> Process {
+    memcached_on("127.0.0.1", free_port("127.0.0.1"))
+}
+
+/// A memcached server on `host:port` (any loopback address).
+pub fn memcached_on(host: &str, port: u16) -> Process {
+    let mut cmd = Command::new(program("memcached"));
+    cmd.args([
+        "-l",
+        host,
+        "-p",
+        &port.to_string(),
+        "-U",
+        "0",
+        "-t",
+        "1",
+        "-m",
+        "64",
+    ]);
+    if running_as_root() {
+        cmd.args(["-u", "nobody"]);
+    }
+    let addr = format!("{host}:{port}").parse().unwrap();
+    Process::spawn("memcached", &mut cmd, addr)
+}
+
+/// A redis-server on `127.0.0.1` and a free port, with no persistence; `extra` are
+/// further `--name value` settings (e.g. `["--requirepass", "secret"]`).
+pub fn redis_server(extra: &[&str]) -> Process {
+    redis_server_on(free_port("127.0.0.1"), extra)
+}
+
+/// As [`redis_server`], on a given port (e.g. to restart a server where it was).
+pub fn redis_server_on(port: u16, extra: &[&str]) -> Process {
+    let mut cmd = Command::new(program("redis-server"));
+    cmd.args([
+        "--port",
+        &port.to_string(),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+    ]);
+    cmd.args(extra);
+    let addr = format!("127.0.0.1:{port}").parse().unwrap();
+    Process::spawn("redis-server", &mut cmd, addr)
+}
+
+/// nutcracker started with the config `yaml`, listening (for readiness) on `wait_for`.
+pub fn nutcracker(yaml: &str, wait_for: SocketAddr) -> Process {
+    let dir = temp_dir("nutcracker");
+    let conf = dir.join("nutcracker.yml");
+    std::fs::write(&conf, yaml).unwrap();
+    let stats_port = free_port("127.0.0.1");
+    let mut cmd = Command::new(program("nutcracker"));
+    cmd.arg("-c")
+        .arg(&conf)
+        .args(["-s", &stats_port.to_string(), "-a", "127.0.0.1"])
+        .arg("-o")
+        .arg(dir.join("nutcracker.log"))
+        .arg("-p")
+        .arg(dir.join("nutcracker.pid"));
+    Process::spawn("nutcracker", &mut cmd, wait_for)
+}

@@ -1,0 +1,324 @@
+//! The commands the proxy answers itself: connection state (`AUTH`, `HELLO`,
+//! `CLIENT`, `SELECT`, `RESET`), `PING`, `ECHO`, `QUIT`, `COMMAND` and `INFO`.
+
+use bytes::Bytes;
+use cashew_protocol::resp::{
+    array_header, bulk, integer, lookup, map_header, null, simple, verbatim_text, CommandSpec,
+    LocalCommand, Reason, COMMANDS,
+};
+
+use super::{
+    err, ready, refused, valid_client_name, wrong_arity, Client, Pending, VersionedReply,
+    BAD_CLIENT_NAME, FALLBACK_REDIS_VERSION,
+};
+use crate::proxy::client::Part;
+use crate::proxy::ids::ServerId;
+use crate::proxy::pool::PoolRt;
+use crate::state::counters::ProxyCounter;
+
+impl Client {
+    /// A reply that reports the servers' version: now, or once a server is reached.
+    pub(super) fn with_version(&self, pool: &PoolRt, reply: VersionedReply) -> Pending {
+        if pool.server_version().is_none() {
+            if let Some(server) = pool.first_live() {
+                let ping = Bytes::from_static(b"*1\r\n$4\r\nPING\r\n");
+                let part = Part::new(pool.send(server, self.id, ping, true));
+                return Pending::AfterVersion { part, reply };
+            }
+        }
+        Pending::Ready(self.versioned(pool, reply))
+    }
+
+    pub(super) fn versioned(&self, pool: &PoolRt, reply: VersionedReply) -> Bytes {
+        let mut o = Vec::new();
+        match reply {
+            VersionedReply::Hello { resp3 } => self.hello_reply(&mut o, pool, resp3),
+            VersionedReply::Info => {
+                let text = self.info(pool);
+                match self.resp3 {
+                    true => verbatim_text(&mut o, text.as_bytes()),
+                    false => bulk(&mut o, text.as_bytes()),
+                }
+            }
+        }
+        o.into()
+    }
+
+    /// Connection-level commands, answered without a server.
+    pub(super) fn local(&mut self, pool: &PoolRt, command: LocalCommand, bytes: &Bytes) -> Pending {
+        let argc = self.argc();
+        let arg = |i: usize| self.arg(bytes, i);
+        match command {
+            LocalCommand::Ping => match argc {
+                1 => ready(|o| simple(o, "PONG")),
+                2 => ready(|o| bulk(o, arg(1))),
+                _ => wrong_arity("ping"),
+            },
+            LocalCommand::Echo => ready(|o| bulk(o, arg(1))),
+            LocalCommand::Quit => {
+                self.done = true;
+                Pending::Quit
+            }
+            LocalCommand::Auth => match argc {
+                2 => self.auth(pool, None, arg(1)),
+                3 => self.auth(pool, Some(arg(1)), arg(2)),
+                _ => err("ERR syntax error"),
+            },
+            LocalCommand::Select => match std::str::from_utf8(arg(1)).ok().and_then(|n| n.parse::<i64>().ok()) {
+                Some(0) => ready(|o| simple(o, "OK")),
+                Some(_) => err("ERR SELECT is limited to database 0 by the proxy: the pool's database is set by redis_db in its config"),
+                None => err("ERR value is not an integer or out of range"),
+            },
+            LocalCommand::Reset => {
+                self.name = None;
+                self.resp3 = false;
+                self.authenticated = pool.config().redis_auth.is_none();
+                ready(|o| simple(o, "RESET"))
+            }
+            LocalCommand::Client => self.client(bytes),
+            LocalCommand::Hello => self.hello(pool, bytes),
+            LocalCommand::Command => self.command(bytes),
+            LocalCommand::Info => self.with_version(pool, VersionedReply::Info),
+        }
+    }
+
+    /// `CLIENT` subcommands about this connection are answered here; the ones that
+    /// act on the server (or need it to push) are refused.
+    pub(super) fn client(&mut self, bytes: &Bytes) -> Pending {
+        let argc = self.argc();
+        let sub = self.arg(bytes, 1).to_ascii_lowercase();
+        let wrong = || {
+            err(&format!(
+                "ERR wrong number of arguments for 'client|{}' command",
+                String::from_utf8_lossy(&sub)
+            ))
+        };
+        match sub.as_slice() {
+            b"setname" if argc == 3 => {
+                let name = self.arg(bytes, 2);
+                if !valid_client_name(name) {
+                    return err(BAD_CLIENT_NAME);
+                }
+                self.name = (!name.is_empty()).then(|| Bytes::copy_from_slice(name));
+                ready(|o| simple(o, "OK"))
+            }
+            b"getname" if argc == 2 => ready(|o| match &self.name {
+                Some(n) => bulk(o, n),
+                None => self.null(o),
+            }),
+            b"setinfo" if argc == 4 => ready(|o| simple(o, "OK")),
+            b"id" if argc == 2 => ready(|o| integer(o, self.id.0 as i64)),
+            b"no-evict" | b"no-touch" if argc == 3 => ready(|o| simple(o, "OK")),
+            b"info" if argc == 2 => {
+                let name = self.name.as_deref().map(String::from_utf8_lossy).unwrap_or_default();
+                let line = format!(
+                    "id={} name={name} db=0 resp={} lib-name=cashew-proxy\n",
+                    self.id.0,
+                    if self.resp3 { 3 } else { 2 }
+                );
+                ready(|o| match self.resp3 {
+                    true => verbatim_text(o, line.as_bytes()),
+                    false => bulk(o, line.as_bytes()),
+                })
+            }
+            b"setname" | b"getname" | b"setinfo" | b"id" | b"no-evict" | b"no-touch" | b"info" => wrong(),
+            b"tracking" | b"caching" | b"getredir" | b"trackinginfo" => {
+                refused(&format!("client|{}", String::from_utf8_lossy(&sub)), Reason::PubSub)
+            }
+            b"reply" => err("ERR command 'client|reply' is not supported by the proxy: replies are matched to requests"),
+            other => refused(&format!("client|{}", String::from_utf8_lossy(other)), Reason::Admin),
+        }
+    }
+
+    pub(super) fn auth(&mut self, pool: &PoolRt, user: Option<&[u8]>, password: &[u8]) -> Pending {
+        let Some(expected) = pool.config().redis_auth.as_ref() else {
+            return err("ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?");
+        };
+        let user_ok = user.is_none_or(|u| u == b"default");
+        if user_ok && expected.matches(password) {
+            self.authenticated = true;
+            ready(|o| simple(o, "OK"))
+        } else {
+            err("WRONGPASS invalid username-password pair or user is disabled.")
+        }
+    }
+
+    /// `HELLO [protover [AUTH user pass] [SETNAME name]]`: switches the connection to
+    /// RESP2 or RESP3 and answers as Redis does, with a live server's version.
+    pub(super) fn hello(&mut self, pool: &PoolRt, bytes: &Bytes) -> Pending {
+        let argc = self.argc();
+        let mut resp3 = self.resp3;
+        if argc >= 2 {
+            match self.arg(bytes, 1) {
+                b"2" => resp3 = false,
+                b"3" => resp3 = true,
+                other => {
+                    return match std::str::from_utf8(other)
+                        .ok()
+                        .and_then(|v| v.parse::<i64>().ok())
+                    {
+                        Some(_) => err("NOPROTO unsupported protocol version"),
+                        None => err("ERR Protocol version is not an integer or out of range"),
+                    }
+                }
+            }
+        }
+        let mut i = 2;
+        let mut name = None;
+        while i < argc {
+            let option = self.arg(bytes, i).to_ascii_lowercase();
+            match option.as_slice() {
+                b"auth" if i + 2 < argc => {
+                    let (user, pass) = (self.args[i + 1].clone(), self.args[i + 2].clone());
+                    if let Pending::Ready(e) = self.auth(pool, Some(&bytes[user]), &bytes[pass]) {
+                        if e.starts_with(b"-") {
+                            return Pending::Ready(e);
+                        }
+                    }
+                    i += 3;
+                }
+                b"setname" if i + 1 < argc => {
+                    let given = self.arg(bytes, i + 1);
+                    if !valid_client_name(given) {
+                        return err(BAD_CLIENT_NAME);
+                    }
+                    name = Some(Bytes::copy_from_slice(given));
+                    i += 2;
+                }
+                _ => {
+                    return err(&format!(
+                        "ERR Syntax error in HELLO option '{}'",
+                        String::from_utf8_lossy(self.arg(bytes, i))
+                    ))
+                }
+            }
+        }
+        if !self.authenticated {
+            return err("NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time");
+        }
+        self.resp3 = resp3;
+        if name.is_some() {
+            self.name = name;
+        }
+        self.with_version(pool, VersionedReply::Hello { resp3 })
+    }
+
+    /// The `HELLO` reply: a map in RESP3, a flat array in RESP2.
+    pub(super) fn hello_reply(&self, o: &mut Vec<u8>, pool: &PoolRt, resp3: bool) {
+        let version = server_version(pool);
+        let fields: [(&[u8], Field); 7] = [
+            (b"server", Field::Text(b"redis")),
+            (b"version", Field::Text(version.as_bytes())),
+            (b"proto", Field::Number(if resp3 { 3 } else { 2 })),
+            (b"id", Field::Number(self.id.0 as i64)),
+            (b"mode", Field::Text(b"standalone")),
+            (b"role", Field::Text(b"master")),
+            (b"modules", Field::Empty),
+        ];
+        if resp3 {
+            map_header(o, fields.len());
+        } else {
+            array_header(o, fields.len() * 2);
+        }
+        for (key, value) in &fields {
+            bulk(o, key);
+            match value {
+                Field::Text(t) => bulk(o, t),
+                Field::Number(n) => integer(o, *n),
+                Field::Empty => array_header(o, 0),
+            }
+        }
+    }
+
+    /// `COMMAND`, `COMMAND COUNT|LIST|INFO name...|DOCS`: the commands the proxy
+    /// serves, each in the six-field form every client reads, with Redis's arity
+    /// and key positions.
+    pub(super) fn command(&self, bytes: &Bytes) -> Pending {
+        let served = || COMMANDS.iter().filter(|c| c.is_served());
+        let entry = |o: &mut Vec<u8>, c: &CommandSpec| {
+            let (first, last, step) = c.keys;
+            array_header(o, 6);
+            bulk(o, c.name.as_bytes());
+            integer(o, c.arity.into());
+            array_header(o, 0);
+            integer(o, first.into());
+            integer(o, last.into());
+            integer(o, step.into());
+        };
+        if self.argc() == 1 {
+            return ready(|o| {
+                array_header(o, served().count());
+                served().for_each(|c| entry(o, c));
+            });
+        }
+        match self.arg(bytes, 1).to_ascii_lowercase().as_slice() {
+            b"count" => ready(|o| integer(o, served().count() as i64)),
+            b"list" => ready(|o| {
+                array_header(o, served().count());
+                served().for_each(|c| bulk(o, c.name.as_bytes()));
+            }),
+            b"docs" => ready(|o| match self.resp3 {
+                true => map_header(o, 0),
+                false => array_header(o, 0),
+            }),
+            b"info" => ready(|o| {
+                array_header(o, self.argc() - 2);
+                for i in 2..self.argc() {
+                    match lookup(self.arg(bytes, i)).filter(|c| c.is_served()) {
+                        Some(c) => entry(o, c),
+                        None if self.resp3 => null(o),
+                        None => o.extend_from_slice(b"*-1\r\n"),
+                    }
+                }
+            }),
+            other => err(&format!(
+                "ERR command 'command|{}' is not supported by the proxy: ask a server",
+                String::from_utf8_lossy(other)
+            )),
+        }
+    }
+
+    /// `INFO`: Redis-style sections, with a `# Proxy` section describing cashew.
+    pub(super) fn info(&self, pool: &PoolRt) -> String {
+        let config = pool.config();
+        let registry = pool.registry();
+        let clients = registry.proxy_total(ProxyCounter::CurrConnections);
+        let generation = &pool.generation;
+        let mut s = format!(
+            "# Server\r\nredis_version:{}\r\nredis_mode:standalone\r\nprocess_id:{}\r\nuptime_in_seconds:{}\r\n\r\n# Clients\r\nconnected_clients:{clients}\r\n\r\n# Proxy\r\nproxy:cashew\r\nproxy_version:{}\r\nuptime:{}\r\nconnected_clients:{clients}\r\nthreads:{}\r\ngeneration:{}\r\nconfig_checksum:{}\r\npools:{}\r\npool:{}\r\nservers:{}\r\n",
+            server_version(pool),
+            std::process::id(),
+            registry.uptime(),
+            env!("CARGO_PKG_VERSION"),
+            registry.uptime(),
+            registry.threads(),
+            generation.number,
+            generation.source.checksum,
+            generation.config.pools.len(),
+            config.name,
+            config.servers.len(),
+        );
+        for (i, server) in config.servers.iter().enumerate() {
+            s.push_str(&format!(
+                "server{i}:name={},address={},state={}\r\n",
+                server.name(),
+                server.entry,
+                pool.server_state(ServerId(i)).name(),
+            ));
+        }
+        s
+    }
+}
+
+/// A value of the `HELLO` reply.
+enum Field<'a> {
+    Text(&'a [u8]),
+    Number(i64),
+    Empty,
+}
+
+/// The version a live server gave, or the version whose behaviour cashew follows.
+fn server_version(pool: &PoolRt) -> String {
+    pool.server_version()
+        .map_or_else(|| FALLBACK_REDIS_VERSION.to_string(), |v| v.to_string())
+}

@@ -1,0 +1,348 @@
+//! The redis protocol for clients, RESP2 or RESP3 as each client asks with `HELLO`.
+//! Every command Redis 7 knows has a class (see `cashew_protocol::resp::COMMANDS`):
+//! forwarded by the key its position names, forwarded when all its keys are on one
+//! server, split and merged, answered here, or refused with a reason that is true.
+//! A RESP3 client's commands travel over RESP3 server connections, so it gets
+//! exactly the replies a RESP3 client of that server gets.
+
+mod forward;
+mod local;
+mod split;
+
+use std::collections::VecDeque;
+use std::ops::Range;
+use std::rc::Rc;
+
+use bytes::{Bytes, BytesMut};
+use cashew_protocol::resp::{
+    self, error, lookup, lookup_subcommand, null, null_bulk, CommandKind, Parsed, Reason,
+};
+
+use crate::proxy::client::{
+    settle_all, try_settle_all, Part, PendingReply, Protocol, ReplyFamilies,
+};
+use crate::proxy::ids::ClientId;
+use crate::proxy::pool::{PoolRt, PoolSlot};
+use crate::state::counters::{Family, PoolCounter};
+
+/// The version reported when no server has told its own yet.
+const FALLBACK_REDIS_VERSION: &str = "7.0.0";
+
+pub(crate) enum Pending {
+    Ready(Bytes),
+    /// One server's reply, passed through.
+    Single(Part),
+    /// MGET over several servers: `order[i]` is the part that holds key `i`.
+    Mget {
+        parts: Vec<Part>,
+        order: Vec<u16>,
+    },
+    /// DEL, UNLINK, TOUCH, EXISTS over several servers: the integer replies summed.
+    Sum(Vec<Part>),
+    /// MSET over several servers: `+OK` when every part says so.
+    AllOk(Vec<Part>),
+    /// QUIT: `+OK`, then close.
+    Quit,
+    /// A reply of the proxy's that reports a server's version, when none was known:
+    /// built once `part` (a `PING` that connects to a live server, whose handshake
+    /// learns its version) is answered.
+    AfterVersion {
+        part: Part,
+        reply: VersionedReply,
+    },
+}
+
+/// Replies that report the servers' version.
+#[derive(Clone, Copy)]
+pub(crate) enum VersionedReply {
+    Hello { resp3: bool },
+    Info,
+}
+
+impl PendingReply for Pending {
+    fn try_settle(&mut self) -> bool {
+        match self {
+            Pending::Ready(_) | Pending::Quit => true,
+            Pending::Single(part) | Pending::AfterVersion { part, .. } => part.try_settle(),
+            Pending::Mget { parts, .. } | Pending::Sum(parts) | Pending::AllOk(parts) => {
+                try_settle_all(parts)
+            }
+        }
+    }
+
+    async fn settle(&mut self) {
+        match self {
+            Pending::Ready(_) | Pending::Quit => {}
+            Pending::Single(part) | Pending::AfterVersion { part, .. } => part.settle().await,
+            Pending::Mget { parts, .. } | Pending::Sum(parts) | Pending::AllOk(parts) => {
+                settle_all(parts).await
+            }
+        }
+    }
+}
+
+/// A redis client connection.
+pub(crate) struct Client {
+    slot: Rc<PoolSlot>,
+    id: ClientId,
+    /// Argument ranges of the request being dispatched, reused between requests.
+    args: Vec<Range<usize>>,
+    /// Where a request that arrived in part stopped being read.
+    resume: resp::RequestResume,
+    /// Parse again only once the input holds this many bytes (a big bulk arriving).
+    needed: usize,
+    authenticated: bool,
+    name: Option<Bytes>,
+    /// The client speaks RESP3 (after `HELLO 3`).
+    resp3: bool,
+    done: bool,
+    families: ReplyFamilies,
+    /// The family of the request being dispatched, once its command is known.
+    family: Option<Family>,
+}
+
+impl Client {
+    pub(crate) fn new(slot: Rc<PoolSlot>, id: ClientId) -> Client {
+        let authenticated = slot.pool().config().redis_auth.is_none();
+        Client {
+            id,
+            authenticated,
+            slot,
+            args: Vec::new(),
+            resume: resp::RequestResume::default(),
+            needed: 0,
+            name: None,
+            resp3: false,
+            done: false,
+            families: ReplyFamilies::default(),
+            family: None,
+        }
+    }
+}
+
+fn ready(build: impl FnOnce(&mut Vec<u8>)) -> Pending {
+    let mut out = Vec::new();
+    build(&mut out);
+    Pending::Ready(out.into())
+}
+
+fn err(text: &str) -> Pending {
+    ready(|o| error(o, text))
+}
+
+/// Counts (and logs, see [`PoolRt::refused`]) an error reply cashew gave itself:
+/// an unknown command is unsupported, a command a proxy cannot serve refused,
+/// anything else the client's error.
+fn count_local_reply(pool: &PoolRt, reply: &[u8]) {
+    if !reply.starts_with(b"-") || reply.starts_with(b"-ERR No live server") {
+        return;
+    }
+    let kind = if reply.starts_with(b"-ERR unknown command") {
+        PoolCounter::ErrUnsupported
+    } else if memchr::memmem::find(reply, b"is not supported by the proxy").is_some() {
+        PoolCounter::ErrRefused
+    } else {
+        PoolCounter::ErrClient
+    };
+    pool.refused(kind, reply);
+}
+
+fn refused(name: &str, reason: Reason) -> Pending {
+    err(&format!(
+        "ERR command '{name}' is not supported by the proxy: {}",
+        reason.text()
+    ))
+}
+
+const BAD_CLIENT_NAME: &str =
+    "ERR Client names cannot contain spaces, newlines or special characters.";
+
+/// A client name Redis accepts: printable ASCII without spaces.
+fn valid_client_name(name: &[u8]) -> bool {
+    name.iter().all(|&b| (b'!'..=b'~').contains(&b))
+}
+
+fn wrong_arity(name: &str) -> Pending {
+    err(&format!(
+        "ERR wrong number of arguments for '{name}' command"
+    ))
+}
+
+impl Protocol for Client {
+    type Pending = Pending;
+
+    fn take_requests(
+        &mut self,
+        input: &mut BytesMut,
+        queue: &mut VecDeque<Pending>,
+        max_queue: usize,
+    ) -> bool {
+        let slot = self.slot.clone();
+        let pool = &*slot.pool();
+        while !self.done && queue.len() < max_queue && input.len() >= self.needed {
+            match resp::parse_request_resumable(input, &mut self.args, &mut self.resume) {
+                Parsed::Incomplete { needed } => {
+                    let max = pool.config().max_request_size;
+                    if needed.unwrap_or(input.len()) as u64 > max {
+                        // As Redis past its query buffer limit: the error, then close.
+                        let reply = err(&format!(
+                            "ERR Protocol error: request larger than max_request_size ({max} bytes)"
+                        ));
+                        if let Pending::Ready(bytes) = &reply {
+                            pool.refused(PoolCounter::ErrClient, bytes);
+                        }
+                        queue.push_back(reply);
+                        self.families.note(queue.len(), None, pool.pool_stats());
+                        self.done = true;
+                        return false;
+                    }
+                    self.needed = needed.unwrap_or(0);
+                    break;
+                }
+                Parsed::Error(reason) => {
+                    // As Redis: the error, then the connection is closed.
+                    let text = format!("ERR Protocol error: {reason}");
+                    pool.refused(PoolCounter::ErrClient, text.as_bytes());
+                    queue.push_back(err(&text));
+                    self.families.note(queue.len(), None, pool.pool_stats());
+                    self.done = true;
+                    return false;
+                }
+                Parsed::Request(request) => {
+                    self.needed = 0;
+                    let bytes = input.split_to(request.len).freeze();
+                    if !self.args.is_empty() {
+                        self.family = None;
+                        let pending = self.dispatch(pool, &bytes);
+                        if let Pending::Ready(reply) = &pending {
+                            count_local_reply(pool, reply);
+                        }
+                        queue.push_back(pending);
+                        self.families
+                            .note(queue.len(), self.family, pool.pool_stats());
+                    }
+                }
+            }
+        }
+        true
+    }
+
+    fn finish(&mut self, pending: Pending) -> (Bytes, bool) {
+        self.families.finished();
+        match pending {
+            Pending::Quit => (Bytes::from_static(b"+OK\r\n"), true),
+            other => (self.reply_bytes(&self.slot.pool(), other), false),
+        }
+    }
+}
+
+impl Client {
+    fn arg<'a>(&self, bytes: &'a [u8], i: usize) -> &'a [u8] {
+        &bytes[self.args[i].clone()]
+    }
+
+    fn argc(&self) -> usize {
+        self.args.len()
+    }
+
+    /// A null in the client's protocol.
+    fn null(&self, out: &mut Vec<u8>) {
+        if self.resp3 {
+            null(out)
+        } else {
+            null_bulk(out)
+        }
+    }
+
+    fn dispatch(&mut self, pool: &PoolRt, bytes: &Bytes) -> Pending {
+        let name = self.arg(bytes, 0);
+        let Some(spec) = lookup(name) else {
+            let mut text = format!(
+                "ERR unknown command '{}', with args beginning with: ",
+                String::from_utf8_lossy(name)
+            );
+            for a in self.args[1..].iter().take(8) {
+                text.push_str(&format!(
+                    "'{}' ",
+                    String::from_utf8_lossy(&bytes[a.clone()])
+                ));
+            }
+            return err(&text);
+        };
+        let allowed = matches!(spec.kind, CommandKind::Local(l) if l.allowed_before_auth());
+        if !self.authenticated && !allowed {
+            return err("NOAUTH Authentication required.");
+        }
+        if !spec.arity_ok(self.argc()) {
+            return wrong_arity(spec.name);
+        }
+        let spec = match spec.kind {
+            CommandKind::BySubcommand => {
+                let sub = self.arg(bytes, 1);
+                match lookup_subcommand(spec.name, sub) {
+                    Some(sub) if sub.arity_ok(self.argc()) => sub,
+                    Some(sub) => return wrong_arity(sub.name),
+                    None => {
+                        return err(&format!(
+                            "ERR unknown subcommand '{}'. Try {} HELP.",
+                            String::from_utf8_lossy(sub),
+                            spec.name.to_ascii_uppercase()
+                        ))
+                    }
+                }
+            }
+            _ => spec,
+        };
+        let keys = match spec.kind {
+            CommandKind::SplitKeys(_) => self.argc() - 1,
+            CommandKind::SplitPairs => (self.argc() - 1) / 2,
+            _ => 0,
+        };
+        let max_keys = pool.config().max_keys as usize;
+        if keys > max_keys {
+            return err(&format!(
+                "ERR too many keys in one request (max_keys is {max_keys})"
+            ));
+        }
+        let family = match spec.kind {
+            CommandKind::Refused(_) => Family::Refused,
+            CommandKind::Local(_) => Family::Local,
+            CommandKind::SplitKeys(_) | CommandKind::SplitPairs => Family::Split,
+            _ if spec.write => Family::Write,
+            _ => Family::Read,
+        };
+        pool.pool_stats().request(family);
+        self.family = Some(family);
+        if let Some((sample, capacity)) = pool.hotkeys {
+            let hot = &pool.pool_stats().hotkeys;
+            let (first, step) = match spec.kind {
+                CommandKind::Keyed(key) => (usize::from(key), usize::MAX),
+                CommandKind::SplitKeys(_) => (1, 1),
+                CommandKind::SplitPairs => (1, 2),
+                _ => (0, 0),
+            };
+            if first > 0 {
+                for i in (first..self.argc()).step_by(step.min(self.argc())) {
+                    hot.observe(self.arg(bytes, i), sample, capacity);
+                }
+            }
+        }
+        match spec.kind {
+            CommandKind::Refused(reason) => refused(spec.name, reason),
+            CommandKind::Local(command) => self.local(pool, command, bytes),
+            CommandKind::Keyed(key) => self.forward_by(pool, usize::from(key), bytes, spec.write),
+            CommandKind::AnyServer => self.forward_any(pool, bytes),
+            CommandKind::Script => self.script(pool, spec, bytes),
+            CommandKind::SameServer(keys) => self.same_server(pool, spec, keys, bytes),
+            CommandKind::SplitKeys(merge) => self.split(pool, spec, bytes, Some(merge)),
+            CommandKind::SplitPairs => {
+                if self.argc() % 2 == 0 {
+                    return wrong_arity(spec.name);
+                }
+                self.split(pool, spec, bytes, None)
+            }
+            // A subcommand is resolved above: never one that needs resolving again.
+            CommandKind::BySubcommand => err("ERR unknown subcommand"),
+        }
+    }
+}
