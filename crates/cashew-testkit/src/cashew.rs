@@ -173,6 +173,29 @@ impl PoolProxy {
         let conf = self.cashew.dir.join("cashew.yml");
         routed_backends(&self.binary, &conf, &self.backends, keys)
     }
+
+    /// cashew with one pool over `servers` fresh memcached servers.
+    pub fn memcached(binary: &str, servers: usize, pool_settings: &str, args: &[&str]) -> Self {
+        let backends: Vec<Process> = (0..servers).map(|_| crate::memcached()).collect();
+        PoolProxy::start(binary, backends, pool_settings, args)
+    }
+
+    /// A memcached client of the pool.
+    pub fn client(&self) -> McConn {
+        McConn::connect(self.listen)
+    }
+
+    /// The stats port's document.
+    pub fn stats(&self) -> serde_json::Value {
+        serde_json::from_str(&self.cashew.stats_json()).unwrap()
+    }
+
+    /// What the first memcached server answers to `version` (cashew answers the same).
+    pub fn server_version(&self) -> String {
+        let mut c = McConn::connect(self.backends[0].addr);
+        c.send(b"version\r\n");
+        c.line()
+    }
 }
 
 /// A cashew process started from `binary` with the config `yaml`.

@@ -276,3 +276,19 @@ pub fn temp_dir(tag: &str) -> PathBuf {
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
+
+/// A test's prerequisite (root, network namespaces, enough descriptors): its value,
+/// or, when it is missing, a failure under CI (the `CI` variable set: CI runs as
+/// root and can provide all of them) and a skip, said out loud, elsewhere.
+pub fn prerequisite<T>(what: &str, available: Result<T, String>) -> Option<T> {
+    match available {
+        Ok(value) => Some(value),
+        Err(why) if std::env::var_os("CI").is_some() => {
+            panic!("{what} is missing, and CI must run this test: {why}")
+        }
+        Err(why) => {
+            eprintln!("SKIPPED (outside CI only): {what} is missing: {why}");
+            None
+        }
+    }
+}

@@ -319,13 +319,8 @@ fn survives(
 /// A rig whose faulty server is given by a host name, or `None` (and why) where
 /// this machine does not let a test run its own nameserver.
 fn named_rig(protocol: Protocol) -> Option<Rig> {
-    match Nameserver::start() {
-        Ok(ns) => Some(Rig::start(protocol, Some(ns))),
-        Err(why) => {
-            eprintln!("skipped: a test nameserver needs root: {why}");
-            None
-        }
-    }
+    let ns = cashew_testkit::prerequisite("a test nameserver (root)", Nameserver::start())?;
+    Some(Rig::start(protocol, Some(ns)))
 }
 
 fn not_resolving(protocol: Protocol) {

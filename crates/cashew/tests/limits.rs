@@ -310,10 +310,11 @@ fn a_full_server_queue_fails_new_requests_at_once_and_only_for_that_server() {
 #[test]
 fn ten_thousand_clients_at_once() {
     let limit = raise_open_files_limit();
-    if limit < 10_500 {
-        eprintln!(
-            "SKIPPED: this process may open only {limit} files, fewer than 10,000 clients need"
-        );
+    let enough = match limit >= 10_500 {
+        true => Ok(()),
+        false => Err(format!("this process may open only {limit} files")),
+    };
+    if cashew_testkit::prerequisite("10,500 open files for 10,000 clients", enough).is_none() {
         return;
     }
     let p = PoolProxy::start(CASHEW, vec![memcached()], "", &[]);

@@ -1,59 +1,12 @@
 //! cashew in front of real memcached servers: every command, placement, pipelines,
-//! big values, bad input, failures, stats and a client library.
+//! big values, bad input, failures and a client library.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use cashew_testkit::faulty::FaultyLink;
-use cashew_testkit::{
-    free_port, memcached, memcached_on, Cashew, McConn, PoolProxy, Process, NUTCRACKER_POOL_STATS,
-    NUTCRACKER_SERVER_STATS,
-};
+use cashew_testkit::{memcached, memcached_on, McConn, PoolProxy, Process};
 
 const CASHEW: &str = env!("CARGO_BIN_EXE_cashew");
-
-/// cashew over memcached servers, with memcached helpers.
-struct Proxy(PoolProxy);
-
-impl std::ops::Deref for Proxy {
-    type Target = PoolProxy;
-    fn deref(&self) -> &PoolProxy {
-        &self.0
-    }
-}
-
-impl std::ops::DerefMut for Proxy {
-    fn deref_mut(&mut self) -> &mut PoolProxy {
-        &mut self.0
-    }
-}
-
-impl Proxy {
-    /// cashew with one pool over `servers` fresh memcached servers.
-    fn start(servers: usize, pool_settings: &str, args: &[&str]) -> Proxy {
-        let backends: Vec<Process> = (0..servers).map(|_| memcached()).collect();
-        Self::over(backends, pool_settings, args)
-    }
-
-    fn over(backends: Vec<Process>, pool_settings: &str, args: &[&str]) -> Proxy {
-        Proxy(PoolProxy::start(CASHEW, backends, pool_settings, args))
-    }
-
-    fn client(&self) -> McConn {
-        McConn::connect(self.listen)
-    }
-
-    fn stats(&self) -> serde_json::Value {
-        serde_json::from_str(&self.cashew.stats_json()).unwrap()
-    }
-
-    /// What the first server answers to `version` (cashew answers the same).
-    fn server_version(&self) -> String {
-        let mut c = McConn::connect(self.backends[0].addr);
-        c.send(b"version\r\n");
-        c.line()
-    }
-}
 
 fn keys(n: usize, tag: &str) -> Vec<String> {
     (0..n).map(|i| format!("{tag}:{i}")).collect()
@@ -61,7 +14,7 @@ fn keys(n: usize, tag: &str) -> Vec<String> {
 
 #[test]
 fn every_command_through_three_servers() {
-    let p = Proxy::start(3, "", &[]);
+    let p = PoolProxy::memcached(CASHEW, 3, "", &[]);
     let mut c = p.client();
     c.roundtrip(b"set k1 5 0 3\r\nabc\r\n", b"STORED\r\n");
     c.roundtrip(b"get k1\r\n", b"VALUE k1 5 3\r\nabc\r\nEND\r\n");
@@ -170,7 +123,7 @@ fn every_command_through_three_servers() {
 
 #[test]
 fn keys_land_where_cashew_route_says() {
-    let p = Proxy::start(3, "  hash: murmur\n", &[]);
+    let p = PoolProxy::memcached(CASHEW, 3, "  hash: murmur\n", &[]);
     let keys = keys(300, "placed");
     let mut c = p.client();
     for k in &keys {
@@ -194,7 +147,7 @@ fn keys_land_where_cashew_route_says() {
 
 #[test]
 fn multi_get_merges_in_key_order_across_servers() {
-    let p = Proxy::start(3, "  hash: md5\n", &[]);
+    let p = PoolProxy::memcached(CASHEW, 3, "  hash: md5\n", &[]);
     let mut c = p.client();
     let keys = keys(40, "multi");
     for (i, k) in keys.iter().enumerate() {
@@ -255,7 +208,7 @@ fn multi_get_merges_in_key_order_across_servers() {
 
 #[test]
 fn concurrent_clients_with_deep_pipelines_get_their_own_replies_in_order() {
-    let p = Proxy::start(3, "", &["--threads", "4"]);
+    let p = PoolProxy::memcached(CASHEW, 3, "", &["--threads", "4"]);
     let deadline = Instant::now() + Duration::from_secs(60);
     let version = p.server_version();
     let threads: Vec<_> = (0..16)
@@ -333,7 +286,7 @@ fn concurrent_clients_with_deep_pipelines_get_their_own_replies_in_order() {
 
 #[test]
 fn big_values_and_many_tiny_ones() {
-    let p = Proxy::start(2, "", &[]);
+    let p = PoolProxy::memcached(CASHEW, 2, "", &[]);
     let mut c = p.client();
     let big: Vec<u8> = (0..1024 * 1024 - 100).map(|i| (i % 251) as u8).collect();
     for i in 0..3 {
@@ -370,7 +323,7 @@ fn big_values_and_many_tiny_ones() {
 
 #[test]
 fn bad_input_gets_an_answer_and_the_connection_stays_open() {
-    let p = Proxy::start(2, "", &[]);
+    let p = PoolProxy::memcached(CASHEW, 2, "", &[]);
     let mut c = p.client();
     let long_key = "k".repeat(251);
     c.roundtrip(b"bogus command\r\n", b"ERROR\r\n");
@@ -423,7 +376,7 @@ fn a_dead_backend_is_ejected_and_comes_back() {
     let backends: Vec<Process> = (0..3).map(|_| memcached()).collect();
     let victim_addr = backends[1].addr;
     let settings = "  hash: md5\n  auto_eject_hosts: true\n  server_failure_limit: 2\n  server_retry_timeout: 1500\n  timeout: 1000\n";
-    let mut p = Proxy::over(backends, settings, &["--threads", "2"]);
+    let mut p = PoolProxy::start(CASHEW, backends, settings, &["--threads", "2"]);
     let keys = keys(200, "eject");
     let routed = p.routed(&keys);
     let victim_keys: Vec<&String> = keys
@@ -503,7 +456,7 @@ fn a_dead_backend_is_ejected_and_comes_back() {
 #[test]
 fn a_crash_seen_by_every_worker_counts_as_one_failure() {
     let settings = "  hash: md5\n  auto_eject_hosts: true\n  server_failure_limit: 2\n  server_retry_timeout: 30000\n";
-    let p = Proxy::start(2, settings, &["--threads", "2"]);
+    let p = PoolProxy::memcached(CASHEW, 2, settings, &["--threads", "2"]);
     let keys = keys(100, "crash");
     let victim_key = &keys[p.routed(&keys).iter().position(|&s| s == 1).unwrap()];
     let victim = p.backends[1].addr.to_string();
@@ -543,7 +496,12 @@ fn a_crash_seen_by_every_worker_counts_as_one_failure() {
 
 #[test]
 fn a_frozen_backend_times_out_without_failing_the_others() {
-    let p = Proxy::start(2, "  hash: md5\n  timeout: 300\n", &["--threads", "1"]);
+    let p = PoolProxy::memcached(
+        CASHEW,
+        2,
+        "  hash: md5\n  timeout: 300\n",
+        &["--threads", "1"],
+    );
     let keys = keys(100, "frozen");
     let routed = p.routed(&keys);
     let frozen_key = &keys[routed.iter().position(|&s| s == 0).unwrap()];
@@ -583,92 +541,8 @@ fn a_frozen_backend_times_out_without_failing_the_others() {
 }
 
 #[test]
-fn stats_port_serves_nutcracker_json() {
-    let p = Proxy::start(2, "", &[]);
-    let mut c = p.client();
-    for i in 0..10 {
-        c.set(&format!("s{i}"), b"v");
-    }
-    let doc = p.stats();
-    assert_eq!(doc["service"], "nutcracker");
-    for field in [
-        "source",
-        "version",
-        "uptime",
-        "timestamp",
-        "total_connections",
-        "curr_connections",
-    ] {
-        assert!(!doc[field].is_null(), "{field} missing: {doc}");
-    }
-    assert_eq!(doc["curr_connections"], 1);
-    let pool = &doc["pool"];
-    for field in NUTCRACKER_POOL_STATS {
-        assert!(pool[field].is_u64(), "{field} missing: {pool}");
-    }
-    assert_eq!(pool["client_connections"], 1);
-    let mut requests = 0;
-    for b in &p.backends {
-        let server = &pool[&b.addr.to_string()];
-        for field in NUTCRACKER_SERVER_STATS {
-            assert!(server[field].is_u64(), "{field} missing: {server}");
-        }
-        requests += server["requests"].as_u64().unwrap();
-        assert_eq!(server["requests"], server["responses"]);
-    }
-    assert_eq!(requests, 10);
-    drop(c);
-    std::thread::sleep(Duration::from_millis(100));
-    assert_eq!(p.stats()["pool"]["client_eof"], 1);
-}
-
-#[test]
-fn threads_flag_runs_that_many_workers() {
-    let p = Proxy::start(1, "", &["--threads", "4"]);
-    let workers = || {
-        std::fs::read_dir(format!("/proc/{}/task", p.cashew.process.pid()))
-            .unwrap()
-            .filter_map(|t| std::fs::read_to_string(t.unwrap().path().join("comm")).ok())
-            .filter(|name| name.starts_with("cashew-w"))
-            .count()
-    };
-    // Threads start just after the sockets are bound: give them a moment.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while workers() < 4 && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    let state = std::fs::read_to_string(format!("/proc/{}/status", p.cashew.process.pid()))
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with("State:"))
-        .unwrap_or("")
-        .to_string();
-    assert_eq!(workers(), 4, "process {state}; log:\n{}", p.cashew.log());
-    std::thread::sleep(Duration::from_millis(100));
-    assert_eq!(workers(), 4, "no more than asked for");
-}
-
-#[test]
-fn client_connections_limit_is_enforced() {
-    let p = Proxy::start(1, "  client_connections: 2\n", &["--threads", "1"]);
-    let mut a = p.client();
-    let mut b = p.client();
-    let version = p.server_version();
-    assert!(version.starts_with("VERSION 1."), "{version}");
-    a.roundtrip(b"version\r\n", version.as_bytes());
-    b.roundtrip(b"version\r\n", version.as_bytes());
-    let mut over = p.client();
-    over.expect(b"SERVER_ERROR too many connections\r\n");
-    assert!(over.is_closed());
-    drop(a);
-    std::thread::sleep(Duration::from_millis(100));
-    let mut again = p.client();
-    again.roundtrip(b"version\r\n", version.as_bytes());
-}
-
-#[test]
 fn a_memcached_client_library_works_through_cashew() {
-    let p = Proxy::start(3, "", &[]);
+    let p = PoolProxy::memcached(CASHEW, 3, "", &[]);
     let client =
         memcache::Client::connect(format!("memcache://{}?protocol=ascii", p.listen)).unwrap();
     client.set("lib:a", "alpha", 0).unwrap();
@@ -696,270 +570,4 @@ fn a_memcached_client_library_works_through_cashew() {
     assert_eq!(format!("VERSION {}\r\n", versions[0].1), p.server_version());
     client.flush().unwrap();
     assert_eq!(client.get::<u64>("lib:n").unwrap(), None);
-}
-
-#[test]
-fn preconnect_opens_server_connections_at_start() {
-    let p = Proxy::start(
-        2,
-        "  preconnect: true\n  server_connections: 2\n",
-        &["--threads", "2"],
-    );
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let stats = p.stats();
-        let open: Vec<u64> = p
-            .backends
-            .iter()
-            .map(|b| {
-                stats["pool"][&b.addr.to_string()]["server_connections"]
-                    .as_u64()
-                    .unwrap()
-            })
-            .collect();
-        // Two connections per server in each of two workers, before any request.
-        if open == [4, 4] {
-            break;
-        }
-        assert!(Instant::now() < deadline, "server connections: {open:?}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-#[test]
-fn max_value_size_is_per_pool() {
-    let p = Proxy::start(1, "  max_value_size: 100\n", &[]);
-    let mut c = p.client();
-    c.roundtrip(
-        &[b"set a 0 0 100\r\n".as_slice(), &[b'x'; 100], b"\r\n"].concat(),
-        b"STORED\r\n",
-    );
-    c.roundtrip(
-        &[
-            b"set b 0 0 101\r\n".as_slice(),
-            &[b'x'; 101],
-            b"\r\nget b\r\n",
-        ]
-        .concat(),
-        b"SERVER_ERROR object too large for cache\r\nEND\r\n",
-    );
-}
-
-#[test]
-fn a_failed_fragment_fails_the_multi_get_but_not_the_connection() {
-    let p = Proxy::start(2, "  hash: md5\n  timeout: 200\n", &["--threads", "1"]);
-    let keys = keys(50, "frag");
-    let routed = p.routed(&keys);
-    let a = &keys[routed.iter().position(|&s| s == 0).unwrap()];
-    let b = &keys[routed.iter().position(|&s| s == 1).unwrap()];
-    let mut c = p.client();
-    c.set(a, b"1");
-    c.set(b, b"2");
-    p.backends[1].freeze();
-    c.roundtrip(
-        format!("get {a} {b}\r\n").as_bytes(),
-        b"SERVER_ERROR Connection timed out\r\n",
-    );
-    p.backends[1].signal("CONT");
-    c.roundtrip(
-        format!("get {a}\r\n").as_bytes(),
-        format!("VALUE {a} 0 1\r\n1\r\nEND\r\n").as_bytes(),
-    );
-    assert!(p.stats()["pool"]["forward_error"].as_u64().unwrap() >= 1);
-}
-
-#[test]
-fn unix_socket_listen_with_mode() {
-    let backend = memcached();
-    let dir = cashew_testkit::temp_dir("unix");
-    let sock = dir.join("cashew.sock");
-    let yaml = format!(
-        "alpha:\n  listen: {} 0600\n  servers:\n    - {}:1\n",
-        sock.display(),
-        backend.addr
-    );
-    let _cashew = Cashew::start(CASHEW, &yaml, &["--threads", "2"]);
-    use std::io::{Read, Write};
-    use std::os::unix::fs::PermissionsExt;
-    assert_eq!(
-        std::fs::metadata(&sock).unwrap().permissions().mode() & 0o777,
-        0o600
-    );
-    let mut s = std::os::unix::net::UnixStream::connect(&sock).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    s.write_all(b"set u 0 0 2\r\nhi\r\nget u\r\n").unwrap();
-    let expected = b"STORED\r\nVALUE u 0 2\r\nhi\r\nEND\r\n";
-    let mut got = vec![0; expected.len()];
-    s.read_exact(&mut got).unwrap();
-    assert_eq!(got, expected);
-}
-
-#[test]
-fn meta_requests_over_three_servers_keep_quiet_mode_and_opaques_in_order() {
-    let p = Proxy::start(3, "  hash: md5\n", &[]);
-    // Keys on three different servers.
-    let candidates = keys(60, "meta");
-    let placed = p.routed(&candidates);
-    let pick = |server: usize| {
-        let i = placed
-            .iter()
-            .position(|&s| s == server)
-            .expect("a key on each server");
-        candidates[i].clone()
-    };
-    let (a, b, c) = (pick(0), pick(1), pick(2));
-    let pipeline = format!(
-        "ms {a} 2 q O1 T0\r\naa\r\nms {b} 2 O2\r\nbb\r\nmg {a} v q O3\r\nmg {c}:none v q O4\r\n\
-         get {a} {b}\r\nmg {b} v O5 k\r\nmd {a} q\r\nmg {a} v\r\nset {c} 7 0 2\r\ncc\r\n\
-         mg {c} v f q O6\r\nma {c}:n N0 J10 v\r\nma {c}:n q\r\nmg {c}:n v\r\nmn\r\nversion\r\n"
-    );
-    let reference = memcached();
-    let mut direct = McConn::connect(reference.addr);
-    direct.send(pipeline.as_bytes());
-    let expected = {
-        // Read the direct reply up to the final VERSION line.
-        let mut all = Vec::new();
-        loop {
-            let line = direct.line();
-            all.extend_from_slice(line.as_bytes());
-            if line.starts_with("VERSION ") {
-                break all;
-            }
-        }
-    };
-    let mut through = p.client();
-    through.send(pipeline.as_bytes());
-    let got = through.read_exact(expected.len());
-    assert_eq!(
-        String::from_utf8_lossy(&got),
-        String::from_utf8_lossy(&expected)
-    );
-    let text = String::from_utf8(got).unwrap();
-    assert!(
-        text.starts_with(&format!(
-            "HD O2\r\nVA 2 O3\r\naa\r\nVALUE {a} 0 2\r\naa\r\nVALUE {b} 0 2\r\nbb\r\nEND\r\n"
-        )),
-        "{text}"
-    );
-    assert!(
-        !text.contains("O1") && !text.contains("O4"),
-        "quiet successes and misses stay silent"
-    );
-    assert!(
-        text.contains("MN\r\nVERSION "),
-        "mn answers after everything before it"
-    );
-    // The servers hold their keys (a was deleted by the pipeline).
-    for (server, key) in [(1, &b), (2, &c)] {
-        let mut s = McConn::connect(p.backends[server].addr);
-        s.send(format!("mg {key} v\r\n").as_bytes());
-        let reply = s.line();
-        assert_ne!(reply, "EN\r\n", "{key} on server {server}");
-    }
-}
-
-/// memcached answers every pipelined `get` with a write of its own, and a multi-key
-/// `get` with one: consecutive single-key gets for a server go to it joined, and each
-/// still gets its own reply, exactly what the server would have given it alone.
-#[test]
-fn consecutive_gets_reach_the_server_joined_and_each_gets_its_own_reply() {
-    for coalesce in [true, false] {
-        let (server, link, cashew, listen) = recorded(coalesce);
-        let mut direct = McConn::connect(server.addr);
-        direct.roundtrip(
-            b"set a 0 0 1\r\nA\r\nset c 3 0 2\r\nCC\r\n",
-            b"STORED\r\nSTORED\r\n",
-        );
-        let cas = |direct: &mut McConn, key: &str| {
-            direct.send(format!("gets {key}\r\n").as_bytes());
-            let line = direct.line();
-            direct.read_exact(line.split(' ').nth(3).unwrap().parse::<usize>().unwrap() + 7);
-            line.trim_end().rsplit(' ').next().unwrap().to_string()
-        };
-        let (cas_a, cas_c) = (cas(&mut direct, "a"), cas(&mut direct, "c"));
-
-        let pipeline = "get a\r\nget b\r\nget a\r\nget c\r\ngets a\r\ngets zz\r\ngets c\r\n\
-                        set d 0 0 1\r\nD\r\nget d\r\nget a\r\nget a b c\r\nget c\r\n";
-        let a = "VALUE a 0 1\r\nA\r\n";
-        let c = "VALUE c 3 2\r\nCC\r\n";
-        let expected = format!(
-            "{a}END\r\nEND\r\n{a}END\r\n{c}END\r\n\
-             VALUE a 0 1 {cas_a}\r\nA\r\nEND\r\nEND\r\nVALUE c 3 2 {cas_c}\r\nCC\r\nEND\r\n\
-             STORED\r\nVALUE d 0 1\r\nD\r\nEND\r\n{a}END\r\n{a}{c}END\r\n{c}END\r\n"
-        );
-        let mut client = McConn::connect(listen);
-        client.send(pipeline.as_bytes());
-        let got = client.read_exact(expected.len());
-        assert_eq!(
-            String::from_utf8_lossy(&got),
-            expected,
-            "coalesce_gets: {coalesce}"
-        );
-
-        let seen = String::from_utf8_lossy(&link.requests()).into_owned();
-        let sent = match coalesce {
-            true => "get a b a c\r\ngets a zz c\r\nset d 0 0 1\r\nD\r\nget d a\r\nget a b c\r\nget c\r\n",
-            false => pipeline,
-        };
-        assert!(
-            seen.ends_with(sent),
-            "coalesce_gets: {coalesce}, the server saw {seen:?}"
-        );
-        drop(cashew);
-    }
-}
-
-/// cashew with one worker over one memcached that it reaches through a relay that
-/// records what it sends, its server connection open (the first request on a new
-/// connection goes out as it opens, alone).
-fn recorded(coalesce: bool) -> (Process, FaultyLink, Cashew, std::net::SocketAddr) {
-    let server = memcached();
-    let link = FaultyLink::start(server.addr);
-    let listen = format!("127.0.0.1:{}", free_port("127.0.0.1"));
-    let yaml = format!(
-        "pool:\n  listen: {listen}\n  coalesce_gets: {coalesce}\n  servers:\n    - {}:1\n",
-        link.addr
-    );
-    let cashew = Cashew::start(CASHEW, &yaml, &["--threads", "1"]);
-    let listen = listen.parse().unwrap();
-    McConn::connect(listen).roundtrip(b"get warm\r\n", b"END\r\n");
-    (server, link, cashew, listen)
-}
-
-/// Splitting a joined reply copies its values, which costs more than joining saves
-/// for large ones: after a joined reply with a large value, the next 64 retrievals go
-/// out unjoined, then joining resumes.
-#[test]
-fn a_large_value_pauses_joining_for_64_retrievals() {
-    let (server, link, _cashew, listen) = recorded(true);
-    let big = "x".repeat(20_000);
-    McConn::connect(server.addr).roundtrip(
-        format!("set big 0 0 {}\r\n{big}\r\nset a 0 0 1\r\nA\r\n", big.len()).as_bytes(),
-        b"STORED\r\nSTORED\r\n",
-    );
-    let mut client = McConn::connect(listen);
-    let a = "VALUE a 0 1\r\nA\r\nEND\r\n";
-    let mut step = |requests: &str, replies: &str, server_saw: &str| {
-        client.roundtrip(requests.as_bytes(), replies.as_bytes());
-        let seen = String::from_utf8_lossy(&link.requests()).into_owned();
-        assert!(
-            seen.ends_with(server_saw),
-            "after {requests:?} the server saw ...{:?}",
-            &seen[seen.len().saturating_sub(80)..]
-        );
-    };
-    step("get a\r\nget b\r\n", &format!("{a}END\r\n"), "get a b\r\n");
-    step(
-        "get big\r\nget a\r\n",
-        &format!("VALUE big 0 {}\r\n{big}\r\nEND\r\n{a}", big.len()),
-        "get big a\r\n",
-    );
-    step(
-        "get a\r\nget b\r\n",
-        &format!("{a}END\r\n"),
-        "get a\r\nget b\r\n",
-    );
-    let sixty_two = "get b\r\n".repeat(62);
-    step(&sixty_two, &"END\r\n".repeat(62), &sixty_two);
-    step("get a\r\nget b\r\n", &format!("{a}END\r\n"), "get a b\r\n");
 }

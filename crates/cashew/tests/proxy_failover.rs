@@ -20,13 +20,7 @@ const ADMIN: &str = "127.0.0.1:22223";
 /// The test network, or `None` (with the reason printed) where this machine does
 /// not permit network namespaces.
 fn lan() -> Option<Lan> {
-    match Lan::new() {
-        Ok(lan) => Some(lan),
-        Err(reason) => {
-            eprintln!("SKIPPED: network namespaces are not permitted here ({reason})");
-            None
-        }
-    }
+    cashew_testkit::prerequisite("network namespaces (root)", Lan::new())
 }
 
 fn addr(last: u8) -> Ipv4Addr {
