@@ -8,7 +8,7 @@ use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::io;
 use std::rc::Rc;
-use std::task::{Poll, Waker};
+use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
 
@@ -126,16 +126,23 @@ impl JobQueue {
     }
 
     /// The next job; `None` once the queue is closed and empty.
-    pub(crate) async fn pop(&self) -> Option<Job> {
-        poll_fn(|cx| match self.try_pop() {
+    pub(crate) fn poll_pop(&self, cx: &mut Context<'_>) -> Poll<Option<Job>> {
+        match self.try_pop() {
             Some(job) => Poll::Ready(Some(job)),
             None if self.closed.get() => Poll::Ready(None),
             None => {
-                *self.waker.borrow_mut() = Some(cx.waker().clone());
+                let mut waker = self.waker.borrow_mut();
+                if !waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                    *waker = Some(cx.waker().clone());
+                }
                 Poll::Pending
             }
-        })
-        .await
+        }
+    }
+
+    /// The next job; `None` once the queue is closed and empty.
+    pub(crate) async fn pop(&self) -> Option<Job> {
+        poll_fn(|cx| self.poll_pop(cx)).await
     }
 
     /// No more jobs will come: the connection task finishes the jobs queued and in
@@ -263,19 +270,22 @@ impl ReplyRx {
         Some(reply)
     }
 
-    /// Waits for the reply. Cancel-safe: nothing is taken until it is returned.
-    pub(crate) async fn recv(&mut self) -> Reply {
-        poll_fn(|cx| match self.try_recv() {
-            Some(reply) => Poll::Ready(reply),
-            None if self.done => Poll::Ready(Err(BackendError::Closed)),
-            None => {
-                if let Slot::Waiting(w) = &mut self.replies.slots.borrow_mut()[self.id as usize] {
-                    *w = Some(cx.waker().clone());
-                }
-                Poll::Pending
+    /// The reply, or `Pending` with the task to wake when it comes. Nothing is
+    /// taken until it is returned.
+    pub(crate) fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Reply> {
+        if let Some(reply) = self.try_recv() {
+            return Poll::Ready(reply);
+        }
+        if self.done {
+            return Poll::Ready(Err(BackendError::Closed));
+        }
+        if let Slot::Waiting(waiting) = &mut self.replies.slots.borrow_mut()[self.id as usize] {
+            // The same task polls again and again: its waker is kept, not cloned anew.
+            if !waiting.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                *waiting = Some(cx.waker().clone());
             }
-        })
-        .await
+        }
+        Poll::Pending
     }
 }
 

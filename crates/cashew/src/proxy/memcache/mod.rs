@@ -8,6 +8,7 @@ mod replicated;
 
 use std::collections::VecDeque;
 use std::rc::Rc;
+use std::task::{Context, Poll};
 
 use bytes::{Buf, Bytes, BytesMut};
 use cashew_protocol::memcache::{
@@ -15,7 +16,7 @@ use cashew_protocol::memcache::{
 };
 
 use super::client::{
-    all_ok, settle_all, try_settle_all, Part, PendingReply, Protocol, ReplyFamilies,
+    all_ok, poll_settle_all, try_settle_all, Part, PendingReply, Protocol, ReplyFamilies,
 };
 use super::handoff::BackendError;
 use super::ids::{ClientId, ServerId};
@@ -76,15 +77,15 @@ impl PendingReply for Pending {
         }
     }
 
-    async fn settle(&mut self) {
+    fn poll_settle(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         match self {
-            Pending::Ready(_) | Pending::Quit => {}
-            Pending::Single { part, .. } | Pending::Quiet { part, .. } => part.settle().await,
-            Pending::Multi(m) => settle_all(&mut m.parts).await,
-            Pending::Broadcast(parts) => settle_all(parts).await,
-            Pending::Retrieval(r) => r.settle().await,
-            Pending::Failover(f) => f.settle().await,
-            Pending::Write(w) => w.settle().await,
+            Pending::Ready(_) | Pending::Quit => Poll::Ready(()),
+            Pending::Single { part, .. } | Pending::Quiet { part, .. } => part.poll_settle(cx),
+            Pending::Multi(m) => poll_settle_all(&mut m.parts, cx),
+            Pending::Broadcast(parts) => poll_settle_all(parts, cx),
+            Pending::Retrieval(r) => r.poll_settle(cx),
+            Pending::Failover(f) => f.poll_settle(cx),
+            Pending::Write(w) => w.poll_settle(cx),
         }
     }
 }

@@ -12,6 +12,7 @@ mod split;
 use std::collections::VecDeque;
 use std::ops::Range;
 use std::rc::Rc;
+use std::task::{Context, Poll};
 
 use bytes::{Bytes, BytesMut};
 use cashew_protocol::resp::{
@@ -19,7 +20,7 @@ use cashew_protocol::resp::{
 };
 
 use crate::proxy::client::{
-    settle_all, try_settle_all, Part, PendingReply, Protocol, ReplyFamilies,
+    poll_settle_all, try_settle_all, Part, PendingReply, Protocol, ReplyFamilies,
 };
 use crate::proxy::ids::ClientId;
 use crate::proxy::pool::{PoolRt, PoolSlot};
@@ -70,12 +71,12 @@ impl PendingReply for Pending {
         }
     }
 
-    async fn settle(&mut self) {
+    fn poll_settle(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         match self {
-            Pending::Ready(_) | Pending::Quit => {}
-            Pending::Single(part) | Pending::AfterVersion { part, .. } => part.settle().await,
+            Pending::Ready(_) | Pending::Quit => Poll::Ready(()),
+            Pending::Single(part) | Pending::AfterVersion { part, .. } => part.poll_settle(cx),
             Pending::Mget { parts, .. } | Pending::Sum(parts) | Pending::AllOk(parts) => {
-                settle_all(parts).await
+                poll_settle_all(parts, cx)
             }
         }
     }

@@ -1,6 +1,7 @@
 //! One key's meta get or meta debug over replicas.
 
 use std::rc::Rc;
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use cashew_protocol::memcache::{Command, Request, MAX_KEY_LEN};
@@ -109,10 +110,11 @@ impl Failover {
         true
     }
 
-    pub(crate) async fn settle(&mut self) {
+    pub(crate) fn poll_settle(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         while !self.try_settle() {
-            self.part.settle().await;
+            std::task::ready!(self.part.poll_settle(cx));
         }
+        Poll::Ready(())
     }
 
     pub(crate) fn finish(self) -> Bytes {

@@ -3,6 +3,7 @@
 
 use std::ops::Range;
 use std::rc::Rc;
+use std::task::{Context, Poll};
 
 use bytes::{Bytes, BytesMut};
 use cashew_protocol::memcache::{keys, Request, ValueBlocks};
@@ -241,15 +242,14 @@ impl Retrieval {
         self.fragments.iter().all(|f| f.processed)
     }
 
-    pub(crate) async fn settle(&mut self) {
+    pub(crate) fn poll_settle(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         while !self.try_settle() {
-            let f = self
-                .fragments
-                .iter()
-                .position(|f| !f.processed)
-                .expect("an unsettled fragment");
-            self.fragments[f].part.settle().await;
+            let Some(f) = self.fragments.iter().position(|f| !f.processed) else {
+                break;
+            };
+            std::task::ready!(self.fragments[f].part.poll_settle(cx));
         }
+        Poll::Ready(())
     }
 
     pub(crate) fn finish(self) -> Bytes {

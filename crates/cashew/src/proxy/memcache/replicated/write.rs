@@ -3,13 +3,14 @@
 
 use std::collections::VecDeque;
 use std::rc::Rc;
+use std::task::{Context, Poll};
 
 use bytes::{Bytes, BytesMut};
 use cashew_protocol::memcache::{Command, Request, MAX_KEY_LEN};
 
 use super::super::{forwardable, no_server, Count, Pending};
 use super::{placement_key, send, with_noop};
-use crate::proxy::client::{settle_all, try_settle_all, Part};
+use crate::proxy::client::{poll_settle_all, try_settle_all, Part};
 use crate::proxy::gutter::{self};
 use crate::proxy::handoff::BackendError;
 use crate::proxy::ids::{ClientId, ServerId};
@@ -196,8 +197,8 @@ impl Write {
         try_settle_all(&mut self.parts)
     }
 
-    pub(crate) async fn settle(&mut self) {
-        settle_all(&mut self.parts).await
+    pub(crate) fn poll_settle(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        poll_settle_all(&mut self.parts, cx)
     }
 
     pub(crate) fn finish(mut self) -> Bytes {

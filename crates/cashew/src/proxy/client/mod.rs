@@ -1,0 +1,151 @@
+//! What every client protocol shares: the `Protocol` a client speaks, the replies
+//! it waits for (`PendingReply`, `Part`), and the connection loop (`serve`).
+
+mod budget;
+mod io;
+mod latency;
+mod serve;
+
+pub(crate) use serve::serve;
+
+use std::collections::VecDeque;
+use std::task::{Context, Poll};
+
+use bytes::{Bytes, BytesMut};
+
+use super::handoff::{BackendError, Reply, ReplyRx};
+use crate::state::counters::{Family, PoolCounters};
+
+/// Replies a client may have outstanding before cashew stops reading its requests.
+pub(crate) const MAX_PENDING: usize = 1024;
+
+/// A client protocol: turns bytes into requests sent to servers, and settled
+/// requests into reply bytes.
+pub(crate) trait Protocol {
+    type Pending: PendingReply;
+
+    /// Takes complete requests from the front of `input`, queueing one pending reply
+    /// for each that gets one, while `queue` has fewer than `max_queue`. Returns
+    /// `false` when no more requests must be read (the stream is broken).
+    fn take_requests(
+        &mut self,
+        input: &mut BytesMut,
+        queue: &mut VecDeque<Self::Pending>,
+        max_queue: usize,
+    ) -> bool;
+
+    /// The bytes a settled reply puts on the wire, and whether to close after them.
+    fn finish(&mut self, pending: Self::Pending) -> (Bytes, bool);
+}
+
+/// Counts the replies a client's requests are owed by the requests' command
+/// family, as the requests are taken (a `noreply` request is owed none).
+#[derive(Default)]
+pub(crate) struct ReplyFamilies {
+    /// Pending replies already counted.
+    pending: usize,
+}
+
+impl ReplyFamilies {
+    /// The requests of the queue not yet counted (it is now `pending` long) are of
+    /// `family`.
+    #[inline]
+    pub(crate) fn note(&mut self, pending: usize, family: Option<Family>, stats: &PoolCounters) {
+        let new = pending.saturating_sub(self.pending);
+        self.pending = pending;
+        if let (true, Some(family)) = (new > 0, family) {
+            stats.replies_owed(family, new as u64);
+        }
+    }
+
+    /// The oldest pending reply was finished.
+    #[inline]
+    pub(crate) fn finished(&mut self) {
+        self.pending = self.pending.saturating_sub(1);
+    }
+}
+
+/// A reply that may still wait for servers.
+pub(crate) trait PendingReply {
+    /// Collects whatever replies have arrived, without waiting; true when all have.
+    fn try_settle(&mut self) -> bool;
+    /// Ready once settled; else the task is woken when a reply it waits for comes.
+    fn poll_settle(&mut self, cx: &mut Context<'_>) -> Poll<()>;
+}
+
+/// One server's part of a request.
+pub(crate) struct Part {
+    rx: Option<ReplyRx>,
+    reply: Option<Reply>,
+}
+
+impl Part {
+    pub(crate) fn new(rx: Option<ReplyRx>) -> Self {
+        Part { rx, reply: None }
+    }
+
+    /// Takes the reply if it has arrived; true once it has.
+    pub(crate) fn try_settle(&mut self) -> bool {
+        if self.reply.is_none() {
+            match self.rx.as_mut() {
+                Some(rx) => match rx.try_recv() {
+                    Some(reply) => self.reply = Some(reply),
+                    None => return false,
+                },
+                None => self.reply = Some(Err(BackendError::Closed)),
+            }
+        }
+        true
+    }
+
+    /// Ready once the reply has come (it is kept then).
+    pub(crate) fn poll_settle(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.reply.is_none() {
+            let reply = match self.rx.as_mut() {
+                Some(rx) => std::task::ready!(rx.poll_recv(cx)),
+                None => Err(BackendError::Closed),
+            };
+            self.reply = Some(reply);
+        }
+        Poll::Ready(())
+    }
+
+    pub(crate) fn take(&mut self) -> Reply {
+        self.reply.take().unwrap_or(Err(BackendError::Closed))
+    }
+}
+
+/// Collects the replies of every part that has one; true when all have.
+pub(crate) fn try_settle_all(parts: &mut [Part]) -> bool {
+    let mut all = true;
+    for p in parts {
+        all &= p.try_settle();
+    }
+    all
+}
+
+/// The reply of a request sent to several servers that each answer `ok` on success:
+/// `ok` when all did, else the first other reply, or the first failure as `failed`
+/// makes it.
+pub(crate) fn all_ok(
+    parts: &mut [Part],
+    ok: &'static [u8],
+    failed: impl Fn(BackendError) -> Bytes,
+) -> Bytes {
+    for p in parts {
+        match p.take() {
+            Ok(reply) if reply.as_ref() == ok => {}
+            Ok(reply) => return reply,
+            Err(e) => return failed(e),
+        }
+    }
+    Bytes::from_static(ok)
+}
+
+/// Settles parts in order; ready when all are.
+pub(crate) fn poll_settle_all(parts: &mut [Part], cx: &mut Context<'_>) -> Poll<()> {
+    for p in parts {
+        std::task::ready!(p.poll_settle(cx));
+    }
+    Poll::Ready(())
+}
