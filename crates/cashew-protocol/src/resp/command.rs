@@ -171,8 +171,10 @@ const fn listed(list: &[&str], name: &str) -> bool {
     false
 }
 
-/// Sorted by name, for binary search.
-pub static COMMANDS: &[CommandSpec] = &[
+/// Sorted by name.
+pub static COMMANDS: &[CommandSpec] = COMMAND_TABLE;
+
+const COMMAND_TABLE: &[CommandSpec] = &[
     spec("acl", -2, (0, 0, 0), Refused(Reason::Admin)),
     spec("append", 3, (1, 1, 1), Keyed(1)),
     spec("asking", 1, (0, 0, 0), Refused(Reason::Cluster)),
@@ -507,7 +509,9 @@ pub static COMMANDS: &[CommandSpec] = &[
 ];
 
 /// The subcommands of the commands whose kind is [`BySubcommand`], sorted.
-pub static SUBCOMMANDS: &[CommandSpec] = &[
+pub static SUBCOMMANDS: &[CommandSpec] = SUBCOMMAND_TABLE;
+
+const SUBCOMMAND_TABLE: &[CommandSpec] = &[
     spec("memory|doctor", 2, (0, 0, 0), Refused(Reason::Admin)),
     spec("memory|help", 2, (0, 0, 0), AnyServer),
     spec("memory|malloc-stats", 2, (0, 0, 0), Refused(Reason::Admin)),
@@ -637,7 +641,7 @@ static WRITE_COMMANDS: &[&str] = &[
 
 /// The spec of a command, by name in any case.
 pub fn lookup(name: &[u8]) -> Option<&'static CommandSpec> {
-    find(COMMANDS, name)
+    find(COMMANDS, &COMMAND_SLOTS, name)
 }
 
 /// The spec of `container|sub`, by the two names in any case.
@@ -650,22 +654,64 @@ pub fn lookup_subcommand(container: &str, sub: &[u8]) -> Option<&'static Command
     full[..container.len()].copy_from_slice(container.as_bytes());
     full[container.len()] = b'|';
     full[container.len() + 1..len].copy_from_slice(sub);
-    find(SUBCOMMANDS, &full[..len])
+    find(SUBCOMMANDS, &SUBCOMMAND_SLOTS, &full[..len])
 }
 
-fn find(table: &'static [CommandSpec], name: &[u8]) -> Option<&'static CommandSpec> {
-    if name.len() > 48 {
-        return None;
+/// Slots of the hash tables that find a command by name: a power of two, at least
+/// four times the commands, so that probes are short.
+const SLOTS: usize = 1024;
+
+/// FNV-1a of a name in lower case: where the search for it starts.
+const fn name_hash(name: &[u8]) -> usize {
+    let mut hash: u32 = 0x811c_9dc5;
+    let mut i = 0;
+    while i < name.len() {
+        hash ^= name[i].to_ascii_lowercase() as u32;
+        hash = hash.wrapping_mul(0x0100_0193);
+        i += 1;
     }
-    let mut lower = [0u8; 48];
-    let lower = &mut lower[..name.len()];
-    for (l, &c) in lower.iter_mut().zip(name) {
-        *l = c.to_ascii_lowercase();
+    hash as usize
+}
+
+/// A hash table of `table`'s names, built at compile time: each slot holds a
+/// command's index plus one, or 0; a name is in its hash's slot or the next ones.
+const fn slots(table: &[CommandSpec]) -> [u16; SLOTS] {
+    let mut slots = [0u16; SLOTS];
+    let mut c = 0;
+    while c < table.len() {
+        let mut i = name_hash(table[c].name.as_bytes()) % SLOTS;
+        while slots[i] != 0 {
+            i = (i + 1) % SLOTS;
+        }
+        slots[i] = (c + 1) as u16;
+        c += 1;
     }
-    table
-        .binary_search_by(|c| c.name.as_bytes().cmp(lower))
-        .ok()
-        .map(|i| &table[i])
+    slots
+}
+
+static COMMAND_SLOTS: [u16; SLOTS] = slots(COMMAND_TABLE);
+static SUBCOMMAND_SLOTS: [u16; SLOTS] = slots(SUBCOMMAND_TABLE);
+
+/// Finds `name` in any case: one hash of its bytes, a compare or two.
+fn find(
+    table: &'static [CommandSpec],
+    slots: &[u16; SLOTS],
+    name: &[u8],
+) -> Option<&'static CommandSpec> {
+    let mut i = name_hash(name) % SLOTS;
+    loop {
+        let spec = table.get(usize::from(slots[i]).checked_sub(1)?)?;
+        let known = spec.name.as_bytes();
+        if known.len() == name.len()
+            && known
+                .iter()
+                .zip(name)
+                .all(|(&k, &n)| k == n.to_ascii_lowercase())
+        {
+            return Some(spec);
+        }
+        i = (i + 1) % SLOTS;
+    }
 }
 
 #[cfg(test)]
@@ -706,6 +752,29 @@ mod tests {
             WRITE_COMMANDS.len(),
             "every write command is in a table once"
         );
+    }
+
+    #[test]
+    fn every_command_is_found_by_its_name_in_any_case_after_a_few_probes() {
+        for (table, slots) in [(COMMANDS, &COMMAND_SLOTS), (SUBCOMMANDS, &SUBCOMMAND_SLOTS)] {
+            for spec in table {
+                let upper = spec.name.to_ascii_uppercase();
+                for name in [spec.name.as_bytes(), upper.as_bytes()] {
+                    let found = find(table, slots, name).map(|c| c.name);
+                    assert_eq!(found, Some(spec.name));
+                }
+                let mut probes = 0;
+                let mut i = name_hash(spec.name.as_bytes()) % SLOTS;
+                while table[usize::from(slots[i]) - 1].name != spec.name {
+                    i = (i + 1) % SLOTS;
+                    probes += 1;
+                }
+                assert!(probes <= 4, "{} takes {probes} probes", spec.name);
+            }
+        }
+        for name in [&b""[..], b"ge", b"gett", b"g\xc3\xa9t", b"get\0"] {
+            assert!(lookup(name).is_none(), "{name:?}");
+        }
     }
 
     #[test]

@@ -29,6 +29,10 @@ const MAX_JOINED: usize = 64;
 const JOIN_VALUE_LIMIT: usize = 8 * 1024;
 /// ...so after one, this many retrievals go out unjoined before joining is tried again.
 const JOIN_PAUSE: u32 = 64;
+/// Room made at once for the replies of joined requests.
+const SPLIT_ROOM: usize = 32 * 1024;
+/// A `Joined` whose keys took more room than this is not kept for reuse.
+const SPARE_KEYS_LIMIT: usize = 16 * 1024;
 /// The reply that ends a request sent with a memcached `mn` after it.
 const NOOP_REPLY: &[u8] = b"MN\r\n";
 
@@ -87,6 +91,11 @@ pub(crate) struct Pipeline<C> {
     written_bytes: u64,
     /// Retrievals still to send unjoined (see `JOIN_PAUSE`).
     join_pause: u32,
+    /// Emptied `Joined`s, kept for the next joined retrievals: no allocation per join.
+    spare: Vec<Joined>,
+    /// Where the replies of joined requests are built; split off as they are, so the
+    /// room is reused until it runs out.
+    split_out: BytesMut,
     codec: PhantomData<C>,
 }
 
@@ -102,6 +111,8 @@ impl<C: ServerCodec> Pipeline<C> {
             queued_bytes: 0,
             written_bytes: 0,
             join_pause: 0,
+            spare: Vec::new(),
+            split_out: BytesMut::new(),
             codec: PhantomData,
         }
     }
@@ -208,11 +219,14 @@ impl<C: ServerCodec> Pipeline<C> {
             return Err(job);
         }
         let prefix = command.prefix().len();
-        let joined = &mut last.joined;
-        if joined.requests.is_empty() {
+        if last.joined.requests.is_empty() {
+            if let Some(spare) = self.spare.pop() {
+                last.joined = spare;
+            }
             // The first request is the end of the write buffer.
             let first = &wbuf[wbuf.len() - last.len as usize..];
             let key = &first[prefix..first.len() - 2];
+            let joined = &mut last.joined;
             joined.keys.reserve(16 * (key.len() + 8));
             joined.keys.extend_from_slice(key);
             joined.requests.reserve(16);
@@ -220,6 +234,7 @@ impl<C: ServerCodec> Pipeline<C> {
                 .requests
                 .push((key.len(), Cell::new(last.reply.take())));
         }
+        let joined = &mut last.joined;
         let key = &job.bytes[prefix..job.bytes.len() - 2];
         joined.keys.extend_from_slice(key);
         joined
@@ -360,8 +375,17 @@ impl<C: ServerCodec> Pipeline<C> {
                 if let Some(tx) = entry.reply {
                     tx.send(Ok(reply.freeze()));
                 }
-            } else if split_joined_reply(reply, &entry.joined) > JOIN_VALUE_LIMIT {
-                self.join_pause = JOIN_PAUSE;
+            } else {
+                let largest = split_joined_reply(reply, &entry.joined, &mut self.split_out);
+                if largest > JOIN_VALUE_LIMIT {
+                    self.join_pause = JOIN_PAUSE;
+                }
+                let mut joined = entry.joined;
+                if joined.keys.capacity() <= SPARE_KEYS_LIMIT {
+                    joined.keys.clear();
+                    joined.requests.clear();
+                    self.spare.push(joined);
+                }
             }
             any = true;
         }
@@ -376,11 +400,14 @@ impl<C: ServerCodec> Pipeline<C> {
 }
 
 /// Gives each request joined into one retrieval its own reply: its key's `VALUE`
-/// block, if any, and `END` (all in one buffer); or the whole reply if it is an error.
-/// Returns the length of the largest block.
-fn split_joined_reply(reply: BytesMut, joined: &Joined) -> usize {
+/// block, if any, and `END`, built in `out` and split off it; or the whole reply if
+/// it is an error. Returns the length of the largest block.
+fn split_joined_reply(reply: BytesMut, joined: &Joined, out: &mut BytesMut) -> usize {
     let requests = &joined.requests;
-    let mut out = BytesMut::with_capacity(reply.len() + requests.len() * b"END\r\n".len());
+    let room = reply.len() + requests.len() * b"END\r\n".len();
+    if out.capacity() < room {
+        out.reserve(room.max(SPLIT_ROOM));
+    }
     let (mut next, mut largest) = (0, 0);
     let split = coalesce::split_reply(&reply, joined.keys(), |block| {
         let block = block.unwrap_or_default();
