@@ -6,8 +6,13 @@ mod stream;
 pub(crate) use stream::{ConnectError, Listener, Stream};
 
 use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::{BufMut, BytesMut};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
+use tokio::io::{AsyncRead, ReadBuf};
 
 use cashew_config::Listen;
 use socket2::Socket;
@@ -62,5 +67,31 @@ impl BoundAddr {
         addr.as_pathname()
             .and_then(|p| std::path::absolute(p).ok())
             .map(BoundAddr::Unix)
+    }
+}
+
+/// Reads what the socket has into the free room of `buf`: the bytes read, 0 at
+/// the end of the stream.
+pub(crate) fn poll_read_buf<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    buf: &mut BytesMut,
+    cx: &mut Context<'_>,
+) -> Poll<io::Result<usize>> {
+    let room = buf.chunk_mut();
+    // SAFETY: the reader only writes initialised bytes into the slice, and only
+    // those it reports filled are added to the buffer below.
+    let room = unsafe { room.as_uninit_slice_mut() };
+    let mut read = ReadBuf::uninit(room);
+    let start = read.filled().as_ptr();
+    match Pin::new(reader).poll_read(cx, &mut read) {
+        Poll::Ready(Ok(())) => {
+            debug_assert_eq!(start, read.filled().as_ptr());
+            let n = read.filled().len();
+            // SAFETY: the first `n` bytes of the room were just filled.
+            unsafe { buf.advance_mut(n) };
+            Poll::Ready(Ok(n))
+        }
+        Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+        Poll::Pending => Poll::Pending,
     }
 }

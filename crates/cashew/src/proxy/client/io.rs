@@ -7,39 +7,15 @@ use std::pin::{pin, Pin};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
+use bytes::{Buf, Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
+
+use crate::net::poll_read_buf;
 
 const READ_CHUNK: usize = 16 * 1024;
 const WRITE_SLICES: usize = 16;
 /// When a drain starts, requests already received are still read, up to this much.
 const DRAIN_READ_LIMIT: usize = 1 << 20;
-
-/// Reads what the socket has into the free room of `buf`: the bytes read, 0 at
-/// the end of the stream.
-pub(super) fn poll_read_buf<R: AsyncRead + Unpin>(
-    reader: &mut R,
-    buf: &mut BytesMut,
-    cx: &mut Context<'_>,
-) -> Poll<io::Result<usize>> {
-    let room = buf.chunk_mut();
-    // SAFETY: the reader only writes initialised bytes into the slice, and only
-    // those it reports filled are added to the buffer below.
-    let room = unsafe { room.as_uninit_slice_mut() };
-    let mut read = ReadBuf::uninit(room);
-    let start = read.filled().as_ptr();
-    match Pin::new(reader).poll_read(cx, &mut read) {
-        Poll::Ready(Ok(())) => {
-            debug_assert_eq!(start, read.filled().as_ptr());
-            let n = read.filled().len();
-            // SAFETY: the first `n` bytes of the room were just filled.
-            unsafe { buf.advance_mut(n) };
-            Poll::Ready(Ok(n))
-        }
-        Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-        Poll::Pending => Poll::Pending,
-    }
-}
 
 /// Writes as much of `out` as the socket takes in one call: the bytes written.
 pub(super) fn poll_write_some<W: AsyncWrite + Unpin>(

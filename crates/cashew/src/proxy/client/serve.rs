@@ -15,9 +15,10 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::time::Sleep;
 
 use super::budget::ReplyBudget;
-use super::io::{discard_until_eof, poll_read_buf, poll_write_some, read_available};
+use super::io::{discard_until_eof, poll_write_some, read_available};
 use super::latency::{Latency, TurnClock};
 use super::{PendingReply, Protocol};
+use crate::net::poll_read_buf;
 use crate::proxy::ids::ClientId;
 use crate::proxy::pool::PoolSlot;
 use crate::state::counters::PoolCounter;

@@ -2,17 +2,20 @@
 //! the worker, written in batches, and replies are matched to them in order by a
 //! [`Pipeline`]. This file is the sockets and the clock; the pipeline is the rest.
 
+use std::future::{poll_fn, Future};
+use std::pin::Pin;
 use std::rc::Rc;
-use std::time::Duration;
+use std::task::Poll;
 
 use bytes::{Buf, BytesMut};
 use cashew_protocol::server::ServerCodec;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::time::Instant;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::time::{Instant, Sleep};
 
 use super::link::ServerLink;
 use super::open::open;
 use super::pipeline::Pipeline;
+use crate::net::poll_read_buf;
 use crate::proxy::handoff::{BackendError, Job, JobQueue};
 use crate::proxy::ids::ClientId;
 use crate::proxy::tasks::TaskCount;
@@ -126,8 +129,19 @@ async fn run<C: ServerCodec>(link: Rc<ServerLink>, jobs: Rc<JobQueue>, preconnec
     }
 }
 
+/// What ended a wait of the connection.
+enum Event {
+    Read(std::io::Result<usize>),
+    Wrote(std::io::Result<usize>),
+    Job(Option<Job>),
+    /// The oldest request's deadline may have passed.
+    Timer,
+}
+
 /// Serves the connection until it fails (`Some(error)`), or until its queue is
-/// closed and every request taken from it is answered (`None`).
+/// closed and every request taken from it is answered (`None`). One timer per
+/// connection: armed at the oldest written request's deadline, and looked at only
+/// when it fires (deadlines only move later as requests are answered).
 async fn serve<C, R, W>(
     pipeline: &mut Pipeline<C>,
     mut reader: R,
@@ -145,20 +159,23 @@ where
     if let Some(first) = first {
         pipeline.enqueue(first, &mut wbuf);
     }
-    let far = Instant::now() + Duration::from_secs(86_400 * 365);
-    let sleep = tokio::time::sleep_until(far);
-    tokio::pin!(sleep);
-    let mut armed: Option<Instant> = None;
+    let mut timer: Option<Pin<Box<Sleep>>> = None;
+    let mut armed = false;
     let mut closed = false;
 
     loop {
         if closed && pipeline.is_idle() {
             return None;
         }
-        let deadline = pipeline.deadline().map(Instant::from_std);
-        if deadline != armed {
-            sleep.as_mut().reset(deadline.unwrap_or(far));
-            armed = deadline;
+        if !armed {
+            if let Some(deadline) = pipeline.deadline() {
+                let deadline = Instant::from_std(deadline);
+                match &mut timer {
+                    Some(sleep) => sleep.as_mut().reset(deadline),
+                    None => timer = Some(Box::pin(tokio::time::sleep_until(deadline))),
+                }
+                armed = true;
+            }
         }
         if rbuf.capacity() - rbuf.len() < READ_CHUNK / 4 {
             // A large value is read into room for all of it at once. (Up to a
@@ -173,14 +190,33 @@ where
                     .max(rbuf.len()),
             );
         }
-        tokio::select! {
-            biased;
-            read = reader.read_buf(&mut rbuf) => {
-                match read {
-                    Ok(0) => return Some(BackendError::Closed),
-                    Err(e) => return Some(BackendError::from_io(&e)),
-                    Ok(_) => {}
+        let take_jobs = !closed && pipeline.has_room() && wbuf.len() < WRITE_AHEAD;
+        let event = poll_fn(|cx| {
+            if let Poll::Ready(r) = poll_read_buf(&mut reader, &mut rbuf, cx) {
+                return Poll::Ready(Event::Read(r));
+            }
+            if !wbuf.is_empty() {
+                if let Poll::Ready(r) = Pin::new(&mut writer).poll_write(cx, &wbuf) {
+                    return Poll::Ready(Event::Wrote(r));
                 }
+            }
+            if take_jobs {
+                if let Poll::Ready(job) = jobs.poll_pop(cx) {
+                    return Poll::Ready(Event::Job(job));
+                }
+            }
+            if let (true, Some(sleep)) = (armed, &mut timer) {
+                if sleep.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Event::Timer);
+                }
+            }
+            Poll::Pending
+        })
+        .await;
+        match event {
+            Event::Read(Ok(0)) => return Some(BackendError::Closed),
+            Event::Read(Err(e)) | Event::Wrote(Err(e)) => return Some(BackendError::from_io(&e)),
+            Event::Read(Ok(_)) => {
                 if let Err(e) = pipeline.take_replies(&mut rbuf, std::time::Instant::now()) {
                     return Some(e);
                 }
@@ -188,21 +224,13 @@ where
                     rbuf = BytesMut::with_capacity(READ_CHUNK);
                 }
             }
-            written = writer.write(&wbuf), if !wbuf.is_empty() => {
-                match written {
-                    Ok(0) => return Some(BackendError::Closed),
-                    Ok(n) => {
-                        wbuf.advance(n);
-                        pipeline.wrote(n, std::time::Instant::now());
-                    }
-                    Err(e) => return Some(BackendError::from_io(&e)),
-                }
+            Event::Wrote(Ok(0)) => return Some(BackendError::Closed),
+            Event::Wrote(Ok(n)) => {
+                wbuf.advance(n);
+                pipeline.wrote(n, std::time::Instant::now());
             }
-            job = jobs.pop(), if !closed && pipeline.has_room() && wbuf.len() < WRITE_AHEAD => {
-                let Some(job) = job else {
-                    closed = true;
-                    continue;
-                };
+            Event::Job(None) => closed = true,
+            Event::Job(Some(job)) => {
                 pipeline.enqueue(job, &mut wbuf);
                 // Let the other clients of this event-loop round queue their
                 // requests too, then send them all in one write. (tokio wakes a
@@ -215,7 +243,13 @@ where
                     }
                 }
             }
-            () = &mut sleep, if armed.is_some() => return Some(BackendError::TimedOut),
+            Event::Timer => {
+                armed = false;
+                let due = pipeline.deadline();
+                if due.is_some_and(|d| d <= std::time::Instant::now()) {
+                    return Some(BackendError::TimedOut);
+                }
+            }
         }
         if wbuf.is_empty() && wbuf.capacity() > SHRINK_ABOVE {
             wbuf = BytesMut::with_capacity(READ_CHUNK);
