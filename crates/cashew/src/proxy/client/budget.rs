@@ -18,34 +18,46 @@ pub(super) struct ReplyBudget {
     estimate: usize,
     /// Bytes in `out`, settled and not yet written.
     pub(super) held: usize,
+    /// What `max_queue` says, worked out when `held` or `estimate` change.
+    max_queue: usize,
 }
 
 impl ReplyBudget {
     pub(super) fn new(limit: usize) -> Self {
-        ReplyBudget {
+        let mut budget = ReplyBudget {
             limit,
             // Until replies show their size, a few dozen requests in flight.
             estimate: (limit / 32).max(1),
             held: 0,
-        }
+            max_queue: 0,
+        };
+        budget.update();
+        budget
     }
 
     pub(super) fn replied(&mut self, bytes: usize) {
         self.held += bytes;
         let floor = (self.limit / MAX_PENDING).max(1);
         self.estimate = bytes.max(self.estimate - self.estimate / 64).max(floor);
+        self.update();
     }
 
     pub(super) fn written(&mut self, bytes: usize) {
         self.held -= bytes;
+        self.update();
     }
 
     /// Most requests the client may have in flight now.
+    #[inline]
     pub(super) fn max_queue(&self) -> usize {
+        self.max_queue
+    }
+
+    fn update(&mut self) {
         let room = self.limit.saturating_sub(self.held) / self.estimate;
         // A client with nothing held can always send one request.
         let least = usize::from(self.held == 0);
-        room.max(least).min(MAX_PENDING)
+        self.max_queue = room.max(least).min(MAX_PENDING);
     }
 
     /// Replies have piled up far past the limit (replies much larger than the

@@ -38,7 +38,8 @@ const DRAIN_LINGER: Duration = Duration::from_millis(100);
 /// What ended a wait.
 enum Event {
     Read(std::io::Result<usize>),
-    Wrote(std::io::Result<usize>),
+    /// Bytes written are taken care of in the wait: only a failure ends it.
+    WriteFailed,
     /// The oldest reply came, or the pool is closing, or a deadline passed: the
     /// loop looks again.
     Wake,
@@ -160,7 +161,6 @@ where
             // Requests come in bulk now: read them in large chunks.
             input.reserve(READ_CHUNK);
         }
-        let can_read = reading && queue.len() < budget.max_queue();
         let lingering = reading && !read_while_draining;
         let deadline = match (stalled_since, draining) {
             (Some(since), _) => Some(since + STALLED),
@@ -176,10 +176,34 @@ where
             }
         }
 
+        let mut first_poll = true;
         let event = poll_fn(|cx| {
-            if !out.is_empty() {
-                if let Poll::Ready(r) = poll_write_some(&mut writer, &mut out, cx) {
-                    return Poll::Ready(Event::Wrote(r));
+            if !std::mem::take(&mut first_poll) {
+                // Woken: a new turn, whose time is read anew if needed.
+                clock.tick();
+            }
+            // Replies are written as soon as the socket takes them, and the wait
+            // goes on for what else can happen, in the same turn.
+            let mut wrote = false;
+            while !out.is_empty() {
+                match poll_write_some(&mut writer, &mut out, cx) {
+                    Poll::Ready(Ok(n)) => {
+                        budget.written(n);
+                        latency.written(n, &mut clock, slot);
+                        stalled_since = None;
+                        wrote = true;
+                    }
+                    Poll::Ready(Err(_)) => return Poll::Ready(Event::WriteFailed),
+                    Poll::Pending => break,
+                }
+            }
+            if wrote {
+                // Requests already read waited for room, which the write made; or
+                // the last reply is out and the connection ends.
+                let room = reading && !input.is_empty() && queue.len() < budget.max_queue();
+                let ends = out.is_empty() && (closing || (!reading && queue.is_empty()));
+                if room || ends {
+                    return Poll::Ready(Event::Wake);
                 }
             }
             if let Some(front) = queue.front_mut() {
@@ -187,7 +211,7 @@ where
                     return Poll::Ready(Event::Wake);
                 }
             }
-            if can_read {
+            if reading && queue.len() < budget.max_queue() {
                 if let Poll::Ready(r) = poll_read_buf(&mut reader, &mut input, cx) {
                     return Poll::Ready(Event::Read(r));
                 }
@@ -204,8 +228,6 @@ where
             Poll::Pending
         })
         .await;
-        // A new turn: what happens from here happens after the wait.
-        clock.tick();
         match event {
             Event::Read(Ok(0)) => {
                 count_error(PoolCounter::ClientEof);
@@ -215,12 +237,7 @@ where
                 read_while_draining = draining.is_some();
                 latency.read_done();
             }
-            Event::Wrote(Ok(n)) => {
-                budget.written(n);
-                latency.written(n, &mut clock, slot);
-                stalled_since = None;
-            }
-            Event::Read(Err(_)) | Event::Wrote(Err(_)) => {
+            Event::Read(Err(_)) | Event::WriteFailed => {
                 count_error(PoolCounter::ClientErr);
                 break;
             }

@@ -405,9 +405,21 @@ impl<C: ServerCodec> Pipeline<C> {
 fn split_joined_reply(reply: BytesMut, joined: &Joined, out: &mut BytesMut) -> usize {
     let requests = &joined.requests;
     let room = reply.len() + requests.len() * b"END\r\n".len();
-    if out.capacity() < room {
-        out.reserve(room.max(SPLIT_ROOM));
-    }
+    // Large replies get room of their own, freed with them: kept for reuse, it
+    // would hold their memory for the connection's life.
+    let mut own = BytesMut::new();
+    let out = match room > SPLIT_ROOM {
+        true => {
+            own.reserve(room);
+            &mut own
+        }
+        false => {
+            if out.capacity() < room {
+                out.reserve(SPLIT_ROOM);
+            }
+            out
+        }
+    };
     let (mut next, mut largest) = (0, 0);
     let split = coalesce::split_reply(&reply, joined.keys(), |block| {
         let block = block.unwrap_or_default();
