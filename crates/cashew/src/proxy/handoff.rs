@@ -270,22 +270,26 @@ impl ReplyRx {
         Some(reply)
     }
 
-    /// The reply, or `Pending` with the task to wake when it comes. Nothing is
-    /// taken until it is returned.
-    pub(crate) fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Reply> {
-        if let Some(reply) = self.try_recv() {
-            return Poll::Ready(reply);
-        }
+    /// Whether the reply has come (or never will: `try_recv` then says so).
+    pub(crate) fn is_ready(&self) -> bool {
+        self.done || !matches!(self.replies.slots.borrow()[self.id as usize], Slot::Waiting(_))
+    }
+
+    /// Ready once the reply has come; else the task is woken when it does.
+    pub(crate) fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         if self.done {
-            return Poll::Ready(Err(BackendError::Closed));
+            return Poll::Ready(());
         }
-        if let Slot::Waiting(waiting) = &mut self.replies.slots.borrow_mut()[self.id as usize] {
-            // The same task polls again and again: its waker is kept, not cloned anew.
-            if !waiting.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-                *waiting = Some(cx.waker().clone());
+        match &mut self.replies.slots.borrow_mut()[self.id as usize] {
+            Slot::Waiting(waiting) => {
+                // The same task polls again and again: its waker is kept, not cloned.
+                if !waiting.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                    *waiting = Some(cx.waker().clone());
+                }
+                Poll::Pending
             }
+            _ => Poll::Ready(()),
         }
-        Poll::Pending
     }
 }
 

@@ -73,45 +73,33 @@ pub(crate) trait PendingReply {
     fn poll_settle(&mut self, cx: &mut Context<'_>) -> Poll<()>;
 }
 
-/// One server's part of a request.
-pub(crate) struct Part {
-    rx: Option<ReplyRx>,
-    reply: Option<Reply>,
-}
+/// One server's part of a request: where its reply comes (`None`: it was never
+/// sent, and the reply is `Closed`). The reply stays in its slot until taken.
+pub(crate) struct Part(Option<ReplyRx>);
 
 impl Part {
     pub(crate) fn new(rx: Option<ReplyRx>) -> Self {
-        Part { rx, reply: None }
+        Part(rx)
     }
 
-    /// Takes the reply if it has arrived; true once it has.
+    /// True once the reply has arrived.
     pub(crate) fn try_settle(&mut self) -> bool {
-        if self.reply.is_none() {
-            match self.rx.as_mut() {
-                Some(rx) => match rx.try_recv() {
-                    Some(reply) => self.reply = Some(reply),
-                    None => return false,
-                },
-                None => self.reply = Some(Err(BackendError::Closed)),
-            }
-        }
-        true
+        self.0.as_ref().is_none_or(ReplyRx::is_ready)
     }
 
-    /// Ready once the reply has come (it is kept then).
+    /// Ready once the reply has arrived.
     pub(crate) fn poll_settle(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        if self.reply.is_none() {
-            let reply = match self.rx.as_mut() {
-                Some(rx) => std::task::ready!(rx.poll_recv(cx)),
-                None => Err(BackendError::Closed),
-            };
-            self.reply = Some(reply);
+        match &mut self.0 {
+            Some(rx) => rx.poll_ready(cx),
+            None => Poll::Ready(()),
         }
-        Poll::Ready(())
     }
 
     pub(crate) fn take(&mut self) -> Reply {
-        self.reply.take().unwrap_or(Err(BackendError::Closed))
+        self.0
+            .take()
+            .and_then(|mut rx| rx.try_recv())
+            .unwrap_or(Err(BackendError::Closed))
     }
 }
 
