@@ -79,6 +79,32 @@ enum Element {
 
 /// The element that starts at `pos`.
 fn element(buf: &[u8], pos: usize) -> Element {
+    // Bulk strings and arrays, most of what servers send, read their length in
+    // one pass; anything unusual takes the general path below.
+    match buf.get(pos) {
+        Some(b'$') => {
+            if let Some((len, line_end)) = super::request::quick_number(buf, pos + 1) {
+                let end = line_end + len + 2;
+                return if buf.len() < end {
+                    Element::Incomplete
+                } else if &buf[end - 2..end] != b"\r\n" {
+                    Element::Invalid
+                } else {
+                    Element::Scalar(end)
+                };
+            }
+        }
+        Some(b'*') => {
+            if let Some((len, line_end)) = super::request::quick_number(buf, pos + 1) {
+                return Element::Aggregate {
+                    end: line_end,
+                    elements: len as u64,
+                    attribute: false,
+                };
+            }
+        }
+        _ => {}
+    }
     let Some(nl) = memchr::memchr(b'\n', &buf[pos..]) else {
         return Element::Incomplete;
     };

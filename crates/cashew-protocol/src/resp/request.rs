@@ -78,6 +78,24 @@ fn line(buf: &[u8], from: usize) -> Option<(Range<usize>, usize)> {
     Some((from..end, nl + 1))
 }
 
+/// A header's decimal number, from `at` up to `\r\n`, read in one pass: the number
+/// and where the next line starts. `None` when the header is anything else (a
+/// sign, another byte, not all there yet): the general path then decides.
+#[inline]
+pub(super) fn quick_number(buf: &[u8], at: usize) -> Option<(usize, usize)> {
+    let mut n = 0usize;
+    let mut i = at;
+    while let Some(&b) = buf.get(i) {
+        match b {
+            b'0'..=b'9' if i - at < 18 => n = n * 10 + usize::from(b - b'0'),
+            b'\r' if i > at && buf.get(i + 1) == Some(&b'\n') => return Some((n, i + 2)),
+            _ => return None,
+        }
+        i += 1;
+    }
+    None
+}
+
 fn number(digits: &[u8]) -> Option<i64> {
     let (negative, digits) = match digits.split_first() {
         Some((b'-', rest)) => (true, rest),
@@ -95,6 +113,9 @@ fn number(digits: &[u8]) -> Option<i64> {
 fn multibulk(buf: &[u8], args: &mut Vec<Range<usize>>, resume: &mut RequestResume) -> Parsed {
     let (mut pos, mut left) = if resume.left > 0 {
         (resume.pos, resume.left)
+    } else if let Some((count @ 1..=MAX_MULTIBULK_LEN, pos)) = quick_number(buf, 1) {
+        args.reserve(count.min(64));
+        (pos, count)
     } else {
         let Some((header, pos)) = line(buf, 0) else {
             return too_long_or_incomplete(buf.len(), "too big mbulk count string");
@@ -127,6 +148,19 @@ fn multibulk(buf: &[u8], args: &mut Vec<Range<usize>>, resume: &mut RequestResum
                 b'\r' | b'\n' => "invalid bulk length",
                 _ => "expected '$'",
             });
+        }
+        if let Some((len @ 0..=MAX_BULK_LEN, data)) = quick_number(buf, pos + 1) {
+            let end = data + len + 2;
+            if buf.len() < end {
+                return stop(pos, left, Some(end));
+            }
+            if &buf[end - 2..end] != b"\r\n" {
+                return Parsed::Error("invalid bulk length");
+            }
+            args.push(data..data + len);
+            pos = end;
+            left -= 1;
+            continue;
         }
         let Some((header, data)) = line(buf, pos) else {
             return match too_long_or_incomplete(buf.len() - pos, "too big bulk count string") {
