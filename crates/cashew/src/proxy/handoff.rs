@@ -272,7 +272,11 @@ impl ReplyRx {
 
     /// Whether the reply has come (or never will: `try_recv` then says so).
     pub(crate) fn is_ready(&self) -> bool {
-        self.done || !matches!(self.replies.slots.borrow()[self.id as usize], Slot::Waiting(_))
+        self.done
+            || !matches!(
+                self.replies.slots.borrow()[self.id as usize],
+                Slot::Waiting(_)
+            )
     }
 
     /// Ready once the reply has come; else the task is woken when it does.

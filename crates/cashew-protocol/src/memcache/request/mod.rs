@@ -12,6 +12,7 @@
 use std::ops::Range;
 
 use super::numbers::{safe_strtol, safe_strtoul, safe_strtoull};
+use super::tokens::Tokens;
 
 /// Longest command line cashew reads (only a multi-key `get`/`gets` may exceed
 /// [`SHORT_LINE_LEN`]).
@@ -208,21 +209,8 @@ impl<'a> Line<'a> {
 }
 
 /// Tokens split on spaces only, as memcached splits them.
-fn split(line: &[u8]) -> impl Iterator<Item = Range<usize>> + '_ {
-    let mut pos = 0;
-    std::iter::from_fn(move || {
-        while pos < line.len() && line[pos] == b' ' {
-            pos += 1;
-        }
-        if pos == line.len() {
-            return None;
-        }
-        let start = pos;
-        while pos < line.len() && line[pos] != b' ' {
-            pos += 1;
-        }
-        Some(start..pos)
-    })
+fn split(line: &[u8]) -> Tokens<'_> {
+    Tokens::new(line)
 }
 
 /// Parses the request at the start of `buf`. `max_value`, when set, is the
