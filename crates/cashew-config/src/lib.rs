@@ -7,13 +7,16 @@ mod error;
 mod hints;
 mod model;
 mod secret;
+mod security;
 mod validate;
 mod yaml;
 
 use std::path::Path;
 
 pub use error::{ConfigError, ConfigErrors};
-pub use model::{Config, Listen, Pool, Server, ServerAddress};
+pub use model::{
+    Config, Listen, ListenTls, Pool, Server, ServerAddress, ServerTls, User, UserCommands,
+};
 pub use secret::{redact, Secret, REDACTED, SECRET_KEYS};
 pub use validate::POOL_KEYS;
 pub use yaml::Location;

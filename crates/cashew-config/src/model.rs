@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use cashew_route::{Distribution, HashFunction, HashTag, RouteNode};
 
 use crate::secret::Secret;
+use crate::yaml::Location;
 
 /// A whole config file: its pools in the order written.
 #[derive(Clone, Debug, PartialEq)]
@@ -82,7 +83,73 @@ pub struct Pool {
     /// multi-key request, which the server answers with one write instead of one per
     /// key (cashew's own key).
     pub coalesce_gets: bool,
+    /// TLS towards clients: the listener speaks TLS.
+    pub tls: Option<ListenTls>,
+    /// TLS towards the servers.
+    pub server_tls: Option<ServerTls>,
+    /// The ACL user cashew authenticates as on redis servers (`AUTH user password`).
+    pub redis_auth_user: Option<String>,
+    /// Users clients may authenticate as (redis pools), besides `redis_auth`.
+    pub users: Vec<User>,
+    /// `user:password` sent to memcached servers started with `-Y` (text auth).
+    pub memcached_auth: Option<Secret>,
     pub servers: Vec<Server>,
+}
+
+/// A pool's listener speaks TLS: its certificate chain and key, and the CA its
+/// clients' certificates must be signed by (mutual TLS) when given. Paths are
+/// absolute (a relative one is taken from the config file's directory).
+#[derive(Clone, Debug)]
+pub struct ListenTls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub ca: Option<PathBuf>,
+    /// Where `tls:` is in the file, for errors found when the files are loaded.
+    pub at: Location,
+}
+
+/// TLS towards a pool's servers: the CA that signs their certificates (the
+/// system's roots without one), a client certificate and key for servers that
+/// want one, and the name to verify and send (the server's host without one).
+#[derive(Clone, Debug)]
+pub struct ServerTls {
+    pub ca: Option<PathBuf>,
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    pub server_name: Option<String>,
+    /// Where `server_tls:` is in the file.
+    pub at: Location,
+}
+
+// Equal whatever lines they were written on: a reload that moves them changes nothing.
+impl PartialEq for ListenTls {
+    fn eq(&self, other: &Self) -> bool {
+        (&self.cert, &self.key, &self.ca) == (&other.cert, &other.key, &other.ca)
+    }
+}
+
+impl PartialEq for ServerTls {
+    fn eq(&self, other: &Self) -> bool {
+        (&self.ca, &self.cert, &self.key, &self.server_name)
+            == (&other.ca, &other.cert, &other.key, &other.server_name)
+    }
+}
+
+/// A user clients of a redis pool may authenticate as.
+#[derive(Clone, Debug, PartialEq)]
+pub struct User {
+    pub name: String,
+    /// The SHA-256 of the password, as 32 bytes.
+    pub password_sha256: Secret,
+    pub commands: UserCommands,
+}
+
+/// What a user may run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UserCommands {
+    All,
+    /// Read-only: commands Redis flags as writes get `-NOPERM`.
+    Read,
 }
 
 /// Defaults of the limits that bound what one client or server can make cashew hold.
@@ -130,6 +197,11 @@ impl Pool {
             hotkeys_sample: 8,
             slowlog_ms: 0,
             coalesce_gets: true,
+            tls: None,
+            server_tls: None,
+            redis_auth_user: None,
+            users: Vec::new(),
+            memcached_auth: None,
             servers: Vec::new(),
         }
     }

@@ -10,8 +10,9 @@ use crate::yaml::{self, Node, Value};
 /// What a secret prints as, and what [`redact`] puts in its place.
 pub const REDACTED: &str = "<redacted>";
 
-/// Keys whose values are secrets, wherever they appear in the file.
-pub const SECRET_KEYS: [&str; 1] = ["redis_auth"];
+/// Keys whose values are secrets, wherever they appear in the file. A password's
+/// hash is one too: it would let anyone try passwords offline.
+pub const SECRET_KEYS: [&str; 3] = ["redis_auth", "memcached_auth", "password_sha256"];
 
 /// A secret value: readable only through [`Secret::expose`].
 #[derive(Clone, PartialEq, Eq)]

@@ -9,7 +9,7 @@ use crate::secret::{Secret, SECRET_KEYS};
 use crate::yaml::{Location, Node, Value};
 
 /// Every key a pool may have, in the order the docs list them.
-pub const POOL_KEYS: [&str; 35] = [
+pub const POOL_KEYS: [&str; 40] = [
     "listen",
     "hash",
     "hash_tag",
@@ -44,6 +44,11 @@ pub const POOL_KEYS: [&str; 35] = [
     "hotkeys_sample",
     "slowlog_ms",
     "coalesce_gets",
+    "tls",
+    "server_tls",
+    "redis_auth_user",
+    "users",
+    "memcached_auth",
     "servers",
 ];
 
@@ -75,6 +80,18 @@ impl<'f> Validator<'f> {
             key: key.map(str::to_string),
             message,
         });
+    }
+
+    /// The config file's directory: relative paths in the file are taken from it.
+    pub(crate) fn base_dir(&self) -> std::path::PathBuf {
+        std::path::Path::new(self.file)
+            .parent()
+            .map(std::path::Path::to_path_buf)
+            .unwrap_or_default()
+    }
+
+    pub(crate) fn error_count(&self) -> usize {
+        self.errors.len()
     }
 
     pub fn finish(self) -> Vec<ConfigError> {
@@ -259,6 +276,18 @@ impl<'f> Validator<'f> {
                     redis_auth_at = Some(key_node.at);
                     pool.redis_auth = field.secret();
                 }
+                "memcached_auth" => {
+                    pool.memcached_auth = field.secret();
+                    if pool.memcached_auth.as_ref().is_some_and(|s| !s.expose().contains(':')) {
+                        self.error(value.at, pool_name, Some(key), "is not 'user:password': the credentials of memcached's text auth (-Y)".into());
+                    }
+                }
+                "redis_auth_user" => {
+                    pool.redis_auth_user = field.parse(|s| if s.is_empty() || s.contains(' ') { Err(format!("'{s}' is not a user name: no spaces, not empty")) } else { Ok(s.to_string()) });
+                }
+                "tls" => pool.tls = self.listen_tls(&name, &value, key_node.at),
+                "server_tls" => pool.server_tls = self.server_tls(&name, &value, key_node.at),
+                "users" => pool.users = self.users(&name, &value),
                 _ => unreachable!("every key of POOL_KEYS is handled"),
             }
         }
@@ -283,6 +312,7 @@ impl<'f> Validator<'f> {
                 "is only valid in a redis pool; add 'redis: true' or remove it".into(),
             );
         }
+        self.check_security(&pool, &seen);
         self.check_server_names(&pool, &seen);
         self.check_availability(&pool, &seen);
         if let Some((_, at)) = seen.iter().find(|(k, _)| k == "gutter") {
@@ -337,6 +367,60 @@ impl<'f> Validator<'f> {
                     Some("warmup"),
                     "needs 'failover_on_miss: true': it writes back the hits that failover finds"
                         .into(),
+                );
+            }
+        }
+    }
+
+    /// The security keys fit the protocol and each other.
+    fn check_security(&mut self, pool: &Pool, seen: &[(String, Location)]) {
+        let at = |key: &str| seen.iter().find(|(k, _)| k == key).map(|(_, at)| *at);
+        let name = Some(pool.name.as_str());
+        for key in ["redis_auth_user", "users"] {
+            if let (Some(at), false) = (at(key), pool.redis) {
+                self.error(
+                    at,
+                    name,
+                    Some(key),
+                    "is only valid in a redis pool; add 'redis: true' or remove it".into(),
+                );
+            }
+        }
+        if let (Some(at), None) = (at("redis_auth_user"), &pool.redis_auth) {
+            self.error(
+                at,
+                name,
+                Some("redis_auth_user"),
+                "needs 'redis_auth', the user's password".into(),
+            );
+        }
+        if let (Some(at), true) = (at("memcached_auth"), pool.redis) {
+            self.error(at, name, Some("memcached_auth"), "is for memcached pools; a redis pool authenticates with 'redis_auth' (and 'redis_auth_user')".into());
+        }
+        if let (Some(at), Some(_)) = (at("server_tls"), &pool.server_tls) {
+            if let Some(s) = pool
+                .servers
+                .iter()
+                .find(|s| matches!(s.address, crate::model::ServerAddress::Unix { .. }))
+            {
+                self.error(
+                    at,
+                    name,
+                    Some("server_tls"),
+                    format!(
+                        "server '{}' is a unix socket; TLS is for TCP servers",
+                        s.entry
+                    ),
+                );
+            }
+        }
+        if let (Some(at), Some(_)) = (at("tls"), &pool.tls) {
+            if matches!(pool.listen, Listen::Unix { .. }) {
+                self.error(
+                    at,
+                    name,
+                    Some("tls"),
+                    "the pool listens on a unix socket; TLS is for TCP listeners".into(),
                 );
             }
         }
