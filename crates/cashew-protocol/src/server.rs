@@ -85,12 +85,20 @@ fn number(text: Option<&[u8]>) -> Option<usize> {
 
 impl Memcache {
     /// A new connection asks for the server's version, which clients asking for it
-    /// are given.
-    pub fn handshake() -> Handshake {
-        Handshake {
-            bytes: b"version\r\n".to_vec(),
-            replies: 1,
+    /// are given; first, with `user:password`, it authenticates as memcached's text
+    /// auth (`-Y`) wants: a `set` whose value is the user and the password.
+    pub fn handshake(credentials: Option<&str>) -> Handshake {
+        let mut bytes = Vec::new();
+        let mut replies = 1;
+        if let Some(credentials) = credentials {
+            let value = credentials.replacen(':', " ", 1);
+            bytes.extend_from_slice(
+                format!("set auth 0 0 {}\r\n{value}\r\n", value.len()).as_bytes(),
+            );
+            replies += 1;
         }
+        bytes.extend_from_slice(b"version\r\n");
+        Handshake { bytes, replies }
     }
 }
 
@@ -124,8 +132,10 @@ impl ServerCodec for Memcache {
         }
     }
 
-    fn refuses(_: &[u8]) -> bool {
-        false
+    /// Only the auth `set` is answered before the version: anything but `STORED`
+    /// (`CLIENT_ERROR authentication failure`) refuses the connection.
+    fn refuses(reply: &[u8]) -> bool {
+        !reply.starts_with(b"STORED")
     }
 
     fn version_of(reply: &[u8]) -> Option<&str> {
@@ -136,9 +146,15 @@ impl ServerCodec for Memcache {
 
 impl Redis {
     /// `HELLO 3` on RESP3 connections (with the credentials, when there are any),
-    /// else `AUTH` when there is a password; `SELECT` for a database other than 0;
-    /// then `INFO server` for the server's version.
-    pub fn handshake(password: Option<&str>, db: u32, resp3: bool) -> Handshake {
+    /// else `AUTH` when there is a password (as `user`, an ACL user, when given);
+    /// `SELECT` for a database other than 0; then `INFO server` for the server's
+    /// version.
+    pub fn handshake(
+        user: Option<&str>,
+        password: Option<&str>,
+        db: u32,
+        resp3: bool,
+    ) -> Handshake {
         use resp::{array_header, bulk};
         let mut bytes = Vec::new();
         let mut replies = 0;
@@ -148,13 +164,16 @@ impl Redis {
             bulk(&mut bytes, b"3");
             if let Some(password) = password {
                 bulk(&mut bytes, b"AUTH");
-                bulk(&mut bytes, b"default");
+                bulk(&mut bytes, user.unwrap_or("default").as_bytes());
                 bulk(&mut bytes, password.as_bytes());
             }
             replies += 1;
         } else if let Some(password) = password {
-            array_header(&mut bytes, 2);
+            array_header(&mut bytes, if user.is_some() { 3 } else { 2 });
             bulk(&mut bytes, b"AUTH");
+            if let Some(user) = user {
+                bulk(&mut bytes, user.as_bytes());
+            }
             bulk(&mut bytes, password.as_bytes());
             replies += 1;
         }
@@ -246,19 +265,34 @@ mod tests {
 
     #[test]
     fn handshakes_say_what_they_send_and_hide_it() {
-        let h = Redis::handshake(Some("pw"), 2, false);
+        let h = Redis::handshake(None, Some("pw"), 2, false);
         assert_eq!(h.replies, 3);
         assert!(h
             .bytes
             .starts_with(b"*2\r\n$4\r\nAUTH\r\n$2\r\npw\r\n*2\r\n$6\r\nSELECT\r\n$1\r\n2\r\n"));
         assert_eq!(format!("{h:?}"), "Handshake { 3 requests }");
-        let h = Redis::handshake(Some("pw"), 0, true);
+        let h = Redis::handshake(None, Some("pw"), 0, true);
         assert_eq!(h.replies, 2);
         assert!(h
             .bytes
             .starts_with(b"*5\r\n$5\r\nHELLO\r\n$1\r\n3\r\n$4\r\nAUTH\r\n$7\r\ndefault\r\n"));
-        assert_eq!(Redis::handshake(None, 0, false).replies, 1);
-        assert_eq!(Memcache::handshake().bytes, b"version\r\n");
+        assert_eq!(Redis::handshake(None, None, 0, false).replies, 1);
+        let h = Redis::handshake(Some("app"), Some("pw"), 0, false);
+        assert!(h
+            .bytes
+            .starts_with(b"*3\r\n$4\r\nAUTH\r\n$3\r\napp\r\n$2\r\npw\r\n*2\r\n$4\r\nINFO"));
+        let h = Redis::handshake(Some("app"), Some("pw"), 0, true);
+        assert!(h
+            .bytes
+            .starts_with(b"*5\r\n$5\r\nHELLO\r\n$1\r\n3\r\n$4\r\nAUTH\r\n$3\r\napp\r\n"));
+        let h = Memcache::handshake(Some("user:pa:ss"));
+        assert_eq!(h.bytes, b"set auth 0 0 10\r\nuser pa:ss\r\nversion\r\n");
+        assert_eq!((h.replies, Memcache::handshake(None).replies), (2, 1));
+        assert!(Memcache::refuses(
+            b"CLIENT_ERROR authentication failure\r\n"
+        ));
+        assert!(!Memcache::refuses(b"STORED\r\n"));
+        assert_eq!(Memcache::handshake(None).bytes, b"version\r\n");
     }
 
     #[test]

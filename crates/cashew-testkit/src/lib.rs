@@ -5,6 +5,7 @@ pub mod dns;
 pub mod faulty;
 pub mod load;
 pub mod netns;
+pub mod tls;
 
 mod cashew;
 mod mc;

@@ -1,7 +1,10 @@
 //! The real servers tests talk to: memcached, redis-server, nutcracker.
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::process::Command;
+
+use crate::tls::Issued;
 
 use crate::*;
 
@@ -12,6 +15,27 @@ pub fn memcached() -> Process {
 
 /// A memcached server on `host:port` (any loopback address).
 pub fn memcached_on(host: &str, port: u16) -> Process {
+    memcached_on_with(host, port, &[])
+}
+
+/// A memcached server on `127.0.0.1` and a free port, with further options.
+pub fn memcached_with(extra: &[&str]) -> Process {
+    memcached_on_with("127.0.0.1", free_port("127.0.0.1"), extra)
+}
+
+/// A memcached server that speaks TLS only (`-Z`), with the certificate `server`.
+pub fn memcached_tls(server: &Issued, extra: &[&str]) -> Process {
+    let files = format!(
+        "ssl_chain_cert={},ssl_key={}",
+        server.cert.display(),
+        server.key.display()
+    );
+    let mut args = vec!["-Z", "-o", &files];
+    args.extend(extra);
+    memcached_with(&args)
+}
+
+fn memcached_on_with(host: &str, port: u16, extra: &[&str]) -> Process {
     let mut cmd = Command::new(program("memcached"));
     cmd.args([
         "-l",
@@ -28,6 +52,7 @@ pub fn memcached_on(host: &str, port: u16) -> Process {
     if running_as_root() {
         cmd.args(["-u", "nobody"]);
     }
+    cmd.args(extra);
     let addr = format!("{host}:{port}").parse().unwrap();
     Process::spawn("memcached", &mut cmd, addr)
 }
@@ -52,6 +77,33 @@ pub fn redis_server_on(port: u16, extra: &[&str]) -> Process {
         "no",
     ]);
     cmd.args(extra);
+    let addr = format!("127.0.0.1:{port}").parse().unwrap();
+    Process::spawn("redis-server", &mut cmd, addr)
+}
+
+/// A redis-server that speaks TLS only, with the certificate `server`; clients
+/// must show a certificate `ca` signed.
+pub fn redis_server_tls(server: &Issued, ca: &Path, extra: &[&str]) -> Process {
+    let port = free_port("127.0.0.1");
+    let mut cmd = Command::new(program("redis-server"));
+    cmd.args([
+        "--port",
+        "0",
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+    ])
+    .args(["--tls-port", &port.to_string()])
+    .arg("--tls-cert-file")
+    .arg(&server.cert)
+    .arg("--tls-key-file")
+    .arg(&server.key)
+    .arg("--tls-ca-cert-file")
+    .arg(ca)
+    .args(extra);
     let addr = format!("127.0.0.1:{port}").parse().unwrap();
     Process::spawn("redis-server", &mut cmd, addr)
 }

@@ -102,6 +102,33 @@ pub(crate) fn enabled(level: u8) -> bool {
 }
 
 /// The descriptor the crash handler writes to.
+/// At most one line a second from one place in a worker (a client or a peer can
+/// cause as many as it likes); the next line tells how many were left out.
+#[derive(Default)]
+pub(crate) struct Limiter {
+    logged_at: std::cell::Cell<u64>,
+    unlogged: std::cell::Cell<u64>,
+}
+
+impl Limiter {
+    /// `Some(what to append to the line)` when a line may be written now.
+    pub(crate) fn check(&self, level: u8) -> Option<String> {
+        if !enabled(level) {
+            return None;
+        }
+        let now = crate::clock::now_usec();
+        if self.logged_at.get() != 0 && now.saturating_sub(self.logged_at.get()) < 1_000_000 {
+            self.unlogged.set(self.unlogged.get() + 1);
+            return None;
+        }
+        self.logged_at.set(now);
+        Some(match self.unlogged.replace(0) {
+            0 => String::new(),
+            n => format!(" ({n} more in the last second not logged)"),
+        })
+    }
+}
+
 pub(crate) fn raw_fd() -> i32 {
     FD.load(Ordering::Relaxed)
 }

@@ -51,8 +51,8 @@ fn main() -> ExitCode {
 
 fn test_conf(cli: &Cli) -> ExitCode {
     let file = cli.conf_file.display();
-    match cashew_config::load(&cli.conf_file) {
-        Ok(_) => {
+    match cashew::control::check(&cli.conf_file) {
+        Ok(()) => {
             println!("configuration file '{file}' syntax is ok");
             ExitCode::SUCCESS
         }

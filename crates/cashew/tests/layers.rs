@@ -9,10 +9,10 @@ use std::path::{Path, PathBuf};
 /// What each top-level module may use.
 const ALLOWED: &[(&str, &[&str])] = &[
     ("clock", &[]),
-    ("log", &[]),
+    ("log", &["clock"]),
     ("net", &[]),
     ("process", &["log", "clock"]),
-    ("state", &["clock", "log"]),
+    ("state", &["clock", "log", "net"]),
     ("proxy", &["clock", "log", "net", "process", "state"]),
     ("reports", &["clock", "log", "process", "state"]),
     (

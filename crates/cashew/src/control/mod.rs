@@ -29,7 +29,7 @@ use cashew_config::Secret;
 
 use crate::net::BoundAddr;
 use crate::state::counters::Registry;
-use crate::state::generation::{Generation, Source};
+use crate::state::generation::{Generation, Loaded, Source};
 use handover::ReadyPipe;
 use listen::Inherited;
 use signals::Signals;
@@ -89,10 +89,11 @@ impl Prepared {
     fn new(mut options: Options, restarting: bool) -> Result<Prepared, String> {
         crate::process::raise_open_files_limit();
         let mut inherited = Inherited::new(handover::take_passed_sockets());
-        let (config, source) = load(&options.conf_file)?;
+        let loaded = load(&options.conf_file)?;
+        let config = &loaded.config;
         if options.threads == 0 {
             let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-            options.threads = threads::default_threads(&config, cpus);
+            options.threads = threads::default_threads(config, cpus);
         }
         let admin_token = admin_token(&options)?;
         let admin_addr = match &options.admin {
@@ -102,13 +103,13 @@ impl Prepared {
         let registry = Arc::new(Registry::new(options.threads));
         let mut next_listener_id = 0;
         let listeners = listen::for_config(
-            &config,
+            config,
             None,
             &mut inherited,
             options.threads,
             &mut next_listener_id,
         )?;
-        let generation = Generation::new(1, config, source, registry, listeners, None);
+        let generation = Generation::new(1, loaded, registry, listeners, None);
 
         let stats_addr =
             crate::net::resolve(&options.stats_addr, options.stats_port).map_err(|e| {
@@ -192,13 +193,23 @@ fn admin_address(text: &str, has_token: bool) -> Result<SocketAddr, String> {
     Ok(addr)
 }
 
-/// Reads and validates the config file.
-fn load(path: &std::path::Path) -> Result<(cashew_config::Config, Source), String> {
+/// Reads and validates the config file, and loads the certificates and keys it
+/// names.
+pub fn check(path: &std::path::Path) -> Result<(), String> {
+    load(path).map(drop)
+}
+
+fn load(path: &std::path::Path) -> Result<Loaded, String> {
     let file = path.display().to_string();
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("{file}: cannot read the config file: {e}"))?;
     let config = cashew_config::parse(&file, &text).map_err(|e| e.to_string())?;
-    Ok((config, Source::new(path.to_path_buf(), text)))
+    let tls = crate::net::tls::for_pools(&file, &config.pools)?;
+    Ok(Loaded {
+        config,
+        source: Source::new(path.to_path_buf(), text),
+        tls,
+    })
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

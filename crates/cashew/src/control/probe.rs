@@ -14,7 +14,7 @@ use crate::log::{INFO, NOTICE};
 use crate::log_at;
 use cashew_protocol::server::{Memcache, Redis, ServerCodec};
 
-use crate::proxy::server::Probe;
+use crate::proxy::server::{LinkSettings, Probe};
 use crate::state::generation::Generation;
 use crate::state::health::{EjectPolicy, ServerHealth};
 
@@ -28,17 +28,27 @@ pub(crate) fn start(generation: &Arc<Generation>) -> Vec<JoinHandle<()>> {
         let pool = Rc::new(pool.clone());
         for (s, server) in pool.servers.iter().enumerate() {
             let health = generation.pools[p].servers[s].clone();
+            let settings = LinkSettings::new(&pool, &generation.pools[p].tls, server, false);
             let (pool, server) = (pool.clone(), server.clone());
             tasks.push(match pool.redis {
-                true => tokio::task::spawn_local(probe_loop::<Redis>(pool, server, health)),
-                false => tokio::task::spawn_local(probe_loop::<Memcache>(pool, server, health)),
+                true => {
+                    tokio::task::spawn_local(probe_loop::<Redis>(pool, server, settings, health))
+                }
+                false => {
+                    tokio::task::spawn_local(probe_loop::<Memcache>(pool, server, settings, health))
+                }
             });
         }
     }
     tasks
 }
 
-async fn probe_loop<C: ServerCodec>(pool: Rc<Pool>, server: Server, health: Arc<ServerHealth>) {
+async fn probe_loop<C: ServerCodec>(
+    pool: Rc<Pool>,
+    server: Server,
+    settings: LinkSettings,
+    health: Arc<ServerHealth>,
+) {
     let interval = Duration::from_millis(pool.health_check_interval_ms);
     // A probe must end before the next one is due.
     let timeout = pool
@@ -47,7 +57,7 @@ async fn probe_loop<C: ServerCodec>(pool: Rc<Pool>, server: Server, health: Arc<
         .map_or(interval, Duration::from_millis)
         .min(interval);
     let policy = EjectPolicy::of(&pool);
-    let mut probe = Probe::<C>::new(&pool, &server, health.clone());
+    let mut probe = Probe::<C>::new(settings, health.clone());
     let mut ticks = tokio::time::interval(interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let (pool_name, name) = (&pool.name, server.name());

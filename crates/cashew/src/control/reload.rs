@@ -51,25 +51,25 @@ impl Supervisor {
             Some(_) => Some(admin_token(&self.options)?),
             None => None,
         };
-        let (config, source) = load(&self.options.conf_file)?;
+        let loaded = load(&self.options.conf_file)?;
+        let config = &loaded.config;
         let current = self.generation();
         let mut next_id = self.next_listener_id.get();
         let listeners = listen::for_config(
-            &config,
+            config,
             Some(&current),
             &mut Inherited::default(),
             self.options.threads,
             &mut next_id,
         )?;
         self.next_listener_id.set(next_id);
-        for change in changes(&current, &config) {
+        for change in changes(&current, config) {
             log_at!(NOTICE, "reload: {change}");
         }
         let number = current.number + 1;
         let next = Arc::new(Generation::new(
             number,
-            config,
-            source,
+            loaded,
             current.registry.clone(),
             listeners,
             Some(&current),

@@ -2,8 +2,9 @@
 //! resolution.
 
 mod stream;
+pub(crate) mod tls;
 
-pub(crate) use stream::{ConnectError, Listener, Stream};
+pub(crate) use stream::{ConnectError, Listener, Stream, StreamReader, StreamWriter};
 
 use std::io;
 use std::pin::Pin;

@@ -9,13 +9,18 @@ use std::task::{Context, Poll};
 
 use cashew_config::{Listen, ServerAddress};
 use socket2::Socket;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf, ReadHalf, WriteHalf};
 use tokio::net::{tcp, unix, TcpListener, TcpStream, UnixListener, UnixStream};
+use tokio_rustls::TlsStream;
+
+use super::tls::ServerTlsConnector;
 
 /// A connected stream.
 pub(crate) enum Stream {
     Tcp(TcpStream),
     Unix(UnixStream),
+    /// TLS over TCP, as a client's or as a server's connection.
+    Tls(Box<TlsStream<TcpStream>>),
 }
 
 /// The reading half of a [`Stream`], owned apart from the writing half so that one
@@ -23,12 +28,22 @@ pub(crate) enum Stream {
 pub(crate) enum StreamReader {
     Tcp(tcp::OwnedReadHalf),
     Unix(unix::OwnedReadHalf),
+    Tls(ReadHalf<Box<TlsStream<TcpStream>>>),
 }
 
 /// The writing half of a [`Stream`].
 pub(crate) enum StreamWriter {
     Tcp(tcp::OwnedWriteHalf),
     Unix(unix::OwnedWriteHalf),
+    Tls(TlsWriter),
+}
+
+/// The writing half of a TLS stream. A write may leave encrypted bytes in the TLS
+/// session when the socket is full; they go out at the next write or flush, so
+/// the writer remembers whether a flush is owed.
+pub(crate) struct TlsWriter {
+    half: WriteHalf<Box<TlsStream<TcpStream>>>,
+    unflushed: bool,
 }
 
 /// Applies the same expression to whichever stream an enum holds.
@@ -37,6 +52,7 @@ macro_rules! each {
         match $value {
             $enum::Tcp($s) => $body,
             $enum::Unix($s) => $body,
+            $enum::Tls($s) => $body,
         }
     };
 }
@@ -48,6 +64,7 @@ impl Stream {
     pub(crate) async fn connect(
         address: &ServerAddress,
         keepalive: bool,
+        tls: Option<&ServerTlsConnector>,
     ) -> Result<Stream, ConnectError> {
         match address {
             ServerAddress::Tcp { host, port } => {
@@ -59,7 +76,13 @@ impl Stream {
                 if keepalive {
                     socket2::SockRef::from(&stream).set_keepalive(true)?;
                 }
-                Ok(Stream::Tcp(stream))
+                match tls {
+                    None => Ok(Stream::Tcp(stream)),
+                    Some(tls) => match tls.connect(host, stream).await {
+                        Ok(s) => Ok(Stream::Tls(Box::new(TlsStream::Client(s)))),
+                        Err(e) => Err(ConnectError::Tls(super::tls::reason(&e))),
+                    },
+                }
             }
             ServerAddress::Unix { path } => Ok(Stream::Unix(UnixStream::connect(path).await?)),
         }
@@ -75,7 +98,90 @@ impl Stream {
                 let (r, w) = s.into_split();
                 (StreamReader::Unix(r), StreamWriter::Unix(w))
             }
+            Stream::Tls(s) => {
+                let (r, w) = tokio::io::split(s);
+                let writer = TlsWriter {
+                    half: w,
+                    unflushed: false,
+                };
+                (StreamReader::Tls(r), StreamWriter::Tls(writer))
+            }
         }
+    }
+
+    /// The TLS handshake of a client on a TLS listener.
+    pub(crate) async fn accept_tls(
+        self,
+        acceptor: &tokio_rustls::TlsAcceptor,
+    ) -> io::Result<Stream> {
+        match self {
+            Stream::Tcp(tcp) => {
+                let tls = acceptor.accept(tcp).await?;
+                Ok(Stream::Tls(Box::new(TlsStream::Server(tls))))
+            }
+            other => Ok(other),
+        }
+    }
+
+    /// The peer's address, for log lines.
+    pub(crate) fn peer(&self) -> String {
+        let tcp = match self {
+            Stream::Tcp(s) => s,
+            Stream::Tls(s) => s.get_ref().0,
+            Stream::Unix(_) => return "a unix socket client".into(),
+        };
+        tcp.peer_addr()
+            .map_or_else(|_| "an unknown peer".into(), |a| a.to_string())
+    }
+}
+
+impl StreamWriter {
+    /// Whether bytes written may wait in the TLS session: the caller flushes once
+    /// it has nothing more to write. Never for a plain socket.
+    pub(crate) fn owes_flush(&self) -> bool {
+        matches!(self, StreamWriter::Tls(w) if w.unflushed)
+    }
+}
+
+impl AsyncWrite for TlsWriter {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let written = Pin::new(&mut self.half).poll_write(cx, buf);
+        if matches!(written, Poll::Ready(Ok(_))) {
+            self.unflushed = true;
+        }
+        written
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let written = Pin::new(&mut self.half).poll_write_vectored(cx, bufs);
+        if matches!(written, Poll::Ready(Ok(_))) {
+            self.unflushed = true;
+        }
+        written
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.half.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let flushed = Pin::new(&mut self.half).poll_flush(cx);
+        if matches!(flushed, Poll::Ready(Ok(()))) {
+            self.unflushed = false;
+        }
+        flushed
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.half).poll_shutdown(cx)
     }
 }
 
@@ -84,6 +190,8 @@ impl Stream {
 pub(crate) enum ConnectError {
     /// The host name did not resolve: why, in words.
     Resolve(String),
+    /// The TLS handshake failed: why, in words.
+    Tls(String),
     Io(io::Error),
 }
 
@@ -139,7 +247,18 @@ impl AsyncRead for StreamReader {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        each!(self.get_mut(), StreamReader, s => Pin::new(s).poll_read(cx, buf))
+        match self.get_mut() {
+            StreamReader::Tls(s) => match Pin::new(s).poll_read(cx, buf) {
+                // A peer that closes without TLS's close_notify has ended the
+                // stream like any other: the protocols on top delimit their
+                // messages, so nothing is cut short unnoticed.
+                Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                    Poll::Ready(Ok(()))
+                }
+                other => other,
+            },
+            other => each!(other, StreamReader, s => Pin::new(s).poll_read(cx, buf)),
+        }
     }
 }
 

@@ -27,6 +27,8 @@ pub(crate) enum BackendError {
     QueueFull,
     /// The server's host name did not resolve: why, in words.
     Resolve(std::sync::Arc<str>),
+    /// The TLS handshake with the server failed: why, in words.
+    Tls(std::sync::Arc<str>),
     /// The connection ended before the reply came.
     Closed,
     /// The server refused the connection's setup (redis `AUTH` or `SELECT`); its
@@ -55,7 +57,7 @@ impl BackendError {
             BackendError::Protocol => "Invalid reply from server",
             BackendError::NoServer => "No live server in the pool",
             BackendError::QueueFull => "Too many requests queued for the server",
-            BackendError::Resolve(why) => why,
+            BackendError::Resolve(why) | BackendError::Tls(why) => why,
             BackendError::Closed => "Connection closed by server",
             BackendError::Io(kind) => match kind {
                 io::ErrorKind::ConnectionRefused => "Connection refused",

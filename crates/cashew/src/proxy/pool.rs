@@ -19,7 +19,7 @@ use super::handoff::{BackendError, Job, Replies, ReplyRx};
 use super::ids::{ClientId, ServerId};
 use super::server::{LinkSettings, ServerConns, ServerLink};
 use super::tasks::TaskCount;
-use crate::log::WARN;
+use crate::log::{Limiter, INFO, WARN};
 use crate::log_at;
 use crate::state::counters::{PoolCounter, PoolCounters, ProxyCounters, Registry, ServerCounter};
 use crate::state::generation::Generation;
@@ -69,9 +69,10 @@ pub(crate) struct PoolRt {
     seen_epoch: Cell<u64>,
     /// When a full server queue was last logged (µs since the epoch): once a second.
     queue_full_logged_at: Cell<u64>,
-    /// When a refused client request was last logged, and how many were not since.
-    refused_logged_at: Cell<u64>,
-    refused_unlogged: Cell<u64>,
+    /// Log lines of refused requests, failed TLS handshakes and failed AUTHs.
+    refused_log: Limiter,
+    tls_log: Limiter,
+    auth_log: Limiter,
     /// When an ejected server is due back, so the router is rebuilt then.
     next_rebuild: Cell<Option<Instant>>,
     shared: Arc<PoolShared>,
@@ -107,7 +108,7 @@ impl PoolRt {
         let link = |s: usize, resp3: bool| ServerLink {
             pool_name: pool.name.clone(),
             server_name: pool.servers[s].name().to_string(),
-            settings: LinkSettings::new(pool, &pool.servers[s], resp3),
+            settings: LinkSettings::new(pool, &state.tls, &pool.servers[s], resp3),
             counters: counters.servers[s].clone(),
             pool_counters: counters.pool.clone(),
             health: state.servers[s].clone(),
@@ -162,8 +163,9 @@ impl PoolRt {
             replies: worker.replies.clone(),
             seen_epoch: Cell::new(0),
             queue_full_logged_at: Cell::new(0),
-            refused_logged_at: Cell::new(0),
-            refused_unlogged: Cell::new(0),
+            refused_log: Limiter::default(),
+            tls_log: Limiter::default(),
+            auth_log: Limiter::default(),
             next_rebuild: Cell::new(None),
             shared: state.shared.clone(),
             pool_stats: counters.pool.clone(),
@@ -202,28 +204,47 @@ impl PoolRt {
     /// pool and worker so that a broken client cannot flood the log.
     pub(crate) fn refused(&self, kind: PoolCounter, reply: &[u8]) {
         self.pool_stats.add(kind, 1);
-        if !crate::log::enabled(crate::log::INFO) {
+        let Some(more) = self.refused_log.check(INFO) else {
             return;
-        }
-        let now = crate::clock::now_usec();
-        if now.saturating_sub(self.refused_logged_at.get()) < 1_000_000 {
-            self.refused_unlogged.set(self.refused_unlogged.get() + 1);
-            return;
-        }
-        self.refused_logged_at.set(now);
-        let more = self.refused_unlogged.replace(0);
+        };
         let text = String::from_utf8_lossy(reply);
         let text = text.trim_end().trim_start_matches('-');
         let text: String = text.chars().take(200).collect();
         log_at!(
-            crate::log::INFO,
-            "pool '{}': a client request refused: {text}{}",
-            self.config().name,
-            match more {
-                0 => String::new(),
-                n => format!(" ({n} more in the last second not logged)"),
-            }
+            INFO,
+            "pool '{}': a client request refused: {text}{more}",
+            self.config().name
         );
+    }
+
+    /// What clients of a TLS listener handshake with (this generation's
+    /// certificate: clients connected before a reload keep theirs).
+    pub(crate) fn tls_acceptor(&self) -> Option<&tokio_rustls::TlsAcceptor> {
+        self.generation.pools[self.index].tls.accept.as_ref()
+    }
+
+    /// Counts and logs a client whose TLS handshake failed.
+    pub(crate) fn tls_failed(&self, peer: &str, reason: &str) {
+        self.pool_stats.add(PoolCounter::TlsHandshakeFailures, 1);
+        if let Some(more) = self.tls_log.check(INFO) {
+            let name = &self.config().name;
+            log_at!(
+                INFO,
+                "pool '{name}': TLS handshake with {peer} failed: {reason}{more}"
+            );
+        }
+    }
+
+    /// Counts and logs a failed `AUTH` or `HELLO .. AUTH`.
+    pub(crate) fn auth_failed(&self, user: &str) {
+        self.pool_stats.add(PoolCounter::AuthFailures, 1);
+        if let Some(more) = self.auth_log.check(INFO) {
+            let name = &self.config().name;
+            log_at!(
+                INFO,
+                "pool '{name}': a client failed to authenticate as '{user}'{more}"
+            );
+        }
     }
 
     /// Counts a request that failed because of its server.
@@ -351,8 +372,9 @@ impl PoolRt {
         let conns = self.servers3[server.0].get_or_init(|| {
             let first = &self.servers[server.0].link;
             let pool = self.config();
+            let tls = &self.generation.pools[self.index].tls;
             let link = ServerLink {
-                settings: LinkSettings::new(pool, &pool.servers[server.0], true),
+                settings: LinkSettings::new(pool, tls, &pool.servers[server.0], true),
                 pool_name: first.pool_name.clone(),
                 server_name: first.server_name.clone(),
                 counters: first.counters.clone(),

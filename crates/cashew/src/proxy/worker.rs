@@ -313,6 +313,9 @@ async fn accept_loop(acceptor: Listener, slot: Rc<RefCell<Rc<PoolSlot>>>, ctx: R
     }
 }
 
+/// A client that has not finished its TLS handshake by then is closed.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
 fn spawn_client(mut client: Stream, slot: Rc<PoolSlot>, ctx: &Rc<WorkerCtx>) {
     let pool = slot.pool().clone();
     let limit = pool.config().client_connections;
@@ -334,6 +337,7 @@ fn spawn_client(mut client: Stream, slot: Rc<PoolSlot>, ctx: &Rc<WorkerCtx>) {
         };
         tokio::task::spawn_local(async move {
             let _ = client.write_all(reply).await;
+            let _ = client.flush().await;
         });
         return;
     }
@@ -342,7 +346,21 @@ fn spawn_client(mut client: Stream, slot: Rc<PoolSlot>, ctx: &Rc<WorkerCtx>) {
     pool.pool_stats().add(PoolCounter::ConnectionsOpened, 1);
     drop(pool);
     ctx.clients.spawn(async move {
-        serve_client(client, &slot).await;
+        let acceptor = slot.pool().tls_acceptor().cloned();
+        match acceptor {
+            None => serve_client(client, &slot).await,
+            Some(acceptor) => {
+                let peer = client.peer();
+                let handshake = client.accept_tls(&acceptor);
+                match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, handshake).await {
+                    Ok(Ok(client)) => serve_client(client, &slot).await,
+                    Ok(Err(e)) => slot.pool().tls_failed(&peer, &crate::net::tls::reason(&e)),
+                    Err(_) => slot
+                        .pool()
+                        .tls_failed(&peer, "the handshake did not finish within 10 s"),
+                }
+            }
+        }
         // Counters and the client count carry over by pool name, so the pool in
         // the slot now holds the ones counted at accept.
         let pool = slot.pool();

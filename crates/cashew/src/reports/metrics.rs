@@ -90,7 +90,7 @@ fn family<'e>(
 }
 
 /// Per-pool metrics: (name, help, counter).
-const POOL_COUNTERS: [(&str, &str, PoolCounter); 9] = [
+const POOL_COUNTERS: [(&str, &str, PoolCounter); 11] = [
     (
         "cashew_client_connections_opened",
         "Client connections accepted",
@@ -135,6 +135,16 @@ const POOL_COUNTERS: [(&str, &str, PoolCounter); 9] = [
         "cashew_gutter_requests",
         "Requests sent to the gutter pool",
         PoolCounter::Guttered,
+    ),
+    (
+        "cashew_tls_handshake_failures",
+        "Client connections closed because their TLS handshake failed",
+        PoolCounter::TlsHandshakeFailures,
+    ),
+    (
+        "cashew_auth_failures",
+        "AUTH and HELLO AUTH refused for a wrong user or password",
+        PoolCounter::AuthFailures,
     ),
 ];
 

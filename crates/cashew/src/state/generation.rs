@@ -13,6 +13,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use cashew_config::{Config, Listen};
 use socket2::Socket;
 
+use crate::net::tls::PoolTls;
+
 use super::counters::{Family, HistogramTotal, PoolCounter, PoolStats, Registry, ServerCounter};
 use super::health::{PoolShared, ServerHealth};
 
@@ -24,6 +26,28 @@ pub(crate) struct Generation {
     /// One per pool of `config`, in the same order.
     pub(crate) pools: Vec<PoolGen>,
     pub(crate) registry: Arc<Registry>,
+}
+
+/// A configuration as read and checked, with what its files hold, before it
+/// becomes a generation.
+pub(crate) struct Loaded {
+    pub(crate) config: Config,
+    pub(crate) source: Source,
+    /// One per pool, in order.
+    pub(crate) tls: Vec<PoolTls>,
+}
+
+impl Loaded {
+    /// A configuration whose pools use no TLS (tests and the harness).
+    #[cfg(any(test, feature = "harness"))]
+    pub(crate) fn without_tls(config: Config, source: Source) -> Loaded {
+        let tls = vec![PoolTls::default(); config.pools.len()];
+        Loaded {
+            config,
+            source,
+            tls,
+        }
+    }
 }
 
 /// Where a configuration came from.
@@ -64,6 +88,8 @@ pub(crate) struct PoolGen {
     /// `[worker]`: that worker's counters for the pool.
     pub(crate) workers: Vec<PoolStats>,
     pub(crate) listener: Arc<ListenSockets>,
+    /// TLS towards clients and servers, loaded with the generation.
+    pub(crate) tls: PoolTls,
 }
 
 impl PoolGen {
@@ -193,21 +219,27 @@ fn indices_for(n: usize, worker: usize, threads: usize) -> Vec<usize> {
 
 impl Generation {
     /// Builds generation `number` for `config`, carrying health and counters over
-    /// from `previous` by name. `listeners` holds one entry per pool, in order.
+    /// from `previous` by name. `listeners` and `tls` hold one entry per pool, in
+    /// order.
     pub(crate) fn new(
         number: u64,
-        config: Config,
-        source: Source,
+        loaded: Loaded,
         registry: Arc<Registry>,
         listeners: Vec<Arc<ListenSockets>>,
         previous: Option<&Generation>,
     ) -> Generation {
+        let Loaded {
+            config,
+            source,
+            tls,
+        } = loaded;
         let threads = registry.threads();
         let pools = config
             .pools
             .iter()
             .zip(listeners)
-            .map(|(pool, listener)| {
+            .zip(tls)
+            .map(|((pool, listener), tls)| {
                 let old = previous.and_then(|g| {
                     let i = g.config.pools.iter().position(|p| p.name == pool.name)?;
                     Some((&g.config.pools[i], &g.pools[i]))
@@ -250,6 +282,7 @@ impl Generation {
                     servers,
                     workers,
                     listener,
+                    tls,
                 }
             })
             .collect();
@@ -286,8 +319,7 @@ mod tests {
         let registry = previous.map_or_else(|| Arc::new(Registry::new(2)), |g| g.registry.clone());
         Generation::new(
             number,
-            config,
-            Source::new("test.yml".into(), yaml.into()),
+            Loaded::without_tls(config, Source::new("test.yml".into(), yaml.into())),
             registry,
             listeners,
             previous,

@@ -11,14 +11,14 @@ use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::time::Sleep;
 
 use super::budget::ReplyBudget;
 use super::io::{discard_until_eof, poll_write_some, read_available};
 use super::latency::{Latency, TurnClock};
 use super::{PendingReply, Protocol};
-use crate::net::poll_read_buf;
+use crate::net::{poll_read_buf, StreamReader, StreamWriter};
 use crate::proxy::ids::ClientId;
 use crate::proxy::pool::PoolSlot;
 use crate::state::counters::PoolCounter;
@@ -49,23 +49,24 @@ enum Event {
 /// pool's slot closes (pool removed, or cashew draining): then the requests already
 /// received are answered and the connection is closed at a request boundary.
 /// `id` is the client's number in its slot.
-pub(crate) async fn serve<P, R, W>(reader: R, writer: W, slot: &PoolSlot, id: ClientId, protocol: P)
-where
-    P: Protocol,
-    R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
-{
+pub(crate) async fn serve<P: Protocol>(
+    reader: StreamReader,
+    writer: StreamWriter,
+    slot: &PoolSlot,
+    id: ClientId,
+    protocol: P,
+) {
     slot.register(id).await;
     serve_registered(reader, writer, slot, protocol).await;
     slot.unregister(id);
 }
 
-async fn serve_registered<P, R, W>(mut reader: R, mut writer: W, slot: &PoolSlot, mut protocol: P)
-where
-    P: Protocol,
-    R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
-{
+async fn serve_registered<P: Protocol>(
+    mut reader: StreamReader,
+    mut writer: StreamWriter,
+    slot: &PoolSlot,
+    mut protocol: P,
+) {
     let mut input = BytesMut::new();
     let mut queue: VecDeque<P::Pending> = VecDeque::new();
     let mut out: VecDeque<Bytes> = VecDeque::new();
@@ -195,6 +196,12 @@ where
                     }
                     Poll::Ready(Err(_)) => return Poll::Ready(Event::WriteFailed),
                     Poll::Pending => break,
+                }
+            }
+            if out.is_empty() && writer.owes_flush() {
+                // TLS: what the session holds goes out now.
+                if let Poll::Ready(Err(_)) = Pin::new(&mut writer).poll_flush(cx) {
+                    return Poll::Ready(Event::WriteFailed);
                 }
             }
             if wrote {

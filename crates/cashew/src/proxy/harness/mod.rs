@@ -26,7 +26,7 @@ use super::handoff::Replies;
 use super::pool::{PoolRt, PoolSlot, WorkerCtx};
 use super::{memcache, redis};
 use crate::state::counters::Registry;
-use crate::state::generation::{Generation, ListenSockets, Source};
+use crate::state::generation::{Generation, ListenSockets, Loaded, Source};
 use expect::Expect;
 use server::Servers;
 
@@ -80,8 +80,7 @@ pub fn run(data: &[u8]) -> usize {
         .collect();
     let generation = Arc::new(Generation::new(
         1,
-        config,
-        Source::new("harness.yml".into(), yaml.into()),
+        Loaded::without_tls(config, Source::new("harness.yml".into(), yaml.into())),
         Arc::new(Registry::new(1)),
         listeners,
         None,

@@ -7,6 +7,7 @@ use cashew_protocol::resp::{
     LocalCommand, Reason, COMMANDS,
 };
 
+use super::auth::{authenticate, Access, Refusal};
 use super::{
     err, ready, refused, valid_client_name, wrong_arity, Client, Pending, VersionedReply,
     BAD_CLIENT_NAME, FALLBACK_REDIS_VERSION,
@@ -72,7 +73,7 @@ impl Client {
             LocalCommand::Reset => {
                 self.name = None;
                 self.resp3 = false;
-                self.authenticated = pool.config().redis_auth.is_none();
+                self.access = Access::of_new_client(pool.config());
                 ready(|o| simple(o, "RESET"))
             }
             LocalCommand::Client => self.client(bytes),
@@ -131,15 +132,19 @@ impl Client {
     }
 
     pub(super) fn auth(&mut self, pool: &PoolRt, user: Option<&[u8]>, password: &[u8]) -> Pending {
-        let Some(expected) = pool.config().redis_auth.as_ref() else {
-            return err("ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?");
-        };
-        let user_ok = user.is_none_or(|u| u == b"default");
-        if user_ok && expected.matches(password) {
-            self.authenticated = true;
-            ready(|o| simple(o, "OK"))
-        } else {
-            err("WRONGPASS invalid username-password pair or user is disabled.")
+        match authenticate(pool.config(), user, password) {
+            Ok(access) => {
+                self.access = access;
+                ready(|o| simple(o, "OK"))
+            }
+            Err(refusal) => {
+                if refusal == Refusal::WrongPass {
+                    let user = String::from_utf8_lossy(user.unwrap_or(b"default"));
+                    let user: String = user.chars().take(64).collect();
+                    pool.auth_failed(&user);
+                }
+                err(refusal.reply())
+            }
         }
     }
 
@@ -193,7 +198,7 @@ impl Client {
                 }
             }
         }
-        if !self.authenticated {
+        if self.access == Access::None {
             return err("NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time");
         }
         self.resp3 = resp3;

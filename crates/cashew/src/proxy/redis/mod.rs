@@ -5,6 +5,7 @@
 //! A RESP3 client's commands travel over RESP3 server connections, so it gets
 //! exactly the replies a RESP3 client of that server gets.
 
+mod auth;
 mod forward;
 mod local;
 mod split;
@@ -19,6 +20,7 @@ use cashew_protocol::resp::{
     self, error, lookup, lookup_subcommand, null, null_bulk, CommandKind, Parsed, Reason,
 };
 
+use self::auth::Access;
 use crate::proxy::client::{
     poll_settle_all, try_settle_all, Part, PendingReply, Protocol, ReplyFamilies,
 };
@@ -92,7 +94,7 @@ pub(crate) struct Client {
     resume: resp::RequestResume,
     /// Parse again only once the input holds this many bytes (a big bulk arriving).
     needed: usize,
-    authenticated: bool,
+    access: Access,
     name: Option<Bytes>,
     /// The client speaks RESP3 (after `HELLO 3`).
     resp3: bool,
@@ -104,10 +106,10 @@ pub(crate) struct Client {
 
 impl Client {
     pub(crate) fn new(slot: Rc<PoolSlot>, id: ClientId) -> Client {
-        let authenticated = slot.pool().config().redis_auth.is_none();
+        let access = Access::of_new_client(slot.pool().config());
         Client {
             id,
-            authenticated,
+            access,
             slot,
             args: Vec::new(),
             resume: resp::RequestResume::default(),
@@ -271,7 +273,7 @@ impl Client {
             return err(&text);
         };
         let allowed = matches!(spec.kind, CommandKind::Local(l) if l.allowed_before_auth());
-        if !self.authenticated && !allowed {
+        if self.access == Access::None && !allowed {
             return err("NOAUTH Authentication required.");
         }
         if !spec.arity_ok(self.argc()) {
@@ -294,6 +296,13 @@ impl Client {
             }
             _ => spec,
         };
+        if self.access == Access::Read && spec.write {
+            // Redis 7.0's words (7.2 names the user).
+            return err(&format!(
+                "NOPERM this user has no permissions to run the '{}' command",
+                spec.name
+            ));
+        }
         let keys = match spec.kind {
             CommandKind::SplitKeys(_) => self.argc() - 1,
             CommandKind::SplitPairs => (self.argc() - 1) / 2,

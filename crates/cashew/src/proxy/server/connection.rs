@@ -9,13 +9,13 @@ use std::task::Poll;
 
 use bytes::{Buf, BytesMut};
 use cashew_protocol::server::ServerCodec;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::AsyncWrite;
 use tokio::time::{Instant, Sleep};
 
 use super::link::ServerLink;
 use super::open::open;
 use super::pipeline::Pipeline;
-use crate::net::poll_read_buf;
+use crate::net::{poll_read_buf, StreamReader, StreamWriter};
 use crate::proxy::handoff::{BackendError, Job, JobQueue};
 use crate::proxy::ids::ClientId;
 use crate::proxy::tasks::TaskCount;
@@ -142,18 +142,13 @@ enum Event {
 /// closed and every request taken from it is answered (`None`). One timer per
 /// connection: armed at the oldest written request's deadline, and looked at only
 /// when it fires (deadlines only move later as requests are answered).
-async fn serve<C, R, W>(
+async fn serve<C: ServerCodec>(
     pipeline: &mut Pipeline<C>,
-    mut reader: R,
-    mut writer: W,
+    mut reader: StreamReader,
+    mut writer: StreamWriter,
     first: Option<Job>,
     jobs: &JobQueue,
-) -> Option<BackendError>
-where
-    C: ServerCodec,
-    R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
-{
+) -> Option<BackendError> {
     let mut wbuf = BytesMut::with_capacity(READ_CHUNK);
     let mut rbuf = BytesMut::with_capacity(READ_CHUNK);
     if let Some(first) = first {
@@ -198,6 +193,11 @@ where
             if !wbuf.is_empty() {
                 if let Poll::Ready(r) = Pin::new(&mut writer).poll_write(cx, &wbuf) {
                     return Poll::Ready(Event::Wrote(r));
+                }
+            } else if writer.owes_flush() {
+                // TLS: what the session holds goes out now.
+                if let Poll::Ready(Err(e)) = Pin::new(&mut writer).poll_flush(cx) {
+                    return Poll::Ready(Event::Wrote(Err(e)));
                 }
             }
             if take_jobs {

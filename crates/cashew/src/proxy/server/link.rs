@@ -10,6 +10,7 @@ use cashew_config::{Pool, Server, ServerAddress};
 use cashew_protocol::server::{Handshake, Memcache, Redis};
 
 use crate::log_at;
+use crate::net::tls::{PoolTls, ServerTlsConnector};
 use crate::proxy::handoff::BackendError;
 use crate::state::counters::{PoolCounter, PoolCounters, ServerCounter, ServerCounters};
 use crate::state::health::{EjectPolicy, Failure, ServerHealth};
@@ -31,6 +32,8 @@ pub(crate) struct LinkSettings {
     pub(crate) address: ServerAddress,
     pub(crate) timeout: Option<Duration>,
     pub(crate) keepalive: bool,
+    /// TLS towards the server (`server_tls`).
+    pub(crate) tls: Option<Arc<ServerTlsConnector>>,
     /// A redis connection opened in RESP3 (`HELLO 3`), for RESP3 clients.
     pub(crate) resp3: bool,
     /// What a new connection sends first (redis `AUTH`, `SELECT`; then a request
@@ -46,14 +49,15 @@ pub(crate) struct LinkSettings {
 }
 
 impl LinkSettings {
-    pub(crate) fn new(pool: &Pool, server: &Server, resp3: bool) -> LinkSettings {
+    pub(crate) fn new(pool: &Pool, tls: &PoolTls, server: &Server, resp3: bool) -> LinkSettings {
         let handshake = match pool.redis {
             true => Redis::handshake(
+                pool.redis_auth_user.as_deref(),
                 pool.redis_auth.as_ref().map(|s| s.expose()),
                 pool.redis_db,
                 resp3,
             ),
-            false => Memcache::handshake(),
+            false => Memcache::handshake(pool.memcached_auth.as_ref().map(|s| s.expose())),
         };
         LinkSettings {
             address: server.address.clone(),
@@ -62,6 +66,7 @@ impl LinkSettings {
                 .filter(|&t| t > 0)
                 .map(Duration::from_millis),
             keepalive: pool.tcpkeepalive,
+            tls: tls.connect.clone(),
             resp3,
             handshake,
             policy: EjectPolicy::of(pool),

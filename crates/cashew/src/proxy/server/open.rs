@@ -19,10 +19,14 @@ pub(crate) async fn open<C: ServerCodec>(
     settings: &LinkSettings,
     health: &ServerHealth,
 ) -> Result<Stream, BackendError> {
-    let mut stream = Stream::connect(&settings.address, settings.keepalive)
+    let tls = settings.tls.as_deref();
+    let mut stream = Stream::connect(&settings.address, settings.keepalive, tls)
         .await
         .map_err(|e| match e {
             ConnectError::Resolve(why) => BackendError::Resolve(why.into()),
+            ConnectError::Tls(why) => {
+                BackendError::Tls(format!("TLS handshake failed: {why}").into())
+            }
             ConnectError::Io(e) => BackendError::from_io(&e),
         })?;
     if let Some(version) = handshake::<C>(&mut stream, settings).await? {
@@ -41,6 +45,7 @@ async fn handshake<C: ServerCodec>(
     let io_error = |e: io::Error| BackendError::from_io(&e);
     let handshake = &settings.handshake;
     stream.write_all(&handshake.bytes).await.map_err(io_error)?;
+    stream.flush().await.map_err(io_error)?;
     let mut buf = BytesMut::with_capacity(1024);
     let mut seen = 0;
     loop {

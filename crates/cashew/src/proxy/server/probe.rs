@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use cashew_config::{Pool, Server};
 use cashew_protocol::server::{ProbeAnswer, ServerCodec};
 use cashew_protocol::{ReplyParse, Resume};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -27,9 +26,9 @@ pub(crate) struct Probe<C> {
 }
 
 impl<C: ServerCodec> Probe<C> {
-    pub(crate) fn new(pool: &Pool, server: &Server, health: Arc<ServerHealth>) -> Probe<C> {
+    pub(crate) fn new(settings: LinkSettings, health: Arc<ServerHealth>) -> Probe<C> {
         Probe {
-            settings: LinkSettings::new(pool, server, false),
+            settings,
             health,
             stream: None,
             codec: PhantomData,
@@ -54,6 +53,7 @@ impl<C: ServerCodec> Probe<C> {
         };
         let io_error = |e: io::Error| BackendError::from_io(&e);
         stream.write_all(C::PROBE).await.map_err(io_error)?;
+        stream.flush().await.map_err(io_error)?;
         let mut buf = BytesMut::with_capacity(256);
         loop {
             match C::parse_reply(&buf, &mut Resume::default()) {

@@ -1,0 +1,495 @@
+//! TLS on both sides, with certificates made by the tests: redis-server with
+//! `--tls-port` and memcached with `-Z`, both requiring TLS, cashew between them
+//! with `tls` and `server_tls`; clients that cannot be trusted are refused with
+//! their reason and disturb nobody; certificates rotate by reload.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cashew_testkit::tls::{peer_serial, Authority, Issued, Request, TlsClient};
+use cashew_testkit::{free_port, memcached_tls, redis_server_tls, AdminApi, Cashew, Process};
+
+const CASHEW: &str = env!("CARGO_BIN_EXE_cashew");
+
+fn listen() -> SocketAddr {
+    format!("127.0.0.1:{}", free_port("127.0.0.1"))
+        .parse()
+        .unwrap()
+}
+
+fn path(p: &std::path::Path) -> String {
+    p.display().to_string()
+}
+
+/// The PKI of a test: one CA for servers, the proxy and clients.
+struct Pki {
+    ca: Authority,
+    server: Issued,
+    proxy: Issued,
+    client: Issued,
+}
+
+fn pki() -> Pki {
+    let ca = Authority::new("cashew test CA");
+    let (server, proxy, client) = (ca.issue("server"), ca.issue("proxy"), ca.issue("client"));
+    Pki {
+        ca,
+        server,
+        proxy,
+        client,
+    }
+}
+
+/// `tls` (with `ca` for mutual TLS when asked) and `server_tls` with the proxy's
+/// client certificate.
+fn tls_settings(pki: &Pki, mutual: bool) -> String {
+    let mut s = format!(
+        "  tls:\n    cert: {}\n    key: {}\n",
+        path(&pki.proxy.cert),
+        path(&pki.proxy.key)
+    );
+    if mutual {
+        s.push_str(&format!("    ca: {}\n", path(&pki.ca.ca())));
+    }
+    s.push_str(&format!(
+        "  server_tls:\n    ca: {}\n    cert: {}\n    key: {}\n",
+        path(&pki.ca.ca()),
+        path(&pki.proxy.cert),
+        path(&pki.proxy.key)
+    ));
+    s
+}
+
+fn start(
+    pool: &str,
+    listen: SocketAddr,
+    settings: &str,
+    servers: &[&Process],
+    args: &[&str],
+) -> Cashew {
+    let list: String = servers
+        .iter()
+        .map(|s| format!("    - {}:1\n", s.addr))
+        .collect();
+    let yaml =
+        format!("{pool}:\n  listen: {listen}\n  timeout: 2000\n{settings}  servers:\n{list}");
+    let mut all = vec!["--threads", "2"];
+    all.extend(args);
+    Cashew::start(CASHEW, &yaml, &all)
+}
+
+fn stats(cashew: &Cashew) -> serde_json::Value {
+    serde_json::from_str(&cashew.stats_json()).unwrap()
+}
+
+fn resp_read(r: &mut impl BufRead) -> String {
+    let mut line = String::new();
+    r.read_line(&mut line).unwrap();
+    if let Some(n) = line
+        .strip_prefix('$')
+        .and_then(|n| n.trim().parse::<usize>().ok())
+    {
+        let mut data = vec![0; n + 2];
+        r.read_exact(&mut data).unwrap();
+        return String::from_utf8_lossy(&data[..n]).into_owned();
+    }
+    line.trim_end().to_string()
+}
+
+#[test]
+fn redis_over_tls_on_both_sides_with_the_redis_crate_and_redis_py() {
+    let pki = pki();
+    // The server wants a client certificate: cashew shows its own.
+    let server = redis_server_tls(&pki.server, &pki.ca.ca(), &[]);
+    let addr = listen();
+    let cashew = start(
+        "web",
+        addr,
+        &format!("  redis: true\n{}", tls_settings(&pki, true)),
+        &[&server],
+        &[],
+    );
+
+    // The redis crate, over TLS with a client certificate.
+    let certs = redis::TlsCertificates {
+        client_tls: Some(redis::ClientTlsConfig {
+            client_cert: std::fs::read(&pki.client.cert).unwrap(),
+            client_key: std::fs::read(&pki.client.key).unwrap(),
+        }),
+        root_cert: Some(std::fs::read(pki.ca.ca()).unwrap()),
+    };
+    let url = format!("rediss://{addr}/");
+    let client = redis::Client::build_with_tls(url.as_str(), certs).unwrap();
+    let mut con = client.get_connection().unwrap();
+    let _: () = redis::cmd("SET")
+        .arg("tls:k")
+        .arg("v")
+        .query(&mut con)
+        .unwrap();
+    let got: String = redis::cmd("GET").arg("tls:k").query(&mut con).unwrap();
+    assert_eq!(got, "v");
+    // Large values and a pipeline, so that writes fill the sockets both ways.
+    let big = "x".repeat(300_000);
+    let mut pipe = redis::pipe();
+    for i in 0..50 {
+        pipe.cmd("SET")
+            .arg(format!("tls:big{i}"))
+            .arg(&big)
+            .ignore();
+        pipe.cmd("GET").arg(format!("tls:big{i}"));
+    }
+    let values: Vec<String> = pipe.query(&mut con).unwrap();
+    assert_eq!(values.len(), 50);
+    assert!(values.iter().all(|v| *v == big));
+
+    // redis-py with ssl=True and a client certificate, in RESP3 and RESP2.
+    let out = run_python(
+        "tls_clients.py",
+        &[
+            "redis",
+            &addr.ip().to_string(),
+            &addr.port().to_string(),
+            &path(&pki.ca.ca()),
+            &path(&pki.client.cert),
+            &path(&pki.client.key),
+        ],
+    );
+    assert!(out.contains("redis-py over TLS: ok"), "{out}");
+    assert_eq!(stats(&cashew)["web"]["tls_handshake_failures"], 0);
+}
+
+#[test]
+fn memcached_over_tls_on_both_sides_with_pymemcache() {
+    let pki = pki();
+    let server = memcached_tls(&pki.server, &[]);
+    let addr = listen();
+    let cashew = start("mc", addr, &tls_settings(&pki, false), &[&server], &[]);
+    let client = TlsClient::new(&pki.ca.ca(), None);
+    let reply = client.roundtrip(addr, b"set k 0 0 5\r\nhello\r\nmg k v\r\n", 21);
+    assert_eq!(reply, b"STORED\r\nVA 5\r\nhello\r\n");
+    let out = run_python(
+        "tls_clients.py",
+        &[
+            "memcached",
+            &addr.ip().to_string(),
+            &addr.port().to_string(),
+            &path(&pki.ca.ca()),
+        ],
+    );
+    assert!(out.contains("pymemcache over TLS: ok"), "{out}");
+    assert_eq!(stats(&cashew)["mc"]["tls_handshake_failures"], 0);
+}
+
+/// Whether a connection was closed by cashew (read gives end of stream or an error).
+fn closed(stream: &mut TcpStream) -> bool {
+    stream
+        .set_read_timeout(Some(Duration::from_secs(15)))
+        .unwrap();
+    let mut buf = [0u8; 64];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => return true,
+            Ok(_) => continue, // a TLS alert or an error reply, then the end
+        }
+    }
+}
+
+#[test]
+fn untrusted_clients_and_servers_are_refused_with_their_reason_and_disturb_nobody() {
+    let pki = pki();
+    let other = Authority::new("another CA");
+    let stranger = other.issue("stranger");
+    let server = redis_server_tls(&pki.server, &pki.ca.ca(), &[]);
+    let (addr, admin) = (listen(), listen());
+    let admin_arg = admin.to_string();
+    let cashew = start(
+        "web",
+        addr,
+        &format!("  redis: true\n{}", tls_settings(&pki, true)),
+        &[&server],
+        &["-v", "6", "--admin", &admin_arg],
+    );
+    let good = TlsClient::new(&pki.ca.ca(), Some(&pki.client));
+
+    // A client that keeps working while the others are refused.
+    let mut steady = good.connect(addr).unwrap();
+    let ping = |conn: &mut cashew_testkit::tls::TlsConn| {
+        conn.write_all(b"*1\r\n$4\r\nPING\r\n").unwrap();
+        let mut reply = [0u8; 7];
+        conn.read_exact(&mut reply).unwrap();
+        assert_eq!(&reply, b"+PONG\r\n");
+    };
+    ping(&mut steady);
+
+    // A plaintext client.
+    let mut plain = TcpStream::connect(addr).unwrap();
+    plain.write_all(b"*1\r\n$4\r\nPING\r\n").unwrap();
+    assert!(closed(&mut plain));
+    ping(&mut steady);
+    // A client without a certificate, under mutual TLS.
+    let anonymous = TlsClient::new(&pki.ca.ca(), None);
+    let refused = anonymous.connect(addr).and_then(|mut c| {
+        c.write_all(b"*1\r\n$4\r\nPING\r\n")
+            .map_err(|e| e.to_string())?;
+        let mut b = [0u8; 7];
+        c.read_exact(&mut b).map_err(|e| e.to_string())
+    });
+    assert!(
+        refused.is_err(),
+        "a client without a certificate was served"
+    );
+    // A client whose certificate another CA signed.
+    let unknown = TlsClient::new(&pki.ca.ca(), Some(&stranger));
+    let refused = unknown.connect(addr).and_then(|mut c| {
+        c.write_all(b"*1\r\n$4\r\nPING\r\n")
+            .map_err(|e| e.to_string())?;
+        let mut b = [0u8; 7];
+        c.read_exact(&mut b).map_err(|e| e.to_string())
+    });
+    assert!(refused.is_err(), "a client of another CA was served");
+    // A client that does not trust cashew's CA refuses cashew.
+    let doubting = TlsClient::new(&other.ca(), None);
+    let Err(error) = doubting.connect(addr) else {
+        panic!("a client that does not trust cashew's CA made a handshake");
+    };
+    assert!(
+        error.contains("UnknownIssuer") || error.contains("issuer"),
+        "{error}"
+    );
+    ping(&mut steady);
+
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while stats(&cashew)["web"]["tls_handshake_failures"].as_u64() < Some(4) {
+        assert!(Instant::now() < deadline, "{}", cashew.stats_json());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let log = cashew.log();
+    let failures: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("TLS handshake with 127.0.0.1:"))
+        .collect();
+    assert!(
+        failures
+            .iter()
+            .any(|l| l.contains("not TLS (a plaintext client?)")),
+        "{log}"
+    );
+    // One line a second at most: the rest are counted in the next line.
+    assert!(!failures.is_empty() && failures.len() <= 2, "{log}");
+    let (_, metrics) = AdminApi::new(admin, None).get_text("/metrics");
+    let counted = format!(
+        "cashew_tls_handshake_failures_total{{pool=\"web\"}} {}",
+        stats(&cashew)["web"]["tls_handshake_failures"]
+    );
+    assert!(metrics.contains(&counted), "{metrics}");
+
+    // A client that never finishes its handshake is closed after 10 s.
+    let mut silent = TcpStream::connect(addr).unwrap();
+    let began = Instant::now();
+    assert!(closed(&mut silent));
+    let waited = began.elapsed();
+    assert!(
+        waited >= Duration::from_secs(9) && waited < Duration::from_secs(14),
+        "{waited:?}"
+    );
+    ping(&mut steady);
+}
+
+#[test]
+fn a_server_certificate_for_another_name_is_a_server_failure_with_its_reason() {
+    let pki = pki();
+    let elsewhere = pki.ca.issue_for(
+        "elsewhere",
+        Request {
+            names: &["cache.elsewhere.example"],
+            serial: 7,
+            expired: false,
+        },
+    );
+    let server = redis_server_tls(&elsewhere, &pki.ca.ca(), &["--tls-auth-clients", "no"]);
+    let addr = listen();
+    let settings = format!(
+        "  redis: true\n  server_tls:\n    ca: {}\n",
+        path(&pki.ca.ca())
+    );
+    let _cashew = start("web", addr, &settings, &[&server], &[]);
+    let mut c = TcpStream::connect(addr).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut r = BufReader::new(c.try_clone().unwrap());
+    c.write_all(b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n").unwrap();
+    let reply = resp_read(&mut r);
+    assert_eq!(
+        reply,
+        "-ERR TLS handshake failed: the certificate is for another name"
+    );
+
+    // With server_name set to the name the certificate has, the same server serves.
+    let addr = listen();
+    let settings = format!(
+        "  redis: true\n  server_tls:\n    ca: {}\n    server_name: cache.elsewhere.example\n",
+        path(&pki.ca.ca())
+    );
+    let _named = start("web", addr, &settings, &[&server], &[]);
+    let mut c = TcpStream::connect(addr).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut r = BufReader::new(c.try_clone().unwrap());
+    c.write_all(b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\nv\r\n*2\r\n$3\r\nGET\r\n$1\r\nk\r\n")
+        .unwrap();
+    assert_eq!(resp_read(&mut r), "+OK");
+    assert_eq!(resp_read(&mut r), "v");
+}
+
+#[test]
+fn certificates_rotate_by_reload_while_a_client_pipelines() {
+    let pki = pki();
+    let server = redis_server_tls(&pki.server, &pki.ca.ca(), &[]);
+    let addr = listen();
+    let admin = listen();
+    let admin_arg = admin.to_string();
+    let cashew = start(
+        "web",
+        addr,
+        &format!("  redis: true\n{}", tls_settings(&pki, false)),
+        &[&server],
+        &["--admin", &admin_arg],
+    );
+    let api = AdminApi::new(admin, None);
+    let client = TlsClient::new(&pki.ca.ca(), None);
+    let first = client.connect(addr).unwrap();
+    assert_eq!(peer_serial(&first), vec![1]);
+
+    // A client pipelining all along: every reply in order, none an error.
+    let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicU64::new(0));
+    let pipeliner = {
+        let (stop, done) = (stop.clone(), done.clone());
+        std::thread::spawn(move || {
+            let mut conn = first;
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let mut batch = Vec::new();
+                for i in 0..16 {
+                    let key = format!("rot:{}", (n + i) % 100);
+                    let value = (n + i).to_string();
+                    batch.extend_from_slice(
+                        format!(
+                            "*3\r\n$3\r\nSET\r\n${}\r\n{key}\r\n${}\r\n{value}\r\n",
+                            key.len(),
+                            value.len()
+                        )
+                        .as_bytes(),
+                    );
+                    batch.extend_from_slice(
+                        format!("*2\r\n$3\r\nGET\r\n${}\r\n{key}\r\n", key.len()).as_bytes(),
+                    );
+                }
+                conn.write_all(&batch).unwrap();
+                let mut r = BufReader::new(&mut conn);
+                for i in 0..16 {
+                    assert_eq!(resp_read(&mut r), "+OK");
+                    assert_eq!(resp_read(&mut r), (n + i).to_string());
+                }
+                n += 16;
+                done.store(n, Ordering::Relaxed);
+            }
+            peer_serial(&conn)
+        })
+    };
+    std::thread::sleep(Duration::from_millis(300));
+
+    // The files are replaced by a certificate with serial 2, and cashew reloads.
+    let rotated = pki.ca.issue_for(
+        "rotated",
+        Request {
+            names: &["127.0.0.1"],
+            serial: 2,
+            expired: false,
+        },
+    );
+    std::fs::copy(&rotated.cert, &pki.proxy.cert).unwrap();
+    std::fs::copy(&rotated.key, &pki.proxy.key).unwrap();
+    let (status, body) = api.post("/reload");
+    assert_eq!(status, 200, "{body}");
+    let second = client.connect(addr).unwrap();
+    assert_eq!(
+        peer_serial(&second),
+        vec![2],
+        "a new client sees the new certificate"
+    );
+
+    // A key that is not the certificate's fails the reload, which changes nothing.
+    std::fs::copy(&pki.client.key, &pki.proxy.key).unwrap();
+    let (status, body) = api.post("/reload");
+    assert_eq!(status, 400, "{body}");
+    let error = body["error"].as_str().unwrap_or_default().to_string();
+    assert!(
+        error.contains(":5:3: pool 'web': key 'tls': the key in "),
+        "{body}"
+    );
+    assert!(
+        error.contains("is not the key of the certificate in"),
+        "{body}"
+    );
+    let third = client.connect(addr).unwrap();
+    assert_eq!(peer_serial(&third), vec![2]);
+
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::Relaxed);
+    let old_serial = pipeliner
+        .join()
+        .expect("the pipelining client saw no error");
+    assert_eq!(old_serial, vec![1], "the old client keeps its session");
+    assert!(done.load(Ordering::Relaxed) > 100);
+    assert_eq!(stats(&cashew)["web"]["client_err"], 0);
+}
+
+#[test]
+fn the_config_check_reads_the_certificates() {
+    let pki = pki();
+    let dir = cashew_testkit::temp_dir("tls-check");
+    let conf = dir.join("cashew.yml");
+    let yaml = format!(
+        "web:\n  listen: 127.0.0.1:1\n  redis: true\n  tls:\n    cert: {}\n    key: {}\n  servers:\n    - 127.0.0.1:2:1\n",
+        path(&pki.proxy.cert),
+        path(&pki.client.key)
+    );
+    std::fs::write(&conf, yaml).unwrap();
+    let out = std::process::Command::new(CASHEW)
+        .arg("-t")
+        .arg("-c")
+        .arg(&conf)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success());
+    assert!(
+        text.contains(&format!(
+            "{}:4:3: pool 'web': key 'tls': the key in {} is not the key of the certificate in {}",
+            conf.display(),
+            pki.client.key.display(),
+            pki.proxy.cert.display()
+        )),
+        "{text}"
+    );
+}
+
+fn run_python(script: &str, args: &[&str]) -> String {
+    let path = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/python")
+        .join(script);
+    let out = std::process::Command::new(cashew_testkit::python())
+        .arg(path)
+        .args(args)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{script} {args:?}: {text}");
+    text
+}
