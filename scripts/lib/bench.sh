@@ -14,8 +14,9 @@ bench_dir() { # name
   trap 'kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$dir"' EXIT
 }
 
-# CPU time a process has used so far, in clock ticks: "user system".
-cpu_ticks() { awk '{print $14, $15}' "/proc/$1/stat"; }
+# CPU time processes have used so far, in clock ticks: "user system" (pids separated
+# by commas are summed).
+cpu_ticks() { local p; for p in ${1//,/ }; do cat "/proc/$p/stat"; done | awk '{u += $14; s += $15} END {print u, s}'; }
 ticks_per_sec=$(getconf CLK_TCK)
 
 # Runs cashew-load for $seconds against 127.0.0.1:PORT while measuring process PID;

@@ -5,9 +5,13 @@
 //! `ops_per_sec=N ops=N keys=N errors=N p50_us=N p99_us=N` (`keys`: keys asked for or
 //! stored, more than `ops` with multi-gets; latency of a batch, from its first byte
 //! written to its last reply read: of a request, at pipeline 1).
+//!
+//! With `--tls-ca` the connections speak TLS; with `--reconnect` every batch goes
+//! over a new connection (with TLS, a handshake per batch); with `--hold N` it only
+//! opens N connections and keeps them idle for the time given.
 
 use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
@@ -113,11 +117,72 @@ struct Args {
     /// in between)
     #[arg(long)]
     ready_file: Option<std::path::PathBuf>,
+    /// Speak TLS, trusting the CA certificate in this PEM file
+    #[arg(long)]
+    tls_ca: Option<std::path::PathBuf>,
+    /// Every batch over a new connection
+    #[arg(long)]
+    reconnect: bool,
+    /// Only open this many connections (one handshake each) and keep them idle
+    #[arg(long)]
+    hold: Option<usize>,
+}
+
+/// A connection's byte stream: plain TCP or TLS over it.
+trait Wire: Read + Write + Send {}
+impl<T: Read + Write + Send> Wire for T {}
+
+/// Opens connections to the target, with TLS when asked.
+#[derive(Clone)]
+struct Dialer {
+    addr: SocketAddr,
+    tls: Option<Arc<rustls::ClientConfig>>,
+}
+
+impl Dialer {
+    fn new(addr: SocketAddr, ca: Option<&std::path::Path>) -> Dialer {
+        use rustls::pki_types::pem::PemObject;
+        let tls = ca.map(|ca| {
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in rustls::pki_types::CertificateDer::pem_file_iter(ca).expect("--tls-ca") {
+                roots.add(cert.expect("--tls-ca")).expect("--tls-ca");
+            }
+            let provider = Arc::new(rustls::crypto::ring::default_provider());
+            let config = rustls::ClientConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+            Arc::new(config)
+        });
+        Dialer { addr, tls }
+    }
+
+    /// A connected stream, its TLS handshake done.
+    fn dial(&self) -> Box<dyn Wire> {
+        let stream = TcpStream::connect(self.addr).expect("connect");
+        stream.set_nodelay(true).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let Some(config) = &self.tls else {
+            return Box::new(stream);
+        };
+        let name = rustls::pki_types::ServerName::IpAddress(self.addr.ip().into());
+        let conn = rustls::ClientConnection::new(config.clone(), name).unwrap();
+        let mut tls = rustls::StreamOwned::new(conn, stream);
+        while tls.conn.is_handshaking() {
+            tls.conn.complete_io(&mut tls.sock).expect("TLS handshake");
+        }
+        Box::new(tls)
+    }
 }
 
 /// One connection's load: batches of requests, each sent at once and waited for.
 struct Connection {
-    stream: TcpStream,
+    stream: Box<dyn Wire>,
+    /// With `--reconnect`: where each batch's new connection comes from.
+    redial: Option<Dialer>,
     protocol: Protocol,
     pipeline: usize,
     keys: usize,
@@ -148,6 +213,9 @@ impl Connection {
                 self.protocol.set(&mut self.request, key, &self.value);
                 batch_keys += 1;
             }
+        }
+        if let Some(dialer) = &self.redial {
+            self.stream = dialer.dial();
         }
         self.stream.write_all(&self.request).expect("write");
         let (mut filled, mut done, mut errors) = (0, 0, 0);
@@ -184,6 +252,14 @@ fn main() {
         "cashew-load only targets loopback addresses"
     );
     let seconds = args.seconds.min(120);
+    let dialer = Dialer::new(addr, args.tls_ca.as_deref());
+    if let Some(n) = args.hold {
+        let held: Vec<Box<dyn Wire>> = (0..n).map(|_| dialer.dial()).collect();
+        println!("held={}", held.len());
+        std::io::stdout().flush().unwrap();
+        std::thread::sleep(Duration::from_secs(seconds));
+        return;
+    }
     let stop = Arc::new(AtomicBool::new(false));
     let ops = Arc::new(AtomicU64::new(0));
     let keys_done = Arc::new(AtomicU64::new(0));
@@ -197,13 +273,9 @@ fn main() {
             let (stop, ops, keys_done, errors) =
                 (stop.clone(), ops.clone(), keys_done.clone(), errors.clone());
             let (warmed, go) = (warmed.clone(), go.clone());
-            let stream = TcpStream::connect(addr).expect("connect");
-            stream.set_nodelay(true).unwrap();
-            stream
-                .set_read_timeout(Some(Duration::from_secs(10)))
-                .unwrap();
             let mut conn = Connection {
-                stream,
+                stream: dialer.dial(),
+                redial: args.reconnect.then(|| dialer.clone()),
                 protocol: args.protocol,
                 pipeline: args.pipeline,
                 keys: args.keys,

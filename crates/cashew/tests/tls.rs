@@ -493,3 +493,89 @@ fn run_python(script: &str, args: &[&str]) -> String {
     assert!(out.status.success(), "{script} {args:?}: {text}");
     text
 }
+
+#[test]
+fn a_restart_hands_the_tls_listener_over_and_drains_the_old_sessions() {
+    let pki = pki();
+    let server = redis_server_tls(&pki.server, &pki.ca.ca(), &[]);
+    let addr = listen();
+    let pid_file = cashew_testkit::temp_dir("tls-restart").join("cashew.pid");
+    let mut cashew = start(
+        "web",
+        addr,
+        &format!("  redis: true\n{}", tls_settings(&pki, false)),
+        &[&server],
+        &["-p", pid_file.to_str().unwrap()],
+    );
+    let first = cashew.process.pid();
+    let client = Arc::new(TlsClient::new(&pki.ca.ca(), None));
+
+    // Clients that connect, pipeline a few requests and leave, all through the
+    // restart: every reply right, and no connection refused or handshake failed.
+    let stop = Arc::new(AtomicBool::new(false));
+    let loader = {
+        let (stop, client) = (stop.clone(), client.clone());
+        std::thread::spawn(move || {
+            let (mut sessions, mut drained) = (0u64, 0u64);
+            while !stop.load(Ordering::Relaxed) {
+                let mut conn = client.connect(addr).expect("a TLS session");
+                let mut batch = Vec::new();
+                for i in 0..8 {
+                    let key = format!("restart:{sessions}:{i}");
+                    batch.extend_from_slice(format!("*3\r\n$3\r\nSET\r\n${}\r\n{key}\r\n$1\r\n{i}\r\n*2\r\n$3\r\nGET\r\n${}\r\n{key}\r\n", key.len(), key.len()).as_bytes());
+                }
+                conn.write_all(&batch).unwrap();
+                let mut r = BufReader::new(&mut conn);
+                for i in 0..8 {
+                    let mut line = String::new();
+                    if r.read_line(&mut line).unwrap_or(0) == 0 {
+                        drained += 1; // closed by the drain at a request boundary
+                        break;
+                    }
+                    assert_eq!(line, "+OK\r\n");
+                    assert_eq!(resp_read(&mut r), i.to_string());
+                }
+                sessions += 1;
+            }
+            (sessions, drained)
+        })
+    };
+    // A session of the old process, idle at the restart: closed by its drain,
+    // cleanly (TLS close_notify), after its replies.
+    let mut held = client.connect(addr).unwrap();
+    held.write_all(b"*1\r\n$4\r\nPING\r\n").unwrap();
+    let mut pong = [0u8; 7];
+    held.read_exact(&mut pong).unwrap();
+    assert_eq!(&pong, b"+PONG\r\n");
+    std::thread::sleep(Duration::from_millis(300));
+    let status = std::process::Command::new("kill")
+        .args(["-USR2", &first.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exit = cashew
+        .process
+        .wait_exit(Duration::from_secs(20))
+        .expect("the old process exits");
+    assert!(exit.success(), "{exit}");
+    let second: u32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert_ne!(second, first);
+    let _guard = cashew_testkit::KillOnDrop(second);
+    let mut rest = Vec::new();
+    assert_eq!(
+        held.read_to_end(&mut rest).map_err(|e| e.to_string()),
+        Ok(0)
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::Relaxed);
+    let (sessions, drained) = loader.join().expect("no TLS client saw an error");
+    println!("{sessions} TLS sessions through a restart, {drained} closed by the drain");
+    assert!(sessions > 20, "{sessions}");
+    // The new process serves TLS with the same certificate.
+    let conn = client.connect(addr).unwrap();
+    assert_eq!(peer_serial(&conn), vec![1]);
+}
