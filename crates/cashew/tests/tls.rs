@@ -202,15 +202,27 @@ fn untrusted_clients_and_servers_are_refused_with_their_reason_and_disturb_nobod
     let pki = pki();
     let other = Authority::new("another CA");
     let stranger = other.issue("stranger");
+    let expired = pki.ca.issue_for(
+        "expired",
+        Request {
+            names: &["127.0.0.1"],
+            serial: 3,
+            expired: true,
+        },
+    );
     let server = redis_server_tls(&pki.server, &pki.ca.ca(), &[]);
     let (addr, admin) = (listen(), listen());
     let admin_arg = admin.to_string();
-    let cashew = start(
-        "web",
-        addr,
-        &format!("  redis: true\n{}", tls_settings(&pki, true)),
-        &[&server],
-        &["-v", "6", "--admin", &admin_arg],
+    // One worker: its log lines are limited to one a second.
+    let yaml = format!(
+        "web:\n  listen: {addr}\n  redis: true\n{}  servers:\n    - {}:1\n",
+        tls_settings(&pki, true),
+        server.addr
+    );
+    let cashew = Cashew::start(
+        CASHEW,
+        &yaml,
+        &["--threads", "1", "-v", "6", "--admin", &admin_arg],
     );
     let good = TlsClient::new(&pki.ca.ca(), Some(&pki.client));
 
@@ -223,78 +235,82 @@ fn untrusted_clients_and_servers_are_refused_with_their_reason_and_disturb_nobod
         assert_eq!(&reply, b"+PONG\r\n");
     };
     ping(&mut steady);
+    // A client that never finishes its handshake: closed after 10 s (looked at last).
+    let silent = TcpStream::connect(addr).unwrap();
+    let silent_since = Instant::now();
 
-    // A plaintext client.
+    // Each refused client is logged with the reason (a second apart: the log takes
+    // one line a second).
+    let served = |client: &TlsClient| -> Result<(), String> {
+        let mut c = client.connect(addr)?;
+        c.write_all(b"*1\r\n$4\r\nPING\r\n")
+            .map_err(|e| e.to_string())?;
+        let mut b = [0u8; 7];
+        c.read_exact(&mut b).map_err(|e| e.to_string())
+    };
+    let logged = |reason: &str| {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let log = cashew.log();
+            let line = log.lines().find(|l| {
+                l.contains("pool 'web': TLS handshake with 127.0.0.1:") && l.contains(reason)
+            });
+            if line.is_some() {
+                break;
+            }
+            assert!(Instant::now() < deadline, "no line with '{reason}':\n{log}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        std::thread::sleep(Duration::from_millis(1100));
+    };
     let mut plain = TcpStream::connect(addr).unwrap();
     plain.write_all(b"*1\r\n$4\r\nPING\r\n").unwrap();
     assert!(closed(&mut plain));
+    logged("failed: not TLS (a plaintext client?)");
     ping(&mut steady);
-    // A client without a certificate, under mutual TLS.
-    let anonymous = TlsClient::new(&pki.ca.ca(), None);
-    let refused = anonymous.connect(addr).and_then(|mut c| {
-        c.write_all(b"*1\r\n$4\r\nPING\r\n")
-            .map_err(|e| e.to_string())?;
-        let mut b = [0u8; 7];
-        c.read_exact(&mut b).map_err(|e| e.to_string())
-    });
-    assert!(
-        refused.is_err(),
-        "a client without a certificate was served"
-    );
-    // A client whose certificate another CA signed.
-    let unknown = TlsClient::new(&pki.ca.ca(), Some(&stranger));
-    let refused = unknown.connect(addr).and_then(|mut c| {
-        c.write_all(b"*1\r\n$4\r\nPING\r\n")
-            .map_err(|e| e.to_string())?;
-        let mut b = [0u8; 7];
-        c.read_exact(&mut b).map_err(|e| e.to_string())
-    });
-    assert!(refused.is_err(), "a client of another CA was served");
-    // A client that does not trust cashew's CA refuses cashew.
-    let doubting = TlsClient::new(&other.ca(), None);
-    let Err(error) = doubting.connect(addr) else {
-        panic!("a client that does not trust cashew's CA made a handshake");
+    // Under mutual TLS: no certificate, another CA's, an expired one.
+    assert!(served(&TlsClient::new(&pki.ca.ca(), None)).is_err());
+    logged("failed: the client presented no certificate");
+    assert!(served(&TlsClient::new(&pki.ca.ca(), Some(&stranger))).is_err());
+    logged("failed: the certificate is not signed by a trusted CA");
+    assert!(served(&TlsClient::new(&pki.ca.ca(), Some(&expired))).is_err());
+    logged("failed: the certificate has expired");
+    // A client that does not trust cashew's certificate refuses it.
+    let Err(error) = served(&TlsClient::new(&other.ca(), None)) else {
+        panic!("a client that does not trust cashew's CA was served");
     };
-    assert!(
-        error.contains("UnknownIssuer") || error.contains("issuer"),
-        "{error}"
-    );
+    assert!(error.contains("UnknownIssuer"), "{error}");
+    logged("failed: the peer refused the handshake");
     ping(&mut steady);
 
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while stats(&cashew)["web"]["tls_handshake_failures"].as_u64() < Some(4) {
-        assert!(Instant::now() < deadline, "{}", cashew.stats_json());
-        std::thread::sleep(Duration::from_millis(20));
+    // A burst: one line, then the next line tells how many were left out.
+    for _ in 0..5 {
+        let mut plain = TcpStream::connect(addr).unwrap();
+        plain.write_all(b"PING\r\n").unwrap();
+        assert!(closed(&mut plain));
     }
-    let log = cashew.log();
-    let failures: Vec<&str> = log
-        .lines()
-        .filter(|l| l.contains("TLS handshake with 127.0.0.1:"))
-        .collect();
-    assert!(
-        failures
-            .iter()
-            .any(|l| l.contains("not TLS (a plaintext client?)")),
-        "{log}"
-    );
-    // One line a second at most: the rest are counted in the next line.
-    assert!(!failures.is_empty() && failures.len() <= 2, "{log}");
+    std::thread::sleep(Duration::from_millis(1100));
+    let mut plain = TcpStream::connect(addr).unwrap();
+    plain.write_all(b"PING\r\n").unwrap();
+    assert!(closed(&mut plain));
+    logged("(4 more in the last second not logged)");
+
+    let failures = stats(&cashew)["web"]["tls_handshake_failures"]
+        .as_u64()
+        .unwrap();
+    assert_eq!(failures, 11);
     let (_, metrics) = AdminApi::new(admin, None).get_text("/metrics");
-    let counted = format!(
-        "cashew_tls_handshake_failures_total{{pool=\"web\"}} {}",
-        stats(&cashew)["web"]["tls_handshake_failures"]
-    );
+    let counted = format!("cashew_tls_handshake_failures_total{{pool=\"web\"}} {failures}");
     assert!(metrics.contains(&counted), "{metrics}");
 
-    // A client that never finishes its handshake is closed after 10 s.
-    let mut silent = TcpStream::connect(addr).unwrap();
-    let began = Instant::now();
+    let mut silent = silent;
     assert!(closed(&mut silent));
-    let waited = began.elapsed();
+    let waited = silent_since.elapsed();
     assert!(
-        waited >= Duration::from_secs(9) && waited < Duration::from_secs(14),
+        waited >= Duration::from_secs(10) && waited < Duration::from_secs(14),
         "{waited:?}"
     );
+    logged("failed: the handshake did not finish within 10 s");
     ping(&mut steady);
 }
 
@@ -315,7 +331,7 @@ fn a_server_certificate_for_another_name_is_a_server_failure_with_its_reason() {
         "  redis: true\n  server_tls:\n    ca: {}\n",
         path(&pki.ca.ca())
     );
-    let _cashew = start("web", addr, &settings, &[&server], &[]);
+    let cashew = start("web", addr, &settings, &[&server], &[]);
     let mut c = TcpStream::connect(addr).unwrap();
     c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let mut r = BufReader::new(c.try_clone().unwrap());
@@ -325,6 +341,23 @@ fn a_server_certificate_for_another_name_is_a_server_failure_with_its_reason() {
         reply,
         "-ERR TLS handshake failed: the certificate is for another name"
     );
+    // A server failure like any other: counted, logged when it starts.
+    for _ in 0..3 {
+        std::thread::sleep(Duration::from_millis(150));
+        c.write_all(b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n").unwrap();
+        assert!(resp_read(&mut r).contains("the certificate is for another name"));
+    }
+    let doc = stats(&cashew);
+    let server_err = doc["web"][server.addr.to_string()]["server_err"]
+        .as_u64()
+        .unwrap();
+    assert!(server_err >= 2, "{doc}");
+    let log = cashew.log();
+    let logged = log
+        .lines()
+        .filter(|l| l.contains("failed: TLS handshake failed: the certificate is for another name"))
+        .count();
+    assert_eq!(logged, 1, "{log}");
 
     // With server_name set to the name the certificate has, the same server serves.
     let addr = listen();

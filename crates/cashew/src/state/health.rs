@@ -267,6 +267,11 @@ impl ServerHealth {
     /// so. `seen` is the connection's own record of the last event it took part in
     /// (0 at first): a failure of another connection within [`FAILURE_EVENT_MS`] of
     /// an event's start is part of that event.
+    /// Failures counted since the server last answered.
+    pub(crate) fn failures_in_a_row(&self) -> u32 {
+        self.failures.load(Relaxed)
+    }
+
     pub(crate) fn failed(&self, policy: EjectPolicy, seen: &mut u64) -> Failure {
         let now = now_ms();
         loop {

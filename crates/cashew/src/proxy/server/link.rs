@@ -104,6 +104,9 @@ impl ServerLink {
         let policy = self.settings.policy;
         match self.health.failed(policy, seen) {
             Failure::SameEvent => {}
+            // Logged when the server starts failing; failures that follow (a
+            // connection tried for each request) are counted, not logged.
+            Failure::Counted if self.health.failures_in_a_row() > 1 => {}
             Failure::Counted => log_at!(
                 crate::log::NOTICE,
                 "pool '{pool}': server '{name}' failed: {}",
