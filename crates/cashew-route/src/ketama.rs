@@ -66,6 +66,15 @@ impl Continuum {
         after.iter().chain(before).copied()
     }
 
+    /// The points in ring order with their owners.
+    pub fn points_and_owners(&self) -> Vec<(u32, &u32)> {
+        self.points
+            .iter()
+            .copied()
+            .zip(self.owners.iter())
+            .collect()
+    }
+
     /// Number of points on the ring.
     pub fn len(&self) -> usize {
         self.points.len()

@@ -154,6 +154,95 @@ impl Router {
         filled
     }
 
+    /// How the 2^32 key hashes are placed by this router and by `other`: for each
+    /// pair (server here, server there), how many hash values the two place on
+    /// them. Exact, from the rings and slots, when both hash keys the same way and
+    /// place by the hash alone (ketama or modula, not random); `None` otherwise,
+    /// when only sample keys can tell.
+    pub fn overlap(&self, other: &Router) -> Option<Vec<(usize, usize, u64)>> {
+        if self.hash != other.hash || self.hash_tag != other.hash_tag {
+            return None;
+        }
+        let mut counts: Vec<(usize, usize, u64)> = Vec::new();
+        let mut add = |a: u32, b: u32, n: u64| {
+            if n == 0 {
+                return;
+            }
+            let (a, b) = (a as usize, b as usize);
+            match counts.iter_mut().find(|(x, y, _)| *x == a && *y == b) {
+                Some(c) => c.2 += n,
+                None => counts.push((a, b, n)),
+            }
+        };
+        match (self.segments(), other.segments()) {
+            (Some(mine), Some(theirs)) => {
+                // Both are runs of hash values with one owner: walk them together.
+                let (mut i, mut j, mut start) = (0, 0, 0u64);
+                while i < mine.len() && j < theirs.len() {
+                    let end = mine[i].0.min(theirs[j].0);
+                    add(mine[i].1, theirs[j].1, end - start + 1);
+                    start = end + 1;
+                    if mine[i].0 == end {
+                        i += 1;
+                    }
+                    if theirs[j].0 == end {
+                        j += 1;
+                    }
+                }
+            }
+            _ => {
+                let (mine, theirs) = (self.slots()?, other.slots()?);
+                // Residues repeat every lcm of the slot counts: count one period
+                // and the part of a period the 2^32 values end in.
+                let (a, b) = (mine.len() as u64, theirs.len() as u64);
+                let lcm = a / gcd(a, b) * b;
+                if lcm > 1 << 24 {
+                    return None;
+                }
+                let space = 1u64 << 32;
+                let (periods, rest) = (space / lcm, space % lcm);
+                for h in 0..lcm {
+                    let n = periods + u64::from(h < rest);
+                    add(mine[(h % a) as usize], theirs[(h % b) as usize], n);
+                }
+            }
+        }
+        Some(counts)
+    }
+
+    /// Runs of hash values with one owner, as (last value, server), covering every
+    /// value: for ketama, and for one server (which takes every key).
+    fn segments(&self) -> Option<Vec<(u64, u32)>> {
+        const LAST: u64 = u32::MAX as u64;
+        if self.servers == 1 && self.has_live_server() {
+            return Some(vec![(LAST, 0)]);
+        }
+        let Placement::Ketama { ring, order } = &self.placement else {
+            return None;
+        };
+        let points = ring.points_and_owners();
+        let first = order[*points.first()?.1 as usize];
+        let mut runs: Vec<(u64, u32)> = points
+            .iter()
+            .map(|&(p, o)| (u64::from(p), order[*o as usize]))
+            .collect();
+        // Equal points: the first one's owner takes the value (see `owner`).
+        runs.dedup_by_key(|r| r.0);
+        // Past the last point, keys wrap round to the first.
+        if runs.last().is_some_and(|r| r.0 < LAST) {
+            runs.push((LAST, first));
+        }
+        Some(runs)
+    }
+
+    /// For modula: the server of each slot (a hash goes to slot hash % slots).
+    fn slots(&self) -> Option<&[u32]> {
+        match &self.placement {
+            Placement::Modula { slots, .. } if self.servers > 1 && !slots.is_empty() => Some(slots),
+            _ => None,
+        }
+    }
+
     /// Whether any server can take keys.
     pub fn has_live_server(&self) -> bool {
         match &self.placement {
@@ -169,6 +258,14 @@ impl Router {
         } else {
             self.hash.hash(key)
         }
+    }
+}
+
+fn gcd(a: u64, b: u64) -> u64 {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
     }
 }
 
@@ -207,6 +304,60 @@ mod tests {
                 live,
             })
             .collect()
+    }
+
+    /// The share of hash values whose server (by name) differs, exactly and over
+    /// sample keys.
+    const HASH: HashFunction = HashFunction::Md5;
+    fn moved(old: &[&str], new: &[&str], distribution: Distribution) -> (f64, f64) {
+        let (a, b) = (nodes(old, &[true; 8]), nodes(new, &[true; 8]));
+        let (ra, rb) = (
+            Router::new(HASH, distribution, None, &a),
+            Router::new(HASH, distribution, None, &b),
+        );
+        let exact: u64 = ra
+            .overlap(&rb)
+            .unwrap()
+            .iter()
+            .filter(|&&(x, y, _)| old[x] != new[y])
+            .map(|c| c.2)
+            .sum();
+        let total: u64 = ra.overlap(&rb).unwrap().iter().map(|c| c.2).sum();
+        assert_eq!(total, 1 << 32, "every hash value is counted once");
+        let samples = 50_000;
+        let sampled = (0..samples)
+            .filter(|i| {
+                let key = format!("sample:{i}");
+                old[ra.route(key.as_bytes()).unwrap()] != new[rb.route(key.as_bytes()).unwrap()]
+            })
+            .count();
+        (exact as f64 / total as f64, sampled as f64 / samples as f64)
+    }
+
+    #[test]
+    fn overlap_counts_what_moves_as_sample_keys_find() {
+        let four = ["a:1", "b:1", "c:1", "d:1"];
+        let five = ["a:1", "b:1", "c:1", "d:1", "e:1"];
+        for d in [Distribution::Ketama, Distribution::Modula] {
+            let (exact, sampled) = moved(&four, &five, d);
+            assert!((exact - sampled).abs() < 0.01, "{d}: {exact} vs {sampled}");
+            let (same, _) = moved(&four, &four, d);
+            assert_eq!(same, 0.0, "{d}");
+        }
+        let (ketama, _) = moved(&four, &five, Distribution::Ketama);
+        assert!(ketama > 0.15 && ketama < 0.25, "{ketama}");
+        let (one, sampled) = moved(&["a:1"], &["a:1", "b:1"], Distribution::Ketama);
+        assert!((one - sampled).abs() < 0.01, "{one} vs {sampled}");
+    }
+
+    #[test]
+    fn overlap_needs_the_same_hash() {
+        let n = nodes(&["a", "b"], &[true, true]);
+        let a = Router::new(HashFunction::Md5, Distribution::Ketama, None, &n);
+        let b = Router::new(HashFunction::Fnv1a64, Distribution::Ketama, None, &n);
+        assert!(a.overlap(&b).is_none());
+        let r = Router::new(HashFunction::Md5, Distribution::Random, None, &n);
+        assert!(r.overlap(&r).is_none());
     }
 
     #[test]

@@ -238,8 +238,18 @@ pub struct RouteArgs {
     pub pool: Option<String>,
 
     /// Keys to route; with none, keys are read from standard input, one per line
-    #[arg(value_name = "KEY")]
+    #[arg(value_name = "KEY", conflicts_with = "diff")]
     pub keys: Vec<std::ffi::OsString>,
+
+    /// Compare two configurations: the share of each pool's keys that moves, from
+    /// which server to which (exit 0 when nothing moves, 1 when keys move)
+    #[arg(long, num_args = 2, value_names = ["OLD", "NEW"])]
+    pub diff: Option<Vec<PathBuf>>,
+
+    /// With --diff: also list the keys of FILE (one a line; - for standard input)
+    /// that move
+    #[arg(long = "keys", value_name = "FILE", requires = "diff")]
+    pub keys_file: Option<PathBuf>,
 }
 
 fn parse_log_format(text: &str) -> Result<crate::log::Format, String> {

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use cashew::cli::{Cli, Command};
 use cashew::commands::ctl::{self, Action};
-use cashew::commands::{route, top};
+use cashew::commands::{route, route_diff, top};
 use cashew::{control, log};
 use clap::error::ErrorKind;
 use clap::{CommandFactory, Parser};
@@ -28,6 +28,14 @@ fn main() -> ExitCode {
     };
 
     match &cli.command {
+        Some(Command::Route(args)) if args.diff.is_some() => match route_diff::run(args) {
+            Ok(false) => ExitCode::SUCCESS,
+            Ok(true) => ExitCode::from(1),
+            Err(message) => {
+                eprintln!("cashew: {message}");
+                ExitCode::from(2)
+            }
+        },
         Some(Command::Route(args)) => report(route::run(args)),
         Some(Command::Reload(args)) => ctl::run(Action::Reload, args),
         Some(Command::Stop(args)) => ctl::run(Action::Stop, args),
