@@ -83,6 +83,9 @@ pub struct Pool {
     /// multi-key request, which the server answers with one write instead of one per
     /// key (cashew's own key).
     pub coalesce_gets: bool,
+    /// Milliseconds after a reload that changes where keys are placed during which
+    /// a key that misses on its new server is looked for on its old one (0: off).
+    pub migrate_ms: u64,
     /// TLS towards clients: the listener speaks TLS.
     pub tls: Option<ListenTls>,
     /// TLS towards the servers.
@@ -197,6 +200,7 @@ impl Pool {
             hotkeys_sample: 8,
             slowlog_ms: 0,
             coalesce_gets: true,
+            migrate_ms: 0,
             tls: None,
             server_tls: None,
             redis_auth_user: None,

@@ -9,7 +9,7 @@ use crate::secret::{Secret, SECRET_KEYS};
 use crate::yaml::{Location, Node, Value};
 
 /// Every key a pool may have, in the order the docs list them.
-pub const POOL_KEYS: [&str; 40] = [
+pub const POOL_KEYS: [&str; 41] = [
     "listen",
     "hash",
     "hash_tag",
@@ -44,6 +44,7 @@ pub const POOL_KEYS: [&str; 40] = [
     "hotkeys_sample",
     "slowlog_ms",
     "coalesce_gets",
+    "migrate_ms",
     "tls",
     "server_tls",
     "redis_auth_user",
@@ -272,6 +273,7 @@ impl<'f> Validator<'f> {
                 "hotkeys_sample" => set(&mut pool.hotkeys_sample, field.number(1, 1 << 20)),
                 "slowlog_ms" => set(&mut pool.slowlog_ms, field.number(0, u64::MAX)),
                 "coalesce_gets" => set(&mut pool.coalesce_gets, field.boolean()),
+                "migrate_ms" => set(&mut pool.migrate_ms, field.number(0, 7 * 24 * 3600 * 1000)),
                 "redis_auth" => {
                     redis_auth_at = Some(key_node.at);
                     pool.redis_auth = field.secret();
@@ -337,6 +339,9 @@ impl<'f> Validator<'f> {
                 if let Some(at) = at(key) {
                     self.error(at, name, Some(key), "is for memcached pools: redis replicates its data itself (replicaof, Sentinel), which a proxy must not second-guess".into());
                 }
+            }
+            if let Some(at) = at("migrate_ms") {
+                self.error(at, name, Some("migrate_ms"), "is for memcached pools: a redis pool's keys are its data, not a cache to warm (move them with MIGRATE or a replica)".into());
             }
             return;
         }

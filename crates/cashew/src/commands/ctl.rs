@@ -161,6 +161,16 @@ pub(crate) fn format_status(status: &api::Status) -> String {
             pool.client_connections,
             pool.requests_per_second,
         ));
+        if let Some(m) = &pool.migration {
+            let window = match m.ends_in_ms {
+                0 => "no keys moving".to_string(),
+                ms => format!("keys moving for {:.1} s more", ms as f64 / 1000.0),
+            };
+            out.push_str(&format!(
+                "  migration: {window}; {} keys asked of their previous server, {} found there\n",
+                m.fallbacks, m.hits
+            ));
+        }
         out.push_str(&format!(
             "  {:<24} {:<28} {:<16} {:>12} {:>8}  {}\n",
             "server", "address", "state", "requests", "errors", "health check"

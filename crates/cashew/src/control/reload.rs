@@ -74,6 +74,22 @@ impl Supervisor {
             listeners,
             Some(&current),
         ));
+        for (pool, state) in next.config.pools.iter().zip(&next.pools) {
+            let started = state.migration.as_ref().is_some_and(|m| {
+                let before = current
+                    .pool_index(&pool.name)
+                    .and_then(|i| current.pools[i].migration.as_ref());
+                !before.is_some_and(|b| Arc::ptr_eq(b, m))
+            });
+            if started {
+                log_at!(
+                    NOTICE,
+                    "reload: pool '{}': keys move to new servers; for {} ms a miss is asked of the key's previous server",
+                    pool.name,
+                    pool.migrate_ms
+                );
+            }
+        }
         self.directives.send_replace(Directive {
             generation: next.clone(),
             mode: Mode::Serve,

@@ -28,14 +28,37 @@ use crate::state::health::{PoolShared, ServerHealth, ServerState};
 /// Most replicas a key may have.
 pub(crate) const MAX_REPLICAS: usize = 16;
 
-/// The servers that keep a key, in order.
+/// The servers that keep a key, in order; during a migration, then the servers
+/// the previous placement kept it on (from `old_from`).
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Replicas {
     servers: [u16; MAX_REPLICAS],
     len: u8,
+    old_from: u8,
 }
 
 impl Replicas {
+    /// Whether replica `i` is where the previous placement kept the key (during a
+    /// migration), not where the key is placed now.
+    pub(crate) fn is_old(&self, i: usize) -> bool {
+        i >= usize::from(self.old_from)
+    }
+
+    /// Whether the previous placement kept the key elsewhere too (keys are moving).
+    pub(crate) fn has_previous(&self) -> bool {
+        self.len > self.old_from
+    }
+
+    /// The servers the key is placed on now.
+    pub(crate) fn current(&self) -> impl Iterator<Item = ServerId> + '_ {
+        self.servers().take(usize::from(self.old_from))
+    }
+
+    /// The servers only the previous placement kept the key on.
+    pub(crate) fn previous(&self) -> impl Iterator<Item = ServerId> + '_ {
+        self.servers().skip(usize::from(self.old_from))
+    }
+
     pub(crate) fn servers(&self) -> impl Iterator<Item = ServerId> + '_ {
         self.servers[..self.len as usize]
             .iter()
@@ -56,8 +79,12 @@ pub(crate) struct PoolRt {
     index: usize,
     router: RefCell<Router>,
     /// One per server, in config order; kept from the previous generation's pool
-    /// when the server's connection settings did not change.
+    /// when the server's connection settings did not change. During a migration,
+    /// then the servers only the previous placement has.
     servers: Vec<Rc<ServerConns>>,
+    /// While keys move after a reload (`migrate_ms`): where they were.
+    migration: Option<MigrationRt>,
+    migration_over: Cell<bool>,
     /// Redis pools: RESP3 connections for RESP3 clients, opened on first use.
     servers3: Vec<OnceCell<Rc<ServerConns>>>,
     backends: Rc<TaskCount>,
@@ -81,6 +108,14 @@ pub(crate) struct PoolRt {
     pub(crate) hotkeys: Option<(u32, u32)>,
     pool_stats: Arc<PoolCounters>,
     proxy_stats: Arc<ProxyCounters>,
+}
+
+/// The placement a pool had before a reload, while its keys move.
+struct MigrationRt {
+    router: Router,
+    /// The previous placement's servers, as ids of this pool.
+    ids: Vec<ServerId>,
+    until: Instant,
 }
 
 /// What a worker lends every pool it builds.
@@ -112,6 +147,7 @@ impl PoolRt {
             counters: counters.servers[s].clone(),
             pool_counters: counters.pool.clone(),
             health: state.servers[s].clone(),
+            retired: false,
         };
         // The previous generation's connections to the same server with the same
         // settings, counters and health.
@@ -133,7 +169,7 @@ impl PoolRt {
                 })
                 .cloned()
         };
-        let servers = (0..pool.servers.len())
+        let mut servers: Vec<Rc<ServerConns>> = (0..pool.servers.len())
             .map(|s| {
                 let wanted = link(s, false);
                 kept(&wanted, false).unwrap_or_else(|| {
@@ -141,6 +177,46 @@ impl PoolRt {
                 })
             })
             .collect();
+        let migration = state.migration.as_ref().filter(|m| m.is_active()).map(|m| {
+            let from = &m.from;
+            let ids = from
+                .servers
+                .iter()
+                .map(|old| {
+                    if let Some(i) = pool.servers.iter().position(|s| s.name() == old.name()) {
+                        return ServerId(i);
+                    }
+                    // A server only the previous placement has: its keys are read
+                    // from it (and deleted there on writes) until the window ends.
+                    let wanted = ServerLink {
+                        pool_name: pool.name.clone(),
+                        server_name: old.name().to_string(),
+                        settings: LinkSettings::new(from, &state.tls, old, false),
+                        counters: Arc::default(),
+                        pool_counters: counters.pool.clone(),
+                        health: Arc::new(ServerHealth::new(state.shared.clone())),
+                        retired: true,
+                    };
+                    let conns = previous
+                        .and_then(|p| p.retired(&wanted))
+                        .unwrap_or_else(|| {
+                            Rc::new(start_conns(pool, Rc::new(wanted), &worker.backends))
+                        });
+                    servers.push(conns);
+                    ServerId(servers.len() - 1)
+                })
+                .collect();
+            MigrationRt {
+                router: Router::new(
+                    from.hash,
+                    from.distribution,
+                    from.hash_tag,
+                    &from.route_nodes(),
+                ),
+                ids,
+                until: m.until,
+            }
+        });
         let servers3 = (0..pool.servers.len())
             .map(|s| {
                 let cell = OnceCell::new();
@@ -158,6 +234,8 @@ impl PoolRt {
             router: RefCell::new(router),
             servers,
             servers3,
+            migration,
+            migration_over: Cell::new(false),
             backends: worker.backends.clone(),
             gutter: RefCell::default(),
             replies: worker.replies.clone(),
@@ -181,6 +259,36 @@ impl PoolRt {
 
     pub(crate) fn config(&self) -> &Pool {
         &self.generation.config.pools[self.index]
+    }
+
+    /// This pool's connections to a server only a previous placement has, with
+    /// the same settings.
+    fn retired(&self, wanted: &ServerLink) -> Option<Rc<ServerConns>> {
+        self.servers[self.config().servers.len()..]
+            .iter()
+            .find(|c| {
+                c.link.server_name == wanted.server_name && c.link.settings == wanted.settings
+            })
+            .cloned()
+    }
+
+    /// The previous placement while keys are moving after a reload.
+    fn migration(&self) -> Option<&MigrationRt> {
+        let m = self.migration.as_ref()?;
+        if self.migration_over.get() {
+            return None;
+        }
+        if Instant::now() >= m.until {
+            self.migration_over.set(true);
+            return None;
+        }
+        Some(m)
+    }
+
+    /// Whether keys are moving: requests of single keys and retrievals then look
+    /// where the previous placement put a key too.
+    pub(crate) fn migrating(&self) -> bool {
+        self.migration().is_some()
     }
 
     pub(crate) fn shared(&self) -> &PoolShared {
@@ -296,9 +404,22 @@ impl PoolRt {
         let mut out = Replicas {
             servers: [0; MAX_REPLICAS],
             len: n as u8,
+            old_from: n as u8,
         };
         for (o, s) in out.servers.iter_mut().zip(&servers[..n]) {
             *o = *s as u16;
+        }
+        if let Some(m) = self.migration() {
+            let mut old = [0usize; MAX_REPLICAS];
+            let had = m.router.replicas(key, &mut old[..want]);
+            for &o in &old[..had] {
+                let id = m.ids[o].0 as u16;
+                let len = usize::from(out.len);
+                if len < MAX_REPLICAS && !out.servers[..len].contains(&id) {
+                    out.servers[len] = id;
+                    out.len += 1;
+                }
+            }
         }
         out
     }
@@ -342,7 +463,7 @@ impl PoolRt {
 
     /// Every server of the pool, in order.
     pub(crate) fn server_ids(&self) -> impl Iterator<Item = ServerId> {
-        (0..self.servers.len()).map(ServerId)
+        (0..self.config().servers.len()).map(ServerId)
     }
 
     /// Queues `bytes` for `server` on `client`'s connection to it; the reply, if
@@ -380,6 +501,7 @@ impl PoolRt {
                 counters: first.counters.clone(),
                 pool_counters: first.pool_counters.clone(),
                 health: first.health.clone(),
+                retired: false,
             };
             Rc::new(ServerConns::start::<Redis>(Rc::new(link), &self.backends))
         });

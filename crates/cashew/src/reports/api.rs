@@ -68,7 +68,20 @@ pub(crate) struct PoolStatus {
     pub(crate) get_misses: u64,
     pub(crate) errors: u64,
     pub(crate) latency_ms: Latency,
+    /// Pools with `migrate_ms`: the keys moving since the last change of placement.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) migration: Option<MigrationStatus>,
     pub(crate) servers: Vec<ServerStatus>,
+}
+
+/// A pool's keys moving after a reload changed their placement.
+#[derive(Serialize, Deserialize, Debug)]
+pub(crate) struct MigrationStatus {
+    /// Milliseconds until the previous placement is forgotten (0: it is).
+    pub(crate) ends_in_ms: u64,
+    /// Keys asked of their previous server after a miss, and found there.
+    pub(crate) fallbacks: u64,
+    pub(crate) hits: u64,
 }
 
 #[derive(Serialize, Deserialize, Debug)]

@@ -90,7 +90,7 @@ fn family<'e>(
 }
 
 /// Per-pool metrics: (name, help, counter).
-const POOL_COUNTERS: [(&str, &str, PoolCounter); 11] = [
+const POOL_COUNTERS: [(&str, &str, PoolCounter); 13] = [
     (
         "cashew_client_connections_opened",
         "Client connections accepted",
@@ -135,6 +135,16 @@ const POOL_COUNTERS: [(&str, &str, PoolCounter); 11] = [
         "cashew_gutter_requests",
         "Requests sent to the gutter pool",
         PoolCounter::Guttered,
+    ),
+    (
+        "cashew_migrate_fallbacks",
+        "Keys asked of their previous server after a miss while keys move",
+        PoolCounter::MigrateFallbacks,
+    ),
+    (
+        "cashew_migrate_hits",
+        "Keys found on their previous server while keys move",
+        PoolCounter::MigrateHits,
     ),
     (
         "cashew_tls_handshake_failures",

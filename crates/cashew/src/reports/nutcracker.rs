@@ -62,11 +62,13 @@ pub(crate) fn json(generation: &Generation, source: &str) -> String {
                 out.push_str(&format!(", \"{}\":{}", c.name(), state.total(c)));
             }
         }
-        let security = [
+        let optional = [
+            (pool.migrate_ms > 0, PoolCounter::MigrateFallbacks),
+            (pool.migrate_ms > 0, PoolCounter::MigrateHits),
             (pool.tls.is_some(), PoolCounter::TlsHandshakeFailures),
             (!pool.users.is_empty(), PoolCounter::AuthFailures),
         ];
-        for (_, c) in security.into_iter().filter(|(uses, _)| *uses) {
+        for (_, c) in optional.into_iter().filter(|(uses, _)| *uses) {
             out.push_str(&format!(", \"{}\":{}", c.name(), state.total(c)));
         }
         for (s, srv) in pool.servers.iter().enumerate() {

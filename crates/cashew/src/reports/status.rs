@@ -1,7 +1,7 @@
 //! `GET /status` (and `cashew status`, `cashew top`): each pool and server with
 //! its state, load, errors and latency.
 
-use super::api::{GenerationInfo, PoolStatus, ServerStatus, Status};
+use super::api::{GenerationInfo, MigrationStatus, PoolStatus, ServerStatus, Status};
 use super::insight::latency_ms;
 use crate::state::counters::{Family, PoolCounter, ServerCounter};
 use crate::state::generation::Generation;
@@ -74,6 +74,15 @@ pub(crate) fn status(generation: &Generation, phase: &str, rate: impl Fn(&str) -
                 get_misses: state.total(PoolCounter::GetMisses),
                 errors: PoolCounter::ERRORS.iter().map(|&c| state.total(c)).sum(),
                 latency_ms: latency_ms(&state.latency()),
+                migration: (pool.migrate_ms > 0).then(|| MigrationStatus {
+                    ends_in_ms: state.migration.as_ref().map_or(0, |m| {
+                        m.until
+                            .saturating_duration_since(std::time::Instant::now())
+                            .as_millis() as u64
+                    }),
+                    fallbacks: state.total(PoolCounter::MigrateFallbacks),
+                    hits: state.total(PoolCounter::MigrateHits),
+                }),
                 servers,
             }
         })

@@ -61,6 +61,9 @@ counters! {
         Warmups => "warmups", "# hits written back to replicas that missed them";
         WarmupsDropped => "warmups_dropped", "# write-backs dropped because the server's queue was full";
         Guttered => "gutter_requests", "# requests sent to the gutter pool";
+        // In the stats JSON of pools with `migrate_ms`:
+        MigrateFallbacks => "migrate_fallbacks", "# keys asked of their previous server after a miss while keys move";
+        MigrateHits => "migrate_hits", "# keys found on their previous server while keys move";
         // In the stats JSON of pools with `tls`, and of pools with `users`:
         TlsHandshakeFailures => "tls_handshake_failures", "# client connections closed because their TLS handshake failed";
         AuthFailures => "auth_failures", "# AUTH and HELLO AUTH refused for a wrong user or password";

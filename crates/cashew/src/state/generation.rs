@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use cashew_config::{Config, Listen};
+use cashew_config::{Config, Listen, Pool};
 use socket2::Socket;
 
 use crate::net::tls::PoolTls;
@@ -90,6 +90,47 @@ pub(crate) struct PoolGen {
     pub(crate) listener: Arc<ListenSockets>,
     /// TLS towards clients and servers, loaded with the generation.
     pub(crate) tls: PoolTls,
+    /// While a reload's change of placement is being bridged (`migrate_ms`).
+    pub(crate) migration: Option<Arc<Migration>>,
+}
+
+/// A change of where a pool's keys are placed, bridged for a while: a key that
+/// misses on its new server is looked for where the previous placement put it.
+pub(crate) struct Migration {
+    /// The pool as it was placed before (its servers, weights, hash, distribution).
+    pub(crate) from: Pool,
+    pub(crate) until: std::time::Instant,
+}
+
+impl Migration {
+    pub(crate) fn is_active(&self) -> bool {
+        std::time::Instant::now() < self.until
+    }
+
+    /// The migration a pool has after a reload from `old` to `new`: a new one when
+    /// the placement changed (from the placement in force then), the one in
+    /// progress when it did not.
+    fn after_reload(old: (&Pool, &PoolGen), new: &Pool) -> Option<Arc<Migration>> {
+        if new.migrate_ms == 0 || new.redis {
+            return None;
+        }
+        let (old_pool, old_state) = old;
+        if placement(old_pool) != placement(new) {
+            let until =
+                std::time::Instant::now() + std::time::Duration::from_millis(new.migrate_ms);
+            return Some(Arc::new(Migration {
+                from: old_pool.clone(),
+                until,
+            }));
+        }
+        old_state.migration.clone().filter(|m| m.is_active())
+    }
+}
+
+/// What decides where a pool's keys go.
+fn placement(pool: &Pool) -> impl PartialEq + '_ {
+    let servers: Vec<(&str, u32)> = pool.servers.iter().map(|s| (s.name(), s.weight)).collect();
+    (servers, pool.hash, pool.distribution, pool.hash_tag)
 }
 
 impl PoolGen {
@@ -277,12 +318,14 @@ impl Generation {
                             .collect(),
                     })
                     .collect();
+                let migration = old.and_then(|o| Migration::after_reload(o, pool));
                 PoolGen {
                     shared,
                     servers,
                     workers,
                     listener,
                     tls,
+                    migration,
                 }
             })
             .collect();

@@ -260,7 +260,9 @@ impl Client {
                 _ => {}
             }
         }
-        if pool.stable_placement() && matches!(shape, Shape::SingleKey | Shape::Retrieval) {
+        if (pool.stable_placement() || pool.migrating())
+            && matches!(shape, Shape::SingleKey | Shape::Retrieval)
+        {
             return replicated::dispatch(self.id, pool, req, bytes, queue);
         }
         match shape {

@@ -23,6 +23,9 @@ pub(crate) struct ServerLink {
     pub(crate) counters: Arc<ServerCounters>,
     pub(crate) pool_counters: Arc<PoolCounters>,
     pub(crate) health: Arc<ServerHealth>,
+    /// A server only a previous placement has (read while keys move after a
+    /// reload): its failures are no one's concern, neither counted nor logged.
+    pub(crate) retired: bool,
 }
 
 /// How to reach and talk to a server. Connections whose settings are unchanged by a
@@ -81,7 +84,7 @@ impl LinkSettings {
 impl ServerLink {
     /// A reply came: the server is well.
     pub(crate) fn ok(&self) {
-        if self.health.ok() {
+        if self.health.ok() && !self.retired {
             log_at!(
                 crate::log::NOTICE,
                 "pool '{}': server '{}' back in service",
@@ -94,6 +97,9 @@ impl ServerLink {
     /// A connection failed; `seen` is its record of failure events (see
     /// [`ServerHealth::failed`]).
     pub(crate) fn failed(&self, error: BackendError, seen: &mut u64) {
+        if self.retired {
+            return;
+        }
         let counter = match error {
             BackendError::TimedOut => ServerCounter::ServerTimedout,
             BackendError::Closed => ServerCounter::ServerEof,

@@ -161,12 +161,17 @@ impl Retrieval {
     }
 
     /// The key is asked of its next live replica, or is done: a miss when it was
-    /// one, a failure of the request when its last replica failed.
+    /// one, a failure of the request when its last replica failed. While keys
+    /// move, a miss is asked of where the previous placement kept the key, and a
+    /// failure there is a miss (that server may be gone).
     fn next_replica(&mut self, k: usize, missed: bool, failure: Option<BackendError>) {
         let failover_on_miss = self.pool.config().failover_on_miss;
         let pool = self.pool.clone();
         let key = &mut self.keys[k];
         key.fragment = None;
+        let was_old = key.at.is_some_and(|at| key.replicas.is_old(at));
+        // A key that is moving is looked for on each server that may hold it.
+        let moving = key.replicas.has_previous();
         let next = match key.at {
             Some(at) => {
                 if missed {
@@ -177,11 +182,15 @@ impl Retrieval {
             None => None,
         };
         match next {
-            Some(i) if !missed || failover_on_miss => {
+            Some(i) if !missed || failover_on_miss || moving => {
                 key.at = Some(i);
-                pool.pool_stats().add(PoolCounter::ReplicaFailovers, 1);
+                let counter = match missed && moving && !failover_on_miss {
+                    true => PoolCounter::MigrateFallbacks,
+                    false => PoolCounter::ReplicaFailovers,
+                };
+                pool.pool_stats().add(counter, 1);
             }
-            _ if missed => key.outcome = Outcome::Miss,
+            _ if missed || was_old => key.outcome = Outcome::Miss,
             _ => {
                 key.outcome = Outcome::Miss;
                 self.failed
@@ -269,7 +278,12 @@ impl Retrieval {
                 let reply = self.fragments[*f].reply.as_ref().expect("a hit's reply");
                 out.extend_from_slice(&reply[range.clone()]);
                 hits += 1;
-                if key.missed != 0 && pool.config().warmup {
+                // Found after a miss, on a server it was moving from.
+                let moved = key.replicas.has_previous() && key.missed != 0;
+                if moved {
+                    pool.pool_stats().add(PoolCounter::MigrateHits, 1);
+                }
+                if key.missed != 0 && (pool.config().warmup || moved) {
                     warm_up(pool, self.client, key, &reply[range.clone()]);
                 }
             }
@@ -280,8 +294,9 @@ impl Retrieval {
     }
 }
 
-/// Writes a hit back to the live replicas that missed it, with its flags and the
-/// pool's `warmup_ttl` (the original TTL is not known to a proxy).
+/// Writes a hit back to the live replicas that missed it (where the key is placed
+/// now), with its flags and the pool's `warmup_ttl` (the original TTL is not known
+/// to a proxy). An `add`: a client's write that got there first is not undone.
 fn warm_up(pool: &PoolRt, client: ClientId, key: &Key, block: &[u8]) {
     let Some(nl) = memchr::memchr(b'\n', block) else {
         return;
@@ -295,7 +310,7 @@ fn warm_up(pool: &PoolRt, client: ClientId, key: &Key, block: &[u8]) {
     };
     let data = &block[nl + 1..];
     let mut set = BytesMut::with_capacity(block.len() + 16);
-    set.extend_from_slice(b"set ");
+    set.extend_from_slice(b"add ");
     set.extend_from_slice(name);
     set.extend_from_slice(
         format!(
@@ -310,7 +325,8 @@ fn warm_up(pool: &PoolRt, client: ClientId, key: &Key, block: &[u8]) {
     set.extend_from_slice(data);
     let set = set.freeze();
     for i in 0..key.replicas.len() {
-        let Some(server) = key.replicas.get(i).filter(|_| key.missed & (1 << i) != 0) else {
+        let missed = key.missed & (1 << i) != 0 && !key.replicas.is_old(i);
+        let Some(server) = key.replicas.get(i).filter(|_| missed) else {
             continue;
         };
         if !pool.is_live(server) {

@@ -14,7 +14,7 @@ use crate::proxy::client::{poll_settle_all, try_settle_all, Part};
 use crate::proxy::gutter::{self};
 use crate::proxy::handoff::BackendError;
 use crate::proxy::ids::{ClientId, ServerId};
-use crate::proxy::pool::PoolRt;
+use crate::proxy::pool::{PoolRt, Replicas};
 use crate::state::counters::PoolCounter;
 
 /// A write to every live replica (or, for `cas`, to the first, then set on the
@@ -48,7 +48,8 @@ pub(super) fn write(
 ) {
     let mut decoded = [0u8; MAX_KEY_LEN];
     let replicas = pool.replicas(placement_key(req, &bytes, &mut decoded));
-    let live: Vec<ServerId> = replicas.servers().filter(|&s| pool.is_live(s)).collect();
+    forget_previous(client, pool, req, &bytes, &replicas);
+    let live: Vec<ServerId> = replicas.current().filter(|&s| pool.is_live(s)).collect();
     if live.is_empty() {
         return to_gutter(client, pool, req, bytes, queue);
     }
@@ -101,6 +102,48 @@ pub(super) fn write(
         quiet: req.quiet,
         propagate: None,
     })));
+}
+
+/// While keys move, where the previous placement kept the key hears of a write:
+/// a text delete or touch as sent, anything else that stores, changes or deletes a
+/// value as a delete,
+/// so that no later look there finds the value it replaced.
+fn forget_previous(
+    client: ClientId,
+    pool: &PoolRt,
+    req: &Request,
+    bytes: &Bytes,
+    replicas: &Replicas,
+) {
+    let mut previous = replicas.previous().peekable();
+    if previous.peek().is_none() {
+        return;
+    }
+    let request = match req.command {
+        Command::Delete | Command::Touch => forwardable(req, bytes.clone()).0,
+        // A meta delete too becomes a plain one: it may be quiet, and its reply is
+        // not wanted anyway.
+        _ => {
+            let key = &bytes[req.key.clone()];
+            let mut delete = BytesMut::with_capacity(key.len() + 12);
+            match req.key_base64 {
+                true => {
+                    delete.extend_from_slice(b"md ");
+                    delete.extend_from_slice(key);
+                    delete.extend_from_slice(b" b\r\n");
+                }
+                false => {
+                    delete.extend_from_slice(b"delete ");
+                    delete.extend_from_slice(key);
+                    delete.extend_from_slice(b"\r\n");
+                }
+            }
+            delete.freeze()
+        }
+    };
+    for server in previous {
+        pool.send(server, client, request.clone(), false);
+    }
 }
 
 /// Every replica of the key is ejected: the gutter pool takes the write, with its
