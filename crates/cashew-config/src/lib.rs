@@ -6,6 +6,7 @@ mod address;
 mod error;
 mod hints;
 mod model;
+mod routes;
 mod secret;
 mod security;
 mod validate;

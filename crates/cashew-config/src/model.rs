@@ -86,6 +86,9 @@ pub struct Pool {
     /// Milliseconds after a reload that changes where keys are placed during which
     /// a key that misses on its new server is looked for on its old one (0: off).
     pub migrate_ms: u64,
+    /// Keys that begin with a prefix go to another pool of the file: (prefix, pool),
+    /// longest prefix first.
+    pub routes: Vec<(String, String)>,
     /// TLS towards clients: the listener speaks TLS.
     pub tls: Option<ListenTls>,
     /// TLS towards the servers.
@@ -201,6 +204,7 @@ impl Pool {
             slowlog_ms: 0,
             coalesce_gets: true,
             migrate_ms: 0,
+            routes: Vec::new(),
             tls: None,
             server_tls: None,
             redis_auth_user: None,
@@ -217,6 +221,15 @@ impl Pool {
     pub fn value_limit(&self) -> u64 {
         self.max_value_size
             .map_or(self.max_request_size, |m| m.min(self.max_request_size))
+    }
+
+    /// The pool a key goes to: the one named by the longest prefix of `routes`
+    /// the key begins with, else this one (`None`).
+    pub fn route_for(&self, key: &[u8]) -> Option<&str> {
+        self.routes
+            .iter()
+            .find(|(prefix, _)| key.starts_with(prefix.as_bytes()))
+            .map(|(_, pool)| pool.as_str())
     }
 
     pub fn stable_placement(&self) -> bool {

@@ -9,7 +9,7 @@ use crate::secret::{Secret, SECRET_KEYS};
 use crate::yaml::{Location, Node, Value};
 
 /// Every key a pool may have, in the order the docs list them.
-pub const POOL_KEYS: [&str; 41] = [
+pub const POOL_KEYS: [&str; 42] = [
     "listen",
     "hash",
     "hash_tag",
@@ -45,6 +45,7 @@ pub const POOL_KEYS: [&str; 41] = [
     "slowlog_ms",
     "coalesce_gets",
     "migrate_ms",
+    "routes",
     "tls",
     "server_tls",
     "redis_auth_user",
@@ -62,6 +63,9 @@ pub struct Validator<'f> {
     errors: Vec<ConfigError>,
     /// Where each pool names its gutter pool, checked once every pool is read.
     gutters: Vec<(String, Location)>,
+    /// Each route as (pool, prefix, where its target is written), checked once
+    /// every pool is read.
+    pub(crate) route_targets: Vec<(String, String, Location)>,
 }
 
 impl<'f> Validator<'f> {
@@ -70,6 +74,7 @@ impl<'f> Validator<'f> {
             file,
             errors: Vec::new(),
             gutters: Vec::new(),
+            route_targets: Vec::new(),
         }
     }
 
@@ -160,6 +165,7 @@ impl<'f> Validator<'f> {
         }
         self.check_listen_addresses(&pools, &names);
         self.check_gutters(&pools);
+        self.check_routes(&pools);
         Config { pools }
     }
 
@@ -274,6 +280,7 @@ impl<'f> Validator<'f> {
                 "slowlog_ms" => set(&mut pool.slowlog_ms, field.number(0, u64::MAX)),
                 "coalesce_gets" => set(&mut pool.coalesce_gets, field.boolean()),
                 "migrate_ms" => set(&mut pool.migrate_ms, field.number(0, 7 * 24 * 3600 * 1000)),
+                "routes" => pool.routes = self.routes(&name, &value),
                 "redis_auth" => {
                     redis_auth_at = Some(key_node.at);
                     pool.redis_auth = field.secret();

@@ -1,5 +1,6 @@
 //! `cashew route`: which server holds each key, as the config places it; with
-//! `replicas`, every server that keeps it, in order.
+//! `replicas`, every server that keeps it, in order; with `routes`, in the pool
+//! its prefix names (then the pool is printed last, `pool=NAME`).
 
 use std::io::{self, BufRead, Write};
 use std::os::unix::ffi::OsStrExt;
@@ -7,26 +8,48 @@ use std::os::unix::ffi::OsStrExt;
 use cashew_config::{Config, Pool};
 use cashew_route::Router;
 
+/// Most replicas printed for a key (as many as cashew keeps).
+const MAX_REPLICAS: usize = 16;
+
 use crate::cli::RouteArgs;
 
 pub fn run(args: &RouteArgs) -> Result<(), String> {
     let config = cashew_config::load(&args.conf_file).map_err(|e| e.to_string())?;
     let pool = pick_pool(&config, args.pool.as_deref())?;
-    let nodes = pool.route_nodes();
-    let router = Router::new(pool.hash, pool.distribution, pool.hash_tag, &nodes);
+    let router = |p: &Pool| Router::new(p.hash, p.distribution, p.hash_tag, &p.route_nodes());
+    // The pool itself and those its routes name, each with its router.
+    let mut pools: Vec<(&Pool, Router)> = vec![(pool, router(pool))];
+    for (_, name) in &pool.routes {
+        if let Some(p) = config
+            .pool(name)
+            .filter(|p| !pools.iter().any(|(q, _)| q.name == p.name))
+        {
+            pools.push((p, router(p)));
+        }
+    }
 
     let stdout = io::stdout();
     let mut out = io::BufWriter::new(stdout.lock());
-    let mut servers = vec![0usize; pool.replicas.max(1) as usize];
+    let mut servers = [0usize; MAX_REPLICAS];
     let mut print = |key: &[u8]| -> io::Result<()> {
+        let target = pool.route_for(key).unwrap_or(&pool.name);
+        let (p, router) = pools
+            .iter()
+            .find(|(p, _)| p.name == target)
+            .unwrap_or(&pools[0]);
         out.write_all(key)?;
-        let n = router.replicas(key, &mut servers);
+        let want = (p.replicas.max(1) as usize).min(MAX_REPLICAS);
+        let n = router.replicas(key, &mut servers[..want]);
         if n == 0 {
             out.write_all(b"\t-")?;
         }
         for &i in &servers[..n] {
             out.write_all(b"\t")?;
-            out.write_all(pool.servers[i].entry.as_bytes())?;
+            out.write_all(p.servers[i].entry.as_bytes())?;
+        }
+        if !pool.routes.is_empty() {
+            // Which pool serves it, when keys may be routed to others.
+            out.write_all(format!("\tpool={}", p.name).as_bytes())?;
         }
         out.write_all(b"\n")
     };

@@ -91,6 +91,8 @@ pub(crate) struct PoolRt {
     /// The pool that takes keys whose servers are all ejected (set by the worker
     /// once every pool of the generation is built).
     gutter: RefCell<Weak<PoolSlot>>,
+    /// The pools `routes` names, in the order of the config's routes.
+    routes: RefCell<Vec<Weak<PoolSlot>>>,
     replies: Rc<Replies>,
     /// The shared epoch this worker's router was built at.
     seen_epoch: Cell<u64>,
@@ -238,6 +240,7 @@ impl PoolRt {
             migration_over: Cell::new(false),
             backends: worker.backends.clone(),
             gutter: RefCell::default(),
+            routes: RefCell::default(),
             replies: worker.replies.clone(),
             seen_epoch: Cell::new(0),
             queue_full_logged_at: Cell::new(0),
@@ -431,6 +434,25 @@ impl PoolRt {
 
     pub(crate) fn set_gutter(&self, gutter: &Rc<PoolSlot>) {
         *self.gutter.borrow_mut() = Rc::downgrade(gutter);
+    }
+
+    pub(crate) fn set_routes(&self, targets: Vec<Weak<PoolSlot>>) {
+        *self.routes.borrow_mut() = targets;
+    }
+
+    pub(crate) fn has_routes(&self) -> bool {
+        !self.config().routes.is_empty()
+    }
+
+    /// The pool `key` is routed to, when a route of this pool matches it.
+    pub(crate) fn routed(&self, key: &[u8]) -> Option<Rc<PoolRt>> {
+        let routes = &self.config().routes;
+        let i = routes
+            .iter()
+            .position(|(prefix, _)| key.starts_with(prefix.as_bytes()))?;
+        let slot = self.routes.borrow().get(i)?.upgrade()?;
+        let pool = slot.pool().clone();
+        Some(pool)
     }
 
     /// Requests queued on this worker's connections to `server`, not yet written.

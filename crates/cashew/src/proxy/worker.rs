@@ -216,10 +216,18 @@ impl Worker {
         for (_, removed) in self.slots.drain() {
             removed.close();
         }
-        // Gutter pools, now that every pool of the generation has its slot.
+        // Gutter pools and routes, now that every pool of the generation has its slot.
         for pool in &generation.config.pools {
             if let Some(gutter) = pool.gutter.as_ref().and_then(|g| slots.get(g)) {
                 slots[&pool.name].pool().set_gutter(gutter);
+            }
+            if !pool.routes.is_empty() {
+                let targets = pool
+                    .routes
+                    .iter()
+                    .map(|(_, to)| slots.get(to).map(Rc::downgrade).unwrap_or_default())
+                    .collect();
+                slots[&pool.name].pool().set_routes(targets);
             }
         }
         self.slots = slots;

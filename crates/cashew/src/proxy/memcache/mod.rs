@@ -5,6 +5,7 @@
 //! in step, and the nominal reply the client asked to be spared is cut out here.
 
 mod replicated;
+mod routed;
 
 use std::collections::VecDeque;
 use std::rc::Rc;
@@ -61,6 +62,8 @@ pub(crate) enum Pending {
     Retrieval(Box<replicated::Retrieval>),
     Failover(Box<replicated::Failover>),
     Write(Box<replicated::Write>),
+    /// A retrieval whose keys `routes` sent to several pools.
+    Routed(Box<routed::RoutedGet>),
     Quit,
 }
 
@@ -74,6 +77,7 @@ impl PendingReply for Pending {
             Pending::Retrieval(r) => r.try_settle(),
             Pending::Failover(f) => f.try_settle(),
             Pending::Write(w) => w.try_settle(),
+            Pending::Routed(r) => r.try_settle(),
         }
     }
 
@@ -86,6 +90,7 @@ impl PendingReply for Pending {
             Pending::Retrieval(r) => r.poll_settle(cx),
             Pending::Failover(f) => f.poll_settle(cx),
             Pending::Write(w) => w.poll_settle(cx),
+            Pending::Routed(r) => r.poll_settle(cx),
         }
     }
 }
@@ -260,6 +265,16 @@ impl Client {
                 _ => {}
             }
         }
+        if pool.has_routes() && matches!(shape, Shape::SingleKey | Shape::Retrieval) {
+            return self.dispatch_routed(pool, req, bytes, queue);
+        }
+        self.send(pool, req, bytes, queue);
+    }
+
+    /// Sends a request to the servers of `pool` (the client's, or the one its key
+    /// is routed to).
+    fn send(&self, pool: &Rc<PoolRt>, req: &Request, bytes: Bytes, queue: &mut VecDeque<Pending>) {
+        let shape = req.command.shape();
         if (pool.stable_placement() || pool.migrating())
             && matches!(shape, Shape::SingleKey | Shape::Retrieval)
         {
@@ -439,6 +454,7 @@ fn reply_bytes(pool: &PoolRt, pending: Pending) -> Bytes {
         Pending::Retrieval(r) => r.finish(),
         Pending::Failover(f) => f.finish(),
         Pending::Write(w) => w.finish(),
+        Pending::Routed(r) => r.finish(),
     }
 }
 
