@@ -16,7 +16,7 @@ use std::path::Path;
 
 pub use error::{ConfigError, ConfigErrors};
 pub use model::{
-    Config, Listen, ListenTls, Pool, Server, ServerAddress, ServerTls, User, UserCommands,
+    Config, Listen, ListenTls, Pool, Server, ServerAddress, ServerTls, Shadow, User, UserCommands,
 };
 pub use secret::{redact, Secret, REDACTED, SECRET_KEYS};
 pub use validate::POOL_KEYS;

@@ -89,6 +89,8 @@ pub struct Pool {
     /// Keys that begin with a prefix go to another pool of the file: (prefix, pool),
     /// longest prefix first.
     pub routes: Vec<(String, String)>,
+    /// A copy of some requests goes to another pool, whose replies are compared.
+    pub shadow: Option<Shadow>,
     /// TLS towards clients: the listener speaks TLS.
     pub tls: Option<ListenTls>,
     /// TLS towards the servers.
@@ -100,6 +102,17 @@ pub struct Pool {
     /// `user:password` sent to memcached servers started with `-Y` (text auth).
     pub memcached_auth: Option<Secret>,
     pub servers: Vec<Server>,
+}
+
+/// Shadow traffic: a copy of the requests of a share of the keys goes to another
+/// pool; its replies are compared with the pool's own and dropped.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Shadow {
+    pub pool: String,
+    /// Of the keys, by a hash of the key (a key is always or never shadowed).
+    pub fraction: f64,
+    /// `true`: writes are copied too (not compared); `false`: reads only.
+    pub all_commands: bool,
 }
 
 /// A pool's listener speaks TLS: its certificate chain and key, and the CA its
@@ -205,6 +218,7 @@ impl Pool {
             coalesce_gets: true,
             migrate_ms: 0,
             routes: Vec::new(),
+            shadow: None,
             tls: None,
             server_tls: None,
             redis_auth_user: None,

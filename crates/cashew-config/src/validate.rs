@@ -9,7 +9,7 @@ use crate::secret::{Secret, SECRET_KEYS};
 use crate::yaml::{Location, Node, Value};
 
 /// Every key a pool may have, in the order the docs list them.
-pub const POOL_KEYS: [&str; 42] = [
+pub const POOL_KEYS: [&str; 43] = [
     "listen",
     "hash",
     "hash_tag",
@@ -46,6 +46,7 @@ pub const POOL_KEYS: [&str; 42] = [
     "coalesce_gets",
     "migrate_ms",
     "routes",
+    "shadow",
     "tls",
     "server_tls",
     "redis_auth_user",
@@ -66,6 +67,8 @@ pub struct Validator<'f> {
     /// Each route as (pool, prefix, where its target is written), checked once
     /// every pool is read.
     pub(crate) route_targets: Vec<(String, String, Location)>,
+    /// Each pool with a shadow, and where its target is written.
+    pub(crate) shadow_targets: Vec<(String, Location)>,
 }
 
 impl<'f> Validator<'f> {
@@ -75,6 +78,7 @@ impl<'f> Validator<'f> {
             errors: Vec::new(),
             gutters: Vec::new(),
             route_targets: Vec::new(),
+            shadow_targets: Vec::new(),
         }
     }
 
@@ -166,6 +170,7 @@ impl<'f> Validator<'f> {
         self.check_listen_addresses(&pools, &names);
         self.check_gutters(&pools);
         self.check_routes(&pools);
+        self.check_shadows(&pools);
         Config { pools }
     }
 
@@ -281,6 +286,7 @@ impl<'f> Validator<'f> {
                 "coalesce_gets" => set(&mut pool.coalesce_gets, field.boolean()),
                 "migrate_ms" => set(&mut pool.migrate_ms, field.number(0, 7 * 24 * 3600 * 1000)),
                 "routes" => pool.routes = self.routes(&name, &value),
+                "shadow" => pool.shadow = self.shadow(&name, &value),
                 "redis_auth" => {
                     redis_auth_at = Some(key_node.at);
                     pool.redis_auth = field.secret();

@@ -190,6 +190,9 @@ async fn handle(supervisor: &Supervisor, request: HttpRequest<Incoming>) -> Repl
         (true, _, ["slowlog"]) => {
             json_reply(StatusCode::OK, &insight::slowlog(&supervisor.generation()))
         }
+        (true, _, ["shadow"]) => {
+            json_reply(StatusCode::OK, &insight::shadow(&supervisor.generation()))
+        }
         (true, _, ["config"]) => {
             let generation = supervisor.generation();
             let view = api::ConfigView {
@@ -219,7 +222,8 @@ async fn handle(supervisor: &Supervisor, request: HttpRequest<Incoming>) -> Repl
         (
             _,
             _,
-            ["health" | "ready" | "stats" | "metrics" | "hotkeys" | "slowlog" | "config" | "status"],
+            ["health" | "ready" | "stats" | "metrics" | "hotkeys" | "slowlog" | "shadow" | "config"
+            | "status"],
         )
         | (_, _, ["reload" | "restart" | "stop"])
         | (_, _, ["pools", _, "servers", _, "eject" | "restore"]) => json_reply(
@@ -234,6 +238,7 @@ async fn handle(supervisor: &Supervisor, request: HttpRequest<Incoming>) -> Repl
                 "GET /metrics",
                 "GET /hotkeys",
                 "GET /slowlog",
+                "GET /shadow",
                 "GET /config",
                 "GET /status",
                 "POST /reload",
@@ -419,7 +424,9 @@ mod tests {
         assert_eq!(access(&Method::HEAD, &["health"]), Access::Open);
         assert_eq!(access(&Method::POST, &["health"]), Access::Token);
         assert_eq!(get(&["metrics"]), Access::Metrics);
-        for path in ["stats", "config", "status", "hotkeys", "slowlog", "nothing"] {
+        for path in [
+            "stats", "config", "status", "hotkeys", "slowlog", "shadow", "nothing",
+        ] {
             assert_eq!(get(&[path]), Access::Token, "{path}");
         }
         assert_eq!(get(&[]), Access::Token);

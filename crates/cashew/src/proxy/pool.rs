@@ -93,6 +93,9 @@ pub(crate) struct PoolRt {
     gutter: RefCell<Weak<PoolSlot>>,
     /// The pools `routes` names, in the order of the config's routes.
     routes: RefCell<Vec<Weak<PoolSlot>>>,
+    /// The pool `shadow` names, and the copies sent to it not yet answered.
+    shadow: RefCell<Weak<PoolSlot>>,
+    pub(crate) shadow_in_flight: Cell<usize>,
     replies: Rc<Replies>,
     /// The shared epoch this worker's router was built at.
     seen_epoch: Cell<u64>,
@@ -241,6 +244,8 @@ impl PoolRt {
             backends: worker.backends.clone(),
             gutter: RefCell::default(),
             routes: RefCell::default(),
+            shadow: RefCell::default(),
+            shadow_in_flight: Cell::new(0),
             replies: worker.replies.clone(),
             seen_epoch: Cell::new(0),
             queue_full_logged_at: Cell::new(0),
@@ -438,6 +443,17 @@ impl PoolRt {
 
     pub(crate) fn set_routes(&self, targets: Vec<Weak<PoolSlot>>) {
         *self.routes.borrow_mut() = targets;
+    }
+
+    pub(crate) fn set_shadow(&self, target: &Rc<PoolSlot>) {
+        *self.shadow.borrow_mut() = Rc::downgrade(target);
+    }
+
+    /// The shadow pool in force, when this pool has one.
+    pub(crate) fn shadow_pool(&self) -> Option<Rc<PoolRt>> {
+        let slot = self.shadow.borrow().upgrade()?;
+        let pool = slot.pool().clone();
+        Some(pool)
     }
 
     pub(crate) fn has_routes(&self) -> bool {

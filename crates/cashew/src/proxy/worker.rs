@@ -221,6 +221,9 @@ impl Worker {
             if let Some(gutter) = pool.gutter.as_ref().and_then(|g| slots.get(g)) {
                 slots[&pool.name].pool().set_gutter(gutter);
             }
+            if let Some(target) = pool.shadow.as_ref().and_then(|s| slots.get(&s.pool)) {
+                slots[&pool.name].pool().set_shadow(target);
+            }
             if !pool.routes.is_empty() {
                 let targets = pool
                     .routes

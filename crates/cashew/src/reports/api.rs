@@ -151,6 +151,38 @@ pub(crate) struct SlowRequest {
     pub(crate) latency_ms: f64,
 }
 
+/// `GET /shadow`.
+#[derive(Serialize, Deserialize, Debug, Default)]
+pub(crate) struct ShadowReport {
+    /// Each pool with a `shadow`.
+    pub(crate) pools: Vec<ShadowPool>,
+    /// The latest first.
+    pub(crate) mismatches: Vec<ShadowMismatch>,
+}
+
+#[derive(Serialize, Deserialize, Debug)]
+pub(crate) struct ShadowPool {
+    pub(crate) pool: String,
+    pub(crate) shadow_pool: String,
+    pub(crate) fraction: f64,
+    /// `reads` or `all`.
+    pub(crate) commands: String,
+    pub(crate) requests: u64,
+    pub(crate) mismatches: u64,
+    pub(crate) dropped: u64,
+}
+
+#[derive(Serialize, Deserialize, Debug)]
+pub(crate) struct ShadowMismatch {
+    pub(crate) time: String,
+    pub(crate) pool: String,
+    pub(crate) command: String,
+    pub(crate) key: String,
+    /// What the pool answered, and its shadow, in words.
+    pub(crate) primary: String,
+    pub(crate) shadow: String,
+}
+
 /// `POST /reload`.
 #[derive(Serialize, Deserialize, Debug)]
 pub(crate) struct Reloaded {

@@ -1,11 +1,14 @@
 //! The admin API's views of what the request path noticed: `/hotkeys` (each pool's
 //! hottest keys, summed over the workers' sketches) and `/slowlog` (the requests
-//! its servers were slow to answer).
+//! its servers were slow to answer) and `/shadow` (what shadow pools answered
+//! otherwise).
 
 use cashew_route::Router;
 
-use super::api::{self, HotKey, HotKeys, Latency, SlowLog, SlowRequest};
-use crate::state::counters::HistogramTotal;
+use super::api::{
+    self, HotKey, HotKeys, Latency, ShadowMismatch, ShadowPool, ShadowReport, SlowLog, SlowRequest,
+};
+use crate::state::counters::{HistogramTotal, PoolCounter};
 use crate::state::generation::Generation;
 use crate::state::hotkeys::printable;
 
@@ -101,6 +104,47 @@ pub(crate) fn slowlog(generation: &Generation) -> SlowLog {
         slowlog_ms,
         slowlog,
     }
+}
+
+/// Each shadowed pool's counts and the keys its shadow answered otherwise, the
+/// latest first.
+pub(crate) fn shadow(generation: &Generation) -> ShadowReport {
+    let mut report = ShadowReport::default();
+    let mut mismatches = Vec::new();
+    for (pool, state) in generation.config.pools.iter().zip(&generation.pools) {
+        let Some(shadow) = &pool.shadow else {
+            continue;
+        };
+        report.pools.push(ShadowPool {
+            pool: pool.name.clone(),
+            shadow_pool: shadow.pool.clone(),
+            fraction: shadow.fraction,
+            commands: if shadow.all_commands { "all" } else { "reads" }.into(),
+            requests: state.total(PoolCounter::ShadowRequests),
+            mismatches: state.total(PoolCounter::ShadowMismatches),
+            dropped: state.total(PoolCounter::ShadowDropped),
+        });
+        for worker in &state.workers {
+            for m in worker.pool.shadow.entries() {
+                mismatches.push((pool.name.clone(), m));
+            }
+        }
+    }
+    mismatches.sort_by_key(|(_, m)| std::cmp::Reverse(m.at_usec));
+    report.mismatches = mismatches
+        .into_iter()
+        .map(|(pool, m)| ShadowMismatch {
+            time: crate::log::format_time(
+                std::time::UNIX_EPOCH + std::time::Duration::from_micros(m.at_usec),
+            ),
+            pool,
+            command: m.command,
+            key: m.key,
+            primary: m.primary,
+            shadow: m.shadow,
+        })
+        .collect();
+    report
 }
 
 /// Latency quantiles in ms since start, for `/status`.

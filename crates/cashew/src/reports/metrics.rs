@@ -90,7 +90,7 @@ fn family<'e>(
 }
 
 /// Per-pool metrics: (name, help, counter).
-const POOL_COUNTERS: [(&str, &str, PoolCounter); 13] = [
+const POOL_COUNTERS: [(&str, &str, PoolCounter); 16] = [
     (
         "cashew_client_connections_opened",
         "Client connections accepted",
@@ -145,6 +145,21 @@ const POOL_COUNTERS: [(&str, &str, PoolCounter); 13] = [
         "cashew_migrate_hits",
         "Keys found on their previous server while keys move",
         PoolCounter::MigrateHits,
+    ),
+    (
+        "cashew_shadow_requests",
+        "Requests copied to the shadow pool",
+        PoolCounter::ShadowRequests,
+    ),
+    (
+        "cashew_shadow_mismatches",
+        "Keys the shadow pool answered otherwise",
+        PoolCounter::ShadowMismatches,
+    ),
+    (
+        "cashew_shadow_dropped",
+        "Copies not sent to the shadow pool: too many waiting",
+        PoolCounter::ShadowDropped,
     ),
     (
         "cashew_tls_handshake_failures",

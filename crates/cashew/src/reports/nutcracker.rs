@@ -65,6 +65,9 @@ pub(crate) fn json(generation: &Generation, source: &str) -> String {
         let optional = [
             (pool.migrate_ms > 0, PoolCounter::MigrateFallbacks),
             (pool.migrate_ms > 0, PoolCounter::MigrateHits),
+            (pool.shadow.is_some(), PoolCounter::ShadowRequests),
+            (pool.shadow.is_some(), PoolCounter::ShadowMismatches),
+            (pool.shadow.is_some(), PoolCounter::ShadowDropped),
             (pool.tls.is_some(), PoolCounter::TlsHandshakeFailures),
             (!pool.users.is_empty(), PoolCounter::AuthFailures),
         ];

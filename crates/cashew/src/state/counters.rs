@@ -64,6 +64,10 @@ counters! {
         // In the stats JSON of pools with `migrate_ms`:
         MigrateFallbacks => "migrate_fallbacks", "# keys asked of their previous server after a miss while keys move";
         MigrateHits => "migrate_hits", "# keys found on their previous server while keys move";
+        // In the stats JSON of pools with `shadow`:
+        ShadowRequests => "shadow_requests", "# requests copied to the shadow pool";
+        ShadowMismatches => "shadow_mismatches", "# keys the shadow pool answered otherwise (hit or miss, value)";
+        ShadowDropped => "shadow_dropped", "# copies not sent: too many waiting for the shadow pool";
         // In the stats JSON of pools with `tls`, and of pools with `users`:
         TlsHandshakeFailures => "tls_handshake_failures", "# client connections closed because their TLS handshake failed";
         AuthFailures => "auth_failures", "# AUTH and HELLO AUTH refused for a wrong user or password";
@@ -322,6 +326,7 @@ pub(crate) struct PoolCounters {
     pub(crate) latency: Histogram,
     pub(crate) hotkeys: super::hotkeys::HotKeys,
     pub(crate) slowlog: super::slowlog::SlowLog,
+    pub(crate) shadow: super::shadow::ShadowLog,
 }
 
 impl PoolCounters {

@@ -6,4 +6,5 @@ pub(crate) mod counters;
 pub(crate) mod generation;
 pub(crate) mod health;
 pub(crate) mod hotkeys;
+pub(crate) mod shadow;
 pub(crate) mod slowlog;

@@ -6,12 +6,14 @@
 
 mod replicated;
 mod routed;
+mod shadow;
 
 use std::collections::VecDeque;
 use std::rc::Rc;
 use std::task::{Context, Poll};
 
 use bytes::{Buf, Bytes, BytesMut};
+use cashew_config::Shadow;
 use cashew_protocol::memcache::{
     base64, keys, parse_request, Command, Parsed, Request, Shape, ValueBlocks, MAX_KEY_LEN,
 };
@@ -64,6 +66,8 @@ pub(crate) enum Pending {
     Write(Box<replicated::Write>),
     /// A retrieval whose keys `routes` sent to several pools.
     Routed(Box<routed::RoutedGet>),
+    /// A read whose reply is compared with the shadow pool's.
+    Shadowed(Box<shadow::Shadowed>),
     Quit,
 }
 
@@ -78,6 +82,7 @@ impl PendingReply for Pending {
             Pending::Failover(f) => f.try_settle(),
             Pending::Write(w) => w.try_settle(),
             Pending::Routed(r) => r.try_settle(),
+            Pending::Shadowed(s) => s.inner.try_settle(),
         }
     }
 
@@ -91,6 +96,7 @@ impl PendingReply for Pending {
             Pending::Failover(f) => f.poll_settle(cx),
             Pending::Write(w) => w.poll_settle(cx),
             Pending::Routed(r) => r.poll_settle(cx),
+            Pending::Shadowed(s) => s.inner.poll_settle(cx),
         }
     }
 }
@@ -265,10 +271,34 @@ impl Client {
                 _ => {}
             }
         }
+        if let Some(shadow) = &pool.config().shadow {
+            return self.dispatch_shadowed(pool, shadow, req, bytes, queue);
+        }
         if pool.has_routes() && matches!(shape, Shape::SingleKey | Shape::Retrieval) {
             return self.dispatch_routed(pool, req, bytes, queue);
         }
         self.send(pool, req, bytes, queue);
+    }
+
+    /// Sends a request of a pool with a shadow, then its copy. Apart so that the
+    /// path of pools without one stays as short.
+    #[inline(never)]
+    fn dispatch_shadowed(
+        &self,
+        pool: &Rc<PoolRt>,
+        shadow: &Shadow,
+        req: &Request,
+        bytes: Bytes,
+        queue: &mut VecDeque<Pending>,
+    ) {
+        let copy = bytes.clone();
+        let shape = req.command.shape();
+        if pool.has_routes() && matches!(shape, Shape::SingleKey | Shape::Retrieval) {
+            self.dispatch_routed(pool, req, bytes, queue);
+        } else {
+            self.send(pool, req, bytes, queue);
+        }
+        self.shadow(pool, shadow, req, copy, queue);
     }
 
     /// Sends a request to the servers of `pool` (the client's, or the one its key
@@ -455,6 +485,12 @@ fn reply_bytes(pool: &PoolRt, pending: Pending) -> Bytes {
         Pending::Failover(f) => f.finish(),
         Pending::Write(w) => w.finish(),
         Pending::Routed(r) => r.finish(),
+        Pending::Shadowed(s) => {
+            let reply = reply_bytes(pool, s.inner);
+            // The comparison may have ended (the worker draining): no matter.
+            let _ = s.primary.send(reply.clone());
+            reply
+        }
     }
 }
 
