@@ -83,6 +83,9 @@ pub struct Pool {
     /// multi-key request, which the server answers with one write instead of one per
     /// key (cashew's own key).
     pub coalesce_gets: bool,
+    /// Redis pools: SCAN, KEYS, DBSIZE, RANDOMKEY, FLUSHDB and FLUSHALL go over every
+    /// server (`false`: they are refused, as by nutcracker).
+    pub keyspace_commands: bool,
     /// Milliseconds after a reload that changes where keys are placed during which
     /// a key that misses on its new server is looked for on its old one (0: off).
     pub migrate_ms: u64,
@@ -216,6 +219,7 @@ impl Pool {
             hotkeys_sample: 8,
             slowlog_ms: 0,
             coalesce_gets: true,
+            keyspace_commands: true,
             migrate_ms: 0,
             routes: Vec::new(),
             shadow: None,

@@ -9,7 +9,7 @@ use crate::secret::{Secret, SECRET_KEYS};
 use crate::yaml::{Location, Node, Value};
 
 /// Every key a pool may have, in the order the docs list them.
-pub const POOL_KEYS: [&str; 43] = [
+pub const POOL_KEYS: [&str; 44] = [
     "listen",
     "hash",
     "hash_tag",
@@ -44,6 +44,7 @@ pub const POOL_KEYS: [&str; 43] = [
     "hotkeys_sample",
     "slowlog_ms",
     "coalesce_gets",
+    "keyspace_commands",
     "migrate_ms",
     "routes",
     "shadow",
@@ -284,6 +285,7 @@ impl<'f> Validator<'f> {
                 "hotkeys_sample" => set(&mut pool.hotkeys_sample, field.number(1, 1 << 20)),
                 "slowlog_ms" => set(&mut pool.slowlog_ms, field.number(0, u64::MAX)),
                 "coalesce_gets" => set(&mut pool.coalesce_gets, field.boolean()),
+                "keyspace_commands" => set(&mut pool.keyspace_commands, field.boolean()),
                 "migrate_ms" => set(&mut pool.migrate_ms, field.number(0, 7 * 24 * 3600 * 1000)),
                 "routes" => pool.routes = self.routes(&name, &value),
                 "shadow" => pool.shadow = self.shadow(&name, &value),
@@ -357,6 +359,9 @@ impl<'f> Validator<'f> {
                 self.error(at, name, Some("migrate_ms"), "is for memcached pools: a redis pool's keys are its data, not a cache to warm (move them with MIGRATE or a replica)".into());
             }
             return;
+        }
+        if let Some(at) = at("keyspace_commands") {
+            self.error(at, name, Some("keyspace_commands"), "is for redis pools: memcached has no commands over the keyspace but flush_all, which cashew sends to every server".into());
         }
         if let Some(at) = at("replicas") {
             if pool.replicas as usize > pool.servers.len() && !pool.servers.is_empty() {

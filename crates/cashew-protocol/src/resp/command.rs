@@ -74,6 +74,18 @@ impl LocalCommand {
     }
 }
 
+/// The commands over the whole keyspace, which go to every server of the pool (or,
+/// SCAN, to one server at a time) and whose replies are put together.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeyspaceCommand {
+    Scan,
+    Keys,
+    Dbsize,
+    Randomkey,
+    Flushdb,
+    Flushall,
+}
+
 /// How the replies of a command split over several servers make one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Merge {
@@ -99,6 +111,9 @@ pub enum CommandKind {
     SplitPairs,
     /// Answered by the proxy.
     Local(LocalCommand),
+    /// Over every server of the pool (refused as [`Reason::Keyspace`] where the
+    /// pool says `keyspace_commands: false`).
+    Keyspace(KeyspaceCommand),
     /// About no key, answered by the first live server (`TIME`, `LOLWUT`).
     AnyServer,
     /// The subcommand decides (see [`SUBCOMMANDS`]).
@@ -217,7 +232,7 @@ const COMMAND_TABLE: &[CommandSpec] = &[
             step: 1,
         }),
     ),
-    spec("dbsize", 1, (0, 0, 0), Refused(Reason::Keyspace)),
+    spec("dbsize", 1, (0, 0, 0), Keyspace(KeyspaceCommand::Dbsize)),
     spec("debug", -2, (0, 0, 0), Refused(Reason::Admin)),
     spec("decr", 2, (1, 1, 1), Keyed(1)),
     spec("decrby", 3, (1, 1, 1), Keyed(1)),
@@ -237,8 +252,13 @@ const COMMAND_TABLE: &[CommandSpec] = &[
     spec("failover", -1, (0, 0, 0), Refused(Reason::Admin)),
     spec("fcall", -3, (0, 0, 0), Script),
     spec("fcall_ro", -3, (0, 0, 0), Script),
-    spec("flushall", -1, (0, 0, 0), Refused(Reason::Keyspace)),
-    spec("flushdb", -1, (0, 0, 0), Refused(Reason::Keyspace)),
+    spec(
+        "flushall",
+        -1,
+        (0, 0, 0),
+        Keyspace(KeyspaceCommand::Flushall),
+    ),
+    spec("flushdb", -1, (0, 0, 0), Keyspace(KeyspaceCommand::Flushdb)),
     spec("function", -2, (0, 0, 0), Refused(Reason::Scripts)),
     spec("geoadd", -5, (1, 1, 1), Keyed(1)),
     spec("geodist", -4, (1, 1, 1), Keyed(1)),
@@ -286,7 +306,7 @@ const COMMAND_TABLE: &[CommandSpec] = &[
     spec("incrby", 3, (1, 1, 1), Keyed(1)),
     spec("incrbyfloat", 3, (1, 1, 1), Keyed(1)),
     spec("info", -1, (0, 0, 0), Local(LocalCommand::Info)),
-    spec("keys", 2, (0, 0, 0), Refused(Reason::Keyspace)),
+    spec("keys", 2, (0, 0, 0), Keyspace(KeyspaceCommand::Keys)),
     spec("lastsave", 1, (0, 0, 0), Refused(Reason::Admin)),
     spec("latency", -2, (0, 0, 0), Refused(Reason::Admin)),
     spec(
@@ -359,7 +379,12 @@ const COMMAND_TABLE: &[CommandSpec] = &[
     spec("pubsub", -2, (0, 0, 0), Refused(Reason::PubSub)),
     spec("punsubscribe", -1, (0, 0, 0), Refused(Reason::PubSub)),
     spec("quit", -1, (0, 0, 0), Local(LocalCommand::Quit)),
-    spec("randomkey", 1, (0, 0, 0), Refused(Reason::Keyspace)),
+    spec(
+        "randomkey",
+        1,
+        (0, 0, 0),
+        Keyspace(KeyspaceCommand::Randomkey),
+    ),
     spec("readonly", 1, (0, 0, 0), Refused(Reason::Cluster)),
     spec("readwrite", 1, (0, 0, 0), Refused(Reason::Cluster)),
     spec(
@@ -394,7 +419,7 @@ const COMMAND_TABLE: &[CommandSpec] = &[
     spec("rpushx", -3, (1, 1, 1), Keyed(1)),
     spec("sadd", -3, (1, 1, 1), Keyed(1)),
     spec("save", 1, (0, 0, 0), Refused(Reason::Admin)),
-    spec("scan", -2, (0, 0, 0), Refused(Reason::Keyspace)),
+    spec("scan", -2, (0, 0, 0), Keyspace(KeyspaceCommand::Scan)),
     spec("scard", 2, (1, 1, 1), Keyed(1)),
     spec("script", -2, (0, 0, 0), Refused(Reason::Scripts)),
     spec("sdiff", -2, (1, -1, 1), Keyed(1)),

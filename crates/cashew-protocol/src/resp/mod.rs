@@ -7,8 +7,8 @@ mod reply;
 mod request;
 
 pub use command::{
-    lookup, lookup_subcommand, CommandKind, CommandSpec, Keys, LocalCommand, Merge, Reason,
-    COMMANDS, SUBCOMMANDS,
+    lookup, lookup_subcommand, CommandKind, CommandSpec, Keys, KeyspaceCommand, LocalCommand,
+    Merge, Reason, COMMANDS, SUBCOMMANDS,
 };
 pub use encode::{
     array_header, bulk, error, integer, map_header, null, null_bulk, simple, verbatim_text,

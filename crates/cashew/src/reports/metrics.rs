@@ -90,7 +90,7 @@ fn family<'e>(
 }
 
 /// Per-pool metrics: (name, help, counter).
-const POOL_COUNTERS: [(&str, &str, PoolCounter); 16] = [
+const POOL_COUNTERS: [(&str, &str, PoolCounter); 18] = [
     (
         "cashew_client_connections_opened",
         "Client connections accepted",
@@ -160,6 +160,16 @@ const POOL_COUNTERS: [(&str, &str, PoolCounter); 16] = [
         "cashew_shadow_dropped",
         "Copies not sent to the shadow pool: too many waiting",
         PoolCounter::ShadowDropped,
+    ),
+    (
+        "cashew_keys_commands",
+        "KEYS commands sent over every server",
+        PoolCounter::KeysCommands,
+    ),
+    (
+        "cashew_flushall_commands",
+        "FLUSHALL commands sent over every server",
+        PoolCounter::FlushallCommands,
     ),
     (
         "cashew_tls_handshake_failures",

@@ -68,6 +68,10 @@ counters! {
         ShadowRequests => "shadow_requests", "# requests copied to the shadow pool";
         ShadowMismatches => "shadow_mismatches", "# keys the shadow pool answered otherwise (hit or miss, value)";
         ShadowDropped => "shadow_dropped", "# copies not sent: too many waiting for the shadow pool";
+        // In the metrics (the stats JSON of a file without cashew's keys stays
+        // nutcracker's):
+        KeysCommands => "keys_commands", "# KEYS over every server";
+        FlushallCommands => "flushall_commands", "# FLUSHALL over every server";
         // In the stats JSON of pools with `tls`, and of pools with `users`:
         TlsHandshakeFailures => "tls_handshake_failures", "# client connections closed because their TLS handshake failed";
         AuthFailures => "auth_failures", "# AUTH and HELLO AUTH refused for a wrong user or password";

@@ -79,7 +79,10 @@ impl Client {
             LocalCommand::Client => self.client(bytes),
             LocalCommand::Hello => self.hello(pool, bytes),
             LocalCommand::Command => self.command(bytes),
-            LocalCommand::Info => self.with_version(pool, VersionedReply::Info),
+            LocalCommand::Info => match self.info_with_keyspace(pool, bytes) {
+                Some(pending) => pending,
+                None => self.with_version(pool, VersionedReply::Info),
+            },
         }
     }
 

@@ -7,6 +7,7 @@
 
 mod auth;
 mod forward;
+mod keyspace;
 mod local;
 mod split;
 
@@ -44,6 +45,8 @@ pub(crate) enum Pending {
     Sum(Vec<Part>),
     /// MSET over several servers: `+OK` when every part says so.
     AllOk(Vec<Part>),
+    /// SCAN, KEYS, RANDOMKEY and INFO's keyspace over the servers.
+    Keyspace(Box<keyspace::Gather>),
     /// QUIT: `+OK`, then close.
     Quit,
     /// A reply of the proxy's that reports a server's version, when none was known:
@@ -70,6 +73,7 @@ impl PendingReply for Pending {
             Pending::Mget { parts, .. } | Pending::Sum(parts) | Pending::AllOk(parts) => {
                 try_settle_all(parts)
             }
+            Pending::Keyspace(gather) => gather.try_settle(),
         }
     }
 
@@ -80,6 +84,7 @@ impl PendingReply for Pending {
             Pending::Mget { parts, .. } | Pending::Sum(parts) | Pending::AllOk(parts) => {
                 poll_settle_all(parts, cx)
             }
+            Pending::Keyspace(gather) => gather.poll_settle(cx),
         }
     }
 }
@@ -317,7 +322,10 @@ impl Client {
         let family = match spec.kind {
             CommandKind::Refused(_) => Family::Refused,
             CommandKind::Local(_) => Family::Local,
-            CommandKind::SplitKeys(_) | CommandKind::SplitPairs => Family::Split,
+            CommandKind::Keyspace(_) if !pool.config().keyspace_commands => Family::Refused,
+            CommandKind::SplitKeys(_) | CommandKind::SplitPairs | CommandKind::Keyspace(_) => {
+                Family::Split
+            }
             _ if spec.write => Family::Write,
             _ => Family::Read,
         };
@@ -340,6 +348,10 @@ impl Client {
         match spec.kind {
             CommandKind::Refused(reason) => refused(spec.name, reason),
             CommandKind::Local(command) => self.local(pool, command, bytes),
+            CommandKind::Keyspace(_) if !pool.config().keyspace_commands => {
+                refused(spec.name, Reason::Keyspace)
+            }
+            CommandKind::Keyspace(command) => self.keyspace(pool, command, bytes),
             CommandKind::Keyed(key) => self.forward_by(pool, usize::from(key), bytes, spec.write),
             CommandKind::AnyServer => self.forward_any(pool, bytes),
             CommandKind::Script => self.script(pool, spec, bytes),

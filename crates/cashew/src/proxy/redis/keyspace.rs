@@ -1,0 +1,471 @@
+//! Commands over the whole keyspace, which is spread over the pool's servers:
+//! KEYS (the servers' keys, concatenated), DBSIZE (summed), RANDOMKEY (from a
+//! server that has keys), FLUSHDB and FLUSHALL (every server), the keyspace
+//! section of INFO (summed per database), and SCAN, one server after the other.
+//!
+//! A SCAN cursor of cashew's holds the server being walked and that server's own
+//! cursor, with a tag of the pool's server list so that a cursor from before a
+//! reload that changed the servers starts the walk again rather than skipping
+//! servers:
+//!
+//! ```text
+//!   bits 63..54  server index (up to 1,024 servers)
+//!   bits 53..48  tag of the server list (6 bits of a hash of the servers' names)
+//!   bits 47..0   the server's cursor
+//! ```
+//! Cursor 0 starts and ends a walk, as with Redis.
+
+use std::hash::{BuildHasher, DefaultHasher, Hash, Hasher, RandomState};
+
+use bytes::Bytes;
+use cashew_protocol::resp::{
+    array_header, bulk, parse_reply, verbatim_text, KeyspaceCommand, ReplyParse,
+};
+
+use super::{err, Client, Pending};
+use crate::proxy::client::{poll_settle_all, try_settle_all, Part};
+use crate::proxy::ids::ServerId;
+use crate::proxy::pool::PoolRt;
+use crate::state::counters::PoolCounter;
+
+const SERVER_SHIFT: u32 = 54;
+const TAG_SHIFT: u32 = 48;
+const TAG_MASK: u64 = 0x3f;
+/// Servers a SCAN cursor can name.
+pub(crate) const MAX_SCAN_SERVERS: usize = 1 << (64 - SERVER_SHIFT);
+const SERVER_CURSOR_MASK: u64 = (1 << TAG_SHIFT) - 1;
+
+/// Where a walk is: the server, and its cursor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct ScanAt {
+    pub(crate) server: usize,
+    pub(crate) cursor: u64,
+}
+
+/// The server and its cursor a client's cursor stands for; the start for 0, for a
+/// cursor of another server list, or for one naming a server the pool lacks.
+pub(crate) fn decode_cursor(cursor: u64, tag: u64, servers: usize) -> ScanAt {
+    let at = ScanAt {
+        server: (cursor >> SERVER_SHIFT) as usize,
+        cursor: cursor & SERVER_CURSOR_MASK,
+    };
+    if cursor == 0 || (cursor >> TAG_SHIFT) & TAG_MASK != tag || at.server >= servers {
+        return ScanAt {
+            server: 0,
+            cursor: 0,
+        };
+    }
+    at
+}
+
+/// The client's cursor after `server` answered `next`: the same server further
+/// on, the next server from its start, or 0 once the last server is done.
+/// `None` when the server's cursor does not fit the layout.
+pub(crate) fn next_cursor(server: usize, next: u64, tag: u64, servers: usize) -> Option<u64> {
+    if next > SERVER_CURSOR_MASK {
+        return None;
+    }
+    let server = match next {
+        0 if server + 1 >= servers => return Some(0),
+        0 => server + 1,
+        _ => server,
+    };
+    Some(((server as u64) << SERVER_SHIFT) | (tag << TAG_SHIFT) | next)
+}
+
+/// 6 bits of a hash of the pool's servers, in order.
+fn server_list_tag(pool: &PoolRt) -> u64 {
+    let mut h = DefaultHasher::new();
+    for server in &pool.config().servers {
+        server.name().hash(&mut h);
+    }
+    h.finish() & TAG_MASK
+}
+
+/// A keyspace command's parts (one per server), put together when all settled.
+pub(crate) struct Gather {
+    kind: Kind,
+    parts: Vec<Part>,
+}
+
+enum Kind {
+    Keys,
+    Randomkey,
+    Scan {
+        server: usize,
+        tag: u64,
+        servers: usize,
+    },
+    /// The keyspace section of INFO, after the proxy's own sections (unless only
+    /// the keyspace was asked for).
+    Info {
+        keyspace_only: bool,
+    },
+}
+
+impl Gather {
+    pub(super) fn try_settle(&mut self) -> bool {
+        try_settle_all(&mut self.parts)
+    }
+
+    pub(super) fn poll_settle(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        poll_settle_all(&mut self.parts, cx)
+    }
+}
+
+impl Client {
+    pub(super) fn keyspace(
+        &mut self,
+        pool: &PoolRt,
+        command: KeyspaceCommand,
+        bytes: &Bytes,
+    ) -> Pending {
+        let servers = pool.config().servers.len();
+        let all = |this: &Self, request: &Bytes| -> Vec<Part> {
+            (0..servers)
+                .map(|s| this.forward_part(pool, ServerId(s), request.clone()))
+                .collect()
+        };
+        pool.pool_stats()
+            .add(PoolCounter::Fragments, servers as u64);
+        match command {
+            KeyspaceCommand::Dbsize => Pending::Sum(all(self, bytes)),
+            KeyspaceCommand::Flushdb | KeyspaceCommand::Flushall => {
+                if command == KeyspaceCommand::Flushall {
+                    pool.pool_stats().add(PoolCounter::FlushallCommands, 1);
+                }
+                Pending::AllOk(all(self, bytes))
+            }
+            KeyspaceCommand::Keys => {
+                pool.pool_stats().add(PoolCounter::KeysCommands, 1);
+                self.gather(Kind::Keys, all(self, bytes))
+            }
+            KeyspaceCommand::Randomkey => self.gather(Kind::Randomkey, all(self, bytes)),
+            KeyspaceCommand::Scan => self.scan(pool, bytes),
+        }
+    }
+
+    fn gather(&self, kind: Kind, parts: Vec<Part>) -> Pending {
+        Pending::Keyspace(Box::new(Gather { kind, parts }))
+    }
+
+    fn forward_part(&self, pool: &PoolRt, server: ServerId, request: Bytes) -> Part {
+        Part::new(pool.send_redis(server, self.id, request, self.resp3))
+    }
+
+    /// SCAN: the server the cursor names is asked with its own cursor.
+    fn scan(&mut self, pool: &PoolRt, bytes: &Bytes) -> Pending {
+        let Some(cursor) = std::str::from_utf8(self.arg(bytes, 1))
+            .ok()
+            .and_then(|c| c.parse::<u64>().ok())
+        else {
+            return err("ERR invalid cursor");
+        };
+        let servers = pool.config().servers.len();
+        if servers > MAX_SCAN_SERVERS {
+            return err(&format!(
+                "ERR SCAN through the proxy covers pools of up to {MAX_SCAN_SERVERS} servers"
+            ));
+        }
+        let tag = server_list_tag(pool);
+        let at = decode_cursor(cursor, tag, servers);
+        let mut request = Vec::with_capacity(bytes.len());
+        array_header(&mut request, self.argc());
+        bulk(&mut request, self.arg(bytes, 0));
+        bulk(&mut request, at.cursor.to_string().as_bytes());
+        for i in 2..self.argc() {
+            bulk(&mut request, self.arg(bytes, i));
+        }
+        let part = self.forward_part(pool, ServerId(at.server), request.into());
+        self.gather(
+            Kind::Scan {
+                server: at.server,
+                tag,
+                servers,
+            },
+            vec![part],
+        )
+    }
+
+    /// INFO with its keyspace section summed over the servers, when the sections
+    /// asked for include it.
+    pub(super) fn info_with_keyspace(&mut self, pool: &PoolRt, bytes: &Bytes) -> Option<Pending> {
+        if !pool.config().keyspace_commands {
+            return None;
+        }
+        let sections: Vec<Vec<u8>> = (1..self.argc())
+            .map(|i| self.arg(bytes, i).to_ascii_lowercase())
+            .collect();
+        let wants = |s: &[u8]| sections.iter().any(|have| have == s);
+        let keyspace = sections.is_empty()
+            || wants(b"keyspace")
+            || wants(b"all")
+            || wants(b"everything")
+            || wants(b"default");
+        if !keyspace {
+            return None;
+        }
+        let keyspace_only = !sections.is_empty() && sections.iter().all(|s| s == b"keyspace");
+        let request = Bytes::from_static(b"*2\r\n$4\r\nINFO\r\n$8\r\nkeyspace\r\n");
+        let parts = (0..pool.config().servers.len())
+            .map(|s| self.forward_part(pool, ServerId(s), request.clone()))
+            .collect();
+        Some(self.gather(Kind::Info { keyspace_only }, parts))
+    }
+
+    pub(super) fn gathered(&self, pool: &PoolRt, mut gather: Gather) -> Bytes {
+        let mut replies = Vec::with_capacity(gather.parts.len());
+        for p in &mut gather.parts {
+            match p.take() {
+                Ok(r) if r.starts_with(b"-") || r.starts_with(b"!") => return r,
+                Ok(r) => replies.push(r),
+                Err(e) => return self.failed(pool, e),
+            }
+        }
+        match gather.kind {
+            Kind::Keys => self.concatenated(pool, &replies),
+            Kind::Randomkey => {
+                let found: Vec<&Bytes> = replies
+                    .iter()
+                    .filter(|r| r.starts_with(b"$") && !r.starts_with(b"$-1"))
+                    .collect();
+                match found.len() {
+                    // Every server is empty: its null, in the client's protocol.
+                    0 => replies.swap_remove(0),
+                    n => {
+                        let pick = RandomState::new().hash_one(n) as usize % n;
+                        found[pick].clone()
+                    }
+                }
+            }
+            Kind::Scan {
+                server,
+                tag,
+                servers,
+            } => scan_reply(&replies[0], server, tag, servers),
+            Kind::Info { keyspace_only } => {
+                let mut text = match keyspace_only {
+                    true => String::new(),
+                    false => self.info(pool) + "\r\n",
+                };
+                text.push_str(&keyspace_section(&replies));
+                let mut out = Vec::with_capacity(text.len() + 16);
+                match self.resp3 {
+                    true => verbatim_text(&mut out, text.as_bytes()),
+                    false => bulk(&mut out, text.as_bytes()),
+                }
+                out.into()
+            }
+        }
+    }
+
+    /// KEYS: the servers' arrays as one, unless it exceeds what the pool lets a
+    /// client's replies hold.
+    fn concatenated(&self, pool: &PoolRt, replies: &[Bytes]) -> Bytes {
+        let mut count = 0;
+        let mut bodies = Vec::with_capacity(replies.len());
+        for r in replies {
+            let Some(nl) = memchr::memchr(b'\n', r) else {
+                return r.clone();
+            };
+            let Some(n) = std::str::from_utf8(&r[1..nl - 1])
+                .ok()
+                .and_then(|n| n.parse::<usize>().ok())
+                .filter(|_| r[0] == b'*')
+            else {
+                return r.clone();
+            };
+            count += n;
+            bodies.push(&r[nl + 1..]);
+        }
+        let size: usize = bodies.iter().map(|b| b.len()).sum();
+        let limit = pool.config().client_output_limit;
+        if size as u64 > limit {
+            return error_bytes(&format!(
+                "ERR KEYS over the pool's servers would reply {size} bytes, more than client_output_limit ({limit} bytes); iterate with SCAN"
+            ));
+        }
+        let mut out = Vec::with_capacity(size + 16);
+        array_header(&mut out, count);
+        for b in bodies {
+            out.extend_from_slice(b);
+        }
+        out.into()
+    }
+}
+
+fn error_bytes(text: &str) -> Bytes {
+    let mut out = Vec::new();
+    cashew_protocol::resp::error(&mut out, text);
+    out.into()
+}
+
+/// A server's `[cursor, keys]` with the cursor made the client's.
+fn scan_reply(reply: &Bytes, server: usize, tag: u64, servers: usize) -> Bytes {
+    let malformed = || error_bytes("ERR the server's SCAN reply was not [cursor, keys]");
+    let Some(rest) = reply.strip_prefix(b"*2\r\n") else {
+        return malformed();
+    };
+    let ReplyParse::Complete(n) = parse_reply(rest) else {
+        return malformed();
+    };
+    let cursor_field = &rest[..n];
+    let next = memchr::memchr(b'\n', cursor_field)
+        .and_then(|nl| std::str::from_utf8(&cursor_field[nl + 1..n - 2]).ok())
+        .and_then(|c| c.parse::<u64>().ok());
+    let Some(next) = next else {
+        return malformed();
+    };
+    let Some(cursor) = next_cursor(server, next, tag, servers) else {
+        return error_bytes(
+            "ERR the server's SCAN cursor is larger than the proxy's cursor layout holds (2^48)",
+        );
+    };
+    let mut out = Vec::with_capacity(reply.len() + 16);
+    array_header(&mut out, 2);
+    bulk(&mut out, cursor.to_string().as_bytes());
+    out.extend_from_slice(&rest[n..]);
+    out.into()
+}
+
+/// `# Keyspace` with each database's keys and expiring keys summed over the
+/// servers' sections, and the average TTL weighted by the expiring keys.
+fn keyspace_section(replies: &[Bytes]) -> String {
+    // db number → (keys, expires, avg_ttl × expires)
+    let mut dbs: std::collections::BTreeMap<u64, (u64, u64, u128)> = Default::default();
+    for reply in replies {
+        for line in reply.split(|&b| b == b'\n') {
+            let line = String::from_utf8_lossy(line);
+            let Some((db, fields)) = line.trim_end().split_once(':') else {
+                continue;
+            };
+            let Some(n) = db.strip_prefix("db").and_then(|n| n.parse::<u64>().ok()) else {
+                continue;
+            };
+            let field = |name: &str| -> u64 {
+                fields
+                    .split(',')
+                    .find_map(|f| f.strip_prefix(name)?.strip_prefix('=')?.parse().ok())
+                    .unwrap_or(0)
+            };
+            let entry = dbs.entry(n).or_default();
+            entry.0 += field("keys");
+            entry.1 += field("expires");
+            entry.2 += u128::from(field("avg_ttl")) * u128::from(field("expires"));
+        }
+    }
+    let mut out = String::from("# Keyspace\r\n");
+    for (db, (keys, expires, ttl_sum)) in dbs {
+        let avg_ttl = if expires == 0 {
+            0
+        } else {
+            ttl_sum / u128::from(expires)
+        };
+        out.push_str(&format!(
+            "db{db}:keys={keys},expires={expires},avg_ttl={avg_ttl}\r\n"
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_walk_visits_each_server_from_its_start_and_ends_at_zero() {
+        let (tag, servers) = (0x2a, 3);
+        let start = decode_cursor(0, tag, servers);
+        assert_eq!(
+            start,
+            ScanAt {
+                server: 0,
+                cursor: 0
+            }
+        );
+        // Server 0 goes on, then ends: server 1 from its start.
+        let c = next_cursor(0, 17, tag, servers).unwrap();
+        assert_eq!(
+            decode_cursor(c, tag, servers),
+            ScanAt {
+                server: 0,
+                cursor: 17
+            }
+        );
+        let c = next_cursor(0, 0, tag, servers).unwrap();
+        assert_eq!(
+            decode_cursor(c, tag, servers),
+            ScanAt {
+                server: 1,
+                cursor: 0
+            }
+        );
+        assert_ne!(c, 0, "the walk goes on");
+        let c = next_cursor(2, 5, tag, servers).unwrap();
+        assert_eq!(
+            decode_cursor(c, tag, servers),
+            ScanAt {
+                server: 2,
+                cursor: 5
+            }
+        );
+        assert_eq!(
+            next_cursor(2, 0, tag, servers),
+            Some(0),
+            "the last server done"
+        );
+        assert_eq!(next_cursor(0, 1 << 48, tag, servers), None);
+    }
+
+    #[test]
+    fn a_cursor_of_another_server_list_starts_again() {
+        let c = next_cursor(1, 99, 7, 3).unwrap();
+        assert_eq!(
+            decode_cursor(c, 8, 3),
+            ScanAt {
+                server: 0,
+                cursor: 0
+            }
+        );
+        assert_eq!(
+            decode_cursor(c, 7, 1),
+            ScanAt {
+                server: 0,
+                cursor: 0
+            },
+            "fewer servers"
+        );
+        assert_eq!(
+            decode_cursor(c, 7, 3),
+            ScanAt {
+                server: 1,
+                cursor: 99
+            }
+        );
+    }
+
+    #[test]
+    fn keyspace_sections_are_summed_per_database() {
+        let a = Bytes::from_static(b"$60\r\n# Keyspace\r\ndb0:keys=10,expires=2,avg_ttl=1000\r\ndb1:keys=1,expires=0,avg_ttl=0\r\n\r\n");
+        let b = Bytes::from_static(
+            b"=70\r\ntxt:# Keyspace\r\ndb0:keys=5,expires=2,avg_ttl=3000,subexpiry=0\r\n\r\n",
+        );
+        assert_eq!(
+            keyspace_section(&[a, b]),
+            "# Keyspace\r\ndb0:keys=15,expires=4,avg_ttl=2000\r\ndb1:keys=1,expires=0,avg_ttl=0\r\n"
+        );
+    }
+
+    #[test]
+    fn scan_replies_carry_the_clients_cursor() {
+        let reply = Bytes::from_static(b"*2\r\n$1\r\n0\r\n*1\r\n$1\r\na\r\n");
+        let out = scan_reply(&reply, 0, 3, 2);
+        let expected_cursor = next_cursor(0, 0, 3, 2).unwrap().to_string();
+        let expected = format!(
+            "*2\r\n${}\r\n{expected_cursor}\r\n*1\r\n$1\r\na\r\n",
+            expected_cursor.len()
+        );
+        assert_eq!(out, expected.as_bytes());
+        assert!(scan_reply(&Bytes::from_static(b"+OK\r\n"), 0, 3, 2).starts_with(b"-ERR"));
+    }
+}
