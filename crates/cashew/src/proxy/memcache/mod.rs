@@ -556,8 +556,11 @@ fn merge(pool: &PoolRt, mut m: MultiGet) -> Bytes {
 
 /// `stats [argument]`: cashew's own counters for `stats`; for the arguments that
 /// memcached knows, the reply shape clients expect (`RESET`, `OK`, or `STAT` lines
-/// closed by `END`: a proxy has no slabs or items of its own), and for the others
-/// memcached's `ERROR`.
+/// closed by `END`), and for the others memcached's `ERROR`. What describes the
+/// items a server holds (items, slabs, sizes, cachedump) is refused with a
+/// `CLIENT_ERROR` rather than answered with an empty list, so a tool that lists
+/// keys says it could not instead of finding none; like memcached's own errors, it
+/// has no `END` after it.
 fn stats_command(pool: &PoolRt, args: &[u8]) -> Bytes {
     let mut words = args.split(|&b| b == b' ').filter(|w| !w.is_empty());
     let reply: &'static [u8] = match words.next() {
@@ -571,10 +574,13 @@ fn stats_command(pool: &PoolRt, args: &[u8]) -> Bytes {
             Some(b"dump") => b"END\r\n",
             _ => b"CLIENT_ERROR usage: stats detail on|off|dump\r\n",
         },
-        Some(b"settings" | b"items" | b"slabs" | b"sizes" | b"conns" | b"extstore") => b"END\r\n",
+        Some(b"settings" | b"conns" | b"extstore") => b"END\r\n",
         Some(b"sizes_enable" | b"sizes_disable") => b"END\r\n",
+        Some(b"items") => b"CLIENT_ERROR stats items is not supported by the proxy: each server holds its own items; ask each server\r\n",
+        Some(b"slabs") => b"CLIENT_ERROR stats slabs is not supported by the proxy: each server holds its own items; ask each server\r\n",
+        Some(b"sizes") => b"CLIENT_ERROR stats sizes is not supported by the proxy: each server holds its own items; ask each server\r\n",
         Some(b"cachedump") => {
-            b"CLIENT_ERROR stats cachedump is not supported by the proxy: ask a server\r\n"
+            b"CLIENT_ERROR stats cachedump is not supported by the proxy: each server holds its own items; ask each server\r\n"
         }
         Some(_) => b"ERROR\r\n",
     };
