@@ -83,6 +83,9 @@ pub struct Pool {
     /// multi-key request, which the server answers with one write instead of one per
     /// key (cashew's own key).
     pub coalesce_gets: bool,
+    /// Redis pools: the most server connections that clients' transactions,
+    /// blocking calls and subscriptions may hold at once, over all workers.
+    pub max_pinned_connections: u32,
     /// Redis pools: SCAN, KEYS, DBSIZE, RANDOMKEY, FLUSHDB and FLUSHALL go over every
     /// server (`false`: they are refused, as by nutcracker).
     pub keyspace_commands: bool,
@@ -220,6 +223,7 @@ impl Pool {
             slowlog_ms: 0,
             coalesce_gets: true,
             keyspace_commands: true,
+            max_pinned_connections: 1024,
             migrate_ms: 0,
             routes: Vec::new(),
             shadow: None,

@@ -9,7 +9,7 @@ use crate::secret::{Secret, SECRET_KEYS};
 use crate::yaml::{Location, Node, Value};
 
 /// Every key a pool may have, in the order the docs list them.
-pub const POOL_KEYS: [&str; 44] = [
+pub const POOL_KEYS: [&str; 45] = [
     "listen",
     "hash",
     "hash_tag",
@@ -45,6 +45,7 @@ pub const POOL_KEYS: [&str; 44] = [
     "slowlog_ms",
     "coalesce_gets",
     "keyspace_commands",
+    "max_pinned_connections",
     "migrate_ms",
     "routes",
     "shadow",
@@ -286,6 +287,9 @@ impl<'f> Validator<'f> {
                 "slowlog_ms" => set(&mut pool.slowlog_ms, field.number(0, u64::MAX)),
                 "coalesce_gets" => set(&mut pool.coalesce_gets, field.boolean()),
                 "keyspace_commands" => set(&mut pool.keyspace_commands, field.boolean()),
+                "max_pinned_connections" => {
+                    set(&mut pool.max_pinned_connections, field.number(0, 1 << 20))
+                }
                 "migrate_ms" => set(&mut pool.migrate_ms, field.number(0, 7 * 24 * 3600 * 1000)),
                 "routes" => pool.routes = self.routes(&name, &value),
                 "shadow" => pool.shadow = self.shadow(&name, &value),
@@ -362,6 +366,9 @@ impl<'f> Validator<'f> {
         }
         if let Some(at) = at("keyspace_commands") {
             self.error(at, name, Some("keyspace_commands"), "is for redis pools: memcached has no commands over the keyspace but flush_all, which cashew sends to every server".into());
+        }
+        if let Some(at) = at("max_pinned_connections") {
+            self.error(at, name, Some("max_pinned_connections"), "is for redis pools: memcached has no transactions, blocking commands or subscriptions".into());
         }
         if let Some(at) = at("replicas") {
             if pool.replicas as usize > pool.servers.len() && !pool.servers.is_empty() {

@@ -31,7 +31,12 @@ fn run_script(script: &str, args: &[String]) -> String {
 #[test]
 fn redis_py_with_its_defaults_and_in_resp2() {
     let backends: Vec<Process> = (0..3).map(|_| redis_server(&[])).collect();
-    let p = PoolProxy::start(CASHEW, backends, "  redis: true\n  hash: md5\n", &[]);
+    let p = PoolProxy::start(
+        CASHEW,
+        backends,
+        "  redis: true\n  hash: md5\n  hash_tag: \"{}\"\n",
+        &[],
+    );
     let (host, port) = (p.listen.ip().to_string(), p.listen.port().to_string());
     for protocol in ["default", "2"] {
         let out = run_script(

@@ -396,15 +396,16 @@ fn streams_through_the_proxy() {
             .unwrap(),
         1
     );
-    let err = redis::cmd("XREAD")
+    // XREAD BLOCK waits on a connection of its own, and times out as Redis does.
+    let nothing = redis::cmd("XREAD")
         .arg("BLOCK")
         .arg(10)
         .arg("STREAMS")
         .arg("events")
         .arg("$")
         .query::<Value>(&mut c)
-        .unwrap_err();
-    assert!(err.to_string().contains("blocks"), "{err}");
+        .unwrap();
+    assert_eq!(nothing, Value::Nil);
 }
 
 #[test]

@@ -277,11 +277,8 @@ fn every_request_is_answered_and_the_connection_stays_usable() {
     let mut raw = p.raw();
     for (command, why) in [
         ("SUBSCRIBE ch", "server push"),
-        ("MULTI", "transactions"),
-        ("BLPOP l 0", "blocks"),
         ("CONFIG GET save", "administration"),
         ("CLIENT TRACKING on", "server push"),
-        ("XREAD BLOCK 0 STREAMS s $", "blocks"),
         ("SCRIPT LOAD x", "every server"),
         ("MOVE k 1", "redis_db"),
         ("CLUSTER INFO", "not a redis cluster"),

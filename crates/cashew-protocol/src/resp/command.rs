@@ -86,6 +86,17 @@ pub enum KeyspaceCommand {
     Flushall,
 }
 
+/// The commands of a transaction, which hold a connection to one server from
+/// MULTI (or WATCH) to EXEC, DISCARD (or UNWATCH).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TransactionCommand {
+    Multi,
+    Exec,
+    Discard,
+    Watch,
+    Unwatch,
+}
+
 /// How the replies of a command split over several servers make one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Merge {
@@ -111,6 +122,11 @@ pub enum CommandKind {
     SplitPairs,
     /// Answered by the proxy.
     Local(LocalCommand),
+    /// MULTI, EXEC, DISCARD, WATCH, UNWATCH: on a connection of the client's own.
+    Transaction(TransactionCommand),
+    /// Blocks until data comes or its timeout: on a connection of the client's own
+    /// for the call, all its keys (at these positions) on one server.
+    Blocking(Keys),
     /// Over every server of the pool (refused as [`Reason::Keyspace`] where the
     /// pool says `keyspace_commands: false`).
     Keyspace(KeyspaceCommand),
@@ -210,14 +226,68 @@ const COMMAND_TABLE: &[CommandSpec] = &[
         }),
     ),
     spec("bitpos", -3, (1, 1, 1), Keyed(1)),
-    spec("blmove", 6, (1, 2, 1), Refused(Reason::Blocking)),
-    spec("blmpop", -5, (0, 0, 0), Refused(Reason::Blocking)),
-    spec("blpop", -3, (1, -2, 1), Refused(Reason::Blocking)),
-    spec("brpop", -3, (1, -2, 1), Refused(Reason::Blocking)),
-    spec("brpoplpush", 4, (1, 2, 1), Refused(Reason::Blocking)),
-    spec("bzmpop", -5, (0, 0, 0), Refused(Reason::Blocking)),
-    spec("bzpopmax", -3, (1, -2, 1), Refused(Reason::Blocking)),
-    spec("bzpopmin", -3, (1, -2, 1), Refused(Reason::Blocking)),
+    spec(
+        "blmove",
+        6,
+        (1, 2, 1),
+        Blocking(Keys::Range {
+            first: 1,
+            last: 2,
+            step: 1,
+        }),
+    ),
+    spec("blmpop", -5, (0, 0, 0), Blocking(Keys::NumKeys(2))),
+    spec(
+        "blpop",
+        -3,
+        (1, -2, 1),
+        Blocking(Keys::Range {
+            first: 1,
+            last: -2,
+            step: 1,
+        }),
+    ),
+    spec(
+        "brpop",
+        -3,
+        (1, -2, 1),
+        Blocking(Keys::Range {
+            first: 1,
+            last: -2,
+            step: 1,
+        }),
+    ),
+    spec(
+        "brpoplpush",
+        4,
+        (1, 2, 1),
+        Blocking(Keys::Range {
+            first: 1,
+            last: 2,
+            step: 1,
+        }),
+    ),
+    spec("bzmpop", -5, (0, 0, 0), Blocking(Keys::NumKeys(2))),
+    spec(
+        "bzpopmax",
+        -3,
+        (1, -2, 1),
+        Blocking(Keys::Range {
+            first: 1,
+            last: -2,
+            step: 1,
+        }),
+    ),
+    spec(
+        "bzpopmin",
+        -3,
+        (1, -2, 1),
+        Blocking(Keys::Range {
+            first: 1,
+            last: -2,
+            step: 1,
+        }),
+    ),
     spec("client", -2, (0, 0, 0), Local(LocalCommand::Client)),
     spec("cluster", -2, (0, 0, 0), Refused(Reason::Cluster)),
     spec("command", -1, (0, 0, 0), Local(LocalCommand::Command)),
@@ -237,14 +307,19 @@ const COMMAND_TABLE: &[CommandSpec] = &[
     spec("decr", 2, (1, 1, 1), Keyed(1)),
     spec("decrby", 3, (1, 1, 1), Keyed(1)),
     spec("del", -2, (1, -1, 1), SplitKeys(Merge::Sum)),
-    spec("discard", 1, (0, 0, 0), Refused(Reason::Transactions)),
+    spec(
+        "discard",
+        1,
+        (0, 0, 0),
+        Transaction(TransactionCommand::Discard),
+    ),
     spec("dump", 2, (1, 1, 1), Keyed(1)),
     spec("echo", 2, (0, 0, 0), Local(LocalCommand::Echo)),
     spec("eval", -3, (0, 0, 0), Script),
     spec("eval_ro", -3, (0, 0, 0), Script),
     spec("evalsha", -3, (0, 0, 0), Script),
     spec("evalsha_ro", -3, (0, 0, 0), Script),
-    spec("exec", 1, (0, 0, 0), Refused(Reason::Transactions)),
+    spec("exec", 1, (0, 0, 0), Transaction(TransactionCommand::Exec)),
     spec("exists", -2, (1, -1, 1), SplitKeys(Merge::Sum)),
     spec("expire", -3, (1, 1, 1), Keyed(1)),
     spec("expireat", -3, (1, 1, 1), Keyed(1)),
@@ -359,7 +434,12 @@ const COMMAND_TABLE: &[CommandSpec] = &[
             step: 2,
         }),
     ),
-    spec("multi", 1, (0, 0, 0), Refused(Reason::Transactions)),
+    spec(
+        "multi",
+        1,
+        (0, 0, 0),
+        Transaction(TransactionCommand::Multi),
+    ),
     spec("object", -2, (0, 0, 0), BySubcommand),
     spec("persist", 2, (1, 1, 1), Keyed(1)),
     spec("pexpire", -3, (1, 1, 1), Keyed(1)),
@@ -462,9 +542,19 @@ const COMMAND_TABLE: &[CommandSpec] = &[
     spec("type", 2, (1, 1, 1), Keyed(1)),
     spec("unlink", -2, (1, -1, 1), SplitKeys(Merge::Sum)),
     spec("unsubscribe", -1, (0, 0, 0), Refused(Reason::PubSub)),
-    spec("unwatch", 1, (0, 0, 0), Refused(Reason::Transactions)),
+    spec(
+        "unwatch",
+        1,
+        (0, 0, 0),
+        Transaction(TransactionCommand::Unwatch),
+    ),
     spec("wait", 3, (0, 0, 0), Refused(Reason::Replication)),
-    spec("watch", -2, (1, -1, 1), Refused(Reason::Transactions)),
+    spec(
+        "watch",
+        -2,
+        (1, -1, 1),
+        Transaction(TransactionCommand::Watch),
+    ),
     spec("xack", -4, (1, 1, 1), Keyed(1)),
     spec("xadd", -5, (1, 1, 1), Keyed(1)),
     spec("xautoclaim", -6, (1, 1, 1), Keyed(1)),

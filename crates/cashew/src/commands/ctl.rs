@@ -161,6 +161,11 @@ pub(crate) fn format_status(status: &api::Status) -> String {
             pool.client_connections,
             pool.requests_per_second,
         ));
+        if let Some(pinned) = pool.pinned_connections.filter(|&n| n > 0) {
+            out.push_str(&format!(
+                "  {pinned} server connections pinned to clients (transactions, blocking calls)\n"
+            ));
+        }
         if let Some(m) = &pool.migration {
             let window = match m.ends_in_ms {
                 0 => "no keys moving".to_string(),

@@ -123,6 +123,18 @@ impl Stream {
         }
     }
 
+    /// The peer's `ip:port` as Redis reports a client's `addr` (a unix socket
+    /// client's is `unix:0`).
+    pub(crate) fn address(&self) -> String {
+        let tcp = match self {
+            Stream::Tcp(s) => s,
+            Stream::Tls(s) => s.get_ref().0,
+            Stream::Unix(_) => return "unix:0".into(),
+        };
+        tcp.peer_addr()
+            .map_or_else(|_| "?:0".into(), |a| a.to_string())
+    }
+
     /// The peer's address, for log lines.
     pub(crate) fn peer(&self) -> String {
         let tcp = match self {

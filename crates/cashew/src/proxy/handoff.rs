@@ -100,6 +100,8 @@ pub(crate) struct JobQueue {
     jobs: RefCell<VecDeque<Job>>,
     waker: RefCell<Option<Waker>>,
     closed: Cell<bool>,
+    /// Closed with nothing more to be answered: the connection ends at once.
+    aborted: Cell<bool>,
     /// Bytes of requests pushed and not yet written to the server (or failed).
     unsent: Cell<usize>,
 }
@@ -145,6 +147,17 @@ impl JobQueue {
     /// The next job; `None` once the queue is closed and empty.
     pub(crate) async fn pop(&self) -> Option<Job> {
         poll_fn(|cx| self.poll_pop(cx)).await
+    }
+
+    /// No reply is wanted any more (a pinned session's client left, maybe while
+    /// blocked): the connection is closed at once, whatever it has in flight.
+    pub(crate) fn abort(&self) {
+        self.aborted.set(true);
+        self.close();
+    }
+
+    pub(crate) fn is_aborted(&self) -> bool {
+        self.aborted.get()
     }
 
     /// No more jobs will come: the connection task finishes the jobs queued and in

@@ -299,7 +299,7 @@ impl PoolRt {
         self.migration().is_some()
     }
 
-    pub(crate) fn shared(&self) -> &PoolShared {
+    pub(crate) fn shared(&self) -> &Arc<PoolShared> {
         &self.shared
     }
 
@@ -544,6 +544,48 @@ impl PoolRt {
             Rc::new(ServerConns::start::<Redis>(Rc::new(link), &self.backends))
         });
         self.send_job(conns, client, bytes, true, false)
+    }
+
+    /// A connection of its own to `server`, for one client's pinned session
+    /// (a transaction, a blocking call): opened at its first request, with the
+    /// pool's handshake, and no `timeout` when `blocking` (the command's own
+    /// timeout rules).
+    pub(crate) fn private_connection(
+        &self,
+        server: ServerId,
+        resp3: bool,
+        blocking: bool,
+    ) -> ServerConns {
+        let first = &self.servers[server.0].link;
+        let pool = self.config();
+        let tls = &self.generation.pools[self.index].tls;
+        let mut settings = LinkSettings::new(pool, tls, &pool.servers[server.0], resp3);
+        settings.connections = 1;
+        settings.preconnect = false;
+        if blocking {
+            settings.timeout = None;
+        }
+        let link = ServerLink {
+            settings,
+            pool_name: first.pool_name.clone(),
+            server_name: first.server_name.clone(),
+            counters: first.counters.clone(),
+            pool_counters: first.pool_counters.clone(),
+            health: first.health.clone(),
+            retired: false,
+        };
+        ServerConns::start::<Redis>(Rc::new(link), &self.backends)
+    }
+
+    /// Queues a request on a private connection (see [`private_connection`](Self::private_connection)).
+    pub(crate) fn send_private(
+        &self,
+        conns: &ServerConns,
+        client: ClientId,
+        bytes: Bytes,
+        want_reply: bool,
+    ) -> Option<ReplyRx> {
+        self.send_job(conns, client, bytes, want_reply, false)
     }
 
     /// Queues a request that ends with `mn`: its reply runs up to `MN`.

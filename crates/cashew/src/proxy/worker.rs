@@ -383,10 +383,16 @@ fn spawn_client(mut client: Stream, slot: Rc<PoolSlot>, ctx: &Rc<WorkerCtx>) {
 
 /// Serves a client in its pool's protocol.
 async fn serve_client(client: Stream, slot: &Rc<PoolSlot>) {
+    let redis = slot.pool().config().redis;
+    let address = if redis {
+        client.address()
+    } else {
+        String::new()
+    };
     let (reader, writer) = client.into_split();
     let id = slot.new_client_id();
-    if slot.pool().config().redis {
-        let protocol = redis::Client::new(slot.clone(), id);
+    if redis {
+        let protocol = redis::Client::new(slot.clone(), id).with_address(address);
         client::serve(reader, writer, slot, id, protocol).await
     } else {
         let protocol = memcache::Client::new(slot.clone(), id);

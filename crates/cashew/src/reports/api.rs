@@ -68,6 +68,10 @@ pub(crate) struct PoolStatus {
     pub(crate) get_misses: u64,
     pub(crate) errors: u64,
     pub(crate) latency_ms: Latency,
+    /// Redis pools: server connections pinned to one client (transactions,
+    /// blocking calls).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) pinned_connections: Option<u64>,
     /// Pools with `migrate_ms`: the keys moving since the last change of placement.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) migration: Option<MigrationStatus>,

@@ -90,7 +90,7 @@ fn family<'e>(
 }
 
 /// Per-pool metrics: (name, help, counter).
-const POOL_COUNTERS: [(&str, &str, PoolCounter); 18] = [
+const POOL_COUNTERS: [(&str, &str, PoolCounter); 19] = [
     (
         "cashew_client_connections_opened",
         "Client connections accepted",
@@ -160,6 +160,11 @@ const POOL_COUNTERS: [(&str, &str, PoolCounter); 18] = [
         "cashew_shadow_dropped",
         "Copies not sent to the shadow pool: too many waiting",
         PoolCounter::ShadowDropped,
+    ),
+    (
+        "cashew_pinned_connections",
+        "Server connections pinned to one client (transactions, blocking calls)",
+        PoolCounter::PinnedConnections,
     ),
     (
         "cashew_keys_commands",

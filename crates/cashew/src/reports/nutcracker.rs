@@ -70,6 +70,7 @@ pub(crate) fn json(generation: &Generation, source: &str) -> String {
             (pool.shadow.is_some(), PoolCounter::ShadowDropped),
             (pool.tls.is_some(), PoolCounter::TlsHandshakeFailures),
             (!pool.users.is_empty(), PoolCounter::AuthFailures),
+            (pool.redis, PoolCounter::PinnedConnections),
         ];
         for (_, c) in optional.into_iter().filter(|(uses, _)| *uses) {
             out.push_str(&format!(", \"{}\":{}", c.name(), state.total(c)));

@@ -74,6 +74,9 @@ pub(crate) fn status(generation: &Generation, phase: &str, rate: impl Fn(&str) -
                 get_misses: state.total(PoolCounter::GetMisses),
                 errors: PoolCounter::ERRORS.iter().map(|&c| state.total(c)).sum(),
                 latency_ms: latency_ms(&state.latency()),
+                pinned_connections: pool
+                    .redis
+                    .then(|| state.total(PoolCounter::PinnedConnections)),
                 migration: (pool.migrate_ms > 0).then(|| MigrationStatus {
                     ends_in_ms: state.migration.as_ref().map_or(0, |m| {
                         m.until

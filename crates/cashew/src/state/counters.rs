@@ -80,6 +80,9 @@ counters! {
         Replies => "replies", "# replies written to clients";
         GetHits => "get_hits", "# keys found by retrievals";
         GetMisses => "get_misses", "# keys not found by retrievals";
+        /// A level: redis clients' connections of their own (transactions,
+        /// blocking calls).
+        PinnedConnections => "pinned_connections", "# server connections pinned to one client (transactions, blocking calls)";
         /// A level: requests read and not yet answered.
         InFlight => "in_flight", "# requests read and not yet answered";
         /// Errors by kind: the request broke the protocol; the server failed or

@@ -43,6 +43,9 @@ const UNTIL_PROBED: u64 = u64::MAX;
 pub(crate) struct PoolShared {
     /// Clients of this pool across all workers, for `client_connections`.
     pub(crate) clients: AtomicU32,
+    /// Redis clients' pinned server connections across all workers, for
+    /// `max_pinned_connections`.
+    pub(crate) pinned: AtomicU32,
     /// Ejections made by health probes (which run on no worker).
     pub(crate) probe_ejections: AtomicU64,
     /// Bumped at every change of a server's state: a worker that sees a new value

@@ -71,6 +71,12 @@ pub(crate) trait PendingReply {
     fn try_settle(&mut self) -> bool;
     /// Ready once settled; else the task is woken when a reply it waits for comes.
     fn poll_settle(&mut self, cx: &mut Context<'_>) -> Poll<()>;
+    /// Whether it waits for something that may never come (a blocking call): a
+    /// client that leaves meanwhile is closed at once, as Redis does, rather than
+    /// waited for.
+    fn blocks(&self) -> bool {
+        false
+    }
 }
 
 /// One server's part of a request: where its reply comes (`None`: it was never

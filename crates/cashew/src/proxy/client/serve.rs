@@ -34,6 +34,10 @@ const SHRINK_ABOVE: usize = 1 << 20;
 /// When a drain starts, an idle client is given this long for a request already on
 /// its way (a connection accepted a moment before usually has one).
 const DRAIN_LINGER: Duration = Duration::from_millis(100);
+/// A client that left while a blocking call of its waits is closed this long
+/// after (replies that come meanwhile, an error to a malformed call among them,
+/// still go out): the call may never end, and Redis drops such a client too.
+const LEFT_WHILE_BLOCKED: Duration = Duration::from_millis(100);
 
 /// What ended a wait.
 enum Event {
@@ -79,6 +83,8 @@ async fn serve_registered<P: Protocol>(
     // Draining: since when, and whether a request came since (else it lingers).
     let mut draining: Option<Instant> = None;
     let mut read_while_draining = false;
+    // Since when the client has ended its side while a blocking call waits.
+    let mut left_at: Option<Instant> = None;
     let count_error = |counter| slot.pool().pool_stats().add(counter, 1);
     let mut latency = Latency::default();
     let mut clock = TurnClock::default();
@@ -139,6 +145,7 @@ async fn serve_registered<P: Protocol>(
         if out.is_empty() && (closing || (!reading && queue.is_empty())) {
             break;
         }
+
         if out.is_empty() || !budget.overflowing() {
             stalled_since = None;
         } else if stalled_since.is_none() {
@@ -167,6 +174,13 @@ async fn serve_registered<P: Protocol>(
             (Some(since), _) => Some(since + STALLED),
             (None, Some(since)) if lingering => Some(since + DRAIN_LINGER),
             _ => None,
+        };
+        let deadline = match left_at {
+            None => deadline,
+            Some(at) => {
+                let leave = at + LEFT_WHILE_BLOCKED;
+                Some(deadline.map_or(leave, |d| d.min(leave)))
+            }
         };
         match (deadline, &mut timer) {
             (None, _) => timer = None,
@@ -239,6 +253,9 @@ async fn serve_registered<P: Protocol>(
             Event::Read(Ok(0)) => {
                 count_error(PoolCounter::ClientEof);
                 reading = false;
+                if queue.iter().any(PendingReply::blocks) {
+                    left_at = Some(clock.now());
+                }
             }
             Event::Read(Ok(_)) => {
                 read_while_draining = draining.is_some();
@@ -248,7 +265,13 @@ async fn serve_registered<P: Protocol>(
                 count_error(PoolCounter::ClientErr);
                 break;
             }
-            Event::Wake => {}
+            Event::Wake => {
+                if left_at.is_some_and(|at| clock.now() >= at + LEFT_WHILE_BLOCKED)
+                    && queue.iter().any(PendingReply::blocks)
+                {
+                    break;
+                }
+            }
         }
     }
     latency.dropped(slot);

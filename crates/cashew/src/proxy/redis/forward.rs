@@ -3,9 +3,9 @@
 //! server.
 
 use bytes::Bytes;
-use cashew_protocol::resp::{array_header, bulk, CommandSpec, Keys, Reason};
+use cashew_protocol::resp::{array_header, bulk, CommandSpec, Keys};
 
-use super::{err, refused, Client, Pending};
+use super::{err, Client, Pending};
 use crate::proxy::client::Part;
 use crate::proxy::gutter::{self, Target};
 use crate::proxy::handoff::BackendError;
@@ -157,7 +157,7 @@ impl Client {
     ) -> Pending {
         if let Keys::Streams { options } = keys {
             if self.blocks(usize::from(options), bytes) {
-                return refused(spec.name, Reason::Blocking);
+                return self.blocking(pool, spec, bytes);
             }
         }
         let Some(positions) = self.key_positions(bytes, keys) else {

@@ -116,8 +116,9 @@ impl Client {
             b"info" if argc == 2 => {
                 let name = self.name.as_deref().map(String::from_utf8_lossy).unwrap_or_default();
                 let line = format!(
-                    "id={} name={name} db=0 resp={} lib-name=cashew-proxy\n",
+                    "id={} addr={} name={name} db=0 resp={} lib-name=cashew-proxy\n",
                     self.id.0,
+                    self.address,
                     if self.resp3 { 3 } else { 2 }
                 );
                 ready(|o| match self.resp3 {

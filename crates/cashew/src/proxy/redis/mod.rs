@@ -9,6 +9,7 @@ mod auth;
 mod forward;
 mod keyspace;
 mod local;
+mod session;
 mod split;
 
 use std::collections::VecDeque;
@@ -47,6 +48,10 @@ pub(crate) enum Pending {
     AllOk(Vec<Part>),
     /// SCAN, KEYS, RANDOMKEY and INFO's keyspace over the servers.
     Keyspace(Box<keyspace::Gather>),
+    /// A reply on a connection of the client's own (a transaction, a blocking
+    /// call), which it keeps open until the reply is delivered (or the client
+    /// leaves: then it is closed at once).
+    Pinned(Part, Rc<session::Pinned>),
     /// QUIT: `+OK`, then close.
     Quit,
     /// A reply of the proxy's that reports a server's version, when none was known:
@@ -69,7 +74,9 @@ impl PendingReply for Pending {
     fn try_settle(&mut self) -> bool {
         match self {
             Pending::Ready(_) | Pending::Quit => true,
-            Pending::Single(part) | Pending::AfterVersion { part, .. } => part.try_settle(),
+            Pending::Single(part)
+            | Pending::AfterVersion { part, .. }
+            | Pending::Pinned(part, _) => part.try_settle(),
             Pending::Mget { parts, .. } | Pending::Sum(parts) | Pending::AllOk(parts) => {
                 try_settle_all(parts)
             }
@@ -77,10 +84,16 @@ impl PendingReply for Pending {
         }
     }
 
+    fn blocks(&self) -> bool {
+        matches!(self, Pending::Pinned(_, conn) if conn.blocking)
+    }
+
     fn poll_settle(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         match self {
             Pending::Ready(_) | Pending::Quit => Poll::Ready(()),
-            Pending::Single(part) | Pending::AfterVersion { part, .. } => part.poll_settle(cx),
+            Pending::Single(part)
+            | Pending::AfterVersion { part, .. }
+            | Pending::Pinned(part, _) => part.poll_settle(cx),
             Pending::Mget { parts, .. } | Pending::Sum(parts) | Pending::AllOk(parts) => {
                 poll_settle_all(parts, cx)
             }
@@ -107,6 +120,10 @@ pub(crate) struct Client {
     families: ReplyFamilies,
     /// The family of the request being dispatched, once its command is known.
     family: Option<Family>,
+    /// A transaction in progress, on a connection of the client's own.
+    session: session::Session,
+    /// The client's `ip:port`, for `CLIENT INFO`.
+    address: String,
 }
 
 impl Client {
@@ -124,7 +141,14 @@ impl Client {
             done: false,
             families: ReplyFamilies::default(),
             family: None,
+            session: session::Session::default(),
+            address: String::new(),
         }
+    }
+
+    pub(crate) fn with_address(mut self, address: String) -> Client {
+        self.address = address;
+        self
     }
 }
 
@@ -345,8 +369,13 @@ impl Client {
                 }
             }
         }
+        if self.session.is_active() || matches!(spec.kind, CommandKind::Transaction(_)) {
+            return self.in_session(pool, spec, bytes);
+        }
         match spec.kind {
             CommandKind::Refused(reason) => refused(spec.name, reason),
+            CommandKind::Blocking(_) => self.blocking(pool, spec, bytes),
+            CommandKind::Transaction(_) => self.in_session(pool, spec, bytes),
             CommandKind::Local(command) => self.local(pool, command, bytes),
             CommandKind::Keyspace(_) if !pool.config().keyspace_commands => {
                 refused(spec.name, Reason::Keyspace)

@@ -80,7 +80,9 @@ impl Client {
         match pending {
             Pending::Ready(b) => b,
             Pending::Quit => Bytes::new(),
-            Pending::Single(mut part) => part.take().unwrap_or_else(|e| self.failed(pool, e)),
+            Pending::Single(mut part) | Pending::Pinned(mut part, _) => {
+                part.take().unwrap_or_else(|e| self.failed(pool, e))
+            }
             Pending::Mget { mut parts, order } => self.merge_mget(pool, &mut parts, &order),
             Pending::Sum(mut parts) => {
                 let mut total: i64 = 0;

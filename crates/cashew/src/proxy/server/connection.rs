@@ -59,6 +59,15 @@ impl ServerConns {
     }
 }
 
+impl ServerConns {
+    /// Closes the connections at once, with what they have in flight.
+    pub(crate) fn abort(&self) {
+        for queue in &self.queues {
+            queue.abort();
+        }
+    }
+}
+
 impl Drop for ServerConns {
     fn drop(&mut self) {
         for queue in &self.queues {
@@ -229,6 +238,7 @@ async fn serve<C: ServerCodec>(
                 wbuf.advance(n);
                 pipeline.wrote(n, std::time::Instant::now());
             }
+            Event::Job(None) if jobs.is_aborted() => return None,
             Event::Job(None) => closed = true,
             Event::Job(Some(job)) => {
                 pipeline.enqueue(job, &mut wbuf);

@@ -1,0 +1,313 @@
+//! Redis workloads that hold a connection, against real redis servers:
+//! transactions (MULTI/EXEC, WATCH) and blocking calls (BLPOP, BRPOP, XREAD BLOCK)
+//! get a server connection of the client's own for as long as they need one; a
+//! job queue (RQ) runs through cashew.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use cashew_testkit::{redis_server, PoolProxy, Process};
+use redis::{Connection, Value};
+
+const CASHEW: &str = env!("CARGO_BIN_EXE_cashew");
+
+fn start(servers: usize, settings: &str) -> PoolProxy {
+    let backends: Vec<Process> = (0..servers).map(|_| redis_server(&[])).collect();
+    let settings = format!("  redis: true\n  hash: md5\n  hash_tag: \"{{}}\"\n{settings}");
+    PoolProxy::start(CASHEW, backends, &settings, &[])
+}
+
+fn connect(addr: SocketAddr) -> Connection {
+    redis::Client::open(format!("redis://{addr}/"))
+        .unwrap()
+        .get_connection()
+        .unwrap()
+}
+
+/// Two hash tags whose keys are on different servers.
+fn tags_on_two_servers(p: &PoolProxy) -> (String, String) {
+    let tags: Vec<String> = (0..50).map(|i| format!("{{t{i}}}")).collect();
+    let keys: Vec<String> = tags.iter().map(|t| format!("{t}:k")).collect();
+    let servers = p.routed(&keys);
+    let other = (1..tags.len()).find(|&i| servers[i] != servers[0]).unwrap();
+    (tags[0].clone(), tags[other].clone())
+}
+
+fn pinned(p: &PoolProxy) -> u64 {
+    p.stats()["pool"]["pinned_connections"].as_u64().unwrap()
+}
+
+/// Connections the server has open (the proxy's included).
+fn server_clients(server: &Process) -> usize {
+    let list: String = redis::cmd("CLIENT")
+        .arg("LIST")
+        .query(&mut connect(server.addr))
+        .unwrap();
+    list.lines().count()
+}
+
+fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !done() {
+        assert!(Instant::now() < deadline, "{what}: not within {limit:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn transactions_run_on_the_server_of_their_keys() {
+    let p = start(3, "");
+    let mut c = connect(p.listen);
+    let (a, b) = tags_on_two_servers(&p);
+
+    let (set, incr, got): (bool, i64, String) = redis::pipe()
+        .atomic()
+        .set(format!("{a}:n"), 10)
+        .incr(format!("{a}:n"), 5)
+        .get(format!("{a}:n"))
+        .query(&mut c)
+        .unwrap();
+    assert_eq!((set, incr, got.as_str()), (true, 15, "15"));
+
+    // WATCH, and another client's write in between: EXEC answers nil.
+    let mut other = connect(p.listen);
+    let _: () = redis::cmd("WATCH")
+        .arg(format!("{a}:bal"))
+        .query(&mut c)
+        .unwrap();
+    let _: () = redis::cmd("SET")
+        .arg(format!("{a}:bal"))
+        .arg(5)
+        .query(&mut other)
+        .unwrap();
+    let _: () = redis::cmd("MULTI").query(&mut c).unwrap();
+    let queued: String = redis::cmd("SET")
+        .arg(format!("{a}:bal"))
+        .arg(100)
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(queued, "QUEUED");
+    let exec: Value = redis::cmd("EXEC").query(&mut c).unwrap();
+    assert_eq!(exec, Value::Nil, "a watched key changed");
+    let bal: i64 = redis::cmd("GET")
+        .arg(format!("{a}:bal"))
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(bal, 5);
+
+    // A key of another server inside MULTI: CROSSSLOT, then EXECABORT; nothing ran.
+    let _: () = redis::cmd("MULTI").query(&mut c).unwrap();
+    let _: String = redis::cmd("SET")
+        .arg(format!("{a}:x"))
+        .arg(1)
+        .query(&mut c)
+        .unwrap();
+    let cross = redis::cmd("SET")
+        .arg(format!("{b}:y"))
+        .arg(1)
+        .query::<String>(&mut c)
+        .unwrap_err();
+    assert_eq!(cross.code(), Some("CROSSSLOT"), "{cross}");
+    let abort = redis::cmd("EXEC").query::<Value>(&mut c).unwrap_err();
+    assert_eq!(abort.code(), Some("EXECABORT"), "{abort}");
+    let x: Option<i64> = redis::cmd("GET")
+        .arg(format!("{a}:x"))
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(x, None, "the aborted transaction ran nothing");
+
+    // Keyless commands only, DISCARD, and nesting.
+    let mut raw = TcpStream::connect(p.listen).unwrap();
+    let mut reader = BufReader::new(raw.try_clone().unwrap());
+    raw.write_all(
+        b"MULTI\r\nPING\r\nECHO hi\r\nEXEC\r\nMULTI\r\nMULTI\r\nSET k v\r\nDISCARD\r\nGET k\r\n",
+    )
+    .unwrap();
+    let mut replies = String::new();
+    for _ in 0..12 {
+        reader.read_line(&mut replies).unwrap();
+    }
+    assert_eq!(
+        replies,
+        "+OK\r\n+QUEUED\r\n+QUEUED\r\n*2\r\n+PONG\r\n$2\r\nhi\r\n+OK\r\n-ERR MULTI calls can not be nested\r\n+QUEUED\r\n+OK\r\n$-1\r\n",
+    );
+
+    // Every session is over: its connection is closed.
+    wait_for("pinned connections closed", Duration::from_secs(5), || {
+        pinned(&p) == 0
+    });
+}
+
+#[test]
+fn a_blocked_client_is_released_by_another_and_costs_the_others_nothing() {
+    let p = start(2, "");
+    let listen = p.listen;
+    let waiter = std::thread::spawn(move || {
+        let mut c = connect(listen);
+        let started = Instant::now();
+        let got: (String, String) = redis::cmd("BLPOP")
+            .arg("{q}:jobs")
+            .arg(5)
+            .query(&mut c)
+            .unwrap();
+        (got, started.elapsed())
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let mut c = connect(p.listen);
+    let _: () = redis::cmd("LPUSH")
+        .arg("{q}:jobs")
+        .arg("job-1")
+        .query(&mut c)
+        .unwrap();
+    let (got, waited) = waiter.join().unwrap();
+    assert_eq!(got, ("{q}:jobs".to_string(), "job-1".to_string()));
+    assert!(
+        waited >= Duration::from_millis(250),
+        "it blocked: {waited:?}"
+    );
+
+    // XREAD BLOCK, released by XADD.
+    let waiter = std::thread::spawn(move || {
+        let mut c = connect(listen);
+        let got: Value = redis::cmd("XREAD")
+            .arg("BLOCK")
+            .arg(5000)
+            .arg("STREAMS")
+            .arg("{q}:events")
+            .arg("$")
+            .query(&mut c)
+            .unwrap();
+        got
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let _: String = redis::cmd("XADD")
+        .arg("{q}:events")
+        .arg("*")
+        .arg("k")
+        .arg("v")
+        .query(&mut c)
+        .unwrap();
+    assert_ne!(waiter.join().unwrap(), Value::Nil);
+
+    // 200 clients blocked at once while another pipelines.
+    let p99 = |c: &mut Connection| {
+        let mut times = Vec::new();
+        let end = Instant::now() + Duration::from_secs(2);
+        while Instant::now() < end {
+            let started = Instant::now();
+            let _: Vec<Option<String>> = redis::pipe()
+                .get("a")
+                .get("b")
+                .get("c")
+                .get("d")
+                .query(c)
+                .unwrap();
+            times.push(started.elapsed());
+        }
+        times.sort();
+        times[times.len() * 99 / 100]
+    };
+    let before = p99(&mut c);
+    let clients_before: usize = p.backends.iter().map(server_clients).sum();
+    let mut blocked: Vec<TcpStream> = (0..200)
+        .map(|i| {
+            let mut s = TcpStream::connect(listen).unwrap();
+            s.write_all(format!("BLPOP {{b{i}}}:empty 0\r\n").as_bytes())
+                .unwrap();
+            s
+        })
+        .collect();
+    wait_for("200 pinned connections", Duration::from_secs(10), || {
+        pinned(&p) == 200
+    });
+    let during = p99(&mut c);
+    println!("p99 of a 4-get pipeline: {before:?} before, {during:?} with 200 clients blocked");
+    assert!(
+        during <= before * 5 + Duration::from_millis(5),
+        "{before:?} → {during:?}"
+    );
+    let on_servers: usize = p.backends.iter().map(server_clients).sum();
+    assert!(
+        on_servers >= clients_before + 200,
+        "{clients_before} → {on_servers}"
+    );
+
+    // The blocked clients leave: their server connections close.
+    blocked.clear();
+    wait_for(
+        "pinned connections closed on the servers",
+        Duration::from_secs(5),
+        || {
+            pinned(&p) == 0
+                && p.backends.iter().map(server_clients).sum::<usize>() <= clients_before
+        },
+    );
+    drop(blocked);
+}
+
+#[test]
+fn max_pinned_connections_gives_an_error_and_the_client_stays_usable() {
+    let p = start(1, "  max_pinned_connections: 2\n");
+    let held: Vec<TcpStream> = (0..2)
+        .map(|i| {
+            let mut s = TcpStream::connect(p.listen).unwrap();
+            s.write_all(format!("BLPOP held{i} 0\r\n").as_bytes())
+                .unwrap();
+            s
+        })
+        .collect();
+    wait_for("2 pinned", Duration::from_secs(5), || pinned(&p) == 2);
+    let mut c = connect(p.listen);
+    let e = redis::cmd("BLPOP")
+        .arg("third")
+        .arg(0)
+        .query::<Value>(&mut c)
+        .unwrap_err();
+    assert!(
+        e.to_string().contains("max pinned connections reached"),
+        "{e}"
+    );
+    let e = redis::cmd("WATCH")
+        .arg("k")
+        .query::<Value>(&mut c)
+        .unwrap_err();
+    assert!(
+        e.to_string().contains("max pinned connections reached"),
+        "{e}"
+    );
+    let pong: String = redis::cmd("PING").query(&mut c).unwrap();
+    assert_eq!(pong, "PONG");
+    drop(held);
+    wait_for("released", Duration::from_secs(5), || pinned(&p) == 0);
+    let none: Value = redis::cmd("BLPOP")
+        .arg("third")
+        .arg(0.05)
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(none, Value::Nil);
+}
+
+#[test]
+fn an_rq_worker_runs_a_thousand_jobs_through_cashew() {
+    // RQ's transactions name several keys without hash tags: one server per pool.
+    let p = start(1, "");
+    let script =
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/python/rq_jobs.py");
+    let out = Command::new(cashew_testkit::python())
+        .arg(&script)
+        .arg(p.listen.to_string())
+        .arg("1000")
+        .current_dir(script.parent().unwrap())
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    println!("{}", text.trim());
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("1000 of 1000 results"), "{text}");
+}
