@@ -276,7 +276,6 @@ fn every_request_is_answered_and_the_connection_stays_usable() {
     let p = Proxy::start(2, &[], "");
     let mut raw = p.raw();
     for (command, why) in [
-        ("SUBSCRIBE ch", "server push"),
         ("CONFIG GET save", "administration"),
         ("CLIENT TRACKING on", "server push"),
         ("SCRIPT LOAD x", "every server"),

@@ -311,3 +311,59 @@ fn an_rq_worker_runs_a_thousand_jobs_through_cashew() {
     assert!(out.status.success(), "{text}");
     assert!(text.contains("1000 of 1000 results"), "{text}");
 }
+
+#[test]
+fn subscribers_get_every_message_once_and_in_order_over_three_servers() {
+    let p = start(3, "");
+    let script =
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/python/redis_pubsub.py");
+    for protocol in ["2", "3"] {
+        let out = Command::new(cashew_testkit::python())
+            .arg(&script)
+            .arg(p.listen.ip().to_string())
+            .arg(p.listen.port().to_string())
+            .arg(protocol)
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        println!("{}", text.trim());
+        assert!(out.status.success(), "{text}");
+        assert!(text.contains("each once and in order: ok"), "{text}");
+    }
+    wait_for(
+        "subscribers' connections closed",
+        Duration::from_secs(5),
+        || pinned(&p) == 0,
+    );
+}
+
+#[test]
+fn a_subscriber_whose_server_is_lost_is_closed() {
+    let mut p = start(2, "");
+    let mut s = TcpStream::connect(p.listen).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(b"PSUBSCRIBE news:*\r\n").unwrap();
+    let mut reader = BufReader::new(s.try_clone().unwrap());
+    let mut confirmation = String::new();
+    for _ in 0..5 {
+        reader.read_line(&mut confirmation).unwrap();
+    }
+    assert_eq!(confirmation, "*3\r\n$10\r\npsubscribe\r\n$6\r\nnews:*\r\n");
+    let mut count = String::new();
+    reader.read_line(&mut count).unwrap();
+    assert_eq!(count, ":1\r\n");
+    wait_for(
+        "a connection to each server",
+        Duration::from_secs(5),
+        || pinned(&p) == 2,
+    );
+    drop(p.backends.remove(1));
+    let mut rest = String::new();
+    let n = reader.read_line(&mut rest).unwrap_or(0);
+    assert_eq!(n, 0, "closed, not {rest:?}");
+    wait_for("released", Duration::from_secs(5), || pinned(&p) == 0);
+}

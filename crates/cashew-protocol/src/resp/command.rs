@@ -97,6 +97,29 @@ pub enum TransactionCommand {
     Unwatch,
 }
 
+/// The commands of a subscriber, which hold connections of the client's own to the
+/// servers its channels live on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PubSubCommand {
+    Subscribe,
+    Unsubscribe,
+    Psubscribe,
+    Punsubscribe,
+    Ssubscribe,
+    Sunsubscribe,
+}
+
+/// How `PUBSUB` subcommands put the servers' replies together.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PubSubQuery {
+    /// CHANNELS, SHARDCHANNELS: the servers' arrays as one.
+    Names,
+    /// NUMSUB, SHARDNUMSUB: each channel's count, summed over the servers.
+    Counts,
+    /// NUMPAT: a pattern is subscribed on every server: the largest count.
+    Patterns,
+}
+
 /// How the replies of a command split over several servers make one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Merge {
@@ -127,6 +150,10 @@ pub enum CommandKind {
     /// Blocks until data comes or its timeout: on a connection of the client's own
     /// for the call, all its keys (at these positions) on one server.
     Blocking(Keys),
+    /// A subscriber's command: on connections of the client's own.
+    PubSub(PubSubCommand),
+    /// `PUBSUB` subcommands, over every server.
+    PubSubQuery(PubSubQuery),
     /// Over every server of the pool (refused as [`Reason::Keyspace`] where the
     /// pool says `keyspace_commands: false`).
     Keyspace(KeyspaceCommand),
@@ -452,12 +479,22 @@ const COMMAND_TABLE: &[CommandSpec] = &[
     spec("pfselftest", 1, (0, 0, 0), Refused(Reason::Admin)),
     spec("ping", -1, (0, 0, 0), Local(LocalCommand::Ping)),
     spec("psetex", 4, (1, 1, 1), Keyed(1)),
-    spec("psubscribe", -2, (0, 0, 0), Refused(Reason::PubSub)),
+    spec(
+        "psubscribe",
+        -2,
+        (0, 0, 0),
+        PubSub(PubSubCommand::Psubscribe),
+    ),
     spec("psync", -3, (0, 0, 0), Refused(Reason::Replication)),
     spec("pttl", 2, (1, 1, 1), Keyed(1)),
-    spec("publish", 3, (0, 0, 0), Refused(Reason::PubSub)),
-    spec("pubsub", -2, (0, 0, 0), Refused(Reason::PubSub)),
-    spec("punsubscribe", -1, (0, 0, 0), Refused(Reason::PubSub)),
+    spec("publish", 3, (0, 0, 0), Keyed(1)),
+    spec("pubsub", -2, (0, 0, 0), BySubcommand),
+    spec(
+        "punsubscribe",
+        -1,
+        (0, 0, 0),
+        PubSub(PubSubCommand::Punsubscribe),
+    ),
     spec("quit", -1, (0, 0, 0), Local(LocalCommand::Quit)),
     spec(
         "randomkey",
@@ -523,17 +560,27 @@ const COMMAND_TABLE: &[CommandSpec] = &[
     spec("sort", -2, (1, 1, 1), Keyed(1)),
     spec("sort_ro", -2, (1, 1, 1), Keyed(1)),
     spec("spop", -2, (1, 1, 1), Keyed(1)),
-    spec("spublish", 3, (1, 1, 1), Refused(Reason::PubSub)),
+    spec("spublish", 3, (1, 1, 1), Keyed(1)),
     spec("srandmember", -2, (1, 1, 1), Keyed(1)),
     spec("srem", -3, (1, 1, 1), Keyed(1)),
     spec("sscan", -3, (1, 1, 1), Keyed(1)),
-    spec("ssubscribe", -2, (1, -1, 1), Refused(Reason::PubSub)),
+    spec(
+        "ssubscribe",
+        -2,
+        (1, -1, 1),
+        PubSub(PubSubCommand::Ssubscribe),
+    ),
     spec("strlen", 2, (1, 1, 1), Keyed(1)),
-    spec("subscribe", -2, (0, 0, 0), Refused(Reason::PubSub)),
+    spec("subscribe", -2, (0, 0, 0), PubSub(PubSubCommand::Subscribe)),
     spec("substr", 4, (1, 1, 1), Keyed(1)),
     spec("sunion", -2, (1, -1, 1), Keyed(1)),
     spec("sunionstore", -3, (1, -1, 1), Keyed(1)),
-    spec("sunsubscribe", -1, (1, -1, 1), Refused(Reason::PubSub)),
+    spec(
+        "sunsubscribe",
+        -1,
+        (1, -1, 1),
+        PubSub(PubSubCommand::Sunsubscribe),
+    ),
     spec("swapdb", 3, (0, 0, 0), Refused(Reason::Databases)),
     spec("sync", 1, (0, 0, 0), Refused(Reason::Replication)),
     spec("time", 1, (0, 0, 0), AnyServer),
@@ -541,7 +588,12 @@ const COMMAND_TABLE: &[CommandSpec] = &[
     spec("ttl", 2, (1, 1, 1), Keyed(1)),
     spec("type", 2, (1, 1, 1), Keyed(1)),
     spec("unlink", -2, (1, -1, 1), SplitKeys(Merge::Sum)),
-    spec("unsubscribe", -1, (0, 0, 0), Refused(Reason::PubSub)),
+    spec(
+        "unsubscribe",
+        -1,
+        (0, 0, 0),
+        PubSub(PubSubCommand::Unsubscribe),
+    ),
     spec(
         "unwatch",
         1,
@@ -638,6 +690,37 @@ const SUBCOMMAND_TABLE: &[CommandSpec] = &[
     spec("object|help", 2, (0, 0, 0), AnyServer),
     spec("object|idletime", 3, (2, 2, 1), Keyed(2)),
     spec("object|refcount", 3, (2, 2, 1), Keyed(2)),
+    spec(
+        "pubsub|channels",
+        -2,
+        (0, 0, 0),
+        PubSubQuery(PubSubQuery::Names),
+    ),
+    spec("pubsub|help", 2, (0, 0, 0), AnyServer),
+    spec(
+        "pubsub|numpat",
+        2,
+        (0, 0, 0),
+        PubSubQuery(PubSubQuery::Patterns),
+    ),
+    spec(
+        "pubsub|numsub",
+        -2,
+        (0, 0, 0),
+        PubSubQuery(PubSubQuery::Counts),
+    ),
+    spec(
+        "pubsub|shardchannels",
+        -2,
+        (0, 0, 0),
+        PubSubQuery(PubSubQuery::Names),
+    ),
+    spec(
+        "pubsub|shardnumsub",
+        -2,
+        (0, 0, 0),
+        PubSubQuery(PubSubQuery::Counts),
+    ),
     spec("xgroup|create", -5, (2, 2, 1), Keyed(2)),
     spec("xgroup|createconsumer", 5, (2, 2, 1), Keyed(2)),
     spec("xgroup|delconsumer", 5, (2, 2, 1), Keyed(2)),

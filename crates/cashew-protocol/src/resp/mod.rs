@@ -8,7 +8,7 @@ mod request;
 
 pub use command::{
     lookup, lookup_subcommand, CommandKind, CommandSpec, Keys, KeyspaceCommand, LocalCommand,
-    Merge, Reason, TransactionCommand, COMMANDS, SUBCOMMANDS,
+    Merge, PubSubCommand, PubSubQuery, Reason, TransactionCommand, COMMANDS, SUBCOMMANDS,
 };
 pub use encode::{
     array_header, bulk, error, integer, map_header, null, null_bulk, simple, verbatim_text,

@@ -311,6 +311,10 @@ impl PoolRt {
         &self.pool_stats
     }
 
+    pub(crate) fn pool_stats_handle(&self) -> Arc<PoolCounters> {
+        self.pool_stats.clone()
+    }
+
     pub(crate) fn proxy_stats(&self) -> &ProxyCounters {
         &self.proxy_stats
     }
@@ -556,6 +560,18 @@ impl PoolRt {
         resp3: bool,
         blocking: bool,
     ) -> ServerConns {
+        let link = self.private_link(server, resp3, blocking);
+        ServerConns::start::<Redis>(Rc::new(link), &self.backends)
+    }
+
+    /// Runs a task of a client's own server connection, counted with the
+    /// worker's server connections (a drain waits for them).
+    pub(crate) fn spawn_private(&self, task: impl std::future::Future<Output = ()> + 'static) {
+        self.backends.spawn(task);
+    }
+
+    /// What a connection of one client's own to `server` knows of it.
+    pub(crate) fn private_link(&self, server: ServerId, resp3: bool, blocking: bool) -> ServerLink {
         let first = &self.servers[server.0].link;
         let pool = self.config();
         let tls = &self.generation.pools[self.index].tls;
@@ -565,7 +581,7 @@ impl PoolRt {
         if blocking {
             settings.timeout = None;
         }
-        let link = ServerLink {
+        ServerLink {
             settings,
             pool_name: first.pool_name.clone(),
             server_name: first.server_name.clone(),
@@ -573,8 +589,7 @@ impl PoolRt {
             pool_counters: first.pool_counters.clone(),
             health: first.health.clone(),
             retired: false,
-        };
-        ServerConns::start::<Redis>(Rc::new(link), &self.backends)
+        }
     }
 
     /// Queues a request on a private connection (see [`private_connection`](Self::private_connection)).

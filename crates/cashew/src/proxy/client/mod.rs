@@ -36,6 +36,19 @@ pub(crate) trait Protocol {
 
     /// The bytes a settled reply puts on the wire, and whether to close after them.
     fn finish(&mut self, pending: Self::Pending) -> (Bytes, bool);
+
+    /// Whether a server may push to this client now (it subscribed).
+    #[inline]
+    fn may_push(&self) -> bool {
+        false
+    }
+
+    /// What a server pushed to the client without a request (a subscriber's
+    /// messages), asked for only while no reply is owed, so pushes never come
+    /// between a request and its reply; `None`: the connection must close.
+    fn poll_push(&mut self, _cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
+        Poll::Pending
+    }
 }
 
 /// Counts the replies a client's requests are owed by the requests' command

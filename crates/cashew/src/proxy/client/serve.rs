@@ -44,6 +44,8 @@ enum Event {
     Read(std::io::Result<usize>),
     /// Bytes written are taken care of in the wait: only a failure ends it.
     WriteFailed,
+    /// A server's push for the client (`None`: its connection was lost).
+    Push(Option<Bytes>),
     /// The oldest reply came, or the pool is closing, or a deadline passed: the
     /// loop looks again.
     Wake,
@@ -231,6 +233,10 @@ async fn serve_registered<P: Protocol>(
                 if front.poll_settle(cx).is_ready() {
                     return Poll::Ready(Event::Wake);
                 }
+            } else if protocol.may_push() && !closing {
+                if let Poll::Ready(push) = protocol.poll_push(cx) {
+                    return Poll::Ready(Event::Push(push));
+                }
             }
             if reading && queue.len() < budget.max_queue() {
                 if let Poll::Ready(r) = poll_read_buf(&mut reader, &mut input, cx) {
@@ -264,6 +270,14 @@ async fn serve_registered<P: Protocol>(
             Event::Read(Err(_)) | Event::WriteFailed => {
                 count_error(PoolCounter::ClientErr);
                 break;
+            }
+            Event::Push(Some(bytes)) => {
+                budget.replied(bytes.len());
+                out.push_back(bytes);
+            }
+            Event::Push(None) => {
+                closing = true;
+                reading = false;
             }
             Event::Wake => {
                 if left_at.is_some_and(|at| clock.now() >= at + LEFT_WHILE_BLOCKED)

@@ -19,7 +19,7 @@ use std::hash::{BuildHasher, DefaultHasher, Hash, Hasher, RandomState};
 
 use bytes::Bytes;
 use cashew_protocol::resp::{
-    array_header, bulk, parse_reply, verbatim_text, KeyspaceCommand, ReplyParse,
+    array_header, bulk, parse_reply, verbatim_text, KeyspaceCommand, PubSubQuery, ReplyParse,
 };
 
 use super::{err, Client, Pending};
@@ -90,6 +90,10 @@ pub(crate) struct Gather {
 
 enum Kind {
     Keys,
+    /// PUBSUB NUMSUB, SHARDNUMSUB: each channel's count summed.
+    Counts,
+    /// PUBSUB NUMPAT: the largest count (a pattern is on every server).
+    Largest,
     Randomkey,
     Scan {
         server: usize,
@@ -143,6 +147,24 @@ impl Client {
             KeyspaceCommand::Randomkey => self.gather(Kind::Randomkey, all(self, bytes)),
             KeyspaceCommand::Scan => self.scan(pool, bytes),
         }
+    }
+
+    /// `PUBSUB` subcommands, over every server.
+    pub(super) fn pubsub_query(
+        &mut self,
+        pool: &PoolRt,
+        query: PubSubQuery,
+        bytes: &Bytes,
+    ) -> Pending {
+        let parts = (0..pool.config().servers.len())
+            .map(|s| self.forward_part(pool, ServerId(s), bytes.clone()))
+            .collect();
+        let kind = match query {
+            PubSubQuery::Names => Kind::Keys,
+            PubSubQuery::Counts => Kind::Counts,
+            PubSubQuery::Patterns => Kind::Largest,
+        };
+        self.gather(kind, parts)
     }
 
     fn gather(&self, kind: Kind, parts: Vec<Part>) -> Pending {
@@ -224,6 +246,22 @@ impl Client {
         }
         match gather.kind {
             Kind::Keys => self.concatenated(pool, &replies),
+            Kind::Counts => summed_counts(&replies),
+            Kind::Largest => {
+                let largest = replies
+                    .iter()
+                    .filter_map(|r| {
+                        std::str::from_utf8(r.get(1..r.len().saturating_sub(2))?)
+                            .ok()?
+                            .parse::<i64>()
+                            .ok()
+                    })
+                    .max()
+                    .unwrap_or(0);
+                let mut out = Vec::new();
+                cashew_protocol::resp::integer(&mut out, largest);
+                out.into()
+            }
             Kind::Randomkey => {
                 let found: Vec<&Bytes> = replies
                     .iter()
@@ -292,6 +330,59 @@ impl Client {
         }
         out.into()
     }
+}
+
+/// PUBSUB NUMSUB's `[channel, count, ...]` (a map in RESP3) from each server, with
+/// each channel's counts summed; the first server's reply gives the order.
+fn summed_counts(replies: &[Bytes]) -> Bytes {
+    let parsed: Vec<Option<Vec<&[u8]>>> = replies.iter().map(|r| elements_of(r)).collect();
+    let Some(Some(first)) = parsed.first() else {
+        return replies[0].clone();
+    };
+    let mut out = Vec::with_capacity(replies[0].len());
+    let header_end = memchr::memchr(b'\n', &replies[0]).map_or(0, |n| n + 1);
+    out.extend_from_slice(&replies[0][..header_end]);
+    for (i, element) in first.iter().enumerate() {
+        if i % 2 == 0 {
+            out.extend_from_slice(element);
+            continue;
+        }
+        let total: i64 = parsed
+            .iter()
+            .flatten()
+            .filter_map(|elements| {
+                let e = elements.get(i)?;
+                std::str::from_utf8(e.get(1..e.len().saturating_sub(2))?)
+                    .ok()?
+                    .parse::<i64>()
+                    .ok()
+            })
+            .sum();
+        cashew_protocol::resp::integer(&mut out, total);
+    }
+    out.into()
+}
+
+/// The elements of an array or map reply, each as its bytes.
+fn elements_of(reply: &[u8]) -> Option<Vec<&[u8]>> {
+    if !matches!(reply.first(), Some(b'*' | b'%')) {
+        return None;
+    }
+    let nl = memchr::memchr(b'\n', reply)?;
+    let mut count: usize = std::str::from_utf8(&reply[1..nl - 1]).ok()?.parse().ok()?;
+    if reply[0] == b'%' {
+        count *= 2;
+    }
+    let mut at = nl + 1;
+    let mut out = Vec::with_capacity(count);
+    for _ in 0..count {
+        let ReplyParse::Complete(n) = parse_reply(&reply[at..]) else {
+            return None;
+        };
+        out.push(&reply[at..at + n]);
+        at += n;
+    }
+    Some(out)
 }
 
 fn error_bytes(text: &str) -> Bytes {

@@ -71,6 +71,9 @@ impl Client {
                 None => err("ERR value is not an integer or out of range"),
             },
             LocalCommand::Reset => {
+                // As Redis: out of subscribed mode and any transaction.
+                self.subscriber = None;
+                self.session = super::session::Session::None;
                 self.name = None;
                 self.resp3 = false;
                 self.access = Access::of_new_client(pool.config());

@@ -9,6 +9,7 @@ mod auth;
 mod forward;
 mod keyspace;
 mod local;
+mod pubsub;
 mod session;
 mod split;
 
@@ -19,7 +20,8 @@ use std::task::{Context, Poll};
 
 use bytes::{Bytes, BytesMut};
 use cashew_protocol::resp::{
-    self, error, lookup, lookup_subcommand, null, null_bulk, CommandKind, Parsed, Reason,
+    self, error, lookup, lookup_subcommand, null, null_bulk, CommandKind, CommandSpec,
+    LocalCommand, Parsed, Reason,
 };
 
 use self::auth::Access;
@@ -124,6 +126,8 @@ pub(crate) struct Client {
     session: session::Session,
     /// The client's `ip:port`, for `CLIENT INFO`.
     address: String,
+    /// Its subscriptions, once it subscribes.
+    subscriber: Option<Box<pubsub::Subscriber>>,
 }
 
 impl Client {
@@ -143,6 +147,7 @@ impl Client {
             family: None,
             session: session::Session::default(),
             address: String::new(),
+            subscriber: None,
         }
     }
 
@@ -259,6 +264,14 @@ impl Protocol for Client {
         true
     }
 
+    fn may_push(&self) -> bool {
+        self.subscriber.is_some()
+    }
+
+    fn poll_push(&mut self, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
+        self.poll_subscriber(cx)
+    }
+
     fn finish(&mut self, pending: Pending) -> (Bytes, bool) {
         self.families.finished();
         match pending {
@@ -369,12 +382,38 @@ impl Client {
                 }
             }
         }
-        if self.session.is_active() || matches!(spec.kind, CommandKind::Transaction(_)) {
+        if self.session.is_active() || self.subscriber.is_some() {
+            return self.dispatch_in_state(pool, spec, bytes);
+        }
+        self.route(pool, spec, bytes)
+    }
+
+    /// A command of a client in a transaction, or a subscriber: apart, so that the
+    /// path of other clients stays short.
+    #[inline(never)]
+    fn dispatch_in_state(&mut self, pool: &PoolRt, spec: &CommandSpec, bytes: &Bytes) -> Pending {
+        if self.in_subscribed_mode() {
+            match spec.kind {
+                CommandKind::PubSub(_)
+                | CommandKind::Local(LocalCommand::Quit | LocalCommand::Reset) => {}
+                CommandKind::Local(LocalCommand::Ping) => return self.subscribed_ping(bytes),
+                _ => return self.not_in_subscribed_mode(spec.name),
+            }
+        }
+        if self.session.is_active() {
             return self.in_session(pool, spec, bytes);
         }
+        self.route(pool, spec, bytes)
+    }
+
+    /// Sends a command where its class says.
+    #[inline]
+    fn route(&mut self, pool: &PoolRt, spec: &CommandSpec, bytes: &Bytes) -> Pending {
         match spec.kind {
             CommandKind::Refused(reason) => refused(spec.name, reason),
             CommandKind::Blocking(_) => self.blocking(pool, spec, bytes),
+            CommandKind::PubSub(command) => self.pubsub(pool, command, bytes),
+            CommandKind::PubSubQuery(query) => self.pubsub_query(pool, query, bytes),
             CommandKind::Transaction(_) => self.in_session(pool, spec, bytes),
             CommandKind::Local(command) => self.local(pool, command, bytes),
             CommandKind::Keyspace(_) if !pool.config().keyspace_commands => {

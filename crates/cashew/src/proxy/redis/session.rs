@@ -30,21 +30,46 @@ const CROSSSLOT: &str = "CROSSSLOT Keys in request don't hash to the same slot";
 const EXECABORT: &str = "EXECABORT Transaction discarded because of previous errors.";
 const MAX_PINNED: &str = "ERR max pinned connections reached";
 
+/// One of the pool's `max_pinned_connections`, held while a connection of a
+/// client's own is open.
+pub(crate) struct PinSlot {
+    shared: Arc<PoolShared>,
+    counters: Arc<PoolCounters>,
+}
+
+impl PinSlot {
+    pub(super) fn take(pool: &PoolRt) -> Result<PinSlot, Pending> {
+        let shared = pool.shared().clone();
+        let max = pool.config().max_pinned_connections;
+        if shared.pinned.fetch_add(1, Relaxed) >= max {
+            shared.pinned.fetch_sub(1, Relaxed);
+            return Err(err(MAX_PINNED));
+        }
+        let counters = pool.pool_stats_handle();
+        counters.add(PoolCounter::PinnedConnections, 1);
+        Ok(PinSlot { shared, counters })
+    }
+}
+
+impl Drop for PinSlot {
+    fn drop(&mut self) {
+        self.shared.pinned.fetch_sub(1, Relaxed);
+        self.counters.sub(PoolCounter::PinnedConnections, 1);
+    }
+}
+
 /// A server connection of one client's own. Dropped (the session is over and its
 /// last reply delivered, or the client left), it is closed at once.
 pub(crate) struct Pinned {
     /// For a blocking call (else a transaction).
     pub(super) blocking: bool,
     conns: ServerConns,
-    shared: Arc<PoolShared>,
-    counters: Arc<PoolCounters>,
+    _slot: PinSlot,
 }
 
 impl Drop for Pinned {
     fn drop(&mut self) {
         self.conns.abort();
-        self.shared.pinned.fetch_sub(1, Relaxed);
-        self.counters.sub(PoolCounter::PinnedConnections, 1);
     }
 }
 
@@ -85,20 +110,12 @@ impl Client {
     /// A connection of the client's own to `server`, within the pool's
     /// `max_pinned_connections`.
     fn pin(&self, pool: &PoolRt, server: ServerId, blocking: bool) -> Result<Rc<Pinned>, Pending> {
-        let shared = pool.shared().clone();
-        let max = pool.config().max_pinned_connections;
-        if shared.pinned.fetch_add(1, Relaxed) >= max {
-            shared.pinned.fetch_sub(1, Relaxed);
-            return Err(err(MAX_PINNED));
-        }
+        let slot = PinSlot::take(pool)?;
         let conns = pool.private_connection(server, self.resp3, blocking);
-        let counters = conns.link.pool_counters.clone();
-        counters.add(PoolCounter::PinnedConnections, 1);
         Ok(Rc::new(Pinned {
             blocking,
             conns,
-            shared,
-            counters,
+            _slot: slot,
         }))
     }
 
@@ -197,10 +214,13 @@ impl Client {
                 self.mark_dirty();
                 refused(spec.name, reason)
             }
-            CommandKind::Keyspace(_) | CommandKind::BySubcommand => {
+            CommandKind::Keyspace(_)
+            | CommandKind::BySubcommand
+            | CommandKind::PubSub(_)
+            | CommandKind::PubSubQuery(_) => {
                 self.mark_dirty();
                 err(&format!(
-                    "ERR '{}' inside a transaction is not supported by the proxy: it works on the whole keyspace",
+                    "ERR '{}' inside a transaction is not supported by the proxy: it needs every server, or connections of its own",
                     spec.name
                 ))
             }
