@@ -65,6 +65,11 @@ pub fn redis_server(extra: &[&str]) -> Process {
 
 /// As [`redis_server`], on a given port (e.g. to restart a server where it was).
 pub fn redis_server_on(port: u16, extra: &[&str]) -> Process {
+    // A directory of its own: a replica writes the data it syncs to dump.rdb there,
+    // which any later server started in the same directory would load.
+    let dir = std::env::temp_dir().join(format!("cashew-redis-{port}"));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("a directory for redis-server");
     let mut cmd = Command::new(program("redis-server"));
     cmd.args([
         "--port",
@@ -75,6 +80,8 @@ pub fn redis_server_on(port: u16, extra: &[&str]) -> Process {
         "",
         "--appendonly",
         "no",
+        "--dir",
+        &dir.display().to_string(),
     ]);
     cmd.args(extra);
     let addr = format!("127.0.0.1:{port}").parse().unwrap();
