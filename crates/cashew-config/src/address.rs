@@ -41,6 +41,52 @@ fn parse_mode(mode: &str) -> Result<u32, String> {
     }
 }
 
+/// Parses `master:weight [name]`: a server of a pool with `sentinels`, known by
+/// its Sentinel master name (also its name for placement unless one is given).
+pub fn parse_sentinel_server(entry: &str) -> Result<Server, String> {
+    const FORM: &str = "a pool with 'sentinels' names its servers 'master:weight [name]'";
+    let (master_weight, node_name) = match entry.split_once(' ') {
+        Some((m, name)) if !name.is_empty() && !name.contains(' ') => (m, Some(name)),
+        Some(_) => return Err(format!("'{entry}': {FORM}")),
+        None => (entry, None),
+    };
+    let Some((master, weight)) = master_weight.rsplit_once(':') else {
+        return Err(format!("'{entry}' has no weight; {FORM}"));
+    };
+    if master.is_empty() || master.contains(':') {
+        return Err(format!("'{entry}': {FORM}"));
+    }
+    let weight = weight
+        .parse::<u32>()
+        .ok()
+        .filter(|&w| w > 0 && weight.bytes().all(|b| b.is_ascii_digit()))
+        .ok_or_else(|| {
+            format!(
+                "'{entry}' has weight '{weight}', which is not a whole number from 1 to {}",
+                u32::MAX
+            )
+        })?;
+    let name = node_name.unwrap_or(master).to_string();
+    Ok(Server::new(
+        entry.to_string(),
+        ServerAddress::Sentinel {
+            master: master.to_string(),
+        },
+        weight,
+        name,
+    ))
+}
+
+/// Parses a Sentinel's `host:port`.
+pub fn parse_sentinel(entry: &str) -> Result<(String, u16), String> {
+    const FORM: &str = "a Sentinel is 'host:port'";
+    let Some((host, port)) = entry.rsplit_once(':') else {
+        return Err(format!("'{entry}' has no port; {FORM}"));
+    };
+    let port = parse_port(port, entry)?;
+    Ok((parse_host(host, entry, FORM)?, port))
+}
+
 /// Parses `host:port:weight [name]` or `/path:weight [name]`.
 pub fn parse_server(entry: &str) -> Result<Server, String> {
     const FORMS: &str = "expected 'host:port:weight [name]' or '/path/to.sock:weight [name]'";

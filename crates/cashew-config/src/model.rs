@@ -83,6 +83,9 @@ pub struct Pool {
     /// multi-key request, which the server answers with one write instead of one per
     /// key (cashew's own key).
     pub coalesce_gets: bool,
+    /// Redis pools: Sentinels (`host:port`) that know the servers by master name;
+    /// empty when the servers are addresses.
+    pub sentinels: Vec<(String, u16)>,
     /// Redis pools: the most server connections that clients' transactions,
     /// blocking calls and subscriptions may hold at once, over all workers.
     pub max_pinned_connections: u32,
@@ -224,6 +227,7 @@ impl Pool {
             coalesce_gets: true,
             keyspace_commands: true,
             max_pinned_connections: 1024,
+            sentinels: Vec::new(),
             migrate_ms: 0,
             routes: Vec::new(),
             shadow: None,
@@ -311,6 +315,11 @@ pub enum ServerAddress {
     },
     Unix {
         path: PathBuf,
+    },
+    /// A redis master known by its name to the pool's Sentinels, which give its
+    /// address (at start, at each reload, and when they switch it).
+    Sentinel {
+        master: String,
     },
 }
 

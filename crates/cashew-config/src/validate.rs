@@ -2,14 +2,14 @@
 
 use cashew_route::{Distribution, HashFunction, HashTag};
 
-use crate::address::{parse_listen, parse_server};
+use crate::address::{parse_listen, parse_sentinel, parse_sentinel_server, parse_server};
 use crate::error::ConfigError;
 use crate::model::{Config, Listen, Pool};
 use crate::secret::{Secret, SECRET_KEYS};
 use crate::yaml::{Location, Node, Value};
 
 /// Every key a pool may have, in the order the docs list them.
-pub const POOL_KEYS: [&str; 45] = [
+pub const POOL_KEYS: [&str; 46] = [
     "listen",
     "hash",
     "hash_tag",
@@ -46,6 +46,7 @@ pub const POOL_KEYS: [&str; 45] = [
     "coalesce_gets",
     "keyspace_commands",
     "max_pinned_connections",
+    "sentinels",
     "migrate_ms",
     "routes",
     "shadow",
@@ -199,6 +200,10 @@ impl<'f> Validator<'f> {
         let errors_before = self.errors.len();
         let mut seen: Vec<(String, Location)> = Vec::new();
         let mut redis_auth_at = None;
+        // Servers are master names when the pool has Sentinels, wherever the key is.
+        let by_sentinel = entries
+            .iter()
+            .any(|(k, _)| matches!(&k.value, Value::Scalar(key) if key == "sentinels"));
 
         for (key_node, value) in entries {
             let Value::Scalar(key) = &key_node.value else {
@@ -244,9 +249,10 @@ impl<'f> Validator<'f> {
             };
             match key {
                 "servers" => {
-                    let servers = field.servers();
+                    let servers = field.servers(by_sentinel);
                     pool.servers = servers;
                 }
+                "sentinels" => pool.sentinels = field.sentinels(),
                 "listen" => {
                     if let Some(listen) = field.parse(parse_listen) {
                         pool.listen = listen;
@@ -366,6 +372,14 @@ impl<'f> Validator<'f> {
         }
         if let Some(at) = at("keyspace_commands") {
             self.error(at, name, Some("keyspace_commands"), "is for redis pools: memcached has no commands over the keyspace but flush_all, which cashew sends to every server".into());
+        }
+        if let Some(at) = at("sentinels") {
+            self.error(
+                at,
+                name,
+                Some("sentinels"),
+                "is for redis pools: memcached has no Sentinel".into(),
+            );
         }
         if let Some(at) = at("max_pinned_connections") {
             self.error(at, name, Some("max_pinned_connections"), "is for redis pools: memcached has no transactions, blocking commands or subscriptions".into());
@@ -612,7 +626,43 @@ impl Field<'_, '_, '_> {
         })
     }
 
-    fn servers(&mut self) -> Vec<crate::model::Server> {
+    fn sentinels(&mut self) -> Vec<(String, u16)> {
+        let Value::Sequence(items) = &self.node.value else {
+            let found = self.node.kind();
+            self.fail::<()>(
+                self.node.at,
+                format!("expected a list of 'host:port' entries, found {found}"),
+            );
+            return Vec::new();
+        };
+        if items.is_empty() {
+            self.fail::<()>(
+                self.node.at,
+                "the list is empty; name at least one Sentinel".into(),
+            );
+        }
+        let mut out = Vec::new();
+        for item in items {
+            match &item.value {
+                Value::Scalar(entry) => match parse_sentinel(entry) {
+                    Ok(s) => out.push(s),
+                    Err(message) => self.fail::<()>(item.at, message).unwrap_or(()),
+                },
+                _ => self
+                    .fail::<()>(
+                        item.at,
+                        format!(
+                            "a Sentinel is one 'host:port' string, found {}",
+                            item.kind()
+                        ),
+                    )
+                    .unwrap_or(()),
+            }
+        }
+        out
+    }
+
+    fn servers(&mut self, by_sentinel: bool) -> Vec<crate::model::Server> {
         let Value::Sequence(items) = &self.node.value else {
             let found = self.node.kind();
             self.fail::<()>(
@@ -630,7 +680,11 @@ impl Field<'_, '_, '_> {
         let mut servers = Vec::new();
         for item in items {
             match &item.value {
-                Value::Scalar(entry) => match parse_server(entry) {
+                Value::Scalar(entry) => match if by_sentinel {
+                    parse_sentinel_server(entry)
+                } else {
+                    parse_server(entry)
+                } {
                     Ok(s) => servers.push(s),
                     Err(message) => {
                         self.fail::<()>(item.at, message);

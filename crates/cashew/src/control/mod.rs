@@ -11,6 +11,7 @@ mod memory;
 mod notify;
 mod probe;
 mod reload;
+mod sentinel;
 mod signals;
 mod supervisor;
 mod threads;
@@ -196,14 +197,23 @@ fn admin_address(text: &str, has_token: bool) -> Result<SocketAddr, String> {
 /// Reads and validates the config file, and loads the certificates and keys it
 /// names.
 pub fn check(path: &std::path::Path) -> Result<(), String> {
-    load(path).map(drop)
+    read(path, false).map(drop)
 }
 
 fn load(path: &std::path::Path) -> Result<Loaded, String> {
+    read(path, true)
+}
+
+/// Reads and checks the file; `serve`: for serving it, its Sentinels are asked for
+/// their masters' addresses (and listened to from then on).
+fn read(path: &std::path::Path, serve: bool) -> Result<Loaded, String> {
     let file = path.display().to_string();
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("{file}: cannot read the config file: {e}"))?;
-    let config = cashew_config::parse(&file, &text).map_err(|e| e.to_string())?;
+    let mut config = cashew_config::parse(&file, &text).map_err(|e| e.to_string())?;
+    if serve {
+        sentinel::resolve(&file, &mut config)?;
+    }
     let tls = crate::net::tls::for_pools(&file, &config.pools)?;
     Ok(Loaded {
         config,

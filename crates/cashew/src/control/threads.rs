@@ -24,6 +24,7 @@ pub(crate) fn default_threads(config: &Config, cpus: usize) -> usize {
 fn is_local(address: &ServerAddress) -> bool {
     match address {
         ServerAddress::Unix { .. } => true,
+        ServerAddress::Sentinel { .. } => false,
         ServerAddress::Tcp { host, .. } => {
             host.eq_ignore_ascii_case("localhost")
                 || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())

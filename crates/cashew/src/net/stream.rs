@@ -85,6 +85,10 @@ impl Stream {
                 }
             }
             ServerAddress::Unix { path } => Ok(Stream::Unix(UnixStream::connect(path).await?)),
+            // Replaced by its master's address when the configuration is loaded.
+            ServerAddress::Sentinel { master } => Err(ConnectError::Resolve(format!(
+                "master '{master}' has no address from the Sentinels"
+            ))),
         }
     }
 
