@@ -367,3 +367,39 @@ fn a_subscriber_whose_server_is_lost_is_closed() {
     assert_eq!(n, 0, "closed, not {rest:?}");
     wait_for("released", Duration::from_secs(5), || pinned(&p) == 0);
 }
+
+#[test]
+fn a_transaction_whose_server_a_reload_removes_ends_with_an_error() {
+    let p = start(2, "");
+    let (a, _) = tags_on_two_servers(&p);
+    let key = format!("{a}:k");
+    let server = p.routed(std::slice::from_ref(&key))[0];
+    let mut c = connect(p.listen);
+    let _: () = redis::cmd("WATCH").arg(&key).query(&mut c).unwrap();
+    let _: () = redis::cmd("MULTI").query(&mut c).unwrap();
+    let _: String = redis::cmd("SET").arg(&key).arg(1).query(&mut c).unwrap();
+
+    // The transaction's server leaves the pool.
+    let kept = &p.backends[1 - server];
+    let yaml = format!(
+        "pool:\n  listen: {}\n  redis: true\n  hash: md5\n  hash_tag: \"{{}}\"\n  servers:\n    - {}:1\n",
+        p.listen, kept.addr
+    );
+    p.cashew.write_config(&yaml);
+    p.cashew.process.signal("HUP");
+    wait_for("the reload", Duration::from_secs(5), || {
+        p.cashew.log().contains("configuration generation 2")
+    });
+    let e = redis::cmd("EXEC").query::<Value>(&mut c).unwrap_err();
+    assert!(e.to_string().contains("left the pool"), "{e}");
+    // The client goes on, on the new pool.
+    let _: () = redis::cmd("SET").arg(&key).arg(2).query(&mut c).unwrap();
+    let v: i64 = redis::cmd("GET")
+        .arg(&key)
+        .query(&mut connect(kept.addr))
+        .unwrap();
+    assert_eq!(v, 2);
+    wait_for("its connection closed", Duration::from_secs(5), || {
+        pinned(&p) == 0
+    });
+}
