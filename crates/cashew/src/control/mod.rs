@@ -67,6 +67,7 @@ pub struct Options {
 
 /// Starts cashew and serves until it has stopped.
 pub fn run(options: Options) -> Result<(), String> {
+    memory::configure();
     let mut predecessor = ReadyPipe::from_env();
     let result = Prepared::new(options, predecessor.is_some())
         .and_then(|prepared| prepared.serve(&mut predecessor));

@@ -1,0 +1,89 @@
+//! Memory comes back: after bursts of 16 MiB values and of 2,000 connections, and
+//! their clients gone, cashew's resident size returns near where it started, burst
+//! after burst.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use cashew_testkit::{
+    free_port, memcached, raise_open_files_limit, redis_server, rss_bytes, Cashew,
+};
+
+const CASHEW: &str = env!("CARGO_BIN_EXE_cashew");
+const MIB: u64 = 1 << 20;
+
+fn local(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+/// SET and three GETs of a 16 MiB value.
+fn big_values(addr: SocketAddr) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    let value = vec![b'v'; 16 << 20];
+    let mut request = format!("*3\r\n$3\r\nSET\r\n$3\r\nbig\r\n${}\r\n", value.len()).into_bytes();
+    request.extend_from_slice(&value);
+    request.extend_from_slice(b"\r\n");
+    s.write_all(&request).unwrap();
+    let mut r = BufReader::new(s.try_clone().unwrap());
+    let mut line = String::new();
+    r.read_line(&mut line).unwrap();
+    assert_eq!(line, "+OK\r\n");
+    for _ in 0..3 {
+        s.write_all(b"*2\r\n$3\r\nGET\r\n$3\r\nbig\r\n").unwrap();
+        line.clear();
+        r.read_line(&mut line).unwrap();
+        let mut body = vec![0; value.len() + 2];
+        r.read_exact(&mut body).unwrap();
+        assert!(body[..value.len()] == value[..]);
+    }
+}
+
+/// 2,000 connections opened, a few used, all closed.
+fn many_connections(addr: SocketAddr) {
+    let conns: Vec<TcpStream> = (0..2000)
+        .map(|_| TcpStream::connect(addr).unwrap())
+        .collect();
+    for mut c in conns.iter().step_by(100) {
+        c.write_all(b"version\r\n").unwrap();
+        let mut buf = [0u8; 64];
+        let _ = c.read(&mut buf).unwrap();
+    }
+}
+
+#[test]
+fn memory_comes_back_after_each_burst_without_drift() {
+    raise_open_files_limit();
+    let (mc, rd) = (memcached(), redis_server(&[]));
+    let (mc_port, rd_port) = (free_port("127.0.0.1"), free_port("127.0.0.1"));
+    let yaml = format!(
+        "mc:\n  listen: 127.0.0.1:{mc_port}\n  servers:\n    - {}:1\nrd:\n  listen: 127.0.0.1:{rd_port}\n  redis: true\n  servers:\n    - {}:1\n",
+        mc.addr, rd.addr
+    );
+    let cashew = Cashew::start_with_open_files(CASHEW, &yaml, &["--threads", "1"], 8192);
+    let pid = cashew.process.pid();
+    std::thread::sleep(Duration::from_millis(500));
+    let start = rss_bytes(pid);
+    let mut after = Vec::new();
+    for round in 0..5 {
+        big_values(local(rd_port));
+        many_connections(local(mc_port));
+        let done = Instant::now();
+        let mut rss = rss_bytes(pid);
+        while rss > start + 8 * MIB && done.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(100));
+            rss = rss_bytes(pid);
+        }
+        after.push((rss / MIB, done.elapsed().as_millis()));
+        assert!(
+            rss <= start + 8 * MIB,
+            "round {round}: {} MiB 5 s after the burst, started at {} MiB",
+            rss / MIB,
+            start / MIB
+        );
+    }
+    println!(
+        "resident at start {} MiB; after each burst (MiB, ms to get there): {after:?}",
+        start / MIB
+    );
+}
