@@ -126,7 +126,8 @@ enum Access {
 
 fn access(method: &Method, path: &[&str]) -> Access {
     match (method, path) {
-        (&Method::GET | &Method::HEAD, ["health" | "ready"]) => Access::Open,
+        // The status page holds no data; what it shows it asks for with the token.
+        (&Method::GET | &Method::HEAD, ["health" | "ready"] | []) => Access::Open,
         (_, ["metrics"]) => Access::Metrics,
         _ => Access::Token,
     }
@@ -190,6 +191,7 @@ async fn handle(supervisor: &Supervisor, request: HttpRequest<Incoming>) -> Repl
         (true, _, ["slowlog"]) => {
             json_reply(StatusCode::OK, &insight::slowlog(&supervisor.generation()))
         }
+        (true, _, []) => text_reply(STATUS_PAGE.to_string(), "text/html; charset=utf-8"),
         (true, _, ["shadow"]) => {
             json_reply(StatusCode::OK, &insight::shadow(&supervisor.generation()))
         }
@@ -232,6 +234,7 @@ async fn handle(supervisor: &Supervisor, request: HttpRequest<Incoming>) -> Repl
         ),
         _ => {
             let endpoints = [
+                "GET /",
                 "GET /health",
                 "GET /ready",
                 "GET /stats",
@@ -283,6 +286,10 @@ fn authorized(supervisor: &Supervisor, request: &HttpRequest<Incoming>) -> bool 
         .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "));
     supervisor.admin_token_matches(given)
 }
+
+/// `GET /`: the status page, self-contained (it reads `/status`, `/hotkeys` and
+/// `/slowlog` once a second and ejects and restores servers).
+const STATUS_PAGE: &str = include_str!("status_page.html");
 
 fn json_reply(status: StatusCode, body: &impl Serialize) -> Reply {
     let mut text = serde_json::to_string(body).expect("admin documents serialize");
