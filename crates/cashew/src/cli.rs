@@ -114,6 +114,12 @@ pub struct Cli {
     #[arg(long)]
     pub metrics_public: bool,
 
+    /// Reload when the configuration file's content changes (checked every second,
+    /// after it has stayed the same for a second; follows symlinks, so a mounted
+    /// Kubernetes ConfigMap's update is seen)
+    #[arg(long)]
+    pub watch_config: bool,
+
     /// Seconds a stop or restart waits for requests in flight before closing clients
     #[arg(long, value_name = "SECONDS", default_value = "10", value_parser = parse_seconds)]
     pub drain_timeout: std::time::Duration,

@@ -94,6 +94,7 @@ fn run_proxy(cli: &Cli) -> Result<(), String> {
         admin_token: cli.admin_token.clone(),
         admin_token_file: cli.admin_token_file.as_deref().map(absolute),
         metrics_public: cli.metrics_public,
+        watch_config: cli.watch_config,
         drain_timeout: cli.drain_timeout,
         pid_file: cli.pid_file.as_deref().map(absolute),
         daemonize: cli.daemonize,

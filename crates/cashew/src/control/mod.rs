@@ -15,6 +15,7 @@ mod sentinel;
 mod signals;
 mod supervisor;
 mod threads;
+mod watch;
 
 use std::ffi::OsString;
 use std::net::SocketAddr;
@@ -56,6 +57,8 @@ pub struct Options {
     pub admin_token_file: Option<PathBuf>,
     /// `/metrics` is served without the token.
     pub metrics_public: bool,
+    /// Reload when the file's content changes.
+    pub watch_config: bool,
     pub drain_timeout: Duration,
     pub pid_file: Option<PathBuf>,
     pub daemonize: bool,

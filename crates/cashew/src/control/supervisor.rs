@@ -123,6 +123,9 @@ impl Supervisor {
         self.servers.borrow_mut().push(task);
         tokio::task::spawn_local(sample_rates(self.clone()));
         tokio::task::spawn_local(memory::give_back(self.clone()));
+        if self.options.watch_config {
+            tokio::task::spawn_local(super::watch::watch_config(self.clone()));
+        }
         self.restart_probes();
         signals::install_crash_handler();
 
