@@ -358,6 +358,14 @@ impl AdminApi {
         (status, response.body_mut().read_to_string().unwrap())
     }
 
+    /// The status of a GET, or `None` when nothing answers (the process is gone).
+    pub fn try_get_status(&self, path: &str) -> Option<u16> {
+        self.get_request(path)
+            .call()
+            .ok()
+            .map(|r| r.status().as_u16())
+    }
+
     /// A GET with the token, if any.
     fn get_request(&self, path: &str) -> ureq::RequestBuilder<ureq::typestate::WithoutBody> {
         let mut request = self.agent.get(format!("{}{path}", self.base));
