@@ -74,6 +74,9 @@ async fn serve_registered<P: Protocol>(
     mut protocol: P,
 ) {
     let mut input = BytesMut::new();
+    // Whether `input` lies in an allocation larger than `SHRINK_ABOVE`: requests
+    // split off it leave it a tail of that allocation, which keeps all of it alive.
+    let mut input_large = false;
     let mut queue: VecDeque<P::Pending> = VecDeque::new();
     let mut out: VecDeque<Bytes> = VecDeque::new();
     let mut budget = ReplyBudget::new(slot.pool().config().client_output_limit as usize);
@@ -114,8 +117,9 @@ async fn serve_registered<P: Protocol>(
             // A request boundary: nothing more is read.
             reading = false;
         }
-        if input.is_empty() && input.capacity() > SHRINK_ABOVE {
+        if input.is_empty() && (input_large || input.capacity() > SHRINK_ABOVE) {
             input = BytesMut::new();
+            input_large = false;
         }
 
         // Move finished replies, in order, to the output: every reply already
@@ -170,6 +174,7 @@ async fn serve_registered<P: Protocol>(
         } else if input.capacity() - input.len() < FIRST_READ / 2 {
             // Requests come in bulk now: read them in large chunks.
             input.reserve(READ_CHUNK);
+            input_large |= input.capacity() > SHRINK_ABOVE;
         }
         let lingering = reading && !read_while_draining;
         let deadline = match (stalled_since, draining) {

@@ -160,6 +160,10 @@ async fn serve<C: ServerCodec>(
 ) -> Option<BackendError> {
     let mut wbuf = BytesMut::with_capacity(READ_CHUNK);
     let mut rbuf = BytesMut::with_capacity(READ_CHUNK);
+    // Whether `rbuf` lies in an allocation larger than `SHRINK_ABOVE`: the replies
+    // split off it leave it a short tail of that allocation, which keeps all of it
+    // alive (its capacity does not tell).
+    let mut rbuf_large = false;
     if let Some(first) = first {
         pipeline.enqueue(first, &mut wbuf);
     }
@@ -187,12 +191,12 @@ async fn serve<C: ServerCodec>(
             // first line does not tell (several large values) at least doubles
             // the room, so it is copied a bounded number of times.
             let whole = pipeline.expected_reply_len(&rbuf).min(PRESIZE_LIMIT);
-            rbuf.reserve(
-                whole
-                    .saturating_sub(rbuf.len())
-                    .max(READ_CHUNK)
-                    .max(rbuf.len()),
-            );
+            let room = whole
+                .saturating_sub(rbuf.len())
+                .max(READ_CHUNK)
+                .max(rbuf.len());
+            rbuf.reserve(room);
+            rbuf_large |= rbuf.capacity() > SHRINK_ABOVE;
         }
         let take_jobs = !closed && pipeline.has_room() && wbuf.len() < WRITE_AHEAD;
         let event = poll_fn(|cx| {
@@ -229,8 +233,9 @@ async fn serve<C: ServerCodec>(
                 if let Err(e) = pipeline.take_replies(&mut rbuf, std::time::Instant::now()) {
                     return Some(e);
                 }
-                if rbuf.is_empty() && rbuf.capacity() > SHRINK_ABOVE {
+                if rbuf.is_empty() && (rbuf_large || rbuf.capacity() > SHRINK_ABOVE) {
                     rbuf = BytesMut::with_capacity(READ_CHUNK);
+                    rbuf_large = false;
                 }
             }
             Event::Wrote(Ok(0)) => return Some(BackendError::Closed),
