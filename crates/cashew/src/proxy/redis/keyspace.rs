@@ -463,43 +463,23 @@ fn keyspace_section(replies: &[Bytes]) -> String {
 mod tests {
     use super::*;
 
+    fn at(server: usize, cursor: u64) -> ScanAt {
+        ScanAt { server, cursor }
+    }
+
     #[test]
     fn a_walk_visits_each_server_from_its_start_and_ends_at_zero() {
         let (tag, servers) = (0x2a, 3);
         let start = decode_cursor(0, tag, servers);
-        assert_eq!(
-            start,
-            ScanAt {
-                server: 0,
-                cursor: 0
-            }
-        );
+        assert_eq!(start, at(0, 0));
         // Server 0 goes on, then ends: server 1 from its start.
         let c = next_cursor(0, 17, tag, servers).unwrap();
-        assert_eq!(
-            decode_cursor(c, tag, servers),
-            ScanAt {
-                server: 0,
-                cursor: 17
-            }
-        );
+        assert_eq!(decode_cursor(c, tag, servers), at(0, 17));
         let c = next_cursor(0, 0, tag, servers).unwrap();
-        assert_eq!(
-            decode_cursor(c, tag, servers),
-            ScanAt {
-                server: 1,
-                cursor: 0
-            }
-        );
+        assert_eq!(decode_cursor(c, tag, servers), at(1, 0));
         assert_ne!(c, 0, "the walk goes on");
         let c = next_cursor(2, 5, tag, servers).unwrap();
-        assert_eq!(
-            decode_cursor(c, tag, servers),
-            ScanAt {
-                server: 2,
-                cursor: 5
-            }
-        );
+        assert_eq!(decode_cursor(c, tag, servers), at(2, 5));
         assert_eq!(
             next_cursor(2, 0, tag, servers),
             Some(0),
@@ -511,28 +491,9 @@ mod tests {
     #[test]
     fn a_cursor_of_another_server_list_starts_again() {
         let c = next_cursor(1, 99, 7, 3).unwrap();
-        assert_eq!(
-            decode_cursor(c, 8, 3),
-            ScanAt {
-                server: 0,
-                cursor: 0
-            }
-        );
-        assert_eq!(
-            decode_cursor(c, 7, 1),
-            ScanAt {
-                server: 0,
-                cursor: 0
-            },
-            "fewer servers"
-        );
-        assert_eq!(
-            decode_cursor(c, 7, 3),
-            ScanAt {
-                server: 1,
-                cursor: 99
-            }
-        );
+        assert_eq!(decode_cursor(c, 8, 3), at(0, 0));
+        assert_eq!(decode_cursor(c, 7, 1), at(0, 0), "fewer servers");
+        assert_eq!(decode_cursor(c, 7, 3), at(1, 99));
     }
 
     #[test]
