@@ -10,6 +10,48 @@ pub fn parse_reply(buf: &[u8]) -> ReplyParse {
     parse_reply_resumable(buf, &mut Resume::default())
 }
 
+/// The elements of a whole array, push or map reply (a map's keys and values in
+/// turn), each as its bytes; `None` for any other reply or a malformed one.
+pub fn reply_elements(reply: &[u8]) -> Option<Vec<&[u8]>> {
+    let kind = *reply.first()?;
+    if !matches!(kind, b'*' | b'>' | b'%') {
+        return None;
+    }
+    let nl = memchr::memchr(b'\n', reply)?;
+    let count: usize = std::str::from_utf8(reply.get(1..nl.checked_sub(1)?)?)
+        .ok()?
+        .parse()
+        .ok()?;
+    let count = if kind == b'%' {
+        count.checked_mul(2)?
+    } else {
+        count
+    };
+    let mut at = nl + 1;
+    let mut out = Vec::with_capacity(count.min(1024));
+    for _ in 0..count {
+        let ReplyParse::Complete(n) = parse_reply(reply.get(at..)?) else {
+            return None;
+        };
+        out.push(&reply[at..at + n]);
+        at += n;
+    }
+    Some(out)
+}
+
+/// The text of a bulk or simple string element; `None` for anything else (a null
+/// among them).
+pub fn element_text(element: &[u8]) -> Option<&[u8]> {
+    match element.first()? {
+        b'+' => element.get(1..element.len().checked_sub(2)?),
+        b'$' | b'=' if !element.starts_with(b"$-1") => {
+            let nl = memchr::memchr(b'\n', element)?;
+            element.get(nl + 1..element.len().checked_sub(2)?)
+        }
+        _ => None,
+    }
+}
+
 /// As [`parse_reply`], for a reply arriving in parts: `resume` carries where the
 /// last call over a shorter prefix of the same reply stopped, and how many
 /// elements each open aggregate still had to read there.
@@ -168,6 +210,23 @@ fn length(digits: &[u8]) -> Option<Option<usize>> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn elements_of_arrays_pushes_and_maps() {
+        let arr = b"*3\r\n$7\r\nmessage\r\n$-1\r\n:5\r\n";
+        let e = reply_elements(arr).unwrap();
+        assert_eq!(e, [&b"$7\r\nmessage\r\n"[..], b"$-1\r\n", b":5\r\n"]);
+        assert_eq!(element_text(e[0]), Some(&b"message"[..]));
+        assert_eq!(element_text(e[1]), None);
+        assert_eq!(element_text(e[2]), None);
+        let map = b"%1\r\n+a\r\n:1\r\n";
+        let e = reply_elements(map).unwrap();
+        assert_eq!(element_text(e[0]), Some(&b"a"[..]));
+        assert_eq!(e.len(), 2);
+        assert!(reply_elements(b">2\r\n+x\r\n").is_none(), "incomplete");
+        assert!(reply_elements(b"+OK\r\n").is_none());
+        assert!(reply_elements(b"*x\r\n").is_none());
+    }
     use super::*;
 
     #[test]

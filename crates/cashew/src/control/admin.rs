@@ -424,7 +424,7 @@ mod tests {
     }
 
     #[test]
-    fn only_the_probes_are_open_and_metrics_may_be() {
+    fn only_the_probes_and_the_status_page_are_open_and_metrics_may_be() {
         let get = |path: &[&str]| access(&Method::GET, path);
         assert_eq!(get(&["health"]), Access::Open);
         assert_eq!(get(&["ready"]), Access::Open);
@@ -436,7 +436,9 @@ mod tests {
         ] {
             assert_eq!(get(&[path]), Access::Token, "{path}");
         }
-        assert_eq!(get(&[]), Access::Token);
+        // The page itself; what it shows it asks for with the token.
+        assert_eq!(get(&[]), Access::Open);
+        assert_eq!(access(&Method::POST, &[]), Access::Token);
         assert_eq!(access(&Method::POST, &["reload"]), Access::Token);
     }
 }

@@ -14,7 +14,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use cashew_config::{Config, ServerAddress};
-use cashew_protocol::resp::{parse_reply, ReplyParse};
+use cashew_protocol::resp::{element_text, parse_reply, reply_elements, ReplyParse};
 
 use crate::log::{NOTICE, WARN};
 use crate::log_at;
@@ -139,18 +139,10 @@ fn strings(reply: &[u8]) -> Option<Vec<String>> {
     if reply.first() != Some(&b'*') {
         return None;
     }
-    let text = std::str::from_utf8(reply).ok()?;
-    let mut lines = text.split("\r\n");
-    let count: usize = lines.next()?[1..].parse().ok()?;
-    let mut out = Vec::with_capacity(count);
-    for _ in 0..count {
-        let header = lines.next()?;
-        if !header.starts_with('$') {
-            return None;
-        }
-        out.push(lines.next()?.to_string());
-    }
-    Some(out)
+    reply_elements(reply)?
+        .into_iter()
+        .map(|e| element_text(e).map(|t| String::from_utf8_lossy(t).into_owned()))
+        .collect()
 }
 
 /// Starts listening for switches on `sentinels`, once per set.

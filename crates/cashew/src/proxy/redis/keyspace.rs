@@ -19,7 +19,8 @@ use std::hash::{BuildHasher, DefaultHasher, Hash, Hasher, RandomState};
 
 use bytes::Bytes;
 use cashew_protocol::resp::{
-    array_header, bulk, parse_reply, verbatim_text, KeyspaceCommand, PubSubQuery, ReplyParse,
+    array_header, bulk, parse_reply, reply_elements, verbatim_text, KeyspaceCommand, PubSubQuery,
+    ReplyParse,
 };
 
 use super::{err, Client, Pending};
@@ -335,7 +336,7 @@ impl Client {
 /// PUBSUB NUMSUB's `[channel, count, ...]` (a map in RESP3) from each server, with
 /// each channel's counts summed; the first server's reply gives the order.
 fn summed_counts(replies: &[Bytes]) -> Bytes {
-    let parsed: Vec<Option<Vec<&[u8]>>> = replies.iter().map(|r| elements_of(r)).collect();
+    let parsed: Vec<Option<Vec<&[u8]>>> = replies.iter().map(|r| reply_elements(r)).collect();
     let Some(Some(first)) = parsed.first() else {
         return replies[0].clone();
     };
@@ -361,28 +362,6 @@ fn summed_counts(replies: &[Bytes]) -> Bytes {
         cashew_protocol::resp::integer(&mut out, total);
     }
     out.into()
-}
-
-/// The elements of an array or map reply, each as its bytes.
-fn elements_of(reply: &[u8]) -> Option<Vec<&[u8]>> {
-    if !matches!(reply.first(), Some(b'*' | b'%')) {
-        return None;
-    }
-    let nl = memchr::memchr(b'\n', reply)?;
-    let mut count: usize = std::str::from_utf8(&reply[1..nl - 1]).ok()?.parse().ok()?;
-    if reply[0] == b'%' {
-        count *= 2;
-    }
-    let mut at = nl + 1;
-    let mut out = Vec::with_capacity(count);
-    for _ in 0..count {
-        let ReplyParse::Complete(n) = parse_reply(&reply[at..]) else {
-            return None;
-        };
-        out.push(&reply[at..at + n]);
-        at += n;
-    }
-    Some(out)
 }
 
 fn error_bytes(text: &str) -> Bytes {

@@ -15,7 +15,8 @@ use std::task::{Context, Poll};
 
 use bytes::{Bytes, BytesMut};
 use cashew_protocol::resp::{
-    array_header, bulk, integer, null, null_bulk, parse_reply, PubSubCommand, ReplyParse,
+    array_header, bulk, element_text, integer, null, null_bulk, parse_reply, reply_elements,
+    PubSubCommand, ReplyParse,
 };
 use cashew_protocol::server::Redis;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -114,17 +115,17 @@ impl Subscriber {
 
     /// What the client gets of a frame a server pushed, if anything.
     fn process(&mut self, frame: Bytes) -> Option<Bytes> {
-        let Some(elements) = elements(&frame) else {
+        let Some(elements) = reply_elements(&frame) else {
             return Some(frame);
         };
-        let Some(Element::Text(kind)) = elements.first() else {
+        let Some(kind) = elements.first().and_then(|e| element_text(e)) else {
             return Some(frame);
         };
         let kind = kind.to_ascii_lowercase();
-        let name = match elements.get(1) {
-            Some(Element::Text(name)) => Some(Bytes::copy_from_slice(name)),
-            _ => None,
-        };
+        let name = elements
+            .get(1)
+            .and_then(|e| element_text(e))
+            .map(Bytes::copy_from_slice);
         match kind.as_slice() {
             b"message" | b"smessage" | b"pmessage" => {
                 // Only what the client is subscribed to (a subscription a reload
@@ -152,41 +153,6 @@ impl Subscriber {
             _ => Some(frame),
         }
     }
-}
-
-/// The elements of a pushed array: text (bulk or simple strings), or anything else.
-enum Element<'a> {
-    Text(&'a [u8]),
-    Other,
-}
-
-fn elements(frame: &[u8]) -> Option<Vec<Element<'_>>> {
-    if !matches!(frame.first(), Some(b'*' | b'>')) {
-        return None;
-    }
-    let nl = memchr::memchr(b'\n', frame)?;
-    let count: usize = std::str::from_utf8(&frame[1..nl - 1]).ok()?.parse().ok()?;
-    let mut at = nl + 1;
-    let mut out = Vec::with_capacity(count);
-    for _ in 0..count.min(4) {
-        let ReplyParse::Complete(n) = parse_reply(&frame[at..]) else {
-            return None;
-        };
-        let element = &frame[at..at + n];
-        out.push(match element.first() {
-            Some(b'$') => {
-                let line = memchr::memchr(b'\n', element)?;
-                match element.get(line + 1..n - 2) {
-                    Some(text) if !element.starts_with(b"$-1") => Element::Text(text),
-                    _ => Element::Other,
-                }
-            }
-            Some(b'+') => Element::Text(&element[1..n - 2]),
-            _ => Element::Other,
-        });
-        at += n;
-    }
-    Some(out)
 }
 
 /// One server connection of a subscriber: writes the commands it is given, and
