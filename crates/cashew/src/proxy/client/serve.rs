@@ -37,7 +37,7 @@ const DRAIN_LINGER: Duration = Duration::from_millis(100);
 /// A client that left while a blocking call of its waits is closed this long
 /// after (replies that come meanwhile, an error to a malformed call among them,
 /// still go out): the call may never end, and Redis drops such a client too.
-const LEFT_WHILE_BLOCKED: Duration = Duration::from_millis(100);
+const LEFT_WHILE_BLOCKED: Duration = Duration::from_secs(1);
 
 /// What ended a wait.
 enum Event {
