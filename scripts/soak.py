@@ -372,6 +372,8 @@ summary = {
     "max_rss_mib": max(s[1] for s in samples),
 }
 print(json.dumps(summary, indent=1))
+for m in mismatches:
+    print("mismatch:", m)
 if failure is None and rss_growth > 16:
     failure = f"resident memory grew by {rss_growth:.1f} MiB"
 if failure is None and fd_growth > 50:
