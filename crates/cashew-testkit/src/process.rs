@@ -37,6 +37,28 @@ pub fn python() -> PathBuf {
     path
 }
 
+/// Runs a Python script of `crates/cashew/tests/python/` with the tests' Python (in
+/// that directory, so it can import its neighbours) and prints what it wrote; its
+/// output, standard error after standard output. Panics, with the output, when the
+/// script fails.
+pub fn run_python_script(script: &str, args: &[String]) -> String {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../cashew/tests/python");
+    let out = Command::new(python())
+        .arg(dir.join(script))
+        .args(args)
+        .current_dir(&dir)
+        .output()
+        .unwrap_or_else(|e| panic!("{script}: {e}"));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    println!("{}", text.trim());
+    assert!(out.status.success(), "{script} {args:?}:\n{text}");
+    text
+}
+
 /// A port nothing listens on now, below the kernel's ephemeral range (32768 and
 /// up): a port the kernel picks is one it may also give, a moment later, to an
 /// outgoing connection or to another test's port-0 request, and the process the

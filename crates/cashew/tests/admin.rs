@@ -222,30 +222,18 @@ fn the_status_page_works_in_a_real_browser() {
         "cache:\n  listen: 127.0.0.1:{listen}\n  health_check_interval: 300\n  auto_eject_hosts: true\n  server_failure_limit: 1\n  servers:\n    - {}:1 one\n    - {}:1 two\n",
         servers[0].addr, servers[1].addr
     );
-    let cashew = cashew_testkit::Cashew::start_with_env(
+    let _cashew = cashew_testkit::Cashew::start_with_env(
         CASHEW,
         &yaml,
         &["--threads", "1", "--admin", &admin],
         &[("CASHEW_ADMIN_TOKEN", "page-token")],
     );
-    let script =
-        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/python/status_page.py");
-    let out = std::process::Command::new(cashew_testkit::python())
-        .arg(&script)
-        .args([
-            format!("http://{admin}"),
-            "page-token".into(),
-            format!("127.0.0.1:{listen}"),
-            servers[1].pid().to_string(),
-        ])
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    println!("{}", text.trim());
-    assert!(out.status.success(), "{text}\n{}", cashew.log());
+    let args = [
+        format!("http://{admin}"),
+        "page-token".into(),
+        format!("127.0.0.1:{listen}"),
+        servers[1].pid().to_string(),
+    ];
+    let text = cashew_testkit::run_python_script("status_page.py", &args);
     assert!(text.contains("status page: ok"), "{text}");
 }

@@ -5,7 +5,6 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use cashew_testkit::{redis_server, PoolProxy, Process};
@@ -293,45 +292,21 @@ fn max_pinned_connections_gives_an_error_and_the_client_stays_usable() {
 fn an_rq_worker_runs_a_thousand_jobs_through_cashew() {
     // RQ's transactions name several keys without hash tags: one server per pool.
     let p = start(1, "");
-    let script =
-        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/python/rq_jobs.py");
-    let out = Command::new(cashew_testkit::python())
-        .arg(&script)
-        .arg(p.listen.to_string())
-        .arg("1000")
-        .current_dir(script.parent().unwrap())
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    println!("{}", text.trim());
-    assert!(out.status.success(), "{text}");
+    let text =
+        cashew_testkit::run_python_script("rq_jobs.py", &[p.listen.to_string(), "1000".into()]);
     assert!(text.contains("1000 of 1000 results"), "{text}");
 }
 
 #[test]
 fn subscribers_get_every_message_once_and_in_order_over_three_servers() {
     let p = start(3, "");
-    let script =
-        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/python/redis_pubsub.py");
     for protocol in ["2", "3"] {
-        let out = Command::new(cashew_testkit::python())
-            .arg(&script)
-            .arg(p.listen.ip().to_string())
-            .arg(p.listen.port().to_string())
-            .arg(protocol)
-            .output()
-            .unwrap();
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        println!("{}", text.trim());
-        assert!(out.status.success(), "{text}");
+        let args = [
+            p.listen.ip().to_string(),
+            p.listen.port().to_string(),
+            protocol.into(),
+        ];
+        let text = cashew_testkit::run_python_script("redis_pubsub.py", &args);
         assert!(text.contains("each once and in order: ok"), "{text}");
     }
     wait_for(
