@@ -3,30 +3,9 @@
 //! cashew in front of real servers: redis-py with its defaults (RESP3) and in RESP2,
 //! and pymemcache.
 
-use std::path::PathBuf;
-use std::process::Command;
-
 use cashew_testkit::{memcached, redis_server, PoolProxy, Process};
 
 const CASHEW: &str = env!("CARGO_BIN_EXE_cashew");
-
-fn run_script(script: &str, args: &[String]) -> String {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/python")
-        .join(script);
-    let out = Command::new(cashew_testkit::python())
-        .arg(path)
-        .args(args)
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "{script} {args:?}: {text}");
-    text
-}
 
 #[test]
 fn redis_py_with_its_defaults_and_in_resp2() {
@@ -39,7 +18,7 @@ fn redis_py_with_its_defaults_and_in_resp2() {
     );
     let (host, port) = (p.listen.ip().to_string(), p.listen.port().to_string());
     for protocol in ["default", "2"] {
-        let out = run_script(
+        let out = cashew_testkit::run_python_script(
             "redis_py.py",
             &[host.clone(), port.clone(), protocol.into()],
         );
@@ -56,7 +35,7 @@ fn redis_py_with_its_defaults_and_in_resp2() {
 #[test]
 fn pymemcache_through_cashew() {
     let p = PoolProxy::start(CASHEW, vec![memcached(), memcached(), memcached()], "", &[]);
-    let out = run_script(
+    let out = cashew_testkit::run_python_script(
         "pymemcache_client.py",
         &[p.listen.ip().to_string(), p.listen.port().to_string()],
     );

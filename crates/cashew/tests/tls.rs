@@ -510,21 +510,8 @@ fn the_config_check_reads_the_certificates() {
 }
 
 fn run_python(script: &str, args: &[&str]) -> String {
-    let path = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/python")
-        .join(script);
-    let out = std::process::Command::new(cashew_testkit::python())
-        .arg(path)
-        .args(args)
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "{script} {args:?}: {text}");
-    text
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    cashew_testkit::run_python_script(script, &args)
 }
 
 #[test]
