@@ -95,6 +95,10 @@ pub struct Pool {
     /// Milliseconds after a reload that changes where keys are placed during which
     /// a key that misses on its new server is looked for on its old one (0: off).
     pub migrate_ms: u64,
+    /// How often (ms) the host names of servers are resolved again; a server whose
+    /// address changed gets new connections at its new address (0: only when
+    /// connecting).
+    pub dns_refresh_ms: u64,
     /// Keys that begin with a prefix go to another pool of the file: (prefix, pool),
     /// longest prefix first.
     pub routes: Vec<(String, String)>,
@@ -229,6 +233,7 @@ impl Pool {
             max_pinned_connections: 1024,
             sentinels: Vec::new(),
             migrate_ms: 0,
+            dns_refresh_ms: 30_000,
             routes: Vec::new(),
             shadow: None,
             tls: None,
@@ -304,6 +309,9 @@ pub struct Server {
     pub weight: u32,
     /// The ketama and stats name (see [`Server::name`]).
     name: String,
+    /// The address a host name resolved to when the configuration was loaded for
+    /// serving (not in the file): a change of it gives the server new connections.
+    pub resolved: Option<std::net::IpAddr>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -330,6 +338,7 @@ impl Server {
             address,
             weight,
             name,
+            resolved: None,
         }
     }
 

@@ -9,7 +9,7 @@ use crate::secret::{Secret, SECRET_KEYS};
 use crate::yaml::{Location, Node, Value};
 
 /// Every key a pool may have, in the order the docs list them.
-pub const POOL_KEYS: [&str; 46] = [
+pub const POOL_KEYS: [&str; 47] = [
     "listen",
     "hash",
     "hash_tag",
@@ -48,6 +48,7 @@ pub const POOL_KEYS: [&str; 46] = [
     "max_pinned_connections",
     "sentinels",
     "migrate_ms",
+    "dns_refresh_ms",
     "routes",
     "shadow",
     "tls",
@@ -297,6 +298,7 @@ impl<'f> Validator<'f> {
                     set(&mut pool.max_pinned_connections, field.number(0, 1 << 20))
                 }
                 "migrate_ms" => set(&mut pool.migrate_ms, field.number(0, 7 * 24 * 3600 * 1000)),
+                "dns_refresh_ms" => set(&mut pool.dns_refresh_ms, field.number(0, 24 * 3600 * 1000)),
                 "routes" => pool.routes = self.routes(&name, &value),
                 "shadow" => pool.shadow = self.shadow(&name, &value),
                 "redis_auth" => {

@@ -4,6 +4,7 @@
 //! here runs on the request path.
 
 pub(crate) mod admin;
+mod dns;
 mod handover;
 mod lifecycle;
 pub(crate) mod listen;
@@ -209,7 +210,8 @@ fn load(path: &std::path::Path) -> Result<Loaded, String> {
 }
 
 /// Reads and checks the file; `serve`: for serving it, its Sentinels are asked for
-/// their masters' addresses (and listened to from then on).
+/// their masters' addresses (and listened to from then on), and servers' host
+/// names are watched.
 fn read(path: &std::path::Path, serve: bool) -> Result<Loaded, String> {
     let file = path.display().to_string();
     let text = std::fs::read_to_string(path)
@@ -217,6 +219,7 @@ fn read(path: &std::path::Path, serve: bool) -> Result<Loaded, String> {
     let mut config = cashew_config::parse(&file, &text).map_err(|e| e.to_string())?;
     if serve {
         sentinel::resolve(&file, &mut config)?;
+        dns::resolve(&mut config);
     }
     let tls = crate::net::tls::for_pools(&file, &config.pools)?;
     Ok(Loaded {

@@ -33,6 +33,9 @@ pub(crate) struct ServerLink {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct LinkSettings {
     pub(crate) address: ServerAddress,
+    /// Where the host name was last seen to point (see `control::dns`): only
+    /// compared, so that a server whose name moved gets new connections.
+    pub(crate) resolved: Option<std::net::IpAddr>,
     pub(crate) timeout: Option<Duration>,
     pub(crate) keepalive: bool,
     /// TLS towards the server (`server_tls`).
@@ -64,6 +67,7 @@ impl LinkSettings {
         };
         LinkSettings {
             address: server.address.clone(),
+            resolved: server.resolved,
             timeout: pool
                 .timeout_ms
                 .filter(|&t| t > 0)

@@ -1,0 +1,136 @@
+//! `dns_refresh_ms`: a server given by host name whose name moves to another
+//! address (a pod rescheduled behind a headless Service) gets its connections
+//! moved there within a refresh, while its keys stay placed on it (placement uses
+//! the name) and the other server keeps its connections.
+
+use std::net::Ipv4Addr;
+use std::time::{Duration, Instant};
+
+use cashew_testkit::dns::{Answer, Nameserver};
+use cashew_testkit::{free_port, memcached, memcached_on, Cashew, McConn};
+
+const CASHEW: &str = env!("CARGO_BIN_EXE_cashew");
+
+/// A free port on both loopback addresses, so the name's two homes share it.
+fn port_free_on_both(a: &str, b: &str) -> u16 {
+    loop {
+        let port = free_port(a);
+        if std::net::TcpListener::bind((b, port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) -> Duration {
+    let started = Instant::now();
+    while !done() {
+        assert!(started.elapsed() < limit, "{what}: not within {limit:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    started.elapsed()
+}
+
+#[test]
+fn a_server_whose_name_moves_gets_connections_at_its_new_address() {
+    let Some(ns) = cashew_testkit::prerequisite("a test nameserver (root)", Nameserver::start())
+    else {
+        return;
+    };
+    let (home_a, home_b) = ("127.0.0.2", "127.0.0.3");
+    let port = port_free_on_both(home_a, home_b);
+    let old_home = memcached_on(home_a, port);
+    let new_home = memcached_on(home_b, port);
+    let other = memcached();
+    let name = "cache-0.cache.test";
+    ns.set(name, Answer::Address(home_a.parse::<Ipv4Addr>().unwrap()));
+    let listen = free_port("127.0.0.1");
+    let yaml = format!(
+        "cache:\n  listen: 127.0.0.1:{listen}\n  dns_refresh_ms: 200\n  preconnect: true\n  servers:\n    - {name}:{port}:1 moving\n    - {}:1 other\n",
+        other.addr
+    );
+    let cashew = Cashew::start_with_nameserver(CASHEW, &yaml, &[], &ns);
+    let proxy = format!("127.0.0.1:{listen}").parse().unwrap();
+    let mut client = McConn::connect(proxy);
+    let keys: Vec<String> = (0..200).map(|i| format!("key:{i}")).collect();
+    for k in &keys {
+        client.set(k, b"before");
+    }
+    let on_moving: Vec<&String> = keys
+        .iter()
+        .filter(|k| McConn::connect(old_home.addr).get(k).is_some())
+        .collect();
+    assert!(
+        !on_moving.is_empty() && on_moving.len() < keys.len(),
+        "the keys are spread over both servers: {} of {} on the moving one",
+        on_moving.len(),
+        keys.len()
+    );
+    let other_connections = McConn::connect(other.addr).stat("total_connections");
+    // cashew's connections and the probe's own.
+    let at_old_home = McConn::connect(old_home.addr).stat("curr_connections");
+    assert!(at_old_home >= 2, "cashew is connected to the old address");
+
+    ns.set(name, Answer::Address(home_b.parse::<Ipv4Addr>().unwrap()));
+    let moved_in = wait_until(
+        "cashew's connection to the moving server at its old address closes",
+        Duration::from_secs(10),
+        || McConn::connect(old_home.addr).stat("curr_connections") == 1,
+    );
+    assert!(
+        cashew
+            .log()
+            .contains(&format!("'{name}' from {home_a} to {home_b}")),
+        "the log says which name moved:\n{}",
+        cashew.log()
+    );
+    // Every key placed on the moving server now goes to its new address: a miss
+    // there (nothing was written to it), then what is written lands there.
+    for k in &on_moving {
+        assert_eq!(client.get(k), None, "{k} is asked of the new address");
+        client.set(k, b"after");
+        assert_eq!(
+            McConn::connect(new_home.addr).get(k).as_deref(),
+            Some(&b"after"[..]),
+            "{k} is written to the new address"
+        );
+    }
+    // The other server's keys did not move and its connection was kept.
+    for k in keys.iter().filter(|k| !on_moving.contains(k)) {
+        assert_eq!(client.get(k).as_deref(), Some(&b"before"[..]), "{k}");
+    }
+    assert_eq!(
+        McConn::connect(other.addr).stat("total_connections"),
+        other_connections + 1,
+        "only this check's own connection is new on the other server"
+    );
+    println!("connections moved {moved_in:?} after the name changed");
+}
+
+#[test]
+fn without_a_refresh_a_moved_name_keeps_its_connections() {
+    let Some(ns) = cashew_testkit::prerequisite("a test nameserver (root)", Nameserver::start())
+    else {
+        return;
+    };
+    let (home_a, home_b) = ("127.0.0.2", "127.0.0.3");
+    let port = port_free_on_both(home_a, home_b);
+    let old_home = memcached_on(home_a, port);
+    let _new_home = memcached_on(home_b, port);
+    let name = "cache-1.cache.test";
+    ns.set(name, Answer::Address(home_a.parse::<Ipv4Addr>().unwrap()));
+    let listen = free_port("127.0.0.1");
+    let yaml = format!(
+        "cache:\n  listen: 127.0.0.1:{listen}\n  dns_refresh_ms: 0\n  servers:\n    - {name}:{port}:1\n"
+    );
+    let cashew = Cashew::start_with_nameserver(CASHEW, &yaml, &[], &ns);
+    let mut client = McConn::connect(format!("127.0.0.1:{listen}").parse().unwrap());
+    client.set("k", b"v");
+    ns.set(name, Answer::Address(home_b.parse::<Ipv4Addr>().unwrap()));
+    std::thread::sleep(Duration::from_millis(800));
+    assert_eq!(client.get("k").as_deref(), Some(&b"v"[..]));
+    assert!(
+        McConn::connect(old_home.addr).stat("curr_connections") >= 2,
+        "cashew kept its connection"
+    );
+    assert!(!cashew.log().contains("moved"), "{}", cashew.log());
+}
