@@ -99,6 +99,16 @@ pub struct Pool {
     /// address changed gets new connections at its new address (0: only when
     /// connecting).
     pub dns_refresh_ms: u64,
+    /// Redis pools: the servers are seeds of a Redis Cluster, whose nodes and slot
+    /// map are discovered (`cluster`).
+    pub redis_cluster: bool,
+    /// Redis Cluster pools: milliseconds between reads of the slot map.
+    pub cluster_refresh_interval_ms: u64,
+    /// Redis Cluster pools: which nodes read-only commands go to.
+    pub read_from: ReadFrom,
+    /// Redis Cluster pools, when loaded for serving: the cluster as its nodes
+    /// described it (not in the file). `servers` then holds its nodes.
+    pub cluster: Option<std::sync::Arc<ClusterTopology>>,
     /// Keys that begin with a prefix go to another pool of the file: (prefix, pool),
     /// longest prefix first.
     pub routes: Vec<(String, String)>,
@@ -234,6 +244,10 @@ impl Pool {
             sentinels: Vec::new(),
             migrate_ms: 0,
             dns_refresh_ms: 30_000,
+            redis_cluster: false,
+            cluster_refresh_interval_ms: 2000,
+            read_from: ReadFrom::Master,
+            cluster: None,
             routes: Vec::new(),
             shadow: None,
             tls: None,
@@ -300,6 +314,39 @@ impl std::fmt::Display for Listen {
     }
 }
 
+/// Where a Redis Cluster pool sends read-only commands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReadFrom {
+    Master,
+    /// A replica of the slot's master; the master when none is up.
+    Replica,
+    /// As `Replica`, named for clients that say it so.
+    PreferReplica,
+}
+
+impl ReadFrom {
+    pub const ALL: [ReadFrom; 3] = [ReadFrom::Master, ReadFrom::Replica, ReadFrom::PreferReplica];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            ReadFrom::Master => "master",
+            ReadFrom::Replica => "replica",
+            ReadFrom::PreferReplica => "prefer_replica",
+        }
+    }
+}
+
+/// A Redis Cluster as its nodes described it: which server of the pool owns
+/// each slot, and each master's replicas.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClusterTopology {
+    pub slots: cashew_route::SlotMap,
+    /// Per server of the pool: the servers that replicate it (empty for replicas).
+    pub replicas: Vec<Vec<u16>>,
+    /// Per server of the pool: whether it is a master.
+    pub masters: Vec<bool>,
+}
+
 /// One `servers:` entry.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Server {
@@ -340,6 +387,24 @@ impl Server {
             name,
             resolved: None,
         }
+    }
+
+    /// A node of a Redis Cluster, found in its slot map: named `host:port`.
+    pub fn cluster_node(host: &str, port: u16) -> Server {
+        let name = if host.contains(':') {
+            format!("[{host}]:{port}")
+        } else {
+            format!("{host}:{port}")
+        };
+        Server::new(
+            format!("{name}:1"),
+            ServerAddress::Tcp {
+                host: host.to_string(),
+                port,
+            },
+            1,
+            name,
+        )
     }
 
     /// The server's name in placement and stats: the node name when given, else

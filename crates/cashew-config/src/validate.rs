@@ -4,12 +4,12 @@ use cashew_route::{Distribution, HashFunction, HashTag};
 
 use crate::address::{parse_listen, parse_sentinel, parse_sentinel_server, parse_server};
 use crate::error::ConfigError;
-use crate::model::{Config, Listen, Pool};
+use crate::model::{Config, Listen, Pool, ReadFrom};
 use crate::secret::{Secret, SECRET_KEYS};
 use crate::yaml::{Location, Node, Value};
 
 /// Every key a pool may have, in the order the docs list them.
-pub const POOL_KEYS: [&str; 47] = [
+pub const POOL_KEYS: [&str; 50] = [
     "listen",
     "hash",
     "hash_tag",
@@ -49,6 +49,9 @@ pub const POOL_KEYS: [&str; 47] = [
     "sentinels",
     "migrate_ms",
     "dns_refresh_ms",
+    "redis_cluster",
+    "cluster_refresh_interval",
+    "read_from",
     "routes",
     "shadow",
     "tls",
@@ -298,6 +301,9 @@ impl<'f> Validator<'f> {
                     set(&mut pool.max_pinned_connections, field.number(0, 1 << 20))
                 }
                 "migrate_ms" => set(&mut pool.migrate_ms, field.number(0, 7 * 24 * 3600 * 1000)),
+                "redis_cluster" => set(&mut pool.redis_cluster, field.boolean()),
+                "cluster_refresh_interval" => set(&mut pool.cluster_refresh_interval_ms, field.number(10, 24 * 3600 * 1000)),
+                "read_from" => set(&mut pool.read_from, field.named(&ReadFrom::ALL.map(|r| (r.name(), r)))),
                 "dns_refresh_ms" => set(&mut pool.dns_refresh_ms, field.number(0, 24 * 3600 * 1000)),
                 "routes" => pool.routes = self.routes(&name, &value),
                 "shadow" => pool.shadow = self.shadow(&name, &value),
@@ -370,7 +376,47 @@ impl<'f> Validator<'f> {
             if let Some(at) = at("migrate_ms") {
                 self.error(at, name, Some("migrate_ms"), "is for memcached pools: a redis pool's keys are its data, not a cache to warm (move them with MIGRATE or a replica)".into());
             }
+            if pool.redis_cluster {
+                for key in [
+                    "sentinels",
+                    "gutter",
+                    "auto_eject_hosts",
+                    "redis_db",
+                    "hash",
+                    "distribution",
+                ] {
+                    if let Some(at) = at(key) {
+                        self.error(at, name, Some(key), "does not go with 'redis_cluster': the cluster places keys by slot (CRC16 of the key or of its {hash tag}), fails over by itself and has only database 0".into());
+                    }
+                }
+                if let (Some(at), Some(tag)) = (at("hash_tag"), pool.hash_tag) {
+                    if tag != HashTag::new(b"{}").expect("two bytes") {
+                        self.error(at, name, Some("hash_tag"), "must be '{}' with 'redis_cluster': the cluster's hash tags are the part between braces".into());
+                    }
+                }
+            } else {
+                for key in ["cluster_refresh_interval", "read_from"] {
+                    if let Some(at) = at(key) {
+                        self.error(
+                            at,
+                            name,
+                            Some(key),
+                            "is for pools with 'redis_cluster: true'".into(),
+                        );
+                    }
+                }
+            }
             return;
+        }
+        for key in ["redis_cluster", "cluster_refresh_interval", "read_from"] {
+            if let Some(at) = at(key) {
+                self.error(
+                    at,
+                    name,
+                    Some(key),
+                    "is for redis pools: memcached has no cluster protocol".into(),
+                );
+            }
         }
         if let Some(at) = at("keyspace_commands") {
             self.error(at, name, Some("keyspace_commands"), "is for redis pools: memcached has no commands over the keyspace but flush_all, which cashew sends to every server".into());

@@ -191,6 +191,19 @@ impl Redis {
             replies: replies + 1,
         }
     }
+
+    /// As [`handshake`](Self::handshake) for a Redis Cluster replica that serves
+    /// reads: `READONLY` before the version is asked.
+    pub fn replica_handshake(user: Option<&str>, password: Option<&str>, resp3: bool) -> Handshake {
+        let mut h = Self::handshake(user, password, 0, resp3);
+        let info = h.bytes.len() - b"*2\r\n$4\r\nINFO\r\n$6\r\nserver\r\n".len();
+        let mut readonly = Vec::new();
+        resp::array_header(&mut readonly, 1);
+        resp::bulk(&mut readonly, b"READONLY");
+        h.bytes.splice(info..info, readonly);
+        h.replies += 1;
+        h
+    }
 }
 
 impl ServerCodec for Redis {
@@ -285,6 +298,11 @@ mod tests {
         assert!(h
             .bytes
             .starts_with(b"*5\r\n$5\r\nHELLO\r\n$1\r\n3\r\n$4\r\nAUTH\r\n$3\r\napp\r\n"));
+        let h = Redis::replica_handshake(None, Some("pw"), false);
+        assert_eq!(h.replies, 3);
+        assert!(h
+            .bytes
+            .ends_with(b"*1\r\n$8\r\nREADONLY\r\n*2\r\n$4\r\nINFO\r\n$6\r\nserver\r\n"));
         let h = Memcache::handshake(Some("user:pa:ss"));
         assert_eq!(h.bytes, b"set auth 0 0 10\r\nuser pa:ss\r\nversion\r\n");
         assert_eq!((h.replies, Memcache::handshake(None).replies), (2, 1));

@@ -1,6 +1,7 @@
 //! Real backends for tests: each process is started on a loopback address with a
 //! free port, waited for until it accepts connections, and killed when dropped.
 
+pub mod cluster;
 pub mod dns;
 pub mod faulty;
 pub mod load;

@@ -3,6 +3,7 @@
 
 mod command;
 mod encode;
+mod redirect;
 mod reply;
 mod request;
 
@@ -13,6 +14,7 @@ pub use command::{
 pub use encode::{
     array_header, bulk, error, integer, map_header, null, null_bulk, simple, verbatim_text,
 };
+pub use redirect::{parse_redirect, Redirect};
 pub use reply::{element_text, parse_reply, parse_reply_resumable, reply_elements, ReplyParse};
 pub use request::{
     parse_request, parse_request_resumable, Parsed, Request, RequestResume, MAX_BULK_LEN,

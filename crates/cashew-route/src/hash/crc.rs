@@ -43,6 +43,13 @@ const fn crc32_table() -> [u32; 256] {
 }
 
 static CRC16: [u16; 256] = crc16_table();
+
+/// CRC-16/XMODEM over the bytes as they are (unsigned): Redis Cluster's key hash.
+pub fn crc16_xmodem(key: &[u8]) -> u16 {
+    key.iter().fold(0u16, |crc, &b| {
+        (crc << 8) ^ CRC16[usize::from(((crc >> 8) as u8) ^ b)]
+    })
+}
 static CRC32: [u32; 256] = crc32_table();
 
 /// nutcracker keeps the CRC in a 32-bit variable and never masks it to 16 bits, so

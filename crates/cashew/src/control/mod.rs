@@ -4,6 +4,7 @@
 //! here runs on the request path.
 
 pub(crate) mod admin;
+mod cluster;
 mod dns;
 mod handover;
 mod lifecycle;
@@ -12,6 +13,7 @@ mod memory;
 mod notify;
 mod probe;
 mod reload;
+mod resp_client;
 mod sentinel;
 mod signals;
 mod supervisor;
@@ -219,6 +221,7 @@ fn read(path: &std::path::Path, serve: bool) -> Result<Loaded, String> {
     let mut config = cashew_config::parse(&file, &text).map_err(|e| e.to_string())?;
     if serve {
         sentinel::resolve(&file, &mut config)?;
+        cluster::resolve(&file, &mut config)?;
         dns::resolve(&mut config);
     }
     let tls = crate::net::tls::for_pools(&file, &config.pools)?;

@@ -8,13 +8,13 @@
 //! gone) and close.
 
 use std::collections::{HashMap, HashSet};
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::{TcpStream, ToSocketAddrs};
 use std::sync::Mutex;
 use std::time::Duration;
 
+use super::resp_client::{read_frame, request, strings};
 use cashew_config::{Config, ServerAddress};
-use cashew_protocol::resp::{element_text, parse_reply, reply_elements, ReplyParse};
 
 use crate::log::{NOTICE, WARN};
 use crate::log_at;
@@ -106,43 +106,6 @@ fn ask(host: &str, port: u16, master: &str) -> Option<(String, u16)> {
         [ip, port] => Some((ip.clone(), port.parse().ok()?)),
         _ => None,
     }
-}
-
-fn request(args: &[&[u8]]) -> Vec<u8> {
-    let mut out = Vec::new();
-    cashew_protocol::resp::array_header(&mut out, args.len());
-    for a in args {
-        cashew_protocol::resp::bulk(&mut out, a);
-    }
-    out
-}
-
-/// The next whole reply from `stream`, `buf` holding what was read past it.
-fn read_frame(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<Vec<u8>> {
-    loop {
-        if let ReplyParse::Complete(n) = parse_reply(buf) {
-            let frame = buf[..n].to_vec();
-            buf.drain(..n);
-            return Some(frame);
-        }
-        let mut chunk = [0u8; 4096];
-        let n = stream.read(&mut chunk).ok()?;
-        if n == 0 {
-            return None;
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    }
-}
-
-/// The bulk strings of an array reply.
-fn strings(reply: &[u8]) -> Option<Vec<String>> {
-    if reply.first() != Some(&b'*') {
-        return None;
-    }
-    reply_elements(reply)?
-        .into_iter()
-        .map(|e| element_text(e).map(|t| String::from_utf8_lossy(t).into_owned()))
-        .collect()
 }
 
 /// Starts listening for switches on `sentinels`, once per set.

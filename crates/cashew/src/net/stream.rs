@@ -139,6 +139,15 @@ impl Stream {
             .map_or_else(|_| "?:0".into(), |a| a.to_string())
     }
 
+    /// Where the client reached cashew (`ip:port`), when over TCP.
+    pub(crate) fn local_address(&self) -> Option<std::net::SocketAddr> {
+        match self {
+            Stream::Tcp(s) => s.local_addr().ok(),
+            Stream::Tls(s) => s.get_ref().0.local_addr().ok(),
+            Stream::Unix(_) => None,
+        }
+    }
+
     /// The peer's address, for log lines.
     pub(crate) fn peer(&self) -> String {
         let tcp = match self {

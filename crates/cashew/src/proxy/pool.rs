@@ -395,11 +395,28 @@ impl PoolRt {
     /// [`replicas`]: Self::replicas
     #[inline]
     pub(crate) fn route(&self, key: &[u8]) -> Option<ServerId> {
+        if let Some(cluster) = &self.config().cluster {
+            return cluster.slots.route(key).map(|s| ServerId(usize::from(s)));
+        }
         let due = self.next_rebuild.get().is_some_and(|t| Instant::now() >= t);
         if due || self.shared().epoch() != self.seen_epoch.get() {
             self.rebuild();
         }
         self.router.borrow().route(key).map(ServerId)
+    }
+
+    /// A Redis Cluster pool's map, when it is one.
+    pub(crate) fn cluster(&self) -> Option<&cashew_config::ClusterTopology> {
+        self.config().cluster.as_deref()
+    }
+
+    /// The server of the pool named `name` (a cluster node's `host:port`).
+    pub(crate) fn server_named(&self, name: &str) -> Option<ServerId> {
+        self.config()
+            .servers
+            .iter()
+            .position(|s| s.name() == name)
+            .map(ServerId)
     }
 
     /// Whether an ejected server's keys stay placed on it (served by its replicas
@@ -503,6 +520,14 @@ impl PoolRt {
         self.server_ids().find(|&s| self.is_live(s))
     }
 
+    /// How many servers hold the keyspace: the first ones, all but a cluster's replicas.
+    pub(crate) fn keyspace_servers(&self) -> usize {
+        match self.cluster() {
+            Some(c) => c.masters.iter().filter(|&&m| m).count(),
+            None => self.config().servers.len(),
+        }
+    }
+
     /// Every server of the pool, in order.
     pub(crate) fn server_ids(&self) -> impl Iterator<Item = ServerId> {
         (0..self.config().servers.len()).map(ServerId)
@@ -529,8 +554,20 @@ impl PoolRt {
         bytes: Bytes,
         resp3: bool,
     ) -> Option<ReplyRx> {
+        self.send_redis_job(server, client, bytes, resp3, true)
+    }
+
+    /// As [`send_redis`](Self::send_redis), with the reply dropped unless `want_reply`.
+    pub(crate) fn send_redis_job(
+        &self,
+        server: ServerId,
+        client: ClientId,
+        bytes: Bytes,
+        resp3: bool,
+        want_reply: bool,
+    ) -> Option<ReplyRx> {
         if !resp3 {
-            return self.send(server, client, bytes, true);
+            return self.send(server, client, bytes, want_reply);
         }
         let conns = self.servers3[server.0].get_or_init(|| {
             let first = &self.servers[server.0].link;
@@ -547,7 +584,7 @@ impl PoolRt {
             };
             Rc::new(ServerConns::start::<Redis>(Rc::new(link), &self.backends))
         });
-        self.send_job(conns, client, bytes, true, false)
+        self.send_job(conns, client, bytes, want_reply, false)
     }
 
     /// A connection of its own to `server`, for one client's pinned session

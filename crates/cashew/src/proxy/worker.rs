@@ -389,10 +389,13 @@ async fn serve_client(client: Stream, slot: &Rc<PoolSlot>) {
     } else {
         String::new()
     };
+    let local = client.local_address();
     let (reader, writer) = client.into_split();
     let id = slot.new_client_id();
     if redis {
-        let protocol = redis::Client::new(slot.clone(), id).with_address(address);
+        let protocol = redis::Client::new(slot.clone(), id)
+            .with_address(address)
+            .with_local(local);
         client::serve(reader, writer, slot, id, protocol).await
     } else {
         let protocol = memcache::Client::new(slot.clone(), id);

@@ -90,7 +90,7 @@ fn family<'e>(
 }
 
 /// Per-pool metrics: (name, help, counter).
-const POOL_COUNTERS: [(&str, &str, PoolCounter); 19] = [
+const POOL_COUNTERS: [(&str, &str, PoolCounter); 22] = [
     (
         "cashew_client_connections_opened",
         "Client connections accepted",
@@ -160,6 +160,21 @@ const POOL_COUNTERS: [(&str, &str, PoolCounter); 19] = [
         "cashew_shadow_dropped",
         "Copies not sent to the shadow pool: too many waiting",
         PoolCounter::ShadowDropped,
+    ),
+    (
+        "cashew_cluster_moved",
+        "MOVED redirections followed (Redis Cluster pools)",
+        PoolCounter::ClusterMoved,
+    ),
+    (
+        "cashew_cluster_ask",
+        "ASK redirections followed (Redis Cluster pools)",
+        PoolCounter::ClusterAsk,
+    ),
+    (
+        "cashew_cluster_retries",
+        "Requests sent again after TRYAGAIN or CLUSTERDOWN (Redis Cluster pools)",
+        PoolCounter::ClusterRetries,
     ),
     (
         "cashew_pinned_connections",

@@ -71,6 +71,9 @@ pub(crate) fn json(generation: &Generation, source: &str) -> String {
             (pool.tls.is_some(), PoolCounter::TlsHandshakeFailures),
             (!pool.users.is_empty(), PoolCounter::AuthFailures),
             (pool.redis, PoolCounter::PinnedConnections),
+            (pool.redis_cluster, PoolCounter::ClusterMoved),
+            (pool.redis_cluster, PoolCounter::ClusterAsk),
+            (pool.redis_cluster, PoolCounter::ClusterRetries),
         ];
         for (_, c) in optional.into_iter().filter(|(uses, _)| *uses) {
             out.push_str(&format!(", \"{}\":{}", c.name(), state.total(c)));

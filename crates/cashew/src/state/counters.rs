@@ -68,6 +68,10 @@ counters! {
         ShadowRequests => "shadow_requests", "# requests copied to the shadow pool";
         ShadowMismatches => "shadow_mismatches", "# keys the shadow pool answered otherwise (hit or miss, value)";
         ShadowDropped => "shadow_dropped", "# copies not sent: too many waiting for the shadow pool";
+        // In the stats JSON of pools with `redis_cluster`:
+        ClusterMoved => "cluster_moved", "# MOVED redirections followed";
+        ClusterAsk => "cluster_ask", "# ASK redirections followed";
+        ClusterRetries => "cluster_retries", "# requests sent again after TRYAGAIN or CLUSTERDOWN";
         // In the metrics (the stats JSON of a file without cashew's keys stays
         // nutcracker's):
         KeysCommands => "keys_commands", "# KEYS over every server";

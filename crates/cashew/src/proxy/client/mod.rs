@@ -94,31 +94,51 @@ pub(crate) trait PendingReply {
 
 /// One server's part of a request: where its reply comes (`None`: it was never
 /// sent, and the reply is `Closed`). The reply stays in its slot until taken.
-pub(crate) struct Part(Option<ReplyRx>);
+pub(crate) enum Part {
+    /// A reply to come from one server (none when not wanted).
+    Reply(Option<ReplyRx>),
+    /// A reply that may be sent on elsewhere before it is the client's (a Redis
+    /// Cluster's redirections).
+    Follow(Box<dyn Follow>),
+}
+
+/// A reply that settles in more than one step.
+pub(crate) trait Follow {
+    fn try_settle(&mut self) -> bool;
+    fn poll_settle(&mut self, cx: &mut Context<'_>) -> Poll<()>;
+    fn take(&mut self) -> Reply;
+}
 
 impl Part {
     pub(crate) fn new(rx: Option<ReplyRx>) -> Self {
-        Part(rx)
+        Part::Reply(rx)
     }
 
     /// True once the reply has arrived.
     pub(crate) fn try_settle(&mut self) -> bool {
-        self.0.as_ref().is_none_or(ReplyRx::is_ready)
+        match self {
+            Part::Reply(rx) => rx.as_ref().is_none_or(ReplyRx::is_ready),
+            Part::Follow(f) => f.try_settle(),
+        }
     }
 
     /// Ready once the reply has arrived.
     pub(crate) fn poll_settle(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        match &mut self.0 {
-            Some(rx) => rx.poll_ready(cx),
-            None => Poll::Ready(()),
+        match self {
+            Part::Reply(Some(rx)) => rx.poll_ready(cx),
+            Part::Reply(None) => Poll::Ready(()),
+            Part::Follow(f) => f.poll_settle(cx),
         }
     }
 
     pub(crate) fn take(&mut self) -> Reply {
-        self.0
-            .take()
-            .and_then(|mut rx| rx.try_recv())
-            .unwrap_or(Err(BackendError::Closed))
+        match self {
+            Part::Reply(rx) => rx
+                .take()
+                .and_then(|mut rx| rx.try_recv())
+                .unwrap_or(Err(BackendError::Closed)),
+            Part::Follow(f) => f.take(),
+        }
     }
 }
 

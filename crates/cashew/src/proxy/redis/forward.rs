@@ -4,6 +4,7 @@
 
 use bytes::Bytes;
 use cashew_protocol::resp::{array_header, bulk, CommandSpec, Keys};
+use cashew_route::cluster_slot;
 
 use super::{err, Client, Pending};
 use crate::proxy::client::Part;
@@ -46,6 +47,11 @@ impl Client {
         keys: &[&[u8]],
     ) -> Part {
         let (to, s) = target.resolve(pool);
+        if pool.cluster().is_some() {
+            let slot = keys.first().map_or(0, |k| cluster_slot(k));
+            let node = if write { s } else { self.read_node(pool, s) };
+            return self.send_following(pool, node, bytes, slot);
+        }
         let part = Part::new(to.send_redis(s, self.id, bytes, self.resp3));
         if write && target.is_gutter() {
             let ttl = pool.config().gutter_ttl.to_string();
@@ -164,7 +170,12 @@ impl Client {
             return self.forward_any(pool, bytes);
         };
         let mut target: Option<Target> = None;
+        let in_slots = pool.cluster().is_some();
+        let first_slot = positions.first().map(|&i| cluster_slot(self.arg(bytes, i)));
         for &i in &positions {
+            if in_slots && Some(cluster_slot(self.arg(bytes, i))) != first_slot {
+                return err("CROSSSLOT Keys in request don't hash to the same slot");
+            }
             let Some(t) = self.target(pool, self.arg(bytes, i)) else {
                 return self.no_server(pool);
             };

@@ -125,7 +125,7 @@ impl Client {
         command: KeyspaceCommand,
         bytes: &Bytes,
     ) -> Pending {
-        let servers = pool.config().servers.len();
+        let servers = pool.keyspace_servers();
         let all = |this: &Self, request: &Bytes| -> Vec<Part> {
             (0..servers)
                 .map(|s| this.forward_part(pool, ServerId(s), request.clone()))
@@ -157,7 +157,7 @@ impl Client {
         query: PubSubQuery,
         bytes: &Bytes,
     ) -> Pending {
-        let parts = (0..pool.config().servers.len())
+        let parts = (0..pool.keyspace_servers())
             .map(|s| self.forward_part(pool, ServerId(s), bytes.clone()))
             .collect();
         let kind = match query {
@@ -184,7 +184,7 @@ impl Client {
         else {
             return err("ERR invalid cursor");
         };
-        let servers = pool.config().servers.len();
+        let servers = pool.keyspace_servers();
         if servers > MAX_SCAN_SERVERS {
             return err(&format!(
                 "ERR SCAN through the proxy covers pools of up to {MAX_SCAN_SERVERS} servers"
@@ -230,7 +230,7 @@ impl Client {
         }
         let keyspace_only = !sections.is_empty() && sections.iter().all(|s| s == b"keyspace");
         let request = Bytes::from_static(b"*2\r\n$4\r\nINFO\r\n$8\r\nkeyspace\r\n");
-        let parts = (0..pool.config().servers.len())
+        let parts = (0..pool.keyspace_servers())
             .map(|s| self.forward_part(pool, ServerId(s), request.clone()))
             .collect();
         Some(self.gather(Kind::Info { keyspace_only }, parts))

@@ -6,6 +6,7 @@
 //! exactly the replies a RESP3 client of that server gets.
 
 mod auth;
+mod cluster;
 mod forward;
 mod keyspace;
 mod local;
@@ -128,6 +129,8 @@ pub(crate) struct Client {
     address: String,
     /// Its subscriptions, once it subscribes.
     subscriber: Option<Box<pubsub::Subscriber>>,
+    /// Where it reached cashew: the node a Redis Cluster pool shows it.
+    local: Option<std::net::SocketAddr>,
 }
 
 impl Client {
@@ -148,7 +151,13 @@ impl Client {
             session: session::Session::default(),
             address: String::new(),
             subscriber: None,
+            local: None,
         }
+    }
+
+    pub(crate) fn with_local(mut self, local: Option<std::net::SocketAddr>) -> Client {
+        self.local = local;
+        self
     }
 
     pub(crate) fn with_address(mut self, address: String) -> Client {
@@ -357,6 +366,7 @@ impl Client {
             ));
         }
         let family = match spec.kind {
+            CommandKind::Refused(Reason::Cluster) if pool.cluster().is_some() => Family::Local,
             CommandKind::Refused(_) => Family::Refused,
             CommandKind::Local(_) => Family::Local,
             CommandKind::Keyspace(_) if !pool.config().keyspace_commands => Family::Refused,
@@ -410,6 +420,9 @@ impl Client {
     #[inline]
     fn route(&mut self, pool: &PoolRt, spec: &CommandSpec, bytes: &Bytes) -> Pending {
         match spec.kind {
+            CommandKind::Refused(Reason::Cluster) if pool.cluster().is_some() => {
+                self.cluster_command(pool, spec, bytes)
+            }
             CommandKind::Refused(reason) => refused(spec.name, reason),
             CommandKind::Blocking(_) => self.blocking(pool, spec, bytes),
             CommandKind::PubSub(command) => self.pubsub(pool, command, bytes),

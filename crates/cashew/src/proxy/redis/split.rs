@@ -3,6 +3,7 @@
 
 use bytes::Bytes;
 use cashew_protocol::resp::{self, array_header, bulk, integer, CommandSpec, Merge, ReplyParse};
+use cashew_route::cluster_slot;
 
 use super::{Client, Pending};
 use crate::proxy::client::{all_ok, Part};
@@ -24,16 +25,25 @@ impl Client {
         let step = if merge.is_some() { 1 } else { 2 };
         let groups = (self.argc() - 1) / step;
         let mut targets: Vec<Target> = Vec::new();
+        // A cluster takes a multi-key command only when its keys share a slot:
+        // there, a command goes to each slot (`slots[i]` is target i's).
+        let in_slots = pool.cluster().is_some();
+        let mut slots: Vec<u16> = Vec::new();
         // For each group of arguments, in order, the target it goes to.
         let mut order: Vec<u16> = Vec::with_capacity(groups);
         for g in 0..groups {
-            let Some(t) = self.target(pool, self.arg(bytes, 1 + g * step)) else {
+            let key = self.arg(bytes, 1 + g * step);
+            let Some(t) = self.target(pool, key) else {
                 return self.no_server(pool);
             };
-            let index = match targets.iter().position(|have| have.same(&t)) {
+            let slot = if in_slots { cluster_slot(key) } else { 0 };
+            let same =
+                |(i, have): (usize, &Target)| have.same(&t) && (!in_slots || slots[i] == slot);
+            let index = match targets.iter().enumerate().position(same) {
                 Some(i) => i,
                 None => {
                     targets.push(t);
+                    slots.push(slot);
                     targets.len() - 1
                 }
             };

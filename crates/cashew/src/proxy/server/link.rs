@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use cashew_config::{Pool, Server, ServerAddress};
+use cashew_config::{Pool, ReadFrom, Server, ServerAddress};
 use cashew_protocol::server::{Handshake, Memcache, Redis};
 
 use crate::log_at;
@@ -56,7 +56,18 @@ pub(crate) struct LinkSettings {
 
 impl LinkSettings {
     pub(crate) fn new(pool: &Pool, tls: &PoolTls, server: &Server, resp3: bool) -> LinkSettings {
+        // A Redis Cluster replica that serves reads takes them after `READONLY`.
+        let replica_reads = pool.read_from != ReadFrom::Master
+            && pool.cluster.as_ref().is_some_and(|c| {
+                let at = pool.servers.iter().position(|s| s.name() == server.name());
+                at.is_some_and(|i| !c.masters[i])
+            });
         let handshake = match pool.redis {
+            true if replica_reads => Redis::replica_handshake(
+                pool.redis_auth_user.as_deref(),
+                pool.redis_auth.as_ref().map(|s| s.expose()),
+                resp3,
+            ),
             true => Redis::handshake(
                 pool.redis_auth_user.as_deref(),
                 pool.redis_auth.as_ref().map(|s| s.expose()),

@@ -1,0 +1,160 @@
+//! `redis_cluster: true`: a real Redis Cluster (redis-server nodes in cluster mode
+//! joined by `redis-cli --cluster create`) behind cashew, seen by clients as one
+//! redis, through resharding and failover.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use cashew_testkit::cluster::{cli, RedisCluster};
+use cashew_testkit::{free_port, Cashew};
+
+const CASHEW: &str = env!("CARGO_BIN_EXE_cashew");
+
+fn cashew_for(cluster: &RedisCluster, settings: &str) -> (Cashew, SocketAddr) {
+    let listen: SocketAddr = format!("127.0.0.1:{}", free_port("127.0.0.1"))
+        .parse()
+        .unwrap();
+    let yaml = format!(
+        "cluster:\n  listen: {listen}\n  redis: true\n  redis_cluster: true\n  timeout: 3000\n{settings}  servers:\n    - {}:1\n",
+        cluster.nodes[0].addr
+    );
+    (Cashew::start(CASHEW, &yaml, &["--threads", "2"]), listen)
+}
+
+fn client(addr: SocketAddr) -> redis::Connection {
+    let c = redis::Client::open(format!("redis://{addr}/")).unwrap();
+    let conn = c.get_connection().unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    conn
+}
+
+/// The port of the master that owns `key`'s slot now, as a node says.
+fn owner_port(cluster: &RedisCluster, key: &str) -> u16 {
+    let slot: u16 = cluster
+        .cli(0, &["CLUSTER", "KEYSLOT", key])
+        .trim()
+        .parse()
+        .unwrap();
+    let nodes = cluster.cli(0, &["CLUSTER", "NODES"]);
+    for line in nodes.lines() {
+        let fields: Vec<&str> = line.split(' ').collect();
+        if !fields[2].contains("master") {
+            continue;
+        }
+        for range in &fields[8..] {
+            let (a, b) = range.split_once('-').unwrap_or((range, range));
+            let (Ok(a), Ok(b)) = (a.parse::<u16>(), b.parse::<u16>()) else {
+                continue;
+            };
+            if (a..=b).contains(&slot) {
+                let addr = fields[1].split('@').next().unwrap();
+                return addr.rsplit(':').next().unwrap().parse().unwrap();
+            }
+        }
+    }
+    panic!("no owner for slot {slot}:\n{nodes}");
+}
+
+#[test]
+fn a_cluster_is_one_redis_through_cashew() {
+    let cluster = RedisCluster::start(3, 1);
+    let (cashew, addr) = cashew_for(&cluster, "");
+    let mut c = client(addr);
+
+    // 10,000 keys written and read back, pipelined.
+    let keys: Vec<String> = (0..10_000).map(|i| format!("key:{i}")).collect();
+    let mut pipe = redis::pipe();
+    for k in &keys {
+        pipe.set(k, format!("value of {k}")).ignore();
+    }
+    pipe.query::<()>(&mut c).unwrap();
+    let mut pipe = redis::pipe();
+    for k in &keys {
+        pipe.get(k);
+    }
+    let values: Vec<String> = pipe.query(&mut c).unwrap();
+    for (k, v) in keys.iter().zip(&values) {
+        assert_eq!(v, &format!("value of {k}"));
+    }
+    // Each key is on the master its slot belongs to.
+    for k in keys.iter().step_by(997) {
+        let port = owner_port(&cluster, k);
+        assert_eq!(
+            cli(port, &["GET", k]).trim(),
+            format!("value of {k}"),
+            "{k} on its owner"
+        );
+    }
+
+    // MSET and MGET across all slots.
+    let pairs: Vec<(String, String)> = (0..500)
+        .map(|i| (format!("m:{i}"), format!("{i}")))
+        .collect();
+    redis::cmd("MSET").arg(&pairs).query::<()>(&mut c).unwrap();
+    let names: Vec<&String> = pairs.iter().map(|(k, _)| k).collect();
+    let got: Vec<String> = redis::cmd("MGET").arg(&names).query(&mut c).unwrap();
+    assert_eq!(
+        got,
+        pairs.iter().map(|(_, v)| v.clone()).collect::<Vec<_>>()
+    );
+    let deleted: i64 = redis::cmd("DEL").arg(&names[..100]).query(&mut c).unwrap();
+    assert_eq!(deleted, 100);
+
+    // A script over hash-tagged keys; keys of two slots are refused as a cluster does.
+    let n: i64 = redis::cmd("EVAL")
+        .arg("redis.call('SET', KEYS[1], ARGV[1]); return redis.call('INCRBY', KEYS[2], ARGV[1])")
+        .arg(2)
+        .arg("{user1}:a")
+        .arg("{user1}:b")
+        .arg(5)
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(n, 5);
+    let e = redis::cmd("SUNION")
+        .arg("{a}x")
+        .arg("{b}y")
+        .query::<Vec<String>>(&mut c)
+        .unwrap_err();
+    assert_eq!(e.code(), Some("CROSSSLOT"), "{e}");
+    let same: Vec<String> = redis::cmd("SUNION")
+        .arg("{a}x")
+        .arg("{a}y")
+        .query(&mut c)
+        .unwrap();
+    assert!(same.is_empty());
+
+    // Cluster commands see one node that owns every slot: cashew.
+    let info: String = redis::cmd("CLUSTER").arg("INFO").query(&mut c).unwrap();
+    assert!(info.contains("cluster_state:ok") && info.contains("cluster_known_nodes:1"));
+    let slots: redis::Value = redis::cmd("CLUSTER").arg("SLOTS").query(&mut c).unwrap();
+    let text = format!("{slots:?}");
+    assert!(
+        text.contains("16383") && text.contains(&addr.port().to_string()),
+        "{text}"
+    );
+    for key in ["somekey", "{user1}:a", "foo"] {
+        let ours: i64 = redis::cmd("CLUSTER")
+            .arg("KEYSLOT")
+            .arg(key)
+            .query(&mut c)
+            .unwrap();
+        assert_eq!(
+            ours.to_string(),
+            cluster.cli(1, &["CLUSTER", "KEYSLOT", key]).trim()
+        );
+    }
+    let slot = cluster
+        .cli(0, &["CLUSTER", "KEYSLOT", "key:1"])
+        .trim()
+        .to_string();
+    let count: i64 = redis::cmd("CLUSTER")
+        .arg("COUNTKEYSINSLOT")
+        .arg(&slot)
+        .query(&mut c)
+        .unwrap();
+    assert!(count >= 1, "the slot of key:1 holds it");
+    // The stats JSON counts redirections (none here: the map was right).
+    let stats: serde_json::Value = serde_json::from_str(&cashew.stats_json()).unwrap();
+    assert_eq!(stats["cluster"]["cluster_moved"], 0, "{stats}");
+}
