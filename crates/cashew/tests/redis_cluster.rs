@@ -3,7 +3,9 @@
 //! redis, through resharding and failover.
 
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use cashew_testkit::cluster::{cli, RedisCluster};
 use cashew_testkit::{free_port, Cashew};
@@ -157,4 +159,125 @@ fn a_cluster_is_one_redis_through_cashew() {
     // The stats JSON counts redirections (none here: the map was right).
     let stats: serde_json::Value = serde_json::from_str(&cashew.stats_json()).unwrap();
     assert_eq!(stats["cluster"]["cluster_moved"], 0, "{stats}");
+}
+
+/// What clients saw while the cluster changed under them.
+#[derive(Default)]
+struct Seen {
+    requests: u64,
+    /// Replies that were not what the request should get (a MOVED or ASK
+    /// passed on, a stale value, an error), with when they came.
+    wrong: Vec<(Duration, String)>,
+}
+
+/// Clients pipelining writes and reads of their own keys through cashew until
+/// `stop`; every reply is checked, and at the end every key holds its last value.
+fn load(addr: SocketAddr, clients: usize, stop: Arc<AtomicBool>) -> Vec<std::thread::JoinHandle<Seen>> {
+    let started = Instant::now();
+    (0..clients)
+        .map(|t| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut c = client(addr);
+                let mut seen = Seen::default();
+                let keys: Vec<String> = (0..400).map(|i| format!("load:{t}:{i}")).collect();
+                let mut last: Vec<Option<u64>> = vec![None; keys.len()];
+                let mut n = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let mut pipe = redis::pipe();
+                    let mut expect = Vec::new();
+                    for j in 0..16 {
+                        n += 1;
+                        let k = ((n * 7919) % keys.len() as u64) as usize;
+                        if j % 2 == 0 {
+                            pipe.set(&keys[k], n).ignore();
+                            last[k] = Some(n);
+                        } else {
+                            pipe.get(&keys[k]);
+                            expect.push(last[k]);
+                        }
+                    }
+                    match pipe.query::<Vec<Option<u64>>>(&mut c) {
+                        Err(e) => {
+                            seen.wrong.push((started.elapsed(), e.to_string()));
+                            c = client(addr);
+                        }
+                        Ok(replies) => {
+                            for (reply, want) in replies.iter().zip(&expect) {
+                                if reply != want {
+                                    seen.wrong.push((started.elapsed(), format!("GET gave {reply:?}, wanted {want:?}")));
+                                }
+                            }
+                        }
+                    }
+                    seen.requests += 16;
+                }
+                for (k, want) in keys.iter().zip(&last) {
+                    let got: Option<u64> = redis::cmd("GET").arg(k).query(&mut c).unwrap_or(None);
+                    if got != *want {
+                        seen.wrong.push((started.elapsed(), format!("{k} holds {got:?} after, wanted {want:?}")));
+                    }
+                }
+                seen
+            })
+        })
+        .collect()
+}
+
+fn finish(threads: Vec<std::thread::JoinHandle<Seen>>) -> Seen {
+    let mut all = Seen::default();
+    for t in threads {
+        let s = t.join().unwrap();
+        all.requests += s.requests;
+        all.wrong.extend(s.wrong);
+    }
+    all
+}
+
+#[test]
+fn resharding_under_load_is_invisible_to_clients() {
+    let cluster = RedisCluster::start(3, 0);
+    let (cashew, addr) = cashew_for(&cluster, "  cluster_refresh_interval: 500\n");
+    let mut c = client(addr);
+    let mut pipe = redis::pipe();
+    for i in 0..10_000 {
+        pipe.set(format!("before:{i}"), i).ignore();
+    }
+    pipe.query::<()>(&mut c).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let threads = load(addr, 4, stop.clone());
+    std::thread::sleep(Duration::from_millis(500));
+    let started = Instant::now();
+    let out = std::process::Command::new(cashew_testkit::program("redis-cli"))
+        .args(["--cluster", "reshard", &cluster.nodes[0].addr.to_string()])
+        .args(["--cluster-from", &cluster.id(0), "--cluster-to", &cluster.id(1)])
+        .args(["--cluster-slots", "1000", "--cluster-yes"])
+        .output()
+        .unwrap();
+    let took = started.elapsed();
+    assert!(out.status.success(), "reshard: {}", String::from_utf8_lossy(&out.stderr));
+    cluster.wait_ok(Duration::from_secs(20));
+    std::thread::sleep(Duration::from_millis(700));
+    stop.store(true, Ordering::Relaxed);
+    let seen = finish(threads);
+    let stats: serde_json::Value = serde_json::from_str(&cashew.stats_json()).unwrap();
+    println!(
+        "1,000 slots moved in {took:?}; {} requests, MOVED followed {}, ASK followed {}, retries {}",
+        seen.requests, stats["cluster"]["cluster_moved"], stats["cluster"]["cluster_ask"], stats["cluster"]["cluster_retries"]
+    );
+    assert!(seen.wrong.is_empty(), "{} wrong replies: {:?}", seen.wrong.len(), &seen.wrong[..seen.wrong.len().min(10)]);
+    assert!(seen.requests > 1000, "the load ran: {}", seen.requests);
+    let mut pipe = redis::pipe();
+    for i in 0..10_000 {
+        pipe.get(format!("before:{i}"));
+    }
+    let before: Vec<u64> = pipe.query(&mut c).unwrap();
+    assert_eq!(before, (0..10_000).collect::<Vec<u64>>(), "keys written before hold their values");
+    // The new owner serves the moved slots: cashew routes there without redirections.
+    let moved_before = stats["cluster"]["cluster_moved"].as_u64().unwrap();
+    for i in 0..2000 {
+        let _: () = redis::cmd("SET").arg(format!("after:{i}")).arg(i).query(&mut c).unwrap();
+    }
+    let stats: serde_json::Value = serde_json::from_str(&cashew.stats_json()).unwrap();
+    assert_eq!(stats["cluster"]["cluster_moved"].as_u64().unwrap(), moved_before, "the map was read again: no MOVED");
 }
