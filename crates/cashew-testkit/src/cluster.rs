@@ -33,6 +33,9 @@ pub fn cluster_node() -> Process {
             &format!("nodes-{port}.conf"),
             "--cluster-node-timeout",
             "1000",
+            // Replicas sync at once rather than after 5 s.
+            "--repl-diskless-sync-delay",
+            "0",
         ],
     )
 }
@@ -66,8 +69,8 @@ impl RedisCluster {
         cli(self.nodes[node].port(), args)
     }
 
-    /// Waits until every node that runs says `cluster_state:ok` and agrees on the
-    /// slot owners.
+    /// Waits until every node that runs says `cluster_state:ok`, agrees on the
+    /// slot owners, and every replica has synced with its master.
     pub fn wait_ok(&self, limit: Duration) {
         let started = Instant::now();
         loop {
@@ -82,7 +85,11 @@ impl RedisCluster {
             let agreed = String::from_utf8_lossy(&check.stdout)
                 .contains("[OK] All 16384 slots covered")
                 && !String::from_utf8_lossy(&check.stdout).contains("[ERR]");
-            if ok && agreed {
+            let synced = self.nodes.iter().all(|n| {
+                let info = cli(n.port(), &["INFO", "replication"]);
+                info.contains("role:master") || info.contains("master_link_status:up")
+            });
+            if ok && agreed && synced {
                 return;
             }
             assert!(

@@ -172,7 +172,11 @@ struct Seen {
 
 /// Clients pipelining writes and reads of their own keys through cashew until
 /// `stop`; every reply is checked, and at the end every key holds its last value.
-fn load(addr: SocketAddr, clients: usize, stop: Arc<AtomicBool>) -> Vec<std::thread::JoinHandle<Seen>> {
+fn load(
+    addr: SocketAddr,
+    clients: usize,
+    stop: Arc<AtomicBool>,
+) -> Vec<std::thread::JoinHandle<Seen>> {
     let started = Instant::now();
     (0..clients)
         .map(|t| {
@@ -182,40 +186,58 @@ fn load(addr: SocketAddr, clients: usize, stop: Arc<AtomicBool>) -> Vec<std::thr
                 let mut seen = Seen::default();
                 let keys: Vec<String> = (0..400).map(|i| format!("load:{t}:{i}")).collect();
                 let mut last: Vec<Option<u64>> = vec![None; keys.len()];
+                // Keys whose last write failed: it may or may not have been applied.
+                let mut unknown = vec![false; keys.len()];
                 let mut n = 0u64;
                 while !stop.load(Ordering::Relaxed) {
                     let mut pipe = redis::pipe();
                     let mut expect = Vec::new();
+                    let mut written = Vec::new();
                     for j in 0..16 {
                         n += 1;
                         let k = ((n * 7919) % keys.len() as u64) as usize;
                         if j % 2 == 0 {
                             pipe.set(&keys[k], n).ignore();
                             last[k] = Some(n);
+                            written.push(k);
                         } else {
                             pipe.get(&keys[k]);
-                            expect.push(last[k]);
+                            expect.push((!unknown[k] && !written.contains(&k)).then_some(last[k]));
                         }
                     }
                     match pipe.query::<Vec<Option<u64>>>(&mut c) {
                         Err(e) => {
                             seen.wrong.push((started.elapsed(), e.to_string()));
+                            for &k in &written {
+                                unknown[k] = true;
+                            }
                             c = client(addr);
                         }
                         Ok(replies) => {
+                            for &k in &written {
+                                unknown[k] = false;
+                            }
                             for (reply, want) in replies.iter().zip(&expect) {
-                                if reply != want {
-                                    seen.wrong.push((started.elapsed(), format!("GET gave {reply:?}, wanted {want:?}")));
+                                if let Some(want) = want {
+                                    if reply != want {
+                                        seen.wrong.push((
+                                            started.elapsed(),
+                                            format!("GET gave {reply:?}, wanted {want:?}"),
+                                        ));
+                                    }
                                 }
                             }
                         }
                     }
                     seen.requests += 16;
                 }
-                for (k, want) in keys.iter().zip(&last) {
+                for ((k, want), unknown) in keys.iter().zip(&last).zip(&unknown) {
                     let got: Option<u64> = redis::cmd("GET").arg(k).query(&mut c).unwrap_or(None);
-                    if got != *want {
-                        seen.wrong.push((started.elapsed(), format!("{k} holds {got:?} after, wanted {want:?}")));
+                    if got != *want && !unknown {
+                        seen.wrong.push((
+                            started.elapsed(),
+                            format!("{k} holds {got:?} after, wanted {want:?}"),
+                        ));
                     }
                 }
                 seen
@@ -250,12 +272,21 @@ fn resharding_under_load_is_invisible_to_clients() {
     let started = Instant::now();
     let out = std::process::Command::new(cashew_testkit::program("redis-cli"))
         .args(["--cluster", "reshard", &cluster.nodes[0].addr.to_string()])
-        .args(["--cluster-from", &cluster.id(0), "--cluster-to", &cluster.id(1)])
+        .args([
+            "--cluster-from",
+            &cluster.id(0),
+            "--cluster-to",
+            &cluster.id(1),
+        ])
         .args(["--cluster-slots", "1000", "--cluster-yes"])
         .output()
         .unwrap();
     let took = started.elapsed();
-    assert!(out.status.success(), "reshard: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "reshard: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     cluster.wait_ok(Duration::from_secs(20));
     std::thread::sleep(Duration::from_millis(700));
     stop.store(true, Ordering::Relaxed);
@@ -265,19 +296,144 @@ fn resharding_under_load_is_invisible_to_clients() {
         "1,000 slots moved in {took:?}; {} requests, MOVED followed {}, ASK followed {}, retries {}",
         seen.requests, stats["cluster"]["cluster_moved"], stats["cluster"]["cluster_ask"], stats["cluster"]["cluster_retries"]
     );
-    assert!(seen.wrong.is_empty(), "{} wrong replies: {:?}", seen.wrong.len(), &seen.wrong[..seen.wrong.len().min(10)]);
+    assert!(
+        seen.wrong.is_empty(),
+        "{} wrong replies: {:?}",
+        seen.wrong.len(),
+        &seen.wrong[..seen.wrong.len().min(10)]
+    );
     assert!(seen.requests > 1000, "the load ran: {}", seen.requests);
     let mut pipe = redis::pipe();
     for i in 0..10_000 {
         pipe.get(format!("before:{i}"));
     }
     let before: Vec<u64> = pipe.query(&mut c).unwrap();
-    assert_eq!(before, (0..10_000).collect::<Vec<u64>>(), "keys written before hold their values");
+    assert_eq!(
+        before,
+        (0..10_000).collect::<Vec<u64>>(),
+        "keys written before hold their values"
+    );
     // The new owner serves the moved slots: cashew routes there without redirections.
     let moved_before = stats["cluster"]["cluster_moved"].as_u64().unwrap();
     for i in 0..2000 {
-        let _: () = redis::cmd("SET").arg(format!("after:{i}")).arg(i).query(&mut c).unwrap();
+        let _: () = redis::cmd("SET")
+            .arg(format!("after:{i}"))
+            .arg(i)
+            .query(&mut c)
+            .unwrap();
     }
     let stats: serde_json::Value = serde_json::from_str(&cashew.stats_json()).unwrap();
-    assert_eq!(stats["cluster"]["cluster_moved"].as_u64().unwrap(), moved_before, "the map was read again: no MOVED");
+    assert_eq!(
+        stats["cluster"]["cluster_moved"].as_u64().unwrap(),
+        moved_before,
+        "the map was read again: no MOVED"
+    );
+}
+
+/// How long until the killed master's replica has taken over: the killed node
+/// is marked failed and three live masters hold slots.
+fn wait_promoted(cluster: &RedisCluster, killed: usize, limit: Duration) -> Duration {
+    let started = Instant::now();
+    let victim = format!("{} ", cluster.nodes[killed].addr);
+    let alive = (0..cluster.nodes.len()).find(|&i| i != killed).unwrap();
+    loop {
+        let nodes = cluster.cli(alive, &["CLUSTER", "NODES"]);
+        let live_masters = nodes
+            .lines()
+            .filter(|l| l.contains("master") && !l.contains("fail"))
+            .filter(|l| l.split(' ').count() > 8)
+            .count();
+        let marked = nodes
+            .lines()
+            .any(|l| l.contains(&victim.replace(' ', "@")) && l.contains("fail"));
+        if marked && live_masters == 3 {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < limit,
+            "no failover within {limit:?}:\n{nodes}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_master_killed_under_load_is_replaced_and_a_graceful_failover_loses_nothing() {
+    let mut cluster = RedisCluster::start(3, 1);
+    let (cashew, addr) = cashew_for(&cluster, "  cluster_refresh_interval: 500\n");
+
+    // A graceful failover (CLUSTER FAILOVER on a replica): no error at all.
+    let stop = Arc::new(AtomicBool::new(false));
+    let threads = load(addr, 4, stop.clone());
+    std::thread::sleep(Duration::from_millis(500));
+    let replica = (0..cluster.nodes.len())
+        .find(|&i| cluster.cli(i, &["ROLE"]).starts_with("slave"))
+        .unwrap();
+    assert_eq!(cluster.cli(replica, &["CLUSTER", "FAILOVER"]).trim(), "OK");
+    let started = Instant::now();
+    while !cluster.cli(replica, &["ROLE"]).starts_with("master") {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the replica took over"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    cluster.wait_ok(Duration::from_secs(20));
+    std::thread::sleep(Duration::from_millis(1000));
+    stop.store(true, Ordering::Relaxed);
+    let seen = finish(threads);
+    println!(
+        "graceful failover: {} requests, {} wrong",
+        seen.requests,
+        seen.wrong.len()
+    );
+    assert!(
+        seen.wrong.is_empty(),
+        "{:?}\n{}",
+        &seen.wrong[..seen.wrong.len().min(10)],
+        cashew.log()
+    );
+
+    // A master killed: errors only for what was in flight on it, then none.
+    let stop = Arc::new(AtomicBool::new(false));
+    let threads = load(addr, 4, stop.clone());
+    std::thread::sleep(Duration::from_millis(500));
+    let victim = cluster.masters()[0];
+    let killed_at = Instant::now();
+    cluster.nodes[victim].signal("KILL");
+    let promoted = wait_promoted(&cluster, victim, Duration::from_secs(20));
+    std::thread::sleep(Duration::from_millis(1500));
+    stop.store(true, Ordering::Relaxed);
+    let seen = finish(threads);
+    let since_kill = killed_at.elapsed();
+    let last_error = seen.wrong.iter().map(|(t, _)| *t).max();
+    println!(
+        "master killed: replica promoted after {promoted:?}; {} requests, {} errors, the last {:?} after the load started; stats {}",
+        seen.requests,
+        seen.wrong.len(),
+        last_error,
+        cashew.stats_json()
+    );
+    // The load began 0.5 s before the kill: errors may come only around the kill
+    // (what was in flight on the dead node), none once its replica serves.
+    for (t, what) in &seen.wrong {
+        println!("error {t:?}: {what}");
+    }
+    for (t, what) in &seen.wrong {
+        assert!(
+            what.contains("onnection") || what.contains("closed") || what.contains("broken"),
+            "only failures of the dead node's connections: {what}"
+        );
+        assert!(
+            *t < Duration::from_millis(500) + promoted + Duration::from_millis(600),
+            "an error {t:?} into the load, after the failover: {what}"
+        );
+    }
+    assert!(
+        seen.wrong.len() <= 4 * 16,
+        "at most one pipeline per client fails: {}",
+        seen.wrong.len()
+    );
+    assert!(since_kill > promoted);
+    let _ = cluster.nodes.remove(victim);
 }

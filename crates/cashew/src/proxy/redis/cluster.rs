@@ -2,7 +2,8 @@
 //! reply is the client's (MOVED: to the slot's new owner, and the map is read
 //! again; ASK: `ASKING` and the request to the importing node, once; TRYAGAIN and
 //! CLUSTERDOWN: again after a short wait), at most [`MAX_REDIRECTS`] times and
-//! within the pool's timeout; and the `CLUSTER` commands a cluster-aware client
+//! within the pool's timeout; a request its node refused a connection for (it was
+//! never sent) waits for the map to name the slot's new master; and the `CLUSTER` commands a cluster-aware client
 //! asks are answered as by one node that owns every slot: cashew.
 
 use std::future::Future;
@@ -30,6 +31,8 @@ use crate::state::counters::PoolCounter;
 const MAX_REDIRECTS: u8 = 5;
 /// How long a request may keep following without a `timeout` on the pool.
 const DEFAULT_PATIENCE: Duration = Duration::from_secs(2);
+/// The wait before a request refused a connection is sent again.
+const UNREACHABLE_WAIT: Duration = Duration::from_millis(100);
 /// The first wait after TRYAGAIN or CLUSTERDOWN, doubled each time.
 const FIRST_BACKOFF: Duration = Duration::from_millis(10);
 
@@ -106,6 +109,16 @@ impl Following {
                     }
                 }
                 Ok(_) => self.done = Some(reply),
+                Err(BackendError::Io(std::io::ErrorKind::ConnectionRefused))
+                    if Instant::now() < self.until =>
+                {
+                    // Never sent: a master that is gone. Its replica takes over
+                    // within the cluster's failover time; the request waits for the
+                    // map that says so, within its timeout.
+                    request_refresh();
+                    self.next = Some(Next::Owner);
+                    self.wait_then_send(UNREACHABLE_WAIT);
+                }
                 Err(_) => {
                     // A node that fails may be a master that failed over.
                     request_refresh();
