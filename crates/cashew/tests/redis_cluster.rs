@@ -437,3 +437,134 @@ fn a_master_killed_under_load_is_replaced_and_a_graceful_failover_loses_nothing(
     assert!(since_kill > promoted);
     let _ = cluster.nodes.remove(victim);
 }
+
+#[test]
+fn redis_py_cluster_client_works_through_cashew() {
+    let cluster = RedisCluster::start(3, 0);
+    let (_cashew, addr) = cashew_for(&cluster, "");
+    let out = cashew_testkit::run_python_script(
+        "redis_cluster_client.py",
+        &[addr.ip().to_string(), addr.port().to_string()],
+    );
+    assert!(out.contains("RedisCluster through cashew: ok"), "{out}");
+}
+
+/// `cmdstat_get` calls a node has served.
+fn gets_served(port: u16) -> u64 {
+    let stats = cli(port, &["INFO", "commandstats"]);
+    stats
+        .lines()
+        .find_map(|l| l.strip_prefix("cmdstat_get:calls="))
+        .and_then(|rest| rest.split(',').next())
+        .map_or(0, |n| n.parse().unwrap())
+}
+
+#[test]
+fn read_from_replica_sends_reads_to_replicas() {
+    let cluster = RedisCluster::start(3, 1);
+    let (cashew, addr) = cashew_for(
+        &cluster,
+        "  read_from: replica\n  cluster_refresh_interval: 200\n",
+    );
+    let mut c = client(addr);
+    let mut pipe = redis::pipe();
+    for i in 0..3000 {
+        pipe.set(format!("r:{i}"), i).ignore();
+    }
+    pipe.query::<()>(&mut c).unwrap();
+    // A replica shows as online in CLUSTER SHARDS once its replication offset is
+    // past 0 (after writes, or the master's first ping 10 s on): wait until
+    // cashew's map has all six nodes.
+    let started = Instant::now();
+    loop {
+        let stats: serde_json::Value = serde_json::from_str(&cashew.stats_json()).unwrap();
+        let nodes = stats["cluster"]
+            .as_object()
+            .unwrap()
+            .values()
+            .filter(|v| v.is_object())
+            .count();
+        if nodes == 6 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "cashew knows {nodes} nodes"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // A replica serves what it has replicated: wait for the last write to be there.
+    std::thread::sleep(Duration::from_millis(300));
+    let masters = cluster.masters();
+    let before: Vec<u64> = (0..cluster.nodes.len())
+        .map(|i| gets_served(cluster.nodes[i].port()))
+        .collect();
+    let mut pipe = redis::pipe();
+    for i in 0..3000 {
+        pipe.get(format!("r:{i}"));
+    }
+    let values: Vec<u64> = pipe.query(&mut c).unwrap();
+    assert_eq!(values, (0..3000).collect::<Vec<u64>>());
+    let served: Vec<u64> = (0..cluster.nodes.len())
+        .map(|i| gets_served(cluster.nodes[i].port()) - before[i])
+        .collect();
+    let by_masters: u64 = masters.iter().map(|&m| served[m]).sum();
+    let by_replicas: u64 = served.iter().sum::<u64>() - by_masters;
+    println!("GETs served by masters {by_masters}, by replicas {by_replicas}: {served:?}");
+    assert_eq!(by_replicas, 3000, "every read went to a replica");
+    // Writes still go to masters: a replica would answer MOVED, which cashew follows.
+    let _: () = redis::cmd("SET").arg("r:0").arg("w").query(&mut c).unwrap();
+}
+
+#[test]
+fn a_node_added_and_given_slots_under_load_loses_nothing() {
+    let mut cluster = RedisCluster::start(3, 0);
+    let (cashew, addr) = cashew_for(&cluster, "  cluster_refresh_interval: 500\n");
+    let stop = Arc::new(AtomicBool::new(false));
+    let threads = load(addr, 4, stop.clone());
+    std::thread::sleep(Duration::from_millis(300));
+    let node = cashew_testkit::cluster::cluster_node();
+    let redis_cli = |args: &[&str]| {
+        let out = std::process::Command::new(cashew_testkit::program("redis-cli"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "redis-cli {args:?}: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    };
+    let seed = cluster.nodes[0].addr.to_string();
+    redis_cli(&["--cluster", "add-node", &node.addr.to_string(), &seed]);
+    cluster.nodes.push(node);
+    cluster.wait_ok(Duration::from_secs(20));
+    let started = Instant::now();
+    redis_cli(&[
+        "--cluster",
+        "rebalance",
+        &seed,
+        "--cluster-use-empty-masters",
+    ]);
+    let took = started.elapsed();
+    cluster.wait_ok(Duration::from_secs(20));
+    std::thread::sleep(Duration::from_millis(700));
+    stop.store(true, Ordering::Relaxed);
+    let seen = finish(threads);
+    let owned = cluster.cli(3, &["CLUSTER", "NODES"]);
+    let new_has_slots = owned
+        .lines()
+        .any(|l| l.contains("myself") && l.split(' ').count() > 8);
+    println!(
+        "rebalanced onto a new node in {took:?}; {} requests; {}",
+        seen.requests,
+        cashew.stats_json().lines().next().unwrap_or("")
+    );
+    assert!(new_has_slots, "the new node owns slots:\n{owned}");
+    assert!(
+        seen.wrong.is_empty(),
+        "{:?}",
+        &seen.wrong[..seen.wrong.len().min(10)]
+    );
+    assert!(seen.requests > 1000);
+}
