@@ -8,11 +8,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cashew_testkit::cluster::{cli, RedisCluster};
-use cashew_testkit::{free_port, Cashew};
+use cashew_testkit::{free_port, AdminApi, Cashew};
 
 const CASHEW: &str = env!("CARGO_BIN_EXE_cashew");
 
 fn cashew_for(cluster: &RedisCluster, settings: &str) -> (Cashew, SocketAddr) {
+    cashew_with_args(cluster, settings, &[])
+}
+
+fn cashew_with_args(cluster: &RedisCluster, settings: &str, args: &[&str]) -> (Cashew, SocketAddr) {
     let listen: SocketAddr = format!("127.0.0.1:{}", free_port("127.0.0.1"))
         .parse()
         .unwrap();
@@ -20,7 +24,8 @@ fn cashew_for(cluster: &RedisCluster, settings: &str) -> (Cashew, SocketAddr) {
         "cluster:\n  listen: {listen}\n  redis: true\n  redis_cluster: true\n  timeout: 3000\n{settings}  servers:\n    - {}:1\n",
         cluster.nodes[0].addr
     );
-    (Cashew::start(CASHEW, &yaml, &["--threads", "2"]), listen)
+    let args: Vec<&str> = ["--threads", "2"].iter().chain(args).copied().collect();
+    (Cashew::start(CASHEW, &yaml, &args), listen)
 }
 
 fn client(addr: SocketAddr) -> redis::Connection {
@@ -259,7 +264,12 @@ fn finish(threads: Vec<std::thread::JoinHandle<Seen>>) -> Seen {
 #[test]
 fn resharding_under_load_is_invisible_to_clients() {
     let cluster = RedisCluster::start(3, 0);
-    let (cashew, addr) = cashew_for(&cluster, "  cluster_refresh_interval: 500\n");
+    let admin = format!("127.0.0.1:{}", free_port("127.0.0.1"));
+    let (cashew, addr) = cashew_with_args(
+        &cluster,
+        "  cluster_refresh_interval: 500\n",
+        &["--admin", &admin],
+    );
     let mut c = client(addr);
     let mut pipe = redis::pipe();
     for i in 0..10_000 {
@@ -328,6 +338,47 @@ fn resharding_under_load_is_invisible_to_clients() {
         moved_before,
         "the map was read again: no MOVED"
     );
+
+    // cashew status shows the nodes with their slots, /metrics the map's reads.
+    let out = std::process::Command::new(CASHEW)
+        .args(["status", "--admin", &admin])
+        .output()
+        .unwrap();
+    let status = String::from_utf8_lossy(&out.stdout);
+    println!("{status}");
+    assert!(status.contains("cluster: 16384 slots covered"), "{status}");
+    let from = cluster.nodes[0].addr.to_string();
+    let line = status
+        .lines()
+        .skip_while(|l| !l.contains(&from))
+        .nth(1)
+        .unwrap_or_default();
+    assert!(
+        line.starts_with("    master: "),
+        "{from} is a master with its slots: {status}"
+    );
+    let owned: usize = line
+        .trim()
+        .trim_start_matches("master: ")
+        .split(' ')
+        .map(|r| match r.split_once('-') {
+            Some((a, b)) => b.parse::<usize>().unwrap() - a.parse::<usize>().unwrap() + 1,
+            None => 1,
+        })
+        .sum();
+    assert_eq!(
+        owned,
+        5461 - 1000,
+        "{from} gave 1,000 of its slots away: {line}"
+    );
+    let api = AdminApi::new(admin.parse().unwrap(), None);
+    let (code, metrics) = api.get_text("/metrics");
+    assert_eq!(code, 200);
+    assert!(
+        metrics.contains("cashew_cluster_map_reads_total{reason=\"asked\"}"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("cashew_cluster_moved_total{pool=\"cluster\"}"));
 }
 
 /// How long until the killed master's replica has taken over: the killed node

@@ -176,6 +176,12 @@ pub(crate) fn format_status(status: &api::Status) -> String {
                 m.fallbacks, m.hits
             ));
         }
+        if let Some(c) = &pool.cluster {
+            out.push_str(&format!(
+                "  cluster: {} slots covered; redirections followed: {} MOVED, {} ASK, {} retried; slot map read {} times on schedule, {} when asked, {} changes\n",
+                c.slots_covered, c.moved, c.ask, c.retries, c.refreshes_periodic, c.refreshes_asked, c.maps_changed
+            ));
+        }
         out.push_str(&format!(
             "  {:<24} {:<28} {:<16} {:>12} {:>8}  {}\n",
             "server", "address", "state", "requests", "errors", "health check"
@@ -191,6 +197,10 @@ pub(crate) fn format_status(status: &api::Status) -> String {
                 server.errors,
                 server.health_check,
             ));
+            if let (Some(role), Some(slots)) = (&server.cluster_role, &server.slots) {
+                let slots = if slots.is_empty() { "no slots" } else { slots };
+                out.push_str(&format!("    {role}: {slots}\n"));
+            }
         }
     }
     out

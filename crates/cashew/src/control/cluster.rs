@@ -12,6 +12,7 @@
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::net::{TcpStream, ToSocketAddrs};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -22,7 +23,7 @@ use cashew_route::SlotMap;
 use super::resp_client::{read_frame, request};
 use crate::log::{NOTICE, WARN};
 use crate::log_at;
-use crate::state::cluster::wait_for_request;
+use crate::state::cluster::{wait_for_request, MAPS_CHANGED, REFRESHES_ASKED, REFRESHES_PERIODIC};
 
 /// How long a node may take to connect and answer.
 const ASK_TIMEOUT: Duration = Duration::from_millis(1000);
@@ -151,6 +152,11 @@ fn watch() {
             pools.values().map(|w| w.every).min()
         };
         let asked = wait_for_request(every.unwrap_or(Duration::from_secs(2)));
+        match asked {
+            true => &REFRESHES_ASKED,
+            false => &REFRESHES_PERIODIC,
+        }
+        .fetch_add(1, Ordering::Relaxed);
         let work: Vec<(String, Vec<Node>, Option<Auth>)> = {
             let pools = POOLS.lock().unwrap_or_else(|e| e.into_inner());
             pools
@@ -181,6 +187,7 @@ fn watch() {
             }
         }
         if !changed.is_empty() {
+            MAPS_CHANGED.fetch_add(1, Ordering::Relaxed);
             let why = if asked {
                 "asked by a redirection or a failed connection"
             } else {

@@ -75,7 +75,25 @@ pub(crate) struct PoolStatus {
     /// Pools with `migrate_ms`: the keys moving since the last change of placement.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) migration: Option<MigrationStatus>,
+    /// Redis Cluster pools: the map routed by and the redirections followed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) cluster: Option<ClusterStatus>,
     pub(crate) servers: Vec<ServerStatus>,
+}
+
+/// A Redis Cluster pool's slot map and what following it took.
+#[derive(Serialize, Deserialize, Debug)]
+pub(crate) struct ClusterStatus {
+    /// Slots that have an owner in the map (16384 when the cluster is whole).
+    pub(crate) slots_covered: usize,
+    pub(crate) moved: u64,
+    pub(crate) ask: u64,
+    pub(crate) retries: u64,
+    /// Reads of the slot maps since start: every interval, and when asked (a
+    /// MOVED, a failed node); and how many found a changed map.
+    pub(crate) refreshes_periodic: u64,
+    pub(crate) refreshes_asked: u64,
+    pub(crate) maps_changed: u64,
 }
 
 /// A pool's keys moving after a reload changed their placement.
@@ -106,6 +124,12 @@ pub(crate) struct ServerStatus {
     /// When ejected after failures: when it is tried again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) back_in_ms: Option<u64>,
+    /// A Redis Cluster node's role (`master`, `replica`) and the slots it owns
+    /// (`0-5460 6000`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) cluster_role: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) slots: Option<String>,
 }
 
 /// Latency quantiles in ms since start, with the histogram's counts per bucket

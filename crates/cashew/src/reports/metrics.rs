@@ -282,6 +282,25 @@ impl Collector for Snapshot {
         for (name, help, value) in process {
             family(e, name, help, MetricType::Gauge)?.gauge(&none, value)?;
         }
+        if generation.config.pools.iter().any(|p| p.redis_cluster) {
+            let (periodic, asked, changed) = crate::state::cluster::refreshes();
+            let mut f = family(
+                e,
+                "cashew_cluster_map_reads",
+                "Reads of the Redis Cluster slot maps, by reason: every interval, or asked by a MOVED or a failed node",
+                MetricType::Counter,
+            )?;
+            for (reason, n) in [("periodic", periodic), ("asked", asked)] {
+                f.counter(&vec![("reason", reason)], n)?;
+            }
+            family(
+                e,
+                "cashew_cluster_map_changes",
+                "Reads of the Redis Cluster slot maps that found a change (each reloads the configuration)",
+                MetricType::Counter,
+            )?
+            .counter(&none, changed)?;
+        }
 
         let pools: Vec<(&str, &PoolGen)> = generation
             .config

@@ -1,7 +1,9 @@
 //! `GET /status` (and `cashew status`, `cashew top`): each pool and server with
 //! its state, load, errors and latency.
 
-use super::api::{GenerationInfo, MigrationStatus, PoolStatus, ServerStatus, Status};
+use super::api::{
+    ClusterStatus, GenerationInfo, MigrationStatus, PoolStatus, ServerStatus, Status,
+};
 use super::insight::latency_ms;
 use crate::state::counters::{Family, PoolCounter, ServerCounter};
 use crate::state::generation::Generation;
@@ -60,6 +62,14 @@ pub(crate) fn status(generation: &Generation, phase: &str, rate: impl Fn(&str) -
                         connections: total(ServerCounter::ServerConnections),
                         latency_ms: latency_ms(&state.server_latency(s)),
                         back_in_ms,
+                        cluster_role: pool.cluster.as_ref().map(|c| {
+                            match c.masters[s] {
+                                true => "master",
+                                false => "replica",
+                            }
+                            .to_string()
+                        }),
+                        slots: pool.cluster.as_ref().map(|c| slot_ranges(c, s)),
                     }
                 })
                 .collect();
@@ -86,6 +96,18 @@ pub(crate) fn status(generation: &Generation, phase: &str, rate: impl Fn(&str) -
                     fallbacks: state.total(PoolCounter::MigrateFallbacks),
                     hits: state.total(PoolCounter::MigrateHits),
                 }),
+                cluster: pool.cluster.as_ref().map(|c| {
+                    let (periodic, asked, changed) = crate::state::cluster::refreshes();
+                    ClusterStatus {
+                        slots_covered: c.slots.covered(),
+                        moved: state.total(PoolCounter::ClusterMoved),
+                        ask: state.total(PoolCounter::ClusterAsk),
+                        retries: state.total(PoolCounter::ClusterRetries),
+                        refreshes_periodic: periodic,
+                        refreshes_asked: asked,
+                        maps_changed: changed,
+                    }
+                }),
                 servers,
             }
         })
@@ -100,4 +122,19 @@ pub(crate) fn status(generation: &Generation, phase: &str, rate: impl Fn(&str) -
         threads: registry.threads(),
         pools,
     }
+}
+
+/// The slots server `server` of a cluster pool owns, as `first-last` ranges.
+fn slot_ranges(cluster: &cashew_config::ClusterTopology, server: usize) -> String {
+    let ranges: Vec<String> = cluster
+        .slots
+        .ranges()
+        .into_iter()
+        .filter(|&(_, _, owner)| usize::from(owner) == server)
+        .map(|(first, last, _)| match first == last {
+            true => first.to_string(),
+            false => format!("{first}-{last}"),
+        })
+        .collect();
+    ranges.join(" ")
 }
