@@ -2,25 +2,34 @@
 //! of the key (or of its hash tag, the part between the first `{` and the next `}`
 //! when not empty) modulo 16,384; each slot is owned by one master.
 
-use crate::hash::crc16_xmodem;
+use crate::hash::{crc16_step, crc16_xmodem};
 
 /// Slots of a Redis Cluster.
 pub const SLOTS: usize = 16_384;
 
-/// The slot of `key`, as `CLUSTER KEYSLOT` gives it.
+/// The slot of `key`, as `CLUSTER KEYSLOT` gives it. One pass over a key without
+/// `{` (most keys): the hash is taken while looking for it.
+#[inline]
 pub fn cluster_slot(key: &[u8]) -> u16 {
-    let hashed = match memchr_byte(b'{', key) {
-        Some(open) => match memchr_byte(b'}', &key[open + 1..]) {
-            Some(len) if len > 0 => &key[open + 1..open + 1 + len],
-            _ => key,
-        },
-        None => key,
-    };
-    crc16_xmodem(hashed) & (SLOTS as u16 - 1)
+    let mut crc = 0u16;
+    for (i, &b) in key.iter().enumerate() {
+        if b == b'{' {
+            return tagged_slot(key, i);
+        }
+        crc = crc16_step(crc, b);
+    }
+    crc & (SLOTS as u16 - 1)
 }
 
-fn memchr_byte(byte: u8, within: &[u8]) -> Option<usize> {
-    within.iter().position(|&b| b == byte)
+/// The slot of a key with a `{` at `open`: of the tag up to the next `}` when not
+/// empty, else of the whole key.
+fn tagged_slot(key: &[u8], open: usize) -> u16 {
+    let rest = &key[open + 1..];
+    let hashed = match rest.iter().position(|&b| b == b'}') {
+        Some(len) if len > 0 => &rest[..len],
+        _ => key,
+    };
+    crc16_xmodem(hashed) & (SLOTS as u16 - 1)
 }
 
 /// Which server owns each slot (an index into the pool's servers), or none.

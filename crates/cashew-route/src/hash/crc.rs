@@ -46,9 +46,13 @@ static CRC16: [u16; 256] = crc16_table();
 
 /// CRC-16/XMODEM over the bytes as they are (unsigned): Redis Cluster's key hash.
 pub fn crc16_xmodem(key: &[u8]) -> u16 {
-    key.iter().fold(0u16, |crc, &b| {
-        (crc << 8) ^ CRC16[usize::from(((crc >> 8) as u8) ^ b)]
-    })
+    key.iter().fold(0u16, |crc, &b| crc16_step(crc, b))
+}
+
+/// CRC-16/XMODEM of what `crc` covered and then `b`.
+#[inline(always)]
+pub fn crc16_step(crc: u16, b: u8) -> u16 {
+    (crc << 8) ^ CRC16[usize::from(((crc >> 8) as u8) ^ b)]
 }
 static CRC32: [u32; 256] = crc32_table();
 

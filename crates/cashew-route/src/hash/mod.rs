@@ -122,7 +122,7 @@ fn signed_byte(b: u8) -> u32 {
     b as i8 as i32 as u32
 }
 
-pub use crc::crc16_xmodem;
+pub use crc::{crc16_step, crc16_xmodem};
 pub use md5::md5_digest;
 
 #[cfg(test)]

@@ -285,6 +285,17 @@ impl ReplyRx {
         Some(reply)
     }
 
+    /// Whether the reply has come and is a failure or a redis error reply (which
+    /// `try_recv` then gives); false while it has not come.
+    pub(crate) fn is_error(&self) -> bool {
+        !self.done
+            && match &self.replies.slots.borrow()[self.id as usize] {
+                Slot::Ready(Ok(bytes)) => bytes.first() == Some(&b'-'),
+                Slot::Ready(Err(_)) => true,
+                _ => false,
+            }
+    }
+
     /// Whether the reply has come (or never will: `try_recv` then says so).
     pub(crate) fn is_ready(&self) -> bool {
         self.done

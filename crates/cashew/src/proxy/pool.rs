@@ -111,6 +111,8 @@ pub(crate) struct PoolRt {
     /// With `hotkeys: true`: one request in how many is sampled, and the sketch's
     /// size (read on every request, so kept here rather than looked up).
     pub(crate) hotkeys: Option<(u32, u32)>,
+    /// A Redis Cluster pool's map (read on every request, so kept here).
+    cluster: Option<Arc<cashew_config::ClusterTopology>>,
     pool_stats: Arc<PoolCounters>,
     proxy_stats: Arc<ProxyCounters>,
 }
@@ -259,6 +261,7 @@ impl PoolRt {
             hotkeys: pool
                 .hotkeys
                 .then_some((pool.hotkeys_sample, pool.hotkeys_capacity)),
+            cluster: pool.cluster.clone(),
             generation,
         };
         rt.rebuild();
@@ -395,7 +398,7 @@ impl PoolRt {
     /// [`replicas`]: Self::replicas
     #[inline]
     pub(crate) fn route(&self, key: &[u8]) -> Option<ServerId> {
-        if let Some(cluster) = &self.config().cluster {
+        if let Some(cluster) = &self.cluster {
             return cluster.slots.route(key).map(|s| ServerId(usize::from(s)));
         }
         let due = self.next_rebuild.get().is_some_and(|t| Instant::now() >= t);
@@ -406,8 +409,9 @@ impl PoolRt {
     }
 
     /// A Redis Cluster pool's map, when it is one.
+    #[inline]
     pub(crate) fn cluster(&self) -> Option<&cashew_config::ClusterTopology> {
-        self.config().cluster.as_deref()
+        self.cluster.as_deref()
     }
 
     /// The server of the pool named `name` (a cluster node's `host:port`).

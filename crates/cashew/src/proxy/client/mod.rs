@@ -99,7 +99,7 @@ pub(crate) enum Part {
     Reply(Option<ReplyRx>),
     /// A reply that may be sent on elsewhere before it is the client's (a Redis
     /// Cluster's redirections).
-    Follow(Box<dyn Follow>),
+    Follow(Following),
 }
 
 /// A reply that settles in more than one step.
@@ -107,6 +107,45 @@ pub(crate) trait Follow {
     fn try_settle(&mut self) -> bool;
     fn poll_settle(&mut self, cx: &mut Context<'_>) -> Poll<()>;
     fn take(&mut self) -> Reply;
+    /// Done with: its allocation may be kept for the next one (else it is freed).
+    fn recycle(self: Box<Self>) {}
+}
+
+/// A [`Follow`] that is recycled when dropped.
+pub(crate) struct Following(Option<Box<dyn Follow>>);
+
+impl Following {
+    pub(crate) fn new(follow: Box<dyn Follow>) -> Following {
+        Following(Some(follow))
+    }
+
+    #[cold]
+    fn try_settle(&mut self) -> bool {
+        self.get().try_settle()
+    }
+
+    #[cold]
+    fn poll_settle(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        self.get().poll_settle(cx)
+    }
+
+    #[cold]
+    fn take(&mut self) -> Reply {
+        self.get().take()
+    }
+
+    fn get(&mut self) -> &mut dyn Follow {
+        self.0.as_deref_mut().expect("present until dropped")
+    }
+}
+
+impl Drop for Following {
+    #[cold]
+    fn drop(&mut self) {
+        if let Some(f) = self.0.take() {
+            f.recycle();
+        }
+    }
 }
 
 impl Part {

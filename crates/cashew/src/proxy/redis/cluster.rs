@@ -6,7 +6,9 @@
 //! never sent) waits for the map to name the slot's new master; and the `CLUSTER` commands a cluster-aware client
 //! asks are answered as by one node that owns every slot: cashew.
 
+use std::cell::RefCell;
 use std::future::Future;
+use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll};
@@ -20,7 +22,7 @@ use cashew_protocol::resp::{
 use cashew_route::{cluster_slot, SLOTS};
 
 use super::{err, Client, Pending};
-use crate::proxy::client::{Follow, Part};
+use crate::proxy::client::{self, Follow, Part};
 use crate::proxy::handoff::{BackendError, Reply, ReplyRx};
 use crate::proxy::ids::{ClientId, ServerId};
 use crate::proxy::pool::{PoolRt, PoolSlot};
@@ -44,21 +46,28 @@ enum Next {
     Owner,
 }
 
-/// A request to a cluster pool, until its reply is not a redirection.
+/// A request to a cluster pool, until its reply is not a redirection. Kept small
+/// (it is allocated for every request): what following takes is allocated only
+/// when a redirection comes.
 pub(crate) struct Following {
     slot: Rc<PoolSlot>,
-    client: ClientId,
-    resp3: bool,
     bytes: Bytes,
+    rx: Option<ReplyRx>,
+    client: ClientId,
     /// The slot of the key that places the request.
     slot_of_key: u16,
-    rx: Option<ReplyRx>,
-    done: Option<Reply>,
+    resp3: bool,
+    redirected: Option<Box<Redirected>>,
+}
+
+/// A request that was redirected at least once.
+struct Redirected {
     redirects: u8,
     until: Instant,
-    next: Option<Next>,
+    next: Next,
     wait: Option<Pin<Box<tokio::time::Sleep>>>,
     last_redirect: Option<Bytes>,
+    done: Option<Reply>,
 }
 
 impl Following {
@@ -66,26 +75,28 @@ impl Following {
         self.slot.pool().clone()
     }
 
-    /// Takes the reply when it has come: the client's, or a redirection to follow.
+    /// Whether the reply has come and is the client's (a redirection is followed).
     fn advance(&mut self, mut cx: Option<&mut Context<'_>>) -> bool {
         loop {
-            if self.done.is_some() {
-                return true;
-            }
-            if let Some(wait) = &mut self.wait {
-                let waited = match cx.as_deref_mut() {
-                    Some(cx) => wait.as_mut().poll(cx).is_ready(),
-                    None => wait.is_elapsed(),
-                };
-                if !waited {
-                    return false;
+            if let Some(r) = &mut self.redirected {
+                if r.done.is_some() {
+                    return true;
                 }
-                self.wait = None;
-                self.send_next();
-                continue;
+                if let Some(wait) = &mut r.wait {
+                    let waited = match cx.as_deref_mut() {
+                        Some(cx) => wait.as_mut().poll(cx).is_ready(),
+                        None => wait.is_elapsed(),
+                    };
+                    if !waited {
+                        return false;
+                    }
+                    r.wait = None;
+                    self.send_next();
+                    continue;
+                }
             }
             let Some(rx) = &mut self.rx else {
-                self.done = Some(Err(BackendError::Closed));
+                self.finish(Err(BackendError::Closed));
                 return true;
             };
             let ready = match cx.as_deref_mut() {
@@ -95,58 +106,96 @@ impl Following {
             if !ready {
                 return false;
             }
+            // The common case: a reply that is not an error is the client's, left
+            // where it is until taken.
+            if !rx.is_error() && self.redirected.is_none() {
+                return true;
+            }
             let reply = rx.try_recv().unwrap_or(Err(BackendError::Closed));
             self.rx = None;
-            match &reply {
-                Ok(bytes) if self.redirects < MAX_REDIRECTS && Instant::now() < self.until => {
-                    match parse_redirect(bytes) {
-                        Some(redirect) => {
-                            self.redirects += 1;
-                            self.last_redirect = Some(bytes.clone());
-                            self.follow(redirect);
-                        }
-                        None => self.done = Some(reply),
-                    }
+            let redirect = match &reply {
+                Ok(bytes) => parse_redirect(bytes).map(|r| (r, bytes.clone())),
+                Err(_) => None,
+            };
+            match (redirect, &reply) {
+                (Some((redirect, bytes)), _) if self.may_follow() => {
+                    self.follow(redirect, bytes);
                 }
-                Ok(_) => self.done = Some(reply),
-                Err(BackendError::Io(std::io::ErrorKind::ConnectionRefused))
-                    if Instant::now() < self.until =>
+                (_, Err(BackendError::Io(std::io::ErrorKind::ConnectionRefused)))
+                    if self.in_time() =>
                 {
                     // Never sent: a master that is gone. Its replica takes over
                     // within the cluster's failover time; the request waits for the
                     // map that says so, within its timeout.
                     request_refresh();
-                    self.next = Some(Next::Owner);
+                    self.redirect().next = Next::Owner;
                     self.wait_then_send(UNREACHABLE_WAIT);
                 }
-                Err(_) => {
+                (_, Err(_)) => {
                     // A node that fails may be a master that failed over.
                     request_refresh();
-                    self.done = Some(reply);
+                    self.finish(reply);
                 }
+                _ => self.finish(reply),
             }
         }
     }
 
-    fn follow(&mut self, redirect: Redirect<'_>) {
+    /// The redirection state, made at the first redirection.
+    fn redirect(&mut self) -> &mut Redirected {
+        let patience = self
+            .slot
+            .pool()
+            .config()
+            .timeout_ms
+            .filter(|&t| t > 0)
+            .map_or(DEFAULT_PATIENCE, Duration::from_millis);
+        self.redirected.get_or_insert_with(|| {
+            Box::new(Redirected {
+                redirects: 0,
+                until: Instant::now() + patience,
+                next: Next::Owner,
+                wait: None,
+                last_redirect: None,
+                done: None,
+            })
+        })
+    }
+
+    fn in_time(&mut self) -> bool {
+        Instant::now() < self.redirect().until
+    }
+
+    fn may_follow(&mut self) -> bool {
+        self.redirect().redirects < MAX_REDIRECTS && self.in_time()
+    }
+
+    fn finish(&mut self, reply: Reply) {
+        self.redirect().done = Some(reply);
+    }
+
+    fn follow(&mut self, redirect: Redirect<'_>, reply: Bytes) {
         let pool = self.pool();
         let stats = pool.pool_stats();
+        let r = self.redirect();
+        r.redirects += 1;
+        r.last_redirect = Some(reply);
         match redirect {
             Redirect::Moved { address, .. } => {
                 stats.add(PoolCounter::ClusterMoved, 1);
                 request_refresh();
-                self.next = Some(Next::Node {
+                r.next = Next::Node {
                     address: address.to_string(),
                     ask: false,
-                });
+                };
                 self.send_next();
             }
             Redirect::Ask { address, .. } => {
                 stats.add(PoolCounter::ClusterAsk, 1);
-                self.next = Some(Next::Node {
+                r.next = Next::Node {
                     address: address.to_string(),
                     ask: true,
-                });
+                };
                 self.send_next();
             }
             Redirect::TryAgain | Redirect::ClusterDown => {
@@ -154,8 +203,9 @@ impl Following {
                 if matches!(redirect, Redirect::ClusterDown) {
                     request_refresh();
                 }
-                self.next = Some(Next::Owner);
-                self.wait_then_send(FIRST_BACKOFF * (1 << self.redirects.min(5)));
+                r.next = Next::Owner;
+                let wait = FIRST_BACKOFF * (1 << r.redirects.min(5));
+                self.wait_then_send(wait);
             }
         }
     }
@@ -163,16 +213,20 @@ impl Following {
     /// Sends the request where `next` says, or waits for the map to name the node.
     fn send_next(&mut self) {
         let pool = self.pool();
-        let server = match &self.next {
-            Some(Next::Node { address, .. }) => pool.server_named(address),
-            Some(Next::Owner) | None => pool
-                .cluster()
-                .and_then(|c| c.slots.owner(self.slot_of_key))
-                .map(|s| ServerId(usize::from(s))),
+        let slot_of_key = self.slot_of_key;
+        let r = self.redirect();
+        let (server, ask) = match &r.next {
+            Next::Node { address, ask } => (pool.server_named(address), *ask),
+            Next::Owner => (
+                pool.cluster()
+                    .and_then(|c| c.slots.owner(slot_of_key))
+                    .map(|s| ServerId(usize::from(s))),
+                false,
+            ),
         };
         let Some(server) = server else {
             // A node the map does not have yet: read it again and wait for it.
-            if Instant::now() >= self.until {
+            if !self.in_time() {
                 self.give_up();
                 return;
             }
@@ -180,7 +234,7 @@ impl Following {
             self.wait_then_send(Duration::from_millis(20));
             return;
         };
-        if let Some(Next::Node { ask: true, .. }) = self.next {
+        if ask {
             pool.send_redis_job(
                 server,
                 self.client,
@@ -193,18 +247,20 @@ impl Following {
     }
 
     fn wait_then_send(&mut self, wait: Duration) {
-        let left = self.until.saturating_duration_since(Instant::now());
+        let r = self.redirect();
+        let left = r.until.saturating_duration_since(Instant::now());
         if left.is_zero() {
             self.give_up();
             return;
         }
-        self.wait = Some(Box::pin(tokio::time::sleep(wait.min(left))));
+        r.wait = Some(Box::pin(tokio::time::sleep(wait.min(left))));
     }
 
     /// Out of time: the client gets the last redirection (what a cluster-aware
     /// client would have had to follow).
     fn give_up(&mut self) {
-        self.done = Some(self.last_redirect.clone().ok_or(BackendError::NoServer));
+        let r = self.redirect();
+        r.done = Some(r.last_redirect.clone().ok_or(BackendError::NoServer));
     }
 }
 
@@ -221,7 +277,55 @@ impl Follow for Following {
     }
 
     fn take(&mut self) -> Reply {
-        self.done.take().unwrap_or(Err(BackendError::Closed))
+        if let Some(done) = self.redirected.as_mut().and_then(|r| r.done.take()) {
+            return done;
+        }
+        self.rx
+            .take()
+            .and_then(|mut rx| rx.try_recv())
+            .unwrap_or(Err(BackendError::Closed))
+    }
+
+    fn recycle(self: Box<Self>) {
+        let raw = Box::into_raw(self);
+        // SAFETY: `raw` comes from a `Box<Following>`: its value is dropped here,
+        // once, and the allocation is kept as uninitialised memory of its layout.
+        let spare = unsafe {
+            std::ptr::drop_in_place(raw);
+            Box::from_raw(raw.cast::<MaybeUninit<Following>>())
+        };
+        SPARE.with(|s| {
+            let mut s = s.borrow_mut();
+            if s.len() < MAX_SPARE {
+                s.push(spare);
+            }
+        });
+    }
+}
+
+thread_local! {
+    /// Allocations of finished requests, reused by the next ones: a cluster pool
+    /// allocates one per request, and this worker's allocator would otherwise
+    /// take them from and give them back to its shared bins each time.
+    // The boxes themselves are what is kept: `Vec<MaybeUninit<..>>` would not be.
+    #[allow(clippy::vec_box)]
+    static SPARE: RefCell<Vec<Box<MaybeUninit<Following>>>> = const { RefCell::new(Vec::new()) };
+}
+/// Most allocations kept per worker (about 80 bytes each).
+const MAX_SPARE: usize = 4096;
+
+fn boxed(following: Following) -> Box<Following> {
+    match SPARE.with(|s| s.borrow_mut().pop()) {
+        Some(spare) => {
+            let raw = Box::into_raw(spare).cast::<Following>();
+            // SAFETY: the allocation has `Following`'s layout and holds no value:
+            // it is written once, then owned again by a box.
+            unsafe {
+                raw.write(following);
+                Box::from_raw(raw)
+            }
+        }
+        None => Box::new(following),
     }
 }
 
@@ -235,26 +339,57 @@ impl Client {
         bytes: Bytes,
         slot: u16,
     ) -> Part {
-        let patience = pool
-            .config()
-            .timeout_ms
-            .filter(|&t| t > 0)
-            .map_or(DEFAULT_PATIENCE, Duration::from_millis);
         let rx = pool.send_redis(server, self.id, bytes.clone(), self.resp3);
-        Part::Follow(Box::new(Following {
+        Part::Follow(client::Following::new(boxed(Following {
             slot: self.slot.clone(),
-            client: self.id,
-            resp3: self.resp3,
             bytes,
-            slot_of_key: slot,
             rx,
-            done: None,
-            redirects: 0,
-            until: Instant::now() + patience,
-            next: None,
-            wait: None,
-            last_redirect: None,
-        }))
+            client: self.id,
+            slot_of_key: slot,
+            resp3: self.resp3,
+            redirected: None,
+        })))
+    }
+
+    /// Sends a request whose key is `key` to the owner of its slot (a replica of
+    /// it for a read, with `read_from`).
+    pub(super) fn forward_in_cluster(
+        &self,
+        pool: &PoolRt,
+        key: &[u8],
+        bytes: &Bytes,
+        write: bool,
+    ) -> Pending {
+        let slot = cluster_slot(key);
+        let owner = pool.cluster().and_then(|c| c.slots.owner(slot));
+        match owner {
+            Some(s) => Pending::Single(self.send_in_cluster(
+                pool,
+                ServerId(usize::from(s)),
+                bytes.clone(),
+                slot,
+                write,
+            )),
+            None => self.no_server(pool),
+        }
+    }
+
+    /// Sends `bytes`, whose keys are in `slot` owned by `master`, following
+    /// redirections.
+    pub(super) fn send_in_cluster(
+        &self,
+        pool: &PoolRt,
+        master: ServerId,
+        bytes: Bytes,
+        slot: u16,
+        write: bool,
+    ) -> Part {
+        let node = if write {
+            master
+        } else {
+            self.read_node(pool, master)
+        };
+        self.send_following(pool, node, bytes, slot)
     }
 
     /// The node a read-only command of a cluster pool goes to: with `read_from`

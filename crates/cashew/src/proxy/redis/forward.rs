@@ -36,6 +36,24 @@ impl Client {
         Some(Target::Gutter(gutter, server))
     }
 
+    /// Sends `bytes`, whose keys are `keys`, to `target`: in a cluster pool,
+    /// following redirections.
+    pub(super) fn send_keyed(
+        &self,
+        pool: &PoolRt,
+        target: &Target,
+        bytes: Bytes,
+        write: bool,
+        keys: &[&[u8]],
+    ) -> Part {
+        if pool.cluster().is_some() {
+            let slot = keys.first().map_or(0, |k| cluster_slot(k));
+            let (_, master) = target.resolve(pool);
+            return self.send_in_cluster(pool, master, bytes, slot, write);
+        }
+        self.send_to(pool, target, bytes, write, keys)
+    }
+
     /// Sends `bytes` to `target`. A write to the gutter is followed by `EXPIRE key
     /// gutter_ttl LT` for each of `keys`, which only ever shortens a TTL.
     pub(super) fn send_to(
@@ -47,11 +65,6 @@ impl Client {
         keys: &[&[u8]],
     ) -> Part {
         let (to, s) = target.resolve(pool);
-        if pool.cluster().is_some() {
-            let slot = keys.first().map_or(0, |k| cluster_slot(k));
-            let node = if write { s } else { self.read_node(pool, s) };
-            return self.send_following(pool, node, bytes, slot);
-        }
         let part = Part::new(to.send_redis(s, self.id, bytes, self.resp3));
         if write && target.is_gutter() {
             let ttl = pool.config().gutter_ttl.to_string();
@@ -76,6 +89,9 @@ impl Client {
         write: bool,
     ) -> Pending {
         let key = self.arg(bytes, key);
+        if pool.cluster().is_some() {
+            return self.forward_in_cluster(pool, key, bytes, write);
+        }
         match self.target(pool, key) {
             Some(target) => {
                 Pending::Single(self.send_to(pool, &target, bytes.clone(), write, &[key]))
@@ -190,7 +206,7 @@ impl Client {
         match target {
             Some(t) => {
                 let keys: Vec<&[u8]> = positions.iter().map(|&i| self.arg(bytes, i)).collect();
-                Pending::Single(self.send_to(pool, &t, bytes.clone(), spec.write, &keys))
+                Pending::Single(self.send_keyed(pool, &t, bytes.clone(), spec.write, &keys))
             }
             None => self.forward_any(pool, bytes),
         }

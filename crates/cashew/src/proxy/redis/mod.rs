@@ -366,8 +366,12 @@ impl Client {
             ));
         }
         let family = match spec.kind {
-            CommandKind::Refused(Reason::Cluster) if pool.cluster().is_some() => Family::Local,
-            CommandKind::Refused(_) => Family::Refused,
+            CommandKind::Refused(reason) => {
+                match reason == Reason::Cluster && pool.cluster().is_some() {
+                    true => Family::Local,
+                    false => Family::Refused,
+                }
+            }
             CommandKind::Local(_) => Family::Local,
             CommandKind::Keyspace(_) if !pool.config().keyspace_commands => Family::Refused,
             CommandKind::SplitKeys(_) | CommandKind::SplitPairs | CommandKind::Keyspace(_) => {
@@ -416,14 +420,27 @@ impl Client {
         self.route(pool, spec, bytes)
     }
 
+    /// A command cashew does not forward: refused, or the cluster's, which a
+    /// cluster pool answers.
+    #[inline(never)]
+    fn refused(
+        &mut self,
+        pool: &PoolRt,
+        spec: &CommandSpec,
+        reason: Reason,
+        bytes: &Bytes,
+    ) -> Pending {
+        match reason == Reason::Cluster && pool.cluster().is_some() {
+            true => self.cluster_command(pool, spec, bytes),
+            false => refused(spec.name, reason),
+        }
+    }
+
     /// Sends a command where its class says.
     #[inline]
     fn route(&mut self, pool: &PoolRt, spec: &CommandSpec, bytes: &Bytes) -> Pending {
         match spec.kind {
-            CommandKind::Refused(Reason::Cluster) if pool.cluster().is_some() => {
-                self.cluster_command(pool, spec, bytes)
-            }
-            CommandKind::Refused(reason) => refused(spec.name, reason),
+            CommandKind::Refused(reason) => self.refused(pool, spec, reason, bytes),
             CommandKind::Blocking(_) => self.blocking(pool, spec, bytes),
             CommandKind::PubSub(command) => self.pubsub(pool, command, bytes),
             CommandKind::PubSubQuery(query) => self.pubsub_query(pool, query, bytes),

@@ -52,7 +52,13 @@ impl Client {
         let write = spec.write;
         if targets.len() == 1 {
             let keys: Vec<&[u8]> = (0..groups).map(|g| self.arg(bytes, 1 + g * step)).collect();
-            return Pending::Single(self.send_to(pool, &targets[0], bytes.clone(), write, &keys));
+            return Pending::Single(self.send_keyed(
+                pool,
+                &targets[0],
+                bytes.clone(),
+                write,
+                &keys,
+            ));
         }
 
         // One command per target, with its groups in the client's order.
@@ -74,7 +80,7 @@ impl Client {
                     .iter()
                     .map(|&g| self.arg(bytes, 1 + g * step))
                     .collect();
-                self.send_to(pool, target, out.into(), write, &keys)
+                self.send_keyed(pool, target, out.into(), write, &keys)
             })
             .collect();
         pool.pool_stats()
