@@ -402,15 +402,15 @@ impl Client {
         if pool.config().read_from == ReadFrom::Master {
             return master;
         }
-        let replicas = &cluster.replicas[master.0];
-        let live: Vec<ServerId> = replicas
-            .iter()
-            .map(|&r| ServerId(usize::from(r)))
-            .filter(|&r| pool.is_live(r))
-            .collect();
-        match live.len() {
+        let live = || {
+            cluster.replicas[master.0]
+                .iter()
+                .map(|&r| ServerId(usize::from(r)))
+                .filter(|&r| pool.is_live(r))
+        };
+        match live().count() {
             0 => master,
-            n => live[self.id.0 % n],
+            n => live().nth(self.id.0 % n).unwrap_or(master),
         }
     }
 
