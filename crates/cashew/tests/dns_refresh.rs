@@ -134,3 +134,77 @@ fn without_a_refresh_a_moved_name_keeps_its_connections() {
     );
     assert!(!cashew.log().contains("moved"), "{}", cashew.log());
 }
+
+#[test]
+fn a_daemon_watches_names_too() {
+    // `-d` forks after the configuration is first read: the thread that resolves
+    // the names must run in the process that serves, not in the one that exited.
+    let Some(ns) = cashew_testkit::prerequisite("a test nameserver (root)", Nameserver::start())
+    else {
+        return;
+    };
+    let (home_a, home_b) = ("127.0.0.2", "127.0.0.3");
+    let port = port_free_on_both(home_a, home_b);
+    let old_home = memcached_on(home_a, port);
+    let _new_home = memcached_on(home_b, port);
+    let name = "cache-2.cache.test";
+    ns.set(name, Answer::Address(home_a.parse::<Ipv4Addr>().unwrap()));
+    let dir = cashew_testkit::temp_dir("dns-daemon");
+    let listen = free_port("127.0.0.1");
+    std::fs::write(
+        dir.join("cashew.yml"),
+        format!("cache:\n  listen: 127.0.0.1:{listen}\n  dns_refresh_ms: 200\n  preconnect: true\n  servers:\n    - {name}:{port}:1\n"),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("resolv.conf"),
+        format!("nameserver {}\noptions timeout:5 attempts:1\n", ns.addr),
+    )
+    .unwrap();
+    let stats_port = free_port("127.0.0.1").to_string();
+    let status = std::process::Command::new(cashew_testkit::program("unshare"))
+        .current_dir(&dir)
+        .args(["--mount", "--", "sh", "-c"])
+        .arg(r#"mount --bind "$0" /etc/resolv.conf && exec "$@""#)
+        .arg(dir.join("resolv.conf"))
+        .arg(CASHEW)
+        .args([
+            "-d",
+            "-c",
+            "cashew.yml",
+            "-p",
+            "cashew.pid",
+            "-o",
+            "cashew.log",
+        ])
+        .args(["-s", &stats_port, "-a", "127.0.0.1", "--threads", "1"])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let pid_file = dir.join("cashew.pid");
+    wait_until("the pid file", Duration::from_secs(10), || {
+        std::fs::read_to_string(&pid_file).is_ok_and(|s| s.ends_with('\n'))
+    });
+    let pid: u32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let _daemon = cashew_testkit::KillOnDrop(pid);
+    let mut client = McConn::connect(format!("127.0.0.1:{listen}").parse().unwrap());
+    client.set("k", b"v");
+    assert!(McConn::connect(old_home.addr).stat("curr_connections") >= 2);
+    ns.set(name, Answer::Address(home_b.parse::<Ipv4Addr>().unwrap()));
+    let log = || std::fs::read_to_string(dir.join("cashew.log")).unwrap_or_default();
+    wait_until(
+        "the daemon moves its connection",
+        Duration::from_secs(10),
+        || McConn::connect(old_home.addr).stat("curr_connections") == 1,
+    );
+    assert!(
+        log().contains(&format!("'{name}' from {home_a} to {home_b}")),
+        "{}",
+        log()
+    );
+    assert_eq!(client.get("k"), None, "asked of the new address");
+}

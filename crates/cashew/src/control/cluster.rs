@@ -103,9 +103,7 @@ pub(crate) fn resolve(file: &str, config: &mut Config) -> Result<(), String> {
     let mut started = STARTED.lock().unwrap_or_else(|e| e.into_inner());
     if any && !*started {
         *started = true;
-        let _ = std::thread::Builder::new()
-            .name("cashew-cluster".into())
-            .spawn(watch);
+        super::watchers::spawn("cashew-cluster", watch);
     }
     Ok(())
 }

@@ -67,9 +67,7 @@ pub(crate) fn resolve(config: &mut Config) {
     watched.every = Duration::from_millis(every);
     if !watched.started {
         watched.started = true;
-        let _ = std::thread::Builder::new()
-            .name("cashew-dns".into())
-            .spawn(watch);
+        super::watchers::spawn("cashew-dns", watch);
     }
 }
 

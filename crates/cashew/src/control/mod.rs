@@ -19,6 +19,7 @@ mod signals;
 mod supervisor;
 mod threads;
 mod watch;
+mod watchers;
 
 use std::ffi::OsString;
 use std::net::SocketAddr;
@@ -143,6 +144,8 @@ impl Prepared {
         if options.daemonize && !restarting {
             crate::process::daemonize()?;
         }
+        // Threads started before the fork would not have survived it.
+        watchers::allow();
         Ok(Prepared {
             options,
             admin_token,

@@ -118,14 +118,12 @@ fn watch(sentinels: &[(String, u16)]) {
         return;
     }
     let sentinels = sentinels.to_vec();
-    let _ = std::thread::Builder::new()
-        .name("cashew-sentinel".into())
-        .spawn(move || loop {
-            for (host, port) in &sentinels {
-                listen(host, *port);
-            }
-            std::thread::sleep(Duration::from_secs(1));
-        });
+    super::watchers::spawn("cashew-sentinel", move || loop {
+        for (host, port) in &sentinels {
+            listen(host, *port);
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    });
 }
 
 /// Listens to one Sentinel's `+switch-master` until the connection ends.
