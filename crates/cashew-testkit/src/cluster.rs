@@ -1,14 +1,18 @@
 //! A Redis Cluster for tests: redis-server nodes in cluster mode on free loopback
 //! ports, joined by `redis-cli --cluster create`.
 
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::process::{free_port, program, Process};
 use crate::servers::redis_server_on;
+use crate::tls::Issued;
 
 pub struct RedisCluster {
     pub nodes: Vec<Process>,
+    /// What redis-cli needs to reach the nodes (TLS, a password).
+    cli_args: Vec<String>,
 }
 
 /// A port free for a node and for its cluster bus (the port + 10000).
@@ -40,13 +44,90 @@ pub fn cluster_node() -> Process {
     )
 }
 
+/// A node that speaks TLS only (its cluster bus and replication too), with the
+/// certificate `server` whose CA is `ca` (clients must show a certificate it
+/// signed), and that wants `password`.
+fn tls_cluster_node(server: &Issued, ca: &Path, password: &str) -> Process {
+    let port = node_port();
+    let dir = std::env::temp_dir().join(format!("cashew-redis-{port}"));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("a directory for redis-server");
+    let mut cmd = Command::new(program("redis-server"));
+    cmd.args([
+        "--port",
+        "0",
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+    ])
+    .arg("--dir")
+    .arg(&dir)
+    .args(["--tls-port", &port.to_string(), "--tls-cluster", "yes"])
+    .args(["--tls-replication", "yes", "--cluster-enabled", "yes"])
+    .args([
+        "--cluster-node-timeout",
+        "1000",
+        "--repl-diskless-sync-delay",
+        "0",
+    ])
+    .args(["--requirepass", password, "--masterauth", password])
+    .arg("--tls-cert-file")
+    .arg(&server.cert)
+    .arg("--tls-key-file")
+    .arg(&server.key)
+    .arg("--tls-ca-cert-file")
+    .arg(ca);
+    Process::spawn(
+        "redis-server",
+        &mut cmd,
+        format!("127.0.0.1:{port}").parse().unwrap(),
+    )
+}
+
 impl RedisCluster {
     /// `masters` masters with `replicas` replicas each, every slot assigned.
     pub fn start(masters: usize, replicas: usize) -> RedisCluster {
         let nodes: Vec<Process> = (0..masters * (1 + replicas))
             .map(|_| cluster_node())
             .collect();
+        Self::create(nodes, replicas, Vec::new())
+    }
+
+    /// As [`start`](Self::start) without replicas, every node speaking TLS only with
+    /// `server`'s certificate (the CA `ca`) and wanting `password`; redis-cli shows
+    /// `client`.
+    pub fn start_tls(
+        masters: usize,
+        server: &Issued,
+        client: &Issued,
+        ca: &Path,
+        password: &str,
+    ) -> RedisCluster {
+        let nodes: Vec<Process> = (0..masters)
+            .map(|_| tls_cluster_node(server, ca, password))
+            .collect();
+        let path = |p: &Path| p.display().to_string();
+        let cli_args = vec![
+            "--tls".to_string(),
+            "--cert".to_string(),
+            path(&client.cert),
+            "--key".to_string(),
+            path(&client.key),
+            "--cacert".to_string(),
+            path(ca),
+            "-a".to_string(),
+            password.to_string(),
+            "--no-auth-warning".to_string(),
+        ];
+        Self::create(nodes, 0, cli_args)
+    }
+
+    fn create(nodes: Vec<Process>, replicas: usize, cli_args: Vec<String>) -> RedisCluster {
         let mut cmd = Command::new(program("redis-cli"));
+        cmd.args(&cli_args);
         cmd.arg("--cluster").arg("create");
         for n in &nodes {
             cmd.arg(n.addr.to_string());
@@ -59,14 +140,16 @@ impl RedisCluster {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
-        let cluster = RedisCluster { nodes };
+        let cluster = RedisCluster { nodes, cli_args };
         cluster.wait_ok(Duration::from_secs(20));
         cluster
     }
 
     /// `redis-cli -p PORT ARGS...` against node `node`; its output.
     pub fn cli(&self, node: usize, args: &[&str]) -> String {
-        cli(self.nodes[node].port(), args)
+        let mut all: Vec<&str> = self.cli_args.iter().map(String::as_str).collect();
+        all.extend(args);
+        cli(self.nodes[node].port(), &all)
     }
 
     /// Waits until every node that runs says `cluster_state:ok`, agrees on the
@@ -74,19 +157,20 @@ impl RedisCluster {
     pub fn wait_ok(&self, limit: Duration) {
         let started = Instant::now();
         loop {
-            let ok = self
-                .nodes
-                .iter()
-                .all(|n| cli(n.port(), &["CLUSTER", "INFO"]).contains("cluster_state:ok"));
+            let ok = (0..self.nodes.len()).all(|n| {
+                self.cli(n, &["CLUSTER", "INFO"])
+                    .contains("cluster_state:ok")
+            });
             let check = Command::new(program("redis-cli"))
+                .args(&self.cli_args)
                 .args(["--cluster", "check", &self.nodes[0].addr.to_string()])
                 .output()
                 .expect("redis-cli --cluster check");
             let agreed = String::from_utf8_lossy(&check.stdout)
                 .contains("[OK] All 16384 slots covered")
                 && !String::from_utf8_lossy(&check.stdout).contains("[ERR]");
-            let synced = self.nodes.iter().all(|n| {
-                let info = cli(n.port(), &["INFO", "replication"]);
+            let synced = (0..self.nodes.len()).all(|n| {
+                let info = self.cli(n, &["INFO", "replication"]);
                 info.contains("role:master") || info.contains("master_link_status:up")
             });
             if ok && agreed && synced {

@@ -637,3 +637,44 @@ fn a_node_added_and_given_slots_under_load_loses_nothing() {
     );
     assert!(seen.requests > 1000);
 }
+
+#[test]
+fn a_cluster_behind_tls_and_a_password_is_discovered_and_served() {
+    // A managed cluster as clouds offer it: TLS only, AUTH required.
+    let ca = cashew_testkit::tls::Authority::new("cashew cluster CA");
+    let (server, proxy, admin) = (ca.issue("server"), ca.issue("proxy"), ca.issue("admin"));
+    let cluster = RedisCluster::start_tls(3, &server, &admin, &ca.ca(), "s3cret");
+    let settings = format!(
+        "  redis_auth: s3cret\n  server_tls:\n    ca: {}\n    cert: {}\n    key: {}\n",
+        ca.ca().display(),
+        proxy.cert.display(),
+        proxy.key.display()
+    );
+    let (cashew, addr) = cashew_for(&cluster, &settings);
+    let mut c = redis::Client::open(format!("redis://:s3cret@{addr}/"))
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let mut pipe = redis::pipe();
+    for i in 0..1000 {
+        pipe.set(format!("t:{i}"), i).ignore();
+    }
+    pipe.query::<()>(&mut c).unwrap();
+    let names: Vec<String> = (0..1000).map(|i| format!("t:{i}")).collect();
+    let got: Vec<u64> = redis::cmd("MGET").arg(&names).query(&mut c).unwrap();
+    assert_eq!(got, (0..1000).collect::<Vec<u64>>());
+    // The map was read over TLS: cashew knows the three nodes, and its keys are on them.
+    let stats: serde_json::Value = serde_json::from_str(&cashew.stats_json()).unwrap();
+    let nodes = stats["cluster"]
+        .as_object()
+        .unwrap()
+        .values()
+        .filter(|v| v.is_object())
+        .count();
+    assert_eq!(nodes, 3, "{stats}");
+    let keys: u64 = (0..3)
+        .map(|n| cluster.cli(n, &["DBSIZE"]).trim().parse::<u64>().unwrap())
+        .sum();
+    assert_eq!(keys, 1000);
+    assert_eq!(stats["cluster"]["cluster_moved"], 0, "{stats}");
+}

@@ -10,7 +10,7 @@
 //! that stay.
 
 use std::collections::BTreeMap;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -23,6 +23,7 @@ use cashew_route::SlotMap;
 use super::resp_client::{read_frame, request};
 use crate::log::{NOTICE, WARN};
 use crate::log_at;
+use crate::net::tls::{PoolTls, ServerTlsConnector};
 use crate::state::cluster::{wait_for_request, MAPS_CHANGED, REFRESHES_ASKED, REFRESHES_PERIODIC};
 
 /// How long a node may take to connect and answer.
@@ -34,6 +35,8 @@ const MIN_SPACING: Duration = Duration::from_millis(50);
 type Node = (String, u16);
 /// An `AUTH`'s user (when not `default`) and password.
 type Auth = (Option<String>, String);
+/// How a pool's nodes are asked: after `AUTH`, over TLS.
+type Asking = (Option<Auth>, Option<Arc<ServerTlsConnector>>);
 
 /// One master and its replicas, as a node describes them.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -47,6 +50,7 @@ struct Shard {
 struct Watched {
     seeds: Vec<Node>,
     auth: Option<Auth>,
+    tls: Option<Arc<ServerTlsConnector>>,
     every: Duration,
     /// The map the configuration in force routes by.
     loaded: Vec<Shard>,
@@ -59,10 +63,14 @@ static STARTED: Mutex<bool> = Mutex::new(false);
 
 /// Gives every cluster pool its nodes and slot map, asking the cluster; an error
 /// names the pool and the nodes asked when none answered.
-pub(crate) fn resolve(file: &str, config: &mut Config) -> Result<(), String> {
+pub(crate) fn resolve(file: &str, config: &mut Config, tls: &[PoolTls]) -> Result<(), String> {
     let mut pools = POOLS.lock().unwrap_or_else(|e| e.into_inner());
     let mut watched = BTreeMap::new();
-    for pool in config.pools.iter_mut().filter(|p| p.redis_cluster) {
+    for (pool, tls) in config.pools.iter_mut().zip(tls) {
+        if !pool.redis_cluster {
+            continue;
+        }
+        let tls = tls.connect.clone();
         let seeds: Vec<Node> = pool
             .servers
             .iter()
@@ -77,10 +85,10 @@ pub(crate) fn resolve(file: &str, config: &mut Config) -> Result<(), String> {
             .map(|p| (pool.redis_auth_user.clone(), p.expose().to_string()));
         let known = pools.get(&pool.name).map(|w| nodes_of(&w.loaded));
         let candidates = known.into_iter().flatten().chain(seeds.iter().cloned());
-        let shards = ask_any(candidates, auth.as_ref()).ok_or_else(|| {
+        let shards = ask_any(candidates, auth.as_ref(), tls.as_deref()).map_err(|why| {
             let asked: Vec<String> = seeds.iter().map(|(h, p)| format!("{h}:{p}")).collect();
             format!(
-                "{file}: pool '{}': no node of the cluster answered CLUSTER SHARDS or CLUSTER SLOTS (seeds {})",
+                "{file}: pool '{}': no node of the cluster gave its slot map (seeds {}; the last asked, {why})",
                 pool.name,
                 asked.join(", ")
             )
@@ -91,6 +99,7 @@ pub(crate) fn resolve(file: &str, config: &mut Config) -> Result<(), String> {
             Watched {
                 seeds,
                 auth,
+                tls,
                 every: Duration::from_millis(pool.cluster_refresh_interval_ms),
                 loaded: shards,
                 signalled: None,
@@ -155,25 +164,26 @@ fn watch() {
             false => &REFRESHES_PERIODIC,
         }
         .fetch_add(1, Ordering::Relaxed);
-        let work: Vec<(String, Vec<Node>, Option<Auth>)> = {
+        // Each pool's name, the nodes to ask, and how (the lock is not held while asking).
+        let work: Vec<(String, Vec<Node>, Asking)> = {
             let pools = POOLS.lock().unwrap_or_else(|e| e.into_inner());
             pools
                 .iter()
                 .map(|(name, w)| {
                     let mut nodes = nodes_of(&w.loaded);
                     nodes.extend(w.seeds.iter().cloned());
-                    (name.clone(), nodes, w.auth.clone())
+                    (name.clone(), nodes, (w.auth.clone(), w.tls.clone()))
                 })
                 .collect()
         };
         let mut changed = Vec::new();
-        for (name, nodes, auth) in work {
-            let Some(shards) = ask_any(nodes.into_iter(), auth.as_ref()) else {
-                log_at!(
-                    WARN,
-                    "pool '{name}': no node of the cluster answered for its slot map"
-                );
-                continue;
+        for (name, nodes, (auth, tls)) in work {
+            let shards = match ask_any(nodes.into_iter(), auth.as_ref(), tls.as_deref()) {
+                Ok(shards) => shards,
+                Err(why) => {
+                    log_at!(WARN, "pool '{name}': no node of the cluster gave its slot map; the last asked, {why}");
+                    continue;
+                }
             };
             let mut pools = POOLS.lock().unwrap_or_else(|e| e.into_inner());
             let Some(w) = pools.get_mut(&name) else {
@@ -206,43 +216,93 @@ fn watch() {
     }
 }
 
-fn ask_any(mut nodes: impl Iterator<Item = Node>, auth: Option<&Auth>) -> Option<Vec<Shard>> {
-    nodes.find_map(|node| ask(&node, auth))
+/// The map from the first node that gives one; else why the last one did not.
+fn ask_any(
+    nodes: impl Iterator<Item = Node>,
+    auth: Option<&Auth>,
+    tls: Option<&ServerTlsConnector>,
+) -> Result<Vec<Shard>, String> {
+    let mut why = "no node to ask".to_string();
+    for node in nodes {
+        match ask(&node, auth, tls) {
+            Ok(shards) => return Ok(shards),
+            Err(e) => why = format!("{}:{}: {e}", node.0, node.1),
+        }
+    }
+    Err(why)
 }
 
 /// The cluster as `node` describes it, sorted so that two descriptions compare.
-fn ask(node: &Node, auth: Option<&Auth>) -> Option<Vec<Shard>> {
-    let addr = (node.0.as_str(), node.1).to_socket_addrs().ok()?.next()?;
-    let mut stream = TcpStream::connect_timeout(&addr, ASK_TIMEOUT).ok()?;
-    stream.set_read_timeout(Some(ASK_TIMEOUT)).ok()?;
-    stream.set_write_timeout(Some(ASK_TIMEOUT)).ok()?;
+fn ask(
+    node: &Node,
+    auth: Option<&Auth>,
+    tls: Option<&ServerTlsConnector>,
+) -> Result<Vec<Shard>, String> {
+    let addr = (node.0.as_str(), node.1)
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut a| a.next())
+        .ok_or("the address does not resolve")?;
+    let tcp = TcpStream::connect_timeout(&addr, ASK_TIMEOUT).map_err(|e| e.to_string())?;
+    tcp.set_read_timeout(Some(ASK_TIMEOUT))
+        .map_err(|e| e.to_string())?;
+    tcp.set_write_timeout(Some(ASK_TIMEOUT))
+        .map_err(|e| e.to_string())?;
+    match tls {
+        Some(tls) => {
+            let mut stream = tls
+                .connect_blocking(&node.0, tcp)
+                .map_err(|e| e.to_string())?;
+            ask_over(&mut stream, auth, true)
+        }
+        None => ask_over(&mut { tcp }, auth, false),
+    }
+}
+
+/// `ask` over a connected stream.
+fn ask_over(
+    stream: &mut (impl Read + Write),
+    auth: Option<&Auth>,
+    tls: bool,
+) -> Result<Vec<Shard>, String> {
     let mut buf = Vec::new();
+    let mut call = |args: &[&[u8]]| -> Result<Vec<u8>, String> {
+        stream
+            .write_all(&request(args))
+            .map_err(|e| e.to_string())?;
+        read_frame(stream, &mut buf).ok_or_else(|| "the connection ended".to_string())
+    };
     if let Some((user, password)) = auth {
         let mut args: Vec<&[u8]> = vec![b"AUTH"];
         if let Some(user) = user {
             args.push(user.as_bytes());
         }
         args.push(password.as_bytes());
-        stream.write_all(&request(&args)).ok()?;
-        if !read_frame(&mut stream, &mut buf)?.starts_with(b"+OK") {
-            return None;
+        let reply = call(&args)?;
+        if !reply.starts_with(b"+OK") {
+            return Err(format!(
+                "AUTH: {}",
+                String::from_utf8_lossy(&reply).trim_end()
+            ));
         }
     }
-    stream.write_all(&request(&[b"CLUSTER", b"SHARDS"])).ok()?;
-    let reply = read_frame(&mut stream, &mut buf)?;
-    let mut shards = if reply.starts_with(b"-") {
-        stream.write_all(&request(&[b"CLUSTER", b"SLOTS"])).ok()?;
-        parse_slots(&read_frame(&mut stream, &mut buf)?)?
+    let reply = call(&[b"CLUSTER", b"SHARDS"])?;
+    let parsed = if reply.starts_with(b"-") {
+        parse_slots(&call(&[b"CLUSTER", b"SLOTS"])?)
     } else {
-        parse_shards(&reply)?
+        parse_shards(&reply, tls)
     };
+    let mut shards = parsed.ok_or("its slot map could not be read")?;
     for shard in &mut shards {
         shard.slots.sort_unstable();
         shard.replicas.sort_unstable();
     }
     shards.sort_unstable();
     shards.dedup();
-    (!shards.is_empty()).then_some(shards)
+    match shards.is_empty() {
+        true => Err("it knows no master".into()),
+        false => Ok(shards),
+    }
 }
 
 fn text(element: &[u8]) -> Option<String> {
@@ -255,9 +315,9 @@ fn int(element: &[u8]) -> Option<i64> {
 }
 
 /// `CLUSTER SHARDS`: per shard, `slots` (first, last pairs) and `nodes` (each
-/// with `ip`, `port`, `role`, `health`). Replicas that are not online are left
+/// with `ip`, `port` and/or `tls-port`, `role`, `health`). Replicas that are not online are left
 /// out; a master is kept whatever its health (its slots are its until a failover).
-fn parse_shards(reply: &[u8]) -> Option<Vec<Shard>> {
+fn parse_shards(reply: &[u8], tls: bool) -> Option<Vec<Shard>> {
     let mut shards = Vec::new();
     for shard in reply_elements(reply)? {
         let fields = reply_elements(shard)?;
@@ -287,7 +347,13 @@ fn parse_shards(reply: &[u8]) -> Option<Vec<Shard>> {
                             }
                         }
                         let ip = info.get("ip").and_then(|v| text(v))?;
-                        let port = info.get("port").and_then(|v| int(v))?;
+                        // A node without a plain port (TLS only) gives `tls-port`; over
+                        // TLS that is the one to use.
+                        let port = match tls {
+                            true => info.get("tls-port").or(info.get("port")),
+                            false => info.get("port").or(info.get("tls-port")),
+                        };
+                        let port = port.and_then(|v| int(v))?;
                         let address = (ip, u16::try_from(port).ok()?);
                         let role = info.get("role").and_then(|v| text(v)).unwrap_or_default();
                         let health = info.get("health").and_then(|v| text(v)).unwrap_or_default();
@@ -385,7 +451,7 @@ mod tests {
             bulk("nodes"),
             node("127.0.0.1", 7001, "master", "online"),
         );
-        let shards = parse_shards(reply.as_bytes()).expect("parsed");
+        let shards = parse_shards(reply.as_bytes(), false).expect("parsed");
         assert_eq!(
             shards,
             vec![

@@ -222,12 +222,12 @@ fn read(path: &std::path::Path, serve: bool) -> Result<Loaded, String> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("{file}: cannot read the config file: {e}"))?;
     let mut config = cashew_config::parse(&file, &text).map_err(|e| e.to_string())?;
+    let tls = crate::net::tls::for_pools(&file, &config.pools)?;
     if serve {
         sentinel::resolve(&file, &mut config)?;
-        cluster::resolve(&file, &mut config)?;
+        cluster::resolve(&file, &mut config, &tls)?;
         dns::resolve(&mut config);
     }
-    let tls = crate::net::tls::for_pools(&file, &config.pools)?;
     Ok(Loaded {
         config,
         source: Source::new(path.to_path_buf(), text),

@@ -2,7 +2,6 @@
 //! cluster's slot map): a request's bytes, one whole reply read, its strings.
 
 use std::io::Read;
-use std::net::TcpStream;
 
 use cashew_protocol::resp::{element_text, parse_reply, reply_elements, ReplyParse};
 
@@ -17,7 +16,7 @@ pub(super) fn request(args: &[&[u8]]) -> Vec<u8> {
 }
 
 /// The next whole reply from `stream`, `buf` holding what was read past it.
-pub(super) fn read_frame(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<Vec<u8>> {
+pub(super) fn read_frame(stream: &mut impl Read, buf: &mut Vec<u8>) -> Option<Vec<u8>> {
     loop {
         if let ReplyParse::Complete(n) = parse_reply(buf) {
             let frame = buf[..n].to_vec();

@@ -67,6 +67,24 @@ impl ServerTlsConnector {
         };
         self.connector.connect(name, tcp).await
     }
+
+    /// As [`connect`](Self::connect) over a blocking socket, for the control
+    /// plane's few calls (reading a Redis Cluster's slot map): the handshake
+    /// happens at the first read or write.
+    pub(crate) fn connect_blocking(
+        &self,
+        host: &str,
+        tcp: std::net::TcpStream,
+    ) -> io::Result<rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream>> {
+        let name = match &self.name {
+            Some(name) => name.clone(),
+            None => ServerName::try_from(host.to_string())
+                .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, host.to_string()))?,
+        };
+        let session = rustls::ClientConnection::new(self.connector.config().clone(), name)
+            .map_err(io::Error::other)?;
+        Ok(rustls::StreamOwned::new(session, tcp))
+    }
 }
 
 fn provider() -> Arc<CryptoProvider> {
