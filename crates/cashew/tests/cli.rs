@@ -182,6 +182,28 @@ fn write_conf(name: &str, body: &str) -> PathBuf {
 }
 
 #[test]
+fn route_gives_a_cluster_pools_keys_their_slot() {
+    let conf = write_conf(
+        "cluster.yml",
+        "c:\n  listen: 127.0.0.1:1\n  redis: true\n  redis_cluster: true\n  servers:\n    - 127.0.0.1:7000:1\n",
+    );
+    let out = cashew(&[
+        "route",
+        "-c",
+        &conf.display().to_string(),
+        "somekey",
+        "{user1}:a",
+        "foo{hash_tag}",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let user1 = cashew_route::cluster_slot(b"user1");
+    assert_eq!(
+        text(&out.stdout),
+        format!("somekey\tslot=11058\n{{user1}}:a\tslot={user1}\nfoo{{hash_tag}}\tslot=2515\n")
+    );
+}
+
+#[test]
 fn route_prints_the_server_entry_as_written() {
     let conf = write_conf(
         "one.yml",

@@ -1,6 +1,7 @@
 //! `cashew route`: which server holds each key, as the config places it; with
 //! `replicas`, every server that keeps it, in order; with `routes`, in the pool
-//! its prefix names (then the pool is printed last, `pool=NAME`).
+//! its prefix names (then the pool is printed last, `pool=NAME`). A Redis Cluster
+//! pool's keys are given their slot, whose owner the cluster decides.
 
 use std::io::{self, BufRead, Write};
 use std::os::unix::ffi::OsStrExt;
@@ -32,6 +33,12 @@ pub fn run(args: &RouteArgs) -> Result<(), String> {
     let mut out = io::BufWriter::new(stdout.lock());
     let mut servers = [0usize; MAX_REPLICAS];
     let mut print = |key: &[u8]| -> io::Result<()> {
+        if pool.redis_cluster {
+            // The slot's owner is the cluster's to say (`cashew status` lists them).
+            out.write_all(key)?;
+            return out
+                .write_all(format!("\tslot={}\n", cashew_route::cluster_slot(key)).as_bytes());
+        }
         let target = pool.route_for(key).unwrap_or(&pool.name);
         let (p, router) = pools
             .iter()
