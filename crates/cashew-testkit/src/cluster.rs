@@ -5,7 +5,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::process::{free_port, program, Process};
+use crate::process::{program, Process};
 use crate::servers::redis_server_on;
 use crate::tls::Issued;
 
@@ -15,11 +15,21 @@ pub struct RedisCluster {
     cli_args: Vec<String>,
 }
 
-/// A port free for a node and for its cluster bus (the port + 10000).
+/// A port free for a node and for its cluster bus (the port + 10000), both below
+/// the range [`free_port`](crate::process::free_port) picks from (15000 and up): the bus port is bound by
+/// redis-server itself, and must not take a port another test has picked.
 fn node_port() -> u16 {
+    let mut x = u64::from(std::process::id()).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+        ^ std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::from(d.subsec_nanos()));
     loop {
-        let port = free_port("127.0.0.1");
-        if port < 55_000 && std::net::TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let port = 2_000 + (x % 3_000) as u16;
+        let free = |p: u16| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok();
+        if free(port) && free(port + 10_000) {
             return port;
         }
     }

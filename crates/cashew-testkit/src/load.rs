@@ -395,12 +395,29 @@ pub fn counter_increments(addr: SocketAddr, key: &str, stop: &AtomicBool) -> Tal
 /// A load client to run with [`run`].
 pub type Client = Box<dyn FnOnce(&AtomicBool) -> Tally + Send>;
 
-/// Runs `clients` concurrently until `stop` is set, then adds up their tallies.
+/// The longest any load runs: a test that fails before it sets `stop` must not
+/// leave its load (and itself) running for ever.
+pub const LOAD_LIMIT: std::time::Duration = std::time::Duration::from_secs(180);
+
+/// Runs `clients` concurrently until `stop` is set (or [`LOAD_LIMIT`] has passed),
+/// then adds up their tallies.
 pub fn run<F>(clients: Vec<F>, stop: &AtomicBool) -> Tally
 where
     F: FnOnce(&AtomicBool) -> Tally + Send,
 {
+    let done = AtomicBool::new(false);
     std::thread::scope(|scope| {
+        let done = &done;
+        scope.spawn(move || {
+            let until = std::time::Instant::now() + LOAD_LIMIT;
+            while !done.load(Ordering::Relaxed) {
+                if std::time::Instant::now() >= until {
+                    stop.store(true, Ordering::Relaxed);
+                    return;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+        });
         let handles: Vec<_> = clients
             .into_iter()
             .map(|client| scope.spawn(move || client(stop)))
@@ -409,6 +426,7 @@ where
         for handle in handles {
             total.add(handle.join().expect("a load client panicked"));
         }
+        done.store(true, Ordering::Relaxed);
         total
     })
 }
