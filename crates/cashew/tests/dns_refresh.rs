@@ -30,25 +30,63 @@ fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) -> Du
     started.elapsed()
 }
 
+/// A name `name` served by a test nameserver, pointing at the first of two
+/// memcached "homes" on the same port of two loopback addresses; `None` (and why)
+/// where this machine does not let a test run its own nameserver.
+struct Moving {
+    ns: Nameserver,
+    name: &'static str,
+    port: u16,
+    old_home: cashew_testkit::Process,
+    new_home: cashew_testkit::Process,
+}
+
+const HOMES: (&str, &str) = ("127.0.0.2", "127.0.0.3");
+
+impl Moving {
+    fn start(name: &'static str) -> Option<Moving> {
+        let ns = cashew_testkit::prerequisite("a test nameserver (root)", Nameserver::start())?;
+        let port = port_free_on_both(HOMES.0, HOMES.1);
+        let (old_home, new_home) = (memcached_on(HOMES.0, port), memcached_on(HOMES.1, port));
+        ns.set(name, Answer::Address(HOMES.0.parse::<Ipv4Addr>().unwrap()));
+        Some(Moving {
+            ns,
+            name,
+            port,
+            old_home,
+            new_home,
+        })
+    }
+
+    /// The name points at the second home from now on.
+    fn r#move(&self) {
+        self.ns.set(
+            self.name,
+            Answer::Address(HOMES.1.parse::<Ipv4Addr>().unwrap()),
+        );
+    }
+}
+
 #[test]
 fn a_server_whose_name_moves_gets_connections_at_its_new_address() {
-    let Some(ns) = cashew_testkit::prerequisite("a test nameserver (root)", Nameserver::start())
-    else {
+    let Some(moving) = Moving::start("cache-0.cache.test") else {
         return;
     };
-    let (home_a, home_b) = ("127.0.0.2", "127.0.0.3");
-    let port = port_free_on_both(home_a, home_b);
-    let old_home = memcached_on(home_a, port);
-    let new_home = memcached_on(home_b, port);
+    let Moving {
+        ns,
+        name,
+        port,
+        old_home,
+        new_home,
+    } = &moving;
+    let (home_a, home_b) = HOMES;
     let other = memcached();
-    let name = "cache-0.cache.test";
-    ns.set(name, Answer::Address(home_a.parse::<Ipv4Addr>().unwrap()));
     let listen = free_port("127.0.0.1");
     let yaml = format!(
         "cache:\n  listen: 127.0.0.1:{listen}\n  dns_refresh_ms: 200\n  preconnect: true\n  servers:\n    - {name}:{port}:1 moving\n    - {}:1 other\n",
         other.addr
     );
-    let cashew = Cashew::start_with_nameserver(CASHEW, &yaml, &[], &ns);
+    let cashew = Cashew::start_with_nameserver(CASHEW, &yaml, &[], ns);
     let proxy = format!("127.0.0.1:{listen}").parse().unwrap();
     let mut client = McConn::connect(proxy);
     let keys: Vec<String> = (0..200).map(|i| format!("key:{i}")).collect();
@@ -70,7 +108,7 @@ fn a_server_whose_name_moves_gets_connections_at_its_new_address() {
     let at_old_home = McConn::connect(old_home.addr).stat("curr_connections");
     assert!(at_old_home >= 2, "cashew is connected to the old address");
 
-    ns.set(name, Answer::Address(home_b.parse::<Ipv4Addr>().unwrap()));
+    moving.r#move();
     let moved_in = wait_until(
         "cashew's connection to the moving server at its old address closes",
         Duration::from_secs(10),
@@ -108,24 +146,24 @@ fn a_server_whose_name_moves_gets_connections_at_its_new_address() {
 
 #[test]
 fn without_a_refresh_a_moved_name_keeps_its_connections() {
-    let Some(ns) = cashew_testkit::prerequisite("a test nameserver (root)", Nameserver::start())
-    else {
+    let Some(moving) = Moving::start("cache-1.cache.test") else {
         return;
     };
-    let (home_a, home_b) = ("127.0.0.2", "127.0.0.3");
-    let port = port_free_on_both(home_a, home_b);
-    let old_home = memcached_on(home_a, port);
-    let _new_home = memcached_on(home_b, port);
-    let name = "cache-1.cache.test";
-    ns.set(name, Answer::Address(home_a.parse::<Ipv4Addr>().unwrap()));
+    let Moving {
+        ns,
+        name,
+        port,
+        old_home,
+        new_home: _new_home,
+    } = &moving;
     let listen = free_port("127.0.0.1");
     let yaml = format!(
         "cache:\n  listen: 127.0.0.1:{listen}\n  dns_refresh_ms: 0\n  servers:\n    - {name}:{port}:1\n"
     );
-    let cashew = Cashew::start_with_nameserver(CASHEW, &yaml, &[], &ns);
+    let cashew = Cashew::start_with_nameserver(CASHEW, &yaml, &[], ns);
     let mut client = McConn::connect(format!("127.0.0.1:{listen}").parse().unwrap());
     client.set("k", b"v");
-    ns.set(name, Answer::Address(home_b.parse::<Ipv4Addr>().unwrap()));
+    moving.r#move();
     std::thread::sleep(Duration::from_millis(800));
     assert_eq!(client.get("k").as_deref(), Some(&b"v"[..]));
     assert!(
@@ -139,16 +177,17 @@ fn without_a_refresh_a_moved_name_keeps_its_connections() {
 fn a_daemon_watches_names_too() {
     // `-d` forks after the configuration is first read: the thread that resolves
     // the names must run in the process that serves, not in the one that exited.
-    let Some(ns) = cashew_testkit::prerequisite("a test nameserver (root)", Nameserver::start())
-    else {
+    let Some(moving) = Moving::start("cache-2.cache.test") else {
         return;
     };
-    let (home_a, home_b) = ("127.0.0.2", "127.0.0.3");
-    let port = port_free_on_both(home_a, home_b);
-    let old_home = memcached_on(home_a, port);
-    let _new_home = memcached_on(home_b, port);
-    let name = "cache-2.cache.test";
-    ns.set(name, Answer::Address(home_a.parse::<Ipv4Addr>().unwrap()));
+    let Moving {
+        ns,
+        name,
+        port,
+        old_home,
+        new_home: _new_home,
+    } = &moving;
+    let (home_a, home_b) = HOMES;
     let dir = cashew_testkit::temp_dir("dns-daemon");
     let listen = free_port("127.0.0.1");
     std::fs::write(
@@ -194,7 +233,7 @@ fn a_daemon_watches_names_too() {
     let mut client = McConn::connect(format!("127.0.0.1:{listen}").parse().unwrap());
     client.set("k", b"v");
     assert!(McConn::connect(old_home.addr).stat("curr_connections") >= 2);
-    ns.set(name, Answer::Address(home_b.parse::<Ipv4Addr>().unwrap()));
+    moving.r#move();
     let log = || std::fs::read_to_string(dir.join("cashew.log")).unwrap_or_default();
     wait_until(
         "the daemon moves its connection",
