@@ -6,7 +6,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::process::{program, Process};
-use crate::servers::redis_server_on;
+use crate::servers::{redis_server_on, redis_server_tls_on};
 use crate::tls::Issued;
 
 pub struct RedisCluster {
@@ -58,42 +58,26 @@ pub fn cluster_node() -> Process {
 /// certificate `server` whose CA is `ca` (clients must show a certificate it
 /// signed), and that wants `password`.
 fn tls_cluster_node(server: &Issued, ca: &Path, password: &str) -> Process {
-    let port = node_port();
-    let dir = std::env::temp_dir().join(format!("cashew-redis-{port}"));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("a directory for redis-server");
-    let mut cmd = Command::new(program("redis-server"));
-    cmd.args([
-        "--port",
-        "0",
-        "--bind",
-        "127.0.0.1",
-        "--save",
-        "",
-        "--appendonly",
-        "no",
-    ])
-    .arg("--dir")
-    .arg(&dir)
-    .args(["--tls-port", &port.to_string(), "--tls-cluster", "yes"])
-    .args(["--tls-replication", "yes", "--cluster-enabled", "yes"])
-    .args([
-        "--cluster-node-timeout",
-        "1000",
-        "--repl-diskless-sync-delay",
-        "0",
-    ])
-    .args(["--requirepass", password, "--masterauth", password])
-    .arg("--tls-cert-file")
-    .arg(&server.cert)
-    .arg("--tls-key-file")
-    .arg(&server.key)
-    .arg("--tls-ca-cert-file")
-    .arg(ca);
-    Process::spawn(
-        "redis-server",
-        &mut cmd,
-        format!("127.0.0.1:{port}").parse().unwrap(),
+    redis_server_tls_on(
+        node_port(),
+        server,
+        ca,
+        &[
+            "--tls-cluster",
+            "yes",
+            "--tls-replication",
+            "yes",
+            "--cluster-enabled",
+            "yes",
+            "--cluster-node-timeout",
+            "1000",
+            "--repl-diskless-sync-delay",
+            "0",
+            "--requirepass",
+            password,
+            "--masterauth",
+            password,
+        ],
     )
 }
 

@@ -91,7 +91,15 @@ pub fn redis_server_on(port: u16, extra: &[&str]) -> Process {
 /// A redis-server that speaks TLS only, with the certificate `server`; clients
 /// must show a certificate `ca` signed.
 pub fn redis_server_tls(server: &Issued, ca: &Path, extra: &[&str]) -> Process {
-    let port = free_port("127.0.0.1");
+    redis_server_tls_on(free_port("127.0.0.1"), server, ca, extra)
+}
+
+/// As [`redis_server_tls`], on a given port, in a directory of its own (see
+/// [`redis_server_on`]).
+pub fn redis_server_tls_on(port: u16, server: &Issued, ca: &Path, extra: &[&str]) -> Process {
+    let dir = std::env::temp_dir().join(format!("cashew-redis-{port}"));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("a directory for redis-server");
     let mut cmd = Command::new(program("redis-server"));
     cmd.args([
         "--port",
@@ -103,6 +111,8 @@ pub fn redis_server_tls(server: &Issued, ca: &Path, extra: &[&str]) -> Process {
         "--appendonly",
         "no",
     ])
+    .arg("--dir")
+    .arg(&dir)
     .args(["--tls-port", &port.to_string()])
     .arg("--tls-cert-file")
     .arg(&server.cert)
