@@ -20,7 +20,6 @@ pub fn run_with_input(command: &mut Command, input: &[u8]) -> std::process::Outp
     child.wait_with_output().unwrap()
 }
 
-/// A port that was free on `host` a moment ago.
 /// The Python that `scripts/install-deps` sets up with the client libraries of
 /// `crates/cashew/tests/python/requirements.txt` (or `CASHEW_PYTHON`).
 pub fn python() -> PathBuf {
@@ -62,7 +61,8 @@ pub fn run_python_script(script: &str, args: &[String]) -> String {
 /// A port nothing listens on now, below the kernel's ephemeral range (32768 and
 /// up): a port the kernel picks is one it may also give, a moment later, to an
 /// outgoing connection or to another test's port-0 request, and the process the
-/// test starts on it would then find it taken.
+/// test starts on it would then find it taken. Nor is it given to another test
+/// process for two minutes (see `reserve`).
 pub fn free_port(host: &str) -> u16 {
     use std::sync::atomic::{AtomicU64, Ordering};
     static SEQ: AtomicU64 = AtomicU64::new(0);
@@ -76,7 +76,7 @@ pub fn free_port(host: &str) -> u16 {
         x ^= x >> 7;
         x ^= x << 17;
         let port = 15_000 + (x % 17_000) as u16;
-        if TcpListener::bind((host, port)).is_ok() {
+        if TcpListener::bind((host, port)).is_ok() && reserve(port) {
             return port;
         }
     }
@@ -84,6 +84,41 @@ pub fn free_port(host: &str) -> u16 {
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .unwrap_or_else(|e| panic!("no free port on {host}: {e}"))
+}
+
+/// How long a port given by `free_port` is kept from every other test process: long
+/// enough for the process it was picked for to bind it.
+const RESERVED_FOR: Duration = Duration::from_secs(120);
+
+/// Claims `port` for this test process, so that another one, running at the same
+/// time, is not given it between its pick and its bind: by a file named after it
+/// in a directory that every test process of the machine shares. False when another
+/// claimed it less than `RESERVED_FOR` ago.
+fn reserve(port: u16) -> bool {
+    let dir = std::env::temp_dir().join("cashew-test-ports");
+    if std::fs::create_dir_all(&dir).is_err() {
+        // Nowhere to keep claims: the bind check alone decides.
+        return true;
+    }
+    let path = dir.join(port.to_string());
+    if claim(&path) {
+        return true;
+    }
+    let stale = std::fs::metadata(&path)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|at| at.elapsed().ok())
+        .is_none_or(|age| age > RESERVED_FOR);
+    // An old claim is taken over by making it anew (its time is now).
+    stale && std::fs::remove_file(&path).is_ok() && claim(&path)
+}
+
+fn claim(path: &std::path::Path) -> bool {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .is_ok()
 }
 
 /// The path of an installed program, or a panic that says how to get it.
@@ -312,5 +347,18 @@ pub fn prerequisite<T>(what: &str, available: Result<T, String>) -> Option<T> {
             eprintln!("SKIPPED (outside CI only): {what} is missing: {why}");
             None
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_port_given_is_not_given_again_while_reserved() {
+        let port = free_port("127.0.0.1");
+        assert!(!reserve(port), "port {port} was claimed twice");
+        let others: Vec<u16> = (0..50).map(|_| free_port("127.0.0.1")).collect();
+        assert!(!others.contains(&port), "port {port} was given again");
     }
 }
