@@ -80,24 +80,28 @@ impl Client {
         part
     }
 
-    /// Sends the request to the server of the key at argument `key`.
+    /// Sends the request to the server of the key at argument `key`. It takes the
+    /// request's bytes, which most requests then hand on without another reference.
     pub(super) fn forward_by(
         &self,
         pool: &PoolRt,
         key: usize,
-        bytes: &Bytes,
+        bytes: Bytes,
         write: bool,
     ) -> Pending {
-        let key = self.arg(bytes, key);
+        let key_at = self.args[key].clone();
+        let key = &bytes[key_at.clone()];
         if pool.cluster().is_some() {
-            return self.forward_in_cluster(pool, key, bytes, write);
+            return self.forward_in_cluster(pool, key, &bytes, write);
         }
-        match self.target(pool, key) {
-            Some(target) => {
-                Pending::Single(self.send_to(pool, &target, bytes.clone(), write, &[key]))
-            }
-            None => self.no_server(pool),
+        let Some(target) = self.target(pool, key) else {
+            return self.no_server(pool);
+        };
+        if write && target.is_gutter() {
+            let keys = [&bytes[key_at]];
+            return Pending::Single(self.send_to(pool, &target, bytes.clone(), write, &keys));
         }
+        Pending::Single(self.send_to(pool, &target, bytes, write, &[]))
     }
 
     /// Sends the request to the first live server: it is about no key, or its
@@ -131,7 +135,7 @@ impl Client {
                 "ERR '{}' without keys is not supported by the proxy: it needs a key to choose a server",
                 spec.name
             )),
-            Some(_) => self.forward_by(pool, 3, bytes, true),
+            Some(_) => self.forward_by(pool, 3, bytes.clone(), true),
         }
     }
 

@@ -259,7 +259,7 @@ impl Protocol for Client {
                     let bytes = input.split_to(request.len).freeze();
                     if !self.args.is_empty() {
                         self.family = None;
-                        let pending = self.dispatch(pool, &bytes);
+                        let pending = self.dispatch(pool, bytes);
                         if let Pending::Ready(reply) = &pending {
                             count_local_reply(pool, reply);
                         }
@@ -308,8 +308,8 @@ impl Client {
         }
     }
 
-    fn dispatch(&mut self, pool: &PoolRt, bytes: &Bytes) -> Pending {
-        let name = self.arg(bytes, 0);
+    fn dispatch(&mut self, pool: &PoolRt, bytes: Bytes) -> Pending {
+        let name = self.arg(&bytes, 0);
         let Some(spec) = lookup(name) else {
             let mut text = format!(
                 "ERR unknown command '{}', with args beginning with: ",
@@ -332,7 +332,7 @@ impl Client {
         }
         let spec = match spec.kind {
             CommandKind::BySubcommand => {
-                let sub = self.arg(bytes, 1);
+                let sub = self.arg(&bytes, 1);
                 match lookup_subcommand(spec.name, sub) {
                     Some(sub) if sub.arity_ok(self.argc()) => sub,
                     Some(sub) => return wrong_arity(sub.name),
@@ -392,7 +392,7 @@ impl Client {
             };
             if first > 0 {
                 for i in (first..self.argc()).step_by(step.min(self.argc())) {
-                    hot.observe(self.arg(bytes, i), sample, capacity);
+                    hot.observe(self.arg(&bytes, i), sample, capacity);
                 }
             }
         }
@@ -405,17 +405,17 @@ impl Client {
     /// A command of a client in a transaction, or a subscriber: apart, so that the
     /// path of other clients stays short.
     #[inline(never)]
-    fn dispatch_in_state(&mut self, pool: &PoolRt, spec: &CommandSpec, bytes: &Bytes) -> Pending {
+    fn dispatch_in_state(&mut self, pool: &PoolRt, spec: &CommandSpec, bytes: Bytes) -> Pending {
         if self.in_subscribed_mode() {
             match spec.kind {
                 CommandKind::PubSub(_)
                 | CommandKind::Local(LocalCommand::Quit | LocalCommand::Reset) => {}
-                CommandKind::Local(LocalCommand::Ping) => return self.subscribed_ping(bytes),
+                CommandKind::Local(LocalCommand::Ping) => return self.subscribed_ping(&bytes),
                 _ => return self.not_in_subscribed_mode(spec.name),
             }
         }
         if self.session.is_active() {
-            return self.in_session(pool, spec, bytes);
+            return self.in_session(pool, spec, &bytes);
         }
         self.route(pool, spec, bytes)
     }
@@ -438,28 +438,28 @@ impl Client {
 
     /// Sends a command where its class says.
     #[inline]
-    fn route(&mut self, pool: &PoolRt, spec: &CommandSpec, bytes: &Bytes) -> Pending {
+    fn route(&mut self, pool: &PoolRt, spec: &CommandSpec, bytes: Bytes) -> Pending {
         match spec.kind {
-            CommandKind::Refused(reason) => self.refused(pool, spec, reason, bytes),
-            CommandKind::Blocking(_) => self.blocking(pool, spec, bytes),
-            CommandKind::PubSub(command) => self.pubsub(pool, command, bytes),
-            CommandKind::PubSubQuery(query) => self.pubsub_query(pool, query, bytes),
-            CommandKind::Transaction(_) => self.in_session(pool, spec, bytes),
-            CommandKind::Local(command) => self.local(pool, command, bytes),
+            CommandKind::Refused(reason) => self.refused(pool, spec, reason, &bytes),
+            CommandKind::Blocking(_) => self.blocking(pool, spec, &bytes),
+            CommandKind::PubSub(command) => self.pubsub(pool, command, &bytes),
+            CommandKind::PubSubQuery(query) => self.pubsub_query(pool, query, &bytes),
+            CommandKind::Transaction(_) => self.in_session(pool, spec, &bytes),
+            CommandKind::Local(command) => self.local(pool, command, &bytes),
             CommandKind::Keyspace(_) if !pool.config().keyspace_commands => {
                 refused(spec.name, Reason::Keyspace)
             }
-            CommandKind::Keyspace(command) => self.keyspace(pool, command, bytes),
+            CommandKind::Keyspace(command) => self.keyspace(pool, command, &bytes),
             CommandKind::Keyed(key) => self.forward_by(pool, usize::from(key), bytes, spec.write),
-            CommandKind::AnyServer => self.forward_any(pool, bytes),
-            CommandKind::Script => self.script(pool, spec, bytes),
-            CommandKind::SameServer(keys) => self.same_server(pool, spec, keys, bytes),
-            CommandKind::SplitKeys(merge) => self.split(pool, spec, bytes, Some(merge)),
+            CommandKind::AnyServer => self.forward_any(pool, &bytes),
+            CommandKind::Script => self.script(pool, spec, &bytes),
+            CommandKind::SameServer(keys) => self.same_server(pool, spec, keys, &bytes),
+            CommandKind::SplitKeys(merge) => self.split(pool, spec, &bytes, Some(merge)),
             CommandKind::SplitPairs => {
                 if self.argc() % 2 == 0 {
                     return wrong_arity(spec.name);
                 }
-                self.split(pool, spec, bytes, None)
+                self.split(pool, spec, &bytes, None)
             }
             // A subcommand is resolved above: never one that needs resolving again.
             CommandKind::BySubcommand => err("ERR unknown subcommand"),
