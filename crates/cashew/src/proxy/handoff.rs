@@ -214,6 +214,11 @@ impl Replies {
 
     fn release(&self, id: u32) {
         self.slots.borrow_mut()[id as usize] = Slot::Free;
+        self.reuse(id);
+    }
+
+    /// Puts a slot that already holds `Free` back for the next channel.
+    fn reuse(&self, id: u32) {
         self.free.borrow_mut().push(id);
     }
 }
@@ -281,7 +286,7 @@ impl ReplyRx {
         };
         drop(slots);
         self.done = true;
-        self.replies.release(self.id);
+        self.replies.reuse(self.id);
         Some(reply)
     }
 
