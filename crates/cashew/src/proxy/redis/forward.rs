@@ -89,8 +89,7 @@ impl Client {
         bytes: Bytes,
         write: bool,
     ) -> Pending {
-        let key_at = self.args[key].clone();
-        let key = &bytes[key_at.clone()];
+        let key = self.arg(&bytes, key);
         if pool.cluster().is_some() {
             return self.forward_in_cluster(pool, key, &bytes, write);
         }
@@ -98,8 +97,8 @@ impl Client {
             return self.no_server(pool);
         };
         if write && target.is_gutter() {
-            let keys = [&bytes[key_at]];
-            return Pending::Single(self.send_to(pool, &target, bytes.clone(), write, &keys));
+            // The key goes with it, for the gutter's EXPIRE.
+            return Pending::Single(self.send_to(pool, &target, bytes.clone(), write, &[key]));
         }
         Pending::Single(self.send_to(pool, &target, bytes, write, &[]))
     }
