@@ -183,6 +183,18 @@ pub fn rss_bytes(pid: u32) -> u64 {
         .expect("VmRSS in /proc/PID/status")
 }
 
+/// Page faults process `pid` has taken that needed no disk (`minflt` of
+/// `/proc/PID/stat`): each is a page the kernel mapped in for it.
+pub fn minor_faults(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // The fields after the command name: state is the first, minflt the eighth.
+    let (_, rest) = stat.rsplit_once(") ").expect("/proc/PID/stat");
+    rest.split(' ')
+        .nth(7)
+        .and_then(|v| v.parse().ok())
+        .expect("minflt in /proc/PID/stat")
+}
+
 /// Raises this process's soft limit on open files to its hard limit; the limit now.
 pub fn raise_open_files_limit() -> u64 {
     let mut limit = libc::rlimit {
