@@ -41,18 +41,22 @@ fn big_values(addr: SocketAddr) {
     }
 }
 
-/// A client that pipelines gets of a 500 kB value for a second without reading a
-/// reply, then leaves.
-fn slow_reader(addr: SocketAddr) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    let value = vec![b'x'; 500_000];
+/// Stores `value` as memcached key `big`.
+fn store_big(s: &mut TcpStream, value: &[u8]) {
     let mut set = format!("set big 0 0 {}\r\n", value.len()).into_bytes();
-    set.extend_from_slice(&value);
+    set.extend_from_slice(value);
     set.extend_from_slice(b"\r\n");
     s.write_all(&set).unwrap();
     let mut line = [0u8; 8];
     s.read_exact(&mut line).unwrap();
     assert_eq!(&line, b"STORED\r\n");
+}
+
+/// A client that pipelines gets of a 500 kB value for a second without reading a
+/// reply, then leaves.
+fn slow_reader(addr: SocketAddr) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    store_big(&mut s, &vec![b'x'; 500_000]);
     s.set_nonblocking(true).unwrap();
     let requests = b"get big\r\n".repeat(200);
     let end = Instant::now() + Duration::from_secs(1);
@@ -134,14 +138,8 @@ fn large_values_reuse_memory_rather_than_fault_it_in_per_request() {
     let mut conn = TcpStream::connect(local(port)).unwrap();
     conn.set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
-    let mut set = format!("set big 0 0 {}\r\n", value.len()).into_bytes();
-    set.extend_from_slice(&value);
-    set.extend_from_slice(b"\r\n");
-    conn.write_all(&set).unwrap();
+    store_big(&mut conn, &value);
     let mut reader = BufReader::new(conn.try_clone().unwrap());
-    let mut line = String::new();
-    reader.read_line(&mut line).unwrap();
-    assert_eq!(line, "STORED\r\n");
     let mut get = |n: usize| {
         for _ in 0..n {
             conn.write_all(b"get big\r\n").unwrap();
