@@ -78,7 +78,8 @@ cpu_table() { # results names...
 
 # Starts one proxy on 127.0.0.1:$port[NAME] in front of one server, and records its
 # pid in pid[NAME]. Kinds: nc (nutcracker), c (cashew, one worker thread), c2 (cashew,
-# two), epoll and uring (cashew-relay).
+# two), old and new (the builds $old_cashew and $new_cashew, one worker thread), epoll
+# and uring (cashew-relay).
 start_proxy() { # name kind server-port redis(true|false)
   local name=$1 kind=$2 server=$3 redis=$4
   port[$name]=$(free_port)
@@ -87,6 +88,9 @@ start_proxy() { # name kind server-port redis(true|false)
     nc) nutcracker -c "$dir/$name.yml" -s "$(free_port)" -a 127.0.0.1 -o "$dir/$name.log" -p "$dir/$name.pid" & pids+=($!) ;;
     c) target/release/cashew -c "$dir/$name.yml" -s "$(free_port)" -a 127.0.0.1 --threads 1 -o "$dir/$name.log" & pids+=($!) ;;
     c2) target/release/cashew -c "$dir/$name.yml" -s "$(free_port)" -a 127.0.0.1 --threads 2 -o "$dir/$name.log" & pids+=($!) ;;
+    old | new)
+      local build=${kind}_cashew
+      "${!build}" -c "$dir/$name.yml" -s "$(free_port)" -a 127.0.0.1 --threads 1 -o "$dir/$name.log" & pids+=($!) ;;
     epoll | uring) target/release/cashew-relay --listen "127.0.0.1:${port[$name]}" --server "127.0.0.1:$server" --mode "$kind" & pids+=($!) ;;
   esac
   pid[$name]=$!
