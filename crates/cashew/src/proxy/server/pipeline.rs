@@ -96,6 +96,8 @@ pub(crate) struct Pipeline<C> {
     /// Where the replies of joined requests are built; split off as they are, so the
     /// room is reused until it runs out.
     split_out: BytesMut,
+    /// Where each of those replies ends in `split_out`.
+    split_ends: Vec<usize>,
     codec: PhantomData<C>,
 }
 
@@ -113,6 +115,7 @@ impl<C: ServerCodec> Pipeline<C> {
             join_pause: 0,
             spare: Vec::new(),
             split_out: BytesMut::new(),
+            split_ends: Vec::new(),
             codec: PhantomData,
         }
     }
@@ -376,7 +379,12 @@ impl<C: ServerCodec> Pipeline<C> {
                     tx.send(Ok(reply.freeze()));
                 }
             } else {
-                let largest = split_joined_reply(reply, &entry.joined, &mut self.split_out);
+                let largest = split_joined_reply(
+                    reply,
+                    &entry.joined,
+                    &mut self.split_out,
+                    &mut self.split_ends,
+                );
                 if largest > JOIN_VALUE_LIMIT {
                     self.join_pause = JOIN_PAUSE;
                 }
@@ -400,9 +408,15 @@ impl<C: ServerCodec> Pipeline<C> {
 }
 
 /// Gives each request joined into one retrieval its own reply: its key's `VALUE`
-/// block, if any, and `END`, built in `out` and split off it; or the whole reply if
-/// it is an error. Returns the length of the largest block.
-fn split_joined_reply(reply: BytesMut, joined: &Joined, out: &mut BytesMut) -> usize {
+/// block, if any, and `END`, built in `out` (where each ends noted in `ends`) and
+/// split off it at once, each reply a slice of that; or the whole reply if it is an
+/// error. Returns the length of the largest block.
+fn split_joined_reply(
+    reply: BytesMut,
+    joined: &Joined,
+    out: &mut BytesMut,
+    ends: &mut Vec<usize>,
+) -> usize {
     let requests = &joined.requests;
     let room = reply.len() + requests.len() * b"END\r\n".len();
     // Large replies get room of their own, freed with them: kept for reuse, it
@@ -420,19 +434,26 @@ fn split_joined_reply(reply: BytesMut, joined: &Joined, out: &mut BytesMut) -> u
             out
         }
     };
-    let (mut next, mut largest) = (0, 0);
+    let mut largest = 0;
+    ends.clear();
     let split = coalesce::split_reply(&reply, joined.keys(), |block| {
         let block = block.unwrap_or_default();
         largest = largest.max(block.len());
         out.extend_from_slice(block);
         out.extend_from_slice(b"END\r\n");
-        let one = out.split().freeze();
-        if let Some(tx) = requests[next].1.take() {
-            tx.send(Ok(one));
-        }
-        next += 1;
+        ends.push(out.len());
     });
-    if !split {
+    if split {
+        // One split for all the replies (a slice costs less than a split).
+        let all = out.split().freeze();
+        let mut start = 0;
+        for ((_, tx), &end) in requests.iter().zip(ends.iter()) {
+            if let Some(tx) = tx.take() {
+                tx.send(Ok(all.slice(start..end)));
+            }
+            start = end;
+        }
+    } else {
         let reply = reply.freeze();
         for tx in requests.iter().filter_map(|(_, tx)| tx.take()) {
             tx.send(Ok(reply.clone()));
