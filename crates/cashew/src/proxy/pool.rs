@@ -525,6 +525,11 @@ impl PoolRt {
     }
 
     /// How many servers hold the keyspace: the first ones, all but a cluster's replicas.
+    /// The tag of the pool's server list that its SCAN cursors carry.
+    pub(crate) fn scan_tag(&self) -> u64 {
+        self.generation.pools[self.index].scan_tags.current()
+    }
+
     pub(crate) fn keyspace_servers(&self) -> usize {
         match self.cluster() {
             Some(c) => c.masters.iter().filter(|&&m| m).count(),

@@ -17,6 +17,7 @@ use crate::net::tls::PoolTls;
 
 use super::counters::{Family, HistogramTotal, PoolCounter, PoolStats, Registry, ServerCounter};
 use super::health::{PoolShared, ServerHealth};
+use super::scan_tags::ScanTags;
 
 pub(crate) struct Generation {
     /// 1 for the configuration cashew started with, then one more per reload.
@@ -92,6 +93,8 @@ pub(crate) struct PoolGen {
     pub(crate) tls: PoolTls,
     /// While a reload's change of placement is being bridged (`migrate_ms`).
     pub(crate) migration: Option<Arc<Migration>>,
+    /// The tags of the pool's recent server lists, for SCAN cursors.
+    pub(crate) scan_tags: ScanTags,
 }
 
 /// A change of where a pool's keys are placed, bridged for a while: a key that
@@ -319,6 +322,9 @@ impl Generation {
                     })
                     .collect();
                 let migration = old.and_then(|o| Migration::after_reload(o, pool));
+                let scan_tags = old
+                    .map_or_else(ScanTags::default, |(_, o)| o.scan_tags.clone())
+                    .next(pool.servers.iter().map(|s| s.name()));
                 PoolGen {
                     shared,
                     servers,
@@ -326,6 +332,7 @@ impl Generation {
                     listener,
                     tls,
                     migration,
+                    scan_tags,
                 }
             })
             .collect();

@@ -7,5 +7,6 @@ pub(crate) mod counters;
 pub(crate) mod generation;
 pub(crate) mod health;
 pub(crate) mod hotkeys;
+pub(crate) mod scan_tags;
 pub(crate) mod shadow;
 pub(crate) mod slowlog;

@@ -10,12 +10,13 @@
 //!
 //! ```text
 //!   bits 63..54  server index (up to 1,024 servers)
-//!   bits 53..48  tag of the server list (6 bits of a hash of the servers' names)
+//!   bits 53..48  tag of the server list (`state::scan_tags`: no two of the last
+//!                16 lists share one)
 //!   bits 47..0   the server's cursor
 //! ```
 //! Cursor 0 starts and ends a walk, as with Redis.
 
-use std::hash::{BuildHasher, DefaultHasher, Hash, Hasher, RandomState};
+use std::hash::{BuildHasher, RandomState};
 
 use bytes::Bytes;
 use cashew_protocol::resp::{
@@ -28,10 +29,11 @@ use crate::proxy::client::{poll_settle_all, try_settle_all, Part};
 use crate::proxy::ids::ServerId;
 use crate::proxy::pool::PoolRt;
 use crate::state::counters::PoolCounter;
+use crate::state::scan_tags::SCAN_TAG_BITS;
 
-const SERVER_SHIFT: u32 = 54;
 const TAG_SHIFT: u32 = 48;
-const TAG_MASK: u64 = 0x3f;
+const SERVER_SHIFT: u32 = TAG_SHIFT + SCAN_TAG_BITS;
+const TAG_MASK: u64 = (1 << SCAN_TAG_BITS) - 1;
 /// Servers a SCAN cursor can name.
 pub(crate) const MAX_SCAN_SERVERS: usize = 1 << (64 - SERVER_SHIFT);
 const SERVER_CURSOR_MASK: u64 = (1 << TAG_SHIFT) - 1;
@@ -72,15 +74,6 @@ pub(crate) fn next_cursor(server: usize, next: u64, tag: u64, servers: usize) ->
         _ => server,
     };
     Some(((server as u64) << SERVER_SHIFT) | (tag << TAG_SHIFT) | next)
-}
-
-/// 6 bits of a hash of the pool's servers, in order.
-fn server_list_tag(pool: &PoolRt) -> u64 {
-    let mut h = DefaultHasher::new();
-    for server in &pool.config().servers {
-        server.name().hash(&mut h);
-    }
-    h.finish() & TAG_MASK
 }
 
 /// A keyspace command's parts (one per server), put together when all settled.
@@ -190,7 +183,7 @@ impl Client {
                 "ERR SCAN through the proxy covers pools of up to {MAX_SCAN_SERVERS} servers"
             ));
         }
-        let tag = server_list_tag(pool);
+        let tag = pool.scan_tag();
         let at = decode_cursor(cursor, tag, servers);
         let mut request = Vec::with_capacity(bytes.len());
         array_header(&mut request, self.argc());
