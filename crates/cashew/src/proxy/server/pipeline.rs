@@ -93,8 +93,8 @@ pub(crate) struct Pipeline<C> {
     join_pause: u32,
     /// Emptied `Joined`s, kept for the next joined retrievals: no allocation per join.
     spare: Vec<Joined>,
-    /// Where the replies of joined requests are built; a retrieval's replies split off together,
-    /// so the room is reused until it runs out.
+    /// Where the replies of joined requests are built; a retrieval's replies are
+    /// split off together, so the room is reused until it runs out.
     split_out: BytesMut,
     /// Where each of those replies ends in `split_out`.
     split_ends: Vec<usize>,
