@@ -5,7 +5,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::process::{program, Process};
+use crate::process::{program, reserve, Process};
 use crate::servers::{redis_server_on, redis_server_tls_on};
 use crate::tls::Issued;
 
@@ -17,7 +17,9 @@ pub struct RedisCluster {
 
 /// A port free for a node and for its cluster bus (the port + 10000), both below
 /// the range [`free_port`](crate::process::free_port) picks from (15000 and up): the bus port is bound by
-/// redis-server itself, and must not take a port another test has picked.
+/// redis-server itself, and must not take a port another test has picked. Both are
+/// claimed as `free_port` claims its ports, so that test processes starting
+/// clusters at once do not pick the same.
 fn node_port() -> u16 {
     let mut x = u64::from(std::process::id()).wrapping_mul(0x9e37_79b9_7f4a_7c15)
         ^ std::time::SystemTime::now()
@@ -29,7 +31,7 @@ fn node_port() -> u16 {
         x ^= x << 17;
         let port = 2_000 + (x % 3_000) as u16;
         let free = |p: u16| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok();
-        if free(port) && free(port + 10_000) {
+        if free(port) && free(port + 10_000) && reserve(port) && reserve(port + 10_000) {
             return port;
         }
     }

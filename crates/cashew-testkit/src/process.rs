@@ -94,7 +94,7 @@ const RESERVED_FOR: Duration = Duration::from_secs(120);
 /// time, is not given it between its pick and its bind: by a file named after it
 /// in a directory that every test process of the machine shares. False when another
 /// claimed it less than `RESERVED_FOR` ago.
-fn reserve(port: u16) -> bool {
+pub(crate) fn reserve(port: u16) -> bool {
     let dir = std::env::temp_dir().join("cashew-test-ports");
     if std::fs::create_dir_all(&dir).is_err() {
         // Nowhere to keep claims: the bind check alone decides.
