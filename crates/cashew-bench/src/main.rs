@@ -6,7 +6,8 @@
 //! stored, more than `ops` with multi-gets; latency of a batch, from its first byte
 //! written to its last reply read: of a request, at pipeline 1).
 //!
-//! With `--tls-ca` the connections speak TLS; with `--reconnect` every batch goes
+//! Each connection runs on its own thread, or with `--one-thread` all of them on one
+//! (see `one_thread`). With `--tls-ca` the connections speak TLS; with `--reconnect` every batch goes
 //! over a new connection (with TLS, a handshake per batch); with `--hold N` it only
 //! opens N connections and keeps them idle for the time given.
 
@@ -18,6 +19,8 @@ use std::time::{Duration, Instant};
 
 use cashew_protocol::{memcache, resp, ReplyParse};
 use clap::{Parser, ValueEnum};
+
+mod one_thread;
 
 #[derive(Clone, Copy, ValueEnum)]
 enum Protocol {
@@ -126,6 +129,50 @@ struct Args {
     /// Only open this many connections (one handshake each) and keep them idle
     #[arg(long)]
     hold: Option<usize>,
+    /// Every connection on one thread, driven by epoll (plain TCP only)
+    #[arg(long, conflicts_with_all = ["tls_ca", "reconnect", "hold"])]
+    one_thread: bool,
+}
+
+/// What the measured batches did.
+#[derive(Default)]
+struct Totals {
+    ops: u64,
+    keys: u64,
+    errors: u64,
+    latencies_us: Vec<u32>,
+}
+
+impl Totals {
+    /// The one line printed.
+    fn print(mut self, elapsed: Duration) {
+        let latencies = &mut self.latencies_us;
+        latencies.sort_unstable();
+        let quantile = |q: f64| {
+            let i = ((latencies.len() as f64 * q).ceil() as usize).clamp(1, latencies.len().max(1));
+            latencies.get(i - 1).copied().unwrap_or(0)
+        };
+        println!(
+            "ops_per_sec={:.0} ops={} keys={} errors={} p50_us={} p99_us={}",
+            self.ops as f64 / elapsed.as_secs_f64(),
+            self.ops,
+            self.keys,
+            self.errors,
+            quantile(0.5),
+            quantile(0.99)
+        );
+    }
+}
+
+/// With `--ready-file`: creates it and waits (two minutes at most) until it is removed.
+fn wait_for_ready_file(file: Option<&std::path::Path>) {
+    if let Some(file) = file {
+        std::fs::write(file, b"ready\n").expect("--ready-file");
+        let waited = Instant::now();
+        while file.exists() && waited.elapsed() < Duration::from_secs(120) {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
 }
 
 /// A connection's byte stream: plain TCP or TLS over it.
@@ -178,11 +225,9 @@ impl Dialer {
     }
 }
 
-/// One connection's load: batches of requests, each sent at once and waited for.
-struct Connection {
-    stream: Box<dyn Wire>,
-    /// With `--reconnect`: where each batch's new connection comes from.
-    redial: Option<Dialer>,
+/// What one connection sends: batches of gets and sets over random keys, and the
+/// parsing of their replies.
+struct Shape {
     protocol: Protocol,
     pipeline: usize,
     keys: usize,
@@ -190,14 +235,31 @@ struct Connection {
     keys_per_get: usize,
     value: Vec<u8>,
     rng: u64,
+    /// The batch being sent.
     request: Vec<u8>,
+    /// Replies read and not yet parsed: `buf[..filled]`.
     buf: Vec<u8>,
+    filled: usize,
 }
 
-impl Connection {
-    /// Sends one batch and reads its replies: the keys it asked for or stored, and
-    /// the replies that were errors.
-    fn batch(&mut self) -> (u64, u64) {
+impl Shape {
+    fn new(args: &Args, connection: usize) -> Shape {
+        Shape {
+            protocol: args.protocol,
+            pipeline: args.pipeline,
+            keys: args.keys,
+            get_percent: args.get_percent,
+            keys_per_get: args.keys_per_get.max(1),
+            value: vec![b'v'; args.value_size],
+            rng: 0x9e37_79b9_7f4a_7c15u64 ^ (connection as u64 + 1),
+            request: Vec::new(),
+            buf: vec![0u8; 256 * 1024],
+            filled: 0,
+        }
+    }
+
+    /// Writes the next batch into `request`: the keys it asks for or stores.
+    fn next_batch(&mut self) -> u64 {
         self.request.clear();
         let mut batch_keys = 0;
         for _ in 0..self.pipeline {
@@ -214,31 +276,62 @@ impl Connection {
                 batch_keys += 1;
             }
         }
+        batch_keys
+    }
+
+    /// Where the next bytes read go (the buffer grows for a reply larger than it).
+    fn read_space(&mut self) -> &mut [u8] {
+        if self.filled == self.buf.len() {
+            self.buf.resize(self.buf.len() * 2, 0);
+        }
+        &mut self.buf[self.filled..]
+    }
+
+    /// Takes the complete replies of the `n` bytes just read: how many, and how many
+    /// of them were errors.
+    fn replies_read(&mut self, n: usize) -> (usize, u64) {
+        self.filled += n;
+        let (mut start, mut done, mut errors) = (0, 0, 0);
+        while let ReplyParse::Complete(len) =
+            self.protocol.parse_reply(&self.buf[start..self.filled])
+        {
+            if self.protocol.is_error(&self.buf[start..start + len]) {
+                errors += 1;
+            }
+            start += len;
+            done += 1;
+        }
+        self.buf.copy_within(start..self.filled, 0);
+        self.filled -= start;
+        (done, errors)
+    }
+}
+
+/// One connection's load on its own thread: batches of requests, each sent at once
+/// and waited for.
+struct Connection {
+    stream: Box<dyn Wire>,
+    /// With `--reconnect`: where each batch's new connection comes from.
+    redial: Option<Dialer>,
+    shape: Shape,
+}
+
+impl Connection {
+    /// Sends one batch and reads its replies: the keys it asked for or stored, and
+    /// the replies that were errors.
+    fn batch(&mut self) -> (u64, u64) {
+        let batch_keys = self.shape.next_batch();
         if let Some(dialer) = &self.redial {
             self.stream = dialer.dial();
         }
-        self.stream.write_all(&self.request).expect("write");
-        let (mut filled, mut done, mut errors) = (0, 0, 0);
-        while done < self.pipeline {
-            if filled == self.buf.len() {
-                // A reply larger than the buffer (large values).
-                self.buf.resize(self.buf.len() * 2, 0);
-            }
-            let n = self.stream.read(&mut self.buf[filled..]).expect("read");
+        self.stream.write_all(&self.shape.request).expect("write");
+        let (mut done, mut errors) = (0, 0);
+        while done < self.shape.pipeline {
+            let n = self.stream.read(self.shape.read_space()).expect("read");
             assert!(n > 0, "server closed the connection");
-            filled += n;
-            let mut start = 0;
-            while let ReplyParse::Complete(len) =
-                self.protocol.parse_reply(&self.buf[start..filled])
-            {
-                if self.protocol.is_error(&self.buf[start..start + len]) {
-                    errors += 1;
-                }
-                start += len;
-                done += 1;
-            }
-            self.buf.copy_within(start..filled, 0);
-            filled -= start;
+            let (replies, failed) = self.shape.replies_read(n);
+            done += replies;
+            errors += failed;
         }
         (batch_keys, errors)
     }
@@ -252,6 +345,13 @@ fn main() {
         "cashew-load only targets loopback addresses"
     );
     let seconds = args.seconds.min(120);
+    if args.one_thread {
+        let (totals, elapsed) = one_thread::run(&args, addr, seconds, || {
+            wait_for_ready_file(args.ready_file.as_deref())
+        });
+        totals.print(elapsed);
+        return;
+    }
     let dialer = Dialer::new(addr, args.tls_ca.as_deref());
     if let Some(n) = args.hold {
         let held: Vec<Box<dyn Wire>> = (0..n).map(|_| dialer.dial()).collect();
@@ -276,15 +376,7 @@ fn main() {
             let mut conn = Connection {
                 stream: dialer.dial(),
                 redial: args.reconnect.then(|| dialer.clone()),
-                protocol: args.protocol,
-                pipeline: args.pipeline,
-                keys: args.keys,
-                get_percent: args.get_percent,
-                keys_per_get: args.keys_per_get.max(1),
-                value: vec![b'v'; args.value_size],
-                rng: 0x9e37_79b9_7f4a_7c15u64 ^ (c as u64 + 1),
-                request: Vec::new(),
-                buf: vec![0u8; 256 * 1024],
+                shape: Shape::new(&args, c),
             };
             let (warmup, batches) = (args.warmup_batches, args.batches.unwrap_or(u64::MAX));
             std::thread::spawn(move || {
@@ -301,7 +393,7 @@ fn main() {
                     let sent = Instant::now();
                     let (batch_keys, batch_errors) = conn.batch();
                     latencies_us.push(sent.elapsed().as_micros().min(u32::MAX as u128) as u32);
-                    ops.fetch_add(conn.pipeline as u64, Ordering::Relaxed);
+                    ops.fetch_add(conn.shape.pipeline as u64, Ordering::Relaxed);
                     keys_done.fetch_add(batch_keys, Ordering::Relaxed);
                     errors.fetch_add(batch_errors, Ordering::Relaxed);
                 }
@@ -311,13 +403,7 @@ fn main() {
         .collect();
 
     warmed.wait();
-    if let Some(file) = &args.ready_file {
-        std::fs::write(file, b"ready\n").expect("--ready-file");
-        let waited = Instant::now();
-        while file.exists() && waited.elapsed() < Duration::from_secs(120) {
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
+    wait_for_ready_file(args.ready_file.as_deref());
     go.wait();
     let started = Instant::now();
     while started.elapsed() < Duration::from_secs(seconds)
@@ -326,23 +412,14 @@ fn main() {
         std::thread::sleep(Duration::from_millis(10));
     }
     stop.store(true, Ordering::Relaxed);
-    let mut latencies: Vec<u32> = workers
-        .into_iter()
-        .flat_map(|w| w.join().unwrap())
-        .collect();
-    latencies.sort_unstable();
-    let quantile = |q: f64| {
-        let i = ((latencies.len() as f64 * q).ceil() as usize).clamp(1, latencies.len().max(1));
-        latencies.get(i - 1).copied().unwrap_or(0)
+    let totals = Totals {
+        ops: ops.load(Ordering::Relaxed),
+        keys: keys_done.load(Ordering::Relaxed),
+        errors: errors.load(Ordering::Relaxed),
+        latencies_us: workers
+            .into_iter()
+            .flat_map(|w| w.join().unwrap())
+            .collect(),
     };
-    let elapsed = started.elapsed().as_secs_f64();
-    println!(
-        "ops_per_sec={:.0} ops={} keys={} errors={} p50_us={} p99_us={}",
-        ops.load(Ordering::Relaxed) as f64 / elapsed,
-        ops.load(Ordering::Relaxed),
-        keys_done.load(Ordering::Relaxed),
-        errors.load(Ordering::Relaxed),
-        quantile(0.5),
-        quantile(0.99)
-    );
+    totals.print(started.elapsed());
 }
