@@ -838,8 +838,20 @@ static WRITE_COMMANDS: &[&str] = &[
 ];
 
 /// The spec of a command, by name in any case.
+#[inline]
 pub fn lookup(name: &[u8]) -> Option<&'static CommandSpec> {
-    find(COMMANDS, &COMMAND_SLOTS, name)
+    if name.len() > SHORT {
+        return find(COMMANDS, &COMMAND_SLOTS, name);
+    }
+    let key = short_key(name);
+    let mut i = short_slot(key);
+    loop {
+        let c = usize::from(SHORT_SLOTS[i]).checked_sub(1)?;
+        if SHORT_KEYS[c] == key && COMMAND_TABLE[c].name.len() == name.len() {
+            return Some(&COMMAND_TABLE[c]);
+        }
+        i = (i + 1) % SLOTS;
+    }
 }
 
 /// The spec of `container|sub`, by the two names in any case.
@@ -888,6 +900,79 @@ const fn slots(table: &[CommandSpec]) -> [u16; SLOTS] {
 }
 
 static COMMAND_SLOTS: [u16; SLOTS] = slots(COMMAND_TABLE);
+
+/// Names of at most this many bytes (nearly every command of a request) are found
+/// by their bytes read as one number: lower-cased in a few operations, hashed by
+/// one multiplication and compared once, where the general path takes each byte
+/// in turn.
+const SHORT: usize = 8;
+
+/// A short name's bytes in lower case, as one number (little-endian, zero-padded:
+/// its length tells `get` from `get\0`).
+#[inline]
+fn short_key(name: &[u8]) -> u64 {
+    let mut x = 0u64;
+    for (i, &b) in name.iter().enumerate().take(SHORT) {
+        x |= u64::from(b) << (8 * i);
+    }
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    // Per byte, without carries between bytes: its high bit set when the low seven
+    // bits are at least 'A', and when they are past 'Z'; a byte whose own high bit is
+    // set is no letter.
+    let low = x & !HIGH;
+    let from_a = low + ONES * u64::from(0x80 - b'A');
+    let past_z = low + ONES * u64::from(0x80 - b'Z' - 1);
+    let upper = from_a & !past_z & !x & HIGH;
+    x | (upper >> 2)
+}
+
+/// [`short_key`] at compile time, for the table.
+const fn short_key_of(name: &[u8]) -> u64 {
+    let mut x = 0u64;
+    let mut i = 0;
+    while i < name.len() {
+        x |= (name[i].to_ascii_lowercase() as u64) << (8 * i);
+        i += 1;
+    }
+    x
+}
+
+const fn short_slot(key: u64) -> usize {
+    (key.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 54) as usize % SLOTS
+}
+
+/// Each command's [`short_key`] (0 for a longer name).
+static SHORT_KEYS: [u64; COMMAND_TABLE.len()] = {
+    let mut keys = [0u64; COMMAND_TABLE.len()];
+    let mut c = 0;
+    while c < keys.len() {
+        let name = COMMAND_TABLE[c].name.as_bytes();
+        if name.len() <= SHORT {
+            keys[c] = short_key_of(name);
+        }
+        c += 1;
+    }
+    keys
+};
+
+/// The hash table of the short names, as [`slots`] builds.
+static SHORT_SLOTS: [u16; SLOTS] = {
+    let mut slots = [0u16; SLOTS];
+    let mut c = 0;
+    while c < COMMAND_TABLE.len() {
+        let name = COMMAND_TABLE[c].name.as_bytes();
+        if name.len() <= SHORT {
+            let mut i = short_slot(short_key_of(name));
+            while slots[i] != 0 {
+                i = (i + 1) % SLOTS;
+            }
+            slots[i] = (c + 1) as u16;
+        }
+        c += 1;
+    }
+    slots
+};
 static SUBCOMMAND_SLOTS: [u16; SLOTS] = slots(SUBCOMMAND_TABLE);
 
 /// Finds `name` in any case: one hash of its bytes, a compare or two.
@@ -973,6 +1058,84 @@ mod tests {
         for name in [&b""[..], b"ge", b"gett", b"g\xc3\xa9t", b"get\0"] {
             assert!(lookup(name).is_none(), "{name:?}");
         }
+    }
+
+    #[test]
+    fn short_names_are_found_as_the_general_path_finds_them() {
+        // Every command in three cases, then names of up to 8 bytes drawn from bytes
+        // that lower-casing could confuse (the letters' neighbours, the same with the
+        // high bit set, NUL).
+        for spec in COMMANDS {
+            let upper = spec.name.to_ascii_uppercase();
+            let mixed: String = spec
+                .name
+                .chars()
+                .enumerate()
+                .map(|(i, c)| {
+                    if i % 2 == 0 {
+                        c.to_ascii_uppercase()
+                    } else {
+                        c
+                    }
+                })
+                .collect();
+            for name in [spec.name, &upper, &mixed] {
+                assert_eq!(lookup(name.as_bytes()).map(|c| c.name), Some(spec.name));
+            }
+        }
+        let alphabet = b"getGETsSmM@AZ[`az{\0\x7f\xc5\xc7\xe5\xc1\xda|-_ ";
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let mut found = 0;
+        for _ in 0..200_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let len = 1 + (x % 8) as usize;
+            let name: Vec<u8> = (0..len)
+                .map(|i| alphabet[(x >> (8 + 6 * i)) as usize % alphabet.len()])
+                .collect();
+            let expected = find(COMMANDS, &COMMAND_SLOTS, &name).map(|c| c.name);
+            assert_eq!(lookup(&name).map(|c| c.name), expected, "{name:?}");
+            found += usize::from(expected.is_some());
+        }
+        assert!(found > 10, "the draw finds commands too ({found})");
+        // Every short name with one byte changed to a neighbour, its other case, the
+        // same with the high bit, or NUL; and with a byte more or less.
+        for spec in COMMANDS.iter().filter(|c| c.name.len() <= SHORT) {
+            let name = spec.name.as_bytes();
+            let mut variants = vec![name[1..].to_vec(), name[..name.len() - 1].to_vec()];
+            if name.len() < SHORT {
+                variants.extend([[name, b"\0"].concat(), [name, b"a"].concat()]);
+            }
+            for i in 0..name.len() {
+                for change in [1u8, 0x20, 0x80, 0xa0, 0xff] {
+                    let mut v = name.to_vec();
+                    v[i] = v[i].wrapping_add(change);
+                    variants.push(v.clone());
+                    v[i] = name[i] ^ change;
+                    variants.push(v.clone());
+                    v[i] = 0;
+                    variants.push(v);
+                }
+            }
+            for v in variants {
+                let expected = find(COMMANDS, &COMMAND_SLOTS, &v).map(|c| c.name);
+                assert_eq!(lookup(&v).map(|c| c.name), expected, "{v:?}");
+            }
+        }
+        let mut probes_most = 0;
+        for (c, spec) in COMMANDS.iter().enumerate() {
+            if spec.name.len() <= SHORT {
+                let mut i = short_slot(SHORT_KEYS[c]);
+                let mut probes = 0;
+                while usize::from(SHORT_SLOTS[i]) != c + 1 {
+                    i = (i + 1) % SLOTS;
+                    probes += 1;
+                }
+                probes_most = probes_most.max(probes);
+            }
+        }
+        assert!(probes_most <= 4, "a short name takes {probes_most} probes");
     }
 
     #[test]
