@@ -83,6 +83,10 @@ fn line(buf: &[u8], from: usize) -> Option<(Range<usize>, usize)> {
 /// sign, another byte, not all there yet): the general path then decides.
 #[inline]
 pub(super) fn quick_number(buf: &[u8], at: usize) -> Option<(usize, usize)> {
+    // One digit, as most counts and many keys' lengths are: no loop.
+    if let Some(&[d @ b'0'..=b'9', b'\r', b'\n']) = buf.get(at..at + 3) {
+        return Some((usize::from(d - b'0'), at + 3));
+    }
     let mut n = 0usize;
     let mut i = at;
     while let Some(&b) = buf.get(i) {
@@ -243,6 +247,30 @@ fn too_long_or_incomplete(pending: usize, reason: &'static str) -> Parsed {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn quick_numbers_are_the_lines_general_numbers() {
+        // Every header of up to 5 bytes over digits, CR, LF, a sign and another
+        // byte: a quick number is a line of digits only ending in CRLF, read as
+        // `number` reads it.
+        let bytes = b"0179\r\n-x";
+        for len in 0..=5u32 {
+            for mut draw in 0..bytes.len().pow(len) {
+                let mut text = vec![b'$'];
+                for _ in 0..len {
+                    text.push(bytes[draw % bytes.len()]);
+                    draw /= bytes.len();
+                }
+                let expected = line(&text, 0).and_then(|(header, next)| {
+                    let digits = &text[header.start + 1..header.end];
+                    let all_digits = !digits.is_empty() && digits.iter().all(u8::is_ascii_digit);
+                    let crlf = text.get(header.end) == Some(&b'\r');
+                    (all_digits && crlf).then(|| (number(digits).unwrap() as usize, next))
+                });
+                assert_eq!(quick_number(&text, 1), expected, "{text:?}");
+            }
+        }
+    }
 
     #[test]
     fn requests_arriving_in_parts_resume_where_they_stopped() {
