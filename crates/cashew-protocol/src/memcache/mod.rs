@@ -5,6 +5,7 @@ pub mod coalesce;
 mod numbers;
 mod reply;
 mod request;
+mod scan;
 mod tokens;
 
 pub use reply::{parse_reply, parse_reply_resumable, ReplyParse, ValueBlocks};

@@ -24,7 +24,7 @@ pub fn parse_reply_resumable(buf: &[u8], resume: &mut Resume) -> ReplyParse {
 fn parse_from(buf: &[u8], cursor: &mut usize) -> ReplyParse {
     loop {
         let pos = *cursor;
-        let Some(nl) = memchr::memchr(b'\n', &buf[pos..]) else {
+        let Some(nl) = super::scan::find(&buf[pos..], b'\n') else {
             return ReplyParse::Incomplete;
         };
         let line = &buf[pos..pos + nl];
@@ -107,7 +107,7 @@ impl<'a> Iterator for ValueBlocks<'a> {
     type Item = (&'a [u8], &'a [u8]);
 
     fn next(&mut self) -> Option<Self::Item> {
-        let nl = memchr::memchr(b'\n', self.rest)?;
+        let nl = super::scan::find(self.rest, b'\n')?;
         let line = &self.rest[..nl];
         if !line.starts_with(b"VALUE ") {
             return None;

@@ -222,20 +222,26 @@ pub fn parse_request(buf: &[u8], max_value: Option<usize>) -> Parsed {
         // consumed, so the decision is the same however much of the packet came.
         return invalid(BINARY_PROTOCOL, 1, 0, false).closing();
     }
-    let Some(nl) = memchr::memchr(b'\n', buf) else {
+    // The newline, and a NUL before it: memcached reads the line as a C string,
+    // which stops there. One pass finds the first of the two.
+    let Some(first) = super::scan::find2(buf, b'\n', 0) else {
         return incomplete_line(buf);
     };
-    let line_len = nl + 1;
-    // memcached strips a `\r` before the newline unless it is the whole line.
-    let mut end = if nl > 1 && buf[nl - 1] == b'\r' {
-        nl - 1
-    } else {
-        nl
+    let (nl, nul) = match buf[first] {
+        b'\n' => (first, None),
+        _ => match super::scan::find(&buf[first..], b'\n') {
+            Some(p) => (first + p, Some(first)),
+            None => return incomplete_line(buf),
+        },
     };
-    // ... and reads the line as a C string: it stops at a NUL byte.
-    if let Some(nul) = memchr::memchr(0, &buf[..end]) {
-        end = nul;
-    }
+    let line_len = nl + 1;
+    // memcached strips a `\r` before the newline unless it is the whole line (a NUL
+    // comes before either).
+    let end = match nul {
+        Some(nul) => nul,
+        None if nl > 1 && buf[nl - 1] == b'\r' => nl - 1,
+        None => nl,
+    };
     // Retrievals, the requests clients send most, need no token table: their keys
     // are walked once.
     if let Some(first) = split(&buf[..end]).next() {
