@@ -413,9 +413,7 @@ fn incomplete_line(buf: &[u8]) -> Parsed {
 
 /// `get`, `gets`, `gat`, `gats`, `bget` (an old name of `get` memcached still
 /// serves), and any other command starting with `g`, which memcached refuses the
-/// same way.
-/// `get`, `gets`, `gat`, `gats` (and `bget`, an old name of `get`): `line` is the
-/// command line without its line ending.
+/// same way: `line` is the command line without its line ending.
 fn retrieval(line: &[u8], line_len: usize, end: usize) -> Parsed {
     let local = |reply| invalid(reply, line_len, 0, false);
     let mut keys = split(line).peekable();
