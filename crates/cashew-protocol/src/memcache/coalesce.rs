@@ -38,8 +38,29 @@ pub fn single_retrieval(request: &[u8]) -> Option<(Retrieval, &[u8])> {
     let key = request
         .get(command.prefix().len()..)?
         .strip_suffix(b"\r\n")?;
-    let printable = key.iter().all(|&b| b > b' ' && b < 0x7f);
-    (!key.is_empty() && key.len() <= MAX_KEY_LEN && printable).then_some((command, key))
+    (!key.is_empty() && key.len() <= MAX_KEY_LEN && printable(key)).then_some((command, key))
+}
+
+/// Whether every byte of `key` is printable and no space (`!` to `~`): eight bytes
+/// at a time, as most keys are longer than a few bytes.
+fn printable(key: &[u8]) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let words = key.chunks_exact(8);
+    let rest = words.remainder();
+    for word in words {
+        let mut bytes = [0u8; 8];
+        bytes.copy_from_slice(word);
+        let w = u64::from_le_bytes(bytes);
+        // A byte below `!` (the borrow of the lowest one is exact) or above `~`
+        // (its high bit set by the carry, or its own).
+        let below = w.wrapping_sub(ONES * u64::from(b'!')) & !w & HIGH;
+        let above = (w.wrapping_add(ONES * u64::from(0x7f - b'~')) | w) & HIGH;
+        if below | above != 0 {
+            return false;
+        }
+    }
+    rest.iter().all(|&b| b > b' ' && b < 0x7f)
 }
 
 /// Splits the reply to a joined retrieval among the requests that asked for `keys`,
@@ -77,6 +98,40 @@ pub fn split_reply<'k>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn printable_is_what_a_byte_walk_says() {
+        // Keys of every length up to 40 over the bytes at the edges of the range
+        // (and past them, with the high bit): each one alone in a printable key, and
+        // drawn mixes.
+        let edges = [
+            0u8, 0x1f, b' ', b'!', b'"', b'}', b'~', 0x7f, 0x80, 0xa0, 0xa1, 0xfe, 0xff,
+        ];
+        let walk = |key: &[u8]| key.iter().all(|&b| b > b' ' && b < 0x7f);
+        for len in 1..=40 {
+            for at in 0..len {
+                for &edge in &edges {
+                    let mut key = vec![b'k'; len];
+                    key[at] = edge;
+                    assert_eq!(printable(&key), walk(&key), "{key:?}");
+                }
+            }
+        }
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        for _ in 0..50_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let len = 1 + (x % 40) as usize;
+            let key: Vec<u8> = (0..len)
+                .map(|i| match (x >> (i % 48)) % 8 {
+                    0 => edges[(x >> 20) as usize % edges.len()],
+                    _ => b'!' + ((x >> (i % 56)) % 94) as u8,
+                })
+                .collect();
+            assert_eq!(printable(&key), walk(&key), "{key:?}");
+        }
+    }
 
     #[test]
     fn only_one_printable_key_joins() {
