@@ -58,3 +58,13 @@ pub(crate) fn check_resuming(reply: &[u8], resumable: impl Fn(&[u8], &mut Resume
         }
     }
 }
+
+/// The next number of a xorshift sequence started at `state` (not 0): the drawn
+/// inputs of tests, the same in every run.
+#[cfg(test)]
+pub(crate) fn next_random(state: &mut u64) -> u64 {
+    *state ^= *state << 13;
+    *state ^= *state >> 7;
+    *state ^= *state << 17;
+    *state
+}

@@ -119,9 +119,7 @@ mod tests {
         }
         let mut x = 0x2545_f491_4f6c_dd1du64;
         for _ in 0..50_000 {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
+            crate::next_random(&mut x);
             let len = 1 + (x % 40) as usize;
             let key: Vec<u8> = (0..len)
                 .map(|i| match (x >> (i % 48)) % 8 {

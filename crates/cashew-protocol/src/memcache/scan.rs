@@ -58,9 +58,7 @@ mod tests {
         ];
         let mut x = 0x9e37_79b9_7f4a_7c15u64;
         for _ in 0..100_000 {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
+            crate::next_random(&mut x);
             let len = (x % 90) as usize;
             // One byte in `rarity` looked for: hits fall anywhere, or nowhere.
             let rarity = 2 + (x >> 20) % 120;

@@ -1087,9 +1087,7 @@ mod tests {
         let mut x = 0x2545_f491_4f6c_dd1du64;
         let mut found = 0;
         for _ in 0..200_000 {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
+            crate::next_random(&mut x);
             let len = 1 + (x % 8) as usize;
             let name: Vec<u8> = (0..len)
                 .map(|i| alphabet[(x >> (8 + 6 * i)) as usize % alphabet.len()])
