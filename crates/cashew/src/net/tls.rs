@@ -89,9 +89,12 @@ impl ServerTlsConnector {
 
 fn provider() -> Arc<CryptoProvider> {
     static PROVIDER: OnceLock<Arc<CryptoProvider>> = OnceLock::new();
-    PROVIDER
-        .get_or_init(|| Arc::new(rustls::crypto::ring::default_provider()))
-        .clone()
+    // ring builds with nothing but a C compiler; rustls 0.23.48 marks its provider
+    // deprecated for lacking post-quantum key exchange, which a newer lock file
+    // would otherwise turn into a warning.
+    #[allow(deprecated)]
+    let ring = rustls::crypto::ring::default_provider;
+    PROVIDER.get_or_init(|| Arc::new(ring())).clone()
 }
 
 /// The TLS of every pool of a config, in order; an error names the file, the line
