@@ -194,6 +194,9 @@ impl Dialer {
             for cert in rustls::pki_types::CertificateDer::pem_file_iter(ca).expect("--tls-ca") {
                 roots.add(cert.expect("--tls-ca")).expect("--tls-ca");
             }
+            // The provider cashew uses (deprecated since rustls 0.23.48 for lacking
+            // post-quantum key exchange).
+            #[allow(deprecated)]
             let provider = Arc::new(rustls::crypto::ring::default_provider());
             let config = rustls::ClientConfig::builder_with_provider(provider)
                 .with_safe_default_protocol_versions()

@@ -117,6 +117,9 @@ impl TlsClient {
         for cert in CertificateDer::pem_file_iter(ca).unwrap() {
             roots.add(cert.unwrap()).unwrap();
         }
+        // The provider cashew uses (deprecated since rustls 0.23.48 for lacking
+        // post-quantum key exchange).
+        #[allow(deprecated)]
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let builder = ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
