@@ -89,9 +89,8 @@ impl ServerTlsConnector {
 
 fn provider() -> Arc<CryptoProvider> {
     static PROVIDER: OnceLock<Arc<CryptoProvider>> = OnceLock::new();
-    // ring builds with nothing but a C compiler; rustls 0.23.48 marks its provider
-    // deprecated for lacking post-quantum key exchange, which a newer lock file
-    // would otherwise turn into a warning.
+    // ring builds with nothing but a C compiler; rustls deprecates its provider
+    // (since 0.23.48) for lacking post-quantum key exchange.
     #[allow(deprecated)]
     let ring = rustls::crypto::ring::default_provider;
     PROVIDER.get_or_init(|| Arc::new(ring())).clone()
