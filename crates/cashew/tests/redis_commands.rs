@@ -520,6 +520,79 @@ fn replies_are_the_servers_own_in_resp2_and_resp3() {
     }
 }
 
+const CORPUS: &str = include_str!("data/redis-corpus.txt");
+
+/// A corpus line's arguments: split at spaces, `"..."` kept whole.
+fn corpus_args(line: &str) -> Vec<Vec<u8>> {
+    let mut args = Vec::new();
+    let mut rest = line.trim();
+    while !rest.is_empty() {
+        let (arg, tail) = match rest.strip_prefix('"') {
+            Some(quoted) => quoted.split_once('"').expect("a closing quote"),
+            None => rest.split_once(' ').unwrap_or((rest, "")),
+        };
+        args.push(arg.as_bytes().to_vec());
+        rest = tail.trim_start();
+    }
+    args
+}
+
+/// Digit runs as one `0`: idle times differ from one server to the other.
+fn mask_digits(reply: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(reply.len());
+    for &b in reply {
+        if !(b.is_ascii_digit() && out.last().is_some_and(u8::is_ascii_digit)) {
+            out.push(if b.is_ascii_digit() { b'0' } else { b });
+        }
+    }
+    out
+}
+
+/// Every command of `tests/data/redis-corpus.txt` (each type's commands, wrong
+/// arities, wrong types, bad numbers and options, scripts, unknown commands and
+/// subcommands) gets through cashew the bytes redis-server gives it directly.
+#[test]
+fn every_command_of_the_corpus_gets_the_servers_reply() {
+    let p = start(3);
+    let reference = redis_server(&[]);
+    let cases: Vec<(usize, bool, Vec<Vec<u8>>)> = CORPUS
+        .lines()
+        .enumerate()
+        .filter(|(_, line)| !line.trim().is_empty() && !line.starts_with('#'))
+        .map(|(i, line)| match line.strip_prefix("~ ") {
+            Some(masked) => (i + 1, true, corpus_args(masked)),
+            None => (i + 1, false, corpus_args(line)),
+        })
+        .collect();
+    assert!(cases.len() > 200, "the corpus is read");
+    let mut differ = Vec::new();
+    for protocol in [&b"2"[..], b"3"] {
+        let mut direct = Raw::connect(reference.addr);
+        let mut through = Raw::connect(p.listen);
+        for raw in [&mut direct, &mut through] {
+            raw.request(&[b"FLUSHALL"]);
+            raw.request(&[b"HELLO", protocol]);
+        }
+        for (line, masked, args) in &cases {
+            let args: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
+            let (mut expected, mut got) = (direct.request(&args), through.request(&args));
+            if *masked {
+                (expected, got) = (mask_digits(&expected), mask_digits(&got));
+            }
+            if got != expected {
+                differ.push(format!(
+                    "line {line}, RESP{}: {}\n  redis : {}\n  cashew: {}",
+                    String::from_utf8_lossy(protocol),
+                    String::from_utf8_lossy(&args.join(&b' ')),
+                    text(&expected).escape_debug(),
+                    text(&got).escape_debug()
+                ));
+            }
+        }
+    }
+    assert!(differ.is_empty(), "{}", differ.join("\n"));
+}
+
 #[test]
 fn the_redis_crate_in_resp3_and_resp2() {
     let p = start(3);

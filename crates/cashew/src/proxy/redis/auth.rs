@@ -51,7 +51,13 @@ pub(super) fn authenticate(
     password: &[u8],
 ) -> Result<Access, Refusal> {
     if pool.redis_auth.is_none() && pool.users.is_empty() {
-        return Err(Refusal::NoPassword);
+        // As Redis whose default user has no password: it takes any password
+        // given with its name, and no other user exists.
+        return match user {
+            None => Err(Refusal::NoPassword),
+            Some(b"default") => Ok(Access::All),
+            Some(_) => Err(Refusal::WrongPass),
+        };
     }
     let name = user.unwrap_or(b"default");
     if name == b"default" {
@@ -135,5 +141,11 @@ mod tests {
         let p = pool("");
         assert_eq!(Access::of_new_client(&p), Access::All);
         assert_eq!(authenticate(&p, None, b"x"), Err(Refusal::NoPassword));
+        // As Redis's default user without a password: any password with its name.
+        assert_eq!(authenticate(&p, Some(b"default"), b"x"), Ok(Access::All));
+        assert_eq!(
+            authenticate(&p, Some(b"app"), b"x"),
+            Err(Refusal::WrongPass)
+        );
     }
 }

@@ -24,6 +24,7 @@ use cashew_protocol::resp::{
     ReplyParse,
 };
 
+use super::local::InfoSections;
 use super::{err, Client, Pending};
 use crate::proxy::client::{poll_settle_all, try_settle_all, Part};
 use crate::proxy::ids::ServerId;
@@ -94,10 +95,9 @@ enum Kind {
         tag: u64,
         servers: usize,
     },
-    /// The keyspace section of INFO, after the proxy's own sections (unless only
-    /// the keyspace was asked for).
+    /// The keyspace section of INFO, after the proxy's own sections asked for.
     Info {
-        keyspace_only: bool,
+        sections: InfoSections,
     },
 }
 
@@ -203,30 +203,14 @@ impl Client {
         )
     }
 
-    /// INFO with its keyspace section summed over the servers, when the sections
-    /// asked for include it.
-    pub(super) fn info_with_keyspace(&mut self, pool: &PoolRt, bytes: &Bytes) -> Option<Pending> {
-        if !pool.config().keyspace_commands {
-            return None;
-        }
-        let sections: Vec<Vec<u8>> = (1..self.argc())
-            .map(|i| self.arg(bytes, i).to_ascii_lowercase())
-            .collect();
-        let wants = |s: &[u8]| sections.iter().any(|have| have == s);
-        let keyspace = sections.is_empty()
-            || wants(b"keyspace")
-            || wants(b"all")
-            || wants(b"everything")
-            || wants(b"default");
-        if !keyspace {
-            return None;
-        }
-        let keyspace_only = !sections.is_empty() && sections.iter().all(|s| s == b"keyspace");
+    /// INFO with its keyspace section summed over the servers (`sections` asks
+    /// for it).
+    pub(super) fn info_with_keyspace(&mut self, pool: &PoolRt, sections: InfoSections) -> Pending {
         let request = Bytes::from_static(b"*2\r\n$4\r\nINFO\r\n$8\r\nkeyspace\r\n");
         let parts = (0..pool.keyspace_servers())
             .map(|s| self.forward_part(pool, ServerId(s), request.clone()))
             .collect();
-        Some(self.gather(Kind::Info { keyspace_only }, parts))
+        self.gather(Kind::Info { sections }, parts)
     }
 
     pub(super) fn gathered(&self, pool: &PoolRt, mut gather: Gather) -> Bytes {
@@ -275,11 +259,11 @@ impl Client {
                 tag,
                 servers,
             } => scan_reply(&replies[0], server, tag, servers),
-            Kind::Info { keyspace_only } => {
-                let mut text = match keyspace_only {
-                    true => String::new(),
-                    false => self.info(pool) + "\r\n",
-                };
+            Kind::Info { sections } => {
+                let mut text = self.info(pool, sections);
+                if !text.is_empty() {
+                    text.push_str("\r\n");
+                }
                 text.push_str(&keyspace_section(&replies));
                 let mut out = Vec::with_capacity(text.len() + 16);
                 match self.resp3 {

@@ -34,8 +34,8 @@ impl Client {
         let mut o = Vec::new();
         match reply {
             VersionedReply::Hello { resp3 } => self.hello_reply(&mut o, pool, resp3),
-            VersionedReply::Info => {
-                let text = self.info(pool);
+            VersionedReply::Info(sections) => {
+                let text = self.info(pool, sections);
                 match self.resp3 {
                     true => verbatim_text(&mut o, text.as_bytes()),
                     false => bulk(&mut o, text.as_bytes()),
@@ -81,11 +81,14 @@ impl Client {
             }
             LocalCommand::Client => self.client(bytes),
             LocalCommand::Hello => self.hello(pool, bytes),
-            LocalCommand::Command => self.command(bytes),
-            LocalCommand::Info => match self.info_with_keyspace(pool, bytes) {
-                Some(pending) => pending,
-                None => self.with_version(pool, VersionedReply::Info),
-            },
+            LocalCommand::Command => self.command(pool, bytes),
+            LocalCommand::Info => {
+                let sections = InfoSections::asked((1..argc).map(arg));
+                match sections.keyspace && pool.config().keyspace_commands {
+                    true => self.info_with_keyspace(pool, sections),
+                    false => self.with_version(pool, VersionedReply::Info(sections)),
+                }
+            }
         }
     }
 
@@ -115,7 +118,12 @@ impl Client {
             }),
             b"setinfo" if argc == 4 => ready(|o| simple(o, "OK")),
             b"id" if argc == 2 => ready(|o| integer(o, self.id.0 as i64)),
-            b"no-evict" | b"no-touch" if argc == 3 => ready(|o| simple(o, "OK")),
+            b"no-evict" | b"no-touch" if argc == 3 => {
+                match self.arg(bytes, 2).to_ascii_lowercase().as_slice() {
+                    b"on" | b"off" => ready(|o| simple(o, "OK")),
+                    _ => err("ERR syntax error"),
+                }
+            }
             b"info" if argc == 2 => {
                 let name = self.name.as_deref().map(String::from_utf8_lossy).unwrap_or_default();
                 let line = format!(
@@ -134,7 +142,14 @@ impl Client {
                 refused(&format!("client|{}", String::from_utf8_lossy(&sub)), Reason::PubSub)
             }
             b"reply" => err("ERR command 'client|reply' is not supported by the proxy: replies are matched to requests"),
-            other => refused(&format!("client|{}", String::from_utf8_lossy(other)), Reason::Admin),
+            b"list" | b"kill" | b"pause" | b"unpause" | b"unblock" | b"help" => {
+                refused(&format!("client|{}", String::from_utf8_lossy(&sub)), Reason::Admin)
+            }
+            // As Redis, in the client's own spelling.
+            _ => err(&format!(
+                "ERR unknown subcommand '{}'. Try CLIENT HELP.",
+                String::from_utf8_lossy(self.arg(bytes, 1))
+            )),
         }
     }
 
@@ -245,7 +260,7 @@ impl Client {
     /// `COMMAND`, `COMMAND COUNT|LIST|INFO name...|DOCS`: the commands the proxy
     /// serves, each in the six-field form every client reads, with Redis's arity
     /// and key positions.
-    pub(super) fn command(&self, bytes: &Bytes) -> Pending {
+    pub(super) fn command(&self, pool: &PoolRt, bytes: &Bytes) -> Pending {
         let served = || COMMANDS.iter().filter(|c| c.is_served());
         let entry = |o: &mut Vec<u8>, c: &CommandSpec| {
             let (first, last, step) = c.keys;
@@ -264,7 +279,10 @@ impl Client {
             });
         }
         match self.arg(bytes, 1).to_ascii_lowercase().as_slice() {
-            b"count" => ready(|o| integer(o, served().count() as i64)),
+            b"count" if self.argc() == 2 => ready(|o| integer(o, served().count() as i64)),
+            b"count" => wrong_arity("command|count"),
+            // About the arguments alone: any server knows.
+            b"getkeys" | b"getkeysandflags" => self.forward_any(pool, bytes),
             b"list" => ready(|o| {
                 array_header(o, served().count());
                 served().for_each(|c| bulk(o, c.name.as_bytes()));
@@ -290,17 +308,30 @@ impl Client {
         }
     }
 
-    /// `INFO`: Redis-style sections, with a `# Proxy` section describing cashew.
-    pub(super) fn info(&self, pool: &PoolRt) -> String {
+    /// The proxy's own sections of `INFO` that `sections` asks for, each ending with
+    /// a line break and a blank line between them, as Redis writes them.
+    pub(super) fn info(&self, pool: &PoolRt, sections: InfoSections) -> String {
         let config = pool.config();
         let registry = pool.registry();
         let clients = registry.proxy_total(ProxyCounter::CurrConnections);
         let generation = &pool.generation;
+        let mut parts = Vec::new();
+        if sections.server {
+            parts.push(format!(
+                "# Server\r\nredis_version:{}\r\nredis_mode:standalone\r\nprocess_id:{}\r\nuptime_in_seconds:{}\r\n",
+                server_version(pool),
+                std::process::id(),
+                registry.uptime(),
+            ));
+        }
+        if sections.clients {
+            parts.push(format!("# Clients\r\nconnected_clients:{clients}\r\n"));
+        }
+        if !sections.proxy {
+            return parts.join("\r\n");
+        }
         let mut s = format!(
-            "# Server\r\nredis_version:{}\r\nredis_mode:standalone\r\nprocess_id:{}\r\nuptime_in_seconds:{}\r\n\r\n# Clients\r\nconnected_clients:{clients}\r\n\r\n# Proxy\r\nproxy:cashew\r\nproxy_version:{}\r\nuptime:{}\r\nconnected_clients:{clients}\r\nthreads:{}\r\ngeneration:{}\r\nconfig_checksum:{}\r\npools:{}\r\npool:{}\r\nservers:{}\r\n",
-            server_version(pool),
-            std::process::id(),
-            registry.uptime(),
+            "# Proxy\r\nproxy:cashew\r\nproxy_version:{}\r\nuptime:{}\r\nconnected_clients:{clients}\r\nthreads:{}\r\ngeneration:{}\r\nconfig_checksum:{}\r\npools:{}\r\npool:{}\r\nservers:{}\r\n",
             env!("CARGO_PKG_VERSION"),
             registry.uptime(),
             registry.threads(),
@@ -318,7 +349,53 @@ impl Client {
                 pool.server_state(ServerId(i)).name(),
             ));
         }
-        s
+        parts.push(s);
+        parts.join("\r\n")
+    }
+}
+
+/// The sections an `INFO` asks for, of those cashew has: none named means the
+/// default ones, which here are all of them; a section it does not have is left
+/// out, as Redis leaves out one it does not know.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct InfoSections {
+    pub(crate) server: bool,
+    pub(crate) clients: bool,
+    pub(crate) proxy: bool,
+    pub(crate) keyspace: bool,
+}
+
+impl InfoSections {
+    const ALL: InfoSections = InfoSections {
+        server: true,
+        clients: true,
+        proxy: true,
+        keyspace: true,
+    };
+
+    pub(crate) fn asked<'a>(names: impl IntoIterator<Item = &'a [u8]>) -> InfoSections {
+        let mut asked = InfoSections {
+            server: false,
+            clients: false,
+            proxy: false,
+            keyspace: false,
+        };
+        let mut any = false;
+        for name in names {
+            any = true;
+            match name.to_ascii_lowercase().as_slice() {
+                b"default" | b"all" | b"everything" => return InfoSections::ALL,
+                b"server" => asked.server = true,
+                b"clients" => asked.clients = true,
+                b"proxy" => asked.proxy = true,
+                b"keyspace" => asked.keyspace = true,
+                _ => {}
+            }
+        }
+        match any {
+            true => asked,
+            false => InfoSections::ALL,
+        }
     }
 }
 
@@ -333,4 +410,25 @@ enum Field<'a> {
 fn server_version(pool: &PoolRt) -> String {
     pool.server_version()
         .map_or_else(|| FALLBACK_REDIS_VERSION.to_string(), |v| v.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::InfoSections;
+
+    fn asked(names: &[&str]) -> InfoSections {
+        InfoSections::asked(names.iter().map(|n| n.as_bytes()))
+    }
+
+    #[test]
+    fn info_gives_the_sections_asked_for() {
+        assert_eq!(asked(&[]), InfoSections::ALL);
+        assert_eq!(asked(&["Everything"]), InfoSections::ALL);
+        assert_eq!(asked(&["server", "default"]), InfoSections::ALL);
+        let server_and_keyspace = asked(&["SERVER", "keyspace"]);
+        assert!(server_and_keyspace.server && server_and_keyspace.keyspace);
+        assert!(!server_and_keyspace.clients && !server_and_keyspace.proxy);
+        let none = asked(&["memory"]);
+        assert!(!(none.server || none.clients || none.proxy || none.keyspace));
+    }
 }

@@ -70,7 +70,7 @@ pub(crate) enum Pending {
 #[derive(Clone, Copy)]
 pub(crate) enum VersionedReply {
     Hello { resp3: bool },
-    Info,
+    Info(local::InfoSections),
 }
 
 impl PendingReply for Pending {
