@@ -58,6 +58,36 @@ pub fn run_python_script(script: &str, args: &[String]) -> String {
     text
 }
 
+/// Runs a Node.js script of `crates/cashew/tests/node/` with the client libraries
+/// `scripts/install-deps` put in `target/node`, and prints what it wrote; its output,
+/// standard error after standard output. Panics, with the output, when the script
+/// fails.
+pub fn run_node_script(script: &str, args: &[String]) -> String {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let modules = root.join("target/node/node_modules");
+    assert!(
+        modules.exists(),
+        "{} is missing: scripts/install-deps installs Node.js and the client libraries the tests use",
+        modules.display()
+    );
+    let dir = root.join("crates/cashew/tests/node");
+    let out = Command::new("node")
+        .arg(dir.join(script))
+        .args(args)
+        .env("NODE_PATH", &modules)
+        .current_dir(&dir)
+        .output()
+        .unwrap_or_else(|e| panic!("node {script}: {e} (scripts/install-deps installs Node.js)"));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    println!("{}", text.trim());
+    assert!(out.status.success(), "{script} {args:?}:\n{text}");
+    text
+}
+
 /// A port nothing listens on now, below the kernel's ephemeral range (32768 and
 /// up): a port the kernel picks is one it may also give, a moment later, to an
 /// outgoing connection or to another test's port-0 request, and the process the
