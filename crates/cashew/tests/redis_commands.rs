@@ -593,6 +593,70 @@ fn every_command_of_the_corpus_gets_the_servers_reply() {
     assert!(differ.is_empty(), "{}", differ.join("\n"));
 }
 
+const SEQUENCES: &str = include_str!("data/redis-sequences.txt");
+
+/// Sends every command of `sequence` at once, then a `PING` that marks the end, and
+/// reads every reply up to the end's.
+fn replies_to_pipelined(addr: SocketAddr, protocol: &[u8], sequence: &[Vec<Vec<u8>>]) -> String {
+    let mut raw = Raw::connect(addr);
+    raw.request(&[b"HELLO", protocol]);
+    let mut out = Vec::new();
+    for args in sequence
+        .iter()
+        .chain([&vec![b"PING".to_vec(), b"end-of-sequence".to_vec()]])
+    {
+        resp::array_header(&mut out, args.len());
+        for a in args {
+            resp::bulk(&mut out, a);
+        }
+    }
+    raw.0.write_all(&out).unwrap();
+    let mut replies = String::new();
+    loop {
+        let reply = text(&raw.reply());
+        let last = reply.contains("end-of-sequence");
+        replies.push_str(&reply);
+        if last {
+            return replies;
+        }
+    }
+}
+
+/// Sequences of `tests/data/redis-sequences.txt` (transactions with errors in them,
+/// subscriptions over several servers), each pipelined on one connection, get
+/// through cashew the bytes redis-server gives them, in the same order.
+#[test]
+fn pipelined_sequences_get_the_servers_replies_in_order() {
+    let p = start(3);
+    let reference = redis_server(&[]);
+    let mut sequences: Vec<Vec<Vec<Vec<u8>>>> = vec![Vec::new()];
+    for line in SEQUENCES.lines().filter(|l| !l.starts_with('#')) {
+        match line.trim().is_empty() {
+            true if !sequences.last().unwrap().is_empty() => sequences.push(Vec::new()),
+            true => {}
+            false => sequences.last_mut().unwrap().push(corpus_args(line)),
+        }
+    }
+    sequences.retain(|s| !s.is_empty());
+    assert!(sequences.len() >= 9, "the sequences are read");
+    for protocol in [&b"2"[..], b"3"] {
+        for sequence in &sequences {
+            let expected = replies_to_pipelined(reference.addr, protocol, sequence);
+            let got = replies_to_pipelined(p.listen, protocol, sequence);
+            let commands: Vec<String> = sequence
+                .iter()
+                .map(|args| String::from_utf8_lossy(&args.join(&b' ')).into_owned())
+                .collect();
+            assert_eq!(
+                got.escape_debug().to_string(),
+                expected.escape_debug().to_string(),
+                "RESP{}: {commands:?}",
+                String::from_utf8_lossy(protocol)
+            );
+        }
+    }
+}
+
 #[test]
 fn the_redis_crate_in_resp3_and_resp2() {
     let p = start(3);

@@ -316,6 +316,56 @@ fn subscribers_get_every_message_once_and_in_order_over_three_servers() {
     );
 }
 
+/// A RESP3 client that subscribes and publishes in one pipeline gets its own
+/// message: the PUBLISH, on another connection than the SUBSCRIBE, waits for its
+/// confirmation, as it runs after it on one connection to Redis.
+#[test]
+fn a_publish_pipelined_after_a_subscribe_reaches_it() {
+    use cashew_protocol::resp::{parse_reply, ReplyParse};
+    use std::io::Read;
+
+    let p = start(3, "");
+    let mut s = TcpStream::connect(p.listen).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut buf = Vec::new();
+    // The next whole frame, as text.
+    let mut frame = |s: &mut TcpStream| loop {
+        if let ReplyParse::Complete(n) = parse_reply(&buf) {
+            return String::from_utf8_lossy(&buf.drain(..n).collect::<Vec<u8>>()).into_owned();
+        }
+        let mut chunk = [0u8; 4096];
+        let n = s.read(&mut chunk).unwrap();
+        assert!(n > 0, "closed");
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    s.write_all(b"HELLO 3\r\n").unwrap();
+    assert!(frame(&mut s).starts_with('%'));
+    for round in 0..20 {
+        let channel = format!("news{round}");
+        s.write_all(
+            format!("SUBSCRIBE {channel}\r\nPUBLISH {channel} hello\r\nUNSUBSCRIBE {channel}\r\n")
+                .as_bytes(),
+        )
+        .unwrap();
+        let frames: Vec<String> = (0..4).map(|_| frame(&mut s)).collect();
+        assert!(frames[0].contains("subscribe"), "round {round}: {frames:?}");
+        assert_eq!(
+            frames[1], ":1\r\n",
+            "round {round}: PUBLISH reached the subscriber: {frames:?}"
+        );
+        assert!(
+            frames[2..]
+                .iter()
+                .any(|f| f.contains("message") && f.contains("hello")),
+            "round {round}: the message came: {frames:?}"
+        );
+        assert!(
+            frames[2..].iter().any(|f| f.contains("unsubscribe")),
+            "round {round}: {frames:?}"
+        );
+    }
+}
+
 #[test]
 fn a_subscriber_whose_server_is_lost_is_closed() {
     let mut p = start(2, "");

@@ -151,6 +151,11 @@ async fn serve_registered<P: Protocol>(
         if out.is_empty() && (closing || (!reading && queue.is_empty())) {
             break;
         }
+        if out.is_empty() && moved > 0 && queue.is_empty() && reading && !input.is_empty() {
+            // Replies without bytes were all that was owed: requests held back
+            // until they came may be taken now.
+            continue;
+        }
 
         if out.is_empty() || !budget.overflowing() {
             stalled_since = None;

@@ -22,7 +22,7 @@ use std::task::{Context, Poll};
 use bytes::{Bytes, BytesMut};
 use cashew_protocol::resp::{
     self, error, lookup, lookup_subcommand, null, null_bulk, CommandKind, CommandSpec,
-    LocalCommand, Parsed, Reason,
+    LocalCommand, Parsed, Reason, TransactionCommand,
 };
 
 use self::auth::Access;
@@ -57,6 +57,8 @@ pub(crate) enum Pending {
     Pinned(Part, Rc<session::Pinned>),
     /// QUIT: `+OK`, then close.
     Quit,
+    /// A (un)subscribe command's confirmations, owed until its servers confirm it.
+    PubSub(pubsub::Confirmations),
     /// A reply of the proxy's that reports a server's version, when none was known:
     /// built once `part` (a `PING` that connects to a live server, whose handshake
     /// learns its version) is answered.
@@ -74,6 +76,7 @@ pub(crate) enum VersionedReply {
 }
 
 impl PendingReply for Pending {
+    #[inline]
     fn try_settle(&mut self) -> bool {
         match self {
             Pending::Ready(_) | Pending::Quit => true,
@@ -84,6 +87,7 @@ impl PendingReply for Pending {
                 try_settle_all(parts)
             }
             Pending::Keyspace(gather) => gather.try_settle(),
+            Pending::PubSub(confirmations) => confirmations.try_settle(),
         }
     }
 
@@ -101,6 +105,7 @@ impl PendingReply for Pending {
                 poll_settle_all(parts, cx)
             }
             Pending::Keyspace(gather) => gather.poll_settle(cx),
+            Pending::PubSub(confirmations) => confirmations.poll_settle(cx),
         }
     }
 }
@@ -127,8 +132,10 @@ pub(crate) struct Client {
     session: session::Session,
     /// The client's `ip:port`, for `CLIENT INFO`.
     address: String,
+    /// The connection its last request that went to a server went on.
+    lane: Lane,
     /// Its subscriptions, once it subscribes.
-    subscriber: Option<Box<pubsub::Subscriber>>,
+    subscriber: Option<Rc<std::cell::RefCell<pubsub::Subscriber>>>,
     /// Where it reached cashew: the node a Redis Cluster pool shows it.
     local: Option<std::net::SocketAddr>,
 }
@@ -151,6 +158,7 @@ impl Client {
             session: session::Session::default(),
             address: String::new(),
             subscriber: None,
+            lane: Lane::Shared,
             local: None,
         }
     }
@@ -163,6 +171,33 @@ impl Client {
     pub(crate) fn with_address(mut self, address: String) -> Client {
         self.address = address;
         self
+    }
+}
+
+/// Which connection a request goes on. Requests on one connection run in order;
+/// a request on another waits until the replies before it have come.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Lane {
+    /// Answered here, on no connection.
+    Local,
+    /// The worker's shared connections to the servers.
+    Shared,
+    /// The connection of the client's transaction.
+    Pinned,
+    /// A connection of its own for one blocking call.
+    Blocking,
+    /// The client's subscriber connections.
+    Subscriber,
+}
+
+impl Lane {
+    #[inline]
+    fn waits_after(self, last: Lane) -> bool {
+        match self {
+            Lane::Local => false,
+            Lane::Blocking => true,
+            lane => lane != last,
+        }
     }
 }
 
@@ -256,10 +291,35 @@ impl Protocol for Client {
                 }
                 Parsed::Request(request) => {
                     self.needed = 0;
+                    let spec = match self.args.first() {
+                        Some(name) => lookup(&input[name.clone()]),
+                        None => None,
+                    };
+                    // A session's commands never find the lane shared (MULTI and
+                    // WATCH take the transaction's).
+                    let common = self.lane == Lane::Shared
+                        && spec.is_some_and(|s| matches!(s.kind, CommandKind::Keyed(_)));
+                    if !common {
+                        let lane = self.lane_of(spec);
+                        if lane.waits_after(self.lane) && !queue.is_empty() {
+                            // It goes on another connection than the requests before
+                            // it: it is taken once they are answered, so that it
+                            // runs after them, as on one connection to Redis.
+                            break;
+                        }
+                        if lane != Lane::Local {
+                            self.lane = lane;
+                        }
+                    }
                     let bytes = input.split_to(request.len).freeze();
                     if !self.args.is_empty() {
                         self.family = None;
-                        let pending = self.dispatch(pool, bytes);
+                        let pending = self.dispatch(pool, spec, bytes);
+                        if self.family.is_none() {
+                            // Refused before it had a class (unknown, wrong arity, no
+                            // permission): inside MULTI, EXEC then fails, as in Redis.
+                            self.mark_dirty();
+                        }
                         if let Pending::Ready(reply) = &pending {
                             count_local_reply(pool, reply);
                         }
@@ -308,9 +368,14 @@ impl Client {
         }
     }
 
-    fn dispatch(&mut self, pool: &PoolRt, bytes: Bytes) -> Pending {
+    fn dispatch(
+        &mut self,
+        pool: &PoolRt,
+        spec: Option<&'static CommandSpec>,
+        bytes: Bytes,
+    ) -> Pending {
         let name = self.arg(&bytes, 0);
-        let Some(spec) = lookup(name) else {
+        let Some(spec) = spec else {
             let mut text = format!(
                 "ERR unknown command '{}', with args beginning with: ",
                 String::from_utf8_lossy(name)
@@ -400,6 +465,37 @@ impl Client {
             return self.dispatch_in_state(pool, spec, bytes);
         }
         self.route(pool, spec, bytes)
+    }
+
+    /// The connection a request of this command goes on (see [`Lane`]); where
+    /// that depends on more than its command, the one it may go on.
+    #[inline(never)]
+    fn lane_of(&self, spec: Option<&CommandSpec>) -> Lane {
+        let Some(spec) = spec else {
+            return Lane::Local;
+        };
+        if self.session.is_active() {
+            return self.session.lane_of(spec.kind);
+        }
+        match spec.kind {
+            CommandKind::Keyed(_)
+            | CommandKind::SplitKeys(_)
+            | CommandKind::SplitPairs
+            | CommandKind::SameServer(_)
+            | CommandKind::Script
+            | CommandKind::AnyServer
+            | CommandKind::BySubcommand
+            | CommandKind::Keyspace(_)
+            | CommandKind::PubSubQuery(_) => Lane::Shared,
+            CommandKind::Blocking(_) => Lane::Blocking,
+            CommandKind::PubSub(_) => Lane::Subscriber,
+            CommandKind::Transaction(TransactionCommand::Watch | TransactionCommand::Multi) => {
+                Lane::Pinned
+            }
+            CommandKind::Transaction(_) | CommandKind::Local(_) | CommandKind::Refused(_) => {
+                Lane::Local
+            }
+        }
     }
 
     /// A command of a client in a transaction, or a subscriber: apart, so that the

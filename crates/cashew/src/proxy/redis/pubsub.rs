@@ -5,12 +5,17 @@
 //! server, since a channel anywhere may match it, and each message still comes
 //! once (it is published on one server).
 //!
-//! The servers' confirmations carry their own count of subscriptions; the client
-//! is shown its own (over all servers), and a pattern's confirmation comes once,
-//! not once per server. A subscriber whose server connection is lost is closed,
-//! so that it reconnects and subscribes again, as after losing a Redis.
+//! A (un)subscribe command's reply is its confirmations, in the order of its
+//! arguments, once every server concerned has confirmed: so it comes in its place
+//! among the client's replies, as from one Redis. The servers' confirmations carry
+//! their own count of subscriptions; the client is shown its own (over all
+//! servers), and a pattern's confirmation comes once, not once per server.
+//! Messages go out between replies. A subscriber whose server connection is lost
+//! is closed, so that it reconnects and subscribes again, as after losing a Redis.
 
-use std::collections::{HashSet, VecDeque};
+use std::cell::RefCell;
+use std::collections::{HashMap, VecDeque};
+use std::rc::Rc;
 use std::task::{Context, Poll};
 
 use bytes::{Bytes, BytesMut};
@@ -44,16 +49,102 @@ struct Tunnel {
     _slot: PinSlot,
 }
 
+/// Channels, patterns and shard channels, each with when it was added: leaving
+/// all of them confirms them in that order.
+#[derive(Default)]
+struct Subscriptions {
+    added: u64,
+    channels: HashMap<Bytes, u64>,
+    patterns: HashMap<Bytes, u64>,
+    shards: HashMap<Bytes, u64>,
+}
+
+impl Subscriptions {
+    /// The set a command, confirmation or message of `kind` is about.
+    fn set(&mut self, kind: &[u8]) -> &mut HashMap<Bytes, u64> {
+        match kind {
+            b"ssubscribe" | b"sunsubscribe" | b"smessage" => &mut self.shards,
+            b"psubscribe" | b"punsubscribe" | b"pmessage" => &mut self.patterns,
+            _ => &mut self.channels,
+        }
+    }
+
+    fn contains(&mut self, kind: &[u8], name: &[u8]) -> bool {
+        self.set(kind).contains_key(name)
+    }
+
+    /// Adds or removes `name` as a command of `kind` does.
+    fn apply(&mut self, kind: &[u8], name: &Bytes) {
+        if is_leaving(kind) {
+            self.set(kind).remove(name);
+        } else {
+            self.added += 1;
+            let added = self.added;
+            self.set(kind).entry(name.clone()).or_insert(added);
+        }
+    }
+
+    /// What a confirmation of `kind` counts: shard channels apart, as Redis does.
+    fn count(&self, kind: &[u8]) -> usize {
+        match kind {
+            b"ssubscribe" | b"sunsubscribe" => self.shards.len(),
+            _ => self.channels.len() + self.patterns.len(),
+        }
+    }
+
+    fn in_order(&mut self, kind: &[u8]) -> Vec<Bytes> {
+        let mut names: Vec<(&Bytes, &u64)> = self.set(kind).iter().collect();
+        names.sort_unstable_by_key(|(_, added)| **added);
+        names.into_iter().map(|(name, _)| name.clone()).collect()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.channels.is_empty() && self.patterns.is_empty() && self.shards.is_empty()
+    }
+}
+
+fn is_leaving(kind: &[u8]) -> bool {
+    kind.ends_with(b"unsubscribe")
+}
+
+/// One argument of a command: its confirmation, and how many servers are still
+/// to confirm it.
+struct Item {
+    kind: &'static [u8],
+    name: Option<Bytes>,
+    servers_left: usize,
+}
+
+/// A command's confirmations, in the order of its arguments.
+struct Owed {
+    items: Vec<Item>,
+    /// A server refused it: its error is the reply.
+    refused: Option<Bytes>,
+}
+
+impl Owed {
+    fn waiting(&self) -> bool {
+        self.refused.is_none() && self.items.iter().any(|i| i.servers_left > 0)
+    }
+}
+
 /// A client's subscriptions and the connections that carry them.
 pub(crate) struct Subscriber {
     tunnels: Vec<Option<Tunnel>>,
     frames: mpsc::Receiver<Frame>,
     sender: mpsc::Sender<Frame>,
-    /// Confirmations made here (of what no server needs to hear).
-    local: VecDeque<Bytes>,
-    channels: HashSet<Bytes>,
-    patterns: HashSet<Bytes>,
-    shards: HashSet<Bytes>,
+    /// What the client has asked for, as of its last request: routes its
+    /// unsubscribes and lets through only the messages it wants.
+    asked: Subscriptions,
+    /// What the confirmations it was given show: their counts.
+    shown: Subscriptions,
+    /// Commands whose confirmations are owed, oldest first.
+    owed: VecDeque<Owed>,
+    /// Messages, and anything else a server sent unasked, waiting for a moment
+    /// between replies.
+    messages: VecDeque<Bytes>,
+    /// A server connection was lost: the client is closed.
+    lost: bool,
     /// Subscribed mode (RESP2): from a subscribe until no subscription is left.
     subscribed: bool,
     resp3: bool,
@@ -66,10 +157,11 @@ impl Subscriber {
             tunnels: (0..servers).map(|_| None).collect(),
             frames,
             sender,
-            local: VecDeque::new(),
-            channels: HashSet::new(),
-            patterns: HashSet::new(),
-            shards: HashSet::new(),
+            asked: Subscriptions::default(),
+            shown: Subscriptions::default(),
+            owed: VecDeque::new(),
+            messages: VecDeque::new(),
+            lost: false,
             subscribed: false,
             resp3,
         }
@@ -80,78 +172,155 @@ impl Subscriber {
         self.subscribed && !self.resp3
     }
 
-    fn count(&self, kind: &[u8]) -> usize {
-        match kind {
-            b"ssubscribe" | b"sunsubscribe" => self.shards.len(),
-            _ => self.channels.len() + self.patterns.len(),
-        }
-    }
-
-    fn set(&mut self, kind: &[u8]) -> &mut HashSet<Bytes> {
-        match kind {
-            b"ssubscribe" | b"sunsubscribe" | b"smessage" => &mut self.shards,
-            b"psubscribe" | b"punsubscribe" | b"pmessage" => &mut self.patterns,
-            _ => &mut self.channels,
-        }
-    }
-
     /// A confirmation in the client's protocol with the client's count.
-    fn confirmation(&self, kind: &[u8], name: Option<&[u8]>) -> Bytes {
-        let mut out = Vec::with_capacity(48);
+    fn confirmation(&self, out: &mut Vec<u8>, kind: &[u8], name: Option<&[u8]>) {
         if self.resp3 {
             out.extend_from_slice(b">3\r\n");
         } else {
-            array_header(&mut out, 3);
+            array_header(out, 3);
         }
-        bulk(&mut out, kind);
+        bulk(out, kind);
         match (name, self.resp3) {
-            (Some(name), _) => bulk(&mut out, name),
-            (None, true) => null(&mut out),
-            (None, false) => null_bulk(&mut out),
+            (Some(name), _) => bulk(out, name),
+            (None, true) => null(out),
+            (None, false) => null_bulk(out),
         }
-        integer(&mut out, self.count(kind) as i64);
-        out.into()
+        integer(out, self.shown.count(kind) as i64);
     }
 
-    /// What the client gets of a frame a server pushed, if anything.
-    fn process(&mut self, frame: Bytes) -> Option<Bytes> {
-        let Some(elements) = reply_elements(&frame) else {
-            return Some(frame);
+    /// Takes a frame a server sent: a confirmation is counted for the oldest
+    /// command that waits for it; a message is kept for the client if it wants it.
+    fn take(&mut self, frame: Bytes) {
+        if matches!(frame.first(), Some(b'-' | b'!')) {
+            // A server refused a command: the oldest one still waiting gets it.
+            if let Some(owed) = self.owed.iter_mut().find(|o| o.waiting()) {
+                owed.refused = Some(frame);
+            }
+            return;
+        }
+        let kind = reply_elements(&frame).and_then(|elements| {
+            let kind = element_text(elements.first()?)?.to_ascii_lowercase();
+            let name = elements
+                .get(1)
+                .and_then(|e| element_text(e))
+                .map(Bytes::copy_from_slice);
+            Some((kind, name))
+        });
+        let Some((kind, name)) = kind else {
+            self.messages.push_back(frame);
+            return;
         };
-        let Some(kind) = elements.first().and_then(|e| element_text(e)) else {
-            return Some(frame);
-        };
-        let kind = kind.to_ascii_lowercase();
-        let name = elements
-            .get(1)
-            .and_then(|e| element_text(e))
-            .map(Bytes::copy_from_slice);
         match kind.as_slice() {
             b"message" | b"smessage" | b"pmessage" => {
                 // Only what the client is subscribed to (a subscription a reload
-                // moved away may still deliver for a while).
-                let name = name?;
-                self.set(&kind).contains(&name).then_some(frame)
-            }
-            b"subscribe" | b"ssubscribe" | b"psubscribe" => {
-                let name = name?;
-                let new = self.set(&kind).insert(name.clone());
-                // A pattern is confirmed by every server: the first one counts.
-                (new || kind != b"psubscribe").then(|| self.confirmation(&kind, Some(&name)))
-            }
-            b"unsubscribe" | b"sunsubscribe" | b"punsubscribe" => {
-                let name = name?;
-                if !self.set(&kind).remove(&name) {
-                    return None;
+                // moved away may still deliver for a while), or leaving and not
+                // yet left: the server sent it before it confirmed the leaving.
+                if name.is_some_and(|name| {
+                    self.asked.contains(&kind, &name) || self.leaving(&kind, &name)
+                }) {
+                    self.messages.push_back(frame);
                 }
-                let reply = self.confirmation(&kind, Some(&name));
-                if self.channels.is_empty() && self.patterns.is_empty() && self.shards.is_empty() {
-                    self.subscribed = false;
-                }
-                Some(reply)
             }
-            _ => Some(frame),
+            b"subscribe" | b"ssubscribe" | b"psubscribe" | b"unsubscribe" | b"sunsubscribe"
+            | b"punsubscribe" => {
+                let item = self
+                    .owed
+                    .iter_mut()
+                    .flat_map(|o| o.items.iter_mut())
+                    .find(|i| i.servers_left > 0 && i.kind == kind.as_slice() && i.name == name);
+                if let Some(item) = item {
+                    item.servers_left -= 1;
+                }
+            }
+            _ => self.messages.push_back(frame),
         }
+    }
+
+    /// Whether a command leaving what a message of `kind` named `name` is about
+    /// still waits for a server's confirmation.
+    fn leaving(&self, kind: &[u8], name: &[u8]) -> bool {
+        let leave: &[u8] = match kind {
+            b"smessage" => b"sunsubscribe",
+            b"pmessage" => b"punsubscribe",
+            _ => b"unsubscribe",
+        };
+        self.owed
+            .iter()
+            .flat_map(|o| &o.items)
+            .any(|i| i.kind == leave && i.servers_left > 0 && i.name.as_deref() == Some(name))
+    }
+
+    /// Takes what the connections have sent, without waiting.
+    fn take_sent(&mut self) {
+        while let Ok(frame) = self.frames.try_recv() {
+            match frame {
+                Frame::Data(frame) => self.take(frame),
+                Frame::Lost => self.lost = true,
+            }
+        }
+    }
+
+    fn oldest_confirmed(&self) -> bool {
+        self.lost || self.owed.front().is_none_or(|o| !o.waiting())
+    }
+
+    /// The reply of the oldest command, confirmed: its confirmations with the
+    /// client's counts, or a server's error (nothing when a connection was lost).
+    fn reply_oldest(&mut self) -> Bytes {
+        let Some(owed) = self.owed.pop_front() else {
+            return Bytes::new();
+        };
+        if owed.waiting() {
+            return Bytes::new();
+        }
+        if let Some(error) = owed.refused {
+            return error;
+        }
+        let mut out = Vec::with_capacity(48 * owed.items.len());
+        for item in &owed.items {
+            if let Some(name) = &item.name {
+                self.shown.apply(item.kind, name);
+            }
+            self.confirmation(&mut out, item.kind, item.name.as_deref());
+        }
+        out.into()
+    }
+}
+
+/// The reply of a (un)subscribe command, owed until its servers confirm it.
+pub(crate) struct Confirmations(Rc<RefCell<Subscriber>>);
+
+// Apart from the common replies' path, which they would only lengthen.
+impl Confirmations {
+    #[cold]
+    #[inline(never)]
+    pub(super) fn try_settle(&mut self) -> bool {
+        let mut sub = self.0.borrow_mut();
+        sub.take_sent();
+        sub.oldest_confirmed()
+    }
+
+    #[cold]
+    #[inline(never)]
+    pub(super) fn poll_settle(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let mut sub = self.0.borrow_mut();
+        while !sub.oldest_confirmed() {
+            match sub.frames.poll_recv(cx) {
+                Poll::Ready(Some(Frame::Data(frame))) => sub.take(frame),
+                Poll::Ready(Some(Frame::Lost)) => sub.lost = true,
+                // The subscriber holds a sender: never.
+                Poll::Ready(None) | Poll::Pending => return Poll::Pending,
+            }
+        }
+        Poll::Ready(())
+    }
+
+    /// The reply; empty when a server connection was lost (the client is then
+    /// closed, see `Client::poll_subscriber`).
+    #[cold]
+    #[inline(never)]
+    pub(super) fn finish(self) -> Bytes {
+        self.0.borrow_mut().reply_oldest()
     }
 }
 
@@ -213,21 +382,32 @@ fn request(name: &[u8], args: &[&[u8]]) -> Bytes {
     out.into()
 }
 
+fn kind_name(command: PubSubCommand) -> &'static [u8] {
+    match command {
+        PubSubCommand::Subscribe => b"subscribe",
+        PubSubCommand::Unsubscribe => b"unsubscribe",
+        PubSubCommand::Psubscribe => b"psubscribe",
+        PubSubCommand::Punsubscribe => b"punsubscribe",
+        PubSubCommand::Ssubscribe => b"ssubscribe",
+        PubSubCommand::Sunsubscribe => b"sunsubscribe",
+    }
+}
+
 impl Client {
     pub(super) fn in_subscribed_mode(&self) -> bool {
         self.subscriber
             .as_ref()
-            .is_some_and(|s| s.in_subscribed_mode())
+            .is_some_and(|s| s.borrow().in_subscribed_mode())
     }
 
     /// Sends `request` on the client's own connection to `server`, opening it.
     fn send_to_server(
-        &mut self,
+        &self,
         pool: &PoolRt,
+        sub: &mut Subscriber,
         server: ServerId,
         request: Bytes,
     ) -> Result<(), Pending> {
-        let sub = self.subscriber.as_mut().expect("a subscriber");
         if sub.tunnels[server.0].is_none() {
             let slot = PinSlot::take(pool)?;
             let (commands, receiver) = mpsc::unbounded_channel();
@@ -244,8 +424,8 @@ impl Client {
         Ok(())
     }
 
-    /// SUBSCRIBE, UNSUBSCRIBE and their pattern and shard forms. Their
-    /// confirmations come as pushes; nothing is queued for them.
+    /// SUBSCRIBE, UNSUBSCRIBE and their pattern and shard forms: sent to the
+    /// servers concerned; the reply is their confirmations, once all have come.
     pub(super) fn pubsub(
         &mut self,
         pool: &PoolRt,
@@ -254,71 +434,105 @@ impl Client {
     ) -> Pending {
         use PubSubCommand::*;
         let servers = pool.config().servers.len();
-        if self.subscriber.is_none() {
-            self.subscriber = Some(Box::new(Subscriber::new(servers, self.resp3)));
-        }
-        let name = self.arg(bytes, 0).to_ascii_lowercase();
+        let rc = self
+            .subscriber
+            .get_or_insert_with(|| Rc::new(RefCell::new(Subscriber::new(servers, self.resp3))))
+            .clone();
+        let mut sub = rc.borrow_mut();
+        let kind = kind_name(command);
         let args: Vec<Bytes> = (1..self.argc())
             .map(|i| Bytes::copy_from_slice(self.arg(bytes, i)))
             .collect();
-        let result = match command {
+        let item = |name: &Bytes, servers_left| Item {
+            kind,
+            name: Some(name.clone()),
+            servers_left,
+        };
+        let sent = match command {
             Subscribe | Ssubscribe => {
-                if let Some(sub) = self.subscriber.as_mut() {
-                    sub.subscribed = true;
-                }
-                self.by_server(pool, &name, &args)
+                let items = args.iter().map(|n| item(n, 1)).collect();
+                self.by_server(pool, &mut sub, kind, &args).map(|()| items)
             }
             Psubscribe => {
-                if let Some(sub) = self.subscriber.as_mut() {
-                    sub.subscribed = true;
-                }
-                (0..servers).try_for_each(|s| self.send_to_server(pool, ServerId(s), bytes.clone()))
+                let items = args.iter().map(|n| item(n, servers)).collect();
+                (0..servers)
+                    .try_for_each(|s| {
+                        self.send_to_server(pool, &mut sub, ServerId(s), bytes.clone())
+                    })
+                    .map(|()| items)
             }
             Unsubscribe | Sunsubscribe | Punsubscribe => {
-                let sub = self.subscriber.as_mut().expect("a subscriber");
-                let kind = name.as_slice();
-                let held: Vec<Bytes> = match args.is_empty() {
-                    true => sub.set(kind).iter().cloned().collect(),
+                let names = match args.is_empty() {
+                    true => sub.asked.in_order(kind),
                     false => args,
                 };
-                if held.is_empty() {
+                let known: Vec<Bytes> = names
+                    .iter()
+                    .filter(|n| sub.asked.contains(kind, n))
+                    .cloned()
+                    .collect();
+                let tunnels = sub.tunnels.iter().filter(|t| t.is_some()).count();
+                let items: Vec<Item> = match names.is_empty() {
                     // Nothing to leave: Redis confirms with no name.
-                    let reply = sub.confirmation(kind, None);
-                    sub.local.push_back(reply);
-                    return Pending::Ready(Bytes::new());
-                }
-                let (known, unknown): (Vec<Bytes>, Vec<Bytes>) =
-                    held.into_iter().partition(|n| sub.set(kind).contains(n));
-                for n in unknown {
-                    let reply = sub.confirmation(kind, Some(&n));
-                    sub.local.push_back(reply);
-                }
-                if command == Punsubscribe {
-                    let refs: Vec<&[u8]> = known.iter().map(|n| &n[..]).collect();
-                    let request = request(&name, &refs);
-                    (0..servers).try_for_each(|s| {
-                        match self
-                            .subscriber
-                            .as_ref()
-                            .is_some_and(|sub| sub.tunnels[s].is_some())
-                        {
-                            true => self.send_to_server(pool, ServerId(s), request.clone()),
+                    true => vec![Item {
+                        kind,
+                        name: None,
+                        servers_left: 0,
+                    }],
+                    false => names
+                        .iter()
+                        .map(|n| match (known.contains(n), command) {
+                            (false, _) => item(n, 0),
+                            (true, Punsubscribe) => item(n, tunnels),
+                            (true, _) => item(n, 1),
+                        })
+                        .collect(),
+                };
+                let sent = match (known.is_empty(), command) {
+                    (true, _) => Ok(()),
+                    (false, Punsubscribe) => {
+                        let refs: Vec<&[u8]> = known.iter().map(|n| &n[..]).collect();
+                        let request = request(kind, &refs);
+                        (0..servers).try_for_each(|s| match sub.tunnels[s].is_some() {
+                            true => {
+                                self.send_to_server(pool, &mut sub, ServerId(s), request.clone())
+                            }
                             false => Ok(()),
-                        }
-                    })
-                } else {
-                    self.by_server(pool, &name, &known)
-                }
+                        })
+                    }
+                    (false, _) => self.by_server(pool, &mut sub, kind, &known),
+                };
+                sent.map(|()| items)
             }
         };
-        match result {
-            Ok(()) => Pending::Ready(Bytes::new()),
-            Err(reply) => reply,
+        let items = match sent {
+            Ok(items) => items,
+            Err(reply) => return reply,
+        };
+        for i in &items {
+            if let Some(name) = &i.name {
+                sub.asked.apply(kind, name);
+            }
         }
+        // Subscribed mode starts with a subscribe and ends when nothing is left,
+        // in the order of the client's requests.
+        sub.subscribed = !sub.asked.is_empty();
+        sub.owed.push_back(Owed {
+            items,
+            refused: None,
+        });
+        drop(sub);
+        Pending::PubSub(Confirmations(rc))
     }
 
     /// Sends `name` with each of `channels` to the server the channel is on.
-    fn by_server(&mut self, pool: &PoolRt, name: &[u8], channels: &[Bytes]) -> Result<(), Pending> {
+    fn by_server(
+        &self,
+        pool: &PoolRt,
+        sub: &mut Subscriber,
+        name: &[u8],
+        channels: &[Bytes],
+    ) -> Result<(), Pending> {
         let mut groups: Vec<(ServerId, Vec<&[u8]>)> = Vec::new();
         for channel in channels {
             let Some(server) = pool.route(channel) else {
@@ -330,7 +544,7 @@ impl Client {
             }
         }
         for (server, list) in groups {
-            self.send_to_server(pool, server, request(name, &list))?;
+            self.send_to_server(pool, sub, server, request(name, &list))?;
         }
         Ok(())
     }
@@ -357,24 +571,24 @@ impl Client {
         ))
     }
 
+    /// A message for the client, asked for only while no reply is owed.
     pub(super) fn poll_subscriber(&mut self, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
-        let Some(sub) = self.subscriber.as_mut() else {
+        let Some(rc) = &self.subscriber else {
             return Poll::Pending;
         };
-        if let Some(reply) = sub.local.pop_front() {
-            return Poll::Ready(Some(reply));
-        }
+        let mut sub = rc.borrow_mut();
         loop {
+            if let Some(message) = sub.messages.pop_front() {
+                return Poll::Ready(Some(message));
+            }
+            if sub.lost {
+                return Poll::Ready(None);
+            }
             match sub.frames.poll_recv(cx) {
-                Poll::Ready(Some(Frame::Data(frame))) => {
-                    if let Some(out) = sub.process(frame) {
-                        return Poll::Ready(Some(out));
-                    }
-                }
-                Poll::Ready(Some(Frame::Lost)) => return Poll::Ready(None),
+                Poll::Ready(Some(Frame::Data(frame))) => sub.take(frame),
+                Poll::Ready(Some(Frame::Lost)) => sub.lost = true,
                 // The subscriber holds a sender: never.
-                Poll::Ready(None) => return Poll::Pending,
-                Poll::Pending => return Poll::Pending,
+                Poll::Ready(None) | Poll::Pending => return Poll::Pending,
             }
         }
     }
@@ -384,44 +598,96 @@ impl Client {
 mod tests {
     use super::*;
 
+    fn frame(kind: &str, name: &str, n: i64) -> Bytes {
+        let mut out = Vec::new();
+        array_header(&mut out, 3);
+        bulk(&mut out, kind.as_bytes());
+        bulk(&mut out, name.as_bytes());
+        integer(&mut out, n);
+        out.into()
+    }
+
+    fn owe(sub: &mut Subscriber, kind: &'static [u8], names: &[(&str, usize)]) {
+        let items = names
+            .iter()
+            .map(|&(name, servers_left)| Item {
+                kind,
+                name: Some(Bytes::copy_from_slice(name.as_bytes())),
+                servers_left,
+            })
+            .collect();
+        for &(name, _) in names {
+            sub.asked
+                .apply(kind, &Bytes::copy_from_slice(name.as_bytes()));
+        }
+        sub.owed.push_back(Owed {
+            items,
+            refused: None,
+        });
+    }
+
     #[test]
-    fn confirmations_carry_the_clients_count_and_patterns_come_once() {
+    fn confirmations_come_in_the_arguments_order_with_the_clients_count() {
         let mut sub = Subscriber::new(3, false);
-        let from = |kind: &str, name: &str, n: i64| -> Bytes {
-            let mut out = Vec::new();
-            array_header(&mut out, 3);
-            bulk(&mut out, kind.as_bytes());
-            bulk(&mut out, name.as_bytes());
-            integer(&mut out, n);
-            out.into()
-        };
-        let a = sub.process(from("subscribe", "a", 1)).unwrap();
-        assert_eq!(&a[..], b"*3\r\n$9\r\nsubscribe\r\n$1\r\na\r\n:1\r\n");
-        // b is on another server, which counts 1 too: the client has 2.
-        let b = sub.process(from("subscribe", "b", 1)).unwrap();
-        assert!(b.ends_with(b":2\r\n"));
-        let p = sub.process(from("psubscribe", "n*", 2)).unwrap();
-        assert!(p.ends_with(b":3\r\n"));
-        assert!(sub.process(from("psubscribe", "n*", 1)).is_none(), "once");
-        assert!(sub.process(from("psubscribe", "n*", 1)).is_none(), "once");
-        // Messages of what the client is subscribed to only.
+        // SUBSCRIBE a b (on two servers), then PSUBSCRIBE n* (on all three).
+        owe(&mut sub, b"subscribe", &[("a", 1), ("b", 1)]);
+        owe(&mut sub, b"psubscribe", &[("n*", 3)]);
+        // b's server answers first; then a message of b, before a's confirmation.
+        sub.take(frame("subscribe", "b", 1));
         let mut message = Vec::new();
         array_header(&mut message, 3);
         bulk(&mut message, b"message");
-        bulk(&mut message, b"a");
+        bulk(&mut message, b"b");
         bulk(&mut message, b"hello");
-        assert!(sub.process(message.clone().into()).is_some());
-        let stray = String::from_utf8(message)
+        sub.take(message.clone().into());
+        assert!(!sub.oldest_confirmed(), "a is not confirmed yet");
+        sub.take(frame("subscribe", "a", 1));
+        assert!(sub.oldest_confirmed());
+        let reply = sub.reply_oldest();
+        assert_eq!(
+            &reply[..],
+            b"*3\r\n$9\r\nsubscribe\r\n$1\r\na\r\n:1\r\n*3\r\n$9\r\nsubscribe\r\n$1\r\nb\r\n:2\r\n"
+        );
+        // The pattern is confirmed once, after every server did.
+        sub.take(frame("psubscribe", "n*", 3));
+        sub.take(frame("psubscribe", "n*", 1));
+        assert!(!sub.oldest_confirmed());
+        sub.take(frame("psubscribe", "n*", 2));
+        let reply = sub.reply_oldest();
+        assert!(reply.ends_with(b"$2\r\nn*\r\n:3\r\n"), "{reply:?}");
+        // The message waited for a moment between replies; one of a channel the
+        // client did not ask for is dropped.
+        let stray = String::from_utf8(message.clone())
             .unwrap()
-            .replace("$1\r\na\r\n", "$1\r\nz\r\n");
-        assert!(sub.process(stray.into()).is_none());
-        let u = sub.process(from("unsubscribe", "a", 0)).unwrap();
-        assert!(u.ends_with(b":2\r\n"));
-        assert!(sub
-            .process(from("punsubscribe", "n*", 0))
-            .unwrap()
-            .ends_with(b":1\r\n"));
-        assert!(sub.process(from("punsubscribe", "n*", 0)).is_none());
-        assert!(sub.subscribed || !sub.channels.is_empty());
+            .replace("$1\r\nb\r\n", "$1\r\nz\r\n");
+        sub.take(stray.into());
+        assert_eq!(sub.messages.len(), 1);
+        assert_eq!(&sub.messages[0][..], &message[..]);
+    }
+
+    #[test]
+    fn a_servers_error_is_the_reply_of_the_command_waiting() {
+        let mut sub = Subscriber::new(1, true);
+        owe(&mut sub, b"subscribe", &[("a", 1)]);
+        sub.take(Bytes::from_static(
+            b"-NOPERM no permissions to access a channel\r\n",
+        ));
+        assert!(sub.oldest_confirmed());
+        let reply = sub.reply_oldest();
+        assert!(reply.starts_with(b"-NOPERM"));
+    }
+
+    #[test]
+    fn leaving_everything_confirms_in_the_order_of_joining() {
+        let mut s = Subscriptions::default();
+        for name in ["c", "a", "b"] {
+            s.apply(b"subscribe", &Bytes::from(name));
+        }
+        s.apply(b"unsubscribe", &Bytes::from("a"));
+        assert_eq!(
+            s.in_order(b"unsubscribe"),
+            vec![Bytes::from("c"), Bytes::from("b")]
+        );
+        assert_eq!(s.count(b"subscribe"), 2);
     }
 }

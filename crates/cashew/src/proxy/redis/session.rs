@@ -16,9 +16,11 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use cashew_protocol::resp::{CommandKind, CommandSpec, Keys, LocalCommand, TransactionCommand};
+use cashew_protocol::resp::{
+    array_header, bulk, CommandKind, CommandSpec, Keys, LocalCommand, TransactionCommand,
+};
 
-use super::{err, refused, Client, Pending};
+use super::{err, refused, Client, Lane, Pending};
 use crate::proxy::client::Part;
 use crate::proxy::ids::ServerId;
 use crate::proxy::pool::PoolRt;
@@ -99,6 +101,32 @@ pub(crate) struct OnServer {
 impl Session {
     pub(super) fn is_active(&self) -> bool {
         !matches!(self, Session::None)
+    }
+
+    /// The connection a command goes on while the session is active (see
+    /// `Client::in_session`): inside MULTI before the server is chosen, one that
+    /// may choose it counts as the transaction's.
+    pub(super) fn lane_of(&self, kind: CommandKind) -> Lane {
+        match (self, kind) {
+            (_, CommandKind::Local(LocalCommand::Reset)) => Lane::Local,
+            (Session::Pinned(_), _) => Lane::Pinned,
+            (Session::Opening { held, .. }, CommandKind::Transaction(TransactionCommand::Exec))
+                if held.is_empty() =>
+            {
+                Lane::Local
+            }
+            (
+                Session::Opening { .. },
+                CommandKind::Transaction(TransactionCommand::Exec)
+                | CommandKind::Keyed(_)
+                | CommandKind::SplitKeys(_)
+                | CommandKind::SplitPairs
+                | CommandKind::SameServer(_)
+                | CommandKind::Script
+                | CommandKind::Blocking(_),
+            ) => Lane::Pinned,
+            _ => Lane::Local,
+        }
     }
 }
 
@@ -209,6 +237,26 @@ impl Client {
             CommandKind::Local(LocalCommand::Ping | LocalCommand::Echo) => {
                 self.inside(pool, spec, bytes, &[])
             }
+            // Queued as Redis queues it: the server selects the pool's database.
+            CommandKind::Local(LocalCommand::Select) if self.in_multi() && self.argc() == 2 => {
+                match std::str::from_utf8(self.arg(bytes, 1))
+                    .ok()
+                    .and_then(|n| n.parse::<i64>().ok())
+                {
+                    Some(0) => {
+                        let db = pool.config().redis_db.to_string();
+                        let mut select = Vec::new();
+                        array_header(&mut select, 2);
+                        bulk(&mut select, b"SELECT");
+                        bulk(&mut select, db.as_bytes());
+                        self.inside(pool, spec, &select.into(), &[])
+                    }
+                    _ => {
+                        self.mark_dirty();
+                        self.local(pool, LocalCommand::Select, bytes)
+                    }
+                }
+            }
             CommandKind::Local(command) => self.local(pool, command, bytes),
             CommandKind::Refused(reason) => {
                 self.mark_dirty();
@@ -231,7 +279,18 @@ impl Client {
         }
     }
 
-    fn mark_dirty(&mut self) {
+    /// Inside MULTI: commands are queued.
+    fn in_multi(&self) -> bool {
+        match &self.session {
+            Session::Opening { .. } => true,
+            Session::Pinned(on) => on.multi,
+            Session::None => false,
+        }
+    }
+
+    /// A command refused inside MULTI: EXEC then fails, as Redis's does after a
+    /// command it could not queue.
+    pub(super) fn mark_dirty(&mut self) {
         match &mut self.session {
             Session::Opening { dirty, .. } => *dirty = true,
             Session::Pinned(on) if on.multi => on.dirty = true,
