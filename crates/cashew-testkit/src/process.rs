@@ -42,26 +42,13 @@ pub fn python() -> PathBuf {
 /// script fails.
 pub fn run_python_script(script: &str, args: &[String]) -> String {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../cashew/tests/python");
-    let out = Command::new(python())
-        .arg(dir.join(script))
-        .args(args)
-        .current_dir(&dir)
-        .output()
-        .unwrap_or_else(|e| panic!("{script}: {e}"));
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    println!("{}", text.trim());
-    assert!(out.status.success(), "{script} {args:?}:\n{text}");
-    text
+    let mut command = Command::new(python());
+    command.arg(dir.join(script)).current_dir(&dir);
+    run_script(command, script, args)
 }
 
 /// Runs a Node.js script of `crates/cashew/tests/node/` with the client libraries
-/// `scripts/install-deps` put in `target/node`, and prints what it wrote; its output,
-/// standard error after standard output. Panics, with the output, when the script
-/// fails.
+/// `scripts/install-deps` put in `target/node`, as [`run_python_script`] runs one.
 pub fn run_node_script(script: &str, args: &[String]) -> String {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
     let modules = root.join("target/node/node_modules");
@@ -71,13 +58,20 @@ pub fn run_node_script(script: &str, args: &[String]) -> String {
         modules.display()
     );
     let dir = root.join("crates/cashew/tests/node");
-    let out = Command::new("node")
+    let mut command = Command::new("node");
+    command
         .arg(dir.join(script))
-        .args(args)
         .env("NODE_PATH", &modules)
-        .current_dir(&dir)
-        .output()
-        .unwrap_or_else(|e| panic!("node {script}: {e} (scripts/install-deps installs Node.js)"));
+        .current_dir(&dir);
+    run_script(command, script, args)
+}
+
+/// Runs `command` (a script's interpreter, told the script) with `args`, prints its
+/// output and returns it; panics with it when the script fails.
+fn run_script(mut command: Command, script: &str, args: &[String]) -> String {
+    let out = command.args(args).output().unwrap_or_else(|e| {
+        panic!("{script}: {e} (scripts/install-deps installs what the tests run)")
+    });
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),

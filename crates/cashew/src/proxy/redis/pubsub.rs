@@ -61,7 +61,15 @@ struct Subscriptions {
 
 impl Subscriptions {
     /// The set a command, confirmation or message of `kind` is about.
-    fn set(&mut self, kind: &[u8]) -> &mut HashMap<Bytes, u64> {
+    fn set(&self, kind: &[u8]) -> &HashMap<Bytes, u64> {
+        match kind {
+            b"ssubscribe" | b"sunsubscribe" | b"smessage" => &self.shards,
+            b"psubscribe" | b"punsubscribe" | b"pmessage" => &self.patterns,
+            _ => &self.channels,
+        }
+    }
+
+    fn set_mut(&mut self, kind: &[u8]) -> &mut HashMap<Bytes, u64> {
         match kind {
             b"ssubscribe" | b"sunsubscribe" | b"smessage" => &mut self.shards,
             b"psubscribe" | b"punsubscribe" | b"pmessage" => &mut self.patterns,
@@ -69,18 +77,18 @@ impl Subscriptions {
         }
     }
 
-    fn contains(&mut self, kind: &[u8], name: &[u8]) -> bool {
+    fn contains(&self, kind: &[u8], name: &[u8]) -> bool {
         self.set(kind).contains_key(name)
     }
 
     /// Adds or removes `name` as a command of `kind` does.
     fn apply(&mut self, kind: &[u8], name: &Bytes) {
         if is_leaving(kind) {
-            self.set(kind).remove(name);
+            self.set_mut(kind).remove(name);
         } else {
             self.added += 1;
             let added = self.added;
-            self.set(kind).entry(name.clone()).or_insert(added);
+            self.set_mut(kind).entry(name.clone()).or_insert(added);
         }
     }
 
@@ -92,7 +100,7 @@ impl Subscriptions {
         }
     }
 
-    fn in_order(&mut self, kind: &[u8]) -> Vec<Bytes> {
+    fn in_order(&self, kind: &[u8]) -> Vec<Bytes> {
         let mut names: Vec<(&Bytes, &u64)> = self.set(kind).iter().collect();
         names.sort_unstable_by_key(|(_, added)| **added);
         names.into_iter().map(|(name, _)| name.clone()).collect()
