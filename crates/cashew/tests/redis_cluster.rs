@@ -8,7 +8,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cashew_testkit::cluster::{cli, RedisCluster};
-use cashew_testkit::{free_port, AdminApi, Cashew};
+use cashew_testkit::resp::compare_sequences;
+use cashew_testkit::{free_port, redis_server, AdminApi, Cashew};
 
 const CASHEW: &str = env!("CARGO_BIN_EXE_cashew");
 
@@ -701,4 +702,19 @@ fn a_cluster_behind_tls_and_a_password_is_discovered_and_served() {
         .sum();
     assert_eq!(keys, 1000);
     assert_eq!(stats["cluster"]["cluster_moved"], 0, "{stats}");
+}
+
+/// The pipelined sequences of `tests/data/redis-sequences.txt` (transactions with
+/// errors, blocking calls, subscriptions over several masters) get through a Redis
+/// Cluster pool the bytes a redis-server gives them, in the same order.
+#[test]
+fn pipelined_sequences_get_a_servers_replies_through_a_cluster_pool() {
+    let cluster = RedisCluster::start(3, 0);
+    let (_cashew, listen) = cashew_for(&cluster, "");
+    let reference = redis_server(&[]);
+    compare_sequences(
+        include_str!("data/redis-sequences.txt"),
+        reference.addr,
+        listen,
+    );
 }

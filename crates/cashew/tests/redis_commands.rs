@@ -2,11 +2,10 @@
 //! server's: a real redis-server is asked for its `COMMAND` list; multi-key
 //! commands, streams, RESP3 and the versions reported are checked against it.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::time::Duration;
+use std::net::SocketAddr;
 
-use cashew_protocol::resp::{self, lookup, CommandKind, ReplyParse};
+use cashew_protocol::resp::{lookup, CommandKind};
+use cashew_testkit::resp::{compare_sequences, sequences, split_args, RespConn};
 use cashew_testkit::{redis_server, PoolProxy, Process};
 use redis::{Commands, Connection, Value};
 
@@ -20,39 +19,6 @@ fn start(servers: usize) -> PoolProxy {
         "  redis: true\n  hash: md5\n  hash_tag: \"{}\"\n",
         &[],
     )
-}
-
-/// A raw RESP connection: send requests, read whole replies.
-struct Raw(TcpStream, Vec<u8>);
-
-impl Raw {
-    fn connect(addr: SocketAddr) -> Raw {
-        let s = TcpStream::connect(addr).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        Raw(s, Vec::new())
-    }
-
-    fn request(&mut self, args: &[&[u8]]) -> Vec<u8> {
-        let mut out = Vec::new();
-        resp::array_header(&mut out, args.len());
-        for a in args {
-            resp::bulk(&mut out, a);
-        }
-        self.0.write_all(&out).unwrap();
-        self.reply()
-    }
-
-    fn reply(&mut self) -> Vec<u8> {
-        loop {
-            if let ReplyParse::Complete(n) = resp::parse_reply(&self.1) {
-                return self.1.drain(..n).collect();
-            }
-            let mut buf = [0u8; 65536];
-            let n = self.0.read(&mut buf).unwrap();
-            assert!(n > 0, "connection closed");
-            self.1.extend_from_slice(&buf[..n]);
-        }
-    }
 }
 
 fn text(reply: &[u8]) -> String {
@@ -119,7 +85,7 @@ fn every_command_redis_lists_has_a_class_with_its_arity() {
 fn refused_commands_say_why_and_unknown_is_only_for_unknown_commands() {
     let p = start(1);
     let server = &p.backends[0];
-    let mut raw = Raw::connect(p.listen);
+    let mut raw = RespConn::connect(p.listen);
     let mut refused = 0;
     for (name, arity, _) in server_commands(server.addr) {
         let spec = lookup(name.as_bytes()).unwrap();
@@ -411,7 +377,7 @@ fn streams_through_the_proxy() {
 #[test]
 fn info_and_hello_report_the_servers_version() {
     let p = start(1);
-    let mut direct = Raw::connect(p.backends[0].addr);
+    let mut direct = RespConn::connect(p.backends[0].addr);
     let info = text(&direct.request(&[b"INFO", b"server"]));
     let version = info
         .lines()
@@ -419,7 +385,7 @@ fn info_and_hello_report_the_servers_version() {
         .unwrap()
         .trim()
         .to_string();
-    let mut raw = Raw::connect(p.listen);
+    let mut raw = RespConn::connect(p.listen);
     let info = text(&raw.request(&[b"INFO"]));
     assert!(
         info.contains(&format!("redis_version:{version}\r\n")),
@@ -499,8 +465,8 @@ fn replies_are_the_servers_own_in_resp2_and_resp3() {
         vec![b"DEL", b"{t}h", b"{t}s", b"{t}z"],
     ];
     for protocol in [&b"2"[..], b"3"] {
-        let mut direct = Raw::connect(reference.addr);
-        let mut through = Raw::connect(p.listen);
+        let mut direct = RespConn::connect(reference.addr);
+        let mut through = RespConn::connect(p.listen);
         let hello = [&b"HELLO"[..], protocol];
         let (a, b) = (direct.request(&hello), through.request(&hello));
         assert_eq!(&a[..4], &b[..4], "HELLO reply shape");
@@ -521,21 +487,6 @@ fn replies_are_the_servers_own_in_resp2_and_resp3() {
 }
 
 const CORPUS: &str = include_str!("data/redis-corpus.txt");
-
-/// A corpus line's arguments: split at spaces, `"..."` kept whole.
-fn corpus_args(line: &str) -> Vec<Vec<u8>> {
-    let mut args = Vec::new();
-    let mut rest = line.trim();
-    while !rest.is_empty() {
-        let (arg, tail) = match rest.strip_prefix('"') {
-            Some(quoted) => quoted.split_once('"').expect("a closing quote"),
-            None => rest.split_once(' ').unwrap_or((rest, "")),
-        };
-        args.push(arg.as_bytes().to_vec());
-        rest = tail.trim_start();
-    }
-    args
-}
 
 /// Digit runs as one `0`: idle times differ from one server to the other.
 fn mask_digits(reply: &[u8]) -> Vec<u8> {
@@ -560,15 +511,15 @@ fn every_command_of_the_corpus_gets_the_servers_reply() {
         .enumerate()
         .filter(|(_, line)| !line.trim().is_empty() && !line.starts_with('#'))
         .map(|(i, line)| match line.strip_prefix("~ ") {
-            Some(masked) => (i + 1, true, corpus_args(masked)),
-            None => (i + 1, false, corpus_args(line)),
+            Some(masked) => (i + 1, true, split_args(masked)),
+            None => (i + 1, false, split_args(line)),
         })
         .collect();
     assert!(cases.len() > 200, "the corpus is read");
     let mut differ = Vec::new();
     for protocol in [&b"2"[..], b"3"] {
-        let mut direct = Raw::connect(reference.addr);
-        let mut through = Raw::connect(p.listen);
+        let mut direct = RespConn::connect(reference.addr);
+        let mut through = RespConn::connect(p.listen);
         for raw in [&mut direct, &mut through] {
             raw.request(&[b"FLUSHALL"]);
             raw.request(&[b"HELLO", protocol]);
@@ -595,33 +546,6 @@ fn every_command_of_the_corpus_gets_the_servers_reply() {
 
 const SEQUENCES: &str = include_str!("data/redis-sequences.txt");
 
-/// Sends every command of `sequence` at once, then a `PING` that marks the end, and
-/// reads every reply up to the end's.
-fn replies_to_pipelined(addr: SocketAddr, protocol: &[u8], sequence: &[Vec<Vec<u8>>]) -> String {
-    let mut raw = Raw::connect(addr);
-    raw.request(&[b"HELLO", protocol]);
-    let mut out = Vec::new();
-    for args in sequence
-        .iter()
-        .chain([&vec![b"PING".to_vec(), b"end-of-sequence".to_vec()]])
-    {
-        resp::array_header(&mut out, args.len());
-        for a in args {
-            resp::bulk(&mut out, a);
-        }
-    }
-    raw.0.write_all(&out).unwrap();
-    let mut replies = String::new();
-    loop {
-        let reply = text(&raw.reply());
-        let last = reply.contains("end-of-sequence");
-        replies.push_str(&reply);
-        if last {
-            return replies;
-        }
-    }
-}
-
 /// Sequences of `tests/data/redis-sequences.txt` (transactions with errors in them,
 /// subscriptions over several servers), each pipelined on one connection, get
 /// through cashew the bytes redis-server gives them, in the same order.
@@ -629,32 +553,8 @@ fn replies_to_pipelined(addr: SocketAddr, protocol: &[u8], sequence: &[Vec<Vec<u
 fn pipelined_sequences_get_the_servers_replies_in_order() {
     let p = start(3);
     let reference = redis_server(&[]);
-    let mut sequences: Vec<Vec<Vec<Vec<u8>>>> = vec![Vec::new()];
-    for line in SEQUENCES.lines().filter(|l| !l.starts_with('#')) {
-        match line.trim().is_empty() {
-            true if !sequences.last().unwrap().is_empty() => sequences.push(Vec::new()),
-            true => {}
-            false => sequences.last_mut().unwrap().push(corpus_args(line)),
-        }
-    }
-    sequences.retain(|s| !s.is_empty());
-    assert!(sequences.len() >= 9, "the sequences are read");
-    for protocol in [&b"2"[..], b"3"] {
-        for sequence in &sequences {
-            let expected = replies_to_pipelined(reference.addr, protocol, sequence);
-            let got = replies_to_pipelined(p.listen, protocol, sequence);
-            let commands: Vec<String> = sequence
-                .iter()
-                .map(|args| String::from_utf8_lossy(&args.join(&b' ')).into_owned())
-                .collect();
-            assert_eq!(
-                got.escape_debug().to_string(),
-                expected.escape_debug().to_string(),
-                "RESP{}: {commands:?}",
-                String::from_utf8_lossy(protocol)
-            );
-        }
-    }
+    assert!(sequences(SEQUENCES).len() >= 10, "the sequences are read");
+    compare_sequences(SEQUENCES, reference.addr, p.listen);
 }
 
 #[test]
