@@ -366,6 +366,42 @@ fn a_publish_pipelined_after_a_subscribe_reaches_it() {
     }
 }
 
+/// A command cashew answers itself (INFO, CLIENT, COMMAND, AUTH, HELLO) cannot be
+/// queued in a transaction: it is refused and EXEC fails, rather than answered at
+/// once and missing from EXEC's array. PING, ECHO and SELECT 0 are queued.
+#[test]
+fn commands_cashew_answers_are_refused_inside_multi() {
+    use cashew_testkit::resp::RespConn;
+
+    let p = start(3, "");
+    let mut c = RespConn::connect(p.listen);
+    for local in [&b"INFO"[..], b"COMMAND", b"HELLO"] {
+        assert_eq!(c.request(&[b"MULTI"]), b"+OK\r\n");
+        assert_eq!(c.request(&[b"SET", b"{m}k", b"1"]), b"+QUEUED\r\n");
+        let refused = c.request(&[local]);
+        assert!(
+            refused.starts_with(b"-ERR '") && refused.ends_with(b"outside the transaction\r\n"),
+            "{}",
+            String::from_utf8_lossy(&refused)
+        );
+        assert!(c.request(&[b"EXEC"]).starts_with(b"-EXECABORT"));
+    }
+    assert_eq!(c.request(&[b"GET", b"{m}k"]), b"$-1\r\n", "nothing ran");
+    assert_eq!(c.request(&[b"MULTI"]), b"+OK\r\n");
+    for queued in [
+        &[&b"PING"[..]][..],
+        &[b"ECHO", b"x"],
+        &[b"SELECT", b"0"],
+        &[b"SET", b"{m}k", b"2"],
+    ] {
+        assert_eq!(c.request(queued), b"+QUEUED\r\n");
+    }
+    assert_eq!(
+        c.request(&[b"EXEC"]),
+        b"*4\r\n+PONG\r\n$1\r\nx\r\n+OK\r\n+OK\r\n"
+    );
+}
+
 #[test]
 fn a_subscriber_whose_server_is_lost_is_closed() {
     let mut p = start(2, "");

@@ -257,6 +257,16 @@ impl Client {
                     }
                 }
             }
+            CommandKind::Local(LocalCommand::Quit) => self.local(pool, LocalCommand::Quit, bytes),
+            CommandKind::Local(_) if self.in_multi() => {
+                // Answered now, it would be missing from EXEC's array, and a client
+                // that matches that array to its commands would be misled.
+                self.mark_dirty();
+                err(&format!(
+                    "ERR '{}' inside a transaction is not supported by the proxy: cashew answers it itself, outside the transaction",
+                    spec.name
+                ))
+            }
             CommandKind::Local(command) => self.local(pool, command, bytes),
             CommandKind::Refused(reason) => {
                 self.mark_dirty();
