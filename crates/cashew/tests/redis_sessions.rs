@@ -402,6 +402,57 @@ fn commands_cashew_answers_are_refused_inside_multi() {
     );
 }
 
+/// Requests pipelined behind a blocking call wait for it (as on one connection to
+/// Redis) in the client's socket, not in cashew's memory: cashew stops reading
+/// until the call returns, and TCP holds the client back. Then every one is
+/// answered, in order.
+#[test]
+fn requests_behind_a_blocking_call_wait_in_the_socket_not_in_cashew() {
+    use std::io::{ErrorKind, Read};
+
+    let p = start(1, "");
+    let mut s = TcpStream::connect(p.listen).unwrap();
+    s.write_all(b"*3\r\n$5\r\nBLPOP\r\n$4\r\n{q}q\r\n$1\r\n3\r\n")
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    const GET: &[u8] = b"GET {q}k\r\n";
+    let chunk = GET.repeat(100_000);
+    s.set_write_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let started = Instant::now();
+    let mut written = 0;
+    while written < 128 << 20 && started.elapsed() < Duration::from_millis(1500) {
+        match s.write(&chunk[written % chunk.len()..]) {
+            Ok(n) => written += n,
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => break,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert!(
+        written < 32 << 20,
+        "{} MiB of requests were taken while the call blocked",
+        written >> 20
+    );
+    // The rest of a request cut short, then every reply.
+    s.set_write_timeout(None).unwrap();
+    s.write_all(&GET[written % GET.len()..]).unwrap();
+    let requests = written.div_ceil(GET.len());
+    let mut expected = b"*-1\r\n".to_vec();
+    expected.extend(b"$-1\r\n".repeat(requests));
+    let mut got = vec![0u8; expected.len()];
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    s.read_exact(&mut got).unwrap();
+    let first_difference = got.iter().zip(&expected).position(|(a, b)| a != b);
+    assert!(
+        first_difference.is_none(),
+        "{requests} requests answered in order after the call: {:?}",
+        first_difference.map(|at| String::from_utf8_lossy(
+            &got[at.saturating_sub(20)..(at + 40).min(got.len())]
+        )
+        .into_owned())
+    );
+}
+
 #[test]
 fn a_subscriber_whose_server_is_lost_is_closed() {
     let mut p = start(2, "");

@@ -37,6 +37,14 @@ pub(crate) trait Protocol {
     /// The bytes a settled reply puts on the wire, and whether to close after them.
     fn finish(&mut self, pending: Self::Pending) -> (Bytes, bool);
 
+    /// Whether complete requests wait in the input until the replies owed come (a
+    /// request for another connection): nothing more is read meanwhile, so a
+    /// client cannot pile up requests in cashew's memory.
+    #[inline]
+    fn holds_input(&self) -> bool {
+        false
+    }
+
     /// Whether a server may push to this client now (it subscribed).
     #[inline]
     fn may_push(&self) -> bool {

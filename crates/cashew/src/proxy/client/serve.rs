@@ -248,7 +248,7 @@ async fn serve_registered<P: Protocol>(
                     return Poll::Ready(Event::Push(push));
                 }
             }
-            if reading && queue.len() < budget.max_queue() {
+            if reading && queue.len() < budget.max_queue() && !protocol.holds_input() {
                 if let Poll::Ready(r) = poll_read_buf(&mut reader, &mut input, cx) {
                     return Poll::Ready(Event::Read(r));
                 }

@@ -134,6 +134,8 @@ pub(crate) struct Client {
     address: String,
     /// The connection its last request that went to a server went on.
     lane: Lane,
+    /// A request waits in the input for the replies before it (see [`Lane`]).
+    holding: bool,
     /// Its subscriptions, once it subscribes.
     subscriber: Option<Rc<std::cell::RefCell<pubsub::Subscriber>>>,
     /// Where it reached cashew: the node a Redis Cluster pool shows it.
@@ -159,6 +161,7 @@ impl Client {
             address: String::new(),
             subscriber: None,
             lane: Lane::Shared,
+            holding: false,
             local: None,
         }
     }
@@ -260,6 +263,7 @@ impl Protocol for Client {
     ) -> bool {
         let slot = self.slot.clone();
         let pool = &*slot.pool();
+        self.holding = false;
         while !self.done && queue.len() < max_queue && input.len() >= self.needed {
             match resp::parse_request_resumable(input, &mut self.args, &mut self.resume) {
                 Parsed::Incomplete { needed } => {
@@ -305,6 +309,7 @@ impl Protocol for Client {
                             // It goes on another connection than the requests before
                             // it: it is taken once they are answered, so that it
                             // runs after them, as on one connection to Redis.
+                            self.holding = true;
                             break;
                         }
                         if lane != Lane::Local {
@@ -331,6 +336,10 @@ impl Protocol for Client {
             }
         }
         true
+    }
+
+    fn holds_input(&self) -> bool {
+        self.holding
     }
 
     fn may_push(&self) -> bool {
