@@ -1,11 +1,13 @@
 //! A Redis Cluster for tests: redis-server nodes in cluster mode on free loopback
 //! ports, joined by `redis-cli --cluster create`.
 
+use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::process::{program, reserve, Process};
+use crate::cashew::Cashew;
+use crate::process::{free_port, program, reserve, Process};
 use crate::servers::{redis_server_on, redis_server_tls_on};
 use crate::tls::Issued;
 
@@ -84,6 +86,20 @@ fn tls_cluster_node(server: &Issued, ca: &Path, password: &str) -> Process {
 }
 
 impl RedisCluster {
+    /// cashew (`binary`, with `args`) in front of the cluster: a `redis_cluster`
+    /// pool seeded with the first node, a 3 s `timeout`, and `settings` (YAML lines
+    /// of the pool); and where it listens.
+    pub fn cashew(&self, binary: &str, settings: &str, args: &[&str]) -> (Cashew, SocketAddr) {
+        let listen: SocketAddr = format!("127.0.0.1:{}", free_port("127.0.0.1"))
+            .parse()
+            .unwrap();
+        let yaml = format!(
+            "cluster:\n  listen: {listen}\n  redis: true\n  redis_cluster: true\n  timeout: 3000\n{settings}  servers:\n    - {}:1\n",
+            self.nodes[0].addr
+        );
+        (Cashew::start(binary, &yaml, args), listen)
+    }
+
     /// `masters` masters with `replicas` replicas each, every slot assigned.
     pub fn start(masters: usize, replicas: usize) -> RedisCluster {
         let nodes: Vec<Process> = (0..masters * (1 + replicas))

@@ -6,7 +6,7 @@
 use std::net::SocketAddr;
 
 use cashew_testkit::cluster::RedisCluster;
-use cashew_testkit::{free_port, redis_server, run_node_script, Cashew, PoolProxy, Process};
+use cashew_testkit::{redis_server, run_node_script, PoolProxy, Process};
 
 const CASHEW: &str = env!("CARGO_BIN_EXE_cashew");
 
@@ -45,14 +45,7 @@ fn node_redis_in_resp2_and_resp3() {
 #[test]
 fn cluster_clients_of_ioredis_and_node_redis() {
     let cluster = RedisCluster::start(3, 0);
-    let listen: SocketAddr = format!("127.0.0.1:{}", free_port("127.0.0.1"))
-        .parse()
-        .unwrap();
-    let yaml = format!(
-        "cluster:\n  listen: {listen}\n  redis: true\n  redis_cluster: true\n  timeout: 3000\n  servers:\n    - {}:1\n",
-        cluster.nodes[0].addr
-    );
-    let _cashew = Cashew::start(CASHEW, &yaml, &[]);
+    let (_cashew, listen) = cluster.cashew(CASHEW, "", &[]);
     let out = run_node_script("cluster_clients.js", &address(listen));
     assert!(out.contains("all ok"), "{out}");
 }

@@ -18,15 +18,8 @@ fn cashew_for(cluster: &RedisCluster, settings: &str) -> (Cashew, SocketAddr) {
 }
 
 fn cashew_with_args(cluster: &RedisCluster, settings: &str, args: &[&str]) -> (Cashew, SocketAddr) {
-    let listen: SocketAddr = format!("127.0.0.1:{}", free_port("127.0.0.1"))
-        .parse()
-        .unwrap();
-    let yaml = format!(
-        "cluster:\n  listen: {listen}\n  redis: true\n  redis_cluster: true\n  timeout: 3000\n{settings}  servers:\n    - {}:1\n",
-        cluster.nodes[0].addr
-    );
     let args: Vec<&str> = ["--threads", "2"].iter().chain(args).copied().collect();
-    (Cashew::start(CASHEW, &yaml, &args), listen)
+    cluster.cashew(CASHEW, settings, &args)
 }
 
 fn client(addr: SocketAddr) -> redis::Connection {
