@@ -3,10 +3,10 @@
 //! server.
 
 use bytes::Bytes;
-use cashew_protocol::resp::{array_header, bulk, CommandSpec, Keys};
+use cashew_protocol::resp::{CommandSpec, Keys};
 use cashew_route::cluster_slot;
 
-use super::{err, Client, Pending};
+use super::{command, err, Client, Pending};
 use crate::proxy::client::Part;
 use crate::proxy::gutter::{self, Target};
 use crate::proxy::handoff::BackendError;
@@ -69,12 +69,8 @@ impl Client {
         if write && target.is_gutter() {
             let ttl = pool.config().gutter_ttl.to_string();
             for key in keys {
-                let mut expire = Vec::new();
-                array_header(&mut expire, 4);
-                for arg in [&b"EXPIRE"[..], key, ttl.as_bytes(), b"LT"] {
-                    bulk(&mut expire, arg);
-                }
-                to.send(s, self.id, expire.into(), false);
+                let expire = command(b"EXPIRE", &[key, ttl.as_bytes(), b"LT"]);
+                to.send(s, self.id, expire, false);
             }
         }
         part

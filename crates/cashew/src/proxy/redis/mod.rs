@@ -204,6 +204,17 @@ impl Lane {
     }
 }
 
+/// A command cashew sends a server itself: `name` and `args` as a RESP array.
+fn command(name: &[u8], args: &[&[u8]]) -> Bytes {
+    let mut out = Vec::with_capacity(16 + args.iter().map(|a| a.len() + 16).sum::<usize>());
+    resp::array_header(&mut out, 1 + args.len());
+    resp::bulk(&mut out, name);
+    for a in args {
+        resp::bulk(&mut out, a);
+    }
+    out.into()
+}
+
 fn ready(build: impl FnOnce(&mut Vec<u8>)) -> Pending {
     let mut out = Vec::new();
     build(&mut out);

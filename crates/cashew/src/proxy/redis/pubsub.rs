@@ -28,7 +28,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
 use super::session::PinSlot;
-use super::{err, Client, Pending};
+use super::{command, err, Client, Pending};
 use crate::proxy::ids::ServerId;
 use crate::proxy::pool::PoolRt;
 use crate::proxy::server::{open, ServerLink};
@@ -380,16 +380,6 @@ async fn tunnel(
     }
 }
 
-fn request(name: &[u8], args: &[&[u8]]) -> Bytes {
-    let mut out = Vec::with_capacity(16 + args.iter().map(|a| a.len() + 16).sum::<usize>());
-    array_header(&mut out, 1 + args.len());
-    bulk(&mut out, name);
-    for a in args {
-        bulk(&mut out, a);
-    }
-    out.into()
-}
-
 fn kind_name(command: PubSubCommand) -> &'static [u8] {
     match command {
         PubSubCommand::Subscribe => b"subscribe",
@@ -500,7 +490,7 @@ impl Client {
                     (true, _) => Ok(()),
                     (false, Punsubscribe) => {
                         let refs: Vec<&[u8]> = known.iter().map(|n| &n[..]).collect();
-                        let request = request(kind, &refs);
+                        let request = super::command(kind, &refs);
                         (0..servers).try_for_each(|s| match sub.tunnels[s].is_some() {
                             true => {
                                 self.send_to_server(pool, &mut sub, ServerId(s), request.clone())
@@ -552,7 +542,7 @@ impl Client {
             }
         }
         for (server, list) in groups {
-            self.send_to_server(pool, sub, server, request(name, &list))?;
+            self.send_to_server(pool, sub, server, command(name, &list))?;
         }
         Ok(())
     }

@@ -16,11 +16,9 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use cashew_protocol::resp::{
-    array_header, bulk, CommandKind, CommandSpec, Keys, LocalCommand, TransactionCommand,
-};
+use cashew_protocol::resp::{CommandKind, CommandSpec, Keys, LocalCommand, TransactionCommand};
 
-use super::{err, refused, Client, Lane, Pending};
+use super::{command, err, refused, Client, Lane, Pending};
 use crate::proxy::client::Part;
 use crate::proxy::ids::ServerId;
 use crate::proxy::pool::PoolRt;
@@ -245,11 +243,7 @@ impl Client {
                 {
                     Some(0) => {
                         let db = pool.config().redis_db.to_string();
-                        let mut select = Vec::new();
-                        array_header(&mut select, 2);
-                        bulk(&mut select, b"SELECT");
-                        bulk(&mut select, db.as_bytes());
-                        self.inside(pool, spec, &select.into(), &[])
+                        self.inside(pool, spec, &command(b"SELECT", &[db.as_bytes()]), &[])
                     }
                     _ => {
                         self.mark_dirty();
