@@ -515,3 +515,44 @@ fn a_transaction_whose_server_a_reload_removes_ends_with_an_error() {
         pinned(&p) == 0
     });
 }
+
+/// A subscriber's server that stops answering: after the pool's `timeout` the
+/// (un)subscribe waiting for it is answered with the error and the client is
+/// closed (as when the server is lost), whether its connection to the server
+/// was open already or was still being opened.
+#[test]
+fn a_subscriber_whose_server_stops_answering_is_told_and_closed() {
+    for frozen_before_subscribing in [false, true] {
+        let p = start(1, "  timeout: 300\n");
+        let mut s = TcpStream::connect(p.listen).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut reader = BufReader::new(s.try_clone().unwrap());
+        if !frozen_before_subscribing {
+            s.write_all(b"SUBSCRIBE a\r\n").unwrap();
+            let mut confirmation = String::new();
+            for _ in 0..6 {
+                reader.read_line(&mut confirmation).unwrap();
+            }
+            assert!(confirmation.ends_with(":1\r\n"), "{confirmation:?}");
+        }
+        p.backends[0].freeze();
+        let asked = Instant::now();
+        s.write_all(b"SUBSCRIBE b\r\nPING\r\n").unwrap();
+        let mut reply = String::new();
+        reader.read_line(&mut reply).unwrap();
+        assert_eq!(
+            reply, "-ERR Connection timed out\r\n",
+            "frozen before subscribing: {frozen_before_subscribing}"
+        );
+        let waited = asked.elapsed();
+        assert!(
+            waited >= Duration::from_millis(250) && waited < Duration::from_secs(3),
+            "answered after {waited:?}"
+        );
+        let mut rest = String::new();
+        let n = reader.read_line(&mut rest).unwrap_or(0);
+        assert_eq!(n, 0, "closed, not {rest:?}");
+        wait_for("released", Duration::from_secs(5), || pinned(&p) == 0);
+        p.backends[0].signal("CONT");
+    }
+}

@@ -365,6 +365,7 @@ impl Protocol for Client {
         self.families.finished();
         match pending {
             Pending::Quit => (Bytes::from_static(b"+OK\r\n"), true),
+            Pending::PubSub(confirmations) => confirmations.finish(),
             other => (self.reply_bytes(&self.slot.pool(), other), false),
         }
     }

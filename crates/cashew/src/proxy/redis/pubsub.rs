@@ -11,12 +11,17 @@
 //! their own count of subscriptions; the client is shown its own (over all
 //! servers), and a pattern's confirmation comes once, not once per server.
 //! Messages go out between replies. A subscriber whose server connection is lost
-//! is closed, so that it reconnects and subscribes again, as after losing a Redis.
+//! is closed, so that it reconnects and subscribes again, as after losing a Redis;
+//! so is one whose server has not confirmed within the pool's `timeout` (after
+//! that error as the reply).
 
 use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
 use std::rc::Rc;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use cashew_protocol::resp::{
@@ -26,12 +31,14 @@ use cashew_protocol::resp::{
 use cashew_protocol::server::Redis;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
+use tokio::time::{Instant, Sleep};
 
 use super::session::PinSlot;
 use super::{command, err, Client, Pending};
+use crate::proxy::handoff::BackendError;
 use crate::proxy::ids::ServerId;
 use crate::proxy::pool::PoolRt;
-use crate::proxy::server::{open, ServerLink};
+use crate::proxy::server::{open_within, ServerLink};
 
 /// Frames a subscriber's connections may hold for it before they stop reading
 /// their servers (whose output buffer limits then apply, as to a slow subscriber
@@ -40,8 +47,8 @@ const BACKLOG: usize = 1024;
 
 enum Frame {
     Data(Bytes),
-    /// A server connection ended.
-    Lost,
+    /// A server connection ended, or could not be opened.
+    Lost(BackendError),
 }
 
 struct Tunnel {
@@ -128,6 +135,7 @@ struct Owed {
     items: Vec<Item>,
     /// A server refused it: its error is the reply.
     refused: Option<Bytes>,
+    sent: Instant,
 }
 
 impl Owed {
@@ -151,15 +159,20 @@ pub(crate) struct Subscriber {
     /// Messages, and anything else a server sent unasked, waiting for a moment
     /// between replies.
     messages: VecDeque<Bytes>,
-    /// A server connection was lost: the client is closed.
-    lost: bool,
+    /// A server connection was lost, or did not confirm in time: the client is
+    /// closed, after this error as the reply of a command waiting.
+    lost: Option<BackendError>,
+    /// The pool's `timeout`: how long a confirmation may take.
+    timeout: Option<Duration>,
+    /// Armed for the oldest command waiting, while the client waits for it.
+    timer: Option<Pin<Box<Sleep>>>,
     /// Subscribed mode (RESP2): from a subscribe until no subscription is left.
     subscribed: bool,
     resp3: bool,
 }
 
 impl Subscriber {
-    fn new(servers: usize, resp3: bool) -> Subscriber {
+    fn new(servers: usize, resp3: bool, timeout: Option<Duration>) -> Subscriber {
         let (sender, frames) = mpsc::channel(BACKLOG);
         Subscriber {
             tunnels: (0..servers).map(|_| None).collect(),
@@ -169,7 +182,9 @@ impl Subscriber {
             shown: Subscriptions::default(),
             owed: VecDeque::new(),
             messages: VecDeque::new(),
-            lost: false,
+            lost: None,
+            timeout,
+            timer: None,
             subscribed: false,
             resp3,
         }
@@ -263,23 +278,49 @@ impl Subscriber {
         while let Ok(frame) = self.frames.try_recv() {
             match frame {
                 Frame::Data(frame) => self.take(frame),
-                Frame::Lost => self.lost = true,
+                Frame::Lost(error) => self.lose(error),
             }
         }
     }
 
+    /// Ready when the oldest command waiting has waited for `timeout`: the
+    /// subscriber is then lost.
+    fn poll_deadline(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let (Some(timeout), Some(oldest)) = (self.timeout, self.owed.front()) else {
+            return Poll::Pending;
+        };
+        let deadline = oldest.sent + timeout;
+        let timer = self
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        if timer.deadline() != deadline {
+            timer.as_mut().reset(deadline);
+        }
+        ready!(timer.as_mut().poll(cx));
+        self.lose(BackendError::TimedOut);
+        Poll::Ready(())
+    }
+
+    /// The first loss is the one reported.
+    fn lose(&mut self, error: BackendError) {
+        self.lost.get_or_insert(error);
+    }
+
     fn oldest_confirmed(&self) -> bool {
-        self.lost || self.owed.front().is_none_or(|o| !o.waiting())
+        self.lost.is_some() || self.owed.front().is_none_or(|o| !o.waiting())
     }
 
     /// The reply of the oldest command, confirmed: its confirmations with the
-    /// client's counts, or a server's error (nothing when a connection was lost).
+    /// client's counts, or a server's error, or why the subscriber was lost.
     fn reply_oldest(&mut self) -> Bytes {
         let Some(owed) = self.owed.pop_front() else {
             return Bytes::new();
         };
         if owed.waiting() {
-            return Bytes::new();
+            return self
+                .lost
+                .as_ref()
+                .map_or_else(Bytes::new, BackendError::redis_reply);
         }
         if let Some(error) = owed.refused {
             return error;
@@ -315,64 +356,68 @@ impl Confirmations {
         while !sub.oldest_confirmed() {
             match sub.frames.poll_recv(cx) {
                 Poll::Ready(Some(Frame::Data(frame))) => sub.take(frame),
-                Poll::Ready(Some(Frame::Lost)) => sub.lost = true,
+                Poll::Ready(Some(Frame::Lost(error))) => sub.lose(error),
                 // The subscriber holds a sender: never.
-                Poll::Ready(None) | Poll::Pending => return Poll::Pending,
+                Poll::Ready(None) | Poll::Pending => return sub.poll_deadline(cx),
             }
         }
         Poll::Ready(())
     }
 
-    /// The reply; empty when a server connection was lost (the client is then
-    /// closed, see `Client::poll_subscriber`).
+    /// The reply, and whether the client is then closed: a server connection
+    /// was lost or a server did not confirm in time.
     #[cold]
     #[inline(never)]
-    pub(super) fn finish(self) -> Bytes {
-        self.0.borrow_mut().reply_oldest()
+    pub(super) fn finish(self) -> (Bytes, bool) {
+        let mut sub = self.0.borrow_mut();
+        (sub.reply_oldest(), sub.lost.is_some())
     }
 }
 
 /// One server connection of a subscriber: writes the commands it is given, and
-/// passes every frame the server sends.
+/// passes every frame the server sends, then why the connection ended.
 async fn tunnel(
     link: ServerLink,
-    mut commands: mpsc::UnboundedReceiver<Bytes>,
+    commands: mpsc::UnboundedReceiver<Bytes>,
     out: mpsc::Sender<Frame>,
 ) {
-    let Ok(stream) = open::<Redis>(&link.settings, &link.health).await else {
-        let _ = out.send(Frame::Lost).await;
-        return;
-    };
+    if let Err(error) = relay(&link, commands, &out).await {
+        let _ = out.send(Frame::Lost(error)).await;
+    }
+}
+
+/// Ends well when the subscriber leaves.
+async fn relay(
+    link: &ServerLink,
+    mut commands: mpsc::UnboundedReceiver<Bytes>,
+    out: &mpsc::Sender<Frame>,
+) -> Result<(), BackendError> {
+    let io_error = |e: std::io::Error| BackendError::from_io(&e);
+    let stream = open_within::<Redis>(&link.settings, &link.health).await?;
     let (mut reader, mut writer) = stream.into_split();
     let mut buf = BytesMut::with_capacity(4096);
     loop {
         tokio::select! {
             command = commands.recv() => {
                 // None: the subscriber left; the connection closes.
-                let Some(command) = command else { return };
-                if writer.write_all(&command).await.is_err() || writer.flush().await.is_err() {
-                    let _ = out.send(Frame::Lost).await;
-                    return;
-                }
+                let Some(command) = command else { return Ok(()) };
+                writer.write_all(&command).await.map_err(io_error)?;
+                writer.flush().await.map_err(io_error)?;
             }
             read = reader.read_buf(&mut buf) => {
-                if !matches!(read, Ok(n) if n > 0) {
-                    let _ = out.send(Frame::Lost).await;
-                    return;
+                if read.map_err(io_error)? == 0 {
+                    return Err(BackendError::Closed);
                 }
                 loop {
                     match parse_reply(&buf) {
                         ReplyParse::Complete(n) => {
                             let frame = buf.split_to(n).freeze();
                             if out.send(Frame::Data(frame)).await.is_err() {
-                                return;
+                                return Ok(());
                             }
                         }
                         ReplyParse::Incomplete => break,
-                        ReplyParse::Invalid => {
-                            let _ = out.send(Frame::Lost).await;
-                            return;
-                        }
+                        ReplyParse::Invalid => return Err(BackendError::Protocol),
                     }
                 }
             }
@@ -409,7 +454,9 @@ impl Client {
         if sub.tunnels[server.0].is_none() {
             let slot = PinSlot::take(pool)?;
             let (commands, receiver) = mpsc::unbounded_channel();
-            let link = pool.private_link(server, self.resp3, true);
+            // With the pool's timeout: it bounds the opening alone, as the
+            // connection is read without one.
+            let link = pool.private_link(server, self.resp3, false);
             pool.spawn_private(tunnel(link, receiver, sub.sender.clone()));
             sub.tunnels[server.0] = Some(Tunnel {
                 commands,
@@ -431,10 +478,17 @@ impl Client {
         bytes: &Bytes,
     ) -> Pending {
         use PubSubCommand::*;
-        let servers = pool.config().servers.len();
+        let config = pool.config();
+        let servers = config.servers.len();
+        let timeout = config
+            .timeout_ms
+            .filter(|&t| t > 0)
+            .map(Duration::from_millis);
         let rc = self
             .subscriber
-            .get_or_insert_with(|| Rc::new(RefCell::new(Subscriber::new(servers, self.resp3))))
+            .get_or_insert_with(|| {
+                Rc::new(RefCell::new(Subscriber::new(servers, self.resp3, timeout)))
+            })
             .clone();
         let mut sub = rc.borrow_mut();
         let kind = kind_name(command);
@@ -518,6 +572,7 @@ impl Client {
         sub.owed.push_back(Owed {
             items,
             refused: None,
+            sent: Instant::now(),
         });
         drop(sub);
         Pending::PubSub(Confirmations(rc))
@@ -579,12 +634,12 @@ impl Client {
             if let Some(message) = sub.messages.pop_front() {
                 return Poll::Ready(Some(message));
             }
-            if sub.lost {
+            if sub.lost.is_some() {
                 return Poll::Ready(None);
             }
             match sub.frames.poll_recv(cx) {
                 Poll::Ready(Some(Frame::Data(frame))) => sub.take(frame),
-                Poll::Ready(Some(Frame::Lost)) => sub.lost = true,
+                Poll::Ready(Some(Frame::Lost(error))) => sub.lose(error),
                 // The subscriber holds a sender: never.
                 Poll::Ready(None) | Poll::Pending => return Poll::Pending,
             }
@@ -621,12 +676,13 @@ mod tests {
         sub.owed.push_back(Owed {
             items,
             refused: None,
+            sent: Instant::now(),
         });
     }
 
     #[test]
     fn confirmations_come_in_the_arguments_order_with_the_clients_count() {
-        let mut sub = Subscriber::new(3, false);
+        let mut sub = Subscriber::new(3, false, None);
         // SUBSCRIBE a b (on two servers), then PSUBSCRIBE n* (on all three).
         owe(&mut sub, b"subscribe", &[("a", 1), ("b", 1)]);
         owe(&mut sub, b"psubscribe", &[("n*", 3)]);
@@ -665,7 +721,7 @@ mod tests {
 
     #[test]
     fn a_servers_error_is_the_reply_of_the_command_waiting() {
-        let mut sub = Subscriber::new(1, true);
+        let mut sub = Subscriber::new(1, true, None);
         owe(&mut sub, b"subscribe", &[("a", 1)]);
         sub.take(Bytes::from_static(
             b"-NOPERM no permissions to access a channel\r\n",

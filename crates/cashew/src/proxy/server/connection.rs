@@ -13,7 +13,7 @@ use tokio::io::AsyncWrite;
 use tokio::time::{Instant, Sleep};
 
 use super::link::ServerLink;
-use super::open::open;
+use super::open::open_within;
 use super::pipeline::Pipeline;
 use crate::net::{poll_read_buf, StreamReader, StreamWriter};
 use crate::proxy::handoff::{BackendError, Job, JobQueue};
@@ -101,13 +101,7 @@ async fn run<C: ServerCodec>(link: Rc<ServerLink>, jobs: Rc<JobQueue>, preconnec
                 None => return,
             }
         };
-        let opening = open::<C>(settings, &link.health);
-        let connected = match settings.timeout {
-            Some(t) => tokio::time::timeout(t, opening)
-                .await
-                .unwrap_or(Err(BackendError::TimedOut)),
-            None => opening.await,
-        };
+        let connected = open_within::<C>(settings, &link.health).await;
         let mut pipeline = Pipeline::<C>::new(link.clone(), jobs.clone());
         match connected {
             Err(error) => {

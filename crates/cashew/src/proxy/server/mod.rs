@@ -15,7 +15,7 @@ mod probe;
 
 pub(crate) use connection::ServerConns;
 pub(crate) use link::{LinkSettings, ServerLink};
-pub(crate) use open::open;
+pub(crate) use open::open_within;
 #[cfg(any(test, feature = "harness"))]
 pub(crate) use pipeline::Pipeline;
 pub(crate) use probe::Probe;

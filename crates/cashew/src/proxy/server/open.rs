@@ -35,6 +35,20 @@ pub(crate) async fn open<C: ServerCodec>(
     Ok(stream)
 }
 
+/// [`open`] within the settings' `timeout`, when there is one.
+pub(crate) async fn open_within<C: ServerCodec>(
+    settings: &LinkSettings,
+    health: &ServerHealth,
+) -> Result<Stream, BackendError> {
+    let opening = open::<C>(settings, health);
+    match settings.timeout {
+        Some(t) => tokio::time::timeout(t, opening)
+            .await
+            .unwrap_or(Err(BackendError::TimedOut)),
+        None => opening.await,
+    }
+}
+
 /// Sends the handshake and reads its replies; the last one carries the server's
 /// version. A refused `AUTH` or `SELECT` fails the connection; a refused version
 /// request only leaves the version unknown.
