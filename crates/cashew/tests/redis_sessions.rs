@@ -7,6 +7,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
+use cashew_testkit::resp::compare_sequences;
 use cashew_testkit::{redis_server, PoolProxy, Process};
 use redis::{Connection, Value};
 
@@ -52,6 +53,29 @@ fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
     while !done() {
         assert!(Instant::now() < deadline, "{what}: not within {limit:?}");
         std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Between WATCH and MULTI a client may run any command, as on Redis: one on
+/// keys of another server runs outside the transaction, and every reply comes in
+/// the client's order, from the watched server's connection or not (compared,
+/// pipelined, with one redis-server's replies).
+#[test]
+fn commands_between_watch_and_multi_run_in_order_on_any_server() {
+    let p = start(3, "");
+    let reference = redis_server(&[]);
+    let (a, b) = tags_on_two_servers(&p);
+    let (w, same, other) = (format!("{a}w"), format!("{a}s"), format!("{b}o"));
+    let sequence = format!(
+        "SET {w} 1\nWATCH {w}\nSET {same} 5\nSET {other} 6\nMGET {same} {other} {w}\n\
+         INCR {same}\nINCR {other}\nBLPOP {other}q 0.01\nMGET {same} {other}\nMULTI\n\
+         INCR {w}\nEXEC\nMGET {same} {other} {w}\n\
+         WATCH {w}\nMSET {same} 1 {other} 2 {w} 7\nMULTI\nINCR {w}\nEXEC\nGET {w}\n\
+         DEL {same} {other} {w}\n"
+    );
+    // Replies on two connections may race: a few rounds.
+    for _ in 0..10 {
+        compare_sequences(&sequence, reference.addr, p.listen);
     }
 }
 

@@ -185,6 +185,10 @@ pub(crate) enum Lane {
     Local,
     /// The worker's shared connections to the servers.
     Shared,
+    /// The shared connections, for a command beside a transaction (see
+    /// `Client::beside_watch`): apart from `Shared`, which the common path takes
+    /// to mean that no transaction is open.
+    Beside,
     /// The connection of the client's transaction.
     Pinned,
     /// A connection of its own for one blocking call.
@@ -315,7 +319,7 @@ impl Protocol for Client {
                     let common = self.lane == Lane::Shared
                         && spec.is_some_and(|s| matches!(s.kind, CommandKind::Keyed(_)));
                     if !common {
-                        let lane = self.lane_of(spec);
+                        let lane = self.lane_of(pool, spec, &input[..request.len]);
                         if lane.waits_after(self.lane) && !queue.is_empty() {
                             // It goes on another connection than the requests before
                             // it: it is taken once they are answered, so that it
@@ -491,13 +495,24 @@ impl Client {
     /// The connection a request of this command goes on (see [`Lane`]); where
     /// that depends on more than its command, the one it may go on.
     #[inline(never)]
-    fn lane_of(&self, spec: Option<&CommandSpec>) -> Lane {
+    fn lane_of(&self, pool: &PoolRt, spec: Option<&CommandSpec>, bytes: &[u8]) -> Lane {
         let Some(spec) = spec else {
             return Lane::Local;
         };
         if self.session.is_active() {
-            return self.session.lane_of(spec.kind);
+            if !self.beside_watch(pool, spec, bytes) {
+                return self.session.lane_of(spec.kind);
+            }
+            return match self.lane_outside(spec) {
+                Lane::Shared => Lane::Beside,
+                lane => lane,
+            };
         }
+        self.lane_outside(spec)
+    }
+
+    /// The lane of a command outside a transaction.
+    fn lane_outside(&self, spec: &CommandSpec) -> Lane {
         match spec.kind {
             CommandKind::Keyed(_)
             | CommandKind::SplitKeys(_)
@@ -531,7 +546,7 @@ impl Client {
                 _ => return self.not_in_subscribed_mode(spec.name),
             }
         }
-        if self.session.is_active() {
+        if self.session.is_active() && !self.beside_watch(pool, spec, &bytes) {
             return self.in_session(pool, spec, &bytes);
         }
         self.route(pool, spec, bytes)

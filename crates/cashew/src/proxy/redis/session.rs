@@ -7,6 +7,9 @@
 //! with the keyless commands queued before it. Every keyed command inside must map
 //! to the same server; one that does not gets `-CROSSSLOT` (what Redis Cluster
 //! says) and EXEC then `-EXECABORT`, as Redis does after an error in a transaction.
+//! Between WATCH and MULTI, a command on keys of another server, or one that needs
+//! every server or a connection of its own, is served as outside the transaction:
+//! it is not part of it, and Redis runs it there too.
 //! A blocking call gets a connection without `timeout` for the call alone. The
 //! connection is closed when its last reply is delivered, or at once when the
 //! client leaves (a client blocked and gone frees its server connection).
@@ -205,6 +208,28 @@ impl Client {
         match self.pin(pool, server, true) {
             Ok(conn) => self.send_pinned(pool, &conn, bytes.clone()),
             Err(reply) => reply,
+        }
+    }
+
+    /// After WATCH, before MULTI: a command that is not the transaction's, to be
+    /// served as outside it (see the head of this file).
+    pub(super) fn beside_watch(&self, pool: &PoolRt, spec: &CommandSpec, bytes: &[u8]) -> bool {
+        let Session::Pinned(on) = &self.session else {
+            return false;
+        };
+        if on.multi {
+            return false;
+        }
+        match spec.kind {
+            CommandKind::Transaction(_) | CommandKind::Local(_) | CommandKind::Refused(_) => false,
+            CommandKind::Keyspace(_)
+            | CommandKind::BySubcommand
+            | CommandKind::PubSub(_)
+            | CommandKind::PubSubQuery(_)
+            | CommandKind::Blocking(_) => true,
+            _ => self
+                .command_keys(spec, bytes)
+                .is_some_and(|keys| keys.iter().any(|k| pool.route(k) != Some(on.server))),
         }
     }
 
