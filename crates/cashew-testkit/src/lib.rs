@@ -6,6 +6,7 @@ pub mod dns;
 pub mod faulty;
 pub mod load;
 pub mod netns;
+pub mod random;
 pub mod resp;
 pub mod tls;
 

@@ -7,6 +7,7 @@
 use std::io::Write;
 use std::net::SocketAddr;
 
+use cashew_testkit::random::Random;
 use cashew_testkit::resp::{encode, RespConn};
 use cashew_testkit::{redis_server, PoolProxy, Process};
 
@@ -99,26 +100,6 @@ const TRANSACTIONS: &[&str] = &[
     "MULTI", "EXEC", "DISCARD", "WATCH T", "UNWATCH", "MULTI", "EXEC",
 ];
 
-/// xorshift64*: a fixed sequence for a seed.
-struct Random(u64);
-
-impl Random {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-
-    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-        &items[self.below(items.len())]
-    }
-}
-
 const VALUES: &[&str] = &["-1", "0", "-3", "abc", "3.5", "", "xxxxxxxxxxxxxxxxxxxx"];
 
 /// One command from `template`, with `keys` for `K`.
@@ -159,7 +140,7 @@ fn compare(
     seed: u64,
     commands: usize,
 ) -> Vec<String> {
-    let mut random = Random(seed);
+    let mut random = Random::new(seed);
     let mut conns = [RespConn::connect(reference), RespConn::connect(through)];
     for conn in &mut conns {
         conn.request(&[b"HELLO", protocol.as_bytes()]);
