@@ -112,6 +112,38 @@ fn a_cluster_is_one_redis_through_cashew() {
         .query(&mut c)
         .unwrap();
     assert_eq!(n, 5);
+    // A script loaded once runs by its SHA1 on every master; the redis crate's
+    // Script loads it when EVALSHA says NOSCRIPT.
+    let sha: String = redis::cmd("SCRIPT")
+        .arg("LOAD")
+        .arg("return redis.call('GET', KEYS[1])")
+        .query(&mut c)
+        .unwrap();
+    for k in keys.iter().step_by(1001) {
+        let v: String = redis::cmd("EVALSHA")
+            .arg(&sha)
+            .arg(1)
+            .arg(k)
+            .query(&mut c)
+            .unwrap();
+        assert_eq!(v, format!("value of {k}"));
+    }
+    for port in cluster.masters().iter().map(|&m| cluster.nodes[m].addr.port()) {
+        assert_eq!(cli(port, &["SCRIPT", "EXISTS", &sha]).trim(), "1", "on {port}");
+    }
+    let exists: Vec<bool> = redis::cmd("SCRIPT")
+        .arg("EXISTS")
+        .arg(&sha)
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(exists, [true]);
+    let () = redis::cmd("SCRIPT").arg("FLUSH").query(&mut c).unwrap();
+    let script = redis::Script::new("return redis.call('STRLEN', KEYS[1])");
+    for k in keys.iter().step_by(1001) {
+        let n: usize = script.key(k).invoke(&mut c).unwrap();
+        assert_eq!(n, format!("value of {k}").len());
+    }
+
     let e = redis::cmd("SUNION")
         .arg("{a}x")
         .arg("{b}y")

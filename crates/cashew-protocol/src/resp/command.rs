@@ -16,22 +16,28 @@ pub enum Reason {
     Replication,
     Cluster,
     Databases,
-    Scripts,
 }
 
 impl Reason {
     /// The end of the refusal, after "is not supported by the proxy: ".
     pub fn text(self) -> &'static str {
         match self {
-            Reason::Blocking => "it blocks the server connection, which the proxy shares between clients",
-            Reason::Transactions => "transactions need every command on one connection to one server",
-            Reason::PubSub => "it needs server push on a connection of its own (pub/sub, client tracking)",
-            Reason::Keyspace => "it works on the whole keyspace, which is spread over several servers",
+            Reason::Blocking => {
+                "it blocks the server connection, which the proxy shares between clients"
+            }
+            Reason::Transactions => {
+                "transactions need every command on one connection to one server"
+            }
+            Reason::PubSub => {
+                "it needs server push on a connection of its own (pub/sub, client tracking)"
+            }
+            Reason::Keyspace => {
+                "it works on the whole keyspace, which is spread over several servers"
+            }
             Reason::Admin => "server administration: send it to each server directly",
             Reason::Replication => "replication: send it to each server directly",
             Reason::Cluster => "the proxy is not a redis cluster",
             Reason::Databases => "the pool's database is set by redis_db in its config",
-            Reason::Scripts => "scripts and functions would have to be loaded on every server; EVAL carries its script",
         }
     }
 }
@@ -84,6 +90,19 @@ pub enum KeyspaceCommand {
     Randomkey,
     Flushdb,
     Flushall,
+}
+
+/// How the replies of a command every server runs make one (Redis's
+/// `response_policy` for it in `COMMAND`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Combine {
+    /// SCRIPT LOAD, FLUSH; FUNCTION LOAD, DELETE, FLUSH, RESTORE: the first
+    /// server's reply (they all give the same) unless one gives an error.
+    AllSucceeded,
+    /// SCRIPT KILL, FUNCTION KILL: `+OK` if one server did it, else the first error.
+    OneSucceeded,
+    /// SCRIPT EXISTS: 1 for a script only where every server has it.
+    LogicalAnd,
 }
 
 /// The commands of a transaction, which hold a connection to one server from
@@ -159,6 +178,9 @@ pub enum CommandKind {
     Keyspace(KeyspaceCommand),
     /// About no key, answered by the first live server (`TIME`, `LOLWUT`).
     AnyServer,
+    /// Run by every live server of the pool (scripts are loaded and functions
+    /// kept on each): with `replicas`, a cluster pool's replicas too.
+    EveryServer { replicas: bool, combine: Combine },
     /// The subcommand decides (see [`SUBCOMMANDS`]).
     BySubcommand,
     /// Refused, with the reason.
@@ -192,6 +214,22 @@ impl CommandSpec {
     /// Whether cashew serves it (rather than refusing it).
     pub fn is_served(&self) -> bool {
         !matches!(self.kind, Refused(_))
+    }
+}
+
+/// Run by every master (functions are replicated with the data).
+const fn every_shard(combine: Combine) -> CommandKind {
+    EveryServer {
+        replicas: false,
+        combine,
+    }
+}
+
+/// Run by every server, replicas too (each keeps its own script cache).
+const fn every_node(combine: Combine) -> CommandKind {
+    EveryServer {
+        replicas: true,
+        combine,
     }
 }
 
@@ -361,7 +399,7 @@ const COMMAND_TABLE: &[CommandSpec] = &[
         Keyspace(KeyspaceCommand::Flushall),
     ),
     spec("flushdb", -1, (0, 0, 0), Keyspace(KeyspaceCommand::Flushdb)),
-    spec("function", -2, (0, 0, 0), Refused(Reason::Scripts)),
+    spec("function", -2, (0, 0, 0), BySubcommand),
     spec("geoadd", -5, (1, 1, 1), Keyed(1)),
     spec("geodist", -4, (1, 1, 1), Keyed(1)),
     spec("geohash", -2, (1, 1, 1), Keyed(1)),
@@ -538,7 +576,7 @@ const COMMAND_TABLE: &[CommandSpec] = &[
     spec("save", 1, (0, 0, 0), Refused(Reason::Admin)),
     spec("scan", -2, (0, 0, 0), Keyspace(KeyspaceCommand::Scan)),
     spec("scard", 2, (1, 1, 1), Keyed(1)),
-    spec("script", -2, (0, 0, 0), Refused(Reason::Scripts)),
+    spec("script", -2, (0, 0, 0), BySubcommand),
     spec("sdiff", -2, (1, -1, 1), Keyed(1)),
     spec("sdiffstore", -3, (1, -1, 1), Keyed(1)),
     spec("select", 2, (0, 0, 0), Local(LocalCommand::Select)),
@@ -679,6 +717,40 @@ const COMMAND_TABLE: &[CommandSpec] = &[
 pub static SUBCOMMANDS: &[CommandSpec] = SUBCOMMAND_TABLE;
 
 const SUBCOMMAND_TABLE: &[CommandSpec] = &[
+    spec(
+        "function|delete",
+        3,
+        (0, 0, 0),
+        every_shard(Combine::AllSucceeded),
+    ),
+    spec("function|dump", 2, (0, 0, 0), AnyServer),
+    spec(
+        "function|flush",
+        -2,
+        (0, 0, 0),
+        every_shard(Combine::AllSucceeded),
+    ),
+    spec("function|help", 2, (0, 0, 0), AnyServer),
+    spec(
+        "function|kill",
+        2,
+        (0, 0, 0),
+        every_shard(Combine::OneSucceeded),
+    ),
+    spec("function|list", -2, (0, 0, 0), AnyServer),
+    spec(
+        "function|load",
+        -3,
+        (0, 0, 0),
+        every_shard(Combine::AllSucceeded),
+    ),
+    spec(
+        "function|restore",
+        -3,
+        (0, 0, 0),
+        every_shard(Combine::AllSucceeded),
+    ),
+    spec("function|stats", 2, (0, 0, 0), AnyServer),
     spec("memory|doctor", 2, (0, 0, 0), Refused(Reason::Admin)),
     spec("memory|help", 2, (0, 0, 0), AnyServer),
     spec("memory|malloc-stats", 2, (0, 0, 0), Refused(Reason::Admin)),
@@ -720,6 +792,32 @@ const SUBCOMMAND_TABLE: &[CommandSpec] = &[
         -2,
         (0, 0, 0),
         PubSubQuery(PubSubQuery::Counts),
+    ),
+    spec("script|debug", 3, (0, 0, 0), Refused(Reason::Admin)),
+    spec(
+        "script|exists",
+        -3,
+        (0, 0, 0),
+        every_shard(Combine::LogicalAnd),
+    ),
+    spec(
+        "script|flush",
+        -2,
+        (0, 0, 0),
+        every_node(Combine::AllSucceeded),
+    ),
+    spec("script|help", 2, (0, 0, 0), AnyServer),
+    spec(
+        "script|kill",
+        2,
+        (0, 0, 0),
+        every_shard(Combine::OneSucceeded),
+    ),
+    spec(
+        "script|load",
+        3,
+        (0, 0, 0),
+        every_node(Combine::AllSucceeded),
     ),
     spec("xgroup|create", -5, (2, 2, 1), Keyed(2)),
     spec("xgroup|createconsumer", 5, (2, 2, 1), Keyed(2)),

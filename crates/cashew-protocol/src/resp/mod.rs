@@ -8,8 +8,9 @@ mod reply;
 mod request;
 
 pub use command::{
-    lookup, lookup_subcommand, CommandKind, CommandSpec, Keys, KeyspaceCommand, LocalCommand,
-    Merge, PubSubCommand, PubSubQuery, Reason, TransactionCommand, COMMANDS, SUBCOMMANDS,
+    lookup, lookup_subcommand, Combine, CommandKind, CommandSpec, Keys, KeyspaceCommand,
+    LocalCommand, Merge, PubSubCommand, PubSubQuery, Reason, TransactionCommand, COMMANDS,
+    SUBCOMMANDS,
 };
 pub use encode::{
     array_header, bulk, error, integer, map_header, null, null_bulk, simple, verbatim_text,

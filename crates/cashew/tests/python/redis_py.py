@@ -77,6 +77,56 @@ def bump(p):
 assert r.transaction(bump, f"{acct}:a") == [True]
 assert r.get(f"{acct}:a") == b"16"
 
+# A check-and-set that reads other keys (on any server) between WATCH and MULTI.
+r.mset({f"{tag}:rate{i}": i for i in range(10)})
+
+
+def add_rates(p):
+    value = int(p.get(f"{acct}:a")) + sum(int(p.get(f"{tag}:rate{i}")) for i in range(10))
+    p.multi()
+    p.set(f"{acct}:a", value)
+
+
+assert r.transaction(add_rates, f"{acct}:a") == [True]
+assert r.get(f"{acct}:a") == b"61"
+
+# Scripts: a registered script is loaded on every server when EVALSHA first finds
+# it missing, so it runs wherever its key is; also inside a pipeline.
+r.script_flush()
+incr_by = r.register_script("return redis.call('incrby', KEYS[1], ARGV[1])")
+for i in range(10):
+    assert incr_by(keys=[f"{tag}:rate{i}"], args=[10]) == i + 10
+assert r.script_exists(incr_by.sha) == [True]
+pipe = r.pipeline(transaction=False)
+for i in range(10):
+    incr_by(keys=[f"{tag}:rate{i}"], args=[1], client=pipe)
+assert pipe.execute() == [i + 11 for i in range(10)]
+
+# Functions: loaded on every server, so FCALL finds them wherever its key is.
+library = (
+    "#!lua name=cashewlib\n"
+    "redis.register_function('cashew_get', function(keys, args) return redis.call('get', keys[1]) end)"
+)
+assert r.function_load(library, replace=True) in (b"cashewlib", "cashewlib")
+for i in range(10):
+    assert r.fcall("cashew_get", 1, f"{tag}:rate{i}") == str(i + 11).encode()
+assert r.function_delete("cashewlib") in (True, b"OK", "OK")
+try:
+    r.fcall("cashew_get", 1, f"{tag}:rate0")
+    sys.exit("FCALL of a deleted function answered")
+except redis.exceptions.ResponseError as e:
+    assert "Function not found" in str(e), e
+
+# redis-py's lock (its release and extend are registered scripts).
+lock = r.lock(f"{tag}:lock", timeout=5)
+assert lock.acquire(blocking=False)
+assert not r.lock(f"{tag}:lock", timeout=5).acquire(blocking=False)
+assert lock.extend(5)
+lock.release()
+assert r.get(f"{tag}:lock") is None
+with r.lock(f"{tag}:lock", timeout=5, blocking_timeout=1):
+    assert r.get(f"{tag}:lock") is not None
+
 # A blocking call that times out, and one that something else releases.
 assert r.blpop([f"{tag}:empty"], timeout=0.05) is None
 r.rpush(f"{tag}:jobs", "job-1")

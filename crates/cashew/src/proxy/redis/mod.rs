@@ -7,6 +7,7 @@
 
 mod auth;
 mod cluster;
+mod every_server;
 mod forward;
 mod keyspace;
 mod local;
@@ -520,6 +521,7 @@ impl Client {
             | CommandKind::SameServer(_)
             | CommandKind::Script
             | CommandKind::AnyServer
+            | CommandKind::EveryServer { .. }
             | CommandKind::BySubcommand
             | CommandKind::Keyspace(_)
             | CommandKind::PubSubQuery(_) => Lane::Shared,
@@ -584,6 +586,9 @@ impl Client {
             CommandKind::Keyspace(command) => self.keyspace(pool, command, &bytes),
             CommandKind::Keyed(key) => self.forward_by(pool, usize::from(key), bytes, spec.write),
             CommandKind::AnyServer => self.forward_any(pool, &bytes),
+            CommandKind::EveryServer { replicas, combine } => {
+                self.every_server(pool, replicas, combine, &bytes)
+            }
             CommandKind::Script => self.script(pool, spec, &bytes),
             CommandKind::SameServer(keys) => self.same_server(pool, spec, keys, &bytes),
             CommandKind::SplitKeys(merge) => self.split(pool, spec, &bytes, Some(merge)),

@@ -223,6 +223,7 @@ impl Client {
         match spec.kind {
             CommandKind::Transaction(_) | CommandKind::Local(_) | CommandKind::Refused(_) => false,
             CommandKind::Keyspace(_)
+            | CommandKind::EveryServer { .. }
             | CommandKind::BySubcommand
             | CommandKind::PubSub(_)
             | CommandKind::PubSubQuery(_)
@@ -292,6 +293,7 @@ impl Client {
                 refused(spec.name, reason)
             }
             CommandKind::Keyspace(_)
+            | CommandKind::EveryServer { .. }
             | CommandKind::BySubcommand
             | CommandKind::PubSub(_)
             | CommandKind::PubSubQuery(_) => {
