@@ -128,8 +128,16 @@ fn a_cluster_is_one_redis_through_cashew() {
             .unwrap();
         assert_eq!(v, format!("value of {k}"));
     }
-    for port in cluster.masters().iter().map(|&m| cluster.nodes[m].addr.port()) {
-        assert_eq!(cli(port, &["SCRIPT", "EXISTS", &sha]).trim(), "1", "on {port}");
+    for port in cluster
+        .masters()
+        .iter()
+        .map(|&m| cluster.nodes[m].addr.port())
+    {
+        assert_eq!(
+            cli(port, &["SCRIPT", "EXISTS", &sha]).trim(),
+            "1",
+            "on {port}"
+        );
     }
     let exists: Vec<bool> = redis::cmd("SCRIPT")
         .arg("EXISTS")
