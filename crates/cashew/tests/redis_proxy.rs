@@ -468,3 +468,51 @@ fn redis_benchmark_runs_without_errors() {
         .unwrap();
     assert!(matches!(v, Value::BulkString(_)), "{v:?}");
 }
+
+/// SCRIPT LOAD goes to every server; one that is down does not fail it (it
+/// lacks the script as a server that joins later does), so a script still runs
+/// by its SHA1 on the keys of the servers that are up. A script that does not
+/// compile is the servers' error.
+#[test]
+fn scripts_load_on_every_server_that_is_up() {
+    let mut p = Proxy::start(
+        3,
+        &[],
+        "  server_failure_limit: 1\n  auto_eject_hosts: false\n",
+    );
+    let mut c = p.client();
+    let script = "return redis.call('INCR', KEYS[1])";
+    let keys = keys(30, "s");
+    let placed = p.routed(&keys);
+    drop(p.0.backends.remove(2));
+    for _ in 0..2 {
+        let sha: String = redis::cmd("SCRIPT")
+            .arg("LOAD")
+            .arg(script)
+            .query(&mut c)
+            .unwrap();
+        for (k, _) in keys.iter().zip(&placed).filter(|(_, &s)| s < 2) {
+            let _: i64 = redis::cmd("EVALSHA")
+                .arg(&sha)
+                .arg(1)
+                .arg(k)
+                .query(&mut c)
+                .unwrap();
+        }
+        for i in 0..2 {
+            let there: Vec<bool> = redis::cmd("SCRIPT")
+                .arg("EXISTS")
+                .arg(&sha)
+                .query(&mut p.direct(i))
+                .unwrap();
+            assert_eq!(there, [true], "server {i}");
+        }
+        let () = redis::cmd("SCRIPT").arg("FLUSH").query(&mut c).unwrap();
+    }
+    let e = redis::cmd("SCRIPT")
+        .arg("LOAD")
+        .arg("return +")
+        .query::<String>(&mut c)
+        .unwrap_err();
+    assert!(e.to_string().contains("Error compiling script"), "{e}");
+}

@@ -38,35 +38,50 @@ impl Client {
         }
         pool.pool_stats()
             .add(PoolCounter::Fragments, parts.len() as u64);
-        self.gather_combined(combine, parts)
+        Pending::EveryServer(combine, parts)
     }
 
-    /// KILL: `+OK` if one server stopped what it ran; else the first refusal
-    /// (`NOTBUSY` when none was running anything).
-    pub(super) fn one_succeeded(&self, pool: &PoolRt, parts: &mut [Part]) -> Bytes {
-        let mut first_error = None;
+    /// The parts' replies as one. A server that could not be reached (down, not
+    /// yet found so) does not fail the command: it lacks the script as a server
+    /// that joins later does, and EVALSHA's NOSCRIPT there has clients load it
+    /// again. A server's error reply does (a script that does not compile).
+    pub(super) fn combined(&self, pool: &PoolRt, combine: Combine, parts: &mut [Part]) -> Bytes {
+        let mut replies = Vec::with_capacity(parts.len());
+        let mut unreachable = None;
         for p in parts.iter_mut() {
             match p.take() {
-                Ok(r) if r.starts_with(b"+") => return r,
-                Ok(r) => {
-                    first_error.get_or_insert(r);
-                }
+                Ok(r) => replies.push(r),
                 Err(e) => {
                     let reply = self.failed(pool, e);
-                    first_error.get_or_insert(reply);
+                    unreachable.get_or_insert(reply);
                 }
             }
         }
-        first_error.unwrap_or_default()
+        if replies.is_empty() {
+            return unreachable.unwrap_or_default();
+        }
+        combine_replies(combine, replies)
     }
 }
 
-/// The servers' replies (none an error) as one.
-pub(super) fn combined(combine: Combine, mut replies: Vec<Bytes>) -> Bytes {
-    match combine {
+fn is_error(reply: &[u8]) -> bool {
+    matches!(reply.first(), Some(b'-' | b'!'))
+}
+
+/// The servers' replies as one.
+fn combine_replies(combine: Combine, mut replies: Vec<Bytes>) -> Bytes {
+    let first_error = replies.iter().position(|r| is_error(r));
+    match (combine, first_error) {
+        // KILL: `+OK` if one server stopped what it ran; else the first refusal
+        // (`NOTBUSY` when none was running anything).
+        (Combine::OneSucceeded, _) => match replies.iter().position(|r| !is_error(r)) {
+            Some(ok) => replies.swap_remove(ok),
+            None => replies.swap_remove(0),
+        },
+        (_, Some(error)) => replies.swap_remove(error),
         // They are all the same (the script's SHA1, the library's name, `+OK`).
-        Combine::AllSucceeded | Combine::OneSucceeded => replies.swap_remove(0),
-        Combine::LogicalAnd => logical_and(&replies),
+        (Combine::AllSucceeded, None) => replies.swap_remove(0),
+        (Combine::LogicalAnd, None) => logical_and(&replies),
     }
 }
 
@@ -96,13 +111,36 @@ mod tests {
             Bytes::from_static(b"*3\r\n:1\r\n:0\r\n:0\r\n"),
         ];
         assert_eq!(
-            &combined(Combine::LogicalAnd, replies.to_vec())[..],
+            &combine_replies(Combine::LogicalAnd, replies.to_vec())[..],
             b"*3\r\n:1\r\n:0\r\n:0\r\n"
         );
         // One server: its reply.
         assert_eq!(
-            &combined(Combine::LogicalAnd, replies[..1].to_vec())[..],
+            &combine_replies(Combine::LogicalAnd, replies[..1].to_vec())[..],
             &replies[0][..]
+        );
+        // An error wins.
+        let refused = Bytes::from_static(b"-ERR Error compiling script\r\n");
+        assert_eq!(
+            combine_replies(
+                Combine::AllSucceeded,
+                vec![replies[0].clone(), refused.clone()]
+            ),
+            refused
+        );
+        // KILL: one server that stopped a script is enough.
+        let notbusy = Bytes::from_static(b"-NOTBUSY No scripts in execution right now.\r\n");
+        let ok = Bytes::from_static(b"+OK\r\n");
+        assert_eq!(
+            combine_replies(Combine::OneSucceeded, vec![notbusy.clone(), ok.clone()]),
+            ok
+        );
+        assert_eq!(
+            combine_replies(
+                Combine::OneSucceeded,
+                vec![notbusy.clone(), notbusy.clone()]
+            ),
+            notbusy
         );
     }
 }

@@ -20,8 +20,8 @@ use std::hash::{BuildHasher, RandomState};
 
 use bytes::Bytes;
 use cashew_protocol::resp::{
-    array_header, bulk, parse_reply, reply_elements, verbatim_text, Combine, KeyspaceCommand,
-    PubSubQuery, ReplyParse,
+    array_header, bulk, parse_reply, reply_elements, verbatim_text, KeyspaceCommand, PubSubQuery,
+    ReplyParse,
 };
 
 use super::local::InfoSections;
@@ -99,8 +99,6 @@ enum Kind {
     Info {
         sections: InfoSections,
     },
-    /// A command every server runs (see `every_server`).
-    Combined(Combine),
 }
 
 impl Gather {
@@ -167,11 +165,6 @@ impl Client {
         Pending::Keyspace(Box::new(Gather { kind, parts }))
     }
 
-    /// The parts of a command every server runs (see `every_server`).
-    pub(super) fn gather_combined(&self, combine: Combine, parts: Vec<Part>) -> Pending {
-        self.gather(Kind::Combined(combine), parts)
-    }
-
     pub(super) fn forward_part(&self, pool: &PoolRt, server: ServerId, request: Bytes) -> Part {
         Part::new(pool.send_redis(server, self.id, request, self.resp3))
     }
@@ -221,9 +214,6 @@ impl Client {
     }
 
     pub(super) fn gathered(&self, pool: &PoolRt, mut gather: Gather) -> Bytes {
-        if let Kind::Combined(Combine::OneSucceeded) = gather.kind {
-            return self.one_succeeded(pool, &mut gather.parts);
-        }
         let mut replies = Vec::with_capacity(gather.parts.len());
         for p in &mut gather.parts {
             match p.take() {
@@ -269,7 +259,6 @@ impl Client {
                 tag,
                 servers,
             } => scan_reply(&replies[0], server, tag, servers),
-            Kind::Combined(combine) => super::every_server::combined(combine, replies),
             Kind::Info { sections } => {
                 let mut text = self.info(pool, sections);
                 if !text.is_empty() {

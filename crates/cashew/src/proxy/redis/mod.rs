@@ -22,7 +22,7 @@ use std::task::{Context, Poll};
 
 use bytes::{Bytes, BytesMut};
 use cashew_protocol::resp::{
-    self, error, lookup, lookup_subcommand, null, null_bulk, CommandKind, CommandSpec,
+    self, error, lookup, lookup_subcommand, null, null_bulk, Combine, CommandKind, CommandSpec,
     LocalCommand, Parsed, Reason, TransactionCommand,
 };
 
@@ -52,6 +52,8 @@ pub(crate) enum Pending {
     AllOk(Vec<Part>),
     /// SCAN, KEYS, RANDOMKEY and INFO's keyspace over the servers.
     Keyspace(Box<keyspace::Gather>),
+    /// SCRIPT and FUNCTION subcommands every server runs, combined so.
+    EveryServer(Combine, Vec<Part>),
     /// A reply on a connection of the client's own (a transaction, a blocking
     /// call), which it keeps open until the reply is delivered (or the client
     /// leaves: then it is closed at once).
@@ -84,9 +86,10 @@ impl PendingReply for Pending {
             Pending::Single(part)
             | Pending::AfterVersion { part, .. }
             | Pending::Pinned(part, _) => part.try_settle(),
-            Pending::Mget { parts, .. } | Pending::Sum(parts) | Pending::AllOk(parts) => {
-                try_settle_all(parts)
-            }
+            Pending::Mget { parts, .. }
+            | Pending::Sum(parts)
+            | Pending::AllOk(parts)
+            | Pending::EveryServer(_, parts) => try_settle_all(parts),
             Pending::Keyspace(gather) => gather.try_settle(),
             Pending::PubSub(confirmations) => confirmations.try_settle(),
         }
@@ -102,9 +105,10 @@ impl PendingReply for Pending {
             Pending::Single(part)
             | Pending::AfterVersion { part, .. }
             | Pending::Pinned(part, _) => part.poll_settle(cx),
-            Pending::Mget { parts, .. } | Pending::Sum(parts) | Pending::AllOk(parts) => {
-                poll_settle_all(parts, cx)
-            }
+            Pending::Mget { parts, .. }
+            | Pending::Sum(parts)
+            | Pending::AllOk(parts)
+            | Pending::EveryServer(_, parts) => poll_settle_all(parts, cx),
             Pending::Keyspace(gather) => gather.poll_settle(cx),
             Pending::PubSub(confirmations) => confirmations.poll_settle(cx),
         }

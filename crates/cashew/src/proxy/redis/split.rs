@@ -121,6 +121,7 @@ impl Client {
             }
             Pending::AllOk(mut parts) => all_ok(&mut parts, b"+OK\r\n", |e| self.failed(pool, e)),
             Pending::Keyspace(gather) => self.gathered(pool, *gather),
+            Pending::EveryServer(combine, mut parts) => self.combined(pool, combine, &mut parts),
             Pending::PubSub(confirmations) => confirmations.finish().0,
             // The server's answer is not the client's: only its version is (and
             // without a server, the fallback version is reported).
