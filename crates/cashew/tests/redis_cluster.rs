@@ -151,6 +151,35 @@ fn a_cluster_is_one_redis_through_cashew() {
         let n: usize = script.key(k).invoke(&mut c).unwrap();
         assert_eq!(n, format!("value of {k}").len());
     }
+    // A library of functions, loaded once, is called on every master.
+    let name: String = redis::cmd("FUNCTION")
+        .arg("LOAD")
+        .arg("REPLACE")
+        .arg("#!lua name=cashewlib\nredis.register_function('cashew_len', function(keys) return redis.call('STRLEN', keys[1]) end)")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(name, "cashewlib");
+    for k in keys.iter().step_by(1001) {
+        let n: usize = redis::cmd("FCALL")
+            .arg("cashew_len")
+            .arg(1)
+            .arg(k)
+            .query(&mut c)
+            .unwrap();
+        assert_eq!(n, format!("value of {k}").len());
+    }
+    let () = redis::cmd("FUNCTION")
+        .arg("DELETE")
+        .arg("cashewlib")
+        .query(&mut c)
+        .unwrap();
+    for port in cluster
+        .masters()
+        .iter()
+        .map(|&m| cluster.nodes[m].addr.port())
+    {
+        assert_eq!(cli(port, &["FUNCTION", "LIST"]).trim(), "", "on {port}");
+    }
 
     let e = redis::cmd("SUNION")
         .arg("{a}x")
