@@ -16,7 +16,9 @@ pub use encode::{
     array_header, bulk, error, integer, map_header, null, null_bulk, simple, verbatim_text,
 };
 pub use redirect::{parse_redirect, Redirect};
-pub use reply::{element_text, parse_reply, parse_reply_resumable, reply_elements, ReplyParse};
+pub use reply::{
+    element_text, is_error, parse_reply, parse_reply_resumable, reply_elements, ReplyParse,
+};
 pub use request::{
     parse_request, parse_request_resumable, Parsed, Request, RequestResume, MAX_BULK_LEN,
     MAX_MULTIBULK_LEN,

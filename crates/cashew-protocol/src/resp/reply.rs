@@ -10,6 +10,12 @@ pub fn parse_reply(buf: &[u8]) -> ReplyParse {
     parse_reply_resumable(buf, &mut Resume::default())
 }
 
+/// Whether a whole reply is an error: a simple error (`-`) or a RESP3 blob
+/// error (`!`).
+pub fn is_error(reply: &[u8]) -> bool {
+    matches!(reply.first(), Some(b'-' | b'!'))
+}
+
 /// The elements of a whole array, push or map reply (a map's keys and values in
 /// turn), each as its bytes; `None` for any other reply or a malformed one.
 pub fn reply_elements(reply: &[u8]) -> Option<Vec<&[u8]>> {
@@ -210,6 +216,15 @@ fn length(digits: &[u8]) -> Option<Option<usize>> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn errors_are_simple_and_blob_errors() {
+        assert!(is_error(b"-ERR x\r\n"));
+        assert!(is_error(b"!3\r\nbad\r\n"));
+        assert!(!is_error(b"+OK\r\n"));
+        assert!(!is_error(b"$1\r\n-\r\n"));
+        assert!(!is_error(b""));
+    }
 
     #[test]
     fn elements_of_arrays_pushes_and_maps() {

@@ -6,7 +6,7 @@
 //! meanwhile: EVALSHA there gets NOSCRIPT, on which clients load the script again.
 
 use bytes::Bytes;
-use cashew_protocol::resp::{array_header, integer, reply_elements, Combine};
+use cashew_protocol::resp::{array_header, integer, is_error, reply_elements, Combine};
 
 use super::{Client, Pending};
 use crate::proxy::client::Part;
@@ -18,7 +18,7 @@ impl Client {
     /// Sends the command to every live server (`replicas`: a cluster pool's
     /// replicas too), its replies combined by `combine`.
     pub(super) fn every_server(
-        &mut self,
+        &self,
         pool: &PoolRt,
         replicas: bool,
         combine: Combine,
@@ -62,10 +62,6 @@ impl Client {
         }
         combine_replies(combine, replies)
     }
-}
-
-fn is_error(reply: &[u8]) -> bool {
-    matches!(reply.first(), Some(b'-' | b'!'))
 }
 
 /// The servers' replies as one.

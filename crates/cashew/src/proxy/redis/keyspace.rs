@@ -20,8 +20,8 @@ use std::hash::{BuildHasher, RandomState};
 
 use bytes::Bytes;
 use cashew_protocol::resp::{
-    array_header, bulk, parse_reply, reply_elements, verbatim_text, KeyspaceCommand, PubSubQuery,
-    ReplyParse,
+    array_header, bulk, is_error, parse_reply, reply_elements, verbatim_text, KeyspaceCommand,
+    PubSubQuery, ReplyParse,
 };
 
 use super::local::InfoSections;
@@ -217,7 +217,7 @@ impl Client {
         let mut replies = Vec::with_capacity(gather.parts.len());
         for p in &mut gather.parts {
             match p.take() {
-                Ok(r) if r.starts_with(b"-") || r.starts_with(b"!") => return r,
+                Ok(r) if is_error(&r) => return r,
                 Ok(r) => replies.push(r),
                 Err(e) => return self.failed(pool, e),
             }

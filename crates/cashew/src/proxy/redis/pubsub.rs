@@ -25,8 +25,8 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use cashew_protocol::resp::{
-    array_header, bulk, element_text, integer, null, null_bulk, parse_reply, reply_elements,
-    PubSubCommand, ReplyParse,
+    array_header, bulk, element_text, integer, is_error, null, null_bulk, parse_reply,
+    reply_elements, PubSubCommand, ReplyParse,
 };
 use cashew_protocol::server::Redis;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -214,7 +214,7 @@ impl Subscriber {
     /// Takes a frame a server sent: a confirmation is counted for the oldest
     /// command that waits for it; a message is kept for the client if it wants it.
     fn take(&mut self, frame: Bytes) {
-        if matches!(frame.first(), Some(b'-' | b'!')) {
+        if is_error(&frame) {
             // A server refused a command: the oldest one still waiting gets it.
             if let Some(owed) = self.owed.iter_mut().find(|o| o.waiting()) {
                 owed.refused = Some(frame);
