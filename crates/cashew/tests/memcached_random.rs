@@ -4,6 +4,7 @@
 //! protocol mixed on one connection. The seeds are fixed, so a failure is found
 //! again by running the test again.
 
+use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
@@ -14,11 +15,12 @@ use cashew_testkit::{memcached, PoolProxy};
 const CASHEW: &str = env!("CARGO_BIN_EXE_cashew");
 
 /// Requests on a few keys: `K` one key, `K*` one to six, `V` a value with its
-/// length (`L`) and data block, `F` flags. Left out: what the servers of a pool
-/// answer with their own numbers (CAS uniques: `gets`, `cas`, `mg c`), what the
-/// clock answers (`mg t`, the seconds left, may differ by one between them), and
-/// arithmetic that wraps or shrinks a number, which memcached pads with spaces
-/// or not depending on whether another connection holds the item.
+/// length (`L`) and data block, `F` flags, `C` the CAS unique the connection last
+/// saw for the key (each server numbers its items, so the two sides' uniques
+/// differ: they are compared masked). Left out: what the clock answers (`mg t`,
+/// the seconds left, may differ by one between them), and arithmetic that wraps
+/// or shrinks a number, which memcached pads with spaces or not depending on
+/// whether another connection holds the item.
 const TEMPLATES: &[&str] = &[
     "set K F 0 L\r\nV",
     "add K F 0 L\r\nV",
@@ -27,6 +29,11 @@ const TEMPLATES: &[&str] = &[
     "prepend K F 0 L\r\nV",
     "get K*",
     "get K",
+    "gets K*",
+    "gets K",
+    "gats 1000 K*",
+    "cas K F 0 L C\r\nV",
+    "cas K F 0 L C\r\nV",
     "gat 1000 K*",
     "touch K 1000",
     "delete K",
@@ -72,8 +79,33 @@ const VALUES: &[&str] = &[
     "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
 ];
 
-/// One request from `template`: its bytes, and whether its reply ends at `END`.
-fn request(template: &str, random: &mut Random) -> (Vec<u8>, bool) {
+struct Request {
+    /// With [`CAS`] where the unique goes.
+    bytes: Vec<u8>,
+    /// The reply ends at `END`.
+    until_end: bool,
+    /// The key a `cas` is about.
+    cas_key: Option<String>,
+}
+
+/// Where a request's CAS unique goes, each connection putting its own.
+const CAS: &str = "@cas@";
+
+impl Request {
+    fn bytes_for(&self, conn: &Conn) -> Vec<u8> {
+        let Some(key) = &self.cas_key else {
+            return self.bytes.clone();
+        };
+        // A unique no item has: `EXISTS` (or `NOT_FOUND`) on both sides.
+        let unique = conn.cas.get(key).map_or("999999999", String::as_str);
+        String::from_utf8_lossy(&self.bytes)
+            .replace(CAS, unique)
+            .into_bytes()
+    }
+}
+
+/// One request from `template`.
+fn request(template: &str, random: &mut Random) -> Request {
     let value = *random.pick(VALUES);
     let key = |random: &mut Random| random.pick(KEYS).to_string();
     let mut words = Vec::new();
@@ -88,6 +120,7 @@ fn request(template: &str, random: &mut Random) -> (Vec<u8>, bool) {
             "F" => words.push(random.below(4).to_string()),
             "FF" => words.push(format!("F{}", random.below(4))),
             "L" => words.push(value.len().to_string()),
+            "C" => words.push(CAS.to_string()),
             word => words.push(word.to_string()),
         }
     }
@@ -95,69 +128,91 @@ fn request(template: &str, random: &mut Random) -> (Vec<u8>, bool) {
     if let Some(data) = data {
         bytes.extend_from_slice(format!("{data}\r\n").as_bytes());
     }
-    let until_end = matches!(words[0].as_str(), "get" | "gat") && words.len() > 1;
-    (bytes, until_end)
+    let until_end = matches!(words[0].as_str(), "get" | "gets" | "gat" | "gats") && words.len() > 1;
+    let cas_key = (words[0] == "cas").then(|| words[1].clone());
+    Request {
+        bytes,
+        until_end,
+        cas_key,
+    }
 }
 
 /// A connection that reads whole replies: lines, and the data blocks of `VALUE`
-/// and `VA` lines.
-struct Conn(TcpStream, Vec<u8>);
+/// and `VA` lines; it keeps the last CAS unique it saw of each key.
+struct Conn {
+    stream: TcpStream,
+    buf: Vec<u8>,
+    cas: HashMap<String, String>,
+}
 
 impl Conn {
     fn connect(addr: SocketAddr) -> Conn {
-        let s = TcpStream::connect(addr).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        Conn(s, Vec::new())
+        let stream = TcpStream::connect(addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        Conn {
+            stream,
+            buf: Vec::new(),
+            cas: HashMap::new(),
+        }
     }
 
     fn fill(&mut self) {
         let mut buf = [0u8; 65536];
-        let got = self.0.read(&mut buf).unwrap();
+        let got = self.stream.read(&mut buf).unwrap();
         assert!(got > 0, "connection closed");
-        self.1.extend_from_slice(&buf[..got]);
+        self.buf.extend_from_slice(&buf[..got]);
     }
 
     fn take(&mut self, n: usize) -> Vec<u8> {
-        while self.1.len() < n {
+        while self.buf.len() < n {
             self.fill();
         }
-        self.1.drain(..n).collect()
+        self.buf.drain(..n).collect()
     }
 
     fn line(&mut self) -> Vec<u8> {
         loop {
-            if let Some(at) = self.1.windows(2).position(|w| w == b"\r\n") {
+            if let Some(at) = self.buf.windows(2).position(|w| w == b"\r\n") {
                 return self.take(at + 2);
             }
             self.fill();
         }
     }
 
-    fn reply(&mut self, until_end: bool) -> Vec<u8> {
-        let mut reply = Vec::new();
+    /// The next reply, with the CAS uniques of its `VALUE` lines masked (and
+    /// kept).
+    fn reply(&mut self, until_end: bool) -> String {
+        let mut reply = String::new();
         loop {
-            let line = self.line();
-            reply.extend_from_slice(&line);
-            let text = String::from_utf8_lossy(&line).into_owned();
-            let words: Vec<&str> = text.split_whitespace().collect();
+            let line = String::from_utf8_lossy(&self.line()).into_owned();
+            let words: Vec<&str> = line.split_whitespace().collect();
             let block = match words.first() {
                 Some(&"VALUE") => words.get(3),
                 Some(&"VA") => words.get(1),
                 _ => None,
             };
+            match words.as_slice() {
+                ["VALUE", key, flags, length, unique] => {
+                    self.cas.insert(key.to_string(), unique.to_string());
+                    reply.push_str(&format!("VALUE {key} {flags} {length} <cas>\r\n"));
+                }
+                _ => reply.push_str(&line),
+            }
             if let Some(length) = block {
                 let block = self.take(length.parse::<usize>().unwrap() + 2);
-                reply.extend_from_slice(&block);
+                reply.push_str(&String::from_utf8_lossy(&block));
                 if words[0] == "VA" {
                     return reply;
                 }
                 continue;
             }
             let more = until_end
-                && text != "END\r\n"
-                && !text.starts_with("CLIENT_ERROR")
-                && !text.starts_with("SERVER_ERROR")
-                && !text.starts_with("ERROR");
+                && line != "END\r\n"
+                && !line.starts_with("CLIENT_ERROR")
+                && !line.starts_with("SERVER_ERROR")
+                && !line.starts_with("ERROR");
             if !more {
                 return reply;
             }
@@ -182,27 +237,29 @@ fn random_requests_over_three_servers_get_memcacheds_replies() {
         let mut conns = [Conn::connect(direct.addr), Conn::connect(proxy.listen)];
         let mut history: Vec<String> = Vec::new();
         for _ in 0..1000 {
-            let batch: Vec<(Vec<u8>, bool)> = (0..1 + random.below(16))
+            let batch: Vec<Request> = (0..1 + random.below(16))
                 .map(|_| {
                     let template = *random.pick(TEMPLATES);
                     request(template, &mut random)
                 })
                 .collect();
-            let bytes: Vec<u8> = batch.iter().flat_map(|(b, _)| b.clone()).collect();
             for conn in &mut conns {
-                conn.0.write_all(&bytes).unwrap();
+                let bytes: Vec<u8> = batch.iter().flat_map(|r| r.bytes_for(conn)).collect();
+                conn.stream.write_all(&bytes).unwrap();
             }
-            for (request, until_end) in &batch {
-                let expected = conns[0].reply(*until_end);
-                let got = conns[1].reply(*until_end);
-                let line = String::from_utf8_lossy(request).escape_debug().to_string();
+            for request in &batch {
+                let expected = conns[0].reply(request.until_end);
+                let got = conns[1].reply(request.until_end);
+                let line = String::from_utf8_lossy(&request.bytes)
+                    .escape_debug()
+                    .to_string();
                 compared += 1;
                 if got != expected && differ.len() < 5 {
                     differ.push(format!(
                         "seed {seed}, after {:?}:\n  {line}\n  memcached: {}\n  cashew:    {}",
                         &history[history.len().saturating_sub(8)..],
-                        String::from_utf8_lossy(&expected).escape_debug(),
-                        String::from_utf8_lossy(&got).escape_debug()
+                        expected.escape_debug(),
+                        got.escape_debug()
                     ));
                 }
                 history.push(line);
