@@ -1,5 +1,5 @@
 <?php
-// phpredis through cashew: the data types, expiry, pipelines, EVAL, and the
+// phpredis through cashew: the data types, expiry, pipelines, EVAL and scripts, and the
 // commands over the whole keyspace (SCAN iteration, DBSIZE, FLUSHDB) on a pool of
 // several servers. Prints one line per check and "phpredis: ok" when all hold.
 // Usage: php phpredis.php HOST PORT [REFUSING_PORT]
@@ -57,6 +57,18 @@ check('pipeline', $out === [true, 1, 'a', false], $out);
 
 check('eval with a key', $r->eval("return redis.call('SET', KEYS[1], ARGV[1])", ['e:1', 'ev'], 1) === true && $r->get('e:1') === 'ev');
 check('eval reply', $r->eval("return {KEYS[1], ARGV[1]}", ['e:k', 'e:v'], 1) === ['e:k', 'e:v']);
+// A script loaded once (on every server) runs by its SHA1 wherever its key is.
+$sha = $r->script('load', "return redis.call('INCRBY', KEYS[1], ARGV[1])");
+check('script load', is_string($sha) && strlen($sha) === 40, $sha);
+$ran = true;
+for ($i = 0; $i < 20; $i++) {
+    $ran = $ran && $r->evalSha($sha, ["sha:$i", 5], 1) === 5;
+}
+check('evalsha on every server', $ran, $r->getLastError());
+check('script exists', $r->script('exists', $sha) === [1], $r->script('exists', $sha));
+check('script flush', $r->script('flush') === true);
+check('evalsha after flush', $r->evalSha($sha, ['sha:0', 5], 1) === false && str_contains((string)$r->getLastError(), 'NOSCRIPT'), $r->getLastError());
+$r->clearLastError();
 
 // The whole keyspace over several servers.
 $r->flushDB();
