@@ -462,13 +462,15 @@ fn resharding_under_load_is_invisible_to_clients() {
 }
 
 /// How long until the killed master's replica has taken over: the killed node
-/// is marked failed and three live masters hold slots.
+/// is marked failed and three live masters hold slots, in every live node's view.
 fn wait_promoted(cluster: &RedisCluster, killed: usize, limit: Duration) -> Duration {
     let started = Instant::now();
-    let victim = format!("{} ", cluster.nodes[killed].addr);
-    let alive = (0..cluster.nodes.len()).find(|&i| i != killed).unwrap();
-    loop {
-        let nodes = cluster.cli(alive, &["CLUSTER", "NODES"]);
+    let victim = format!("{}@", cluster.nodes[killed].addr);
+    // Every node that lives must see it: cashew may read the map from any of them,
+    // and gossip reaches them one after another (up to a second apart when the
+    // machine is busy).
+    let sees_it = |node: usize| {
+        let nodes = cluster.cli(node, &["CLUSTER", "NODES"]);
         let live_masters = nodes
             .lines()
             .filter(|l| l.contains("master") && !l.contains("fail"))
@@ -476,13 +478,25 @@ fn wait_promoted(cluster: &RedisCluster, killed: usize, limit: Duration) -> Dura
             .count();
         let marked = nodes
             .lines()
-            .any(|l| l.contains(&victim.replace(' ', "@")) && l.contains("fail"));
-        if marked && live_masters == 3 {
+            .any(|l| l.contains(&victim) && l.contains("fail"));
+        (marked && live_masters == 3, nodes)
+    };
+    loop {
+        let views: Vec<(bool, String)> = (0..cluster.nodes.len())
+            .filter(|&i| i != killed)
+            .map(sees_it)
+            .collect();
+        if views.iter().all(|(seen, _)| *seen) {
             return started.elapsed();
         }
         assert!(
             started.elapsed() < limit,
-            "no failover within {limit:?}:\n{nodes}"
+            "no failover within {limit:?}:\n{}",
+            views
+                .iter()
+                .map(|(_, nodes)| nodes.as_str())
+                .collect::<Vec<_>>()
+                .join("\n")
         );
         std::thread::sleep(Duration::from_millis(20));
     }
