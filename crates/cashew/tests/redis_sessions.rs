@@ -580,3 +580,23 @@ fn a_subscriber_whose_server_stops_answering_is_told_and_closed() {
         p.backends[0].signal("CONT");
     }
 }
+
+/// Transactions pipelined one after another each get a server connection of
+/// their own: one starts only once the replies before it have come, so that they
+/// run in the client's order (compared, pipelined, with one redis-server's
+/// replies: RPUSH's counts and the list give the order they ran in, and a
+/// WATCH that an earlier transaction's late write touched would abort).
+#[test]
+fn pipelined_transactions_run_in_order() {
+    let p = start(3, "");
+    let reference = redis_server(&[]);
+    let mut sequence = String::new();
+    for i in 0..200 {
+        if i % 2 == 1 {
+            sequence.push_str("WATCH {t}l\n");
+        }
+        sequence.push_str(&format!("MULTI\nRPUSH {{t}}l {i}\nEXEC\n"));
+    }
+    sequence.push_str("LRANGE {t}l 0 -1\nDEL {t}l\n");
+    compare_sequences(&sequence, reference.addr, p.listen);
+}

@@ -196,6 +196,9 @@ pub(crate) enum Lane {
     Beside,
     /// The connection of the client's transaction.
     Pinned,
+    /// WATCH or MULTI starting a transaction: a new connection (the one before,
+    /// of an earlier transaction, may still run its EXEC), then `Pinned`.
+    NewTransaction,
     /// A connection of its own for one blocking call.
     Blocking,
     /// The client's subscriber connections.
@@ -207,8 +210,17 @@ impl Lane {
     fn waits_after(self, last: Lane) -> bool {
         match self {
             Lane::Local => false,
-            Lane::Blocking => true,
+            Lane::Blocking | Lane::NewTransaction => true,
             lane => lane != last,
+        }
+    }
+
+    /// The lane the requests after this one find.
+    #[inline]
+    fn after(self) -> Lane {
+        match self {
+            Lane::NewTransaction => Lane::Pinned,
+            lane => lane,
         }
     }
 }
@@ -333,7 +345,7 @@ impl Protocol for Client {
                             break;
                         }
                         if lane != Lane::Local {
-                            self.lane = lane;
+                            self.lane = lane.after();
                         }
                     }
                     let bytes = input.split_to(request.len).freeze();
@@ -532,7 +544,7 @@ impl Client {
             CommandKind::Blocking(_) => Lane::Blocking,
             CommandKind::PubSub(_) => Lane::Subscriber,
             CommandKind::Transaction(TransactionCommand::Watch | TransactionCommand::Multi) => {
-                Lane::Pinned
+                Lane::NewTransaction
             }
             CommandKind::Transaction(_) | CommandKind::Local(_) | CommandKind::Refused(_) => {
                 Lane::Local
