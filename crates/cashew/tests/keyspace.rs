@@ -1,6 +1,7 @@
 //! Commands over the whole keyspace against real redis servers: SCAN walks every
-//! server once, KEYS, DBSIZE, RANDOMKEY, FLUSHDB, FLUSHALL and INFO's keyspace add
-//! up over the servers, and a server down gives an error, never part of an answer.
+//! server once, KEYS, DBSIZE, RANDOMKEY, FLUSHDB, FLUSHALL and INFO's keyspace,
+//! memory and stats add up over the servers, and a server down gives an error,
+//! never part of an answer.
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -195,6 +196,80 @@ fn scan_walks_every_server_once_and_the_others_add_up() {
     }
 }
 
+/// `field` of `INFO`'s text.
+fn info_field(info: &str, field: &str) -> Option<String> {
+    info.lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .map(str::to_string)
+}
+
+#[test]
+fn info_memory_and_stats_add_up_over_the_servers() {
+    let rig = rig(3, 3, "");
+    let mut direct: Vec<Connection> = rig.servers.iter().map(|s| connect(s.addr)).collect();
+    for (i, server) in direct.iter_mut().enumerate() {
+        let _: () = redis::cmd("CONFIG")
+            .arg(&["SET", "maxmemory"])
+            .arg(format!("{}mb", 10 * (i + 1)))
+            .query(server)
+            .unwrap();
+    }
+    let written = rig.write_keys(3_000);
+    let mut c = rig.client();
+    for (i, key) in written.iter().take(500).enumerate() {
+        let _: Option<String> = redis::cmd("GET").arg(key).query(&mut c).unwrap();
+        let _: Option<String> = redis::cmd("GET")
+            .arg(format!("missing:{i}"))
+            .query(&mut c)
+            .unwrap();
+    }
+    let mut summed = |section: &str, field: &str| -> u64 {
+        direct
+            .iter_mut()
+            .map(|server| {
+                let info: String = redis::cmd("INFO").arg(section).query(server).unwrap();
+                info_field(&info, field).unwrap().parse::<u64>().unwrap()
+            })
+            .sum()
+    };
+
+    let memory: String = redis::cmd("INFO").arg("memory").query(&mut c).unwrap();
+    assert!(memory.starts_with("# Memory\r\n"), "{memory}");
+    assert_eq!(
+        info_field(&memory, "maxmemory").unwrap(),
+        (60u64 << 20).to_string()
+    );
+    assert_eq!(info_field(&memory, "maxmemory_human").unwrap(), "60.00M");
+    assert_eq!(
+        info_field(&memory, "maxmemory_policy").unwrap(),
+        "noeviction"
+    );
+    let used: u64 = info_field(&memory, "used_memory").unwrap().parse().unwrap();
+    assert!(used > 3 * 500_000, "three servers' memory: {used}");
+    assert!(info_field(&memory, "used_memory_human")
+        .unwrap()
+        .ends_with('M'));
+
+    let stats: String = redis::cmd("INFO").arg("Stats").query(&mut c).unwrap();
+    assert!(stats.starts_with("# Stats\r\n"), "{stats}");
+    for field in ["keyspace_hits", "keyspace_misses"] {
+        let through_cashew: u64 = info_field(&stats, field).unwrap().parse().unwrap();
+        assert_eq!(through_cashew, 500, "{field}: {stats}");
+        assert_eq!(through_cashew, summed("stats", field), "{field}");
+    }
+    assert!(info_field(&stats, "total_connections_received").is_none());
+
+    // The default sections hold them, in Redis's order, with the proxy's own.
+    let all: String = redis::cmd("INFO").query(&mut c).unwrap();
+    let at = |title: &str| all.find(title).unwrap_or_else(|| panic!("{title}: {all}"));
+    assert!(at("# Server") < at("# Clients") && at("# Clients") < at("# Memory"));
+    assert!(at("# Memory") < at("# Stats") && at("# Stats") < at("# Proxy"));
+    assert!(at("# Proxy") < at("# Keyspace"));
+    assert!(all.contains("db0:keys=3000,"), "{all}");
+    let only_server: String = redis::cmd("INFO").arg("server").query(&mut c).unwrap();
+    assert!(!only_server.contains("# Memory") && !only_server.contains("# Keyspace"));
+}
+
 #[test]
 fn a_cursor_from_before_a_reload_that_changed_the_servers_starts_again() {
     let rig = rig(3, 2, "");
@@ -269,6 +344,7 @@ fn a_server_down_gives_an_error_never_part_of_an_answer() {
         &["KEYS", "*"],
         &["RANDOMKEY"],
         &["INFO", "keyspace"],
+        &["INFO", "memory"],
         &["FLUSHDB"],
     ] {
         let e = error_of(&mut c, command);
@@ -310,6 +386,10 @@ fn keyspace_commands_false_refuses_them_and_keys_is_bounded() {
     }
     let info: String = redis::cmd("INFO").query(&mut c).unwrap();
     assert!(!info.contains("# Keyspace"), "{info}");
+    assert!(
+        !info.contains("# Memory") && info.contains("# Proxy"),
+        "{info}"
+    );
     let pong: String = redis::cmd("PING").query(&mut c).unwrap();
     assert_eq!(pong, "PONG", "the connection stays usable");
 

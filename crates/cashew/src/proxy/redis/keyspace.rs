@@ -1,7 +1,7 @@
 //! Commands over the whole keyspace, which is spread over the pool's servers:
 //! KEYS (the servers' keys, concatenated), DBSIZE (summed), RANDOMKEY (from a
-//! server that has keys), FLUSHDB and FLUSHALL (every server), the keyspace
-//! section of INFO (summed per database), and SCAN, one server after the other.
+//! server that has keys), FLUSHDB and FLUSHALL (every server), INFO's sections
+//! of the servers (summed: `info.rs`), and SCAN, one server after the other.
 //!
 //! A SCAN cursor of cashew's holds the server being walked and that server's own
 //! cursor, with a tag of the pool's server list so that a cursor from before a
@@ -24,7 +24,7 @@ use cashew_protocol::resp::{
     PubSubQuery, ReplyParse,
 };
 
-use super::local::InfoSections;
+use super::info::InfoSections;
 use super::{err, Client, Pending};
 use crate::proxy::client::{poll_settle_all, try_settle_all, Part};
 use crate::proxy::ids::ServerId;
@@ -203,10 +203,9 @@ impl Client {
         )
     }
 
-    /// INFO with its keyspace section summed over the servers (`sections` asks
-    /// for it).
-    pub(super) fn info_with_keyspace(&mut self, pool: &PoolRt, sections: InfoSections) -> Pending {
-        let request = Bytes::from_static(b"*2\r\n$4\r\nINFO\r\n$8\r\nkeyspace\r\n");
+    /// INFO with sections made of the servers' own (`sections` asks for one).
+    pub(super) fn info_from_servers(&mut self, pool: &PoolRt, sections: InfoSections) -> Pending {
+        let request = sections.server_request();
         let parts = (0..pool.keyspace_servers())
             .map(|s| self.forward_part(pool, ServerId(s), request.clone()))
             .collect();
@@ -260,11 +259,7 @@ impl Client {
                 servers,
             } => scan_reply(&replies[0], server, tag, servers),
             Kind::Info { sections } => {
-                let mut text = self.info(pool, sections);
-                if !text.is_empty() {
-                    text.push_str("\r\n");
-                }
-                text.push_str(&keyspace_section(&replies));
+                let text = self.info(pool, sections, &replies);
                 let mut out = Vec::with_capacity(text.len() + 16);
                 match self.resp3 {
                     true => verbatim_text(&mut out, text.as_bytes()),
@@ -375,46 +370,6 @@ fn scan_reply(reply: &Bytes, server: usize, tag: u64, servers: usize) -> Bytes {
     out.into()
 }
 
-/// `# Keyspace` with each database's keys and expiring keys summed over the
-/// servers' sections, and the average TTL weighted by the expiring keys.
-fn keyspace_section(replies: &[Bytes]) -> String {
-    // db number → (keys, expires, avg_ttl × expires)
-    let mut dbs: std::collections::BTreeMap<u64, (u64, u64, u128)> = Default::default();
-    for reply in replies {
-        for line in reply.split(|&b| b == b'\n') {
-            let line = String::from_utf8_lossy(line);
-            let Some((db, fields)) = line.trim_end().split_once(':') else {
-                continue;
-            };
-            let Some(n) = db.strip_prefix("db").and_then(|n| n.parse::<u64>().ok()) else {
-                continue;
-            };
-            let field = |name: &str| -> u64 {
-                fields
-                    .split(',')
-                    .find_map(|f| f.strip_prefix(name)?.strip_prefix('=')?.parse().ok())
-                    .unwrap_or(0)
-            };
-            let entry = dbs.entry(n).or_default();
-            entry.0 += field("keys");
-            entry.1 += field("expires");
-            entry.2 += u128::from(field("avg_ttl")) * u128::from(field("expires"));
-        }
-    }
-    let mut out = String::from("# Keyspace\r\n");
-    for (db, (keys, expires, ttl_sum)) in dbs {
-        let avg_ttl = if expires == 0 {
-            0
-        } else {
-            ttl_sum / u128::from(expires)
-        };
-        out.push_str(&format!(
-            "db{db}:keys={keys},expires={expires},avg_ttl={avg_ttl}\r\n"
-        ));
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -450,18 +405,6 @@ mod tests {
         assert_eq!(decode_cursor(c, 8, 3), at(0, 0));
         assert_eq!(decode_cursor(c, 7, 1), at(0, 0), "fewer servers");
         assert_eq!(decode_cursor(c, 7, 3), at(1, 99));
-    }
-
-    #[test]
-    fn keyspace_sections_are_summed_per_database() {
-        let a = Bytes::from_static(b"$60\r\n# Keyspace\r\ndb0:keys=10,expires=2,avg_ttl=1000\r\ndb1:keys=1,expires=0,avg_ttl=0\r\n\r\n");
-        let b = Bytes::from_static(
-            b"=70\r\ntxt:# Keyspace\r\ndb0:keys=5,expires=2,avg_ttl=3000,subexpiry=0\r\n\r\n",
-        );
-        assert_eq!(
-            keyspace_section(&[a, b]),
-            "# Keyspace\r\ndb0:keys=15,expires=4,avg_ttl=2000\r\ndb1:keys=1,expires=0,avg_ttl=0\r\n"
-        );
     }
 
     #[test]

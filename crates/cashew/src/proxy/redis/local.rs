@@ -1,5 +1,6 @@
 //! The commands the proxy answers itself: connection state (`AUTH`, `HELLO`,
-//! `CLIENT`, `SELECT`, `RESET`), `PING`, `ECHO`, `QUIT`, `COMMAND` and `INFO`.
+//! `CLIENT`, `SELECT`, `RESET`), `PING`, `ECHO`, `QUIT`, `COMMAND` and `INFO`
+//! (`info.rs` makes its text).
 
 use bytes::Bytes;
 use cashew_protocol::resp::{
@@ -13,9 +14,7 @@ use super::{
     BAD_CLIENT_NAME, FALLBACK_REDIS_VERSION,
 };
 use crate::proxy::client::Part;
-use crate::proxy::ids::ServerId;
 use crate::proxy::pool::PoolRt;
-use crate::state::counters::ProxyCounter;
 
 impl Client {
     /// A reply that reports the servers' version: now, or once a server is reached.
@@ -35,7 +34,7 @@ impl Client {
         match reply {
             VersionedReply::Hello { resp3 } => self.hello_reply(&mut o, pool, resp3),
             VersionedReply::Info(sections) => {
-                let text = self.info(pool, sections);
+                let text = self.info(pool, sections, &[]);
                 match self.resp3 {
                     true => verbatim_text(&mut o, text.as_bytes()),
                     false => bulk(&mut o, text.as_bytes()),
@@ -83,9 +82,9 @@ impl Client {
             LocalCommand::Hello => self.hello(pool, bytes),
             LocalCommand::Command => self.command(pool, bytes),
             LocalCommand::Info => {
-                let sections = InfoSections::asked((1..argc).map(arg));
-                match sections.keyspace && pool.config().keyspace_commands {
-                    true => self.info_with_keyspace(pool, sections),
+                let sections = super::info::InfoSections::asked((1..argc).map(arg));
+                match sections.needs_servers() && pool.config().keyspace_commands {
+                    true => self.info_from_servers(pool, sections),
                     false => self.with_version(pool, VersionedReply::Info(sections)),
                 }
             }
@@ -307,96 +306,6 @@ impl Client {
             )),
         }
     }
-
-    /// The proxy's own sections of `INFO` that `sections` asks for, each ending with
-    /// a line break and a blank line between them, as Redis writes them.
-    pub(super) fn info(&self, pool: &PoolRt, sections: InfoSections) -> String {
-        let config = pool.config();
-        let registry = pool.registry();
-        let clients = registry.proxy_total(ProxyCounter::CurrConnections);
-        let generation = &pool.generation;
-        let mut parts = Vec::new();
-        if sections.server {
-            parts.push(format!(
-                "# Server\r\nredis_version:{}\r\nredis_mode:standalone\r\nprocess_id:{}\r\nuptime_in_seconds:{}\r\n",
-                server_version(pool),
-                std::process::id(),
-                registry.uptime(),
-            ));
-        }
-        if sections.clients {
-            parts.push(format!("# Clients\r\nconnected_clients:{clients}\r\n"));
-        }
-        if !sections.proxy {
-            return parts.join("\r\n");
-        }
-        let mut s = format!(
-            "# Proxy\r\nproxy:cashew\r\nproxy_version:{}\r\nuptime:{}\r\nconnected_clients:{clients}\r\nthreads:{}\r\ngeneration:{}\r\nconfig_checksum:{}\r\npools:{}\r\npool:{}\r\nservers:{}\r\n",
-            env!("CARGO_PKG_VERSION"),
-            registry.uptime(),
-            registry.threads(),
-            generation.number,
-            generation.source.checksum,
-            generation.config.pools.len(),
-            config.name,
-            config.servers.len(),
-        );
-        for (i, server) in config.servers.iter().enumerate() {
-            s.push_str(&format!(
-                "server{i}:name={},address={},state={}\r\n",
-                server.name(),
-                server.entry,
-                pool.server_state(ServerId(i)).name(),
-            ));
-        }
-        parts.push(s);
-        parts.join("\r\n")
-    }
-}
-
-/// The sections an `INFO` asks for, of those cashew has: none named means the
-/// default ones, which here are all of them; a section it does not have is left
-/// out, as Redis leaves out one it does not know.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct InfoSections {
-    pub(crate) server: bool,
-    pub(crate) clients: bool,
-    pub(crate) proxy: bool,
-    pub(crate) keyspace: bool,
-}
-
-impl InfoSections {
-    const ALL: InfoSections = InfoSections {
-        server: true,
-        clients: true,
-        proxy: true,
-        keyspace: true,
-    };
-
-    pub(crate) fn asked<'a>(names: impl IntoIterator<Item = &'a [u8]>) -> InfoSections {
-        let mut asked = InfoSections {
-            server: false,
-            clients: false,
-            proxy: false,
-            keyspace: false,
-        };
-        let mut any = false;
-        for name in names {
-            any = true;
-            match name.to_ascii_lowercase().as_slice() {
-                b"default" | b"all" | b"everything" => return InfoSections::ALL,
-                b"server" => asked.server = true,
-                b"clients" => asked.clients = true,
-                b"proxy" => asked.proxy = true,
-                b"keyspace" => asked.keyspace = true,
-                _ => {}
-            }
-        }
-        match any {
-            true => asked,
-            false => InfoSections::ALL,
-        }
-    }
 }
 
 /// A value of the `HELLO` reply.
@@ -407,28 +316,7 @@ enum Field<'a> {
 }
 
 /// The version a live server gave, or the version whose behaviour cashew follows.
-fn server_version(pool: &PoolRt) -> String {
+pub(super) fn server_version(pool: &PoolRt) -> String {
     pool.server_version()
         .map_or_else(|| FALLBACK_REDIS_VERSION.to_string(), |v| v.to_string())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::InfoSections;
-
-    fn asked(names: &[&str]) -> InfoSections {
-        InfoSections::asked(names.iter().map(|n| n.as_bytes()))
-    }
-
-    #[test]
-    fn info_gives_the_sections_asked_for() {
-        assert_eq!(asked(&[]), InfoSections::ALL);
-        assert_eq!(asked(&["Everything"]), InfoSections::ALL);
-        assert_eq!(asked(&["server", "default"]), InfoSections::ALL);
-        let server_and_keyspace = asked(&["SERVER", "keyspace"]);
-        assert!(server_and_keyspace.server && server_and_keyspace.keyspace);
-        assert!(!server_and_keyspace.clients && !server_and_keyspace.proxy);
-        let none = asked(&["memory"]);
-        assert!(!(none.server || none.clients || none.proxy || none.keyspace));
-    }
 }

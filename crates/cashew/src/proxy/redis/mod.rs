@@ -9,6 +9,7 @@ mod auth;
 mod cluster;
 mod every_server;
 mod forward;
+mod info;
 mod keyspace;
 mod local;
 mod pubsub;
@@ -75,7 +76,7 @@ pub(crate) enum Pending {
 #[derive(Clone, Copy)]
 pub(crate) enum VersionedReply {
     Hello { resp3: bool },
-    Info(local::InfoSections),
+    Info(info::InfoSections),
 }
 
 impl PendingReply for Pending {
