@@ -39,6 +39,15 @@ fn pinned(p: &PoolProxy) -> u64 {
     p.stats()["pool"]["pinned_connections"].as_u64().unwrap()
 }
 
+/// A counter of the server at `addr` in the stats document.
+fn server_stat(p: &PoolProxy, addr: SocketAddr, counter: &str) -> u64 {
+    let stats = p.stats();
+    let name = addr.to_string();
+    stats["pool"][&name][counter]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{name} {counter}: {stats}"))
+}
+
 /// Connections the server has open (the proxy's included).
 fn server_clients(server: &Process) -> usize {
     let list: String = redis::cmd("CLIENT")
@@ -497,11 +506,29 @@ fn a_subscriber_whose_server_is_lost_is_closed() {
         Duration::from_secs(5),
         || pinned(&p) == 2,
     );
-    drop(p.backends.remove(1));
+    // The subscriber's own connections are counted with the servers'.
+    let (kept, lost) = (p.backends[0].addr, p.backends[1].addr);
+    let open = server_stat(&p, kept, "server_connections");
+    assert!(open >= 1, "{open}");
+    let failures = |p: &PoolProxy| {
+        ["server_eof", "server_err"]
+            .iter()
+            .map(|c| server_stat(p, lost, c))
+            .sum::<u64>()
+    };
+    assert_eq!(failures(&p), 0);
+    let server = p.backends.remove(1);
+    drop(server);
     let mut rest = String::new();
     let n = reader.read_line(&mut rest).unwrap_or(0);
     assert_eq!(n, 0, "closed, not {rest:?}");
     wait_for("released", Duration::from_secs(5), || pinned(&p) == 0);
+    assert!(failures(&p) >= 1, "the lost connection counted");
+    assert_eq!(
+        server_stat(&p, kept, "server_connections"),
+        open - 1,
+        "the subscriber's connection closed"
+    );
 }
 
 #[test]

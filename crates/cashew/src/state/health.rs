@@ -266,15 +266,15 @@ impl ServerHealth {
         ended
     }
 
-    /// Counts a failure of a connection and ejects the server when the policy says
-    /// so. `seen` is the connection's own record of the last event it took part in
-    /// (0 at first): a failure of another connection within [`FAILURE_EVENT_MS`] of
-    /// an event's start is part of that event.
     /// Failures counted since the server last answered.
     pub(crate) fn failures_in_a_row(&self) -> u32 {
         self.failures.load(Relaxed)
     }
 
+    /// Counts a failure of a connection and ejects the server when the policy says
+    /// so. `seen` is the connection's own record of the last event it took part in
+    /// (0 at first): a failure of another connection within [`FAILURE_EVENT_MS`] of
+    /// an event's start is part of that event.
     pub(crate) fn failed(&self, policy: EjectPolicy, seen: &mut u64) -> Failure {
         let now = now_ms();
         loop {

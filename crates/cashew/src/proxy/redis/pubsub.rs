@@ -39,6 +39,7 @@ use crate::proxy::handoff::BackendError;
 use crate::proxy::ids::ServerId;
 use crate::proxy::pool::PoolRt;
 use crate::proxy::server::{open_within, ServerLink};
+use crate::state::counters::ServerCounter;
 
 /// Frames a subscriber's connections may hold for it before they stop reading
 /// their servers (whose output buffer limits then apply, as to a slow subscriber
@@ -382,7 +383,24 @@ async fn tunnel(
     out: mpsc::Sender<Frame>,
 ) {
     if let Err(error) = relay(&link, commands, &out).await {
+        link.count_failure(&error);
         let _ = out.send(Frame::Lost(error)).await;
+    }
+}
+
+/// Counts an open connection in the server's stats while it lives.
+struct Connected<'a>(&'a ServerLink);
+
+impl<'a> Connected<'a> {
+    fn new(link: &'a ServerLink) -> Self {
+        link.counters.add(ServerCounter::ServerConnections, 1);
+        Connected(link)
+    }
+}
+
+impl Drop for Connected<'_> {
+    fn drop(&mut self) {
+        self.0.counters.sub(ServerCounter::ServerConnections, 1);
     }
 }
 
@@ -394,6 +412,7 @@ async fn relay(
 ) -> Result<(), BackendError> {
     let io_error = |e: std::io::Error| BackendError::from_io(&e);
     let stream = open_within::<Redis>(&link.settings, &link.health).await?;
+    let _connected = Connected::new(link);
     let (mut reader, mut writer) = stream.into_split();
     let mut buf = BytesMut::with_capacity(4096);
     loop {

@@ -109,18 +109,25 @@ impl ServerLink {
         }
     }
 
-    /// A connection failed; `seen` is its record of failure events (see
-    /// [`ServerHealth::failed`]).
-    pub(crate) fn failed(&self, error: BackendError, seen: &mut u64) {
-        if self.retired {
-            return;
-        }
+    /// Counts a failed connection in the server's stats alone. A subscriber's own
+    /// connection is counted so, not judged: it may end for a reason of its
+    /// client's (too slow for the server's output buffer limit).
+    pub(crate) fn count_failure(&self, error: &BackendError) {
         let counter = match error {
             BackendError::TimedOut => ServerCounter::ServerTimedout,
             BackendError::Closed => ServerCounter::ServerEof,
             _ => ServerCounter::ServerErr,
         };
         self.counters.add(counter, 1);
+    }
+
+    /// A connection failed; `seen` is its record of failure events (see
+    /// [`ServerHealth::failed`]).
+    pub(crate) fn failed(&self, error: BackendError, seen: &mut u64) {
+        if self.retired {
+            return;
+        }
+        self.count_failure(&error);
         let (pool, name) = (&self.pool_name, &self.server_name);
         let policy = self.settings.policy;
         match self.health.failed(policy, seen) {
