@@ -191,6 +191,7 @@ async fn handle(supervisor: &Supervisor, request: HttpRequest<Incoming>) -> Repl
         (true, _, ["slowlog"]) => {
             json_reply(StatusCode::OK, &insight::slowlog(&supervisor.generation()))
         }
+        (true, _, ["clients"]) => json_reply(StatusCode::OK, &insight::clients()),
         (true, _, []) => text_reply(STATUS_PAGE.to_string(), "text/html; charset=utf-8"),
         (true, _, ["shadow"]) => {
             json_reply(StatusCode::OK, &insight::shadow(&supervisor.generation()))
@@ -224,8 +225,8 @@ async fn handle(supervisor: &Supervisor, request: HttpRequest<Incoming>) -> Repl
         (
             _,
             _,
-            ["health" | "ready" | "stats" | "metrics" | "hotkeys" | "slowlog" | "shadow" | "config"
-            | "status"],
+            ["health" | "ready" | "stats" | "metrics" | "hotkeys" | "slowlog" | "shadow" | "clients"
+            | "config" | "status"],
         )
         | (_, _, ["reload" | "restart" | "stop"])
         | (_, _, ["pools", _, "servers", _, "eject" | "restore"]) => json_reply(
@@ -242,6 +243,7 @@ async fn handle(supervisor: &Supervisor, request: HttpRequest<Incoming>) -> Repl
                 "GET /hotkeys",
                 "GET /slowlog",
                 "GET /shadow",
+                "GET /clients",
                 "GET /config",
                 "GET /status",
                 "POST /reload",
@@ -432,7 +434,7 @@ mod tests {
         assert_eq!(access(&Method::POST, &["health"]), Access::Token);
         assert_eq!(get(&["metrics"]), Access::Metrics);
         for path in [
-            "stats", "config", "status", "hotkeys", "slowlog", "shadow", "nothing",
+            "stats", "config", "status", "hotkeys", "slowlog", "shadow", "clients", "nothing",
         ] {
             assert_eq!(get(&[path]), Access::Token, "{path}");
         }

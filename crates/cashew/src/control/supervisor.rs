@@ -22,6 +22,7 @@ use crate::log_at;
 use crate::net::Listener;
 use crate::process::PidFile;
 use crate::proxy::worker::{self, Directive, Mode, Reports};
+use crate::state::clients;
 use crate::state::counters::ServerCounter;
 use crate::state::generation::Generation;
 use cashew_config::Secret;
@@ -122,6 +123,7 @@ impl Supervisor {
         let task = tokio::task::spawn_local(serve_stats(stats, self.clone()));
         self.servers.borrow_mut().push(task);
         tokio::task::spawn_local(sample_rates(self.clone()));
+        tokio::task::spawn_local(advance_clients_clock());
         tokio::task::spawn_local(memory::give_back(self.clone()));
         if self.options.watch_config {
             tokio::task::spawn_local(super::watch::watch_config(self.clone()));
@@ -271,6 +273,15 @@ async fn serve_stats(listener: Listener, supervisor: Rc<Supervisor>) {
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
         }
+    }
+}
+
+/// Keeps the time client cards are stamped with (see `state::clients`).
+async fn advance_clients_clock() {
+    let mut tick = tokio::time::interval(clients::CLOCK_STEP);
+    loop {
+        tick.tick().await;
+        clients::advance_clock();
     }
 }
 

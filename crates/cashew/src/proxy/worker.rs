@@ -20,6 +20,7 @@ use super::{memcache, redis};
 use crate::log::{self, INFO, NOTICE, WARN};
 use crate::log_at;
 use crate::net::{Listener, Stream};
+use crate::state::clients::ClientCard;
 use crate::state::counters::{PoolCounter, ProxyCounter};
 use crate::state::generation::{Generation, ListenSockets};
 
@@ -383,22 +384,24 @@ fn spawn_client(mut client: Stream, slot: Rc<PoolSlot>, ctx: &Rc<WorkerCtx>) {
 
 /// Serves a client in its pool's protocol.
 async fn serve_client(client: Stream, slot: &Rc<PoolSlot>) {
-    let redis = slot.pool().config().redis;
-    let address = if redis {
-        client.address()
-    } else {
-        String::new()
+    let (redis, listen) = {
+        let pool = slot.pool();
+        (pool.config().redis, pool.config().listen.to_string())
     };
     let local = client.local_address();
+    let card = ClientCard::connect(
+        &slot.pool().config().name,
+        if redis { "redis" } else { "memcache" },
+        client.address(),
+        local.map_or(listen, |a| a.to_string()),
+    );
     let (reader, writer) = client.into_split();
     let id = slot.new_client_id();
     if redis {
-        let protocol = redis::Client::new(slot.clone(), id)
-            .with_address(address)
-            .with_local(local);
-        client::serve(reader, writer, slot, id, protocol).await
+        let protocol = redis::Client::new(slot.clone(), id, card.shared()).with_local(local);
+        client::serve(reader, writer, slot, (id, &card), protocol).await
     } else {
         let protocol = memcache::Client::new(slot.clone(), id);
-        client::serve(reader, writer, slot, id, protocol).await
+        client::serve(reader, writer, slot, (id, &card), protocol).await
     }
 }

@@ -142,6 +142,32 @@ pub(crate) struct Latency {
     pub(crate) buckets: Vec<u64>,
 }
 
+/// `GET /clients`.
+#[derive(Serialize, Deserialize, Debug, Default)]
+pub(crate) struct Clients {
+    /// Oldest first.
+    pub(crate) clients: Vec<ClientView>,
+}
+
+#[derive(Serialize, Deserialize, Debug)]
+pub(crate) struct ClientView {
+    pub(crate) id: u64,
+    pub(crate) pool: String,
+    /// `redis` or `memcache`.
+    pub(crate) protocol: String,
+    pub(crate) address: String,
+    pub(crate) local: String,
+    /// Seconds since it connected, and since its last request.
+    pub(crate) age_s: u64,
+    pub(crate) idle_s: u64,
+    pub(crate) requests: u64,
+    /// A redis client's `CLIENT SETNAME` and `CLIENT SETINFO` (empty if none).
+    pub(crate) name: String,
+    pub(crate) lib_name: String,
+    pub(crate) lib_ver: String,
+    pub(crate) subscriber: bool,
+}
+
 /// `GET /hotkeys`.
 #[derive(Serialize, Deserialize, Debug, Default)]
 pub(crate) struct HotKeys {

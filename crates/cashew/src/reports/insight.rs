@@ -1,16 +1,43 @@
 //! The admin API's views of what the request path noticed: `/hotkeys` (each pool's
-//! hottest keys, summed over the workers' sketches) and `/slowlog` (the requests
-//! its servers were slow to answer) and `/shadow` (what shadow pools answered
-//! otherwise).
+//! hottest keys, summed over the workers' sketches), `/slowlog` (the requests
+//! its servers were slow to answer), `/shadow` (what shadow pools answered
+//! otherwise) and `/clients` (the client connections).
 
 use cashew_route::Router;
 
 use super::api::{
-    self, HotKey, HotKeys, Latency, ShadowMismatch, ShadowPool, ShadowReport, SlowLog, SlowRequest,
+    self, ClientView, Clients, HotKey, HotKeys, Latency, ShadowMismatch, ShadowPool, ShadowReport,
+    SlowLog, SlowRequest,
 };
 use crate::state::counters::{HistogramTotal, PoolCounter};
 use crate::state::generation::Generation;
 use crate::state::hotkeys::printable;
+
+/// Every client connection, oldest first.
+pub(crate) fn clients() -> Clients {
+    let now = std::time::Instant::now();
+    let clients = crate::state::clients::connected(None)
+        .iter()
+        .map(|card| {
+            let profile = card.profile();
+            ClientView {
+                id: card.id,
+                pool: card.pool.clone(),
+                protocol: card.protocol.to_string(),
+                address: card.address.clone(),
+                local: card.local.clone(),
+                age_s: card.age(now).as_secs(),
+                idle_s: card.idle(now).as_secs(),
+                requests: card.requests(),
+                name: profile.name,
+                lib_name: profile.lib_name,
+                lib_ver: profile.lib_ver,
+                subscriber: profile.subscriber,
+            }
+        })
+        .collect();
+    Clients { clients }
+}
 
 /// Keys shown per pool.
 const TOP: usize = 20;

@@ -2,6 +2,7 @@
 //! configuration generation in force, each server's health, and the counters the
 //! workers keep. Both `control` and `proxy` build on it; it depends on neither.
 
+pub(crate) mod clients;
 pub(crate) mod cluster;
 pub(crate) mod counters;
 pub(crate) mod generation;

@@ -21,6 +21,7 @@ use super::{PendingReply, Protocol};
 use crate::net::{poll_read_buf, StreamReader, StreamWriter};
 use crate::proxy::ids::ClientId;
 use crate::proxy::pool::PoolSlot;
+use crate::state::clients::ClientCard;
 use crate::state::counters::PoolCounter;
 
 /// A client that lets its replies pile up past the hard limit and reads none of
@@ -54,16 +55,16 @@ enum Event {
 /// Serves one client until it closes, asks to, or breaks the protocol, or until its
 /// pool's slot closes (pool removed, or cashew draining): then the requests already
 /// received are answered and the connection is closed at a request boundary.
-/// `id` is the client's number in its slot.
+/// `id` is the client's number in its slot; `card` what the control plane sees of it.
 pub(crate) async fn serve<P: Protocol>(
     reader: StreamReader,
     writer: StreamWriter,
     slot: &PoolSlot,
-    id: ClientId,
+    (id, card): (ClientId, &ClientCard),
     protocol: P,
 ) {
     slot.register(id).await;
-    serve_registered(reader, writer, slot, protocol).await;
+    serve_registered(reader, writer, slot, card, protocol).await;
     slot.unregister(id);
 }
 
@@ -71,6 +72,7 @@ async fn serve_registered<P: Protocol>(
     mut reader: StreamReader,
     mut writer: StreamWriter,
     slot: &PoolSlot,
+    card: &ClientCard,
     mut protocol: P,
 ) {
     let mut input = BytesMut::new();
@@ -111,7 +113,11 @@ async fn serve_registered<P: Protocol>(
             count_error(PoolCounter::ClientErr);
             reading = false;
         }
-        latency.requests_read(queue.len() - before, &mut clock, slot);
+        let read = queue.len() - before;
+        latency.requests_read(read, &mut clock, slot);
+        if read > 0 {
+            card.read(read);
+        }
         let lingered = draining.is_some_and(|since| clock.now() >= since + DRAIN_LINGER);
         if draining.is_some() && input.is_empty() && (read_while_draining || lingered) {
             // A request boundary: nothing more is read.

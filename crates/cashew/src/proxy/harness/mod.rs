@@ -25,6 +25,7 @@ use super::client::{PendingReply, Protocol};
 use super::handoff::Replies;
 use super::pool::{PoolRt, PoolSlot, WorkerCtx};
 use super::{memcache, redis};
+use crate::state::clients::ClientCard;
 use crate::state::counters::Registry;
 use crate::state::generation::{Generation, ListenSockets, Loaded, Source};
 use expect::Expect;
@@ -108,8 +109,9 @@ pub fn run(data: &[u8]) -> usize {
         expected: VecDeque::new(),
         answered: 0,
     };
+    let card = ClientCard::connect("harness", "redis", String::new(), String::new());
     if redis {
-        let client = redis::Client::new(slot.clone(), slot.new_client_id());
+        let client = redis::Client::new(slot.clone(), slot.new_client_id(), card.shared());
         path.drive::<_, Redis>(&mut input, client, &generation, &ctx);
     } else {
         let client = memcache::Client::new(slot.clone(), slot.new_client_id());

@@ -9,6 +9,7 @@ use cashew_protocol::resp::{
 };
 
 use super::auth::{authenticate, Access, Refusal};
+use super::clients::client_line;
 use super::{
     err, ready, refused, valid_client_name, wrong_arity, Client, Pending, VersionedReply,
     BAD_CLIENT_NAME, FALLBACK_REDIS_VERSION,
@@ -73,12 +74,16 @@ impl Client {
                 // As Redis: out of subscribed mode and any transaction.
                 self.subscriber = None;
                 self.session = super::session::Session::None;
-                self.name = None;
                 self.resp3 = false;
+                self.card.set(|p| {
+                    p.name.clear();
+                    p.resp3 = false;
+                    p.subscriber = false;
+                });
                 self.access = Access::of_new_client(pool.config());
                 ready(|o| simple(o, "RESET"))
             }
-            LocalCommand::Client => self.client(bytes),
+            LocalCommand::Client => self.client(pool, bytes),
             LocalCommand::Hello => self.hello(pool, bytes),
             LocalCommand::Command => self.command(pool, bytes),
             LocalCommand::Info => {
@@ -93,7 +98,7 @@ impl Client {
 
     /// `CLIENT` subcommands about this connection are answered here; the ones that
     /// act on the server (or need it to push) are refused.
-    pub(super) fn client(&mut self, bytes: &Bytes) -> Pending {
+    pub(super) fn client(&mut self, pool: &PoolRt, bytes: &Bytes) -> Pending {
         let argc = self.argc();
         let sub = self.arg(bytes, 1).to_ascii_lowercase();
         let wrong = || {
@@ -108,15 +113,36 @@ impl Client {
                 if !valid_client_name(name) {
                     return err(BAD_CLIENT_NAME);
                 }
-                self.name = (!name.is_empty()).then(|| Bytes::copy_from_slice(name));
+                let name = String::from_utf8_lossy(name).into_owned();
+                self.card.set(|p| p.name = name);
                 ready(|o| simple(o, "OK"))
             }
-            b"getname" if argc == 2 => ready(|o| match &self.name {
-                Some(n) => bulk(o, n),
-                None => self.null(o),
-            }),
-            b"setinfo" if argc == 4 => ready(|o| simple(o, "OK")),
-            b"id" if argc == 2 => ready(|o| integer(o, self.id.0 as i64)),
+            b"getname" if argc == 2 => {
+                let name = self.card.profile().name;
+                ready(|o| match name.is_empty() {
+                    true => self.null(o),
+                    false => bulk(o, name.as_bytes()),
+                })
+            }
+            b"setinfo" if argc == 4 => {
+                let value = self.arg(bytes, 3);
+                if !valid_client_name(value) {
+                    return err("ERR lib-name and lib-ver cannot contain spaces, newlines or special characters.");
+                }
+                let value = String::from_utf8_lossy(value).into_owned();
+                match self.arg(bytes, 2).to_ascii_lowercase().as_slice() {
+                    b"lib-name" => self.card.set(|p| p.lib_name = value),
+                    b"lib-ver" => self.card.set(|p| p.lib_ver = value),
+                    _ => {
+                        return err(&format!(
+                            "ERR Unrecognized option '{}'",
+                            String::from_utf8_lossy(self.arg(bytes, 2))
+                        ))
+                    }
+                }
+                ready(|o| simple(o, "OK"))
+            }
+            b"id" if argc == 2 => ready(|o| integer(o, self.card.id as i64)),
             b"no-evict" | b"no-touch" if argc == 3 => {
                 match self.arg(bytes, 2).to_ascii_lowercase().as_slice() {
                     b"on" | b"off" => ready(|o| simple(o, "OK")),
@@ -124,24 +150,16 @@ impl Client {
                 }
             }
             b"info" if argc == 2 => {
-                let name = self.name.as_deref().map(String::from_utf8_lossy).unwrap_or_default();
-                let line = format!(
-                    "id={} addr={} name={name} db=0 resp={} lib-name=cashew-proxy\n",
-                    self.id.0,
-                    self.address,
-                    if self.resp3 { 3 } else { 2 }
-                );
-                ready(|o| match self.resp3 {
-                    true => verbatim_text(o, line.as_bytes()),
-                    false => bulk(o, line.as_bytes()),
-                })
+                let line = client_line(&self.card, std::time::Instant::now());
+                ready(|o| self.text(o, line.as_bytes()))
             }
+            b"list" => self.client_list(pool, bytes),
             b"setname" | b"getname" | b"setinfo" | b"id" | b"no-evict" | b"no-touch" | b"info" => wrong(),
             b"tracking" | b"caching" | b"getredir" | b"trackinginfo" => {
                 refused(&format!("client|{}", String::from_utf8_lossy(&sub)), Reason::PubSub)
             }
             b"reply" => err("ERR command 'client|reply' is not supported by the proxy: replies are matched to requests"),
-            b"list" | b"kill" | b"pause" | b"unpause" | b"unblock" | b"help" => {
+            b"kill" | b"pause" | b"unpause" | b"unblock" | b"help" => {
                 refused(&format!("client|{}", String::from_utf8_lossy(&sub)), Reason::Admin)
             }
             // As Redis, in the client's own spelling.
@@ -208,7 +226,7 @@ impl Client {
                     if !valid_client_name(given) {
                         return err(BAD_CLIENT_NAME);
                     }
-                    name = Some(Bytes::copy_from_slice(given));
+                    name = Some(String::from_utf8_lossy(given).into_owned());
                     i += 2;
                 }
                 _ => {
@@ -223,9 +241,12 @@ impl Client {
             return err("NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time");
         }
         self.resp3 = resp3;
-        if name.is_some() {
-            self.name = name;
-        }
+        self.card.set(|p| {
+            p.resp3 = resp3;
+            if let Some(name) = name {
+                p.name = name;
+            }
+        });
         self.with_version(pool, VersionedReply::Hello { resp3 })
     }
 
@@ -236,7 +257,7 @@ impl Client {
             (b"server", Field::Text(b"redis")),
             (b"version", Field::Text(version.as_bytes())),
             (b"proto", Field::Number(if resp3 { 3 } else { 2 })),
-            (b"id", Field::Number(self.id.0 as i64)),
+            (b"id", Field::Number(self.card.id as i64)),
             (b"mode", Field::Text(b"standalone")),
             (b"role", Field::Text(b"master")),
             (b"modules", Field::Empty),

@@ -6,6 +6,7 @@
 //! exactly the replies a RESP3 client of that server gets.
 
 mod auth;
+mod clients;
 mod cluster;
 mod every_server;
 mod forward;
@@ -19,12 +20,13 @@ mod split;
 use std::collections::VecDeque;
 use std::ops::Range;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::{Bytes, BytesMut};
 use cashew_protocol::resp::{
-    self, error, lookup, lookup_subcommand, null, null_bulk, Combine, CommandKind, CommandSpec,
-    LocalCommand, Parsed, Reason, TransactionCommand,
+    self, bulk, error, lookup, lookup_subcommand, null, null_bulk, verbatim_text, Combine,
+    CommandKind, CommandSpec, LocalCommand, Parsed, Reason, TransactionCommand,
 };
 
 use self::auth::Access;
@@ -33,6 +35,7 @@ use crate::proxy::client::{
 };
 use crate::proxy::ids::ClientId;
 use crate::proxy::pool::{PoolRt, PoolSlot};
+use crate::state::clients::ClientCard;
 use crate::state::counters::{Family, PoolCounter};
 
 /// The version reported when no server has told its own yet.
@@ -127,7 +130,8 @@ pub(crate) struct Client {
     /// Parse again only once the input holds this many bytes (a big bulk arriving).
     needed: usize,
     access: Access,
-    name: Option<Bytes>,
+    /// What `CLIENT LIST` shows of it; its name is kept there.
+    card: Arc<ClientCard>,
     /// The client speaks RESP3 (after `HELLO 3`).
     resp3: bool,
     done: bool,
@@ -136,8 +140,6 @@ pub(crate) struct Client {
     family: Option<Family>,
     /// A transaction in progress, on a connection of the client's own.
     session: session::Session,
-    /// The client's `ip:port`, for `CLIENT INFO`.
-    address: String,
     /// The connection its last request that went to a server went on.
     lane: Lane,
     /// A request waits in the input for the replies before it (see [`Lane`]).
@@ -149,7 +151,7 @@ pub(crate) struct Client {
 }
 
 impl Client {
-    pub(crate) fn new(slot: Rc<PoolSlot>, id: ClientId) -> Client {
+    pub(crate) fn new(slot: Rc<PoolSlot>, id: ClientId, card: Arc<ClientCard>) -> Client {
         let access = Access::of_new_client(slot.pool().config());
         Client {
             id,
@@ -158,13 +160,12 @@ impl Client {
             args: Vec::new(),
             resume: resp::RequestResume::default(),
             needed: 0,
-            name: None,
+            card,
             resp3: false,
             done: false,
             families: ReplyFamilies::default(),
             family: None,
             session: session::Session::default(),
-            address: String::new(),
             subscriber: None,
             lane: Lane::Shared,
             holding: false,
@@ -174,11 +175,6 @@ impl Client {
 
     pub(crate) fn with_local(mut self, local: Option<std::net::SocketAddr>) -> Client {
         self.local = local;
-        self
-    }
-
-    pub(crate) fn with_address(mut self, address: String) -> Client {
-        self.address = address;
         self
     }
 }
@@ -387,9 +383,21 @@ impl Protocol for Client {
         self.families.finished();
         match pending {
             Pending::Quit => (Bytes::from_static(b"+OK\r\n"), true),
-            Pending::PubSub(confirmations) => confirmations.finish(),
+            Pending::PubSub(confirmations) => self.subscription_changed(confirmations),
             other => (self.reply_bytes(&self.slot.pool(), other), false),
         }
+    }
+}
+
+impl Client {
+    /// Out of line, so that `finish` stays small enough to be inlined.
+    #[cold]
+    #[inline(never)]
+    fn subscription_changed(&mut self, confirmations: pubsub::Confirmations) -> (Bytes, bool) {
+        let finished = confirmations.finish();
+        let subscriber = self.in_subscribed_mode();
+        self.card.set(|p| p.subscriber = subscriber);
+        finished
     }
 }
 
@@ -400,6 +408,14 @@ impl Client {
 
     fn argc(&self) -> usize {
         self.args.len()
+    }
+
+    /// Text (as `INFO`'s): a bulk string, or verbatim text in RESP3.
+    fn text(&self, out: &mut Vec<u8>, text: &[u8]) {
+        match self.resp3 {
+            true => verbatim_text(out, text),
+            false => bulk(out, text),
+        }
     }
 
     /// A null in the client's protocol.

@@ -1,0 +1,165 @@
+//! Who is connected: `CLIENT LIST`, `CLIENT INFO` and `CLIENT ID` on a redis pool
+//! (its own clients, over every worker), and the admin API's `GET /clients`
+//! (every pool's), against real redis and memcached servers.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use cashew_testkit::{free_port, memcached, redis_server, AdminApi, Cashew, McConn};
+use redis::Connection;
+
+const CASHEW: &str = env!("CARGO_BIN_EXE_cashew");
+
+fn local() -> SocketAddr {
+    format!("127.0.0.1:{}", free_port("127.0.0.1"))
+        .parse()
+        .unwrap()
+}
+
+fn connect(addr: SocketAddr) -> Connection {
+    redis::Client::open(format!("redis://{addr}/"))
+        .unwrap()
+        .get_connection()
+        .unwrap()
+}
+
+/// A `CLIENT LIST` line's fields.
+fn fields(line: &str) -> BTreeMap<String, String> {
+    line.split(' ')
+        .filter_map(|f| f.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+fn list(c: &mut Connection, args: &[&str]) -> Vec<BTreeMap<String, String>> {
+    let text: String = redis::cmd("CLIENT").arg("LIST").arg(args).query(c).unwrap();
+    text.lines().map(fields).collect()
+}
+
+fn id_of(c: &mut Connection) -> u64 {
+    redis::cmd("CLIENT").arg("ID").query(c).unwrap()
+}
+
+#[test]
+fn client_list_shows_the_pools_clients_over_every_worker() {
+    let (redis, mc) = (redis_server(&[]), memcached());
+    let (listen, mc_listen, admin) = (local(), local(), local());
+    let yaml = format!(
+        "data:\n  listen: {listen}\n  redis: true\n  servers:\n    - {}:1\n\
+         cache:\n  listen: {mc_listen}\n  servers:\n    - {}:1\n",
+        redis.addr, mc.addr
+    );
+    let _cashew = Cashew::start(
+        CASHEW,
+        &yaml,
+        &["--threads", "2", "--admin", &admin.to_string()],
+    );
+
+    let mut named = connect(listen);
+    let _: () = redis::cmd("CLIENT")
+        .arg(&["SETNAME", "billing-worker"])
+        .query(&mut named)
+        .unwrap();
+    let _: () = redis::cmd("CLIENT")
+        .arg(&["SETINFO", "LIB-NAME", "my-lib"])
+        .query(&mut named)
+        .unwrap();
+    // The crate's own CLIENT SETINFO on connecting are counted too.
+    let info: String = redis::cmd("CLIENT").arg("INFO").query(&mut named).unwrap();
+    let before: u64 = fields(info.trim_end())["tot-cmds"].parse().unwrap();
+    assert!(before >= 2, "{info}");
+    for i in 0..5 {
+        let _: () = redis::cmd("SET").arg(i).arg(i).query(&mut named).unwrap();
+    }
+    let mut idle = connect(listen);
+    let idle_id = id_of(&mut idle);
+    let mut subscriber = connect(listen);
+    let subscriber_id = id_of(&mut subscriber);
+    let mut pubsub = subscriber.as_pubsub();
+    pubsub.subscribe("news").unwrap();
+    let mut mc_client = McConn::connect(mc_listen);
+    mc_client.send(b"version\r\n");
+    assert!(mc_client.line().starts_with("VERSION"));
+    std::thread::sleep(Duration::from_millis(1300));
+
+    let mut me = connect(listen);
+    let my_id = id_of(&mut me);
+    let _: () = redis::cmd("SET").arg("x").arg(1).query(&mut named).unwrap();
+    let clients = list(&mut me, &[]);
+    assert_eq!(clients.len(), 4, "{clients:?}");
+    let ids: Vec<u64> = clients.iter().map(|c| c["id"].parse().unwrap()).collect();
+    let mut unique = ids.clone();
+    unique.dedup();
+    assert_eq!(unique, ids, "ids differ, oldest first");
+    let by_id = |id: u64| {
+        clients
+            .iter()
+            .find(|c| c["id"] == id.to_string())
+            .unwrap_or_else(|| panic!("{id}: {clients:?}"))
+    };
+    let first = &clients[0];
+    assert_eq!(first["name"], "billing-worker");
+    assert_eq!(first["lib-name"], "my-lib");
+    assert_eq!(
+        first["tot-cmds"],
+        (before + 7).to_string(),
+        "CLIENT INFO, five SETs and one more"
+    );
+    assert_eq!(first["idle"], "0");
+    assert_eq!(first["laddr"], listen.to_string());
+    assert_eq!(first["flags"], "N");
+    assert!(by_id(idle_id)["idle"].parse::<u64>().unwrap() >= 1);
+    assert_eq!(by_id(subscriber_id)["flags"], "P");
+    assert_eq!(by_id(my_id)["name"], "");
+    assert!(by_id(my_id)["addr"].starts_with("127.0.0.1:"));
+
+    // Filters, as Redis has them.
+    let subscribers = list(&mut me, &["TYPE", "pubsub"]);
+    assert_eq!(subscribers.len(), 1);
+    assert_eq!(subscribers[0]["id"], subscriber_id.to_string());
+    assert_eq!(list(&mut me, &["TYPE", "normal"]).len(), 3);
+    assert!(list(&mut me, &["TYPE", "master"]).is_empty());
+    let two = list(&mut me, &["ID", &idle_id.to_string(), &my_id.to_string()]);
+    assert_eq!(two.len(), 2);
+    for bad in [&["ID", "x"][..], &["TYPE", "nobody"], &["SOMETHING"]] {
+        let e = redis::cmd("CLIENT")
+            .arg("LIST")
+            .arg(bad)
+            .query::<String>(&mut me)
+            .unwrap_err();
+        assert!(
+            e.to_string().contains("ERR") || e.to_string().contains("rror"),
+            "{bad:?}: {e}"
+        );
+    }
+    let info: String = redis::cmd("CLIENT").arg("INFO").query(&mut me).unwrap();
+    assert_eq!(fields(info.trim_end())["id"], my_id.to_string());
+
+    // The admin API lists every pool's clients.
+    let api = AdminApi::new(admin, None);
+    let (status, doc) = api.get("/clients");
+    assert_eq!(status, 200, "{doc}");
+    let all = doc["clients"].as_array().unwrap();
+    assert_eq!(all.len(), 5, "{doc}");
+    let memcache: Vec<_> = all.iter().filter(|c| c["protocol"] == "memcache").collect();
+    assert_eq!(memcache.len(), 1, "{doc}");
+    assert_eq!(memcache[0]["pool"], "cache");
+    assert_eq!(memcache[0]["requests"], 1);
+    assert_eq!(memcache[0]["local"], mc_listen.to_string());
+    let billing = all.iter().find(|c| c["name"] == "billing-worker").unwrap();
+    assert_eq!(billing["pool"], "data");
+    assert_eq!(billing["lib_name"], "my-lib");
+
+    // A client that leaves is no longer listed.
+    drop(pubsub);
+    drop(subscriber);
+    drop(mc_client);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while list(&mut me, &[]).len() != 3
+        || api.get("/clients").1["clients"].as_array().unwrap().len() != 3
+    {
+        assert!(Instant::now() < deadline, "{:?}", list(&mut me, &[]));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
