@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use cashew_testkit::{free_port, memcached, redis_server, AdminApi, Cashew, McConn};
+use cashew_testkit::{free_port, memcached, redis_server, AdminApi, Cashew, McConn, Process};
 use redis::Connection;
 
 const CASHEW: &str = env!("CARGO_BIN_EXE_cashew");
@@ -41,20 +41,50 @@ fn id_of(c: &mut Connection) -> u64 {
     redis::cmd("CLIENT").arg("ID").query(c).unwrap()
 }
 
+/// cashew (two workers) with a redis pool `data` and a memcached pool `cache`.
+struct Rig {
+    listen: SocketAddr,
+    mc_listen: SocketAddr,
+    api: AdminApi,
+    _cashew: Cashew,
+    _servers: [Process; 2],
+}
+
+impl Rig {
+    fn start() -> Rig {
+        let (redis, mc) = (redis_server(&[]), memcached());
+        let (listen, mc_listen, admin) = (local(), local(), local());
+        let yaml = format!(
+            "data:\n  listen: {listen}\n  redis: true\n  servers:\n    - {}:1\n\
+             cache:\n  listen: {mc_listen}\n  servers:\n    - {}:1\n",
+            redis.addr, mc.addr
+        );
+        let cashew = Cashew::start(
+            CASHEW,
+            &yaml,
+            &["--threads", "2", "--admin", &admin.to_string()],
+        );
+        Rig {
+            listen,
+            mc_listen,
+            api: AdminApi::new(admin, None),
+            _cashew: cashew,
+            _servers: [redis, mc],
+        }
+    }
+
+    fn listed(&self) -> Vec<serde_json::Value> {
+        self.api.get("/clients").1["clients"]
+            .as_array()
+            .unwrap()
+            .clone()
+    }
+}
+
 #[test]
 fn client_list_shows_the_pools_clients_over_every_worker() {
-    let (redis, mc) = (redis_server(&[]), memcached());
-    let (listen, mc_listen, admin) = (local(), local(), local());
-    let yaml = format!(
-        "data:\n  listen: {listen}\n  redis: true\n  servers:\n    - {}:1\n\
-         cache:\n  listen: {mc_listen}\n  servers:\n    - {}:1\n",
-        redis.addr, mc.addr
-    );
-    let _cashew = Cashew::start(
-        CASHEW,
-        &yaml,
-        &["--threads", "2", "--admin", &admin.to_string()],
-    );
+    let rig = Rig::start();
+    let (listen, mc_listen) = (rig.listen, rig.mc_listen);
 
     let mut named = connect(listen);
     let _: () = redis::cmd("CLIENT")
@@ -137,7 +167,7 @@ fn client_list_shows_the_pools_clients_over_every_worker() {
     assert_eq!(fields(info.trim_end())["id"], my_id.to_string());
 
     // The admin API lists every pool's clients.
-    let api = AdminApi::new(admin, None);
+    let api = &rig.api;
     let (status, doc) = api.get("/clients");
     assert_eq!(status, 200, "{doc}");
     let all = doc["clients"].as_array().unwrap();
@@ -162,4 +192,68 @@ fn client_list_shows_the_pools_clients_over_every_worker() {
         assert!(Instant::now() < deadline, "{:?}", list(&mut me, &[]));
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+#[test]
+fn the_admin_api_closes_a_client() {
+    let rig = Rig::start();
+    // A redis client waiting in a blocking call, on a server connection of its own.
+    let mut blocked = connect(rig.listen);
+    let blocked_id = id_of(&mut blocked);
+    let waiter = std::thread::spawn(move || {
+        let started = Instant::now();
+        let outcome = redis::cmd("BLPOP")
+            .arg(&["nothing", "30"])
+            .query::<Option<(String, String)>>(&mut blocked);
+        (outcome, started.elapsed())
+    });
+    let mut mc_client = McConn::connect(rig.mc_listen);
+    mc_client.send(b"version\r\n");
+    assert!(mc_client.line().starts_with("VERSION"));
+    let mut other = connect(rig.listen);
+    std::thread::sleep(Duration::from_millis(200));
+    let mc_id = rig
+        .listed()
+        .iter()
+        .find(|c| c["protocol"] == "memcache")
+        .unwrap()["id"]
+        .as_u64()
+        .unwrap();
+
+    let (status, doc) = rig.api.post(&format!("/clients/{blocked_id}/kill"));
+    assert_eq!(status, 200, "{doc}");
+    assert_eq!(doc["killed"], blocked_id);
+    assert_eq!(doc["pool"], "data");
+    let (outcome, waited) = waiter.join().unwrap();
+    assert!(outcome.is_err(), "{outcome:?}");
+    assert!(
+        waited < Duration::from_secs(5),
+        "closed at once, not after {waited:?}"
+    );
+
+    let (status, _) = rig.api.post(&format!("/clients/{mc_id}/kill"));
+    assert_eq!(status, 200);
+    assert_eq!(
+        mc_client.line(),
+        "",
+        "the memcached client sees the connection end"
+    );
+
+    let (status, doc) = rig.api.post("/clients/999999/kill");
+    assert_eq!(status, 404, "{doc}");
+    assert!(
+        doc["error"].as_str().unwrap().contains("no client 999999"),
+        "{doc}"
+    );
+    assert_eq!(rig.api.post("/clients/nonsense/kill").0, 404);
+    assert_eq!(
+        rig.api.try_get_status(&format!("/clients/{mc_id}/kill")),
+        Some(405)
+    );
+
+    // The others go on.
+    let pong: String = redis::cmd("PING").query(&mut other).unwrap();
+    assert_eq!(pong, "PONG");
+    let listed = rig.listed();
+    assert_eq!(listed.len(), 1, "{listed:?}");
 }

@@ -24,7 +24,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use super::{Phase, Request, Supervisor};
-use crate::log::{INFO, WARN};
+use crate::log::{INFO, NOTICE, WARN};
 use crate::log_at;
 use crate::net::{Listener, Stream};
 use crate::reports::status::{self, generation_info};
@@ -192,6 +192,7 @@ async fn handle(supervisor: &Supervisor, request: HttpRequest<Incoming>) -> Repl
             json_reply(StatusCode::OK, &insight::slowlog(&supervisor.generation()))
         }
         (true, _, ["clients"]) => json_reply(StatusCode::OK, &insight::clients()),
+        (_, true, ["clients", id, "kill"]) => kill_client(id),
         (true, _, []) => text_reply(STATUS_PAGE.to_string(), "text/html; charset=utf-8"),
         (true, _, ["shadow"]) => {
             json_reply(StatusCode::OK, &insight::shadow(&supervisor.generation()))
@@ -229,6 +230,7 @@ async fn handle(supervisor: &Supervisor, request: HttpRequest<Incoming>) -> Repl
             | "config" | "status"],
         )
         | (_, _, ["reload" | "restart" | "stop"])
+        | (_, _, ["clients", _, "kill"])
         | (_, _, ["pools", _, "servers", _, "eject" | "restore"]) => json_reply(
             StatusCode::METHOD_NOT_ALLOWED,
             &api::Failure::new(format!("{method} is not allowed here")),
@@ -249,6 +251,7 @@ async fn handle(supervisor: &Supervisor, request: HttpRequest<Incoming>) -> Repl
                 "POST /reload",
                 "POST /restart",
                 "POST /stop",
+                "POST /clients/{id}/kill",
                 "POST /pools/{pool}/servers/{server}/eject",
                 "POST /pools/{pool}/servers/{server}/restore",
             ];
@@ -258,6 +261,34 @@ async fn handle(supervisor: &Supervisor, request: HttpRequest<Incoming>) -> Repl
             };
             json_reply(StatusCode::NOT_FOUND, &failure)
         }
+    }
+}
+
+/// Closes a client's connection (as Redis's `CLIENT KILL ID`).
+fn kill_client(id: &str) -> Reply {
+    let card = id.parse::<u64>().ok().and_then(crate::state::clients::kill);
+    match card {
+        Some(card) => {
+            log_at!(
+                NOTICE,
+                "pool '{}': closing client {} ({}): asked by the admin API",
+                card.pool,
+                card.id,
+                card.address
+            );
+            let killed = api::Killed {
+                killed: card.id,
+                pool: card.pool.clone(),
+                address: card.address.clone(),
+            };
+            json_reply(StatusCode::OK, &killed)
+        }
+        None => json_reply(
+            StatusCode::NOT_FOUND,
+            &api::Failure::new(format!(
+                "no client {id} is connected (GET /clients lists them)"
+            )),
+        ),
     }
 }
 

@@ -792,9 +792,8 @@ impl PoolSlot {
         self.closing.get()
     }
 
-    /// Registers the calling task as client `id`, to be woken when the slot closes.
-    pub(crate) async fn register(&self, id: ClientId) {
-        let waker = std::future::poll_fn(|cx| std::task::Poll::Ready(cx.waker().clone())).await;
+    /// Registers the task serving client `id`, to be woken when the slot closes.
+    pub(crate) fn register(&self, id: ClientId, waker: Waker) {
         if !self.closing.get() {
             self.clients.borrow_mut().insert(id, waker);
         }

@@ -168,6 +168,14 @@ pub(crate) struct ClientView {
     pub(crate) subscriber: bool,
 }
 
+/// `POST /clients/{id}/kill`.
+#[derive(Serialize, Deserialize, Debug)]
+pub(crate) struct Killed {
+    pub(crate) killed: u64,
+    pub(crate) pool: String,
+    pub(crate) address: String,
+}
+
 /// `GET /hotkeys`.
 #[derive(Serialize, Deserialize, Debug, Default)]
 pub(crate) struct HotKeys {

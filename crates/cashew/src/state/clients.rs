@@ -5,8 +5,9 @@
 //! clock read: the time it stamps is one the control plane advances.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, LazyLock, Mutex};
+use std::task::Waker;
 use std::time::{Duration, Instant};
 
 /// Process-wide client numbers, as Redis's `CLIENT ID`: never reused.
@@ -41,6 +42,9 @@ pub(crate) struct ClientCard {
     requests: AtomicU64,
     /// What the client set or asked for, which changes seldom.
     profile: Mutex<Profile>,
+    /// Asked to close by the admin API; `task` is woken to do it.
+    killed: AtomicBool,
+    task: Mutex<Option<Waker>>,
 }
 
 /// A redis client's name and library (`CLIENT SETNAME`, `HELLO ... SETNAME`,
@@ -74,6 +78,8 @@ impl ClientCard {
             last_request: AtomicU64::new(since_epoch(now)),
             requests: AtomicU64::new(0),
             profile: Mutex::default(),
+            killed: AtomicBool::new(false),
+            task: Mutex::default(),
         });
         lock().insert(card.id, card.clone());
         Listed(card)
@@ -112,6 +118,29 @@ impl ClientCard {
     pub(crate) fn set(&self, change: impl FnOnce(&mut Profile)) {
         change(&mut self.profile.lock().unwrap_or_else(|e| e.into_inner()));
     }
+
+    /// The task serving the client, woken when it is killed.
+    pub(crate) fn served_by(&self, task: Waker) {
+        *self.task.lock().unwrap_or_else(|e| e.into_inner()) = Some(task);
+    }
+
+    /// Whether the client was killed: its connection closes at once, and replies
+    /// not yet written are dropped (as Redis's `CLIENT KILL` does).
+    #[inline]
+    pub(crate) fn killed(&self) -> bool {
+        self.killed.load(Relaxed)
+    }
+}
+
+/// Closes the connection of client `id`; the card of the client killed, if there
+/// is one.
+pub(crate) fn kill(id: u64) -> Option<Arc<ClientCard>> {
+    let card = lock().get(&id).cloned()?;
+    card.killed.store(true, Relaxed);
+    if let Some(task) = card.task.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+        task.wake_by_ref();
+    }
+    Some(card)
 }
 
 /// A card in the list while this lives.
@@ -187,5 +216,24 @@ mod tests {
         assert!(c.age(later) >= Duration::from_secs(5));
         c.set(|p| p.name = "worker".into());
         assert_eq!(c.profile().name, "worker");
+    }
+
+    #[test]
+    fn a_killed_client_is_told_and_its_task_woken() {
+        use std::sync::atomic::AtomicUsize;
+        struct Count(AtomicUsize);
+        impl std::task::Wake for Count {
+            fn wake(self: Arc<Self>) {
+                self.0.fetch_add(1, Relaxed);
+            }
+        }
+        let c = ClientCard::connect("test-kill", "redis", String::new(), String::new());
+        let woken = Arc::new(Count(AtomicUsize::new(0)));
+        c.served_by(Waker::from(woken.clone()));
+        assert!(!c.killed());
+        assert!(kill(c.id + 1_000_000).is_none(), "no such client");
+        assert_eq!(kill(c.id).map(|k| k.id), Some(c.id));
+        assert!(c.killed());
+        assert_eq!(woken.0.load(Relaxed), 1);
     }
 }

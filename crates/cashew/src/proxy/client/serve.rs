@@ -63,7 +63,9 @@ pub(crate) async fn serve<P: Protocol>(
     (id, card): (ClientId, &ClientCard),
     protocol: P,
 ) {
-    slot.register(id).await;
+    let task = poll_fn(|cx| Poll::Ready(cx.waker().clone())).await;
+    card.served_by(task.clone());
+    slot.register(id, task);
     serve_registered(reader, writer, slot, card, protocol).await;
     slot.unregister(id);
 }
@@ -259,8 +261,9 @@ async fn serve_registered<P: Protocol>(
                     return Poll::Ready(Event::Read(r));
                 }
             }
-            // The slot wakes this task when it closes (see `PoolSlot::register`).
-            if draining.is_none() && slot.is_closing() {
+            // The slot wakes this task when it closes (see `PoolSlot::register`),
+            // and the card when the client is killed.
+            if (draining.is_none() && slot.is_closing()) || card.killed() {
                 return Poll::Ready(Event::Wake);
             }
             if let Some((_, sleep)) = &mut timer {
@@ -296,6 +299,9 @@ async fn serve_registered<P: Protocol>(
                 reading = false;
             }
             Event::Wake => {
+                if card.killed() {
+                    break;
+                }
                 if left_at.is_some_and(|at| clock.now() >= at + LEFT_WHILE_BLOCKED)
                     && queue.iter().any(PendingReply::blocks)
                 {

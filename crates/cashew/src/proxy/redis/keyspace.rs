@@ -20,8 +20,8 @@ use std::hash::{BuildHasher, RandomState};
 
 use bytes::Bytes;
 use cashew_protocol::resp::{
-    array_header, bulk, is_error, parse_reply, reply_elements, verbatim_text, KeyspaceCommand,
-    PubSubQuery, ReplyParse,
+    array_header, bulk, is_error, parse_reply, reply_elements, KeyspaceCommand, PubSubQuery,
+    ReplyParse,
 };
 
 use super::info::InfoSections;
@@ -261,10 +261,7 @@ impl Client {
             Kind::Info { sections } => {
                 let text = self.info(pool, sections, &replies);
                 let mut out = Vec::with_capacity(text.len() + 16);
-                match self.resp3 {
-                    true => verbatim_text(&mut out, text.as_bytes()),
-                    false => bulk(&mut out, text.as_bytes()),
-                }
+                self.text(&mut out, text.as_bytes());
                 out.into()
             }
         }

@@ -4,8 +4,8 @@
 
 use bytes::Bytes;
 use cashew_protocol::resp::{
-    array_header, bulk, integer, lookup, map_header, null, simple, verbatim_text, CommandSpec,
-    LocalCommand, Reason, COMMANDS,
+    array_header, bulk, integer, lookup, map_header, null, simple, CommandSpec, LocalCommand,
+    Reason, COMMANDS,
 };
 
 use super::auth::{authenticate, Access, Refusal};
@@ -36,10 +36,7 @@ impl Client {
             VersionedReply::Hello { resp3 } => self.hello_reply(&mut o, pool, resp3),
             VersionedReply::Info(sections) => {
                 let text = self.info(pool, sections, &[]);
-                match self.resp3 {
-                    true => verbatim_text(&mut o, text.as_bytes()),
-                    false => bulk(&mut o, text.as_bytes()),
-                }
+                self.text(&mut o, text.as_bytes());
             }
         }
         o.into()
