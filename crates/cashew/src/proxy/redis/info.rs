@@ -4,8 +4,7 @@
 
 use bytes::Bytes;
 
-use super::local::server_version;
-use super::Client;
+use super::{server_version, Client};
 use crate::proxy::ids::ServerId;
 use crate::proxy::pool::PoolRt;
 use crate::state::counters::ProxyCounter;

@@ -11,8 +11,8 @@ use cashew_protocol::resp::{
 use super::auth::{authenticate, Access, Refusal};
 use super::clients::client_line;
 use super::{
-    err, ready, refused, valid_client_name, wrong_arity, Client, Pending, VersionedReply,
-    BAD_CLIENT_NAME, FALLBACK_REDIS_VERSION,
+    err, ready, refused, server_version, valid_client_name, wrong_arity, Client, Pending,
+    VersionedReply, BAD_CLIENT_NAME,
 };
 use crate::proxy::client::Part;
 use crate::proxy::pool::PoolRt;
@@ -331,10 +331,4 @@ enum Field<'a> {
     Text(&'a [u8]),
     Number(i64),
     Empty,
-}
-
-/// The version a live server gave, or the version whose behaviour cashew follows.
-pub(super) fn server_version(pool: &PoolRt) -> String {
-    pool.server_version()
-        .map_or_else(|| FALLBACK_REDIS_VERSION.to_string(), |v| v.to_string())
 }

@@ -41,6 +41,12 @@ use crate::state::counters::{Family, PoolCounter};
 /// The version reported when no server has told its own yet.
 const FALLBACK_REDIS_VERSION: &str = "7.0.0";
 
+/// The version a live server gave, or the version whose behaviour cashew follows.
+fn server_version(pool: &PoolRt) -> String {
+    pool.server_version()
+        .map_or_else(|| FALLBACK_REDIS_VERSION.to_string(), |v| v.to_string())
+}
+
 pub(crate) enum Pending {
     Ready(Bytes),
     /// One server's reply, passed through.
