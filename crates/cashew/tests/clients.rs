@@ -257,3 +257,45 @@ fn the_admin_api_closes_a_client() {
     let listed = rig.listed();
     assert_eq!(listed.len(), 1, "{listed:?}");
 }
+
+#[test]
+fn memcached_stats_conns_lists_the_pools_connections() {
+    let rig = Rig::start();
+    let mut a = McConn::connect(rig.mc_listen);
+    let mut b = McConn::connect(rig.mc_listen);
+    b.send(b"version\r\n");
+    assert!(b.line().starts_with("VERSION"));
+    let _redis_client = connect(rig.listen);
+    a.send(b"stats conns\r\n");
+    let mut lines = Vec::new();
+    loop {
+        let line = a.line();
+        if line == "END\r\n" {
+            break;
+        }
+        assert!(line.starts_with("STAT "), "{line:?}");
+        lines.push(line);
+    }
+    let addrs: Vec<&String> = lines
+        .iter()
+        .filter(|l| l.contains(":addr tcp:127.0.0.1:"))
+        .collect();
+    assert_eq!(
+        addrs.len(),
+        2,
+        "the pool's two clients, not the redis pool's: {lines:?}"
+    );
+    let listen = format!(":listen_addr tcp:{}\r\n", rig.mc_listen);
+    assert_eq!(
+        lines.iter().filter(|l| l.ends_with(&listen)).count(),
+        2,
+        "{lines:?}"
+    );
+    assert_eq!(
+        lines
+            .iter()
+            .filter(|l| l.contains(":secs_since_last_cmd "))
+            .count(),
+        2
+    );
+}

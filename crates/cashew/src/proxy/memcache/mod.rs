@@ -554,9 +554,10 @@ fn merge(pool: &PoolRt, mut m: MultiGet) -> Bytes {
     out.freeze()
 }
 
-/// `stats [argument]`: cashew's own counters for `stats`; for the arguments that
-/// memcached knows, the reply shape clients expect (`RESET`, `OK`, or `STAT` lines
-/// closed by `END`), and for the others memcached's `ERROR`. What describes the
+/// `stats [argument]`: cashew's own counters for `stats`, its clients for `conns`;
+/// for the other arguments that memcached knows, the reply shape clients expect
+/// (`RESET`, `OK`, or `STAT` lines closed by `END`), and for the others
+/// memcached's `ERROR`. What describes the
 /// items a server holds (items, slabs, sizes, cachedump) is refused with a
 /// `CLIENT_ERROR` rather than answered with an empty list, so a tool that lists
 /// keys says it could not instead of finding none; like memcached's own errors, it
@@ -574,7 +575,8 @@ fn stats_command(pool: &PoolRt, args: &[u8]) -> Bytes {
             Some(b"dump") => b"END\r\n",
             _ => b"CLIENT_ERROR usage: stats detail on|off|dump\r\n",
         },
-        Some(b"settings" | b"conns" | b"extstore") => b"END\r\n",
+        Some(b"conns") => return stats_conns(pool),
+        Some(b"settings" | b"extstore") => b"END\r\n",
         Some(b"sizes_enable" | b"sizes_disable") => b"END\r\n",
         Some(b"items") => b"CLIENT_ERROR stats items is not supported by the proxy: each server holds its own items; ask each server\r\n",
         Some(b"slabs") => b"CLIENT_ERROR stats slabs is not supported by the proxy: each server holds its own items; ask each server\r\n",
@@ -585,6 +587,28 @@ fn stats_command(pool: &PoolRt, args: &[u8]) -> Bytes {
         Some(_) => b"ERROR\r\n",
     };
     Bytes::from_static(reply)
+}
+
+/// `stats conns`: the pool's client connections over every worker, as memcached
+/// lists its own, each under its client id (memcached's is the descriptor).
+fn stats_conns(pool: &PoolRt) -> Bytes {
+    let now = std::time::Instant::now();
+    let mut s = String::new();
+    for card in crate::state::clients::connected(Some(&pool.config().name)) {
+        let id = card.id;
+        let tcp = |a: &str| match a.starts_with("unix:") || a.starts_with('/') {
+            true => a.to_string(),
+            false => format!("tcp:{a}"),
+        };
+        s.push_str(&format!(
+            "STAT {id}:addr {}\r\nSTAT {id}:listen_addr {}\r\nSTAT {id}:secs_since_last_cmd {}\r\n",
+            tcp(&card.address),
+            tcp(&card.local),
+            card.idle(now).as_secs()
+        ));
+    }
+    s.push_str("END\r\n");
+    Bytes::from(s)
 }
 
 /// The memcached `stats` reply, over all workers, since the last `stats reset`.
