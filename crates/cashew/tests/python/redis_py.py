@@ -132,4 +132,17 @@ assert r.blpop([f"{tag}:empty"], timeout=0.05) is None
 r.rpush(f"{tag}:jobs", "job-1")
 assert r.brpop([f"{tag}:jobs"], timeout=1) == (f"{tag}:jobs".encode(), b"job-1")
 
+# Who is connected, as redis-py parses it; INFO's sections summed over the servers.
+assert r.client_setname("py-worker")
+assert r.client_getname() in (b"py-worker", "py-worker")
+me = r.client_info()
+assert me["name"] == "py-worker" and int(me["id"]) == r.client_id(), me
+listed = r.client_list()
+assert any(str(c["id"]) == str(me["id"]) and c["name"] == "py-worker" for c in listed), listed
+assert all(c["flags"] == "N" for c in r.client_list(_type="normal")), listed
+memory = r.info("memory")
+assert memory["used_memory"] > 0 and "used_memory_human" in memory, memory
+stats = r.info("stats")
+assert stats["keyspace_hits"] > 0, stats
+
 print(f"redis-py {redis.__version__} RESP{spoken}: ok")
