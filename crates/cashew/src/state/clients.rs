@@ -12,13 +12,13 @@ use std::time::{Duration, Instant};
 
 /// Process-wide client numbers, as Redis's `CLIENT ID`: never reused.
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
-static CARDS: LazyLock<Mutex<BTreeMap<u64, Arc<ClientCard>>>> = LazyLock::new(Default::default);
+static CARDS: Mutex<BTreeMap<u64, Arc<ClientCard>>> = Mutex::new(BTreeMap::new());
 /// The time cards count from.
 static EPOCH: LazyLock<Instant> = LazyLock::new(Instant::now);
 /// Milliseconds after `EPOCH`, as of the last [`advance_clock`].
 static NOW_MS: AtomicU64 = AtomicU64::new(0);
-/// How often the control plane calls [`advance_clock`]: what an idle time may be
-/// short by.
+/// How often the control plane calls [`advance_clock`]: what an idle time may
+/// overstate.
 pub(crate) const CLOCK_STEP: Duration = Duration::from_millis(100);
 
 /// Moves the cards' clock to now.

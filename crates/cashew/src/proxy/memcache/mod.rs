@@ -557,11 +557,10 @@ fn merge(pool: &PoolRt, mut m: MultiGet) -> Bytes {
 /// `stats [argument]`: cashew's own counters for `stats`, its clients for `conns`;
 /// for the other arguments that memcached knows, the reply shape clients expect
 /// (`RESET`, `OK`, or `STAT` lines closed by `END`), and for the others
-/// memcached's `ERROR`. What describes the
-/// items a server holds (items, slabs, sizes, cachedump) is refused with a
-/// `CLIENT_ERROR` rather than answered with an empty list, so a tool that lists
-/// keys says it could not instead of finding none; like memcached's own errors, it
-/// has no `END` after it.
+/// memcached's `ERROR`. What describes the items a server holds (items, slabs,
+/// sizes, cachedump) is refused with a `CLIENT_ERROR` rather than answered with an
+/// empty list, so a tool that lists keys says it could not instead of finding none;
+/// like memcached's own errors, it has no `END` after it.
 fn stats_command(pool: &PoolRt, args: &[u8]) -> Bytes {
     let mut words = args.split(|&b| b == b' ').filter(|w| !w.is_empty());
     let reply: &'static [u8] = match words.next() {
@@ -593,13 +592,13 @@ fn stats_command(pool: &PoolRt, args: &[u8]) -> Bytes {
 /// lists its own, each under its client id (memcached's is the descriptor).
 fn stats_conns(pool: &PoolRt) -> Bytes {
     let now = std::time::Instant::now();
+    let tcp = |a: &str| match a.starts_with("unix:") || a.starts_with('/') {
+        true => a.to_string(),
+        false => format!("tcp:{a}"),
+    };
     let mut s = String::new();
     for card in crate::state::clients::connected(Some(&pool.config().name)) {
         let id = card.id;
-        let tcp = |a: &str| match a.starts_with("unix:") || a.starts_with('/') {
-            true => a.to_string(),
-            false => format!("tcp:{a}"),
-        };
         s.push_str(&format!(
             "STAT {id}:addr {}\r\nSTAT {id}:listen_addr {}\r\nSTAT {id}:secs_since_last_cmd {}\r\n",
             tcp(&card.address),

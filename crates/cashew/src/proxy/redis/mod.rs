@@ -396,7 +396,8 @@ impl Protocol for Client {
 }
 
 impl Client {
-    /// Out of line, so that `finish` stays small enough to be inlined.
+    /// A (un)subscribe's reply, and the card told whether the client is still
+    /// subscribed. Out of line: `finish` is on every reply's path.
     #[cold]
     #[inline(never)]
     fn subscription_changed(&mut self, confirmations: pubsub::Confirmations) -> (Bytes, bool) {
@@ -405,9 +406,7 @@ impl Client {
         self.card.set(|p| p.subscriber = subscriber);
         finished
     }
-}
 
-impl Client {
     fn arg<'a>(&self, bytes: &'a [u8], i: usize) -> &'a [u8] {
         &bytes[self.args[i].clone()]
     }
