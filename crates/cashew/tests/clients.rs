@@ -165,6 +165,16 @@ fn client_list_shows_the_pools_clients_over_every_worker() {
     }
     let info: String = redis::cmd("CLIENT").arg("INFO").query(&mut me).unwrap();
     assert_eq!(fields(info.trim_end())["id"], my_id.to_string());
+    let info: String = redis::cmd("INFO").arg("clients").query(&mut me).unwrap();
+    assert!(
+        info.contains("connected_clients:4\r\n"),
+        "the pool's four: {info}"
+    );
+    let info: String = redis::cmd("INFO").arg("proxy").query(&mut me).unwrap();
+    assert!(
+        info.contains("connected_clients:5\r\n"),
+        "every pool's five: {info}"
+    );
 
     // The admin API lists every pool's clients.
     let api = &rig.api;

@@ -2,6 +2,8 @@
 //! sections that describe the data (`memory`, `stats`, `keyspace`), summed over
 //! the pool's servers so that the pool reads as one server.
 
+use std::sync::atomic::Ordering::Relaxed;
+
 use bytes::Bytes;
 
 use super::{server_version, Client};
@@ -116,7 +118,9 @@ impl Client {
             ));
         }
         if sections.clients {
-            parts.push(format!("# Clients\r\nconnected_clients:{clients}\r\n"));
+            // The pool's own, as CLIENT LIST lists them (the proxy section has all).
+            let pool_clients = pool.shared().clients.load(Relaxed);
+            parts.push(format!("# Clients\r\nconnected_clients:{pool_clients}\r\n"));
         }
         if !servers.is_empty() && sections.memory {
             parts.push(summed_section(servers, "Memory", MEMORY, MEMORY_SHARED));
