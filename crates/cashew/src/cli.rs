@@ -146,6 +146,8 @@ pub enum Command {
     Restart(InstanceArgs),
     /// Show a running cashew's pools, servers and their state
     Status(InstanceArgs),
+    /// List a running cashew's client connections (through its admin API)
+    Clients(InstanceArgs),
     /// A live view of a running cashew: requests/s, hit ratio, latency, errors,
     /// server states and hot keys, refreshed every second
     Top(TopArgs),

@@ -41,6 +41,7 @@ fn main() -> ExitCode {
         Some(Command::Stop(args)) => ctl::run(Action::Stop, args),
         Some(Command::Restart(args)) => ctl::run(Action::Restart, args),
         Some(Command::Status(args)) => ctl::run(Action::Status, args),
+        Some(Command::Clients(args)) => ctl::run(Action::Clients, args),
         Some(Command::Top(args)) => top::run(args),
         None if cli.describe_stats => {
             print!("{}", cashew::reports::nutcracker::describe());

@@ -45,6 +45,7 @@ fn id_of(c: &mut Connection) -> u64 {
 struct Rig {
     listen: SocketAddr,
     mc_listen: SocketAddr,
+    admin: SocketAddr,
     api: AdminApi,
     _cashew: Cashew,
     _servers: [Process; 2],
@@ -67,6 +68,7 @@ impl Rig {
         Rig {
             listen,
             mc_listen,
+            admin,
             api: AdminApi::new(admin, None),
             _cashew: cashew,
             _servers: [redis, mc],
@@ -190,6 +192,29 @@ fn client_list_shows_the_pools_clients_over_every_worker() {
     let billing = all.iter().find(|c| c["name"] == "billing-worker").unwrap();
     assert_eq!(billing["pool"], "data");
     assert_eq!(billing["lib_name"], "my-lib");
+
+    // `cashew clients` prints them.
+    let out = std::process::Command::new(CASHEW)
+        .args(["clients", "--admin", &rig.admin.to_string()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let table = String::from_utf8(out.stdout).unwrap();
+    assert!(table.starts_with("      ID  POOL"), "{table}");
+    assert!(table.ends_with("5 clients\n"), "{table}");
+    assert!(
+        table
+            .lines()
+            .any(|l| l.contains(" data ") && l.contains("billing-worker (my-lib")),
+        "{table}"
+    );
+    assert!(
+        table
+            .lines()
+            .any(|l| l.contains(" cache ") && l.contains(" memcache ")),
+        "{table}"
+    );
+    assert!(table.contains("[subscriber]"), "{table}");
 
     // A client that leaves is no longer listed.
     drop(pubsub);

@@ -1,5 +1,6 @@
-//! `cashew reload | stop | restart | status`: talking to a running cashew, through
-//! its admin API (`--admin`), or through its pid file (`-p`) with signals.
+//! `cashew reload | stop | restart | status | clients`: talking to a running
+//! cashew, through its admin API (`--admin`), or through its pid file (`-p`) with
+//! signals (`clients` needs the API).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -21,6 +22,7 @@ pub enum Action {
     Stop,
     Restart,
     Status,
+    Clients,
 }
 
 pub fn run(action: Action, args: &InstanceArgs) -> ExitCode {
@@ -49,6 +51,7 @@ fn name(action: Action) -> &'static str {
         Action::Stop => "stop",
         Action::Restart => "restart",
         Action::Status => "status",
+        Action::Clients => "clients",
     }
 }
 
@@ -124,6 +127,11 @@ impl Admin {
                     ));
                 }
                 println!("stopped");
+                Ok(ExitCode::SUCCESS)
+            }
+            Action::Clients => {
+                let clients: api::Clients = self.call("GET", "/clients", 200)?;
+                print!("{}", format_clients(&clients));
                 Ok(ExitCode::SUCCESS)
             }
             Action::Status => {
@@ -206,6 +214,36 @@ pub(crate) fn format_status(status: &api::Status) -> String {
     out
 }
 
+/// `GET /clients` as a table, oldest first.
+pub(crate) fn format_clients(clients: &api::Clients) -> String {
+    let mut out = format!(
+        "{:>8}  {:<16} {:<8} {:<22} {:>7} {:>7} {:>10}  {}\n",
+        "ID", "POOL", "PROTOCOL", "ADDRESS", "AGE s", "IDLE s", "REQUESTS", "NAME"
+    );
+    for c in &clients.clients {
+        let library = (!c.lib_name.is_empty()).then(|| format!("({} {})", c.lib_name, c.lib_ver));
+        let name: Vec<String> = [Some(c.name.clone()), library]
+            .into_iter()
+            .flatten()
+            .chain(c.subscriber.then(|| "[subscriber]".to_string()))
+            .filter(|part| !part.is_empty())
+            .collect();
+        out.push_str(&format!(
+            "{:>8}  {:<16} {:<8} {:<22} {:>7} {:>7} {:>10}  {}\n",
+            c.id,
+            c.pool,
+            c.protocol,
+            c.address,
+            c.age_s,
+            c.idle_s,
+            c.requests,
+            name.join(" ")
+        ));
+    }
+    out.push_str(&format!("{} clients\n", clients.clients.len()));
+    out
+}
+
 fn by_signal(action: Action, pid_file: &Path, wait: Duration) -> Outcome {
     let pid = read_pid(pid_file).filter(|&pid| alive(pid));
     let Some(pid) = pid else {
@@ -268,6 +306,10 @@ fn by_signal(action: Action, pid_file: &Path, wait: Duration) -> Outcome {
             println!("restarted: new process {}", read_pid(pid_file).unwrap_or(0));
             Ok(ExitCode::SUCCESS)
         }
+        Action::Clients => Err((
+            1,
+            "the clients are listed by the admin API: give --admin ADDR:PORT".into(),
+        )),
     }
 }
 
