@@ -135,6 +135,13 @@ fn cashew_authenticates_as_an_acl_user_and_clients_as_the_pools_users() {
     );
     assert_eq!(r.call(&["DEL", "k"]), direct.call(&["DEL", "k"]));
     assert_eq!(r.call(&["GET", "k"]), "v");
+    // Other clients are for users with every command (Redis: @admin).
+    assert_eq!(
+        r.call(&["CLIENT", "LIST"]),
+        "-NOPERM this user has no permissions to run the 'client|list' command"
+    );
+    assert!(r.call(&["CLIENT", "INFO"]).contains("id="));
+    assert!(c.call(&["CLIENT", "LIST"]).lines().count() >= 3);
 
     // HELLO 3 AUTH: a RESP3 client, whose commands travel on RESP3 server
     // connections opened with HELLO 3 AUTH app.

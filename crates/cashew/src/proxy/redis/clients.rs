@@ -5,6 +5,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
+use super::auth::Access;
 use super::{err, ready, Client, Pending};
 use crate::proxy::pool::PoolRt;
 use crate::state::clients::{connected, ClientCard};
@@ -38,7 +39,12 @@ enum Filter {
 impl Client {
     /// `CLIENT LIST [TYPE NORMAL|PUBSUB|MASTER|REPLICA] [ID id ...]`: the clients
     /// of this client's pool (not of other pools, which may keep other users).
+    /// Other clients' addresses and names are for users with every command, as
+    /// Redis keeps `CLIENT LIST` to `@admin`.
     pub(super) fn client_list(&self, pool: &PoolRt, bytes: &Bytes) -> Pending {
+        if self.access != Access::All {
+            return err("NOPERM this user has no permissions to run the 'client|list' command");
+        }
         let mut filters = Vec::new();
         let mut i = 2;
         while i < self.argc() {
