@@ -794,3 +794,39 @@ fn pipelined_sequences_get_a_servers_replies_through_a_cluster_pool() {
         listen,
     );
 }
+
+/// Messages a pattern subscriber through cashew gets for `published` messages.
+fn pattern_messages(addr: SocketAddr, published: usize) -> Vec<String> {
+    let mut subscriber = client(addr);
+    let mut pubsub = subscriber.as_pubsub();
+    pubsub.psubscribe("news.*").unwrap();
+    let mut publisher = client(addr);
+    for i in 0..published {
+        let _: i64 = redis::cmd("PUBLISH")
+            .arg(format!("news.{i}"))
+            .arg(format!("m{i}"))
+            .query(&mut publisher)
+            .unwrap();
+    }
+    pubsub
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let mut got = Vec::new();
+    while let Ok(message) = pubsub.get_message() {
+        got.push(message.get_payload::<String>().unwrap());
+    }
+    got
+}
+
+#[test]
+fn a_pattern_subscriber_gets_each_message_once() {
+    // Every node of a cluster hears every PUBLISH (the cluster bus carries it), so a
+    // pattern needs one node, not all six.
+    // Messages published on different nodes reach it in the bus's order, as with
+    // a cluster client.
+    let cluster = RedisCluster::start(3, 1);
+    let (_cashew, addr) = cashew_for(&cluster, "");
+    let mut got = pattern_messages(addr, 20);
+    got.sort_by_key(|m| m[1..].parse::<u32>().unwrap());
+    assert_eq!(got, (0..20).map(|i| format!("m{i}")).collect::<Vec<_>>());
+}

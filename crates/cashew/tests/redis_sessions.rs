@@ -627,3 +627,46 @@ fn pipelined_transactions_run_in_order() {
     sequence.push_str("LRANGE {t}l 0 -1\nDEL {t}l\n");
     compare_sequences(&sequence, reference.addr, p.listen);
 }
+
+/// A subscriber whose pool gains servers in a reload subscribes on the new ones
+/// too (its channels there are the new servers').
+#[test]
+fn a_subscriber_goes_on_after_a_reload_adds_servers() {
+    let p = start(1, "");
+    let mut subscriber = connect(p.listen);
+    let mut pubsub = subscriber.as_pubsub();
+    pubsub.subscribe("before").unwrap();
+    let more: Vec<Process> = (0..2).map(|_| redis_server(&[])).collect();
+    let servers: String = std::iter::once(&p.backends[0])
+        .chain(&more)
+        .map(|s| format!("    - {}:1\n", s.addr))
+        .collect();
+    let yaml = format!(
+        "pool:\n  listen: {}\n  redis: true\n  hash: md5\n  hash_tag: \"{{}}\"\n  servers:\n{servers}",
+        p.listen
+    );
+    p.cashew.write_config(&yaml);
+    p.cashew.process.signal("HUP");
+    wait_for("the reload", Duration::from_secs(5), || {
+        p.cashew.log().contains("configuration generation 2")
+    });
+    let channels: Vec<String> = (0..20).map(|i| format!("after{i}")).collect();
+    for c in &channels {
+        pubsub.subscribe(c).unwrap();
+    }
+    let mut publisher = connect(p.listen);
+    for c in &channels {
+        let _: i64 = redis::cmd("PUBLISH")
+            .arg(c)
+            .arg(c)
+            .query(&mut publisher)
+            .unwrap();
+    }
+    pubsub
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    let got: Vec<String> = (0..channels.len())
+        .map(|_| pubsub.get_message().unwrap().get_payload().unwrap())
+        .collect();
+    assert_eq!(got, channels);
+}

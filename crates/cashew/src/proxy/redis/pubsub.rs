@@ -444,6 +444,22 @@ async fn relay(
     }
 }
 
+/// The servers a pattern subscription goes to: every server that holds keyspace
+/// (a channel is published on its own server; a replica would hear its master's
+/// publishes again), but in a cluster, whose every node hears every publish, one
+/// node: one the client already has a connection to, else the first live master.
+fn pattern_servers(pool: &PoolRt, sub: &Subscriber) -> Vec<ServerId> {
+    let masters = pool.keyspace_servers();
+    if pool.cluster().is_none() {
+        return (0..masters).map(ServerId).collect();
+    }
+    let open = (0..masters.min(sub.tunnels.len())).find(|&s| sub.tunnels[s].is_some());
+    open.map(ServerId)
+        .or_else(|| pool.first_live())
+        .into_iter()
+        .collect()
+}
+
 fn kind_name(command: PubSubCommand) -> &'static [u8] {
     match command {
         PubSubCommand::Subscribe => b"subscribe",
@@ -470,6 +486,10 @@ impl Client {
         server: ServerId,
         request: Bytes,
     ) -> Result<(), Pending> {
+        // A reload may have given the pool more servers since the first subscribe.
+        if sub.tunnels.len() <= server.0 {
+            sub.tunnels.resize_with(server.0 + 1, || None);
+        }
         if sub.tunnels[server.0].is_none() {
             let slot = PinSlot::take(pool)?;
             let (commands, receiver) = mpsc::unbounded_channel();
@@ -525,11 +545,14 @@ impl Client {
                 self.by_server(pool, &mut sub, kind, &args).map(|()| items)
             }
             Psubscribe => {
-                let items = args.iter().map(|n| item(n, servers)).collect();
-                (0..servers)
-                    .try_for_each(|s| {
-                        self.send_to_server(pool, &mut sub, ServerId(s), bytes.clone())
-                    })
+                let targets = pattern_servers(pool, &sub);
+                if targets.is_empty() {
+                    return self.no_server(pool);
+                }
+                let items = args.iter().map(|n| item(n, targets.len())).collect();
+                targets
+                    .into_iter()
+                    .try_for_each(|s| self.send_to_server(pool, &mut sub, s, bytes.clone()))
                     .map(|()| items)
             }
             Unsubscribe | Sunsubscribe | Punsubscribe => {
@@ -564,7 +587,7 @@ impl Client {
                     (false, Punsubscribe) => {
                         let refs: Vec<&[u8]> = known.iter().map(|n| &n[..]).collect();
                         let request = super::command(kind, &refs);
-                        (0..servers).try_for_each(|s| match sub.tunnels[s].is_some() {
+                        (0..sub.tunnels.len()).try_for_each(|s| match sub.tunnels[s].is_some() {
                             true => {
                                 self.send_to_server(pool, &mut sub, ServerId(s), request.clone())
                             }
