@@ -16,8 +16,8 @@ use std::path::Path;
 
 pub use error::{ConfigError, ConfigErrors};
 pub use model::{
-    ClusterTopology, Config, Listen, ListenTls, Pool, ReadFrom, Server, ServerAddress, ServerTls,
-    Shadow, User, UserCommands,
+    ClusterTopology, Config, Listen, ListenTls, Pool, ReadFrom, SentinelReplicas, Server,
+    ServerAddress, ServerTls, Shadow, User, UserCommands,
 };
 pub use secret::{redact, Secret, REDACTED, SECRET_KEYS};
 pub use validate::POOL_KEYS;

@@ -104,11 +104,15 @@ pub struct Pool {
     pub redis_cluster: bool,
     /// Redis Cluster pools: milliseconds between reads of the slot map.
     pub cluster_refresh_interval_ms: u64,
-    /// Redis Cluster pools: which nodes read-only commands go to.
+    /// Redis Cluster and Sentinel pools: which servers read-only commands go to.
     pub read_from: ReadFrom,
     /// Redis Cluster pools, when loaded for serving: the cluster as its nodes
     /// described it (not in the file). `servers` then holds its nodes.
     pub cluster: Option<std::sync::Arc<ClusterTopology>>,
+    /// Sentinel pools reading from replicas, when loaded for serving: the masters'
+    /// replicas the Sentinels reported (not in the file). `servers` then holds the
+    /// file's servers, then these.
+    pub sentinel_replicas: Option<std::sync::Arc<SentinelReplicas>>,
     /// Keys that begin with a prefix go to another pool of the file: (prefix, pool),
     /// longest prefix first.
     pub routes: Vec<(String, String)>,
@@ -248,6 +252,7 @@ impl Pool {
             cluster_refresh_interval_ms: 2000,
             read_from: ReadFrom::Master,
             cluster: None,
+            sentinel_replicas: None,
             routes: Vec::new(),
             shadow: None,
             tls: None,
@@ -259,9 +264,6 @@ impl Pool {
         }
     }
 
-    /// Whether placement stays fixed when servers are ejected: with replicas or a
-    /// gutter pool, an ejected server's keys are served by its replicas or the
-    /// gutter, never re-hashed onto the other servers.
     /// The largest memcached value a client may store through cashew.
     pub fn value_limit(&self) -> u64 {
         self.max_value_size
@@ -277,13 +279,40 @@ impl Pool {
             .map(|(_, pool)| pool.as_str())
     }
 
+    /// Whether placement stays fixed when servers are ejected: with replicas or a
+    /// gutter pool, an ejected server's keys are served by its replicas or the
+    /// gutter, never re-hashed onto the other servers.
     pub fn stable_placement(&self) -> bool {
         self.replicas > 1 || self.gutter.is_some()
     }
 
-    /// The servers as the router sees them, all live.
+    /// How many servers hold the keyspace: the first ones, all but the replicas
+    /// found for reads (a cluster's or the Sentinels').
+    pub fn keyspace_servers(&self) -> usize {
+        match (&self.cluster, &self.sentinel_replicas) {
+            (Some(c), _) => c.masters.iter().filter(|&&m| m).count(),
+            (None, Some(r)) => r.masters,
+            (None, None) => self.servers.len(),
+        }
+    }
+
+    /// The servers that serve read-only commands for master `server` (indices in
+    /// `servers`): none unless `read_from` says a replica.
+    pub fn read_replicas(&self, server: usize) -> &[u16] {
+        if self.read_from == ReadFrom::Master {
+            return &[];
+        }
+        let replicas = match (&self.cluster, &self.sentinel_replicas) {
+            (Some(c), _) => &c.replicas,
+            (None, Some(r)) => &r.replicas,
+            (None, None) => return &[],
+        };
+        replicas.get(server).map_or(&[], |r| r.as_slice())
+    }
+
+    /// The servers as the router sees them, all live: those that hold the keyspace.
     pub fn route_nodes(&self) -> Vec<RouteNode<'_>> {
-        self.servers
+        self.servers[..self.keyspace_servers()]
             .iter()
             .map(|s| RouteNode {
                 name: s.name().as_bytes(),
@@ -314,7 +343,7 @@ impl std::fmt::Display for Listen {
     }
 }
 
-/// Where a Redis Cluster pool sends read-only commands.
+/// Where a Redis Cluster or Sentinel pool sends read-only commands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ReadFrom {
     Master,
@@ -345,6 +374,15 @@ pub struct ClusterTopology {
     pub replicas: Vec<Vec<u16>>,
     /// Per server of the pool: whether it is a master.
     pub masters: Vec<bool>,
+}
+
+/// The replicas of a Sentinel pool's masters, as the Sentinels reported them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SentinelReplicas {
+    /// How many of the pool's servers are its masters (the file's servers).
+    pub masters: usize,
+    /// Per master: the servers of the pool that replicate it.
+    pub replicas: Vec<Vec<u16>>,
 }
 
 /// One `servers:` entry.

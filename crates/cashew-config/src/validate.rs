@@ -395,15 +395,16 @@ impl<'f> Validator<'f> {
                     }
                 }
             } else {
-                for key in ["cluster_refresh_interval", "read_from"] {
-                    if let Some(at) = at(key) {
-                        self.error(
-                            at,
-                            name,
-                            Some(key),
-                            "is for pools with 'redis_cluster: true'".into(),
-                        );
-                    }
+                if let Some(at) = at("cluster_refresh_interval") {
+                    self.error(
+                        at,
+                        name,
+                        Some("cluster_refresh_interval"),
+                        "is for pools with 'redis_cluster: true'".into(),
+                    );
+                }
+                if let (Some(at), true) = (at("read_from"), pool.sentinels.is_empty()) {
+                    self.error(at, name, Some("read_from"), "is for pools whose replicas cashew can find: with 'redis_cluster: true' or 'sentinels'".into());
                 }
             }
             return;

@@ -213,3 +213,165 @@ fn a_master_failed_over_by_the_sentinels_serves_again_through_cashew() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// GETs `server` has served (its `INFO commandstats`).
+fn gets_served(server: &Process) -> u64 {
+    let stats: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query(&mut connect(server.addr))
+        .unwrap();
+    stats
+        .lines()
+        .find_map(|l| l.strip_prefix("cmdstat_get:calls="))
+        .and_then(|rest| rest.split(',').next())
+        .map_or(0, |n| n.parse().unwrap())
+}
+
+/// Reads every key through cashew (each must hold its own name); how many GETs
+/// each of `servers` served for it, or `None` when a read failed.
+fn read_all(listen: SocketAddr, keys: &[String], servers: &[&Process]) -> Option<Vec<u64>> {
+    let before: Vec<u64> = servers.iter().map(|s| gets_served(s)).collect();
+    let mut c = connect(listen);
+    for k in keys {
+        let v: Option<String> = redis::cmd("GET").arg(k.as_str()).query(&mut c).ok()?;
+        assert_eq!(v.as_deref(), Some(k.as_str()));
+    }
+    Some(
+        servers
+            .iter()
+            .zip(before)
+            .map(|(s, b)| gets_served(s) - b)
+            .collect(),
+    )
+}
+
+#[test]
+fn read_from_replica_reads_from_the_replicas_the_sentinels_report() {
+    let m1 = redis_server(&[]);
+    let m2 = redis_server(&[]);
+    let r1 = redis_server(&["--replicaof", "127.0.0.1", &m1.port().to_string()]);
+    let r2 = redis_server(&["--replicaof", "127.0.0.1", &m2.port().to_string()]);
+    let dir = std::env::temp_dir().join(format!("cashew-sentinel-reads-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let sentinels: Vec<Process> = (0..3)
+        .map(|_| sentinel(&dir, &[("shard-a", &m1), ("shard-b", &m2)]))
+        .collect();
+    wait_for(
+        "the Sentinels know each other and the replicas",
+        Duration::from_secs(30),
+        || {
+            sentinels.iter().all(|s| {
+                ["shard-a", "shard-b"].iter().all(|m| {
+                    len_of(&sentinel_query(s, &["sentinels", m])) == 2
+                        && len_of(&sentinel_query(s, &["replicas", m])) == 1
+                })
+            })
+        },
+    );
+    let listen: SocketAddr = format!("127.0.0.1:{}", free_port("127.0.0.1"))
+        .parse()
+        .unwrap();
+    let list: String = sentinels
+        .iter()
+        .map(|s| format!("    - {}\n", s.addr))
+        .collect();
+    let yaml = format!(
+        "queue:\n  listen: {listen}\n  redis: true\n  timeout: 500\n  read_from: replica\n  sentinels:\n{list}  servers:\n    - shard-a:1\n    - shard-b:1\n"
+    );
+    let cashew = Cashew::start(CASHEW, &yaml, &["--threads", "2"]);
+    let stats: serde_json::Value = serde_json::from_str(&cashew.stats_json()).unwrap();
+    for replica in [&r1, &r2] {
+        assert!(
+            stats["queue"][replica.addr.to_string()].is_object(),
+            "{} is a server of the pool: {stats}",
+            replica.addr
+        );
+    }
+
+    // Writes go to the masters, placed as without replicas.
+    let mut c = connect(listen);
+    let keys: Vec<String> = (0..200).map(|i| format!("job:{i}")).collect();
+    for k in &keys {
+        let _: () = redis::cmd("SET").arg(k).arg(k).query(&mut c).unwrap();
+    }
+    let dbsize = |p: &Process| {
+        redis::cmd("DBSIZE")
+            .query::<u64>(&mut connect(p.addr))
+            .unwrap()
+    };
+    let (on_m1, on_m2) = (dbsize(&m1), dbsize(&m2));
+    assert_eq!(on_m1 + on_m2, 200);
+    assert!(on_m1 > 0 && on_m2 > 0, "{on_m1} + {on_m2}");
+    wait_for(
+        "the replicas have the keys",
+        Duration::from_secs(10),
+        || dbsize(&r1) == on_m1 && dbsize(&r2) == on_m2,
+    );
+
+    // Reads go to the replicas only.
+    let servers = [&m1, &m2, &r1, &r2];
+    let served = read_all(listen, &keys, &servers).unwrap();
+    assert_eq!(served, vec![0, 0, on_m1, on_m2]);
+    let values: Vec<Option<String>> = redis::cmd("MGET").arg(&keys).query(&mut c).unwrap();
+    assert_eq!(values, keys.iter().cloned().map(Some).collect::<Vec<_>>());
+
+    // A publish goes to the masters, where subscribers are, and a pattern
+    // subscriber hears it once (not again from a replica).
+    let mut subscriber = connect(listen);
+    let mut pubsub = subscriber.as_pubsub();
+    pubsub.psubscribe("news.*").unwrap();
+    pubsub.subscribe("news.direct").unwrap();
+    for i in 0..10 {
+        let _: i64 = redis::cmd("PUBLISH")
+            .arg(format!("news.{i}"))
+            .arg(i)
+            .query(&mut c)
+            .unwrap();
+    }
+    let _: i64 = redis::cmd("PUBLISH")
+        .arg("news.direct")
+        .arg("d")
+        .query(&mut c)
+        .unwrap();
+    pubsub
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let mut heard = Vec::new();
+    while let Ok(m) = pubsub.get_message() {
+        heard.push(m.get_payload::<String>().unwrap());
+    }
+    heard.sort();
+    // news.direct comes once by its channel and once by the pattern.
+    let mut expected: Vec<String> = (0..10).map(|i| i.to_string()).collect();
+    expected.extend(["d".to_string(), "d".to_string()]);
+    expected.sort();
+    assert_eq!(heard, expected);
+    drop(pubsub);
+
+    // A replica down: once the Sentinels say so, its master serves its reads.
+    r1.freeze();
+    let frozen = Instant::now();
+    wait_for("reads served again", Duration::from_secs(20), || {
+        read_all(listen, &keys, &[&m1, &m2, &r2]).is_some_and(|s| s == vec![on_m1, 0, on_m2])
+    });
+    println!(
+        "replica stopped: its master served every read {:.1} s later",
+        frozen.elapsed().as_secs_f64()
+    );
+    assert!(
+        cashew.log().contains("+sdown of replica"),
+        "{}",
+        cashew.log()
+    );
+    // Back up: reads go to it again.
+    r1.signal("CONT");
+    let back = Instant::now();
+    wait_for("the replica serves again", Duration::from_secs(20), || {
+        read_all(listen, &keys, &servers).is_some_and(|s| s == vec![0, 0, on_m1, on_m2])
+    });
+    println!(
+        "replica back: it served every read again {:.1} s later",
+        back.elapsed().as_secs_f64()
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -200,6 +200,20 @@ pub struct CommandSpec {
     pub kind: CommandKind,
     /// Redis flags it `write` (a write sent to a gutter pool gets its TTL capped).
     pub write: bool,
+    /// Where it may be served: a replica may serve a read.
+    pub effect: Effect,
+}
+
+/// What a command does, which decides where it may be served.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Effect {
+    /// Reads only: a replica may serve it.
+    Read,
+    /// Writes (Redis flags it `write`): the master serves it.
+    Write,
+    /// Writes no key, but only the master may serve it: a publish, whose
+    /// subscribers are the master's, or a script, which may write.
+    MasterOnly,
 }
 
 impl CommandSpec {
@@ -248,8 +262,30 @@ const fn spec(
         keys,
         kind,
         write: listed(WRITE_COMMANDS, name),
+        effect: if listed(WRITE_COMMANDS, name) {
+            Effect::Write
+        } else if listed(MASTER_ONLY, name) {
+            Effect::MasterOnly
+        } else {
+            Effect::Read
+        },
     }
 }
+
+/// Commands Redis does not flag `write` that a replica must not serve: a publish
+/// reaches only the subscribers of the server it is sent to, and scripts and
+/// functions may write (`EVAL_RO` and `FCALL_RO` are sent as their writing forms
+/// are, by their first key).
+static MASTER_ONLY: &[&str] = &[
+    "eval",
+    "eval_ro",
+    "evalsha",
+    "evalsha_ro",
+    "fcall",
+    "fcall_ro",
+    "publish",
+    "spublish",
+];
 
 /// Whether `name` is in `list`, at compile time.
 const fn listed(list: &[&str], name: &str) -> bool {
@@ -1161,6 +1197,24 @@ mod tests {
             WRITE_COMMANDS.len(),
             "every write command is in a table once"
         );
+    }
+
+    #[test]
+    fn replicas_serve_reads_but_not_publishes_or_scripts() {
+        for name in MASTER_ONLY {
+            assert!(lookup(name.as_bytes()).is_some(), "{name}");
+        }
+        let replica_ok = |name: &str| lookup(name.as_bytes()).unwrap().effect == Effect::Read;
+        for read in [
+            "get", "mget", "hgetall", "zrange", "exists", "ttl", "sort_ro",
+        ] {
+            assert!(replica_ok(read), "{read}");
+        }
+        for master in [
+            "set", "del", "sort", "publish", "spublish", "eval", "fcall_ro",
+        ] {
+            assert!(!replica_ok(master), "{master}");
+        }
     }
 
     #[test]

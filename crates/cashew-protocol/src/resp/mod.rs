@@ -8,7 +8,7 @@ mod reply;
 mod request;
 
 pub use command::{
-    lookup, lookup_subcommand, Combine, CommandKind, CommandSpec, Keys, KeyspaceCommand,
+    lookup, lookup_subcommand, Combine, CommandKind, CommandSpec, Effect, Keys, KeyspaceCommand,
     LocalCommand, Merge, PubSubCommand, PubSubQuery, Reason, TransactionCommand, COMMANDS,
     SUBCOMMANDS,
 };

@@ -5,7 +5,10 @@
 //! `+switch-master` and reloads the configuration (as SIGHUP does) when a master
 //! the pools use is switched: the switched server gets new connections to the new
 //! master, and the old ones finish what they carry (or fail, if the old master is
-//! gone) and close.
+//! gone) and close. With `read_from` a replica, each load also asks for every
+//! master's replicas (`SENTINEL REPLICAS`), which join the pool after its servers
+//! (for reads only, outside placement); the thread also reloads when a replica
+//! goes down, comes back or is added, as the Sentinels see it.
 
 use std::collections::{HashMap, HashSet};
 use std::io::Write;
@@ -14,7 +17,8 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use super::resp_client::{read_frame, request, strings};
-use cashew_config::{Config, ServerAddress};
+use cashew_config::{Config, ReadFrom, SentinelReplicas, Server, ServerAddress};
+use cashew_protocol::resp::reply_elements;
 
 use crate::log::{NOTICE, WARN};
 use crate::log_at;
@@ -27,6 +31,8 @@ type Address = (String, u16);
 
 /// The last address each master was known at: used when no Sentinel answers.
 static KNOWN: Mutex<Option<HashMap<String, Address>>> = Mutex::new(None);
+/// The last replicas known of each master: used when no Sentinel answers.
+static KNOWN_REPLICAS: Mutex<Option<HashMap<String, Vec<Address>>>> = Mutex::new(None);
 /// Sentinel sets already watched.
 static WATCHED: Mutex<Option<HashSet<Vec<Address>>>> = Mutex::new(None);
 
@@ -37,6 +43,14 @@ pub(crate) fn resolve(file: &str, config: &mut Config) -> Result<(), String> {
         if pool.sentinels.is_empty() {
             continue;
         }
+        let masters: Vec<Option<String>> = pool
+            .servers
+            .iter()
+            .map(|s| match &s.address {
+                ServerAddress::Sentinel { master } => Some(master.clone()),
+                _ => None,
+            })
+            .collect();
         for server in &mut pool.servers {
             let ServerAddress::Sentinel { master } = &server.address else {
                 continue;
@@ -77,9 +91,52 @@ pub(crate) fn resolve(file: &str, config: &mut Config) -> Result<(), String> {
                 port: address.1,
             };
         }
+        if pool.read_from != ReadFrom::Master {
+            add_replicas(pool, &masters);
+        }
         watch(&pool.sentinels);
     }
     Ok(())
+}
+
+/// Adds each master's replicas that are up, as the Sentinels report them, after
+/// the pool's servers (named `host:port`, as a cluster's nodes are).
+fn add_replicas(pool: &mut cashew_config::Pool, masters: &[Option<String>]) {
+    let mut replicas = vec![Vec::new(); masters.len()];
+    for (of, master) in replicas.iter_mut().zip(masters) {
+        let Some(master) = master else {
+            continue;
+        };
+        let found = pool
+            .sentinels
+            .iter()
+            .find_map(|(host, port)| ask_replicas(host, *port, master));
+        let mut known = KNOWN_REPLICAS.lock().unwrap_or_else(|e| e.into_inner());
+        let known = known.get_or_insert_with(HashMap::new);
+        let up = match found {
+            Some(up) => {
+                known.insert(master.clone(), up.clone());
+                up
+            }
+            None => {
+                log_at!(WARN, "pool '{}': no Sentinel answered for the replicas of master '{master}'; using the last known", pool.name);
+                known.get(master).cloned().unwrap_or_default()
+            }
+        };
+        for (host, port) in up {
+            let server = Server::cluster_node(&host, port);
+            // A replica of two masters (mid-failover) reads for the first.
+            if pool.servers.iter().any(|s| s.name() == server.name()) {
+                continue;
+            }
+            of.push(pool.servers.len() as u16);
+            pool.servers.push(server);
+        }
+    }
+    pool.sentinel_replicas = Some(std::sync::Arc::new(SentinelReplicas {
+        masters: masters.len(),
+        replicas,
+    }));
 }
 
 /// The master's address from the first Sentinel that knows it.
@@ -108,6 +165,48 @@ fn ask(host: &str, port: u16, master: &str) -> Option<(String, u16)> {
     }
 }
 
+/// The replicas of `master` that are up, as `host`'s Sentinel sees them; `None`
+/// when it does not answer.
+fn ask_replicas(host: &str, port: u16, master: &str) -> Option<Vec<Address>> {
+    let addr = (host, port).to_socket_addrs().ok()?.next()?;
+    let mut stream = TcpStream::connect_timeout(&addr, ASK_TIMEOUT).ok()?;
+    stream.set_read_timeout(Some(ASK_TIMEOUT)).ok()?;
+    stream
+        .write_all(&request(&[b"SENTINEL", b"REPLICAS", master.as_bytes()]))
+        .ok()?;
+    let reply = read_frame(&mut stream, &mut Vec::new())?;
+    Some(replicas_up(&reply))
+}
+
+/// From a `SENTINEL REPLICAS` reply (per replica, field and value pairs): the
+/// replicas not down nor disconnected. (Their `master-link-status` is not used:
+/// the Sentinel refreshes it every 10 s, and no event says it changed.)
+fn replicas_up(reply: &[u8]) -> Vec<Address> {
+    let Some(items) = reply_elements(reply) else {
+        return Vec::new();
+    };
+    items
+        .into_iter()
+        .filter_map(|item| {
+            let fields = strings(item)?;
+            let field = |name: &str| {
+                fields
+                    .chunks(2)
+                    .find(|pair| pair[0] == name)
+                    .and_then(|pair| pair.get(1))
+            };
+            let flags = field("flags")?;
+            let down = flags
+                .split(',')
+                .any(|f| matches!(f, "s_down" | "o_down" | "disconnected"));
+            if down {
+                return None;
+            }
+            Some((field("ip")?.clone(), field("port")?.parse().ok()?))
+        })
+        .collect()
+}
+
 /// Starts listening for switches on `sentinels`, once per set.
 fn watch(sentinels: &[(String, u16)]) {
     let mut watched = WATCHED.lock().unwrap_or_else(|e| e.into_inner());
@@ -126,7 +225,17 @@ fn watch(sentinels: &[(String, u16)]) {
     });
 }
 
-/// Listens to one Sentinel's `+switch-master` until the connection ends.
+/// Events about replicas that change which ones serve reads.
+const REPLICA_EVENTS: [&str; 5] = [
+    "+sdown",
+    "-sdown",
+    "+slave",
+    "+convert-to-slave",
+    "+slave-reconf-done",
+];
+
+/// Listens to one Sentinel's `+switch-master` (and replica events) until the
+/// connection ends.
 fn listen(host: &str, port: u16) {
     let Some(addr) = (host, port)
         .to_socket_addrs()
@@ -138,10 +247,9 @@ fn listen(host: &str, port: u16) {
     let Ok(mut stream) = TcpStream::connect_timeout(&addr, ASK_TIMEOUT) else {
         return;
     };
-    if stream
-        .write_all(&request(&[b"SUBSCRIBE", b"+switch-master"]))
-        .is_err()
-    {
+    let mut channels: Vec<&[u8]> = vec![b"SUBSCRIBE", b"+switch-master"];
+    channels.extend(REPLICA_EVENTS.iter().map(|e| e.as_bytes()));
+    if stream.write_all(&request(&channels)).is_err() {
         return;
     }
     let mut buf = Vec::new();
@@ -149,14 +257,18 @@ fn listen(host: &str, port: u16) {
         let Some(parts) = strings(&frame) else {
             continue;
         };
-        let [kind, _, payload] = parts.as_slice() else {
+        let [kind, channel, payload] = parts.as_slice() else {
             continue;
         };
         if kind != "message" {
             continue;
         }
-        // "<master> <old-ip> <old-port> <new-ip> <new-port>"
         let words: Vec<&str> = payload.split(' ').collect();
+        if channel != "+switch-master" {
+            replica_event(host, port, channel, &words);
+            continue;
+        }
+        // "<master> <old-ip> <old-port> <new-ip> <new-port>"
         let [master, old_ip, old_port, new_ip, new_port] = words.as_slice() else {
             continue;
         };
@@ -179,8 +291,75 @@ fn listen(host: &str, port: u16) {
             "sentinel {host}:{port}: master '{master}' switched from {old_ip}:{old_port} to {new_ip}:{new_port}; reloading the configuration"
         );
         // The reload (as SIGHUP) asks the Sentinels again and moves the server.
-        unsafe {
-            libc::kill(libc::getpid(), libc::SIGHUP);
+        reload();
+    }
+}
+
+/// A replica of a master whose replicas serve reads went down, came back or was
+/// added: the configuration is reloaded.
+fn replica_event(host: &str, port: u16, event: &str, words: &[&str]) {
+    // "slave <name> <ip> <port> @ <master> <master-ip> <master-port>"
+    let ["slave", _, ip, replica_port, "@", master, ..] = words else {
+        return;
+    };
+    let used = KNOWN_REPLICAS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .as_ref()
+        .is_some_and(|k| k.contains_key(*master));
+    if !used {
+        return;
+    }
+    log_at!(
+        NOTICE,
+        "sentinel {host}:{port}: {event} of replica {ip}:{replica_port} of master '{master}'; reloading the configuration"
+    );
+    reload();
+}
+
+/// Reloads the configuration as SIGHUP does (asking the Sentinels again).
+fn reload() {
+    unsafe {
+        libc::kill(libc::getpid(), libc::SIGHUP);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn replica(fields: &[(&str, &str)]) -> Vec<u8> {
+        let args: Vec<&[u8]> = fields
+            .iter()
+            .flat_map(|(k, v)| [k.as_bytes(), v.as_bytes()])
+            .collect();
+        request(&args)
+    }
+
+    #[test]
+    fn only_replicas_up_serve_reads() {
+        let mut reply = b"*5\r\n".to_vec();
+        for (port, flags, link) in [
+            ("7001", "slave", "ok"),
+            ("7002", "s_down,slave", "ok"),
+            ("7003", "slave,disconnected", "err"),
+            ("7004", "slave", "err"),
+            ("7005", "slave,o_down", "ok"),
+        ] {
+            reply.extend(replica(&[
+                ("name", "x"),
+                ("ip", "127.0.0.1"),
+                ("port", port),
+                ("flags", flags),
+                ("master-link-status", link),
+            ]));
         }
+        let up = |port| ("127.0.0.1".to_string(), port);
+        assert_eq!(replicas_up(&reply), vec![up(7001), up(7004)]);
+        assert_eq!(replicas_up(b"*0\r\n"), Vec::<Address>::new());
+        assert_eq!(
+            replicas_up(b"-ERR No such master with that name\r\n"),
+            Vec::<Address>::new()
+        );
     }
 }

@@ -12,6 +12,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use cashew_config::Pool;
+use cashew_protocol::resp::Effect;
 use cashew_protocol::server::{Memcache, Redis};
 use cashew_route::Router;
 
@@ -113,6 +114,8 @@ pub(crate) struct PoolRt {
     pub(crate) hotkeys: Option<(u32, u32)>,
     /// A Redis Cluster pool's map (read on every request, so kept here).
     cluster: Option<Arc<cashew_config::ClusterTopology>>,
+    /// Whether read-only commands go to replicas (`read_from`, with replicas known).
+    replica_reads: bool,
     pool_stats: Arc<PoolCounters>,
     proxy_stats: Arc<ProxyCounters>,
 }
@@ -262,6 +265,8 @@ impl PoolRt {
                 .hotkeys
                 .then_some((pool.hotkeys_sample, pool.hotkeys_capacity)),
             cluster: pool.cluster.clone(),
+            replica_reads: pool.read_from != cashew_config::ReadFrom::Master
+                && (pool.cluster.is_some() || pool.sentinel_replicas.is_some()),
             generation,
         };
         rt.rebuild();
@@ -519,21 +524,52 @@ impl PoolRt {
             .find_map(|s| self.health(s).version())
     }
 
-    /// The first live server.
+    /// The first live server that holds the keyspace (not a replica found for reads).
     pub(crate) fn first_live(&self) -> Option<ServerId> {
-        self.server_ids().find(|&s| self.is_live(s))
+        (0..self.keyspace_servers())
+            .map(ServerId)
+            .find(|&s| self.is_live(s))
     }
 
-    /// How many servers hold the keyspace: the first ones, all but a cluster's replicas.
     /// The tag of the pool's server list that its SCAN cursors carry.
     pub(crate) fn scan_tag(&self) -> u64 {
         self.generation.pools[self.index].scan_tags.current()
     }
 
+    /// How many servers hold the keyspace: the first ones, all but the replicas
+    /// found for reads.
     pub(crate) fn keyspace_servers(&self) -> usize {
-        match self.cluster() {
-            Some(c) => c.masters.iter().filter(|&&m| m).count(),
-            None => self.config().servers.len(),
+        self.config().keyspace_servers()
+    }
+
+    /// The server a command for `master` goes to: for a read with `read_from` a
+    /// replica, one of the master's live replicas (spread by client), else the
+    /// master.
+    #[inline(always)]
+    pub(crate) fn read_server(
+        &self,
+        master: ServerId,
+        effect: Effect,
+        client: ClientId,
+    ) -> ServerId {
+        if effect == Effect::Read && self.replica_reads {
+            return self.replica_of(master, client);
+        }
+        master
+    }
+
+    #[inline(never)]
+    fn replica_of(&self, master: ServerId, client: ClientId) -> ServerId {
+        let replicas = self.config().read_replicas(master.0);
+        let live = || {
+            replicas
+                .iter()
+                .map(|&r| ServerId(usize::from(r)))
+                .filter(|&r| self.is_live(r))
+        };
+        match live().count() {
+            0 => master,
+            n => live().nth(client.0 % n).unwrap_or(master),
         }
     }
 

@@ -130,9 +130,12 @@ impl Migration {
     }
 }
 
-/// What decides where a pool's keys go.
+/// What decides where a pool's keys go (not the replicas found for reads).
 fn placement(pool: &Pool) -> impl PartialEq + '_ {
-    let servers: Vec<(&str, u32)> = pool.servers.iter().map(|s| (s.name(), s.weight)).collect();
+    let servers: Vec<(&str, u32)> = pool.servers[..pool.keyspace_servers()]
+        .iter()
+        .map(|s| (s.name(), s.weight))
+        .collect();
     (servers, pool.hash, pool.distribution, pool.hash_tag)
 }
 
@@ -324,7 +327,11 @@ impl Generation {
                 let migration = old.and_then(|o| Migration::after_reload(o, pool));
                 let scan_tags = old
                     .map_or_else(ScanTags::default, |(_, o)| o.scan_tags.clone())
-                    .next(pool.servers.iter().map(|s| s.name()));
+                    .next(
+                        pool.servers[..pool.keyspace_servers()]
+                            .iter()
+                            .map(|s| s.name()),
+                    );
                 PoolGen {
                     shared,
                     servers,

@@ -15,7 +15,6 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use cashew_config::ReadFrom;
 use cashew_protocol::resp::{
     array_header, bulk, error, integer, parse_redirect, simple, CommandSpec, Redirect,
 };
@@ -28,6 +27,7 @@ use crate::proxy::ids::{ClientId, ServerId};
 use crate::proxy::pool::{PoolRt, PoolSlot};
 use crate::state::cluster::request_refresh;
 use crate::state::counters::PoolCounter;
+use cashew_protocol::resp::Effect;
 
 /// Most redirections one request follows.
 const MAX_REDIRECTS: u8 = 5;
@@ -358,7 +358,7 @@ impl Client {
         pool: &PoolRt,
         key: &[u8],
         bytes: &Bytes,
-        write: bool,
+        effect: Effect,
     ) -> Pending {
         let slot = cluster_slot(key);
         let owner = pool.cluster().and_then(|c| c.slots.owner(slot));
@@ -368,7 +368,7 @@ impl Client {
                 ServerId(usize::from(s)),
                 bytes.clone(),
                 slot,
-                write,
+                effect,
             )),
             None => self.no_server(pool),
         }
@@ -382,36 +382,10 @@ impl Client {
         master: ServerId,
         bytes: Bytes,
         slot: u16,
-        write: bool,
+        effect: Effect,
     ) -> Part {
-        let node = if write {
-            master
-        } else {
-            self.read_node(pool, master)
-        };
+        let node = pool.read_server(master, effect, self.id);
         self.send_following(pool, node, bytes, slot)
-    }
-
-    /// The node a read-only command of a cluster pool goes to: with `read_from`
-    /// a replica, one of the master's replicas that is live (spread by client),
-    /// else the master.
-    pub(super) fn read_node(&self, pool: &PoolRt, master: ServerId) -> ServerId {
-        let Some(cluster) = pool.cluster() else {
-            return master;
-        };
-        if pool.config().read_from == ReadFrom::Master {
-            return master;
-        }
-        let live = || {
-            cluster.replicas[master.0]
-                .iter()
-                .map(|&r| ServerId(usize::from(r)))
-                .filter(|&r| pool.is_live(r))
-        };
-        match live().count() {
-            0 => master,
-            n => live().nth(self.id.0 % n).unwrap_or(master),
-        }
     }
 
     /// `CLUSTER ...`, `READONLY`, `READWRITE` and `ASKING` from a client of a

@@ -3,7 +3,7 @@
 //! server.
 
 use bytes::Bytes;
-use cashew_protocol::resp::{CommandSpec, Keys};
+use cashew_protocol::resp::{CommandSpec, Effect, Keys};
 use cashew_route::cluster_slot;
 
 use super::{command, err, Client, Pending};
@@ -43,30 +43,32 @@ impl Client {
         pool: &PoolRt,
         target: &Target,
         bytes: Bytes,
-        write: bool,
+        effect: Effect,
         keys: &[&[u8]],
     ) -> Part {
         if pool.cluster().is_some() {
             let slot = keys.first().map_or(0, |k| cluster_slot(k));
             let (_, master) = target.resolve(pool);
-            return self.send_in_cluster(pool, master, bytes, slot, write);
+            return self.send_in_cluster(pool, master, bytes, slot, effect);
         }
-        self.send_to(pool, target, bytes, write, keys)
+        self.send_to(pool, target, bytes, effect, keys)
     }
 
-    /// Sends `bytes` to `target`. A write to the gutter is followed by `EXPIRE key
-    /// gutter_ttl LT` for each of `keys`, which only ever shortens a TTL.
+    /// Sends `bytes` to `target` (a read to one of its replicas, with `read_from`).
+    /// A write to the gutter is followed by `EXPIRE key gutter_ttl LT` for each of
+    /// `keys`, which only ever shortens a TTL.
     pub(super) fn send_to(
         &self,
         pool: &PoolRt,
         target: &Target,
         bytes: Bytes,
-        write: bool,
+        effect: Effect,
         keys: &[&[u8]],
     ) -> Part {
         let (to, s) = target.resolve(pool);
+        let s = to.read_server(s, effect, self.id);
         let part = Part::new(to.send_redis(s, self.id, bytes, self.resp3));
-        if write && target.is_gutter() {
+        if effect == Effect::Write && target.is_gutter() {
             let ttl = pool.config().gutter_ttl.to_string();
             for key in keys {
                 let expire = command(b"EXPIRE", &[key, ttl.as_bytes(), b"LT"]);
@@ -83,20 +85,20 @@ impl Client {
         pool: &PoolRt,
         key: usize,
         bytes: Bytes,
-        write: bool,
+        effect: Effect,
     ) -> Pending {
         let key = self.arg(&bytes, key);
         if pool.cluster().is_some() {
-            return self.forward_in_cluster(pool, key, &bytes, write);
+            return self.forward_in_cluster(pool, key, &bytes, effect);
         }
         let Some(target) = self.target(pool, key) else {
             return self.no_server(pool);
         };
-        if write && target.is_gutter() {
+        if effect == Effect::Write && target.is_gutter() {
             // The key goes with it, for the gutter's EXPIRE.
-            return Pending::Single(self.send_to(pool, &target, bytes.clone(), write, &[key]));
+            return Pending::Single(self.send_to(pool, &target, bytes.clone(), effect, &[key]));
         }
-        Pending::Single(self.send_to(pool, &target, bytes, write, &[]))
+        Pending::Single(self.send_to(pool, &target, bytes, effect, &[]))
     }
 
     /// Sends the request to the first live server: it is about no key, or its
@@ -130,7 +132,7 @@ impl Client {
                 "ERR '{}' without keys is not supported by the proxy: it needs a key to choose a server",
                 spec.name
             )),
-            Some(_) => self.forward_by(pool, 3, bytes.clone(), true),
+            Some(_) => self.forward_by(pool, 3, bytes.clone(), Effect::Write),
         }
     }
 
@@ -205,7 +207,7 @@ impl Client {
         match target {
             Some(t) => {
                 let keys: Vec<&[u8]> = positions.iter().map(|&i| self.arg(bytes, i)).collect();
-                Pending::Single(self.send_keyed(pool, &t, bytes.clone(), spec.write, &keys))
+                Pending::Single(self.send_keyed(pool, &t, bytes.clone(), spec.effect, &keys))
             }
             None => self.forward_any(pool, bytes),
         }

@@ -622,7 +622,7 @@ impl Client {
                 refused(spec.name, Reason::Keyspace)
             }
             CommandKind::Keyspace(command) => self.keyspace(pool, command, &bytes),
-            CommandKind::Keyed(key) => self.forward_by(pool, usize::from(key), bytes, spec.write),
+            CommandKind::Keyed(key) => self.forward_by(pool, usize::from(key), bytes, spec.effect),
             CommandKind::AnyServer => self.forward_any(pool, &bytes),
             CommandKind::EveryServer { replicas, combine } => {
                 self.every_server(pool, replicas, combine, &bytes)

@@ -49,14 +49,14 @@ impl Client {
             };
             order.push(index as u16);
         }
-        let write = spec.write;
+        let effect = spec.effect;
         if targets.len() == 1 {
             let keys: Vec<&[u8]> = (0..groups).map(|g| self.arg(bytes, 1 + g * step)).collect();
             return Pending::Single(self.send_keyed(
                 pool,
                 &targets[0],
                 bytes.clone(),
-                write,
+                effect,
                 &keys,
             ));
         }
@@ -80,7 +80,7 @@ impl Client {
                     .iter()
                     .map(|&g| self.arg(bytes, 1 + g * step))
                     .collect();
-                self.send_keyed(pool, target, out.into(), write, &keys)
+                self.send_keyed(pool, target, out.into(), effect, &keys)
             })
             .collect();
         pool.pool_stats()
