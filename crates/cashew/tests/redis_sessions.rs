@@ -628,28 +628,38 @@ fn pipelined_transactions_run_in_order() {
     compare_sequences(&sequence, reference.addr, p.listen);
 }
 
-/// A subscriber whose pool gains servers in a reload subscribes on the new ones
-/// too (its channels there are the new servers').
-#[test]
-fn a_subscriber_goes_on_after_a_reload_adds_servers() {
-    let p = start(1, "");
-    let mut subscriber = connect(p.listen);
-    let mut pubsub = subscriber.as_pubsub();
-    pubsub.subscribe("before").unwrap();
-    let more: Vec<Process> = (0..2).map(|_| redis_server(&[])).collect();
-    let servers: String = std::iter::once(&p.backends[0])
-        .chain(&more)
+/// Reloads `p` with `servers` (in that order).
+fn reload_with(p: &PoolProxy, servers: &[&Process], generation: u32) {
+    let list: String = servers
+        .iter()
         .map(|s| format!("    - {}:1\n", s.addr))
         .collect();
     let yaml = format!(
-        "pool:\n  listen: {}\n  redis: true\n  hash: md5\n  hash_tag: \"{{}}\"\n  servers:\n{servers}",
+        "pool:\n  listen: {}\n  redis: true\n  hash: md5\n  hash_tag: \"{{}}\"\n  servers:\n{list}",
         p.listen
     );
     p.cashew.write_config(&yaml);
     p.cashew.process.signal("HUP");
     wait_for("the reload", Duration::from_secs(5), || {
-        p.cashew.log().contains("configuration generation 2")
+        p.cashew
+            .log()
+            .contains(&format!("configuration generation {generation}"))
     });
+}
+
+/// A subscriber whose pool gains servers in a reload, or sees them in another
+/// order, subscribes where each channel is now published.
+#[test]
+fn a_subscriber_goes_on_after_a_reload_adds_or_reorders_servers() {
+    let p = start(1, "");
+    let mut subscriber = connect(p.listen);
+    let mut pubsub = subscriber.as_pubsub();
+    pubsub.subscribe("before").unwrap();
+    let more: Vec<Process> = (0..2).map(|_| redis_server(&[])).collect();
+    reload_with(&p, &[&p.backends[0], &more[0], &more[1]], 2);
+    pubsub.subscribe("added").unwrap();
+    // The same servers in another order: placement (by name) is unchanged.
+    reload_with(&p, &[&more[1], &more[0], &p.backends[0]], 3);
     let channels: Vec<String> = (0..20).map(|i| format!("after{i}")).collect();
     for c in &channels {
         pubsub.subscribe(c).unwrap();
@@ -669,4 +679,12 @@ fn a_subscriber_goes_on_after_a_reload_adds_servers() {
         .map(|_| pubsub.get_message().unwrap().get_payload().unwrap())
         .collect();
     assert_eq!(got, channels);
+    // A channel subscribed before the reordering still hears its publishes.
+    let _: i64 = redis::cmd("PUBLISH")
+        .arg("added")
+        .arg("added")
+        .query(&mut publisher)
+        .unwrap();
+    let got: String = pubsub.get_message().unwrap().get_payload().unwrap();
+    assert_eq!(got, "added");
 }

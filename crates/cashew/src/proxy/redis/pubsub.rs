@@ -53,6 +53,8 @@ enum Frame {
 }
 
 struct Tunnel {
+    /// The server's name: a reload may give it another place in the pool.
+    server: String,
     commands: mpsc::UnboundedSender<Bytes>,
     _slot: PinSlot,
 }
@@ -147,7 +149,7 @@ impl Owed {
 
 /// A client's subscriptions and the connections that carry them.
 pub(crate) struct Subscriber {
-    tunnels: Vec<Option<Tunnel>>,
+    tunnels: Vec<Tunnel>,
     frames: mpsc::Receiver<Frame>,
     sender: mpsc::Sender<Frame>,
     /// What the client has asked for, as of its last request: routes its
@@ -173,10 +175,10 @@ pub(crate) struct Subscriber {
 }
 
 impl Subscriber {
-    fn new(servers: usize, resp3: bool, timeout: Option<Duration>) -> Subscriber {
+    fn new(resp3: bool, timeout: Option<Duration>) -> Subscriber {
         let (sender, frames) = mpsc::channel(BACKLOG);
         Subscriber {
-            tunnels: (0..servers).map(|_| None).collect(),
+            tunnels: Vec::new(),
             frames,
             sender,
             asked: Subscriptions::default(),
@@ -189,6 +191,11 @@ impl Subscriber {
             subscribed: false,
             resp3,
         }
+    }
+
+    /// Where the connection to the server named `name` is in `tunnels`.
+    fn tunnel(&self, name: &str) -> Option<usize> {
+        self.tunnels.iter().position(|t| t.server == name)
     }
 
     /// In RESP2's subscribed mode, where only subscriber commands are served.
@@ -453,7 +460,8 @@ fn pattern_servers(pool: &PoolRt, sub: &Subscriber) -> Vec<ServerId> {
     if pool.cluster().is_none() {
         return (0..masters).map(ServerId).collect();
     }
-    let open = (0..masters.min(sub.tunnels.len())).find(|&s| sub.tunnels[s].is_some());
+    let servers = &pool.config().servers;
+    let open = (0..masters).find(|&s| sub.tunnel(servers[s].name()).is_some());
     open.map(ServerId)
         .or_else(|| pool.first_live())
         .into_iter()
@@ -486,25 +494,25 @@ impl Client {
         server: ServerId,
         request: Bytes,
     ) -> Result<(), Pending> {
-        // A reload may have given the pool more servers since the first subscribe.
-        if sub.tunnels.len() <= server.0 {
-            sub.tunnels.resize_with(server.0 + 1, || None);
-        }
-        if sub.tunnels[server.0].is_none() {
-            let slot = PinSlot::take(pool)?;
-            let (commands, receiver) = mpsc::unbounded_channel();
-            // With the pool's timeout: it bounds the opening alone, as the
-            // connection is read without one.
-            let link = pool.private_link(server, self.resp3, false);
-            pool.spawn_private(tunnel(link, receiver, sub.sender.clone()));
-            sub.tunnels[server.0] = Some(Tunnel {
-                commands,
-                _slot: slot,
-            });
-        }
-        if let Some(tunnel) = &sub.tunnels[server.0] {
-            let _ = tunnel.commands.send(request);
-        }
+        let name = pool.config().servers[server.0].name();
+        let at = match sub.tunnel(name) {
+            Some(at) => at,
+            None => {
+                let slot = PinSlot::take(pool)?;
+                let (commands, receiver) = mpsc::unbounded_channel();
+                // With the pool's timeout: it bounds the opening alone, as the
+                // connection is read without one.
+                let link = pool.private_link(server, self.resp3, false);
+                pool.spawn_private(tunnel(link, receiver, sub.sender.clone()));
+                sub.tunnels.push(Tunnel {
+                    server: name.to_string(),
+                    commands,
+                    _slot: slot,
+                });
+                sub.tunnels.len() - 1
+            }
+        };
+        let _ = sub.tunnels[at].commands.send(request);
         Ok(())
     }
 
@@ -518,16 +526,13 @@ impl Client {
     ) -> Pending {
         use PubSubCommand::*;
         let config = pool.config();
-        let servers = config.servers.len();
         let timeout = config
             .timeout_ms
             .filter(|&t| t > 0)
             .map(Duration::from_millis);
         let rc = self
             .subscriber
-            .get_or_insert_with(|| {
-                Rc::new(RefCell::new(Subscriber::new(servers, self.resp3, timeout)))
-            })
+            .get_or_insert_with(|| Rc::new(RefCell::new(Subscriber::new(self.resp3, timeout))))
             .clone();
         let mut sub = rc.borrow_mut();
         let kind = kind_name(command);
@@ -565,7 +570,7 @@ impl Client {
                     .filter(|n| sub.asked.contains(kind, n))
                     .cloned()
                     .collect();
-                let tunnels = sub.tunnels.iter().filter(|t| t.is_some()).count();
+                let tunnels = sub.tunnels.len();
                 let items: Vec<Item> = match names.is_empty() {
                     // Nothing to leave: Redis confirms with no name.
                     true => vec![Item {
@@ -587,12 +592,10 @@ impl Client {
                     (false, Punsubscribe) => {
                         let refs: Vec<&[u8]> = known.iter().map(|n| &n[..]).collect();
                         let request = super::command(kind, &refs);
-                        (0..sub.tunnels.len()).try_for_each(|s| match sub.tunnels[s].is_some() {
-                            true => {
-                                self.send_to_server(pool, &mut sub, ServerId(s), request.clone())
-                            }
-                            false => Ok(()),
-                        })
+                        for tunnel in &sub.tunnels {
+                            let _ = tunnel.commands.send(request.clone());
+                        }
+                        Ok(())
                     }
                     (false, _) => self.by_server(pool, &mut sub, kind, &known),
                 };
@@ -724,7 +727,7 @@ mod tests {
 
     #[test]
     fn confirmations_come_in_the_arguments_order_with_the_clients_count() {
-        let mut sub = Subscriber::new(3, false, None);
+        let mut sub = Subscriber::new(false, None);
         // SUBSCRIBE a b (on two servers), then PSUBSCRIBE n* (on all three).
         owe(&mut sub, b"subscribe", &[("a", 1), ("b", 1)]);
         owe(&mut sub, b"psubscribe", &[("n*", 3)]);
@@ -763,7 +766,7 @@ mod tests {
 
     #[test]
     fn a_servers_error_is_the_reply_of_the_command_waiting() {
-        let mut sub = Subscriber::new(1, true, None);
+        let mut sub = Subscriber::new(true, None);
         owe(&mut sub, b"subscribe", &[("a", 1)]);
         sub.take(Bytes::from_static(
             b"-NOPERM no permissions to access a channel\r\n",
