@@ -278,7 +278,24 @@ fn read_from_replica_reads_from_the_replicas_the_sentinels_report() {
     let yaml = format!(
         "queue:\n  listen: {listen}\n  redis: true\n  timeout: 500\n  read_from: replica\n  sentinels:\n{list}  servers:\n    - shard-a:1\n    - shard-b:1\n"
     );
-    let cashew = Cashew::start(CASHEW, &yaml, &["--threads", "2"]);
+    let admin = format!("127.0.0.1:{}", free_port("127.0.0.1"));
+    let cashew = Cashew::start(CASHEW, &yaml, &["--threads", "2", "--admin", &admin]);
+    let status = Command::new(CASHEW)
+        .args(["status", "--admin", &admin])
+        .output()
+        .unwrap();
+    let status = String::from_utf8_lossy(&status.stdout);
+    for (replica, master) in [(&r1, "shard-a"), (&r2, "shard-b")] {
+        let at = status
+            .find(&replica.addr.to_string())
+            .unwrap_or_else(|| panic!("{status}"));
+        let next = status[at..].lines().nth(1).unwrap_or_default();
+        assert_eq!(
+            next.trim(),
+            format!("replica of {master}, serving reads"),
+            "{status}"
+        );
+    }
     let stats: serde_json::Value = serde_json::from_str(&cashew.stats_json()).unwrap();
     for replica in [&r1, &r2] {
         assert!(

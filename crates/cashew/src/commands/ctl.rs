@@ -209,6 +209,9 @@ pub(crate) fn format_status(status: &api::Status) -> String {
                 let slots = if slots.is_empty() { "no slots" } else { slots };
                 out.push_str(&format!("    {role}: {slots}\n"));
             }
+            if let Some(master) = &server.replica_of {
+                out.push_str(&format!("    replica of {master}, serving reads\n"));
+            }
         }
     }
     out

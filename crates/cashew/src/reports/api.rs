@@ -130,6 +130,9 @@ pub(crate) struct ServerStatus {
     pub(crate) cluster_role: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) slots: Option<String>,
+    /// A replica a Sentinel pool reads from (`read_from`): its master's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) replica_of: Option<String>,
 }
 
 /// Latency quantiles in ms since start, with the histogram's counts per bucket

@@ -70,6 +70,11 @@ pub(crate) fn status(generation: &Generation, phase: &str, rate: impl Fn(&str) -
                             .to_string()
                         }),
                         slots: pool.cluster.as_ref().map(|c| slot_ranges(c, s)),
+                        replica_of: pool.sentinel_replicas.as_ref().and_then(|r| {
+                            let master =
+                                r.replicas.iter().position(|of| of.contains(&(s as u16)))?;
+                            Some(pool.servers[master].name().to_string())
+                        }),
                     }
                 })
                 .collect();
