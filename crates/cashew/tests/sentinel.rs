@@ -65,44 +65,83 @@ fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
     }
 }
 
+/// Two masters, `shard-a` and `shard-b`, with a replica each, watched by three
+/// Sentinels that know each other and the replicas.
+struct Shards {
+    // Dropped first: the Sentinels never see a port of theirs taken by another
+    // test's server.
+    sentinels: Vec<Process>,
+    m1: Process,
+    m2: Process,
+    r1: Process,
+    r2: Process,
+    dir: std::path::PathBuf,
+}
+
+impl Shards {
+    fn start(name: &str) -> Shards {
+        let m1 = redis_server(&[]);
+        let m2 = redis_server(&[]);
+        let r1 = redis_server(&["--replicaof", "127.0.0.1", &m1.port().to_string()]);
+        let r2 = redis_server(&["--replicaof", "127.0.0.1", &m2.port().to_string()]);
+        let dir = std::env::temp_dir().join(format!("cashew-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let sentinels: Vec<Process> = (0..3)
+            .map(|_| sentinel(&dir, &[("shard-a", &m1), ("shard-b", &m2)]))
+            .collect();
+        wait_for(
+            "the Sentinels know each other and the replicas",
+            Duration::from_secs(30),
+            || {
+                sentinels.iter().all(|s| {
+                    ["shard-a", "shard-b"].iter().all(|m| {
+                        len_of(&sentinel_query(s, &["sentinels", m])) == 2
+                            && len_of(&sentinel_query(s, &["replicas", m])) == 1
+                    })
+                })
+            },
+        );
+        Shards {
+            sentinels,
+            m1,
+            m2,
+            r1,
+            r2,
+            dir,
+        }
+    }
+
+    /// A pool `queue` on `listen` over the two masters, with `settings`.
+    fn pool_yaml(&self, listen: SocketAddr, settings: &str) -> String {
+        let list: String = self
+            .sentinels
+            .iter()
+            .map(|s| format!("    - {}\n", s.addr))
+            .collect();
+        format!(
+            "queue:\n  listen: {listen}\n  redis: true\n  timeout: 500\n{settings}  sentinels:\n{list}  servers:\n    - shard-a:1\n    - shard-b:1\n"
+        )
+    }
+}
+
+impl Drop for Shards {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn free_listen() -> SocketAddr {
+    format!("127.0.0.1:{}", free_port("127.0.0.1"))
+        .parse()
+        .unwrap()
+}
+
 #[test]
 fn a_master_failed_over_by_the_sentinels_serves_again_through_cashew() {
-    // Declared first, dropped last: the Sentinels (dropped before) never see a
-    // port of theirs taken by another test's server.
-    let m1 = redis_server(&[]);
-    let m2 = redis_server(&[]);
-    let m1_port = m1.port().to_string();
-    let r1 = redis_server(&["--replicaof", "127.0.0.1", &m1_port]);
-    let _r2 = redis_server(&["--replicaof", "127.0.0.1", &m2.port().to_string()]);
-    let dir = std::env::temp_dir().join(format!("cashew-sentinel-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let sentinels: Vec<Process> = (0..3)
-        .map(|_| sentinel(&dir, &[("shard-a", &m1), ("shard-b", &m2)]))
-        .collect();
-    // Each Sentinel knows the two others and each master's replica.
-    wait_for(
-        "the Sentinels know each other and the replicas",
-        Duration::from_secs(30),
-        || {
-            sentinels.iter().all(|s| {
-                ["shard-a", "shard-b"].iter().all(|m| {
-                    len_of(&sentinel_query(s, &["sentinels", m])) == 2
-                        && len_of(&sentinel_query(s, &["replicas", m])) == 1
-                })
-            })
-        },
-    );
-
-    let listen: SocketAddr = format!("127.0.0.1:{}", free_port("127.0.0.1"))
-        .parse()
-        .unwrap();
-    let list: String = sentinels
-        .iter()
-        .map(|s| format!("    - {}\n", s.addr))
-        .collect();
-    let yaml = format!(
-        "queue:\n  listen: {listen}\n  redis: true\n  timeout: 500\n  sentinels:\n{list}  servers:\n    - shard-a:1\n    - shard-b:1\n"
-    );
+    let shards = Shards::start("sentinel");
+    let Shards { m1, m2, r1, .. } = &shards;
+    let listen = free_listen();
+    let yaml = shards.pool_yaml(listen, "");
     let cashew = Cashew::start(CASHEW, &yaml, &["--threads", "2"]);
     let mut c = connect(listen);
     let keys: Vec<String> = (0..200).map(|i| format!("job:{i}")).collect();
@@ -211,7 +250,6 @@ fn a_master_failed_over_by_the_sentinels_serves_again_through_cashew() {
         let v: Option<String> = redis::cmd("GET").arg(k.as_str()).query(&mut c).unwrap();
         assert_eq!(v.as_deref(), Some(k.as_str()));
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// GETs `server` has served (its `INFO commandstats`).
@@ -247,37 +285,10 @@ fn read_all(listen: SocketAddr, keys: &[String], servers: &[&Process]) -> Option
 
 #[test]
 fn read_from_replica_reads_from_the_replicas_the_sentinels_report() {
-    let m1 = redis_server(&[]);
-    let m2 = redis_server(&[]);
-    let r1 = redis_server(&["--replicaof", "127.0.0.1", &m1.port().to_string()]);
-    let r2 = redis_server(&["--replicaof", "127.0.0.1", &m2.port().to_string()]);
-    let dir = std::env::temp_dir().join(format!("cashew-sentinel-reads-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let sentinels: Vec<Process> = (0..3)
-        .map(|_| sentinel(&dir, &[("shard-a", &m1), ("shard-b", &m2)]))
-        .collect();
-    wait_for(
-        "the Sentinels know each other and the replicas",
-        Duration::from_secs(30),
-        || {
-            sentinels.iter().all(|s| {
-                ["shard-a", "shard-b"].iter().all(|m| {
-                    len_of(&sentinel_query(s, &["sentinels", m])) == 2
-                        && len_of(&sentinel_query(s, &["replicas", m])) == 1
-                })
-            })
-        },
-    );
-    let listen: SocketAddr = format!("127.0.0.1:{}", free_port("127.0.0.1"))
-        .parse()
-        .unwrap();
-    let list: String = sentinels
-        .iter()
-        .map(|s| format!("    - {}\n", s.addr))
-        .collect();
-    let yaml = format!(
-        "queue:\n  listen: {listen}\n  redis: true\n  timeout: 500\n  read_from: replica\n  sentinels:\n{list}  servers:\n    - shard-a:1\n    - shard-b:1\n"
-    );
+    let shards = Shards::start("sentinel-reads");
+    let Shards { m1, m2, r1, r2, .. } = &shards;
+    let listen = free_listen();
+    let yaml = shards.pool_yaml(listen, "  read_from: replica\n");
     let admin = format!("127.0.0.1:{}", free_port("127.0.0.1"));
     let cashew = Cashew::start(CASHEW, &yaml, &["--threads", "2", "--admin", &admin]);
     let status = Command::new(CASHEW)
@@ -285,7 +296,7 @@ fn read_from_replica_reads_from_the_replicas_the_sentinels_report() {
         .output()
         .unwrap();
     let status = String::from_utf8_lossy(&status.stdout);
-    for (replica, master) in [(&r1, "shard-a"), (&r2, "shard-b")] {
+    for (replica, master) in [(r1, "shard-a"), (r2, "shard-b")] {
         let at = status
             .find(&replica.addr.to_string())
             .unwrap_or_else(|| panic!("{status}"));
@@ -297,7 +308,7 @@ fn read_from_replica_reads_from_the_replicas_the_sentinels_report() {
         );
     }
     let stats: serde_json::Value = serde_json::from_str(&cashew.stats_json()).unwrap();
-    for replica in [&r1, &r2] {
+    for replica in [r1, r2] {
         assert!(
             stats["queue"][replica.addr.to_string()].is_object(),
             "{} is a server of the pool: {stats}",
@@ -316,17 +327,17 @@ fn read_from_replica_reads_from_the_replicas_the_sentinels_report() {
             .query::<u64>(&mut connect(p.addr))
             .unwrap()
     };
-    let (on_m1, on_m2) = (dbsize(&m1), dbsize(&m2));
+    let (on_m1, on_m2) = (dbsize(m1), dbsize(m2));
     assert_eq!(on_m1 + on_m2, 200);
     assert!(on_m1 > 0 && on_m2 > 0, "{on_m1} + {on_m2}");
     wait_for(
         "the replicas have the keys",
         Duration::from_secs(10),
-        || dbsize(&r1) == on_m1 && dbsize(&r2) == on_m2,
+        || dbsize(r1) == on_m1 && dbsize(r2) == on_m2,
     );
 
     // Reads go to the replicas only.
-    let servers = [&m1, &m2, &r1, &r2];
+    let servers = [m1, m2, r1, r2];
     let served = read_all(listen, &keys, &servers).unwrap();
     assert_eq!(served, vec![0, 0, on_m1, on_m2]);
     let values: Vec<Option<String>> = redis::cmd("MGET").arg(&keys).query(&mut c).unwrap();
@@ -369,7 +380,7 @@ fn read_from_replica_reads_from_the_replicas_the_sentinels_report() {
     r1.freeze();
     let frozen = Instant::now();
     wait_for("reads served again", Duration::from_secs(20), || {
-        read_all(listen, &keys, &[&m1, &m2, &r2]).is_some_and(|s| s == vec![on_m1, 0, on_m2])
+        read_all(listen, &keys, &[m1, m2, r2]).is_some_and(|s| s == vec![on_m1, 0, on_m2])
     });
     println!(
         "replica stopped: its master served every read {:.1} s later",
@@ -390,5 +401,4 @@ fn read_from_replica_reads_from_the_replicas_the_sentinels_report() {
         "replica back: it served every read again {:.1} s later",
         back.elapsed().as_secs_f64()
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }
