@@ -147,17 +147,7 @@ fn ask_any(sentinels: &[(String, u16)], master: &str) -> Option<(String, u16)> {
 }
 
 fn ask(host: &str, port: u16, master: &str) -> Option<(String, u16)> {
-    let addr = (host, port).to_socket_addrs().ok()?.next()?;
-    let mut stream = TcpStream::connect_timeout(&addr, ASK_TIMEOUT).ok()?;
-    stream.set_read_timeout(Some(ASK_TIMEOUT)).ok()?;
-    stream
-        .write_all(&request(&[
-            b"SENTINEL",
-            b"get-master-addr-by-name",
-            master.as_bytes(),
-        ]))
-        .ok()?;
-    let reply = read_frame(&mut stream, &mut Vec::new())?;
+    let reply = query(host, port, b"get-master-addr-by-name", master)?;
     let parts = strings(&reply)?;
     match parts.as_slice() {
         [ip, port] => Some((ip.clone(), port.parse().ok()?)),
@@ -168,14 +158,19 @@ fn ask(host: &str, port: u16, master: &str) -> Option<(String, u16)> {
 /// The replicas of `master` that are up, as `host`'s Sentinel sees them; `None`
 /// when it does not answer.
 fn ask_replicas(host: &str, port: u16, master: &str) -> Option<Vec<Address>> {
+    query(host, port, b"REPLICAS", master).map(|reply| replicas_up(&reply))
+}
+
+/// `SENTINEL <question> <master>` asked of one Sentinel: its reply, or `None`
+/// when it cannot be reached or does not answer in time.
+fn query(host: &str, port: u16, question: &[u8], master: &str) -> Option<Vec<u8>> {
     let addr = (host, port).to_socket_addrs().ok()?.next()?;
     let mut stream = TcpStream::connect_timeout(&addr, ASK_TIMEOUT).ok()?;
     stream.set_read_timeout(Some(ASK_TIMEOUT)).ok()?;
     stream
-        .write_all(&request(&[b"SENTINEL", b"REPLICAS", master.as_bytes()]))
+        .write_all(&request(&[b"SENTINEL", question, master.as_bytes()]))
         .ok()?;
-    let reply = read_frame(&mut stream, &mut Vec::new())?;
-    Some(replicas_up(&reply))
+    read_frame(&mut stream, &mut Vec::new())
 }
 
 /// From a `SENTINEL REPLICAS` reply (per replica, field and value pairs): the
