@@ -546,7 +546,7 @@ impl PoolRt {
     /// replica, one of the master's live replicas (spread by client), else the
     /// master.
     #[inline(always)]
-    pub(crate) fn read_server(
+    pub(crate) fn server_for(
         &self,
         master: ServerId,
         effect: Effect,

@@ -384,7 +384,7 @@ impl Client {
         slot: u16,
         effect: Effect,
     ) -> Part {
-        let node = pool.read_server(master, effect, self.id);
+        let node = pool.server_for(master, effect, self.id);
         self.send_following(pool, node, bytes, slot)
     }
 

@@ -66,7 +66,7 @@ impl Client {
         keys: &[&[u8]],
     ) -> Part {
         let (to, s) = target.resolve(pool);
-        let s = to.read_server(s, effect, self.id);
+        let s = to.server_for(s, effect, self.id);
         let part = Part::new(to.send_redis(s, self.id, bytes, self.resp3));
         if effect == Effect::Write && target.is_gutter() {
             let ttl = pool.config().gutter_ttl.to_string();
