@@ -647,44 +647,129 @@ fn reload_with(p: &PoolProxy, servers: &[&Process], generation: u32) {
     });
 }
 
-/// A subscriber whose pool gains servers in a reload, or sees them in another
-/// order, subscribes where each channel is now published.
-#[test]
-fn a_subscriber_goes_on_after_a_reload_adds_or_reorders_servers() {
-    let p = start(1, "");
-    let mut subscriber = connect(p.listen);
-    let mut pubsub = subscriber.as_pubsub();
-    pubsub.subscribe("before").unwrap();
-    let more: Vec<Process> = (0..2).map(|_| redis_server(&[])).collect();
-    reload_with(&p, &[&p.backends[0], &more[0], &more[1]], 2);
-    pubsub.subscribe("added").unwrap();
-    // The same servers in another order: placement (by name) is unchanged.
-    reload_with(&p, &[&more[1], &more[0], &p.backends[0]], 3);
-    let channels: Vec<String> = (0..20).map(|i| format!("after{i}")).collect();
-    for c in &channels {
+/// Subscribes `pubsub` to `channels`, publishes each (its name as the message)
+/// through `publisher`, and says whether every message came (once; channels on
+/// different servers may come in any order).
+fn hears(pubsub: &mut redis::PubSub, publisher: &mut Connection, channels: &[String]) -> bool {
+    for c in channels {
         pubsub.subscribe(c).unwrap();
     }
-    let mut publisher = connect(p.listen);
-    for c in &channels {
+    for c in channels {
         let _: i64 = redis::cmd("PUBLISH")
             .arg(c)
             .arg(c)
-            .query(&mut publisher)
+            .query(publisher)
             .unwrap();
     }
     pubsub
         .set_read_timeout(Some(Duration::from_secs(2)))
         .unwrap();
-    let got: Vec<String> = (0..channels.len())
-        .map(|_| pubsub.get_message().unwrap().get_payload().unwrap())
+    let mut got: Vec<String> = Vec::new();
+    for _ in channels {
+        match pubsub.get_message().map(|m| m.get_payload::<String>()) {
+            Ok(Ok(message)) => got.push(message),
+            _ => return false,
+        }
+    }
+    let mut want = channels.to_vec();
+    want.sort();
+    got.sort();
+    got == want
+}
+
+/// A reload that lists the same servers in another order moves no channel: a
+/// subscriber goes on, and subscribes where each new channel is published.
+#[test]
+fn a_subscriber_goes_on_after_a_reload_reorders_servers() {
+    let p = start(3, "");
+    let mut subscriber = connect(p.listen);
+    let mut pubsub = subscriber.as_pubsub();
+    let mut publisher = connect(p.listen);
+    let before: Vec<String> = (0..10).map(|i| format!("before{i}")).collect();
+    assert!(hears(&mut pubsub, &mut publisher, &before));
+    let b = &p.backends;
+    reload_with(&p, &[&b[2], &b[0], &b[1]], 2);
+    let after: Vec<String> = (0..20).map(|i| format!("after{i}")).collect();
+    assert!(hears(&mut pubsub, &mut publisher, &after));
+    // The channels subscribed before the reload hear their publishes still.
+    for c in &before {
+        let _: i64 = redis::cmd("PUBLISH")
+            .arg(c)
+            .arg(c)
+            .query(&mut publisher)
+            .unwrap();
+        let got: String = pubsub.get_message().unwrap().get_payload().unwrap();
+        assert_eq!(got, *c);
+    }
+}
+
+/// A reload that adds servers moves some channels: a subscriber with one of
+/// them is closed, as when its server is lost, so that it subscribes again;
+/// one whose channels stay goes on, and subscribes on the new servers too.
+#[test]
+fn a_reload_that_moves_a_subscribers_channel_closes_it() {
+    let p = start(1, "");
+    let more: Vec<Process> = (0..2).map(|_| redis_server(&[])).collect();
+    let servers = [&p.backends[0], &more[0], &more[1]];
+    // Where channels go once the servers are added.
+    let next = p.cashew.dir.join("next.yml");
+    let list: String = servers
+        .iter()
+        .map(|s| format!("    - {}:1\n", s.addr))
         .collect();
-    assert_eq!(got, channels);
-    // A channel subscribed before the reordering still hears its publishes.
+    std::fs::write(
+        &next,
+        format!("pool:\n  listen: {}\n  redis: true\n  hash: md5\n  hash_tag: \"{{}}\"\n  servers:\n{list}", p.listen),
+    )
+    .unwrap();
+    let names: Vec<String> = (0..40).map(|i| format!("ch{i}")).collect();
+    let placed = cashew_testkit::cashew_route(CASHEW, &next, None, &names);
+    let first = format!("{}:1", p.backends[0].addr);
+    let stays = names
+        .iter()
+        .zip(&placed)
+        .find(|(_, s)| **s == first)
+        .unwrap()
+        .0
+        .clone();
+    let moves = names
+        .iter()
+        .zip(&placed)
+        .find(|(_, s)| **s != first)
+        .unwrap()
+        .0
+        .clone();
+
+    let mut publisher = connect(p.listen);
+    let mut staying = connect(p.listen);
+    let mut staying = staying.as_pubsub();
+    assert!(hears(
+        &mut staying,
+        &mut publisher,
+        std::slice::from_ref(&stays)
+    ));
+    let mut moving = connect(p.listen);
+    let mut moving = moving.as_pubsub();
+    assert!(hears(
+        &mut moving,
+        &mut publisher,
+        std::slice::from_ref(&moves)
+    ));
+
+    reload_with(&p, &servers, 2);
+    let closed = moving.get_message().unwrap_err();
+    assert!(
+        !closed.is_timeout() && (closed.is_connection_dropped() || closed.is_io_error()),
+        "{closed}"
+    );
+    // The one that stays hears its channel and new ones, wherever they are.
+    let after: Vec<String> = (0..20).map(|i| format!("after{i}")).collect();
+    assert!(hears(&mut staying, &mut publisher, &after));
     let _: i64 = redis::cmd("PUBLISH")
-        .arg("added")
-        .arg("added")
+        .arg(&stays)
+        .arg(&stays)
         .query(&mut publisher)
         .unwrap();
-    let got: String = pubsub.get_message().unwrap().get_payload().unwrap();
-    assert_eq!(got, "added");
+    let got: String = staying.get_message().unwrap().get_payload().unwrap();
+    assert_eq!(got, stays);
 }

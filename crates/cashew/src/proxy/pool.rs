@@ -810,8 +810,13 @@ impl PoolSlot {
         self.current.borrow()
     }
 
+    /// A new generation's pool; every client is woken, so that a subscriber whose
+    /// channels it moved learns of it while it waits.
     pub(crate) fn replace(&self, pool: PoolRt) {
         *self.current.borrow_mut() = Rc::new(pool);
+        for waker in self.clients.borrow().values() {
+            waker.wake_by_ref();
+        }
     }
 
     /// Closes the slot and wakes every client, so each finishes and closes.

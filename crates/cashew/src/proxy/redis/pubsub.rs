@@ -165,6 +165,13 @@ pub(crate) struct Subscriber {
     /// A server connection was lost, or did not confirm in time: the client is
     /// closed, after this error as the reply of a command waiting.
     lost: Option<BackendError>,
+    /// Where each channel and shard channel was subscribed (its server's name),
+    /// and the servers the patterns were: a reload that moves one closes the
+    /// client, which subscribes again where they now are.
+    homes: Vec<(&'static [u8], Bytes, String)>,
+    pattern_homes: Vec<String>,
+    /// The generation whose placement was last checked against `homes`.
+    checked_generation: u64,
     /// The pool's `timeout`: how long a confirmation may take.
     timeout: Option<Duration>,
     /// Armed for the oldest command waiting, while the client waits for it.
@@ -186,11 +193,72 @@ impl Subscriber {
             owed: VecDeque::new(),
             messages: VecDeque::new(),
             lost: None,
+            homes: Vec::new(),
+            pattern_homes: Vec::new(),
+            checked_generation: 0,
             timeout,
             timer: None,
             subscribed: false,
             resp3,
         }
+    }
+
+    /// After a (un)subscribe was sent: where the client's channels of its kind
+    /// now live (`homes`), or the patterns' servers.
+    fn note_homes(&mut self, pool: &PoolRt, command: PubSubCommand) {
+        use PubSubCommand::*;
+        let subscribed: &'static [u8] = match command {
+            Subscribe | Unsubscribe => b"subscribe",
+            Ssubscribe | Sunsubscribe => b"ssubscribe",
+            Psubscribe | Punsubscribe => {
+                self.pattern_homes = match self.asked.patterns.is_empty() {
+                    true => Vec::new(),
+                    false => pattern_servers(pool, self)
+                        .iter()
+                        .map(|&s| name_of(pool, s))
+                        .collect(),
+                };
+                return;
+            }
+        };
+        let asked = &self.asked;
+        self.homes.retain(|(k, name, _)| asked.contains(k, name));
+        for name in self.asked.in_order(subscribed) {
+            if self
+                .homes
+                .iter()
+                .any(|(k, n, _)| *k == subscribed && *n == name)
+            {
+                continue;
+            }
+            if let Some(server) = pool.route(&name) {
+                self.homes.push((subscribed, name, name_of(pool, server)));
+            }
+        }
+    }
+
+    /// Whether a new generation placed one of the client's channels, or its
+    /// patterns, on other servers than those it subscribed on. A Redis Cluster's
+    /// nodes all hear every publish: nothing moves there.
+    fn moved(&mut self, pool: &PoolRt) -> bool {
+        if self.checked_generation == pool.generation.number {
+            return false;
+        }
+        self.checked_generation = pool.generation.number;
+        if pool.cluster().is_some() {
+            return false;
+        }
+        let channel_moved = self.homes.iter().any(|(_, name, home)| {
+            pool.route(name).map(|s| name_of(pool, s)).as_deref() != Some(home.as_str())
+        });
+        let patterns_moved = !self.pattern_homes.is_empty() && {
+            let now: Vec<String> = pattern_servers(pool, self)
+                .iter()
+                .map(|&s| name_of(pool, s))
+                .collect();
+            now != self.pattern_homes
+        };
+        channel_moved || patterns_moved
     }
 
     /// Where the connection to the server named `name` is in `tunnels`.
@@ -468,6 +536,10 @@ fn pattern_servers(pool: &PoolRt, sub: &Subscriber) -> Vec<ServerId> {
         .collect()
 }
 
+fn name_of(pool: &PoolRt, server: ServerId) -> String {
+    pool.config().servers[server.0].name().to_string()
+}
+
 fn kind_name(command: PubSubCommand) -> &'static [u8] {
     match command {
         PubSubCommand::Subscribe => b"subscribe",
@@ -532,7 +604,11 @@ impl Client {
             .map(Duration::from_millis);
         let rc = self
             .subscriber
-            .get_or_insert_with(|| Rc::new(RefCell::new(Subscriber::new(self.resp3, timeout))))
+            .get_or_insert_with(|| {
+                let mut sub = Subscriber::new(self.resp3, timeout);
+                sub.checked_generation = pool.generation.number;
+                Rc::new(RefCell::new(sub))
+            })
             .clone();
         let mut sub = rc.borrow_mut();
         let kind = kind_name(command);
@@ -611,6 +687,7 @@ impl Client {
                 sub.asked.apply(kind, name);
             }
         }
+        sub.note_homes(pool, command);
         // Subscribed mode starts with a subscribe and ends when nothing is left,
         // in the order of the client's requests.
         sub.subscribed = !sub.asked.is_empty();
@@ -675,6 +752,10 @@ impl Client {
             return Poll::Pending;
         };
         let mut sub = rc.borrow_mut();
+        if sub.moved(&self.slot.pool()) {
+            // Closed as when its server is lost: the client subscribes again.
+            sub.lose(BackendError::Closed);
+        }
         loop {
             if let Some(message) = sub.messages.pop_front() {
                 return Poll::Ready(Some(message));
