@@ -267,12 +267,7 @@ fn listen(host: &str, port: u16) {
         let [master, old_ip, old_port, new_ip, new_port] = words.as_slice() else {
             continue;
         };
-        let used = KNOWN
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .as_ref()
-            .is_some_and(|k| k.contains_key(*master));
-        if !used {
+        if !knows(&KNOWN, master) {
             continue;
         }
         if let Ok(port) = new_port.parse::<u16>() {
@@ -297,12 +292,7 @@ fn replica_event(host: &str, port: u16, event: &str, words: &[&str]) {
     let ["slave", _, ip, replica_port, "@", master, ..] = words else {
         return;
     };
-    let used = KNOWN_REPLICAS
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .as_ref()
-        .is_some_and(|k| k.contains_key(*master));
-    if !used {
+    if !knows(&KNOWN_REPLICAS, master) {
         return;
     }
     log_at!(
@@ -310,6 +300,15 @@ fn replica_event(host: &str, port: u16, event: &str, words: &[&str]) {
         "sentinel {host}:{port}: {event} of replica {ip}:{replica_port} of master '{master}'; reloading the configuration"
     );
     reload();
+}
+
+/// Whether `master` is in `known` (a master some pool uses).
+fn knows<V>(known: &Mutex<Option<HashMap<String, V>>>, master: &str) -> bool {
+    known
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .as_ref()
+        .is_some_and(|k| k.contains_key(master))
 }
 
 /// Reloads the configuration as SIGHUP does (asking the Sentinels again).
