@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use cashew_testkit::{free_port, program, redis_server, Cashew, Process};
+use cashew_testkit::{free_port, program, redis_server, AdminApi, Cashew, Process};
 use redis::Connection;
 
 const CASHEW: &str = env!("CARGO_BIN_EXE_cashew");
@@ -400,5 +400,85 @@ fn read_from_replica_reads_from_the_replicas_the_sentinels_report() {
     println!(
         "replica back: it served every read again {:.1} s later",
         back.elapsed().as_secs_f64()
+    );
+}
+
+#[test]
+fn a_sentinel_that_hangs_costs_a_load_one_timeout_and_the_next_is_listened_to() {
+    let shards = Shards::start("sentinel-hangs");
+    let Shards { m1, m2, r1, r2, .. } = &shards;
+    // The first Sentinel listed hangs: the kernel still accepts its connections,
+    // nothing answers on them.
+    shards.sentinels[0].freeze();
+    let listen = free_listen();
+    let yaml = shards.pool_yaml(listen, "  read_from: replica\n");
+    let admin: SocketAddr = free_listen();
+    let cashew = Cashew::start(
+        CASHEW,
+        &yaml,
+        &[
+            "--threads",
+            "2",
+            "--admin",
+            &admin.to_string(),
+            "--admin-token",
+            "t",
+        ],
+    );
+    // A load asks four questions (two masters' addresses and replicas).
+    let api = AdminApi::new(admin, Some("t"));
+    let asked = Instant::now();
+    let (status, body) = api.post("/reload");
+    let took = asked.elapsed();
+    assert_eq!(status, 200, "{body}");
+    println!(
+        "reload with the first Sentinel hung: {:.2} s",
+        took.as_secs_f64()
+    );
+    assert!(
+        took < Duration::from_millis(2500),
+        "{took:?}: the hung Sentinel was asked more than once"
+    );
+
+    let mut c = connect(listen);
+    let keys: Vec<String> = (0..100).map(|i| format!("job:{i}")).collect();
+    for k in &keys {
+        let _: () = redis::cmd("SET").arg(k).arg(k).query(&mut c).unwrap();
+    }
+    let dbsize = |p: &Process| {
+        redis::cmd("DBSIZE")
+            .query::<u64>(&mut connect(p.addr))
+            .unwrap()
+    };
+    wait_for(
+        "shard-a's replica has its keys",
+        Duration::from_secs(10),
+        || dbsize(r1) == dbsize(m1),
+    );
+
+    // The two Sentinels that answer fail shard-a over; cashew, which listened to
+    // the hung one first, hears of it from the next.
+    m1.freeze();
+    wait_for(
+        "cashew hears of the switch",
+        Duration::from_secs(60),
+        || cashew.log().contains("master 'shard-a' switched"),
+    );
+    let log = cashew.log();
+    assert!(log.contains("stopped answering"), "{log}");
+    let after: Vec<String> = (0..100).map(|i| format!("task:{i}")).collect();
+    wait_for("writes served", Duration::from_secs(10), || {
+        let mut c = connect(listen);
+        after
+            .iter()
+            .all(|k| redis::cmd("SET").arg(k).arg(k).query::<()>(&mut c).is_ok())
+    });
+    // Every key is on the new master of shard-a (r1) or on shard-b's (m2, r2).
+    assert!(dbsize(r1) > 0 && dbsize(m2) > 0);
+    assert_eq!(dbsize(r1) + dbsize(m2), 200);
+    wait_for(
+        "shard-b's replica has its keys",
+        Duration::from_secs(10),
+        || dbsize(r2) == dbsize(m2),
     );
 }

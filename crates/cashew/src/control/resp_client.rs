@@ -1,7 +1,7 @@
 //! The few blocking redis calls of the control plane (asking Sentinels, reading a
 //! cluster's slot map): a request's bytes, one whole reply read, its strings.
 
-use std::io::Read;
+use std::io::{ErrorKind, Read};
 
 use cashew_protocol::resp::{element_text, parse_reply, reply_elements, ReplyParse};
 
@@ -17,18 +17,40 @@ pub(super) fn request(args: &[&[u8]]) -> Vec<u8> {
 
 /// The next whole reply from `stream`, `buf` holding what was read past it.
 pub(super) fn read_frame(stream: &mut impl Read, buf: &mut Vec<u8>) -> Option<Vec<u8>> {
+    match wait_frame(stream, buf) {
+        Wait::Frame(frame) => Some(frame),
+        Wait::Idle | Wait::Closed => None,
+    }
+}
+
+/// What waiting for a reply on a stream with a read timeout gave.
+pub(super) enum Wait {
+    Frame(Vec<u8>),
+    /// Nothing (or part of a reply, kept in the buffer) within the timeout.
+    Idle,
+    /// The connection ended or failed.
+    Closed,
+}
+
+/// The next whole reply from `stream`, telling a stream that was quiet for its read
+/// timeout from one that ended; `buf` holds what was read past the reply.
+pub(super) fn wait_frame(stream: &mut impl Read, buf: &mut Vec<u8>) -> Wait {
     loop {
         if let ReplyParse::Complete(n) = parse_reply(buf) {
             let frame = buf[..n].to_vec();
             buf.drain(..n);
-            return Some(frame);
+            return Wait::Frame(frame);
         }
         let mut chunk = [0u8; 4096];
-        let n = stream.read(&mut chunk).ok()?;
-        if n == 0 {
-            return None;
+        match stream.read(&mut chunk) {
+            Ok(0) => return Wait::Closed,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                return Wait::Idle
+            }
+            Err(_) => return Wait::Closed,
         }
-        buf.extend_from_slice(&chunk[..n]);
     }
 }
 

@@ -16,7 +16,7 @@ use std::net::{TcpStream, ToSocketAddrs};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use super::resp_client::{read_frame, request, strings};
+use super::resp_client::{read_frame, request, strings, wait_frame, Wait};
 use cashew_config::{Config, ReadFrom, SentinelReplicas, Server, ServerAddress};
 use cashew_protocol::resp::reply_elements;
 
@@ -25,6 +25,9 @@ use crate::log_at;
 
 /// How long a Sentinel may take to connect and answer at a load.
 const ASK_TIMEOUT: Duration = Duration::from_millis(1000);
+/// How long the Sentinel listened to may stay quiet before it is pinged; one that
+/// does not answer the ping within as long again is left for the next.
+const HEARTBEAT: Duration = Duration::from_millis(1000);
 
 /// A host and port.
 type Address = (String, u16);
@@ -51,12 +54,14 @@ pub(crate) fn resolve(file: &str, config: &mut Config) -> Result<(), String> {
                 _ => None,
             })
             .collect();
+        let sentinels = pool.sentinels.clone();
+        let mut asking = Asking::new(&sentinels);
         for server in &mut pool.servers {
             let ServerAddress::Sentinel { master } = &server.address else {
                 continue;
             };
             let master = master.clone();
-            let address = match ask_any(&pool.sentinels, &master) {
+            let address = match asking.first(b"get-master-addr-by-name", &master, master_address) {
                 Some(address) => {
                     let mut known = KNOWN.lock().unwrap_or_else(|e| e.into_inner());
                     known
@@ -92,7 +97,7 @@ pub(crate) fn resolve(file: &str, config: &mut Config) -> Result<(), String> {
             };
         }
         if pool.read_from != ReadFrom::Master {
-            add_replicas(pool, &masters);
+            add_replicas(pool, &masters, &mut asking);
         }
         watch(&pool.sentinels);
     }
@@ -101,16 +106,13 @@ pub(crate) fn resolve(file: &str, config: &mut Config) -> Result<(), String> {
 
 /// Adds each master's replicas that are up, as the Sentinels report them, after
 /// the pool's servers (named `host:port`, as a cluster's nodes are).
-fn add_replicas(pool: &mut cashew_config::Pool, masters: &[Option<String>]) {
+fn add_replicas(pool: &mut cashew_config::Pool, masters: &[Option<String>], asking: &mut Asking) {
     let mut replicas = vec![Vec::new(); masters.len()];
     for (of, master) in replicas.iter_mut().zip(masters) {
         let Some(master) = master else {
             continue;
         };
-        let found = pool
-            .sentinels
-            .iter()
-            .find_map(|(host, port)| ask_replicas(host, *port, master));
+        let found = asking.first(b"REPLICAS", master, replicas_up);
         let mut known = KNOWN_REPLICAS.lock().unwrap_or_else(|e| e.into_inner());
         let known = known.get_or_insert_with(HashMap::new);
         let up = match found {
@@ -139,26 +141,61 @@ fn add_replicas(pool: &mut cashew_config::Pool, masters: &[Option<String>]) {
     }));
 }
 
-/// The master's address from the first Sentinel that knows it.
-fn ask_any(sentinels: &[(String, u16)], master: &str) -> Option<(String, u16)> {
-    sentinels
-        .iter()
-        .find_map(|(host, port)| ask(host, *port, master))
+/// A pool's Sentinels as one load asks them: in their order, each question going
+/// to the next when one does not know the answer. One that cannot be reached or
+/// does not answer in time is not asked again in the same load, so that a
+/// Sentinel that hangs delays a load by one timeout, not one per question.
+struct Asking<'a> {
+    sentinels: &'a [Address],
+    silent: Vec<bool>,
 }
 
-fn ask(host: &str, port: u16, master: &str) -> Option<(String, u16)> {
-    let reply = query(host, port, b"get-master-addr-by-name", master)?;
-    let parts = strings(&reply)?;
-    match parts.as_slice() {
-        [ip, port] => Some((ip.clone(), port.parse().ok()?)),
-        _ => None,
+impl<'a> Asking<'a> {
+    fn new(sentinels: &'a [Address]) -> Self {
+        Asking {
+            sentinels,
+            silent: vec![false; sentinels.len()],
+        }
+    }
+
+    /// `SENTINEL <question> <master>`, read by `read` from the first Sentinel whose
+    /// reply it accepts.
+    fn first<T>(
+        &mut self,
+        question: &[u8],
+        master: &str,
+        read: impl Fn(&[u8]) -> Option<T>,
+    ) -> Option<T> {
+        for ((host, port), silent) in self.sentinels.iter().zip(&mut self.silent) {
+            if *silent {
+                continue;
+            }
+            match query(host, *port, question, master) {
+                Some(reply) => {
+                    if let Some(answer) = read(&reply) {
+                        return Some(answer);
+                    }
+                }
+                None => {
+                    log_at!(
+                        WARN,
+                        "sentinel {host}:{port} did not answer; not asked again in this load"
+                    );
+                    *silent = true;
+                }
+            }
+        }
+        None
     }
 }
 
-/// The replicas of `master` that are up, as `host`'s Sentinel sees them; `None`
-/// when it does not answer.
-fn ask_replicas(host: &str, port: u16, master: &str) -> Option<Vec<Address>> {
-    query(host, port, b"REPLICAS", master).map(|reply| replicas_up(&reply))
+/// A master's address, from a `get-master-addr-by-name` reply (nil when the
+/// Sentinel does not know the master).
+fn master_address(reply: &[u8]) -> Option<Address> {
+    match strings(reply)?.as_slice() {
+        [ip, port] => Some((ip.clone(), port.parse().ok()?)),
+        _ => None,
+    }
 }
 
 /// `SENTINEL <question> <master>` asked of one Sentinel: its reply, or `None`
@@ -176,11 +213,12 @@ fn query(host: &str, port: u16, question: &[u8], master: &str) -> Option<Vec<u8>
 /// From a `SENTINEL REPLICAS` reply (per replica, field and value pairs): the
 /// replicas not down nor disconnected. (Their `master-link-status` is not used:
 /// the Sentinel refreshes it every 10 s, and no event says it changed.)
-fn replicas_up(reply: &[u8]) -> Vec<Address> {
-    let Some(items) = reply_elements(reply) else {
-        return Vec::new();
-    };
-    items
+fn replicas_up(reply: &[u8]) -> Option<Vec<Address>> {
+    if reply.first() != Some(&b'*') {
+        return None;
+    }
+    let items = reply_elements(reply)?;
+    let up = items
         .into_iter()
         .filter_map(|item| {
             let fields = strings(item)?;
@@ -199,7 +237,8 @@ fn replicas_up(reply: &[u8]) -> Vec<Address> {
             }
             Some((field("ip")?.clone(), field("port")?.parse().ok()?))
         })
-        .collect()
+        .collect();
+    Some(up)
 }
 
 /// Starts listening for switches on `sentinels`, once per set.
@@ -230,7 +269,7 @@ const REPLICA_EVENTS: [&str; 5] = [
 ];
 
 /// Listens to one Sentinel's `+switch-master` (and replica events) until the
-/// connection ends.
+/// connection ends or the Sentinel stops answering.
 fn listen(host: &str, port: u16) {
     let Some(addr) = (host, port)
         .to_socket_addrs()
@@ -242,13 +281,46 @@ fn listen(host: &str, port: u16) {
     let Ok(mut stream) = TcpStream::connect_timeout(&addr, ASK_TIMEOUT) else {
         return;
     };
+    if stream.set_read_timeout(Some(HEARTBEAT)).is_err() {
+        return;
+    }
     let mut channels: Vec<&[u8]> = vec![b"SUBSCRIBE", b"+switch-master"];
     channels.extend(REPLICA_EVENTS.iter().map(|e| e.as_bytes()));
     if stream.write_all(&request(&channels)).is_err() {
         return;
     }
     let mut buf = Vec::new();
-    while let Some(frame) = read_frame(&mut stream, &mut buf) {
+    let mut subscribed = false;
+    let mut pinged = false;
+    loop {
+        let frame = match wait_frame(&mut stream, &mut buf) {
+            Wait::Frame(frame) => frame,
+            Wait::Closed => return,
+            Wait::Idle if pinged => {
+                log_at!(
+                    WARN,
+                    "sentinel {host}:{port} stopped answering; listening to the next"
+                );
+                return;
+            }
+            Wait::Idle => {
+                // A Sentinel that hangs keeps its connection open: only a ping tells.
+                if stream.write_all(&request(&[b"PING"])).is_err() {
+                    return;
+                }
+                pinged = true;
+                continue;
+            }
+        };
+        pinged = false;
+        if !subscribed {
+            subscribed = true;
+            // A switch between the last load and now was not heard.
+            if missed_changes(host, port) {
+                log_at!(NOTICE, "sentinel {host}:{port}: masters or replicas changed while not listened to; reloading the configuration");
+                reload();
+            }
+        }
         let Some(parts) = strings(&frame) else {
             continue;
         };
@@ -283,6 +355,39 @@ fn listen(host: &str, port: u16) {
         // The reload (as SIGHUP) asks the Sentinels again and moves the server.
         reload();
     }
+}
+
+/// Whether `host`'s Sentinel gives a master some pool uses another address, or
+/// other replicas, than the last load found.
+fn missed_changes(host: &str, port: u16) -> bool {
+    let known = snapshot(&KNOWN);
+    let known_replicas = snapshot(&KNOWN_REPLICAS);
+    let sentinel = [(host.to_string(), port)];
+    let mut asking = Asking::new(&sentinel);
+    known.iter().any(|(master, address)| {
+        asking
+            .first(b"get-master-addr-by-name", master, master_address)
+            .is_some_and(|now| now != *address)
+    }) || known_replicas.iter().any(|(master, replicas)| {
+        asking
+            .first(b"REPLICAS", master, replicas_up)
+            .is_some_and(|now| !same_members(now, replicas))
+    })
+}
+
+fn same_members(mut a: Vec<Address>, b: &[Address]) -> bool {
+    let mut b = b.to_vec();
+    a.sort();
+    b.sort();
+    a == b
+}
+
+fn snapshot<V: Clone>(known: &Mutex<Option<HashMap<String, V>>>) -> HashMap<String, V> {
+    known
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone()
+        .unwrap_or_default()
 }
 
 /// A replica of a master whose replicas serve reads went down, came back or was
@@ -349,11 +454,9 @@ mod tests {
             ]));
         }
         let up = |port| ("127.0.0.1".to_string(), port);
-        assert_eq!(replicas_up(&reply), vec![up(7001), up(7004)]);
-        assert_eq!(replicas_up(b"*0\r\n"), Vec::<Address>::new());
-        assert_eq!(
-            replicas_up(b"-ERR No such master with that name\r\n"),
-            Vec::<Address>::new()
-        );
+        assert_eq!(replicas_up(&reply), Some(vec![up(7001), up(7004)]));
+        assert_eq!(replicas_up(b"*0\r\n"), Some(Vec::new()));
+        // A Sentinel that does not know the master: the next is asked.
+        assert_eq!(replicas_up(b"-ERR No such master with that name\r\n"), None);
     }
 }
