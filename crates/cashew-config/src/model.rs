@@ -86,6 +86,12 @@ pub struct Pool {
     /// Redis pools: Sentinels (`host:port`) that know the servers by master name;
     /// empty when the servers are addresses.
     pub sentinels: Vec<(String, u16)>,
+    /// The password cashew gives the Sentinels (their `requirepass`, or an ACL
+    /// user's with `sentinel_auth_user`).
+    pub sentinel_auth: Option<Secret>,
+    pub sentinel_auth_user: Option<String>,
+    /// TLS towards the Sentinels.
+    pub sentinel_tls: Option<ServerTls>,
     /// Redis pools: the most server connections that clients' transactions,
     /// blocking calls and subscriptions may hold at once, over all workers.
     pub max_pinned_connections: u32,
@@ -246,6 +252,9 @@ impl Pool {
             keyspace_commands: true,
             max_pinned_connections: 1024,
             sentinels: Vec::new(),
+            sentinel_auth: None,
+            sentinel_auth_user: None,
+            sentinel_tls: None,
             migrate_ms: 0,
             dns_refresh_ms: 30_000,
             redis_cluster: false,

@@ -12,7 +12,12 @@ pub const REDACTED: &str = "<redacted>";
 
 /// Keys whose values are secrets, wherever they appear in the file. A password's
 /// hash is one too: it would let anyone try passwords offline.
-pub const SECRET_KEYS: [&str; 3] = ["redis_auth", "memcached_auth", "password_sha256"];
+pub const SECRET_KEYS: [&str; 4] = [
+    "redis_auth",
+    "memcached_auth",
+    "sentinel_auth",
+    "password_sha256",
+];
 
 /// A secret value: readable only through [`Secret::expose`].
 #[derive(Clone, PartialEq, Eq)]

@@ -190,21 +190,16 @@ impl Validator<'_> {
         .filter(|_| ok)
     }
 
-    /// `server_tls: {ca, cert, key, server_name}`.
+    /// `server_tls: {ca, cert, key, server_name}` (or `sentinel_tls:`, `key`).
     pub(crate) fn server_tls(
         &mut self,
         pool: &str,
+        key: &str,
         node: &Node,
         at: Location,
     ) -> Option<ServerTls> {
         let base = self.base_dir();
-        let items = entries(
-            self,
-            pool,
-            "server_tls",
-            node,
-            &["ca", "cert", "key", "server_name"],
-        )?;
+        let items = entries(self, pool, key, node, &["ca", "cert", "key", "server_name"])?;
         let mut tls = ServerTls {
             ca: None,
             cert: None,
@@ -214,7 +209,7 @@ impl Validator<'_> {
         };
         let mut ok = true;
         for (name, value) in items {
-            let full = format!("server_tls.{name}");
+            let full = format!("{key}.{name}");
             match name {
                 "server_name" => {
                     tls.server_name = scalar(self, pool, &full, value).map(str::to_string);
@@ -237,7 +232,7 @@ impl Validator<'_> {
             }
         }
         if ok && tls.cert.is_some() != tls.key.is_some() {
-            self.error(node.at, Some(pool), Some("server_tls"), "'cert' and 'key' go together: the client certificate cashew shows servers, and its key".into());
+            self.error(node.at, Some(pool), Some(key), "'cert' and 'key' go together: the client certificate cashew shows servers, and its key".into());
             ok = false;
         }
         ok.then_some(tls)

@@ -9,7 +9,7 @@ use crate::secret::{Secret, SECRET_KEYS};
 use crate::yaml::{Location, Node, Value};
 
 /// Every key a pool may have, in the order the docs list them.
-pub const POOL_KEYS: [&str; 50] = [
+pub const POOL_KEYS: [&str; 53] = [
     "listen",
     "hash",
     "hash_tag",
@@ -47,6 +47,9 @@ pub const POOL_KEYS: [&str; 50] = [
     "keyspace_commands",
     "max_pinned_connections",
     "sentinels",
+    "sentinel_auth",
+    "sentinel_auth_user",
+    "sentinel_tls",
     "migrate_ms",
     "dns_refresh_ms",
     "redis_cluster",
@@ -61,6 +64,14 @@ pub const POOL_KEYS: [&str; 50] = [
     "memcached_auth",
     "servers",
 ];
+
+/// An ACL user name, as `AUTH` takes it.
+fn user_name(s: &str) -> Result<String, String> {
+    match s.is_empty() || s.contains(' ') {
+        true => Err(format!("'{s}' is not a user name: no spaces, not empty")),
+        false => Ok(s.to_string()),
+    }
+}
 
 fn pool_keys() -> impl Iterator<Item = &'static str> {
     POOL_KEYS.into_iter()
@@ -318,10 +329,15 @@ impl<'f> Validator<'f> {
                     }
                 }
                 "redis_auth_user" => {
-                    pool.redis_auth_user = field.parse(|s| if s.is_empty() || s.contains(' ') { Err(format!("'{s}' is not a user name: no spaces, not empty")) } else { Ok(s.to_string()) });
+                    pool.redis_auth_user = field.parse(user_name);
                 }
                 "tls" => pool.tls = self.listen_tls(&name, &value, key_node.at),
-                "server_tls" => pool.server_tls = self.server_tls(&name, &value, key_node.at),
+                "server_tls" => pool.server_tls = self.server_tls(&name, key, &value, key_node.at),
+                "sentinel_tls" => pool.sentinel_tls = self.server_tls(&name, key, &value, key_node.at),
+                "sentinel_auth" => pool.sentinel_auth = field.secret(),
+                "sentinel_auth_user" => {
+                    pool.sentinel_auth_user = field.parse(user_name);
+                }
                 "users" => pool.users = self.users(&name, &value),
                 _ => unreachable!("every key of POOL_KEYS is handled"),
             }
@@ -485,6 +501,25 @@ impl<'f> Validator<'f> {
                 name,
                 Some("redis_auth_user"),
                 "needs 'redis_auth', the user's password".into(),
+            );
+        }
+        for key in ["sentinel_auth", "sentinel_auth_user", "sentinel_tls"] {
+            if let (Some(at), true) = (at(key), pool.sentinels.is_empty()) {
+                self.error(
+                    at,
+                    name,
+                    Some(key),
+                    "is for pools whose servers are named by Sentinel masters: with 'sentinels'"
+                        .into(),
+                );
+            }
+        }
+        if let (Some(at), None) = (at("sentinel_auth_user"), &pool.sentinel_auth) {
+            self.error(
+                at,
+                name,
+                Some("sentinel_auth_user"),
+                "needs 'sentinel_auth', the user's password".into(),
             );
         }
         if let (Some(at), true) = (at("memcached_auth"), pool.redis) {

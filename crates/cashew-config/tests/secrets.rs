@@ -11,7 +11,7 @@ use cashew_config::{redact, POOL_KEYS, SECRET_KEYS};
 const SECRET_WORDS: [&str; 5] = ["auth", "password", "secret", "token", "private"];
 /// Keys with such a word whose value is not secret: the name of the user cashew
 /// authenticates as is no more secret than a server's address.
-const NOT_SECRET: [&str; 1] = ["redis_auth_user"];
+const NOT_SECRET: [&str; 2] = ["redis_auth_user", "sentinel_auth_user"];
 
 fn every_key_path() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/good/every_key.yml")

@@ -4,11 +4,13 @@
 //! with no reply wrong or out of order.
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use cashew_testkit::tls::{Authority, Issued};
 use cashew_testkit::{free_port, program, redis_server, AdminApi, Cashew, Process};
 use redis::Connection;
 
@@ -21,10 +23,12 @@ fn connect(addr: SocketAddr) -> Connection {
         .unwrap()
 }
 
-fn sentinel(dir: &std::path::Path, masters: &[(&str, &Process)]) -> Process {
+/// A Sentinel of `masters`, with `extra` lines of configuration.
+fn sentinel(dir: &std::path::Path, masters: &[(&str, &Process)], extra: &str) -> Process {
     let port = free_port("127.0.0.1");
-    let mut conf =
-        format!("port {port}\nbind 127.0.0.1\ndaemonize no\nsentinel resolve-hostnames no\n");
+    let mut conf = format!(
+        "port {port}\nbind 127.0.0.1\ndaemonize no\nsentinel resolve-hostnames no\n{extra}"
+    );
     for (name, master) in masters {
         conf.push_str(&format!(
             "sentinel monitor {name} 127.0.0.1 {} 2\nsentinel down-after-milliseconds {name} 1000\nsentinel failover-timeout {name} 10000\nsentinel parallel-syncs {name} 1\n",
@@ -43,10 +47,14 @@ fn sentinel(dir: &std::path::Path, masters: &[(&str, &Process)]) -> Process {
     )
 }
 
-fn sentinel_query(s: &Process, args: &[&str]) -> redis::Value {
+fn sentinel_query(s: &Process, password: Option<&str>, args: &[&str]) -> redis::Value {
+    let mut c = connect(s.addr);
+    if let Some(password) = password {
+        let _: () = redis::cmd("AUTH").arg(password).query(&mut c).unwrap();
+    }
     redis::cmd("SENTINEL")
         .arg(args)
-        .query(&mut connect(s.addr))
+        .query(&mut c)
         .unwrap_or(redis::Value::Nil)
 }
 
@@ -71,6 +79,8 @@ struct Shards {
     // Dropped first: the Sentinels never see a port of theirs taken by another
     // test's server.
     sentinels: Vec<Process>,
+    /// Where cashew is told the Sentinels are (their TLS ports, with TLS).
+    listed: Vec<String>,
     m1: Process,
     m2: Process,
     r1: Process,
@@ -80,14 +90,42 @@ struct Shards {
 
 impl Shards {
     fn start(name: &str) -> Shards {
+        Shards::start_guarded(name, None, None)
+    }
+
+    /// As [`start`](Self::start), with Sentinels that want `password` and, with
+    /// `tls`, also listen with TLS (the certificate and its CA) on a port of their
+    /// own, which cashew is given.
+    fn start_guarded(name: &str, password: Option<&str>, tls: Option<(&Issued, &Path)>) -> Shards {
         let m1 = redis_server(&[]);
         let m2 = redis_server(&[]);
         let r1 = redis_server(&["--replicaof", "127.0.0.1", &m1.port().to_string()]);
         let r2 = redis_server(&["--replicaof", "127.0.0.1", &m2.port().to_string()]);
         let dir = std::env::temp_dir().join(format!("cashew-{name}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
+        let mut listed = Vec::new();
         let sentinels: Vec<Process> = (0..3)
-            .map(|_| sentinel(&dir, &[("shard-a", &m1), ("shard-b", &m2)]))
+            .map(|_| {
+                let mut extra = String::new();
+                if let Some(password) = password {
+                    extra.push_str(&format!("requirepass {password}\n"));
+                }
+                if let Some((issued, ca)) = tls {
+                    let port = free_port("127.0.0.1");
+                    extra.push_str(&format!(
+                        "tls-port {port}\ntls-cert-file {}\ntls-key-file {}\ntls-ca-cert-file {}\ntls-auth-clients no\n",
+                        issued.cert.display(),
+                        issued.key.display(),
+                        ca.display()
+                    ));
+                    listed.push(format!("127.0.0.1:{port}"));
+                }
+                let s = sentinel(&dir, &[("shard-a", &m1), ("shard-b", &m2)], &extra);
+                if tls.is_none() {
+                    listed.push(s.addr.to_string());
+                }
+                s
+            })
             .collect();
         wait_for(
             "the Sentinels know each other and the replicas",
@@ -95,14 +133,15 @@ impl Shards {
             || {
                 sentinels.iter().all(|s| {
                     ["shard-a", "shard-b"].iter().all(|m| {
-                        len_of(&sentinel_query(s, &["sentinels", m])) == 2
-                            && len_of(&sentinel_query(s, &["replicas", m])) == 1
+                        len_of(&sentinel_query(s, password, &["sentinels", m])) == 2
+                            && len_of(&sentinel_query(s, password, &["replicas", m])) == 1
                     })
                 })
             },
         );
         Shards {
             sentinels,
+            listed,
             m1,
             m2,
             r1,
@@ -113,11 +152,7 @@ impl Shards {
 
     /// A pool `queue` on `listen` over the two masters, with `settings`.
     fn pool_yaml(&self, listen: SocketAddr, settings: &str) -> String {
-        let list: String = self
-            .sentinels
-            .iter()
-            .map(|s| format!("    - {}\n", s.addr))
-            .collect();
+        let list: String = self.listed.iter().map(|s| format!("    - {s}\n")).collect();
         format!(
             "queue:\n  listen: {listen}\n  redis: true\n  timeout: 500\n{settings}  sentinels:\n{list}  servers:\n    - shard-a:1\n    - shard-b:1\n"
         )
@@ -481,4 +516,76 @@ fn a_sentinel_that_hangs_costs_a_load_one_timeout_and_the_next_is_listened_to() 
         Duration::from_secs(10),
         || dbsize(r2) == dbsize(m2),
     );
+}
+
+#[test]
+fn sentinels_that_want_a_password_and_tls_are_asked_and_listened_to() {
+    let authority = Authority::new("sentinels");
+    let issued = authority.issue("sentinel");
+    let shards = Shards::start_guarded(
+        "sentinel-guarded",
+        Some("sentinel-pw"),
+        Some((&issued, &authority.ca())),
+    );
+    let Shards { m1, m2, r1, r2, .. } = &shards;
+    let listen = free_listen();
+    let settings = format!(
+        "  read_from: replica\n  sentinel_auth: sentinel-pw\n  sentinel_tls:\n    ca: {}\n",
+        authority.ca().display()
+    );
+    let cashew = Cashew::start(CASHEW, &shards.pool_yaml(listen, &settings), &[]);
+
+    // Both questions of a load were answered: masters placed, replicas read.
+    let mut c = connect(listen);
+    let keys: Vec<String> = (0..100).map(|i| format!("job:{i}")).collect();
+    for k in &keys {
+        let _: () = redis::cmd("SET").arg(k).arg(k).query(&mut c).unwrap();
+    }
+    let dbsize = |p: &Process| {
+        redis::cmd("DBSIZE")
+            .query::<u64>(&mut connect(p.addr))
+            .unwrap()
+    };
+    let (on_m1, on_m2) = (dbsize(m1), dbsize(m2));
+    assert!(on_m1 > 0 && on_m2 > 0 && on_m1 + on_m2 == 100);
+    wait_for(
+        "the replicas have the keys",
+        Duration::from_secs(10),
+        || dbsize(r1) == on_m1 && dbsize(r2) == on_m2,
+    );
+    let served = read_all(listen, &keys, &[m1, m2, r1, r2]).unwrap();
+    assert_eq!(served, vec![0, 0, on_m1, on_m2]);
+
+    // The listener authenticated too: it hears the failover.
+    m1.freeze();
+    wait_for(
+        "cashew hears of the switch",
+        Duration::from_secs(60),
+        || cashew.log().contains("master 'shard-a' switched"),
+    );
+    wait_for("writes served", Duration::from_secs(10), || {
+        let mut c = connect(listen);
+        (0..100).all(|i| {
+            redis::cmd("SET")
+                .arg(format!("task:{i}"))
+                .arg(i)
+                .query::<()>(&mut c)
+                .is_ok()
+        })
+    });
+    assert_eq!(dbsize(r1) + dbsize(m2), 200);
+
+    // A wrong password: cashew says why, and does not start.
+    let dir = cashew_testkit::temp_dir("sentinel-wrong-password");
+    let path = dir.join("cashew.yml");
+    let wrong = settings.replace("sentinel-pw", "not-the-password");
+    std::fs::write(&path, shards.pool_yaml(free_listen(), &wrong)).unwrap();
+    let out = Command::new(CASHEW)
+        .args(["-c", path.to_str().unwrap(), "-s", "0"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("knows master 'shard-a'"), "{stderr}");
+    assert!(stderr.contains("WRONGPASS"), "{stderr}");
 }

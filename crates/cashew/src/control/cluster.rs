@@ -20,7 +20,7 @@ use cashew_config::{ClusterTopology, Config, Pool, Server, ServerAddress};
 use cashew_protocol::resp::{element_text, reply_elements};
 use cashew_route::SlotMap;
 
-use super::resp_client::{read_frame, request};
+use super::resp_client::{authenticate, read_frame, request};
 use crate::log::{NOTICE, WARN};
 use crate::log_at;
 use crate::net::tls::{PoolTls, ServerTlsConnector};
@@ -266,26 +266,15 @@ fn ask_over(
     tls: bool,
 ) -> Result<Vec<Shard>, String> {
     let mut buf = Vec::new();
+    if let Some((user, password)) = auth {
+        authenticate(stream, &mut buf, user.as_deref(), password)?;
+    }
     let mut call = |args: &[&[u8]]| -> Result<Vec<u8>, String> {
         stream
             .write_all(&request(args))
             .map_err(|e| e.to_string())?;
         read_frame(stream, &mut buf).ok_or_else(|| "the connection ended".to_string())
     };
-    if let Some((user, password)) = auth {
-        let mut args: Vec<&[u8]> = vec![b"AUTH"];
-        if let Some(user) = user {
-            args.push(user.as_bytes());
-        }
-        args.push(password.as_bytes());
-        let reply = call(&args)?;
-        if !reply.starts_with(b"+OK") {
-            return Err(format!(
-                "AUTH: {}",
-                String::from_utf8_lossy(&reply).trim_end()
-            ));
-        }
-    }
     let reply = call(&[b"CLUSTER", b"SHARDS"])?;
     let parsed = if reply.starts_with(b"-") {
         parse_slots(&call(&[b"CLUSTER", b"SLOTS"])?)

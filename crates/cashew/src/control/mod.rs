@@ -224,7 +224,7 @@ fn read(path: &std::path::Path, serve: bool) -> Result<Loaded, String> {
     let mut config = cashew_config::parse(&file, &text).map_err(|e| e.to_string())?;
     let tls = crate::net::tls::for_pools(&file, &config.pools)?;
     if serve {
-        sentinel::resolve(&file, &mut config)?;
+        sentinel::resolve(&file, &mut config, &tls)?;
         cluster::resolve(&file, &mut config, &tls)?;
         dns::resolve(&mut config);
     }

@@ -1,7 +1,7 @@
 //! The few blocking redis calls of the control plane (asking Sentinels, reading a
 //! cluster's slot map): a request's bytes, one whole reply read, its strings.
 
-use std::io::{ErrorKind, Read};
+use std::io::{ErrorKind, Read, Write};
 
 use cashew_protocol::resp::{element_text, parse_reply, reply_elements, ReplyParse};
 
@@ -63,4 +63,30 @@ pub(super) fn strings(reply: &[u8]) -> Option<Vec<String>> {
         .into_iter()
         .map(|e| element_text(e).map(|t| String::from_utf8_lossy(t).into_owned()))
         .collect()
+}
+
+/// `AUTH [user] password` on a connection just opened; `Err` with the reply (or
+/// what failed) when it is refused.
+pub(super) fn authenticate(
+    stream: &mut (impl Read + Write),
+    buf: &mut Vec<u8>,
+    user: Option<&str>,
+    password: &str,
+) -> Result<(), String> {
+    let mut args: Vec<&[u8]> = vec![b"AUTH"];
+    if let Some(user) = user {
+        args.push(user.as_bytes());
+    }
+    args.push(password.as_bytes());
+    stream
+        .write_all(&request(&args))
+        .map_err(|e| e.to_string())?;
+    let reply = read_frame(stream, buf).ok_or("the connection ended")?;
+    match reply.starts_with(b"+OK") {
+        true => Ok(()),
+        false => Err(format!(
+            "AUTH: {}",
+            String::from_utf8_lossy(&reply).trim_end()
+        )),
+    }
 }

@@ -10,14 +10,15 @@
 //! (for reads only, outside placement); the thread also reloads when a replica
 //! goes down, comes back or is added, as the Sentinels see it.
 
-use std::collections::{HashMap, HashSet};
-use std::io::Write;
+use std::collections::HashMap;
+use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::resp_client::{read_frame, request, strings, wait_frame, Wait};
-use cashew_config::{Config, ReadFrom, SentinelReplicas, Server, ServerAddress};
+use super::resp_client::{authenticate, read_frame, request, strings, wait_frame, Wait};
+use crate::net::tls::{PoolTls, ServerTlsConnector};
+use cashew_config::{Config, ReadFrom, Secret, SentinelReplicas, Server, ServerAddress};
 use cashew_protocol::resp::reply_elements;
 
 use crate::log::{NOTICE, WARN};
@@ -36,16 +37,67 @@ type Address = (String, u16);
 static KNOWN: Mutex<Option<HashMap<String, Address>>> = Mutex::new(None);
 /// The last replicas known of each master: used when no Sentinel answers.
 static KNOWN_REPLICAS: Mutex<Option<HashMap<String, Vec<Address>>>> = Mutex::new(None);
-/// Sentinel sets already watched.
-static WATCHED: Mutex<Option<HashSet<Vec<Address>>>> = Mutex::new(None);
+/// Sentinel sets already watched, and how the last load said to reach them.
+static WATCHED: Mutex<Option<HashMap<Vec<Address>, Reach>>> = Mutex::new(None);
+
+/// How a pool's Sentinels are reached: the password (and user) they want, TLS.
+#[derive(Clone, Default)]
+struct Reach {
+    auth: Option<(Option<String>, Secret)>,
+    tls: Option<Arc<ServerTlsConnector>>,
+}
+
+/// A blocking connection to a Sentinel, over TLS or not.
+trait Duplex: Read + Write + Send {}
+impl<T: Read + Write + Send> Duplex for T {}
+
+impl Reach {
+    fn of(pool: &cashew_config::Pool, tls: Option<&PoolTls>) -> Reach {
+        Reach {
+            auth: pool
+                .sentinel_auth
+                .clone()
+                .map(|password| (pool.sentinel_auth_user.clone(), password)),
+            tls: tls.and_then(|t| t.sentinels.clone()),
+        }
+    }
+
+    /// A connection to `host`'s Sentinel, authenticated, whose reads wait up to
+    /// `patience`; `None` (logged when the Sentinel refuses the password) when it
+    /// cannot be had.
+    fn open(&self, host: &str, port: u16, patience: Duration) -> Option<Box<dyn Duplex>> {
+        let addr = (host, port).to_socket_addrs().ok()?.next()?;
+        let tcp = TcpStream::connect_timeout(&addr, ASK_TIMEOUT).ok()?;
+        tcp.set_read_timeout(Some(patience)).ok()?;
+        tcp.set_write_timeout(Some(ASK_TIMEOUT)).ok()?;
+        let mut stream: Box<dyn Duplex> = match &self.tls {
+            Some(tls) => Box::new(tls.connect_blocking(host, tcp).ok()?),
+            None => Box::new(tcp),
+        };
+        if let Some((user, password)) = &self.auth {
+            let said = authenticate(
+                &mut stream,
+                &mut Vec::new(),
+                user.as_deref(),
+                password.expose(),
+            );
+            if let Err(why) = said {
+                log_at!(WARN, "sentinel {host}:{port}: {why}");
+                return None;
+            }
+        }
+        Some(stream)
+    }
+}
 
 /// Gives every server named by a master its master's address, asking the pool's
 /// Sentinels; an error names the pool and the master when none knows it.
-pub(crate) fn resolve(file: &str, config: &mut Config) -> Result<(), String> {
-    for pool in &mut config.pools {
+pub(crate) fn resolve(file: &str, config: &mut Config, tls: &[PoolTls]) -> Result<(), String> {
+    for (at, pool) in config.pools.iter_mut().enumerate() {
         if pool.sentinels.is_empty() {
             continue;
         }
+        let reach = Reach::of(pool, tls.get(at));
         let masters: Vec<Option<String>> = pool
             .servers
             .iter()
@@ -55,7 +107,7 @@ pub(crate) fn resolve(file: &str, config: &mut Config) -> Result<(), String> {
             })
             .collect();
         let sentinels = pool.sentinels.clone();
-        let mut asking = Asking::new(&sentinels);
+        let mut asking = Asking::new(&sentinels, &reach);
         for server in &mut pool.servers {
             let ServerAddress::Sentinel { master } = &server.address else {
                 continue;
@@ -99,7 +151,7 @@ pub(crate) fn resolve(file: &str, config: &mut Config) -> Result<(), String> {
         if pool.read_from != ReadFrom::Master {
             add_replicas(pool, &masters, &mut asking);
         }
-        watch(&pool.sentinels);
+        watch(&pool.sentinels, reach);
     }
     Ok(())
 }
@@ -147,13 +199,15 @@ fn add_replicas(pool: &mut cashew_config::Pool, masters: &[Option<String>], aski
 /// Sentinel that hangs delays a load by one timeout, not one per question.
 struct Asking<'a> {
     sentinels: &'a [Address],
+    reach: &'a Reach,
     silent: Vec<bool>,
 }
 
 impl<'a> Asking<'a> {
-    fn new(sentinels: &'a [Address]) -> Self {
+    fn new(sentinels: &'a [Address], reach: &'a Reach) -> Self {
         Asking {
             sentinels,
+            reach,
             silent: vec![false; sentinels.len()],
         }
     }
@@ -170,7 +224,7 @@ impl<'a> Asking<'a> {
             if *silent {
                 continue;
             }
-            match query(host, *port, question, master) {
+            match query(self.reach, host, *port, question, master) {
                 Some(reply) => {
                     if let Some(answer) = read(&reply) {
                         return Some(answer);
@@ -200,10 +254,8 @@ fn master_address(reply: &[u8]) -> Option<Address> {
 
 /// `SENTINEL <question> <master>` asked of one Sentinel: its reply, or `None`
 /// when it cannot be reached or does not answer in time.
-fn query(host: &str, port: u16, question: &[u8], master: &str) -> Option<Vec<u8>> {
-    let addr = (host, port).to_socket_addrs().ok()?.next()?;
-    let mut stream = TcpStream::connect_timeout(&addr, ASK_TIMEOUT).ok()?;
-    stream.set_read_timeout(Some(ASK_TIMEOUT)).ok()?;
+fn query(reach: &Reach, host: &str, port: u16, question: &[u8], master: &str) -> Option<Vec<u8>> {
+    let mut stream = reach.open(host, port, ASK_TIMEOUT)?;
     stream
         .write_all(&request(&[b"SENTINEL", question, master.as_bytes()]))
         .ok()?;
@@ -241,19 +293,27 @@ fn replicas_up(reply: &[u8]) -> Option<Vec<Address>> {
     Some(up)
 }
 
-/// Starts listening for switches on `sentinels`, once per set.
-fn watch(sentinels: &[(String, u16)]) {
+/// Starts listening for switches on `sentinels`, once per set; `reach` (as this
+/// load found it) is used from the next connection on.
+fn watch(sentinels: &[Address], reach: Reach) {
     let mut watched = WATCHED.lock().unwrap_or_else(|e| e.into_inner());
-    if !watched
-        .get_or_insert_with(HashSet::new)
-        .insert(sentinels.to_vec())
-    {
+    let known = watched
+        .get_or_insert_with(HashMap::new)
+        .insert(sentinels.to_vec(), reach)
+        .is_some();
+    if known {
         return;
     }
     let sentinels = sentinels.to_vec();
     super::watchers::spawn("cashew-sentinel", move || loop {
         for (host, port) in &sentinels {
-            listen(host, *port);
+            let reach = WATCHED
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .as_ref()
+                .and_then(|w| w.get(&sentinels).cloned())
+                .unwrap_or_default();
+            listen(&reach, host, *port);
         }
         std::thread::sleep(Duration::from_secs(1));
     });
@@ -270,20 +330,10 @@ const REPLICA_EVENTS: [&str; 5] = [
 
 /// Listens to one Sentinel's `+switch-master` (and replica events) until the
 /// connection ends or the Sentinel stops answering.
-fn listen(host: &str, port: u16) {
-    let Some(addr) = (host, port)
-        .to_socket_addrs()
-        .ok()
-        .and_then(|mut a| a.next())
-    else {
+fn listen(reach: &Reach, host: &str, port: u16) {
+    let Some(mut stream) = reach.open(host, port, HEARTBEAT) else {
         return;
     };
-    let Ok(mut stream) = TcpStream::connect_timeout(&addr, ASK_TIMEOUT) else {
-        return;
-    };
-    if stream.set_read_timeout(Some(HEARTBEAT)).is_err() {
-        return;
-    }
     let mut channels: Vec<&[u8]> = vec![b"SUBSCRIBE", b"+switch-master"];
     channels.extend(REPLICA_EVENTS.iter().map(|e| e.as_bytes()));
     if stream.write_all(&request(&channels)).is_err() {
@@ -316,7 +366,7 @@ fn listen(host: &str, port: u16) {
         if !subscribed {
             subscribed = true;
             // A switch between the last load and now was not heard.
-            if missed_changes(host, port) {
+            if missed_changes(reach, host, port) {
                 log_at!(NOTICE, "sentinel {host}:{port}: masters or replicas changed while not listened to; reloading the configuration");
                 reload();
             }
@@ -359,11 +409,11 @@ fn listen(host: &str, port: u16) {
 
 /// Whether `host`'s Sentinel gives a master some pool uses another address, or
 /// other replicas, than the last load found.
-fn missed_changes(host: &str, port: u16) -> bool {
+fn missed_changes(reach: &Reach, host: &str, port: u16) -> bool {
     let known = snapshot(&KNOWN);
     let known_replicas = snapshot(&KNOWN_REPLICAS);
     let sentinel = [(host.to_string(), port)];
-    let mut asking = Asking::new(&sentinel);
+    let mut asking = Asking::new(&sentinel, reach);
     known.iter().any(|(master, address)| {
         asking
             .first(b"get-master-addr-by-name", master, master_address)

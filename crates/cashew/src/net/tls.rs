@@ -23,6 +23,8 @@ pub(crate) struct PoolTls {
     pub(crate) accept: Option<TlsAcceptor>,
     /// Servers are connected to with TLS.
     pub(crate) connect: Option<Arc<ServerTlsConnector>>,
+    /// The Sentinels are connected to with TLS.
+    pub(crate) sentinels: Option<Arc<ServerTlsConnector>>,
 }
 
 /// What connects to a pool's servers over TLS.
@@ -97,7 +99,7 @@ fn provider() -> Arc<CryptoProvider> {
 }
 
 /// The TLS of every pool of a config, in order; an error names the file, the line
-/// of the pool's `tls` or `server_tls` and what is wrong with its files.
+/// of the pool's `tls`, `server_tls` or `sentinel_tls` and what is wrong with its files.
 pub(crate) fn for_pools(file: &str, pools: &[Pool]) -> Result<Vec<PoolTls>, String> {
     let mut errors = Vec::new();
     let mut all = Vec::new();
@@ -116,10 +118,15 @@ pub(crate) fn for_pools(file: &str, pools: &[Pool]) -> Result<Vec<PoolTls>, Stri
                 Err(m) => errors.push(error(listen.at, "tls", m)),
             }
         }
-        if let Some(server) = &pool.server_tls {
-            match connector(server) {
-                Ok(c) => tls.connect = Some(Arc::new(c)),
-                Err(m) => errors.push(error(server.at, "server_tls", m)),
+        for (settings, key, connect) in [
+            (&pool.server_tls, "server_tls", &mut tls.connect),
+            (&pool.sentinel_tls, "sentinel_tls", &mut tls.sentinels),
+        ] {
+            if let Some(settings) = settings {
+                match connector(settings) {
+                    Ok(c) => *connect = Some(Arc::new(c)),
+                    Err(m) => errors.push(error(settings.at, key, m)),
+                }
             }
         }
         all.push(tls);
