@@ -196,13 +196,23 @@ impl Redis {
     /// reads: `READONLY` before the version is asked.
     pub fn replica_handshake(user: Option<&str>, password: Option<&str>, resp3: bool) -> Handshake {
         let mut h = Self::handshake(user, password, 0, resp3);
-        let info = h.bytes.len() - b"*2\r\n$4\r\nINFO\r\n$6\r\nserver\r\n".len();
-        let mut readonly = Vec::new();
-        resp::array_header(&mut readonly, 1);
-        resp::bulk(&mut readonly, b"READONLY");
-        h.bytes.splice(info..info, readonly);
-        h.replies += 1;
+        h.add_before_version(&[b"READONLY"]);
         h
+    }
+}
+
+impl Handshake {
+    /// Adds a command (of a redis handshake) before the closing request for the
+    /// server's version; the server must answer it with no error.
+    pub fn add_before_version(&mut self, args: &[&[u8]]) {
+        let info = self.bytes.len() - b"*2\r\n$4\r\nINFO\r\n$6\r\nserver\r\n".len();
+        let mut command = Vec::new();
+        resp::array_header(&mut command, args.len());
+        for arg in args {
+            resp::bulk(&mut command, arg);
+        }
+        self.bytes.splice(info..info, command);
+        self.replies += 1;
     }
 }
 

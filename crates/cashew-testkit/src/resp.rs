@@ -2,7 +2,7 @@
 //! byte: a connection that sends commands and reads whole replies, and the text
 //! format of `tests/data/redis-corpus.txt` and `redis-sequences.txt`.
 
-use std::io::{Read, Write};
+use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
@@ -26,12 +26,24 @@ impl RespConn {
 
     /// The next whole reply.
     pub fn reply(&mut self) -> Vec<u8> {
+        self.try_reply().expect("a reply within the read timeout")
+    }
+
+    /// The next whole reply (or push), or `None` when none comes within the read
+    /// timeout.
+    pub fn try_reply(&mut self) -> Option<Vec<u8>> {
         loop {
             if let ReplyParse::Complete(n) = resp::parse_reply(&self.1) {
-                return self.1.drain(..n).collect();
+                return Some(self.1.drain(..n).collect());
             }
             let mut buf = [0u8; 65536];
-            let n = self.0.read(&mut buf).unwrap();
+            let n = match self.0.read(&mut buf) {
+                Ok(n) => n,
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                    return None
+                }
+                Err(e) => panic!("{e}"),
+            };
             assert!(n > 0, "connection closed");
             self.1.extend_from_slice(&buf[..n]);
         }

@@ -31,6 +31,10 @@ pub fn array_header(out: &mut Vec<u8>, len: usize) {
     out.extend_from_slice(format!("*{len}\r\n").as_bytes());
 }
 
+/// The RESP3 push that tells a tracking client to forget every key it caches (what
+/// Redis sends after `FLUSHALL`).
+pub const INVALIDATE_ALL: &[u8] = b">2\r\n$10\r\ninvalidate\r\n_\r\n";
+
 /// RESP3's null.
 pub fn null(out: &mut Vec<u8>) {
     out.extend_from_slice(b"_\r\n");

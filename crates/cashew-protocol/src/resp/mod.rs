@@ -14,6 +14,7 @@ pub use command::{
 };
 pub use encode::{
     array_header, bulk, error, integer, map_header, null, null_bulk, simple, verbatim_text,
+    INVALIDATE_ALL,
 };
 pub use redirect::{parse_redirect, Redirect};
 pub use reply::{

@@ -18,7 +18,7 @@ use cashew_route::Router;
 
 use super::handoff::{BackendError, Job, Replies, ReplyRx};
 use super::ids::{ClientId, ServerId};
-use super::server::{LinkSettings, ServerConns, ServerLink};
+use super::server::{LinkSettings, PushSink, ServerConns, ServerLink};
 use super::tasks::TaskCount;
 use crate::log::{Limiter, INFO, WARN};
 use crate::log_at;
@@ -158,6 +158,7 @@ impl PoolRt {
             pool_counters: counters.pool.clone(),
             health: state.servers[s].clone(),
             retired: false,
+            pushes: None,
         };
         // The previous generation's connections to the same server with the same
         // settings, counters and health.
@@ -206,6 +207,7 @@ impl PoolRt {
                         pool_counters: counters.pool.clone(),
                         health: Arc::new(ServerHealth::new(state.shared.clone())),
                         retired: true,
+                        pushes: None,
                     };
                     let conns = previous
                         .and_then(|p| p.retired(&wanted))
@@ -626,6 +628,7 @@ impl PoolRt {
                 pool_counters: first.pool_counters.clone(),
                 health: first.health.clone(),
                 retired: false,
+                pushes: None,
             };
             Rc::new(ServerConns::start::<Redis>(Rc::new(link), &self.backends))
         });
@@ -643,6 +646,23 @@ impl PoolRt {
         blocking: bool,
     ) -> ServerConns {
         let link = self.private_link(server, resp3, blocking);
+        ServerConns::start::<Redis>(Rc::new(link), &self.backends)
+    }
+
+    /// A connection of a tracking client's own to `server`, in RESP3, whose
+    /// handshake turns tracking on with the client's `options`, and whose server's
+    /// pushes (its invalidations) go to `pushes`.
+    pub(crate) fn tracking_connection(
+        &self,
+        server: ServerId,
+        options: &[Bytes],
+        pushes: PushSink,
+    ) -> ServerConns {
+        let mut link = self.private_link(server, true, false);
+        let mut args: Vec<&[u8]> = vec![b"CLIENT", b"TRACKING", b"ON"];
+        args.extend(options.iter().map(|o| &o[..]));
+        link.settings.handshake.add_before_version(&args);
+        link.pushes = Some(pushes);
         ServerConns::start::<Redis>(Rc::new(link), &self.backends)
     }
 
@@ -671,6 +691,7 @@ impl PoolRt {
             pool_counters: first.pool_counters.clone(),
             health: first.health.clone(),
             retired: false,
+            pushes: None,
         }
     }
 
@@ -747,8 +768,13 @@ impl PoolRt {
         if !want_reply {
             return None;
         }
+        self.failed_reply(BackendError::QueueFull)
+    }
+
+    /// A reply that is `error` already, for a request that was never sent.
+    pub(crate) fn failed_reply(&self, error: BackendError) -> Option<ReplyRx> {
         let (tx, rx) = self.replies.channel();
-        tx.send(Err(BackendError::QueueFull));
+        tx.send(Err(error));
         Some(rx)
     }
 

@@ -17,12 +17,7 @@ use crate::state::counters::PoolCounter;
 impl Client {
     /// Sends the request, as received, to `server`.
     pub(super) fn forward_to(&self, pool: &PoolRt, server: ServerId, bytes: &Bytes) -> Pending {
-        Pending::Single(Part::new(pool.send_redis(
-            server,
-            self.id,
-            bytes.clone(),
-            self.resp3,
-        )))
+        Pending::Single(Part::new(self.send_redis(pool, server, bytes.clone())))
     }
 
     /// Where `key` goes (see [`Target`]); `None` when no server can take it.
@@ -67,7 +62,7 @@ impl Client {
     ) -> Part {
         let (to, s) = target.resolve(pool);
         let s = to.server_for(s, effect, self.id);
-        let part = Part::new(to.send_redis(s, self.id, bytes, self.resp3));
+        let part = Part::new(self.send_redis(to, s, bytes));
         if effect == Effect::Write && target.is_gutter() {
             let ttl = pool.config().gutter_ttl.to_string();
             for key in keys {

@@ -70,6 +70,7 @@ impl Client {
             LocalCommand::Reset => {
                 // As Redis: out of subscribed mode and any transaction.
                 self.subscriber = None;
+                self.tracking = None;
                 self.session = super::session::Session::None;
                 self.resp3 = false;
                 self.card.set(|p| {
@@ -152,9 +153,11 @@ impl Client {
             }
             b"list" => self.client_list(pool, bytes),
             b"setname" | b"getname" | b"setinfo" | b"id" | b"no-evict" | b"no-touch" | b"info" => wrong(),
-            b"tracking" | b"caching" | b"getredir" | b"trackinginfo" => {
-                refused(&format!("client|{}", String::from_utf8_lossy(&sub)), Reason::PubSub)
-            }
+            b"tracking" if argc >= 3 => self.client_tracking(pool, bytes),
+            b"caching" if argc == 3 => self.client_caching(bytes),
+            b"getredir" if argc == 2 => self.client_getredir(),
+            b"trackinginfo" if argc == 2 => self.client_trackinginfo(),
+            b"tracking" | b"caching" | b"getredir" | b"trackinginfo" => wrong(),
             b"reply" => err("ERR command 'client|reply' is not supported by the proxy: replies are matched to requests"),
             b"kill" | b"pause" | b"unpause" | b"unblock" | b"help" => {
                 refused(&format!("client|{}", String::from_utf8_lossy(&sub)), Reason::Admin)
@@ -238,6 +241,10 @@ impl Client {
             return err("NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time");
         }
         self.resp3 = resp3;
+        if !resp3 {
+            // Invalidations are RESP3 pushes: a RESP2 client gets none.
+            self.tracking = None;
+        }
         self.card.set(|p| {
             p.resp3 = resp3;
             if let Some(name) = name {

@@ -16,6 +16,7 @@ mod local;
 mod pubsub;
 mod session;
 mod split;
+mod tracking;
 
 use std::collections::VecDeque;
 use std::ops::Range;
@@ -152,6 +153,8 @@ pub(crate) struct Client {
     holding: bool,
     /// Its subscriptions, once it subscribes.
     subscriber: Option<Rc<std::cell::RefCell<pubsub::Subscriber>>>,
+    /// Its own server connections, while it tracks the keys it reads.
+    tracking: Option<Box<std::cell::RefCell<tracking::Tracking>>>,
     /// Where it reached cashew: the node a Redis Cluster pool shows it.
     local: Option<std::net::SocketAddr>,
 }
@@ -173,6 +176,7 @@ impl Client {
             family: None,
             session: session::Session::default(),
             subscriber: None,
+            tracking: None,
             lane: Lane::Shared,
             holding: false,
             local: None,
@@ -206,6 +210,9 @@ pub(crate) enum Lane {
     Blocking,
     /// The client's subscriber connections.
     Subscriber,
+    /// `CLIENT TRACKING`, which moves the client's requests to (or from) its own
+    /// connections: it waits for the replies before it, and the next request for it.
+    Tracking,
 }
 
 impl Lane {
@@ -378,11 +385,14 @@ impl Protocol for Client {
     }
 
     fn may_push(&self) -> bool {
-        self.subscriber.is_some()
+        self.subscriber.is_some() || self.tracking.is_some()
     }
 
     fn poll_push(&mut self, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
-        self.poll_subscriber(cx)
+        if let Poll::Ready(push) = self.poll_subscriber(cx) {
+            return Poll::Ready(push);
+        }
+        self.poll_tracking(cx)
     }
 
     fn finish(&mut self, pending: Pending) -> (Bytes, bool) {
@@ -538,6 +548,9 @@ impl Client {
         let Some(spec) = spec else {
             return Lane::Local;
         };
+        if self.changes_tracking(spec, bytes) {
+            return Lane::Tracking;
+        }
         if self.session.is_active() {
             if !self.beside_watch(pool, spec, bytes) {
                 return self.session.lane_of(spec.kind);
@@ -547,7 +560,23 @@ impl Client {
                 lane => lane,
             };
         }
-        self.lane_outside(spec)
+        match self.lane_outside(spec) {
+            // A tracking client's other requests go on connections of its own.
+            Lane::Shared if self.tracking.is_some() && !Self::by_one_server(spec) => Lane::Beside,
+            lane => lane,
+        }
+    }
+
+    /// Whether the command goes to one server by [`Client::send_redis`] (else to
+    /// every server, on the shared connections).
+    fn by_one_server(spec: &CommandSpec) -> bool {
+        !matches!(
+            spec.kind,
+            CommandKind::Keyspace(_)
+                | CommandKind::EveryServer { .. }
+                | CommandKind::BySubcommand
+                | CommandKind::PubSubQuery(_)
+        )
     }
 
     /// The lane of a command outside a transaction.

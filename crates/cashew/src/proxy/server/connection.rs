@@ -7,7 +7,8 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::task::Poll;
 
-use bytes::{Buf, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
+use cashew_protocol::resp::INVALIDATE_ALL;
 use cashew_protocol::server::ServerCodec;
 use tokio::io::AsyncWrite;
 use tokio::time::{Instant, Sleep};
@@ -122,6 +123,11 @@ async fn run<C: ServerCodec>(link: Rc<ServerLink>, jobs: Rc<JobQueue>, preconnec
                 match error {
                     Some(error) => {
                         pipeline.fail_in_flight(error.clone());
+                        if let Some(pushes) = &link.pushes {
+                            // What the server tracked for the connection is gone
+                            // with it: the client forgets everything it cached.
+                            pushes.send(Bytes::from_static(INVALIDATE_ALL));
+                        }
                         link.failed(error, &mut failure_event);
                     }
                     // Closed and everything answered.

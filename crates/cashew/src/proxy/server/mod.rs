@@ -14,7 +14,7 @@ mod pipeline;
 mod probe;
 
 pub(crate) use connection::ServerConns;
-pub(crate) use link::{LinkSettings, ServerLink};
+pub(crate) use link::{push_channel, LinkSettings, PushSink, PushSource, ServerLink};
 pub(crate) use open::open_within;
 #[cfg(any(test, feature = "harness"))]
 pub(crate) use pipeline::Pipeline;

@@ -304,20 +304,22 @@ impl<C: ServerCodec> Pipeline<C> {
         let mut timed: Option<(Instant, u64)> = None;
         loop {
             let Some(front) = self.in_flight.front_mut() else {
-                // Bytes with no request waiting for them: out of step.
-                if C::parse_reply(rbuf, resume) != ReplyParse::Incomplete {
-                    return Err(BackendError::Protocol);
+                // Bytes with no request waiting for them: a push, or out of step.
+                match C::is_push(rbuf) {
+                    true => match take_push::<C>(&self.link, rbuf, resume) {
+                        ReplyParse::Complete(_) => continue,
+                        ReplyParse::Incomplete => break,
+                        ReplyParse::Invalid => return Err(BackendError::Protocol),
+                    },
+                    false if C::parse_reply(rbuf, resume) != ReplyParse::Incomplete => {
+                        return Err(BackendError::Protocol)
+                    }
+                    false => break,
                 }
-                break;
             };
             if C::is_push(rbuf) {
-                // A RESP3 push answers no request (cashew refuses the commands
-                // that ask for them): read past it.
-                match C::parse_reply(rbuf, resume) {
-                    ReplyParse::Complete(n) => {
-                        rbuf.advance(n);
-                        continue;
-                    }
+                match take_push::<C>(&self.link, rbuf, resume) {
+                    ReplyParse::Complete(_) => continue,
                     ReplyParse::Incomplete => break,
                     ReplyParse::Invalid => return Err(BackendError::Protocol),
                 }
@@ -460,4 +462,24 @@ fn split_joined_reply(
         }
     }
     largest
+}
+
+/// Takes the RESP3 push at the front of `rbuf`, which answers no request: it goes to
+/// the client whose connection this is (a tracking client's invalidation), else it
+/// is read past (cashew refuses the commands that ask for pushes).
+#[cold]
+#[inline(never)]
+fn take_push<C: ServerCodec>(
+    link: &ServerLink,
+    rbuf: &mut BytesMut,
+    resume: &mut Resume,
+) -> ReplyParse {
+    let parsed = C::parse_reply(rbuf, resume);
+    if let ReplyParse::Complete(n) = parsed {
+        match &link.pushes {
+            Some(pushes) => pushes.send(rbuf.split_to(n).freeze()),
+            None => rbuf.advance(n),
+        }
+    }
+    parsed
 }
