@@ -141,3 +141,13 @@ pub fn compare_sequences(text: &str, reference: SocketAddr, through: SocketAddr)
     }
     assert!(differ.is_empty(), "{}", differ.join("\n"));
 }
+
+/// The payloads of the messages a subscriber gets until none comes for `quiet`.
+pub fn messages_until_quiet(pubsub: &mut redis::PubSub<'_>, quiet: Duration) -> Vec<String> {
+    pubsub.set_read_timeout(Some(quiet)).unwrap();
+    let mut got = Vec::new();
+    while let Ok(message) = pubsub.get_message() {
+        got.push(message.get_payload::<String>().unwrap());
+    }
+    got
+}

@@ -285,6 +285,14 @@ fn what_cannot_be_tracked_through_a_proxy_is_refused_with_the_reason() {
     assert_eq!(c.request(&[b"CLIENT", b"GETREDIR"]), b":-1\r\n");
 }
 
+/// GETs every key, each of which must hold `value`.
+async fn read_all_async(con: &mut redis::aio::MultiplexedConnection, keys: &[String], value: &str) {
+    for k in keys {
+        let v: String = redis::cmd("GET").arg(k).query_async(con).await.unwrap();
+        assert_eq!(v, value, "{k}");
+    }
+}
+
 #[test]
 fn the_redis_crate_serves_reads_from_its_cache_and_drops_what_changes() {
     let p = start(2);
@@ -303,14 +311,7 @@ fn the_redis_crate_serves_reads_from_its_cache_and_drops_what_changes() {
             .await
             .unwrap();
         for _ in 0..3 {
-            for k in &keys {
-                let v: String = redis::cmd("GET")
-                    .arg(k)
-                    .query_async(&mut con)
-                    .await
-                    .unwrap();
-                assert_eq!(v, "old");
-            }
+            read_all_async(&mut con, &keys, "old").await;
         }
         let stats = con.get_cache_statistics().unwrap();
         assert_eq!((stats.miss, stats.hit), (20, 40), "{stats:?}");
@@ -325,14 +326,7 @@ fn the_redis_crate_serves_reads_from_its_cache_and_drops_what_changes() {
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        for k in &keys {
-            let v: String = redis::cmd("GET")
-                .arg(k)
-                .query_async(&mut con)
-                .await
-                .unwrap();
-            assert_eq!(v, "new");
-        }
+        read_all_async(&mut con, &keys, "new").await;
         println!("{:?}", con.get_cache_statistics());
     });
 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cashew_testkit::cluster::{cli, RedisCluster};
-use cashew_testkit::resp::compare_sequences;
+use cashew_testkit::resp::{compare_sequences, messages_until_quiet};
 use cashew_testkit::{free_port, redis_server, AdminApi, Cashew};
 
 const CASHEW: &str = env!("CARGO_BIN_EXE_cashew");
@@ -808,14 +808,7 @@ fn pattern_messages(addr: SocketAddr, published: usize) -> Vec<String> {
             .query(&mut publisher)
             .unwrap();
     }
-    pubsub
-        .set_read_timeout(Some(Duration::from_millis(500)))
-        .unwrap();
-    let mut got = Vec::new();
-    while let Ok(message) = pubsub.get_message() {
-        got.push(message.get_payload::<String>().unwrap());
-    }
-    got
+    messages_until_quiet(&mut pubsub, Duration::from_millis(500))
 }
 
 #[test]

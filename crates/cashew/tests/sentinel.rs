@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use cashew_testkit::resp::messages_until_quiet;
 use cashew_testkit::tls::{Authority, Issued};
 use cashew_testkit::{free_port, program, redis_server, AdminApi, Cashew, Process};
 use redis::Connection;
@@ -157,6 +158,56 @@ impl Shards {
             "queue:\n  listen: {listen}\n  redis: true\n  timeout: 500\n{settings}  sentinels:\n{list}  servers:\n    - shard-a:1\n    - shard-b:1\n"
         )
     }
+}
+
+impl Shards {
+    /// Writes `n` keys `job:<i>` (each holding its name) through cashew at
+    /// `listen`: how many are on each master, both of which hold some, once
+    /// their replicas have them too.
+    fn write_jobs(&self, listen: SocketAddr, n: usize) -> (Vec<String>, u64, u64) {
+        let mut c = connect(listen);
+        let keys: Vec<String> = (0..n).map(|i| format!("job:{i}")).collect();
+        for k in &keys {
+            let _: () = redis::cmd("SET").arg(k).arg(k).query(&mut c).unwrap();
+        }
+        let (on_m1, on_m2) = (dbsize(&self.m1), dbsize(&self.m2));
+        assert_eq!(on_m1 + on_m2, n as u64);
+        assert!(on_m1 > 0 && on_m2 > 0, "{on_m1} + {on_m2}");
+        wait_for(
+            "the replicas have the keys",
+            Duration::from_secs(10),
+            || dbsize(&self.r1) == on_m1 && dbsize(&self.r2) == on_m2,
+        );
+        (keys, on_m1, on_m2)
+    }
+
+    /// After [`write_jobs`](Self::write_jobs) of 100 keys: stops shard-a's master,
+    /// waits for cashew at `listen` to hear the Sentinels switch it, and checks
+    /// that 100 more keys are written to the new master (shard-a's replica) or
+    /// to shard-b's.
+    fn fail_over_shard_a(&self, cashew: &Cashew, listen: SocketAddr) {
+        self.m1.freeze();
+        wait_for(
+            "cashew hears of the switch",
+            Duration::from_secs(60),
+            || cashew.log().contains("master 'shard-a' switched"),
+        );
+        let after: Vec<String> = (0..100).map(|i| format!("task:{i}")).collect();
+        wait_for("writes served", Duration::from_secs(10), || {
+            let mut c = connect(listen);
+            after
+                .iter()
+                .all(|k| redis::cmd("SET").arg(k).arg(k).query::<()>(&mut c).is_ok())
+        });
+        assert_eq!(dbsize(&self.r1) + dbsize(&self.m2), 200);
+    }
+}
+
+/// The keys a redis server holds.
+fn dbsize(p: &Process) -> u64 {
+    redis::cmd("DBSIZE")
+        .query::<u64>(&mut connect(p.addr))
+        .unwrap()
 }
 
 impl Drop for Shards {
@@ -352,24 +403,8 @@ fn read_from_replica_reads_from_the_replicas_the_sentinels_report() {
     }
 
     // Writes go to the masters, placed as without replicas.
+    let (keys, on_m1, on_m2) = shards.write_jobs(listen, 200);
     let mut c = connect(listen);
-    let keys: Vec<String> = (0..200).map(|i| format!("job:{i}")).collect();
-    for k in &keys {
-        let _: () = redis::cmd("SET").arg(k).arg(k).query(&mut c).unwrap();
-    }
-    let dbsize = |p: &Process| {
-        redis::cmd("DBSIZE")
-            .query::<u64>(&mut connect(p.addr))
-            .unwrap()
-    };
-    let (on_m1, on_m2) = (dbsize(m1), dbsize(m2));
-    assert_eq!(on_m1 + on_m2, 200);
-    assert!(on_m1 > 0 && on_m2 > 0, "{on_m1} + {on_m2}");
-    wait_for(
-        "the replicas have the keys",
-        Duration::from_secs(10),
-        || dbsize(r1) == on_m1 && dbsize(r2) == on_m2,
-    );
 
     // Reads go to the replicas only.
     let servers = [m1, m2, r1, r2];
@@ -396,13 +431,7 @@ fn read_from_replica_reads_from_the_replicas_the_sentinels_report() {
         .arg("d")
         .query(&mut c)
         .unwrap();
-    pubsub
-        .set_read_timeout(Some(Duration::from_millis(500)))
-        .unwrap();
-    let mut heard = Vec::new();
-    while let Ok(m) = pubsub.get_message() {
-        heard.push(m.get_payload::<String>().unwrap());
-    }
+    let mut heard = messages_until_quiet(&mut pubsub, Duration::from_millis(500));
     heard.sort();
     // news.direct comes once by its channel and once by the pattern.
     let mut expected: Vec<String> = (0..10).map(|i| i.to_string()).collect();
@@ -441,7 +470,6 @@ fn read_from_replica_reads_from_the_replicas_the_sentinels_report() {
 #[test]
 fn a_sentinel_that_hangs_costs_a_load_one_timeout_and_the_next_is_listened_to() {
     let shards = Shards::start("sentinel-hangs");
-    let Shards { m1, m2, r1, r2, .. } = &shards;
     // The first Sentinel listed hangs: the kernel still accepts its connections,
     // nothing answers on them.
     shards.sentinels[0].freeze();
@@ -475,47 +503,12 @@ fn a_sentinel_that_hangs_costs_a_load_one_timeout_and_the_next_is_listened_to() 
         "{took:?}: the hung Sentinel was asked more than once"
     );
 
-    let mut c = connect(listen);
-    let keys: Vec<String> = (0..100).map(|i| format!("job:{i}")).collect();
-    for k in &keys {
-        let _: () = redis::cmd("SET").arg(k).arg(k).query(&mut c).unwrap();
-    }
-    let dbsize = |p: &Process| {
-        redis::cmd("DBSIZE")
-            .query::<u64>(&mut connect(p.addr))
-            .unwrap()
-    };
-    wait_for(
-        "shard-a's replica has its keys",
-        Duration::from_secs(10),
-        || dbsize(r1) == dbsize(m1),
-    );
-
+    shards.write_jobs(listen, 100);
     // The two Sentinels that answer fail shard-a over; cashew, which listened to
     // the hung one first, hears of it from the next.
-    m1.freeze();
-    wait_for(
-        "cashew hears of the switch",
-        Duration::from_secs(60),
-        || cashew.log().contains("master 'shard-a' switched"),
-    );
+    shards.fail_over_shard_a(&cashew, listen);
     let log = cashew.log();
     assert!(log.contains("stopped answering"), "{log}");
-    let after: Vec<String> = (0..100).map(|i| format!("task:{i}")).collect();
-    wait_for("writes served", Duration::from_secs(10), || {
-        let mut c = connect(listen);
-        after
-            .iter()
-            .all(|k| redis::cmd("SET").arg(k).arg(k).query::<()>(&mut c).is_ok())
-    });
-    // Every key is on the new master of shard-a (r1) or on shard-b's (m2, r2).
-    assert!(dbsize(r1) > 0 && dbsize(m2) > 0);
-    assert_eq!(dbsize(r1) + dbsize(m2), 200);
-    wait_for(
-        "shard-b's replica has its keys",
-        Duration::from_secs(10),
-        || dbsize(r2) == dbsize(m2),
-    );
 }
 
 #[test]
@@ -536,44 +529,11 @@ fn sentinels_that_want_a_password_and_tls_are_asked_and_listened_to() {
     let cashew = Cashew::start(CASHEW, &shards.pool_yaml(listen, &settings), &[]);
 
     // Both questions of a load were answered: masters placed, replicas read.
-    let mut c = connect(listen);
-    let keys: Vec<String> = (0..100).map(|i| format!("job:{i}")).collect();
-    for k in &keys {
-        let _: () = redis::cmd("SET").arg(k).arg(k).query(&mut c).unwrap();
-    }
-    let dbsize = |p: &Process| {
-        redis::cmd("DBSIZE")
-            .query::<u64>(&mut connect(p.addr))
-            .unwrap()
-    };
-    let (on_m1, on_m2) = (dbsize(m1), dbsize(m2));
-    assert!(on_m1 > 0 && on_m2 > 0 && on_m1 + on_m2 == 100);
-    wait_for(
-        "the replicas have the keys",
-        Duration::from_secs(10),
-        || dbsize(r1) == on_m1 && dbsize(r2) == on_m2,
-    );
+    let (keys, on_m1, on_m2) = shards.write_jobs(listen, 100);
     let served = read_all(listen, &keys, &[m1, m2, r1, r2]).unwrap();
     assert_eq!(served, vec![0, 0, on_m1, on_m2]);
-
     // The listener authenticated too: it hears the failover.
-    m1.freeze();
-    wait_for(
-        "cashew hears of the switch",
-        Duration::from_secs(60),
-        || cashew.log().contains("master 'shard-a' switched"),
-    );
-    wait_for("writes served", Duration::from_secs(10), || {
-        let mut c = connect(listen);
-        (0..100).all(|i| {
-            redis::cmd("SET")
-                .arg(format!("task:{i}"))
-                .arg(i)
-                .query::<()>(&mut c)
-                .is_ok()
-        })
-    });
-    assert_eq!(dbsize(r1) + dbsize(m2), 200);
+    shards.fail_over_shard_a(&cashew, listen);
 
     // A wrong password: cashew says why, and does not start.
     let dir = cashew_testkit::temp_dir("sentinel-wrong-password");
