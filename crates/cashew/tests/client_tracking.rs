@@ -412,3 +412,27 @@ fn a_tracking_clients_requests_keep_their_order_across_its_connections() {
         assert_eq!(next(&mut c), b"_\r\n", "round {round}");
     }
 }
+
+#[test]
+fn tracking_connections_count_against_max_pinned_connections() {
+    let backends: Vec<Process> = (0..2).map(|_| redis_server(&[])).collect();
+    let p = PoolProxy::start(
+        CASHEW,
+        backends,
+        "  redis: true\n  hash: md5\n  max_pinned_connections: 1\n",
+        &[],
+    );
+    let keys: Vec<String> = (0..20).map(|i| format!("k{i}")).collect();
+    let servers = p.routed(&keys);
+    let on = |server: usize| keys[servers.iter().position(|&s| s == server).unwrap()].clone();
+    let mut c = resp3(&p);
+    ok(&mut c, &[b"CLIENT", b"TRACKING", b"ON"]);
+    assert_eq!(c.request(&[b"GET", on(0).as_bytes()]), b"_\r\n");
+    assert_eq!(
+        c.request(&[b"GET", on(1).as_bytes()]),
+        b"-ERR max pinned connections reached\r\n"
+    );
+    // The connection it has goes on serving.
+    assert_eq!(c.request(&[b"GET", on(0).as_bytes()]), b"_\r\n");
+    assert_eq!(p.stats()["pool"]["pinned_connections"], 1);
+}

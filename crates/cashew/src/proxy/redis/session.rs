@@ -31,7 +31,7 @@ use crate::state::health::PoolShared;
 
 const CROSSSLOT: &str = "CROSSSLOT Keys in request don't hash to the same slot";
 const EXECABORT: &str = "EXECABORT Transaction discarded because of previous errors.";
-const MAX_PINNED: &str = "ERR max pinned connections reached";
+pub(super) const MAX_PINNED: &str = "ERR max pinned connections reached";
 
 /// One of the pool's `max_pinned_connections`, held while a connection of a
 /// client's own is open.

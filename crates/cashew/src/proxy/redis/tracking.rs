@@ -22,7 +22,7 @@ use cashew_protocol::resp::{
     INVALIDATE_ALL,
 };
 
-use super::session::PinSlot;
+use super::session::{PinSlot, MAX_PINNED};
 use super::{command, err, ready, Client, Pending};
 use crate::proxy::handoff::{BackendError, ReplyRx};
 use crate::proxy::ids::{ClientId, ServerId};
@@ -84,12 +84,9 @@ impl Tracking {
             self.sink.send(Bytes::from_static(INVALIDATE_ALL));
         }
         if !conns.contains_key(name) {
-            let slot = match PinSlot::take(pool) {
-                Ok(slot) => slot,
-                Err(_) => {
-                    let full = Bytes::from_static(b"-ERR max pinned connections reached\r\n");
-                    return pool.failed_reply(BackendError::Setup(full));
-                }
+            let Ok(slot) = PinSlot::take(pool) else {
+                let full = Bytes::from(format!("-{MAX_PINNED}\r\n"));
+                return pool.failed_reply(BackendError::Setup(full));
             };
             let own = Own {
                 conns: pool.tracking_connection(server, &self.options, self.sink.clone()),
