@@ -1,7 +1,8 @@
 //! The Node.js client libraries people run today, at the releases
 //! `tests/node/package-lock.json` pins (installed by `scripts/install-deps`), against
-//! cashew in front of real servers: ioredis, node-redis in RESP2 and RESP3, and the
-//! cluster clients of both against a Redis Cluster pool.
+//! cashew in front of real servers: ioredis, node-redis in RESP2 and RESP3 and with
+//! its client-side cache, and the cluster clients of both against a Redis Cluster
+//! pool.
 
 use std::net::SocketAddr;
 
@@ -40,6 +41,13 @@ fn node_redis_in_resp2_and_resp3() {
         let out = run_node_script("node_redis_client.js", &args);
         assert!(out.contains("all ok"), "RESP{protocol}: {out}");
     }
+}
+
+#[test]
+fn node_redis_client_side_cache() {
+    let p = pool_of_three();
+    let out = run_node_script("client_side_cache.js", &address(p.listen));
+    assert!(out.contains("all ok"), "{out}");
 }
 
 #[test]
