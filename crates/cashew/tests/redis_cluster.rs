@@ -2,13 +2,15 @@
 //! joined by `redis-cli --cluster create`) behind cashew, seen by clients as one
 //! redis, through resharding and failover.
 
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use cashew_protocol::resp::{element_text, reply_elements};
 use cashew_testkit::cluster::{cli, RedisCluster};
-use cashew_testkit::resp::{compare_sequences, messages_until_quiet};
+use cashew_testkit::resp::{compare_sequences, messages_until_quiet, RespConn};
 use cashew_testkit::{free_port, redis_server, AdminApi, Cashew};
 
 const CASHEW: &str = env!("CARGO_BIN_EXE_cashew");
@@ -822,4 +824,97 @@ fn a_pattern_subscriber_gets_each_message_once() {
     let mut got = pattern_messages(addr, 20);
     got.sort_by_key(|m| m[1..].parse::<u32>().unwrap());
     assert_eq!(got, (0..20).map(|i| format!("m{i}")).collect::<Vec<_>>());
+}
+
+/// A RESP3 client of cashew at `addr` that turned `CLIENT TRACKING` on.
+fn tracking_client(addr: SocketAddr) -> RespConn {
+    let mut c = RespConn::connect(addr);
+    assert!(c.request(&[b"HELLO", b"3"]).starts_with(b"%"));
+    assert_eq!(c.request(&[b"CLIENT", b"TRACKING", b"ON"]), b"+OK\r\n");
+    c
+}
+
+/// The keys of the `invalidate` pushes `c` gets until none comes for 300 ms.
+fn invalidated_keys(c: &mut RespConn) -> BTreeSet<String> {
+    c.0.set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let mut keys = BTreeSet::new();
+    while let Some(push) = c.try_reply() {
+        assert!(
+            push.starts_with(b">2\r\n"),
+            "{}",
+            String::from_utf8_lossy(&push)
+        );
+        let parts = reply_elements(&push).unwrap();
+        for key in reply_elements(parts[1]).unwrap() {
+            keys.insert(String::from_utf8(element_text(key).unwrap().to_vec()).unwrap());
+        }
+    }
+    c.0.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    keys
+}
+
+#[test]
+fn a_tracking_client_hears_of_its_keys_on_every_node_and_after_a_redirection() {
+    let cluster = RedisCluster::start(3, 0);
+    let (_cashew, addr) = cashew_for(&cluster, "  cluster_refresh_interval: 600000\n");
+    let keys: Vec<String> = (0..30).map(|i| format!("cached:{i}")).collect();
+    let mut w = client(addr);
+    for k in &keys {
+        let _: () = redis::cmd("SET").arg(k).arg("old").query(&mut w).unwrap();
+    }
+    let owners: BTreeSet<u16> = keys.iter().map(|k| owner_port(&cluster, k)).collect();
+    assert_eq!(owners.len(), 3, "the keys are on every master");
+
+    let mut c = tracking_client(addr);
+    for k in &keys {
+        assert_eq!(c.request(&[b"GET", k.as_bytes()]), b"$3\r\nold\r\n");
+    }
+    for k in &keys {
+        let _: () = redis::cmd("SET").arg(k).arg("new").query(&mut w).unwrap();
+    }
+    let all: BTreeSet<String> = keys.iter().cloned().collect();
+    assert_eq!(invalidated_keys(&mut c), all);
+
+    // A key's slot moves behind cashew's back: its read is redirected (MOVED) and
+    // followed on the client's own tracking connection to the new owner, which
+    // then tells it of the key's change.
+    let key = &keys[0];
+    let from = cluster
+        .nodes
+        .iter()
+        .position(|n| n.port() == owner_port(&cluster, key))
+        .unwrap();
+    let to = (from + 1) % 3;
+    let slot = cluster
+        .cli(0, &["CLUSTER", "KEYSLOT", key])
+        .trim()
+        .to_string();
+    let (from_id, to_id) = (cluster.id(from), cluster.id(to));
+    cluster.cli(to, &["CLUSTER", "SETSLOT", &slot, "IMPORTING", &from_id]);
+    cluster.cli(from, &["CLUSTER", "SETSLOT", &slot, "MIGRATING", &to_id]);
+    let to_port = cluster.nodes[to].port().to_string();
+    cluster.cli(
+        from,
+        &[
+            "MIGRATE",
+            "127.0.0.1",
+            &to_port,
+            "",
+            "0",
+            "5000",
+            "KEYS",
+            key,
+        ],
+    );
+    for node in 0..3 {
+        cluster.cli(node, &["CLUSTER", "SETSLOT", &slot, "NODE", &to_id]);
+    }
+    assert_eq!(c.request(&[b"GET", key.as_bytes()]), b"$3\r\nnew\r\n");
+    let _: () = redis::cmd("SET")
+        .arg(key)
+        .arg("newer")
+        .query(&mut w)
+        .unwrap();
+    assert_eq!(invalidated_keys(&mut c), BTreeSet::from([key.clone()]));
 }

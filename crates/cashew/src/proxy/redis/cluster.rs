@@ -20,6 +20,7 @@ use cashew_protocol::resp::{
 };
 use cashew_route::{cluster_slot, SLOTS};
 
+use super::tracking::{send_on, Tracker};
 use super::{err, Client, Pending};
 use crate::proxy::client::{self, Follow, Part};
 use crate::proxy::handoff::{BackendError, Reply, ReplyRx};
@@ -57,6 +58,9 @@ pub(crate) struct Following {
     /// The slot of the key that places the request.
     slot_of_key: u16,
     resp3: bool,
+    /// The client's tracking connections, which a tracking client's requests
+    /// follow redirections on.
+    tracking: Option<Tracker>,
     redirected: Option<Box<Redirected>>,
 }
 
@@ -234,16 +238,20 @@ impl Following {
             self.wait_then_send(Duration::from_millis(20));
             return;
         };
+        let (client, resp3, tracking) = (self.client, self.resp3, self.tracking.as_ref());
         if ask {
-            pool.send_redis_job(
-                server,
-                self.client,
-                Bytes::from_static(b"*1\r\n$6\r\nASKING\r\n"),
-                self.resp3,
-                false,
-            );
+            let asking = Bytes::from_static(b"*1\r\n$6\r\nASKING\r\n");
+            send_on(tracking, &pool, server, client, asking, resp3, false);
         }
-        self.rx = pool.send_redis(server, self.client, self.bytes.clone(), self.resp3);
+        self.rx = send_on(
+            tracking,
+            &pool,
+            server,
+            client,
+            self.bytes.clone(),
+            resp3,
+            true,
+        );
     }
 
     fn wait_then_send(&mut self, wait: Duration) {
@@ -339,7 +347,7 @@ impl Client {
         bytes: Bytes,
         slot: u16,
     ) -> Part {
-        let rx = pool.send_redis(server, self.id, bytes.clone(), self.resp3);
+        let rx = self.send_redis(pool, server, bytes.clone());
         Part::Follow(client::Following::new(boxed(Following {
             slot: self.slot.clone(),
             bytes,
@@ -347,6 +355,7 @@ impl Client {
             client: self.id,
             slot_of_key: slot,
             resp3: self.resp3,
+            tracking: self.tracking.clone(),
             redirected: None,
         })))
     }

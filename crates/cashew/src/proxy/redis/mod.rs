@@ -154,7 +154,7 @@ pub(crate) struct Client {
     /// Its subscriptions, once it subscribes.
     subscriber: Option<Rc<std::cell::RefCell<pubsub::Subscriber>>>,
     /// Its own server connections, while it tracks the keys it reads.
-    tracking: Option<Box<std::cell::RefCell<tracking::Tracking>>>,
+    tracking: Option<tracking::Tracker>,
     /// Where it reached cashew: the node a Redis Cluster pool shows it.
     local: Option<std::net::SocketAddr>,
 }

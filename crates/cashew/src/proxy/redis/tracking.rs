@@ -13,6 +13,7 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::rc::Rc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -30,6 +31,10 @@ use crate::proxy::pool::PoolRt;
 use crate::proxy::server::{push_channel, PushSink, PushSource, ServerConns};
 
 const NOT_OPTING: &str = "ERR CLIENT CACHING can be called only when the client is in tracking mode with OPTIN or OPTOUT mode enabled";
+
+/// A tracking client's state, shared with its requests that a Redis Cluster
+/// redirects (they follow on its connections).
+pub(crate) type Tracker = Rc<RefCell<Tracking>>;
 
 pub(crate) struct Tracking {
     /// What followed `ON`, given to each server as the client gave it.
@@ -67,6 +72,7 @@ impl Tracking {
         server: ServerId,
         client: ClientId,
         bytes: Bytes,
+        want_reply: bool,
     ) -> Option<ReplyRx> {
         let config = &pool.config().servers[server.0];
         let name = config.name();
@@ -101,7 +107,25 @@ impl Tracking {
             let caching = command(b"CLIENT", &[b"CACHING", answer]);
             pool.send_private(&own.conns, client, caching, false);
         }
-        pool.send_private(&own.conns, client, bytes, true)
+        pool.send_private(&own.conns, client, bytes, want_reply)
+    }
+}
+
+/// A request of `client` for `server`: on its tracking connection when it tracks,
+/// else on the shared ones.
+#[inline(always)]
+pub(super) fn send_on(
+    tracking: Option<&Tracker>,
+    pool: &PoolRt,
+    server: ServerId,
+    client: ClientId,
+    bytes: Bytes,
+    resp3: bool,
+    want_reply: bool,
+) -> Option<ReplyRx> {
+    match tracking {
+        None => pool.send_redis_job(server, client, bytes, resp3, want_reply),
+        Some(tracking) => send_tracked(tracking, pool, server, client, bytes, want_reply),
     }
 }
 
@@ -115,10 +139,8 @@ impl Client {
         server: ServerId,
         bytes: Bytes,
     ) -> Option<ReplyRx> {
-        match &self.tracking {
-            None => pool.send_redis(server, self.id, bytes, self.resp3),
-            Some(tracking) => send_tracked(tracking, pool, server, self.id, bytes),
-        }
+        let tracking = self.tracking.as_ref();
+        send_on(tracking, pool, server, self.id, bytes, self.resp3, true)
     }
 
     /// Whether the command moves the client's requests to or from its tracking
@@ -137,7 +159,7 @@ impl Client {
     }
 
     /// `CLIENT TRACKING ON|OFF [options]`.
-    pub(super) fn client_tracking(&mut self, pool: &PoolRt, bytes: &Bytes) -> Pending {
+    pub(super) fn client_tracking(&mut self, bytes: &Bytes) -> Pending {
         let on = match self.arg(bytes, 2).to_ascii_lowercase().as_slice() {
             b"on" => true,
             b"off" => false,
@@ -149,9 +171,6 @@ impl Client {
         }
         if !self.resp3 {
             return err("ERR command 'client|tracking' is not supported by the proxy: in RESP2 it needs server push to another connection (REDIRECT); switch to RESP3 with HELLO 3");
-        }
-        if pool.cluster().is_some() {
-            return err("ERR command 'client|tracking' is not supported by the proxy: not in a Redis Cluster pool");
         }
         let mut mode = Mode::default();
         let mut options = Vec::new();
@@ -197,7 +216,7 @@ impl Client {
             // What the connections of the old options tracked is no longer watched.
             sink.send(Bytes::from_static(INVALIDATE_ALL));
         }
-        self.tracking = Some(Box::new(RefCell::new(Tracking {
+        self.tracking = Some(Rc::new(RefCell::new(Tracking {
             options,
             mode,
             conns: HashMap::new(),
@@ -304,11 +323,14 @@ impl Client {
 /// Out of line: the common path only checks that the client does not track.
 #[inline(never)]
 fn send_tracked(
-    tracking: &RefCell<Tracking>,
+    tracking: &Tracker,
     pool: &PoolRt,
     server: ServerId,
     client: ClientId,
     bytes: Bytes,
+    want_reply: bool,
 ) -> Option<ReplyRx> {
-    tracking.borrow_mut().send(pool, server, client, bytes)
+    tracking
+        .borrow_mut()
+        .send(pool, server, client, bytes, want_reply)
 }
