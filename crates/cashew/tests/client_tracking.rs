@@ -94,6 +94,11 @@ fn a_tracking_client_hears_of_every_key_it_read_and_only_of_those() {
         "{info:?}"
     );
     assert_eq!(c.request(&[b"CLIENT", b"GETREDIR"]), b":0\r\n");
+    let info = c.request(&[b"CLIENT", b"INFO"]);
+    assert!(
+        String::from_utf8_lossy(&info).contains(" flags=t "),
+        "{info:?}"
+    );
     // It reads the first twenty.
     for k in &keys[..20] {
         assert_eq!(c.request(&[b"GET", k.as_bytes()]), b"$2\r\nv1\r\n");

@@ -56,6 +56,8 @@ pub(crate) struct Profile {
     pub(crate) lib_ver: String,
     pub(crate) resp3: bool,
     pub(crate) subscriber: bool,
+    /// It turned `CLIENT TRACKING` on.
+    pub(crate) tracking: bool,
 }
 
 impl ClientCard {

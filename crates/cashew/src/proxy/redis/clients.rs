@@ -13,6 +13,16 @@ use crate::state::clients::{connected, ClientCard};
 /// One client's line, as Redis writes it (the fields cashew knows).
 pub(super) fn client_line(card: &ClientCard, now: Instant) -> String {
     let p = card.profile();
+    let mut flags = String::new();
+    if p.subscriber {
+        flags.push('P');
+    }
+    if p.tracking {
+        flags.push('t');
+    }
+    if flags.is_empty() {
+        flags.push('N');
+    }
     format!(
         "id={} addr={} laddr={} name={} age={} idle={} flags={} db=0 resp={} lib-name={} lib-ver={} tot-cmds={}\n",
         card.id,
@@ -21,7 +31,7 @@ pub(super) fn client_line(card: &ClientCard, now: Instant) -> String {
         p.name,
         card.age(now).as_secs(),
         card.idle(now).as_secs(),
-        if p.subscriber { 'P' } else { 'N' },
+        flags,
         if p.resp3 { 3 } else { 2 },
         p.lib_name,
         p.lib_ver,

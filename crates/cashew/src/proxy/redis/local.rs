@@ -70,7 +70,7 @@ impl Client {
             LocalCommand::Reset => {
                 // As Redis: out of subscribed mode and any transaction.
                 self.subscriber = None;
-                self.tracking = None;
+                self.set_tracking(None);
                 self.session = super::session::Session::None;
                 self.resp3 = false;
                 self.card.set(|p| {
@@ -243,7 +243,7 @@ impl Client {
         self.resp3 = resp3;
         if !resp3 {
             // Invalidations are RESP3 pushes: a RESP2 client gets none.
-            self.tracking = None;
+            self.set_tracking(None);
         }
         self.card.set(|p| {
             p.resp3 = resp3;

@@ -143,6 +143,13 @@ impl Client {
         send_on(tracking, pool, server, self.id, bytes, self.resp3, true)
     }
 
+    /// Starts or ends tracking (`None`), as `CLIENT LIST` shows it (flag `t`).
+    pub(super) fn set_tracking(&mut self, tracking: Option<Tracker>) {
+        let on = tracking.is_some();
+        self.tracking = tracking;
+        self.card.set(|p| p.tracking = on);
+    }
+
     /// Whether the command moves the client's requests to or from its tracking
     /// connections: `CLIENT TRACKING`, and `RESET` or `HELLO` (which may leave
     /// RESP3) while it tracks.
@@ -166,7 +173,7 @@ impl Client {
             _ => return err("ERR syntax error"),
         };
         if !on {
-            self.tracking = None;
+            self.set_tracking(None);
             return ready(|o| simple(o, "OK"));
         }
         if !self.resp3 {
@@ -216,14 +223,14 @@ impl Client {
             // What the connections of the old options tracked is no longer watched.
             sink.send(Bytes::from_static(INVALIDATE_ALL));
         }
-        self.tracking = Some(Rc::new(RefCell::new(Tracking {
+        self.set_tracking(Some(Rc::new(RefCell::new(Tracking {
             options,
             mode,
             conns: HashMap::new(),
             pushes,
             sink,
             caching: None,
-        })));
+        }))));
         ready(|o| simple(o, "OK"))
     }
 
