@@ -84,7 +84,7 @@ wait_port(rd_listen)
 
 stop = threading.Event()
 lock = threading.Lock()
-counts = {"requests": 0, "errors": 0, "reconnects": 0, "mismatches": 0}
+counts = {"requests": 0, "errors": 0, "reconnects": 0, "mismatches": 0, "tracked": 0}
 mismatches = []
 
 
@@ -219,6 +219,63 @@ def redis_counter(tag):
             time.sleep(0.05)
 
 
+def resp(c):
+    """One RESP2/RESP3 frame from `c`: (type byte, value)."""
+    line = c.line()
+    kind, rest = line[:1], line[1:]
+    if kind in b"+-:_,#(":
+        return kind, rest
+    if kind in b"$=":
+        n = int(rest)
+        return kind, None if n < 0 else c.exact(n + 2)[:-2]
+    if kind in b"*>~%":
+        n = int(rest)
+        items = 2 * n if kind == b"%" else n
+        return kind, [resp(c) for _ in range(max(items, 0))]
+    raise EOFError(f"not RESP: {line[:60]!r}")
+
+
+def redis_tracking(tag):
+    """A RESP3 client with CLIENT TRACKING on (its requests go on connections of its
+    own): SET then GET of its own keys, pipelined; a GET answers the value just set,
+    or nil (its server restarted), or an error; invalidations come between replies
+    and name its keys, or none (forget everything)."""
+    enc = lambda *args: b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%s\r\n" % (len(a), a) for a in args)
+
+    def reply(c):
+        while True:
+            kind, value = resp(c)
+            if kind != b">":
+                return kind, value
+            keys = value[1][1]
+            if value[0][1] != b"invalidate" or not (keys is None or all(k[1].startswith(tag.encode()) for k in keys)):
+                mismatch(f"tracking {tag}: push {value!r:.80}")
+
+    while not stop.is_set():
+        try:
+            c = Conn(rd_listen)
+            c.s.sendall(enc(b"HELLO", b"3") + enc(b"CLIENT", b"TRACKING", b"ON"))
+            if reply(c)[0] != b"%" or reply(c) != (b"+", b"OK"):
+                mismatch(f"tracking {tag}: HELLO 3 and CLIENT TRACKING ON refused")
+                return
+            while not stop.is_set():
+                pairs = [(f"{tag}:{random.randrange(100)}".encode(), str(random.randrange(10**9)).encode()) for _ in range(8)]
+                c.s.sendall(b"".join(enc(b"SET", k, v) + enc(b"GET", k) for k, v in pairs))
+                for k, v in pairs:
+                    got = reply(c)
+                    if got != (b"+", b"OK") and got[0] != b"-":
+                        mismatch(f"tracking SET {k!r}: {got!r:.60}")
+                    got = reply(c)
+                    if got[0] == b"-" or got[0] == b"_":
+                        count(errors=got[0] == b"-")
+                    elif got != (b"$", v):
+                        mismatch(f"tracking GET {k!r}: {got!r:.60}, not {v!r}")
+                count(requests=16, tracked=16)
+        except (EOFError, OSError):
+            count(reconnects=1)
+            time.sleep(0.05)
+
+
 def short_connections():
     while not stop.is_set():
         try:
@@ -269,6 +326,7 @@ workers = [threading.Thread(target=memcached_client, args=(f"p{i}", 16 if i % 2 
            for i in range(4)]
 workers += [threading.Thread(target=multiget_client), threading.Thread(target=redis_counter, args=("c0",)),
             threading.Thread(target=redis_counter, args=("c1",)), threading.Thread(target=short_connections),
+            threading.Thread(target=redis_tracking, args=("t0",)),
             threading.Thread(target=slow_reader)]
 for w in workers:
     w.start()
@@ -365,7 +423,7 @@ rss_growth = avg(last, 1) - avg(first, 1)
 fd_growth = avg(last, 2) - avg(first, 2)
 summary = {
     "seconds": round(time.time() - started), "requests": counts["requests"], "errors": counts["errors"],
-    "reconnects": counts["reconnects"], "mismatches": counts["mismatches"], "restarts": sum(1 for e in events if e[1] == "restart"),
+    "reconnects": counts["reconnects"], "mismatches": counts["mismatches"], "tracking_client_requests": counts["tracked"], "restarts": sum(1 for e in events if e[1] == "restart"),
     "backend_kills": sum(1 for e in events if e[1].startswith("killed")), "reloads": generation,
     "rss_mib_first_third": round(avg(first, 1), 1), "rss_mib_last_third": round(avg(last, 1), 1),
     "fds_first_third": round(avg(first, 2), 1), "fds_last_third": round(avg(last, 2), 1),
@@ -380,6 +438,8 @@ if failure is None and fd_growth > 50:
     failure = f"open descriptors grew by {fd_growth:.0f}"
 if failure is None and counts["requests"] == 0:
     failure = "no request was answered"
+if failure is None and counts["tracked"] == 0:
+    failure = "the tracking client got no reply"
 if failure:
     sys.exit("soak FAILED: " + failure)
 print("soak passed")
