@@ -192,6 +192,12 @@ impl Shards {
             Duration::from_secs(60),
             || cashew.log().contains("master 'shard-a' switched"),
         );
+        self.writes_reach_the_new_master(listen);
+    }
+
+    /// Once shard-a's replica is its master: 100 more keys written through cashew
+    /// at `listen` are on it or on shard-b's master (after 100 of `write_jobs`).
+    fn writes_reach_the_new_master(&self, listen: SocketAddr) {
         let after: Vec<String> = (0..100).map(|i| format!("task:{i}")).collect();
         wait_for("writes served", Duration::from_secs(10), || {
             let mut c = connect(listen);
@@ -509,6 +515,54 @@ fn a_sentinel_that_hangs_costs_a_load_one_timeout_and_the_next_is_listened_to() 
     shards.fail_over_shard_a(&cashew, listen);
     let log = cashew.log();
     assert!(log.contains("stopped answering"), "{log}");
+}
+
+#[test]
+fn a_switch_made_while_no_sentinel_was_listened_to_is_caught_up() {
+    let mut shards = Shards::start("sentinel-missed");
+    // After the first Sentinel, three addresses that accept connections and never
+    // answer (hosts gone quiet): once the first hangs, the listener spends seconds
+    // on them before it reaches the second Sentinel.
+    let quiet: Vec<std::net::TcpListener> = (0..3)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    for (i, q) in quiet.iter().enumerate() {
+        shards
+            .listed
+            .insert(1 + i, q.local_addr().unwrap().to_string());
+    }
+    let listen = free_listen();
+    let cashew = Cashew::start(CASHEW, &shards.pool_yaml(listen, ""), &["--threads", "2"]);
+    shards.write_jobs(listen, 100);
+    // The listened Sentinel hangs, and the second fails shard-a over at once
+    // (`SENTINEL FAILOVER`), well before the listener comes to it.
+    shards.sentinels[0].freeze();
+    let failover = redis::cmd("SENTINEL")
+        .arg("FAILOVER")
+        .arg("shard-a")
+        .query::<()>(&mut connect(shards.sentinels[1].addr));
+    assert!(failover.is_ok(), "{failover:?}");
+    wait_for(
+        "cashew catches up with the switch",
+        Duration::from_secs(60),
+        || cashew.log().contains("changed while not listened to"),
+    );
+    // Writes are kept once the reload is done and the old master follows the new
+    // one (what it took before that is lost with its demotion, as in any failover).
+    wait_for("the reload is done", Duration::from_secs(10), || {
+        cashew.log().matches("configuration generation").count() >= 2
+    });
+    wait_for(
+        "shard-a's old master follows the new one",
+        Duration::from_secs(30),
+        || {
+            redis::cmd("INFO")
+                .arg("replication")
+                .query::<String>(&mut connect(shards.m1.addr))
+                .is_ok_and(|info| info.contains("role:slave"))
+        },
+    );
+    shards.writes_reach_the_new_master(listen);
 }
 
 #[test]
