@@ -441,3 +441,68 @@ fn tracking_connections_count_against_max_pinned_connections() {
     assert_eq!(c.request(&[b"GET", on(0).as_bytes()]), b"_\r\n");
     assert_eq!(p.stats()["pool"]["pinned_connections"], 1);
 }
+
+/// Reloads `p` with `servers` and `extra` pool lines; waits for generation `n`.
+fn reload(p: &PoolProxy, servers: &[&Process], extra: &str, n: u32) {
+    let list: String = servers
+        .iter()
+        .map(|s| format!("    - {}:1\n", s.addr))
+        .collect();
+    p.cashew.write_config(&format!(
+        "pool:\n  listen: {}\n  redis: true\n  hash: md5\n{extra}  servers:\n{list}",
+        p.listen
+    ));
+    p.cashew.process.signal("HUP");
+    let start = Instant::now();
+    while !p
+        .cashew
+        .log()
+        .contains(&format!("configuration generation {n}"))
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "{}",
+            p.cashew.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Frames within `wait`, and whether one was `invalidate` with no keys.
+fn told_to_forget_all(c: &mut RespConn, wait: Duration) -> bool {
+    c.0.set_read_timeout(Some(wait)).unwrap();
+    let mut forget = false;
+    while let Some(frame) = c.try_reply() {
+        forget |= invalidated(&frame).is_none();
+    }
+    c.0.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    forget
+}
+
+#[test]
+fn a_reload_that_moves_keys_makes_a_tracking_client_forget_everything() {
+    let p = start(1);
+    let added = redis_server(&[]);
+    let keys: Vec<String> = (0..20).map(|i| format!("k{i}")).collect();
+    set_all(&p, &keys, "v");
+    let mut c = resp3(&p);
+    ok(&mut c, &[b"CLIENT", b"TRACKING", b"ON"]);
+    for k in &keys {
+        assert_eq!(c.request(&[b"GET", k.as_bytes()]), b"$1\r\nv\r\n");
+    }
+    // A reload that places keys as before (a setting of no placement) keeps the cache.
+    let first = &p.backends[0];
+    reload(&p, &[first], "  timeout: 900\n", 2);
+    assert!(!told_to_forget_all(&mut c, Duration::from_millis(500)));
+    // One that adds a server moves keys: reads of them go where the client's cached
+    // values were never tracked, so it is told to forget everything.
+    reload(&p, &[first, &added], "", 3);
+    assert!(told_to_forget_all(&mut c, Duration::from_secs(2)));
+    // It goes on, tracked on both servers.
+    for k in &keys {
+        c.request(&[b"GET", k.as_bytes()]);
+    }
+    set_all(&p, &keys, "w");
+    let heard = invalidations(&mut c, Duration::from_secs(1));
+    assert_eq!(heard, keys.iter().cloned().collect::<BTreeSet<_>>());
+}

@@ -153,7 +153,7 @@ impl Client {
             }
             b"list" => self.client_list(pool, bytes),
             b"setname" | b"getname" | b"setinfo" | b"id" | b"no-evict" | b"no-touch" | b"info" => wrong(),
-            b"tracking" if argc >= 3 => self.client_tracking(bytes),
+            b"tracking" if argc >= 3 => self.client_tracking(pool, bytes),
             b"caching" if argc == 3 => self.client_caching(bytes),
             b"getredir" if argc == 2 => self.client_getredir(),
             b"trackinginfo" if argc == 2 => self.client_trackinginfo(),

@@ -47,6 +47,55 @@ pub(crate) struct Tracking {
     sink: PushSink,
     /// `CLIENT CACHING yes|no`, owed to the connection of the next command.
     caching: Option<bool>,
+    /// Where the pool placed keys when last looked at (see [`Placed`]).
+    placed: Placed,
+}
+
+/// Where a pool places keys: a reload that moves them, or a server ejected or
+/// restored, sends reads of a key the client cached to a server that never told it
+/// of the key, and writes elsewhere than the server that tracks it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Placed {
+    generation: u64,
+    /// A digest of the placement (servers, weights, hash, distribution, hash tag).
+    placement: u64,
+    /// The pool's ejection epoch.
+    epoch: u64,
+}
+
+impl Placed {
+    fn of(pool: &PoolRt) -> Placed {
+        use std::hash::{Hash, Hasher};
+        let config = pool.config();
+        let servers: Vec<(&str, u32)> = config.servers[..config.keyspace_servers()]
+            .iter()
+            .map(|s| (s.name(), s.weight))
+            .collect();
+        let mut digest = std::collections::hash_map::DefaultHasher::new();
+        format!(
+            "{servers:?} {:?} {:?} {:?}",
+            config.hash, config.distribution, config.hash_tag
+        )
+        .hash(&mut digest);
+        Placed {
+            generation: pool.generation.number,
+            placement: digest.finish(),
+            epoch: pool.shared().epoch(),
+        }
+    }
+
+    /// Whether keys may have moved since `self`; `self` becomes now.
+    fn moved(&mut self, pool: &PoolRt) -> bool {
+        let unchanged =
+            self.generation == pool.generation.number && self.epoch == pool.shared().epoch();
+        if unchanged {
+            return false;
+        }
+        let now = Placed::of(pool);
+        let moved = now.placement != self.placement || now.epoch != self.epoch;
+        *self = now;
+        moved
+    }
 }
 
 #[derive(Clone, Copy, Default, PartialEq, Eq)]
@@ -166,7 +215,7 @@ impl Client {
     }
 
     /// `CLIENT TRACKING ON|OFF [options]`.
-    pub(super) fn client_tracking(&mut self, bytes: &Bytes) -> Pending {
+    pub(super) fn client_tracking(&mut self, pool: &PoolRt, bytes: &Bytes) -> Pending {
         let on = match self.arg(bytes, 2).to_ascii_lowercase().as_slice() {
             b"on" => true,
             b"off" => false,
@@ -230,6 +279,7 @@ impl Client {
             pushes,
             sink,
             caching: None,
+            placed: Placed::of(pool),
         }))));
         ready(|o| simple(o, "OK"))
     }
@@ -314,15 +364,26 @@ impl Client {
         })
     }
 
-    /// The next invalidation for the client, if one came.
+    /// The next invalidation for the client, if one came; everything to forget when
+    /// keys may have moved (a Redis Cluster's nodes tell of keys that leave them).
     pub(super) fn poll_tracking(&mut self, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
-        match &self.tracking {
-            Some(t) => match t.borrow_mut().pushes.poll_recv(cx, INVALIDATE_ALL) {
-                Poll::Ready(Some(push)) => Poll::Ready(Some(push)),
-                // It holds a sender: never.
-                Poll::Ready(None) | Poll::Pending => Poll::Pending,
-            },
-            None => Poll::Pending,
+        let Some(tracking) = &self.tracking else {
+            return Poll::Pending;
+        };
+        let mut t = tracking.borrow_mut();
+        let pool = self.slot.pool();
+        if pool.cluster().is_none() && t.placed.moved(&pool) {
+            // Connections to servers no longer in the pool go.
+            let names: Vec<&str> = pool.config().servers.iter().map(|s| s.name()).collect();
+            if let Some(conns) = t.conns.get_mut(&pool.config().name) {
+                conns.retain(|name, _| names.contains(&name.as_str()));
+            }
+            return Poll::Ready(Some(Bytes::from_static(INVALIDATE_ALL)));
+        }
+        match t.pushes.poll_recv(cx, INVALIDATE_ALL) {
+            Poll::Ready(Some(push)) => Poll::Ready(Some(push)),
+            // It holds a sender: never.
+            Poll::Ready(None) | Poll::Pending => Poll::Pending,
         }
     }
 }
