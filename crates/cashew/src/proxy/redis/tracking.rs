@@ -388,7 +388,9 @@ impl Client {
     }
 }
 
-/// Out of line: the common path only checks that the client does not track.
+/// Out of line: the common path only checks that the client does not track
+/// (with the borrow inlined in `send_on`, `send_to` ran 10 more instructions per
+/// request for clients that do not track).
 #[inline(never)]
 fn send_tracked(
     tracking: &Tracker,
