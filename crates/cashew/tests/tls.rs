@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use cashew_testkit::resp::RespConn;
 use cashew_testkit::tls::{peer_serial, Authority, Issued, Request, TlsClient};
 use cashew_testkit::{free_port, memcached_tls, redis_server_tls, AdminApi, Cashew, Process};
 
@@ -598,4 +599,43 @@ fn a_restart_hands_the_tls_listener_over_and_drains_the_old_sessions() {
     // The new process serves TLS with the same certificate.
     let conn = client.connect(addr).unwrap();
     assert_eq!(peer_serial(&conn), vec![1]);
+}
+
+#[test]
+fn a_tracking_client_hears_invalidations_from_a_server_behind_tls_and_a_password() {
+    let pki = pki();
+    let server = redis_server_tls(&pki.server, &pki.ca.ca(), &["--requirepass", "s3cret"]);
+    let addr = listen();
+    let server_tls = format!(
+        "  server_tls:\n    ca: {}\n    cert: {}\n    key: {}\n",
+        path(&pki.ca.ca()),
+        path(&pki.proxy.cert),
+        path(&pki.proxy.key)
+    );
+    let _cashew = start(
+        "cache",
+        addr,
+        &format!("  redis: true\n  redis_auth: s3cret\n{server_tls}"),
+        &[&server],
+        &[],
+    );
+    let mut c = RespConn::connect(addr);
+    let hello = c.request(&[b"HELLO", b"3", b"AUTH", b"default", b"s3cret"]);
+    assert!(
+        hello.starts_with(b"%"),
+        "{}",
+        String::from_utf8_lossy(&hello)
+    );
+    assert_eq!(c.request(&[b"CLIENT", b"TRACKING", b"ON"]), b"+OK\r\n");
+    assert_eq!(c.request(&[b"GET", b"k"]), b"_\r\n");
+    let mut w = RespConn::connect(addr);
+    assert_eq!(w.request(&[b"AUTH", b"s3cret"]), b"+OK\r\n");
+    assert_eq!(w.request(&[b"SET", b"k", b"v"]), b"+OK\r\n");
+    // Its own connection to the server, opened over TLS with the password and
+    // tracking on, brings the invalidation.
+    assert_eq!(
+        c.reply(),
+        b">2\r\n$10\r\ninvalidate\r\n*1\r\n$1\r\nk\r\n",
+        "the server's invalidation of the key read"
+    );
 }
