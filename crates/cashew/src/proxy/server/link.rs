@@ -28,59 +28,7 @@ pub(crate) struct ServerLink {
     pub(crate) retired: bool,
     /// Where the RESP3 pushes the server sends go (a tracking client's
     /// invalidations); without it they are read past.
-    pub(crate) pushes: Option<PushSink>,
-}
-
-/// Pushes on their way to one client, a bounded number at a time: when the
-/// client does not take them (it waits for a blocking call), the rest are
-/// dropped and the client is told so once, so that it forgets everything.
-#[derive(Clone)]
-pub(crate) struct PushSink {
-    tx: tokio::sync::mpsc::Sender<bytes::Bytes>,
-    overflowed: std::rc::Rc<std::cell::Cell<bool>>,
-}
-
-/// The other end of a [`PushSink`].
-pub(crate) struct PushSource {
-    rx: tokio::sync::mpsc::Receiver<bytes::Bytes>,
-    overflowed: std::rc::Rc<std::cell::Cell<bool>>,
-}
-
-/// Pushes a client's connections may hold for it.
-const PUSH_BACKLOG: usize = 4096;
-
-pub(crate) fn push_channel() -> (PushSink, PushSource) {
-    let (tx, rx) = tokio::sync::mpsc::channel(PUSH_BACKLOG);
-    let overflowed = std::rc::Rc::new(std::cell::Cell::new(false));
-    let source = PushSource {
-        rx,
-        overflowed: overflowed.clone(),
-    };
-    (PushSink { tx, overflowed }, source)
-}
-
-impl PushSink {
-    pub(crate) fn send(&self, push: bytes::Bytes) {
-        if self.tx.try_send(push).is_err() {
-            self.overflowed.set(true);
-        }
-    }
-}
-
-impl PushSource {
-    /// The next push; after pushes were dropped, those held are replaced by
-    /// `instead`.
-    pub(crate) fn poll_recv(
-        &mut self,
-        cx: &mut std::task::Context<'_>,
-        instead: &'static [u8],
-    ) -> std::task::Poll<Option<bytes::Bytes>> {
-        if self.overflowed.replace(false) {
-            while self.rx.try_recv().is_ok() {}
-            return std::task::Poll::Ready(Some(bytes::Bytes::from_static(instead)));
-        }
-        self.rx.poll_recv(cx)
-    }
+    pub(crate) pushes: Option<super::push::PushSink>,
 }
 
 /// How to reach and talk to a server. Connections whose settings are unchanged by a
