@@ -11,7 +11,6 @@
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -20,7 +19,7 @@ use cashew_config::{ClusterTopology, Config, Pool, Server, ServerAddress};
 use cashew_protocol::resp::{element_text, reply_elements};
 use cashew_route::SlotMap;
 
-use super::resp_client::{authenticate, read_frame, request};
+use super::resp_client::{authenticate, connect, read_frame, request};
 use crate::log::{NOTICE, WARN};
 use crate::log_at;
 use crate::net::tls::{PoolTls, ServerTlsConnector};
@@ -238,25 +237,8 @@ fn ask(
     auth: Option<&Auth>,
     tls: Option<&ServerTlsConnector>,
 ) -> Result<Vec<Shard>, String> {
-    let addr = (node.0.as_str(), node.1)
-        .to_socket_addrs()
-        .ok()
-        .and_then(|mut a| a.next())
-        .ok_or("the address does not resolve")?;
-    let tcp = TcpStream::connect_timeout(&addr, ASK_TIMEOUT).map_err(|e| e.to_string())?;
-    tcp.set_read_timeout(Some(ASK_TIMEOUT))
-        .map_err(|e| e.to_string())?;
-    tcp.set_write_timeout(Some(ASK_TIMEOUT))
-        .map_err(|e| e.to_string())?;
-    match tls {
-        Some(tls) => {
-            let mut stream = tls
-                .connect_blocking(&node.0, tcp)
-                .map_err(|e| e.to_string())?;
-            ask_over(&mut stream, auth, true)
-        }
-        None => ask_over(&mut { tcp }, auth, false),
-    }
+    let mut stream = connect(&node.0, node.1, tls, ASK_TIMEOUT)?;
+    ask_over(&mut stream, auth, tls.is_some())
 }
 
 /// `ask` over a connected stream.

@@ -2,8 +2,40 @@
 //! cluster's slot map): a request's bytes, one whole reply read, its strings.
 
 use std::io::{ErrorKind, Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::time::Duration;
 
 use cashew_protocol::resp::{element_text, parse_reply, reply_elements, ReplyParse};
+
+use crate::net::tls::ServerTlsConnector;
+
+/// A blocking connection of the control plane, over TLS or not.
+pub(super) trait Duplex: Read + Write + Send {}
+impl<T: Read + Write + Send> Duplex for T {}
+
+/// A connection to `host:port`, over TLS with `tls`; connecting, each read and
+/// each write wait up to `timeout`.
+pub(super) fn connect(
+    host: &str,
+    port: u16,
+    tls: Option<&ServerTlsConnector>,
+    timeout: Duration,
+) -> Result<Box<dyn Duplex>, String> {
+    let addr = (host, port)
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut a| a.next())
+        .ok_or("the address does not resolve")?;
+    let tcp = TcpStream::connect_timeout(&addr, timeout).map_err(|e| e.to_string())?;
+    tcp.set_read_timeout(Some(timeout))
+        .map_err(|e| e.to_string())?;
+    tcp.set_write_timeout(Some(timeout))
+        .map_err(|e| e.to_string())?;
+    Ok(match tls {
+        Some(tls) => Box::new(tls.connect_blocking(host, tcp).map_err(|e| e.to_string())?),
+        None => Box::new(tcp),
+    })
+}
 
 /// A command as RESP: an array of bulk strings.
 pub(super) fn request(args: &[&[u8]]) -> Vec<u8> {

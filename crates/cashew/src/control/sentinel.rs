@@ -11,12 +11,13 @@
 //! goes down, comes back or is added, as the Sentinels see it.
 
 use std::collections::HashMap;
-use std::io::{Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
+use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::resp_client::{authenticate, read_frame, request, strings, wait_frame, Wait};
+use super::resp_client::{
+    authenticate, connect, read_frame, request, strings, wait_frame, Duplex, Wait,
+};
 use crate::net::tls::{PoolTls, ServerTlsConnector};
 use cashew_config::{Config, ReadFrom, Secret, SentinelReplicas, Server, ServerAddress};
 use cashew_protocol::resp::reply_elements;
@@ -47,10 +48,6 @@ struct Reach {
     tls: Option<Arc<ServerTlsConnector>>,
 }
 
-/// A blocking connection to a Sentinel, over TLS or not.
-trait Duplex: Read + Write + Send {}
-impl<T: Read + Write + Send> Duplex for T {}
-
 impl Reach {
     fn of(pool: &cashew_config::Pool, tls: Option<&PoolTls>) -> Reach {
         Reach {
@@ -66,14 +63,7 @@ impl Reach {
     /// `patience`; `None` (logged when the Sentinel refuses the password) when it
     /// cannot be had.
     fn open(&self, host: &str, port: u16, patience: Duration) -> Option<Box<dyn Duplex>> {
-        let addr = (host, port).to_socket_addrs().ok()?.next()?;
-        let tcp = TcpStream::connect_timeout(&addr, ASK_TIMEOUT).ok()?;
-        tcp.set_read_timeout(Some(patience)).ok()?;
-        tcp.set_write_timeout(Some(ASK_TIMEOUT)).ok()?;
-        let mut stream: Box<dyn Duplex> = match &self.tls {
-            Some(tls) => Box::new(tls.connect_blocking(host, tcp).ok()?),
-            None => Box::new(tcp),
-        };
+        let mut stream = connect(host, port, self.tls.as_deref(), patience).ok()?;
         if let Some((user, password)) = &self.auth {
             let said = authenticate(
                 &mut stream,
